@@ -1,0 +1,214 @@
+// Package mayfly holds the domain of the Mayfly just-in-time access broker:
+// requests, leases, targets, grants, users and audit events, and the
+// interfaces (Store, Connector, Clock) that the internal packages implement.
+package mayfly
+
+import (
+	"context"
+	"time"
+)
+
+// RequestState is where a request stands in its workflow.
+type RequestState string
+
+// Request states. A request starts pending (or approved, when policy approves
+// it automatically) and ends approved, denied, cancelled or lapsed.
+const (
+	RequestPending   RequestState = "pending"
+	RequestApproved  RequestState = "approved"
+	RequestDenied    RequestState = "denied"
+	RequestCancelled RequestState = "cancelled"
+	RequestLapsed    RequestState = "lapsed"
+)
+
+// LeaseState is where the account behind a lease stands.
+type LeaseState string
+
+// Lease states: provisioning → active → revoking → revoked, or failed when
+// provisioning did not complete (and was undone).
+const (
+	LeaseProvisioning LeaseState = "provisioning"
+	LeaseActive       LeaseState = "active"
+	LeaseRevoking     LeaseState = "revoking"
+	LeaseRevoked      LeaseState = "revoked"
+	LeaseFailed       LeaseState = "failed"
+)
+
+// Live reports whether an account may exist on the target for a lease in
+// this state.
+func (s LeaseState) Live() bool {
+	return s == LeaseProvisioning || s == LeaseActive || s == LeaseRevoking
+}
+
+// End reasons: why a lease ended. The set is documented in the README.
+const (
+	EndExpired       = "expired"
+	EndDone          = "done"
+	EndRevoked       = "revoked"
+	EndIdle          = "idle"
+	EndUserSuspended = "user_suspended"
+	EndOrphan        = "orphan"
+	EndMissing       = "missing"
+	EndFailed        = "provisioning_failed"
+)
+
+// Request is a person's ask for access: target/grant, reason, duration.
+type Request struct {
+	ID        string        `json:"id"`
+	Requester string        `json:"requester"`
+	Target    string        `json:"target"`
+	Grant     string        `json:"grant"`
+	Reason    string        `json:"reason"`
+	Duration  time.Duration `json:"-"`
+	State     RequestState  `json:"state"`
+	// Policy is the name of the policy that decided the request.
+	Policy string `json:"policy"`
+	// ApprovalsRequired is how many distinct approvers must approve.
+	ApprovalsRequired int `json:"approvals_required"`
+	// ApproverGroups are the groups whose members may approve.
+	ApproverGroups []string `json:"approver_groups"`
+	// Approvers are the users who approved so far.
+	Approvers []string `json:"approvers"`
+	// Decider is who denied or cancelled the request, with DecisionReason.
+	Decider        string    `json:"decider,omitempty"`
+	DecisionReason string    `json:"decision_reason,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	DecidedAt      time.Time `json:"decided_at,omitzero"`
+	// LeaseID is the lease activated for this request, if any.
+	LeaseID string `json:"lease_id,omitempty"`
+}
+
+// Lease is the ephemeral account behind an approved request.
+type Lease struct {
+	ID        string     `json:"id"`
+	RequestID string     `json:"request_id"`
+	Requester string     `json:"requester"`
+	Target    string     `json:"target"`
+	Grant     string     `json:"grant"`
+	Username  string     `json:"username"`
+	State     LeaseState `json:"state"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	// DueAt is when the scheduler must next act on the lease: the expiry
+	// while active, the next retry while revoking, a claim timeout while
+	// provisioning. It is indexed.
+	DueAt     time.Time `json:"-"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	EndReason string    `json:"end_reason,omitempty"`
+	// RevokeAttempts counts failed revocation attempts.
+	RevokeAttempts int    `json:"revoke_attempts"`
+	LastError      string `json:"last_error,omitempty"`
+	// SecretHMAC is a keyed hash of the issued secret, for correlating a
+	// leaked credential; never the secret itself.
+	SecretHMAC string `json:"-"`
+}
+
+// Approval records one approver's decision on a request.
+type Approval struct {
+	RequestID string    `json:"request_id"`
+	Approver  string    `json:"approver"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// User is a person or automation identity.
+type User struct {
+	Name   string   `json:"name"`
+	Groups []string `json:"groups"`
+	Status string   `json:"status"`
+}
+
+// Credential is what the requester receives, once, when a lease activates.
+type Credential struct {
+	Username    string `json:"username"`
+	Password    string `json:"password,omitempty"`
+	Host        string `json:"host,omitempty"`
+	Port        int    `json:"port,omitempty"`
+	Database    string `json:"database,omitempty"`
+	Certificate string `json:"certificate,omitempty"`
+	PrivateKey  string `json:"private_key,omitempty"`
+}
+
+// Secrets returns the secret values in c, for scrubbing and hashing.
+func (c Credential) Secrets() []string {
+	var s []string
+	for _, v := range []string{c.Password, c.PrivateKey} {
+		if v != "" {
+			s = append(s, v)
+		}
+	}
+	return s
+}
+
+// Clock tells the time; tests inject a fake.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns the current time.
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// ProvisionRequest asks a connector to create the account for a lease.
+type ProvisionRequest struct {
+	LeaseID   string
+	Username  string
+	Grant     Grant
+	ExpiresAt time.Time
+	// PublicKey is an SSH public key (authorized_keys format) to sign, when
+	// the user brings their own.
+	PublicKey string
+}
+
+// ProvisionResponse carries the issued credential.
+type ProvisionResponse struct {
+	Credential Credential
+}
+
+// RevokeRequest asks a connector to end sessions and remove an account.
+type RevokeRequest struct {
+	LeaseID  string
+	Username string
+	// ExpiresAt is the lease's expiry (an SSH certificate stays on the
+	// revocation list until then).
+	ExpiresAt time.Time
+}
+
+// AccountsRequest lists accounts whose name starts with Prefix ("" for all).
+type AccountsRequest struct {
+	Prefix string
+}
+
+// Account is an account present on a target.
+type Account struct {
+	Name string `json:"name"`
+	// LastActivity is when the account was last seen in use, zero if never
+	// or unknown.
+	LastActivity time.Time `json:"last_activity,omitzero"`
+	// Sessions is how many live sessions the account has.
+	Sessions  int  `json:"sessions"`
+	CanLogin  bool `json:"can_login"`
+	Superuser bool `json:"superuser"`
+	// Privileges describes what the account can do, where known.
+	Privileges []string `json:"privileges,omitempty"`
+}
+
+// Connector creates and removes ephemeral accounts on one target.
+// Implementations must be idempotent: provisioning a username that already
+// exists for the same lease replaces its credential instead of failing, and
+// revoking an account that does not exist succeeds.
+type Connector interface {
+	// Provision creates the account with the grant's rights and returns the
+	// credential. The target-side expiry is set where the target has one.
+	Provision(ctx context.Context, req ProvisionRequest) (ProvisionResponse, error)
+	// Revoke blocks new logins, ends live sessions, removes the account and
+	// what it owns, and verifies it is gone.
+	Revoke(ctx context.Context, req RevokeRequest) error
+	// Accounts lists accounts present on the target.
+	Accounts(ctx context.Context, req AccountsRequest) ([]Account, error)
+	// Check reports whether the target is reachable with the admin credential.
+	Check(ctx context.Context) error
+	// Close releases connections.
+	Close() error
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Makes sure the servers the tests and the demo need are installed, running on
+# loopback, and set up: PostgreSQL (checking passwords for every role but the
+# admin), MariaDB, Redis. Safe to run again. Needs root on Debian.
+set -euo pipefail
+
+log() { echo "services: $*" >&2; }
+
+need_pkgs=()
+command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql postgresql-client)
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client)
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+wait_for() { # name, command...
+  local name=$1; shift
+  for _ in $(seq 1 60); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  log "$name did not come up"; return 1
+}
+
+# PostgreSQL
+if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
+  log "starting PostgreSQL"
+  ver=$(ls /etc/postgresql | sort -V | tail -1)
+  pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+fi
+wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432
+
+# Make PostgreSQL check passwords over loopback TCP for every role but the
+# admin: trust auth would let any password in and prove nothing.
+hba=$(psql -h 127.0.0.1 -U postgres -Atc 'show hba_file')
+if ! grep -q '^# mayfly-test-begin' "$hba"; then
+  log "making PostgreSQL check passwords on 127.0.0.1 ($hba)"
+  tmp=$(mktemp)
+  {
+    echo '# mayfly-test-begin: only the admin is trusted; every other role must present its password'
+    echo 'host all postgres 127.0.0.1/32 trust'
+    echo 'host all postgres ::1/128 trust'
+    echo 'host all all 127.0.0.1/32 scram-sha-256'
+    echo 'host all all ::1/128 scram-sha-256'
+    echo '# mayfly-test-end'
+    cat "$hba"
+  } >"$tmp"
+  cat "$tmp" >"$hba"
+  rm -f "$tmp"
+  psql -h 127.0.0.1 -U postgres -Atc 'select pg_reload_conf()' >/dev/null
+fi
+psql -h 127.0.0.1 -U postgres -Atc "select 1 from pg_database where datname='test'" | grep -q 1 \
+  || psql -h 127.0.0.1 -U postgres -c 'create database test' >/dev/null
+
+# MariaDB
+if ! mariadb -h 127.0.0.1 -uroot -e 'select 1' >/dev/null 2>&1; then
+  log "starting MariaDB"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql || true
+fi
+wait_for MariaDB mariadb -h 127.0.0.1 -uroot -e 'select 1'
+mariadb -h 127.0.0.1 -uroot -e 'create database if not exists test'
+
+# Redis
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting Redis"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
+log "ready"

@@ -1,0 +1,88 @@
+package mayfly
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps requests, leases and the audit trail. Every state change and
+// its audit event are written in one Update transaction.
+type Store interface {
+	// Update runs fn in a read-write transaction, committed when fn returns
+	// nil and rolled back otherwise.
+	Update(ctx context.Context, fn func(tx Tx) error) error
+	// View runs fn in a read-only transaction.
+	View(ctx context.Context, fn func(tx Tx) error) error
+	Close() error
+}
+
+// Tx is a store transaction. Getters return an *Error with ENOTFOUND when
+// nothing matches.
+type Tx interface {
+	CreateRequest(r *Request) error
+	// UpdateRequest writes every mutable field of r (state, approvers,
+	// decision, lease id).
+	UpdateRequest(r *Request) error
+	GetRequest(id string) (*Request, error)
+	ListRequests(f RequestFilter) ([]*Request, error)
+
+	CreateLease(l *Lease) error
+	// UpdateLease writes every mutable field of l.
+	UpdateLease(l *Lease) error
+	GetLease(id string) (*Lease, error)
+	ListLeases(f LeaseFilter) ([]*Lease, error)
+	// DueLeases returns up to limit leases in the given states whose DueAt
+	// is at or before now, earliest first (an indexed query).
+	DueLeases(now time.Time, states []LeaseState, limit int) ([]*Lease, error)
+	// NextDue returns the earliest DueAt of leases in the given states;
+	// ok is false when there is none.
+	NextDue(states []LeaseState) (t time.Time, ok bool, err error)
+	// CountLeases counts leases by state.
+	CountLeases() (map[LeaseState]int, error)
+
+	// AppendAudit sets e.Seq, e.PrevHash and e.Hash and appends e.
+	AppendAudit(e *AuditEvent) error
+	// ListAudit returns events matching f in sequence order.
+	ListAudit(f AuditFilter) ([]*AuditEvent, error)
+
+	// GetUserStatus returns a user's stored status ("" when none is stored).
+	GetUserStatus(name string) (string, error)
+	SetUserStatus(name, status string) error
+
+	// GetSetting and PutSetting keep small values (keys, cursors).
+	GetSetting(key string) (string, error)
+	PutSetting(key, value string) error
+}
+
+// RequestFilter selects requests; zero fields match everything.
+type RequestFilter struct {
+	IDs       []string
+	Requester string
+	States    []RequestState
+	Limit     int
+}
+
+// LeaseFilter selects leases; zero fields match everything.
+type LeaseFilter struct {
+	IDs       []string
+	RequestID string
+	Requester string
+	Target    string
+	Username  string
+	States    []LeaseState
+	Limit     int
+}
+
+// AuditFilter selects audit events; zero fields match everything.
+type AuditFilter struct {
+	AfterSeq  int64 // events with Seq > AfterSeq
+	UntilSeq  int64 // events with Seq <= UntilSeq, when not zero
+	Actor     string
+	Action    string
+	Target    string
+	LeaseID   string
+	RequestID string
+	Since     time.Time
+	Until     time.Time
+	Limit     int
+}
