@@ -54,3 +54,13 @@ func ErrorMessage(err error) string {
 	}
 	return "internal error"
 }
+
+// ErrorMessageOrText returns the message of an *Error in err's chain, or
+// err's own text: for local errors at the edge of the command line.
+func ErrorMessageOrText(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return err.Error()
+}

@@ -6,11 +6,16 @@ set -euo pipefail
 
 log() { echo "services: $*" >&2; }
 
+# Which services: all by default, or those named (postgres, mariadb, redis).
+want() { [ $# -eq 0 ] && return 0; for s in $SERVICES; do [ "$s" = "$1" ] && return 0; done; return 1; }
+SERVICES="${*:-postgres mariadb redis}"
+
 need_pkgs=()
-command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql postgresql-client)
-command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client)
-command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
-command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+want postgres && { command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postgresql postgresql-client); }
+want mariadb && { [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client); }
+want redis && { command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server); }
+want postgres && { command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client); }
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   apt-get update -qq
@@ -27,6 +32,7 @@ wait_for() { # name, command...
 }
 
 # PostgreSQL
+if want postgres; then
 if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
   log "starting PostgreSQL"
   ver=$(ls /etc/postgresql | sort -V | tail -1)
@@ -36,7 +42,8 @@ wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432
 
 # Make PostgreSQL check passwords over loopback TCP for every role but the
 # admin: trust auth would let any password in and prove nothing.
-hba=$(psql -h 127.0.0.1 -U postgres -Atc 'show hba_file')
+ver=$(ls /etc/postgresql | sort -V | tail -1)
+hba=$(psql -h 127.0.0.1 -U postgres -Atc 'show hba_file' 2>/dev/null || ls /etc/postgresql/"$ver"/main/pg_hba.conf)
 if ! grep -q '^# mayfly-test-begin' "$hba"; then
   log "making PostgreSQL check passwords on 127.0.0.1 ($hba)"
   tmp=$(mktemp)
@@ -51,12 +58,16 @@ if ! grep -q '^# mayfly-test-begin' "$hba"; then
   } >"$tmp"
   cat "$tmp" >"$hba"
   rm -f "$tmp"
-  psql -h 127.0.0.1 -U postgres -Atc 'select pg_reload_conf()' >/dev/null
+  pg_ctlcluster --skip-systemctl-redirect "$ver" main reload 2>/dev/null \
+    || psql -h 127.0.0.1 -U postgres -Atc 'select pg_reload_conf()' >/dev/null
+  sleep 0.5
 fi
 psql -h 127.0.0.1 -U postgres -Atc "select 1 from pg_database where datname='test'" | grep -q 1 \
   || psql -h 127.0.0.1 -U postgres -c 'create database test' >/dev/null
+fi
 
 # MariaDB
+if want mariadb; then
 if ! mariadb -h 127.0.0.1 -uroot -e 'select 1' >/dev/null 2>&1; then
   log "starting MariaDB"
   mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
@@ -64,8 +75,10 @@ if ! mariadb -h 127.0.0.1 -uroot -e 'select 1' >/dev/null 2>&1; then
 fi
 wait_for MariaDB mariadb -h 127.0.0.1 -uroot -e 'select 1'
 mariadb -h 127.0.0.1 -uroot -e 'create database if not exists test'
+fi
 
 # Redis
+if want redis; then
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   log "starting Redis"
   mkdir -p /var/lib/redis /var/log/redis
@@ -73,4 +86,5 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 fi
 wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
+fi
 log "ready"

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/httpapi"
+)
+
+type env struct {
+	ctx    context.Context
+	getenv func(string) string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+type command struct {
+	summary string
+	usage   string
+	run     func(e *env, args []string) error
+}
+
+var commands map[string]command
+
+func init() {
+	// Assigned in init to break the reference cycle help → commands.
+	commands = map[string]command{
+		"server":   {"run the broker", "server --config FILE", cmdServer},
+		"dev":      {"run a throw-away broker against the local PostgreSQL, with demo users", "dev [--listen ADDR] [--pg-dsn DSN] [--env-file FILE]", cmdDev},
+		"request":  {"ask for access to TARGET/GRANT", "request TARGET/GRANT --for DURATION --reason TEXT [--creds] [--break-glass] [-o json]", cmdRequest},
+		"requests": {"list requests you may see (--pending: waiting for a decision)", "requests [--pending] [-o json]", cmdRequests},
+		"approve":  {"approve a pending request", "approve REQUEST_ID [--reason TEXT] [-o json]", cmdApprove},
+		"deny":     {"deny a pending request", "deny REQUEST_ID --reason TEXT [-o json]", cmdDeny},
+		"cancel":   {"withdraw your own request", "cancel REQUEST_ID [--reason TEXT]", cmdCancel},
+		"creds":    {"create the account now and print its credential (once)", "creds REQUEST_ID [--public-key FILE] [-o json|env]", cmdCreds},
+		"done":     {"end the lease of a request (or a lease id) now", "done ID [--reason TEXT] [-o json]", cmdDone},
+		"revoke":   {"revoke a lease (admins: anyone's)", "revoke LEASE_ID [--reason TEXT] [-o json]", cmdRevoke},
+		"leases":   {"list leases (admins: all; others: their own)", "leases [--active] [--target T] [--user U] [-o json]", cmdLeases},
+		"audit":    {"show the audit trail, or `audit verify` the hash chain", "audit [verify [--from SEQ] [--to SEQ]] [--actor U] [--action A] [--target T] [--lease ID] [--request ID] [--since T] [--until T] [--after SEQ] [--limit N] [-o json|jsonl|csv]", cmdAudit},
+		"policy":   {"`policy explain`: show how policy decides a request", "policy explain [--user U] --target T --grant G [--for D] [--reason R] [--break-glass] [-o json]", cmdPolicy},
+		"whoami":   {"show who your token authenticates as", "whoami [-o json]", cmdWhoami},
+		"token":    {"generate a bearer token and the token_sha256 line for the config", "token", cmdToken},
+	}
+}
+
+func (e *env) usage() {
+	w := e.stdout
+	fmt.Fprint(w, `mayfly — just-in-time access with zero standing privileges
+
+Usage: mayfly COMMAND [ARGS]
+
+Commands:
+`)
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, n := range names {
+		fmt.Fprintf(tw, "  %s\t%s\n", n, commands[n].summary)
+	}
+	tw.Flush()
+	fmt.Fprint(w, `
+Client environment:
+  MAYFLY_ADDR   server URL (default http://127.0.0.1:8765)
+  MAYFLY_TOKEN  your bearer token
+
+Run "mayfly COMMAND --help" for a command's flags.
+`)
+}
+
+// usageErr is an EINVALID error for bad command-line use.
+func usageErr(format string, args ...any) error {
+	return mayfly.Errorf(mayfly.EINVALID, format, args...)
+}
+
+// flags is a flag set that accepts flags before, between and after
+// positional arguments.
+type flags struct {
+	*flag.FlagSet
+	name   string
+	output *string
+	pos    []string
+}
+
+func newFlags(e *env, name string, withOutput bool) *flags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	f := &flags{FlagSet: fs, name: name}
+	if withOutput {
+		f.output = fs.String("o", "table", "output format: table or json")
+	}
+	fs.Usage = func() {}
+	return f
+}
+
+func (f *flags) parse(e *env, args []string) error {
+	for {
+		if err := f.FlagSet.Parse(args); err != nil {
+			if err == flag.ErrHelp {
+				fmt.Fprintf(e.stdout, "Usage: mayfly %s\n\n%s\n\nFlags:\n", commands[f.name].usage, commands[f.name].summary)
+				f.FlagSet.SetOutput(e.stdout)
+				f.FlagSet.PrintDefaults()
+				return errHelp
+			}
+			return usageErr("%s: %v (usage: mayfly %s)", f.name, err, commands[f.name].usage)
+		}
+		rest := f.FlagSet.Args()
+		if len(rest) == 0 {
+			return nil
+		}
+		if rest[0] == "--" {
+			f.pos = append(f.pos, rest[1:]...)
+			return nil
+		}
+		f.pos = append(f.pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// errHelp ends a command after printing its help.
+var errHelp = &helpErr{}
+
+type helpErr struct{}
+
+func (*helpErr) Error() string { return "help requested" }
+
+// exactArgs checks the number of positional arguments.
+func (f *flags) exactArgs(n int) error {
+	if len(f.pos) != n {
+		return usageErr("%s: want %d argument(s), got %d (usage: mayfly %s)", f.name, n, len(f.pos), commands[f.name].usage)
+	}
+	return nil
+}
+
+func (f *flags) json() bool { return f.output != nil && *f.output == "json" }
+
+func (f *flags) checkOutput(allowed ...string) error {
+	if f.output == nil {
+		return nil
+	}
+	for _, a := range append([]string{"table", "json"}, allowed...) {
+		if *f.output == a {
+			return nil
+		}
+	}
+	return usageErr("-o %q: want one of table, json%s", *f.output, prefixJoin(", ", allowed))
+}
+
+func prefixJoin(sep string, s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return sep + strings.Join(s, sep)
+}
+
+func (e *env) client() (*httpapi.Client, error) {
+	addr := e.getenv("MAYFLY_ADDR")
+	if addr == "" {
+		addr = "http://127.0.0.1:8765"
+	}
+	tok := e.getenv("MAYFLY_TOKEN")
+	if tok == "" {
+		return nil, mayfly.Errorf(mayfly.EUNAUTHORIZED, "MAYFLY_TOKEN is not set")
+	}
+	return httpapi.NewClient(addr, tok), nil
+}
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (e *env) table(header string, rows [][]string) {
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\r", " ")
+	return strings.ReplaceAll(s, "\n", "; ")
+}
+
+func readFileArg(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", usageErr("read %s: %v", path, err)
+	}
+	return string(b), nil
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}

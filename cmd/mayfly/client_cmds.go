@@ -1,0 +1,501 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/audit"
+	"github.com/mayflyhq/mayfly/internal/httpapi"
+	"github.com/mayflyhq/mayfly/internal/policy"
+)
+
+// requestJSON is what the CLI prints for a request.
+type requestOut struct {
+	httpapi.RequestView
+	Decision    *policy.Decision   `json:"decision,omitempty"`
+	Credentials *httpapi.CredsView `json:"credentials,omitempty"`
+}
+
+func cmdRequest(e *env, args []string) error {
+	f := newFlags(e, "request", true)
+	dur := f.String("for", "", "how long the access should last (Go syntax: 90s, 30m, 8h); default: the policy's default")
+	reason := f.String("reason", "", "why you need it (a ticket id, an incident)")
+	creds := f.Bool("creds", false, "when approved at once, create the account and print the credential in the same step")
+	bg := f.Bool("break-glass", false, "take emergency access without approval (designated groups only; reason required)")
+	pub := f.String("public-key", "", "with --creds on an SSH grant: sign this public key file instead of generating a key pair")
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(1); err != nil {
+		return err
+	}
+	if err := f.checkOutput(); err != nil {
+		return err
+	}
+	target, grant, ok := strings.Cut(f.pos[0], "/")
+	if !ok || target == "" || grant == "" {
+		return usageErr("request: %q: want TARGET/GRANT, e.g. local-pg/readonly", f.pos[0])
+	}
+	body := httpapi.CreateRequestBody{Target: target, Grant: grant, Duration: *dur, Reason: *reason, BreakGlass: *bg, Activate: *creds}
+	if *pub != "" {
+		k, err := readFileArg(*pub)
+		if err != nil {
+			return err
+		}
+		body.PublicKey = k
+	}
+	if *dur != "" {
+		if _, err := time.ParseDuration(*dur); err != nil {
+			return usageErr("--for %q: want Go syntax such as 90s, 30m or 8h", *dur)
+		}
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var resp httpapi.CreateRequestResponse
+	if err := c.Do(e.ctx, "POST", "/v1/requests", nil, body, &resp); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(requestOut{RequestView: resp.RequestView, Decision: &resp.Decision, Credentials: resp.Credentials})
+	}
+	r := resp.RequestView
+	fmt.Fprintf(e.stdout, "request %s: %s (policy %s, %s)\n", r.ID, r.State, r.Policy, r.Duration)
+	switch {
+	case resp.Credentials != nil:
+		printCreds(e, resp.Credentials)
+	case r.State == mayfly.RequestApproved:
+		fmt.Fprintf(e.stdout, "approved; run `mayfly creds %s` when you are ready to use it\n", r.ID)
+	default:
+		fmt.Fprintf(e.stdout, "waiting for %d approval(s) from: %s\n", r.ApprovalsRequired, strings.Join(r.ApproverGroups, ", "))
+	}
+	return nil
+}
+
+func cmdRequests(e *env, args []string) error {
+	f := newFlags(e, "requests", true)
+	pending := f.Bool("pending", false, "only requests waiting for a decision")
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(0); err != nil {
+		return err
+	}
+	if err := f.checkOutput(); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *pending {
+		q.Set("pending", "true")
+	}
+	var rs []httpapi.RequestView
+	if err := c.Do(e.ctx, "GET", "/v1/requests", q, nil, &rs); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(rs)
+	}
+	var rows [][]string
+	for _, r := range rs {
+		rows = append(rows, []string{r.ID, r.Requester, r.Target + "/" + r.Grant, r.Duration, string(r.State),
+			fmt.Sprintf("%d/%d", len(r.Approvers), r.ApprovalsRequired), fmtTime(r.CreatedAt), r.Reason})
+	}
+	e.table("ID\tREQUESTER\tACCESS\tDURATION\tSTATE\tAPPROVALS\tCREATED\tREASON", rows)
+	return nil
+}
+
+func decide(e *env, name, action string, args []string, needReason bool) error {
+	f := newFlags(e, name, true)
+	reason := f.String("reason", "", "why")
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(1); err != nil {
+		return err
+	}
+	if err := f.checkOutput(); err != nil {
+		return err
+	}
+	if needReason && strings.TrimSpace(*reason) == "" {
+		return usageErr("%s: --reason is required", name)
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var r httpapi.RequestView
+	if err := c.Do(e.ctx, "POST", "/v1/requests/"+url.PathEscape(f.pos[0])+"/"+action, nil, httpapi.DecisionBody{Reason: *reason}, &r); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(r)
+	}
+	switch r.State {
+	case mayfly.RequestPending:
+		fmt.Fprintf(e.stdout, "request %s: approval recorded (%d of %d)\n", r.ID, len(r.Approvers), r.ApprovalsRequired)
+	default:
+		fmt.Fprintf(e.stdout, "request %s: %s\n", r.ID, r.State)
+	}
+	return nil
+}
+
+func cmdApprove(e *env, args []string) error { return decide(e, "approve", "approve", args, false) }
+func cmdDeny(e *env, args []string) error    { return decide(e, "deny", "deny", args, true) }
+func cmdCancel(e *env, args []string) error  { return decide(e, "cancel", "cancel", args, false) }
+
+func cmdCreds(e *env, args []string) error {
+	f := newFlags(e, "creds", true)
+	pub := f.String("public-key", "", "SSH grants: sign this public key file instead of generating a key pair")
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(1); err != nil {
+		return err
+	}
+	if err := f.checkOutput("env"); err != nil {
+		return err
+	}
+	body := httpapi.ActivateBody{}
+	if *pub != "" {
+		k, err := readFileArg(*pub)
+		if err != nil {
+			return err
+		}
+		body.PublicKey = k
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var cr httpapi.CredsView
+	if err := c.Do(e.ctx, "POST", "/v1/requests/"+url.PathEscape(f.pos[0])+"/activate", nil, body, &cr); err != nil {
+		return err
+	}
+	switch *f.output {
+	case "json":
+		return e.printJSON(cr)
+	case "env":
+		for _, kv := range [][2]string{{"MAYFLY_LEASE_ID", cr.LeaseID}, {"MAYFLY_USERNAME", cr.Username}, {"MAYFLY_PASSWORD", cr.Password},
+			{"MAYFLY_HOST", cr.Host}, {"MAYFLY_PORT", strconv.Itoa(cr.Port)}, {"MAYFLY_DATABASE", cr.Database},
+			{"MAYFLY_EXPIRES_AT", cr.ExpiresAt.Format(time.RFC3339)}} {
+			fmt.Fprintf(e.stdout, "%s=%s\n", kv[0], shellQuote(kv[1]))
+		}
+		return nil
+	}
+	printCreds(e, &cr)
+	return nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func printCreds(e *env, c *httpapi.CredsView) {
+	w := e.stdout
+	fmt.Fprintf(w, "lease:     %s\n", c.LeaseID)
+	fmt.Fprintf(w, "username:  %s\n", c.Username)
+	if c.Password != "" {
+		fmt.Fprintf(w, "password:  %s\n", c.Password)
+	}
+	if c.Host != "" {
+		fmt.Fprintf(w, "host:      %s\nport:      %d\n", c.Host, c.Port)
+	}
+	if c.Database != "" {
+		fmt.Fprintf(w, "database:  %s\n", c.Database)
+	}
+	if c.Certificate != "" {
+		fmt.Fprintf(w, "certificate:\n%s\n", c.Certificate)
+	}
+	if c.PrivateKey != "" {
+		fmt.Fprintf(w, "private key:\n%s\n", c.PrivateKey)
+	}
+	fmt.Fprintf(w, "expires:   %s (in %s)\n", c.ExpiresAt.Local().Format(time.RFC3339), time.Until(c.ExpiresAt).Round(time.Second))
+	fmt.Fprintln(w, "This credential is shown once; Mayfly does not keep it.")
+}
+
+func endLease(e *env, name, path string, args []string) error {
+	f := newFlags(e, name, true)
+	reason := f.String("reason", "", "why")
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(1); err != nil {
+		return err
+	}
+	if err := f.checkOutput(); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	id := f.pos[0]
+	p := "/v1/leases/" + url.PathEscape(id) + "/" + path
+	if strings.HasPrefix(id, "req_") {
+		p = "/v1/requests/" + url.PathEscape(id) + "/done"
+		if path == "revoke" {
+			p = "/v1/leases/" + url.PathEscape(id) + "/revoke"
+		}
+	}
+	var l httpapi.LeaseView
+	if err := c.Do(e.ctx, "POST", p, nil, httpapi.DecisionBody{Reason: *reason}, &l); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(l)
+	}
+	switch l.State {
+	case mayfly.LeaseRevoked:
+		fmt.Fprintf(e.stdout, "lease %s: account %s removed (%s)\n", l.ID, l.Username, l.EndReason)
+	default:
+		fmt.Fprintf(e.stdout, "lease %s: %s; revocation is being retried (last error: %s)\n", l.ID, l.State, l.LastError)
+	}
+	return nil
+}
+
+func cmdDone(e *env, args []string) error   { return endLease(e, "done", "done", args) }
+func cmdRevoke(e *env, args []string) error { return endLease(e, "revoke", "revoke", args) }
+
+func cmdLeases(e *env, args []string) error {
+	f := newFlags(e, "leases", true)
+	active := f.Bool("active", false, "only leases whose account may exist")
+	target := f.String("target", "", "only this target")
+	user := f.String("user", "", "only this requester (admins)")
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(0); err != nil {
+		return err
+	}
+	if err := f.checkOutput(); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *active {
+		q.Set("active", "true")
+	}
+	if *target != "" {
+		q.Set("target", *target)
+	}
+	if *user != "" {
+		q.Set("user", *user)
+	}
+	var ls []httpapi.LeaseView
+	if err := c.Do(e.ctx, "GET", "/v1/leases", q, nil, &ls); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(ls)
+	}
+	var rows [][]string
+	for _, l := range ls {
+		ended := "-"
+		if l.EndedAt != nil {
+			ended = fmtTime(*l.EndedAt)
+		}
+		rows = append(rows, []string{l.ID, l.RequestID, l.Requester, l.Target + "/" + l.Grant, l.Username, string(l.State), fmtTime(l.ExpiresAt), ended, l.EndReason})
+	}
+	e.table("ID\tREQUEST\tREQUESTER\tACCESS\tUSERNAME\tSTATE\tEXPIRES\tENDED\tEND REASON", rows)
+	return nil
+}
+
+func cmdAudit(e *env, args []string) error {
+	if len(args) > 0 && args[0] == "verify" {
+		return cmdAuditVerify(e, args[1:])
+	}
+	f := newFlags(e, "audit", true)
+	q := url.Values{}
+	for _, k := range []string{"actor", "action", "target", "lease", "request", "since", "until", "after", "limit"} {
+		f.Func(k, "filter: "+k, func(v string) error { q.Set(k, v); return nil })
+	}
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(0); err != nil {
+		return err
+	}
+	if err := f.checkOutput("jsonl", "csv"); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var evs []mayfly.AuditEvent
+	if err := c.Do(e.ctx, "GET", "/v1/audit", q, nil, &evs); err != nil {
+		return err
+	}
+	switch *f.output {
+	case "json":
+		if evs == nil {
+			evs = []mayfly.AuditEvent{}
+		}
+		return e.printJSON(evs)
+	case "jsonl":
+		enc := json.NewEncoder(e.stdout)
+		for _, ev := range evs {
+			if err := enc.Encode(ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "csv":
+		w := csv.NewWriter(e.stdout)
+		w.Write([]string{"seq", "time", "actor", "action", "subject", "target", "request_id", "lease_id", "reason", "source", "prev_hash", "hash"})
+		for _, ev := range evs {
+			w.Write([]string{strconv.FormatInt(ev.Seq, 10), ev.Time.UTC().Format(time.RFC3339Nano), ev.Actor, ev.Action, ev.Subject, ev.Target, ev.RequestID, ev.LeaseID, ev.Reason, ev.Source, ev.PrevHash, ev.Hash})
+		}
+		w.Flush()
+		return w.Error()
+	}
+	var rows [][]string
+	for _, ev := range evs {
+		rows = append(rows, []string{strconv.FormatInt(ev.Seq, 10), fmtTime(ev.Time), ev.Actor, ev.Action, ev.Subject, oneLine(ev.Reason)})
+	}
+	e.table("SEQ\tTIME\tACTOR\tACTION\tSUBJECT\tREASON", rows)
+	return nil
+}
+
+func cmdAuditVerify(e *env, args []string) error {
+	f := newFlags(e, "audit", true)
+	from := f.Int64("from", 0, "first event to check (default: the first retained)")
+	to := f.Int64("to", 0, "last event to check (default: the last)")
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.checkOutput(); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if *from > 0 {
+		q.Set("from", strconv.FormatInt(*from, 10))
+	}
+	if *to > 0 {
+		q.Set("to", strconv.FormatInt(*to, 10))
+	}
+	var res audit.Result
+	if err := c.Do(e.ctx, "GET", "/v1/audit/verify", q, nil, &res); err != nil {
+		return err
+	}
+	if f.json() {
+		if err := e.printJSON(res); err != nil {
+			return err
+		}
+	} else if res.OK {
+		fmt.Fprintf(e.stdout, "audit chain intact: %d events verified (seq %d to %d)\n", res.Checked, res.First, res.Last)
+	}
+	if !res.OK {
+		return &mayfly.Error{Code: mayfly.ECONFLICT, Message: fmt.Sprintf("audit chain broken at event %d: %s", res.Broken, res.Problem)}
+	}
+	return nil
+}
+
+func cmdPolicy(e *env, args []string) error {
+	if len(args) == 0 || args[0] != "explain" {
+		return usageErr("policy: want `policy explain ...`")
+	}
+	f := newFlags(e, "policy", true)
+	user := f.String("user", "", "explain for this user (admins; default: you)")
+	target := f.String("target", "", "target name")
+	grant := f.String("grant", "", "grant name")
+	dur := f.String("for", "", "duration")
+	reason := f.String("reason", "", "reason")
+	bg := f.Bool("break-glass", false, "as a break-glass request")
+	if err := f.parse(e, args[1:]); err != nil {
+		return err
+	}
+	if err := f.checkOutput(); err != nil {
+		return err
+	}
+	if *target == "" || *grant == "" {
+		return usageErr("policy explain: --target and --grant are required")
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var d policy.Decision
+	if err := c.Do(e.ctx, "POST", "/v1/policy/explain", nil, httpapi.ExplainBody{User: *user, Target: *target, Grant: *grant, Duration: *dur, Reason: *reason, BreakGlass: *bg}, &d); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(d)
+	}
+	pol := "none"
+	if d.Policy != nil {
+		pol = *d.Policy
+	}
+	fmt.Fprintf(e.stdout, "decision: %s (policy: %s)\n", d.Decision, pol)
+	if d.Reason != "" {
+		fmt.Fprintf(e.stdout, "reason:   %s\n", d.Reason)
+	}
+	for i, s := range d.Steps {
+		fmt.Fprintf(e.stdout, "step %d:   %d approval(s) from %s\n", i+1, s.Approvals, strings.Join(s.ApproverGroups, ", "))
+	}
+	var rows [][]string
+	for _, c := range d.Considered {
+		rows = append(rows, []string{c.Name, strconv.FormatBool(c.Matched), c.Why})
+	}
+	e.table("POLICY\tMATCHED\tWHY", rows)
+	return nil
+}
+
+func cmdWhoami(e *env, args []string) error {
+	f := newFlags(e, "whoami", true)
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var who map[string]any
+	if err := c.Do(e.ctx, "GET", "/v1/whoami", nil, nil, &who); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(who)
+	}
+	fmt.Fprintf(e.stdout, "%v (groups: %v, admin: %v)\n", who["name"], who["groups"], who["admin"])
+	return nil
+}
+
+func cmdToken(e *env, args []string) error {
+	f := newFlags(e, "token", false)
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	tok, sum := newToken()
+	fmt.Fprintf(e.stdout, "token:        %s\ntoken_sha256: %s\n", tok, sum)
+	return nil
+}
+
+// newToken returns a random bearer token and its hex SHA-256.
+func newToken() (string, string) {
+	b := make([]byte, 32)
+	rand.Read(b)
+	tok := "mfy_" + base64.RawURLEncoding.EncodeToString(b)
+	s := sha256.Sum256([]byte(tok))
+	return tok, hex.EncodeToString(s[:])
+}

@@ -1,0 +1,69 @@
+// Command mayfly is the Mayfly just-in-time access broker: the server
+// (`mayfly server`, `mayfly dev`) and the command-line client of its API.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mayfly: %s\n", oneLine(mayfly.ErrorMessageOrText(err)))
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitCode maps an error to the process exit status: 2 for usage and
+// invalid input, 3 for refusals (forbidden, unauthorized), 4 for not found
+// or conflicts, 5 for unavailable, 1 otherwise.
+func exitCode(err error) int {
+	switch mayfly.ErrorCode(err) {
+	case mayfly.EINVALID:
+		return 2
+	case mayfly.EFORBIDDEN, mayfly.EUNAUTHORIZED:
+		return 3
+	case mayfly.ENOTFOUND, mayfly.ECONFLICT:
+		return 4
+	case mayfly.EUNAVAILABLE:
+		return 5
+	}
+	return 1
+}
+
+// run is the whole program, callable from tests.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	e := &env{ctx: ctx, getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		e.usage()
+		return usageErr("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	c, ok := commands[cmd]
+	if !ok {
+		switch cmd {
+		case "-h", "--help", "help":
+			e.usage()
+			return nil
+		case "version", "--version":
+			fmt.Fprintln(stdout, "mayfly", version)
+			return nil
+		}
+		return usageErr("unknown command %q; run `mayfly help`", cmd)
+	}
+	if err := c.run(e, rest); err != nil && err != errHelp {
+		return err
+	}
+	return nil
+}
+
+var version = "dev"

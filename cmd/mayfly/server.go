@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/broker"
+	"github.com/mayflyhq/mayfly/internal/config"
+	"github.com/mayflyhq/mayfly/internal/httpapi"
+	"github.com/mayflyhq/mayfly/internal/policy"
+	"github.com/mayflyhq/mayfly/internal/store/sqlite"
+)
+
+func cmdServer(e *env, args []string) error {
+	f := newFlags(e, "server", false)
+	path := f.String("config", "", "configuration file (YAML)")
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(0); err != nil {
+		return err
+	}
+	if *path == "" {
+		return usageErr("server: --config FILE is required")
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	return serve(e, cfg, *path, nil)
+}
+
+// authenticator resolves token hashes to identities from the configuration.
+type authenticator struct {
+	mu    sync.RWMutex
+	users map[string]httpapi.Identity // by token hash
+}
+
+func (a *authenticator) Authenticate(h string) (httpapi.Identity, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	id, ok := a.users[h]
+	return id, ok
+}
+
+func (a *authenticator) load(cfg *config.Config) {
+	m := map[string]httpapi.Identity{}
+	for _, u := range cfg.Users {
+		m[u.TokenSHA256] = httpapi.Identity{Name: u.Name, Groups: u.Groups, Admin: cfg.IsAdmin(u.Name, u.Groups)}
+	}
+	a.mu.Lock()
+	a.users = m
+	a.mu.Unlock()
+}
+
+func brokerConfig(cfg *config.Config) (*broker.Config, error) {
+	set, err := policy.Compile(cfg.Policies, cfg.TargetInfos())
+	if err != nil {
+		return nil, err
+	}
+	bc := &broker.Config{Targets: map[string]mayfly.Target{}, Policies: set, Users: map[string][]string{}}
+	for _, t := range cfg.Targets {
+		bc.Targets[t.Name] = t
+	}
+	for _, u := range cfg.Users {
+		bc.Users[u.Name] = u.Groups
+	}
+	return bc, nil
+}
+
+func newLogger(e *env, cfg *config.Config) *slog.Logger {
+	lvl := slog.LevelInfo
+	switch cfg.Log.Level {
+	case "debug":
+		lvl = slog.LevelDebug
+	case "warn":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(e.stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(e.stderr, opts))
+}
+
+// hmacKey returns the key for hashing issued secrets, created on first use
+// and kept in the store.
+func hmacKey(ctx context.Context, s mayfly.Store) ([]byte, error) {
+	var key string
+	err := s.Update(ctx, func(tx mayfly.Tx) error {
+		var err error
+		key, err = tx.GetSetting("secret_hmac_key")
+		if err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			return err
+		}
+		if key != "" {
+			return nil
+		}
+		b := make([]byte, 32)
+		rand.Read(b)
+		key = hex.EncodeToString(b)
+		return tx.PutSetting("secret_hmac_key", key)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return hex.DecodeString(key)
+}
+
+// serve runs the broker with cfg until the context ends. ready, when not
+// nil, is called with the listening address.
+func serve(e *env, cfg *config.Config, path string, ready func(addr string)) error {
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	log := newLogger(e, cfg)
+	start := time.Now()
+
+	if err := os.MkdirAll(filepath.Dir(cfg.Store.SQLite), 0o700); err != nil {
+		return fmt.Errorf("create store directory: %w", err)
+	}
+	st, err := sqlite.Open(ctx, cfg.Store.SQLite)
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", cfg.Store.SQLite, err)
+	}
+	defer st.Close()
+	key, err := hmacKey(ctx, st)
+	if err != nil {
+		return fmt.Errorf("load secret hashing key: %w", err)
+	}
+	conns, err := buildConnectors(cfg, e.getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	bc, err := brokerConfig(cfg)
+	if err != nil {
+		return err
+	}
+	opts := broker.Options{Store: st, Logger: log, Connectors: conns, HMACKey: key, MaxBackoff: cfg.Scheduler.MaxBackoff}
+	if e.getenv("MAYFLY_FAILPOINT") == "crash-after-intent" {
+		// Fault injection for crash-safety tests: die the hard way right
+		// after the lease intent is committed, before the target is touched.
+		opts.AfterIntent = func(*mayfly.Lease) { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+	}
+	b := broker.New(bc, opts)
+	n, err := b.Recover(ctx)
+	if err != nil {
+		return fmt.Errorf("recover interrupted leases: %w", err)
+	}
+	if n > 0 {
+		log.Info("recovering leases interrupted by a stop", "count", n)
+	}
+	auth := &authenticator{}
+	auth.load(cfg)
+
+	var schedErr error
+	schedDone := make(chan struct{})
+	go func() {
+		defer close(schedDone)
+		schedErr = b.RunScheduler(ctx, broker.SchedulerOptions{Concurrency: cfg.Scheduler.Concurrency, BatchSize: cfg.Scheduler.BatchSize})
+	}()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		cancel()
+		<-schedDone
+		return mayfly.Errorf(mayfly.EUNAVAILABLE, "listen on %s: %v", cfg.Listen, err)
+	}
+	h := httpapi.NewServer(httpapi.Deps{
+		Broker: b, Auth: auth, Logger: log,
+		Ready: func(ctx context.Context) error {
+			select {
+			case <-schedDone:
+				return mayfly.Errorf(mayfly.EUNAVAILABLE, "scheduler stopped")
+			default:
+			}
+			return st.Ping(ctx)
+		},
+	})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+	log.Info("mayfly ready", "listen", ln.Addr().String(), "targets", len(cfg.Targets), "startup", time.Since(start).String())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			if path == "" {
+				continue
+			}
+			nc, err := config.Load(path)
+			if err == nil {
+				var nb *broker.Config
+				if nb, err = brokerConfig(nc); err == nil {
+					b.SetConfig(keepConnectedTargets(nb, conns, log))
+					auth.load(nc)
+					log.Info("configuration reloaded", "path", path)
+					continue
+				}
+			}
+			log.Error("configuration reload refused; keeping the last good one", "err", mayfly.ErrorMessageOrText(err))
+		case err := <-srvErr:
+			cancel()
+			<-schedDone
+			return fmt.Errorf("http server: %w", err)
+		case <-ctx.Done():
+			shut, c2 := context.WithTimeout(context.Background(), 5*time.Second)
+			srv.Shutdown(shut)
+			c2()
+			<-schedDone
+			if schedErr != nil && !errors.Is(schedErr, context.Canceled) {
+				return schedErr
+			}
+			log.Info("mayfly stopped")
+			return nil
+		}
+	}
+}
+
+// keepConnectedTargets drops targets added by a reload that have no
+// connector yet (they need a restart) so requests for them fail clearly.
+func keepConnectedTargets(bc *broker.Config, conns map[string]mayfly.Connector, log *slog.Logger) *broker.Config {
+	for name := range bc.Targets {
+		if _, ok := conns[name]; !ok {
+			log.Warn("target added by reload needs a restart to be used", "target", name)
+			delete(bc.Targets, name)
+		}
+	}
+	return bc
+}
+

@@ -1,0 +1,223 @@
+package broker
+
+import (
+	"context"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// SchedulerOptions tune the revocation scheduler.
+type SchedulerOptions struct {
+	// Concurrency is how many revocations run at once (default 16).
+	Concurrency int
+	// BatchSize is how many due leases one pass claims (default 500).
+	BatchSize int
+	// ClaimTimeout is how long a claimed lease stays with this process
+	// before it becomes due again (default 1m).
+	ClaimTimeout time.Duration
+	// MaxSleep bounds one sleep, as a safety net (default 30s).
+	MaxSleep time.Duration
+}
+
+var dueStates = []mayfly.LeaseState{mayfly.LeaseActive, mayfly.LeaseRevoking, mayfly.LeaseProvisioning}
+
+type outcome struct {
+	lease *mayfly.Lease
+	err   error
+}
+
+// Recover runs once at start-up, before the scheduler: leases left in
+// provisioning by a crash are undone (their credential was never shown or
+// may be incomplete), and leases being revoked are made due now. It reads
+// only leases in those two states.
+func (b *Broker) Recover(ctx context.Context) (int, error) {
+	n := 0
+	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+		ls, err := tx.ListLeases(mayfly.LeaseFilter{States: []mayfly.LeaseState{mayfly.LeaseProvisioning, mayfly.LeaseRevoking}})
+		if err != nil {
+			return err
+		}
+		now := b.clock.Now().UTC()
+		for _, l := range ls {
+			l.DueAt = now
+			if l.State == mayfly.LeaseProvisioning {
+				l.State, l.EndReason = mayfly.LeaseRevoking, mayfly.EndFailed
+				if err := b.audit(tx, System, "lease.recover", nil, l, "provisioning interrupted; undoing", map[string]string{"username": l.Username}); err != nil {
+					return err
+				}
+			}
+			if err := tx.UpdateLease(l); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// RunScheduler revokes due leases until ctx is done: it claims due leases in
+// batches with an indexed query, revokes them concurrently, records the
+// outcomes in batched transactions, and sleeps until the nearest deadline.
+// Failed revocations become due again after a capped, jittered backoff and
+// are retried forever.
+func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 16
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.ClaimTimeout <= 0 {
+		o.ClaimTimeout = time.Minute
+	}
+	if o.MaxSleep <= 0 {
+		o.MaxSleep = 30 * time.Second
+	}
+	work := make(chan *mayfly.Lease)
+	results := make(chan outcome, o.Concurrency*4)
+	workersDone := make(chan struct{})
+	go func() {
+		defer close(workersDone)
+		done := make(chan struct{})
+		for i := 0; i < o.Concurrency; i++ {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for l := range work {
+					results <- outcome{l, b.revokeOnTarget(context.WithoutCancel(ctx), l)}
+				}
+			}()
+		}
+		for i := 0; i < o.Concurrency; i++ {
+			<-done
+		}
+		close(results)
+	}()
+	committerDone := make(chan struct{})
+	go func() {
+		defer close(committerDone)
+		b.commitOutcomes(results)
+	}()
+	defer func() {
+		close(work)
+		<-workersDone
+		<-committerDone
+	}()
+
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		claimed, err := b.claimDue(ctx, o.BatchSize, o.ClaimTimeout)
+		if err != nil && ctx.Err() == nil {
+			b.log.Error("scheduler: claim due leases", "err", err)
+		}
+		for _, l := range claimed {
+			select {
+			case work <- l:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if len(claimed) == o.BatchSize {
+			continue
+		}
+		sleep := o.MaxSleep
+		var next time.Time
+		var ok bool
+		err = b.store.View(ctx, func(tx mayfly.Tx) error {
+			next, ok, err = tx.NextDue(dueStates)
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			b.log.Error("scheduler: next deadline", "err", err)
+			sleep = time.Second
+		} else if ok {
+			if d := next.Sub(b.clock.Now()); d < sleep {
+				sleep = max(d, 0)
+			}
+		}
+		timer.Reset(sleep)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-b.wake:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// claimDue marks up to limit due leases as this process's work: expired
+// active leases become revoking (end reason expired), stale provisioning
+// leases are undone, and revoking leases due for a retry are re-claimed.
+func (b *Broker) claimDue(ctx context.Context, limit int, claim time.Duration) ([]*mayfly.Lease, error) {
+	var out []*mayfly.Lease
+	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+		now := b.clock.Now().UTC()
+		ls, err := tx.DueLeases(now, dueStates, limit)
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			switch l.State {
+			case mayfly.LeaseActive:
+				l.State, l.EndReason = mayfly.LeaseRevoking, mayfly.EndExpired
+				if err := b.audit(tx, System, "lease.expire", nil, l, "lease expired", map[string]string{"expires_at": l.ExpiresAt.Format(time.RFC3339Nano)}); err != nil {
+					return err
+				}
+			case mayfly.LeaseProvisioning:
+				l.State, l.EndReason = mayfly.LeaseRevoking, mayfly.EndFailed
+				if err := b.audit(tx, System, "lease.recover", nil, l, "provisioning did not finish in time; undoing", nil); err != nil {
+					return err
+				}
+			}
+			l.DueAt = now.Add(claim)
+			if err := tx.UpdateLease(l); err != nil {
+				return err
+			}
+		}
+		out = ls
+		return nil
+	})
+	return out, err
+}
+
+// commitOutcomes records revocation outcomes, many per transaction.
+func (b *Broker) commitOutcomes(results <-chan outcome) {
+	const maxBatch = 256
+	for first := range results {
+		batch := []outcome{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r, ok := <-results:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		err := b.store.Update(context.Background(), func(tx mayfly.Tx) error {
+			for _, r := range batch {
+				if err := b.recordRevocation(tx, r.lease, r.err); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			// The leases stay revoking and become due again when their claim
+			// times out; the target side is idempotent.
+			b.log.Error("scheduler: record revocations", "count", len(batch), "err", err)
+		}
+		b.poke()
+	}
+}

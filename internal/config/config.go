@@ -1,0 +1,347 @@
+// Package config loads and validates Mayfly's YAML configuration: listen
+// address, store, users and their token hashes, admins, targets with their
+// grants, and policies. Errors name the file, the line and the reason.
+package config
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/policy"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Listen   string          `yaml:"listen"`
+	Store    Store           `yaml:"store"`
+	Users    []User          `yaml:"users"`
+	Admins   Admins          `yaml:"admins"`
+	Targets  []mayfly.Target `yaml:"targets"`
+	Policies []policy.Policy `yaml:"policies"`
+	// StateDir keeps files the broker writes (SSH CA keys, revocation
+	// lists); default: beside the SQLite database.
+	StateDir  string    `yaml:"state_dir"`
+	Scheduler Scheduler `yaml:"scheduler"`
+	Log       Log       `yaml:"log"`
+
+	// Path is the file the configuration came from ("" when parsed from bytes).
+	Path string `yaml:"-"`
+}
+
+// Store selects the store.
+type Store struct {
+	// SQLite is the path of the embedded database file.
+	SQLite string `yaml:"sqlite"`
+}
+
+// User is a person or automation identity and the SHA-256 of its bearer token.
+type User struct {
+	Name        string   `yaml:"name"`
+	Groups      []string `yaml:"groups"`
+	TokenSHA256 string   `yaml:"token_sha256"`
+	line        int
+}
+
+// Admins names who may act on everything (revoke any lease, read all).
+type Admins struct {
+	Groups []string `yaml:"groups"`
+	Users  []string `yaml:"users"`
+}
+
+// Scheduler tunes revocation.
+type Scheduler struct {
+	// Concurrency is how many revocations run at once (default 16).
+	Concurrency int `yaml:"concurrency"`
+	// BatchSize is how many due leases one pass claims (default 500).
+	BatchSize int `yaml:"batch_size"`
+	// MaxBackoff caps the delay between revocation retries (default 1m).
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	Format string `yaml:"format"` // json (default) or text
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+}
+
+// Load reads and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "read config: %v", err)
+	}
+	c, err := Parse(data, path)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var (
+	nameRE      = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
+	grantNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+	targetRE    = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+	prefixRE    = regexp.MustCompile(`^[a-z][a-z0-9_]{0,15}$`)
+	hexRE       = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// lineError is a validation error at a line of the file.
+func lineErr(file string, line int, format string, args ...any) error {
+	loc := file
+	if loc == "" {
+		loc = "config"
+	}
+	if line > 0 {
+		loc = fmt.Sprintf("%s:%d", loc, line)
+	}
+	return mayfly.Errorf(mayfly.EINVALID, "%s: %s", loc, fmt.Sprintf(format, args...))
+}
+
+var yamlLineRE = regexp.MustCompile(`line (\d+): (.*)`)
+
+// Parse parses and validates configuration bytes; file names the source in
+// error messages.
+func Parse(data []byte, file string) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlErr(file, err)
+	}
+	if len(root.Content) == 0 {
+		return nil, lineErr(file, 0, "empty configuration")
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, yamlErr(file, err)
+	}
+	c.Path = file
+	lines := collectLines(root.Content[0])
+	for i := range c.Users {
+		c.Users[i].line = lines["users"].at(i)
+	}
+	for i := range c.Policies {
+		c.Policies[i].Line = lines["policies"].at(i)
+	}
+	if err := c.validate(lines); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func yamlErr(file string, err error) error {
+	var te *yaml.TypeError
+	msg := err.Error()
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		var n int
+		fmt.Sscan(m[1], &n)
+		return lineErr(file, n, "%s", m[2])
+	}
+	return lineErr(file, 0, "%s", msg)
+}
+
+type seqLines []int
+
+func (s seqLines) at(i int) int {
+	if i < len(s) {
+		return s[i]
+	}
+	return 0
+}
+
+// collectLines returns, for each top-level sequence key, the line of each item.
+func collectLines(m *yaml.Node) map[string]seqLines {
+	out := map[string]seqLines{}
+	if m.Kind != yaml.MappingNode {
+		return out
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if v.Kind == yaml.SequenceNode {
+			for _, item := range v.Content {
+				out[k.Value] = append(out[k.Value], item.Line)
+			}
+		} else {
+			out[k.Value] = seqLines{k.Line}
+		}
+	}
+	return out
+}
+
+func (c *Config) validate(lines map[string]seqLines) error {
+	f := c.Path
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8765"
+	}
+	if c.Store.SQLite == "" {
+		return lineErr(f, lines["store"].at(0), "store.sqlite: path of the database file is required")
+	}
+	if c.StateDir == "" {
+		c.StateDir = filepath.Join(filepath.Dir(c.Store.SQLite), "mayfly-state")
+	}
+	if c.Scheduler.Concurrency == 0 {
+		c.Scheduler.Concurrency = 16
+	}
+	if c.Scheduler.BatchSize == 0 {
+		c.Scheduler.BatchSize = 500
+	}
+	if c.Scheduler.MaxBackoff == 0 {
+		c.Scheduler.MaxBackoff = time.Minute
+	}
+	if c.Scheduler.Concurrency < 0 || c.Scheduler.BatchSize < 0 || c.Scheduler.MaxBackoff < 0 {
+		return lineErr(f, lines["scheduler"].at(0), "scheduler settings must be positive")
+	}
+	switch c.Log.Format {
+	case "", "json", "text":
+	default:
+		return lineErr(f, lines["log"].at(0), "log.format %q: want json or text", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return lineErr(f, lines["log"].at(0), "log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+
+	users := map[string]bool{}
+	tokens := map[string]string{}
+	for i := range c.Users {
+		u := &c.Users[i]
+		if !nameRE.MatchString(u.Name) {
+			return lineErr(f, u.line, "user name %q: use lowercase letters, digits, '_', '.', '-' (at most 63, starting with a letter)", u.Name)
+		}
+		if users[u.Name] {
+			return lineErr(f, u.line, "user %q is defined twice", u.Name)
+		}
+		users[u.Name] = true
+		u.TokenSHA256 = strings.ToLower(u.TokenSHA256)
+		if !hexRE.MatchString(u.TokenSHA256) {
+			return lineErr(f, u.line, "user %q: token_sha256 must be 64 hex digits (sha256 of the bearer token; `mayfly token` makes one)", u.Name)
+		}
+		if other, dup := tokens[u.TokenSHA256]; dup {
+			return lineErr(f, u.line, "users %q and %q share a token", other, u.Name)
+		}
+		tokens[u.TokenSHA256] = u.Name
+		for _, g := range u.Groups {
+			if !nameRE.MatchString(g) {
+				return lineErr(f, u.line, "user %q: group name %q is not valid", u.Name, g)
+			}
+		}
+	}
+
+	tlines := lines["targets"]
+	seen := map[string]bool{}
+	var infos []policy.TargetInfo
+	for i := range c.Targets {
+		t := &c.Targets[i]
+		line := tlines.at(i)
+		if !targetRE.MatchString(t.Name) {
+			return lineErr(f, line, "target name %q: use lowercase letters, digits and '-' (at most 63, starting with a letter)", t.Name)
+		}
+		if seen[t.Name] {
+			return lineErr(f, line, "target %q is defined twice", t.Name)
+		}
+		seen[t.Name] = true
+		switch t.Kind {
+		case mayfly.KindPostgres, mayfly.KindMySQL, mayfly.KindRedis, mayfly.KindSSH, mayfly.KindScript:
+		case "":
+			return lineErr(f, line, "target %q: kind is required (postgres, mysql, redis, ssh or script)", t.Name)
+		default:
+			return lineErr(f, line, "target %q: unknown kind %q (want postgres, mysql, redis, ssh or script)", t.Name, t.Kind)
+		}
+		if t.Prefix == "" {
+			t.Prefix = mayfly.DefaultPrefix
+		}
+		if !prefixRE.MatchString(t.Prefix) {
+			return lineErr(f, line, "target %q: prefix %q: use lowercase letters, digits and '_' (at most 16, starting with a letter)", t.Name, t.Prefix)
+		}
+		if t.NameTemplate == "" {
+			t.NameTemplate = "{prefix}{user}_{random}"
+		}
+		if !strings.HasPrefix(t.NameTemplate, "{prefix}") || !strings.Contains(t.NameTemplate, "{random}") {
+			return lineErr(f, line, "target %q: name_template must start with {prefix} and contain {random}", t.Name)
+		}
+		if len(t.Grants) == 0 {
+			return lineErr(f, line, "target %q: at least one grant is required", t.Name)
+		}
+		var gnames []string
+		for name, g := range t.Grants {
+			if !grantNameRE.MatchString(name) {
+				return lineErr(f, line, "target %q: grant name %q: use lowercase letters, digits, '_' and '-'", t.Name, name)
+			}
+			g.Name = name
+			t.Grants[name] = g
+			gnames = append(gnames, name)
+		}
+		slices.Sort(gnames)
+		if t.Timeout < 0 || t.ConnectionLimit < 0 || t.SCRAMIterations < 0 || t.MaxConns < 0 {
+			return lineErr(f, line, "target %q: timeout, connection_limit, scram_iterations and max_conns must not be negative", t.Name)
+		}
+		infos = append(infos, policy.TargetInfo{Name: t.Name, Kind: t.Kind, Labels: t.Labels, Grants: gnames})
+	}
+	for _, a := range c.Admins.Users {
+		if !users[a] {
+			return lineErr(f, lines["admins"].at(0), "admins.users: unknown user %q", a)
+		}
+	}
+	for _, p := range c.Policies {
+		for _, u := range p.Users {
+			if !users[u] {
+				return lineErr(f, p.Line, "policy %q: unknown user %q", p.Name, u)
+			}
+		}
+	}
+	if _, err := policy.Compile(c.Policies, infos); err != nil {
+		var me *mayfly.Error
+		msg := err.Error()
+		if errors.As(err, &me) {
+			msg = me.Message
+		}
+		return lineErr(f, 0, "%s", msg)
+	}
+	return nil
+}
+
+// TargetInfos describes the targets for the policy engine.
+func (c *Config) TargetInfos() []policy.TargetInfo {
+	var infos []policy.TargetInfo
+	for _, t := range c.Targets {
+		var g []string
+		for name := range t.Grants {
+			g = append(g, name)
+		}
+		slices.Sort(g)
+		infos = append(infos, policy.TargetInfo{Name: t.Name, Kind: t.Kind, Labels: t.Labels, Grants: g})
+	}
+	return infos
+}
+
+// IsAdmin reports whether the user is an administrator.
+func (c *Config) IsAdmin(name string, groups []string) bool {
+	if slices.Contains(c.Admins.Users, name) {
+		return true
+	}
+	for _, g := range groups {
+		if slices.Contains(c.Admins.Groups, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// TokenHash returns the hex SHA-256 form a token is configured by.
+func TokenHash(sum [32]byte) string { return hex.EncodeToString(sum[:]) }

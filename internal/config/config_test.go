@@ -1,0 +1,90 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+const h = "0000000000000000000000000000000000000000000000000000000000000001"
+
+// issueExample is the configuration shape the scripting contract promises.
+var issueExample = `listen: 127.0.0.1:8765
+store: {sqlite: /var/lib/mayfly/mayfly.db}
+users:
+  - {name: alice, groups: [eng], token_sha256: "` + h + `"}
+  - {name: bob, groups: [dba], token_sha256: "` + strings.Replace(h, "1", "2", 1) + `"}
+  - {name: carol, groups: [dba, admin], token_sha256: "` + strings.Replace(h, "1", "3", 1) + `"}
+admins: {groups: [admin]}
+targets:
+  - name: local-pg
+    kind: postgres
+    dsn: "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"   # admin connection
+    grants:
+      readonly: {roles: [pg_read_all_data]}
+policies:
+  - {name: eng-read, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 1h, approvals: 0}
+  - {name: eng-read-long, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 8h, approvals: 1, approver_groups: [dba]}
+`
+
+func TestParseContractExample(t *testing.T) {
+	c, err := Parse([]byte(issueExample), "mayfly.yaml")
+	if err != nil {
+		t.Fatalf("Parse(contract example) = %v", err)
+	}
+	if got, want := len(c.Users), 3; got != want {
+		t.Errorf("users = %d; want %d", got, want)
+	}
+	if !c.IsAdmin("carol", []string{"dba", "admin"}) || c.IsAdmin("bob", []string{"dba"}) {
+		t.Errorf("IsAdmin: carol should be, bob should not")
+	}
+	tg := c.Targets[0]
+	if tg.Prefix != "mf_" || tg.Grants["readonly"].Name != "readonly" || tg.Grants["readonly"].Roles[0] != "pg_read_all_data" {
+		t.Errorf("target defaults/grants = %+v", tg)
+	}
+	if c.Policies[1].Line != 16 {
+		t.Errorf("policy line = %d; want 16", c.Policies[1].Line)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	base := "store: {sqlite: a.db}\n"
+	tests := []struct{ name, yaml, want string }{
+		{"empty", "", "empty configuration"},
+		{"unknown field", base + "bogus: 1\n", "f.yaml:2: field bogus not found"},
+		{"no store", "listen: x\n", "store.sqlite"},
+		{"bad user name", base + "users:\n  - {name: \"al ice\", token_sha256: \"" + h + "\"}\n", `f.yaml:3: user name "al ice"`},
+		{"dup user", base + "users:\n  - {name: a, token_sha256: \"" + h + "\"}\n  - {name: a, token_sha256: \"" + strings.Replace(h, "1", "2", 1) + "\"}\n", `f.yaml:4: user "a" is defined twice`},
+		{"shared token", base + "users:\n  - {name: a, token_sha256: \"" + h + "\"}\n  - {name: b, token_sha256: \"" + h + "\"}\n", "share a token"},
+		{"target kind", base + "targets:\n  - {name: t, kind: oracle, grants: {r: {}}}\n", `f.yaml:3: target "t": unknown kind "oracle"`},
+		{"target name", base + "targets:\n  - {name: \"T;drop\", kind: postgres, grants: {r: {}}}\n", `target name "T;drop"`},
+		{"grant name", base + "targets:\n  - {name: t, kind: postgres, grants: {\"r'x\": {}}}\n", `grant name "r'x"`},
+		{"no grants", base + "targets:\n  - {name: t, kind: postgres}\n", "at least one grant"},
+		{"dup target", base + "targets:\n  - {name: t, kind: postgres, grants: {r: {}}}\n  - {name: t, kind: postgres, grants: {r: {}}}\n", `f.yaml:4: target "t" is defined twice`},
+		{"bad prefix", base + "targets:\n  - {name: t, kind: postgres, prefix: \"x'\", grants: {r: {}}}\n", "prefix"},
+		{"bad duration", base + "policies:\n  - {name: p, max_duration: forever}\n", "f.yaml:3"},
+		{"unknown admin", base + "admins: {users: [zed]}\n", `unknown user "zed"`},
+		{"syntax", base + "targets: [\n", "f.yaml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), "f.yaml")
+			if err == nil {
+				t.Fatalf("Parse accepted %q", tt.yaml)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Parse error = %q; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(issueExample))
+	f.Add([]byte("store: {sqlite: a}\ntargets: [{name: x, kind: postgres, grants: {a: {roles: [r]}}}]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data, "fuzz.yaml")
+		if err == nil && c.Store.SQLite == "" {
+			t.Fatalf("accepted a config without a store")
+		}
+	})
+}

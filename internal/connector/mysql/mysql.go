@@ -1,0 +1,725 @@
+// Package mysql is the connector for MySQL and MariaDB targets (kind
+// "mysql"): it creates an ephemeral user per lease with the grant's GRANT
+// statements, optionally schedules a one-shot event that drops the user at
+// expiry, and on revocation locks the user, kills its connections, drops it
+// and verifies it is gone.
+package mysql
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// MaxNameLen is the longest account name MySQL accepts.
+const MaxNameLen = 32
+
+// DefaultConnectionLimit is MAX_USER_CONNECTIONS of an ephemeral user when
+// the target sets no connection_limit.
+const DefaultConnectionLimit = 10
+
+// EventSchema is the schema that holds the expiry events.
+const EventSchema = "mayfly"
+
+// defaultMaxConns caps the admin connection pool when the target sets no
+// max_conns.
+const defaultMaxConns = 16
+
+// Server error numbers the connector branches on.
+const (
+	errCannotUser     = 1396 // ER_CANNOT_USER: CREATE USER of an existing user
+	errNoSuchThread   = 1094 // ER_NO_SUCH_THREAD: KILL of a finished connection
+	errBadDB          = 1049 // ER_BAD_DB_ERROR
+	errEventNotExists = 1539 // ER_EVENT_DOES_NOT_EXIST
+)
+
+// Connector manages ephemeral users on one MySQL or MariaDB server.
+type Connector struct {
+	db         *sql.DB
+	limit      int
+	host       string
+	port       int
+	grants     map[string]mayfly.Grant
+	prefix     string
+	mu         sync.Mutex
+	mariaDB    bool
+	flavorKnow bool
+}
+
+// New validates the target's configuration and grants and returns a
+// connector. It does not connect; the first call that needs the server does.
+// getenv resolves DSNEnv.
+func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
+	if t.Kind != "" && t.Kind != mayfly.KindMySQL {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: kind %q is not %q", t.Name, t.Kind, mayfly.KindMySQL)
+	}
+	if err := rejectUnused(t); err != nil {
+		return nil, err
+	}
+	dsn := t.DSN
+	switch {
+	case t.DSN != "" && t.DSNEnv != "":
+		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: set dsn or dsn_env, not both", t.Name)
+	case t.DSNEnv != "":
+		if getenv == nil {
+			return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: dsn_env %q cannot be resolved", t.Name, t.DSNEnv)
+		}
+		dsn = getenv(t.DSNEnv)
+		if dsn == "" {
+			return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: environment variable %q named by dsn_env is empty", t.Name, t.DSNEnv)
+		}
+	case dsn == "":
+		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: dsn or dsn_env is required", t.Name)
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		// The parser's message may quote parts of the DSN; keep it out.
+		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: dsn is not a valid MySQL DSN (user:password@tcp(host:port)/)", t.Name)
+	}
+	// One statement per call, server-side placeholders only.
+	cfg.MultiStatements = false
+	cfg.InterpolateParams = false
+	cfg.ParseTime = true
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if t.ConnectionLimit < 0 {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: connection_limit must not be negative", t.Name)
+	}
+	c := &Connector{
+		limit:  t.ConnectionLimit,
+		host:   t.PublicHost,
+		port:   t.PublicPort,
+		grants: make(map[string]mayfly.Grant, len(t.Grants)),
+		prefix: t.Prefix,
+	}
+	if c.limit == 0 {
+		c.limit = DefaultConnectionLimit
+	}
+	if c.prefix == "" {
+		c.prefix = mayfly.DefaultPrefix
+	}
+	if err := validName(c.prefix, false); err != nil {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: prefix: %s", t.Name, mayfly.ErrorMessage(err))
+	}
+	if c.host == "" || c.port == 0 {
+		h, p := hostPort(cfg)
+		if c.host == "" {
+			c.host = h
+		}
+		if c.port == 0 {
+			c.port = p
+		}
+	}
+	for name, g := range t.Grants {
+		if err := validGrant(g); err != nil {
+			return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: grant %q: %s", t.Name, name, mayfly.ErrorMessage(err))
+		}
+		c.grants[name] = g
+	}
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: dsn is not a valid MySQL DSN", t.Name)
+	}
+	c.db = sql.OpenDB(connector)
+	maxConns := t.MaxConns
+	if maxConns <= 0 {
+		maxConns = defaultMaxConns
+	}
+	c.db.SetMaxOpenConns(maxConns)
+	c.db.SetMaxIdleConns(min(maxConns, 4))
+	c.db.SetConnMaxIdleTime(5 * time.Minute)
+	return c, nil
+}
+
+// rejectUnused refuses settings that belong to other kinds, so a
+// misplaced key is an error rather than silently ignored.
+func rejectUnused(t mayfly.Target) error {
+	for _, f := range []struct {
+		key string
+		set bool
+	}{
+		{"address", t.Address != ""},
+		{"admin_user", t.AdminUser != ""},
+		{"admin_password", t.AdminPassword != ""},
+		{"admin_password_env", t.AdminPasswordEnv != ""},
+		{"admin_key_file", t.AdminKeyFile != ""},
+		{"host_key", t.HostKey != ""},
+		{"krl_file", t.KRLFile != ""},
+		{"scram_iterations", t.SCRAMIterations != 0},
+		{"commands", len(t.Commands.Provision)+len(t.Commands.Revoke)+len(t.Commands.Accounts)+len(t.Commands.Check) > 0},
+		{"timeout", t.Timeout != 0},
+	} {
+		if f.set {
+			return mayfly.Errorf(mayfly.EINVALID, "target %q: %s is not used by kind %q", t.Name, f.key, mayfly.KindMySQL)
+		}
+	}
+	return nil
+}
+
+func hostPort(cfg *mysql.Config) (string, int) {
+	if cfg.Net != "tcp" && cfg.Net != "tcp4" && cfg.Net != "tcp6" {
+		return "", 0
+	}
+	h, p, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return cfg.Addr, 3306
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return h, 3306
+	}
+	return h, port
+}
+
+// validGrant checks that g uses only the fields of this kind and that its
+// statements use no placeholder other than {{name}}.
+func validGrant(g mayfly.Grant) error {
+	for _, f := range []struct {
+		key string
+		set bool
+	}{
+		{"roles", len(g.Roles) > 0},
+		{"acl", g.ACL != ""},
+		{"principals", len(g.Principals) > 0},
+		{"extensions", len(g.Extensions) > 0},
+		{"force_command", g.ForceCommand != ""},
+		{"source_address", g.SourceAddress != ""},
+		{"host_user", g.HostUser},
+		{"host_groups", len(g.HostGroups) > 0},
+		{"params", len(g.Params) > 0},
+	} {
+		if f.set {
+			return mayfly.Errorf(mayfly.EINVALID, "%s is not used by kind %q", f.key, mayfly.KindMySQL)
+		}
+	}
+	for i, s := range g.Statements {
+		if strings.TrimSpace(s) == "" {
+			return mayfly.Errorf(mayfly.EINVALID, "statement %d is empty", i+1)
+		}
+		if strings.ContainsRune(s, 0) {
+			return mayfly.Errorf(mayfly.EINVALID, "statement %d contains a NUL byte", i+1)
+		}
+		if strings.Contains(strings.ReplaceAll(s, "{{name}}", ""), "{{") {
+			return mayfly.Errorf(mayfly.EINVALID, "statement %d uses a placeholder other than {{name}}", i+1)
+		}
+	}
+	if strings.ContainsFunc(g.Database, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return mayfly.Errorf(mayfly.EINVALID, "database contains control characters")
+	}
+	return nil
+}
+
+// validName refuses anything but lowercase letters, digits and underscores
+// within MaxNameLen. With full set, the name must also be non-empty.
+func validName(name string, full bool) error {
+	if full && name == "" {
+		return mayfly.Errorf(mayfly.EINVALID, "account name is empty")
+	}
+	if len(name) > MaxNameLen {
+		return mayfly.Errorf(mayfly.EINVALID, "account name is longer than %d characters", MaxNameLen)
+	}
+	for _, r := range name {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
+			return mayfly.Errorf(mayfly.EINVALID, "account name may contain only lowercase letters, digits and underscores")
+		}
+	}
+	return nil
+}
+
+// checkName validates a requested account name: well formed and under the
+// target's prefix, so the connector never touches accounts it does not
+// manage.
+func (c *Connector) checkName(name string) error {
+	if err := validName(name, true); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(name, c.prefix) {
+		return mayfly.Errorf(mayfly.EINVALID, "account name must start with the target prefix %q", c.prefix)
+	}
+	return nil
+}
+
+// quoteString returns s as a single-quoted SQL string literal, safe whatever
+// the server's sql_mode: quotes are doubled and backslashes escaped.
+func quoteString(s string) string {
+	var b strings.Builder
+	b.WriteByte('\'')
+	for _, r := range s {
+		switch r {
+		case '\'':
+			b.WriteString("''")
+		case '\\':
+			b.WriteString(`\\`)
+		case 0:
+			b.WriteString(`\0`)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
+}
+
+// quoteIdent returns s as a backquoted identifier.
+func quoteIdent(s string) string {
+	return "`" + strings.ReplaceAll(s, "`", "``") + "`"
+}
+
+// account returns the quoted account 'name'@'%'.
+func account(name string) string {
+	return quoteString(name) + "@'%'"
+}
+
+// eventName is the name of the expiry event of an account.
+func eventName(name string) string {
+	return "expire_" + name
+}
+
+// expandStatement replaces {{name}} with the quoted account.
+func expandStatement(stmt, name string) string {
+	return strings.ReplaceAll(stmt, "{{name}}", account(name))
+}
+
+// newPassword returns 32 random bytes, URL-safe base64 encoded.
+func newPassword() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate password: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// scrubbed returns err's text with secret replaced, as a new error: server
+// messages can quote the statement that carried the password.
+func scrubbed(err error, secret string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if secret != "" {
+		msg = strings.ReplaceAll(msg, secret, "[REDACTED]")
+	}
+	return errors.New(msg)
+}
+
+func errNumber(err error) uint16 {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number
+	}
+	return 0
+}
+
+// Provision creates the user with a fresh password and runs the grant's
+// statements. If the user exists (the same lease provisioned again) its
+// password is replaced instead. When the server's event scheduler is on, a
+// one-shot event drops the user at expiry even if Mayfly is down.
+func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) (mayfly.ProvisionResponse, error) {
+	name := req.Username
+	if err := c.checkName(name); err != nil {
+		return mayfly.ProvisionResponse{}, err
+	}
+	if err := validGrant(req.Grant); err != nil {
+		return mayfly.ProvisionResponse{}, mayfly.Errorf(mayfly.EINVALID, "grant %q: %s", req.Grant.Name, mayfly.ErrorMessage(err))
+	}
+	pw, err := newPassword()
+	if err != nil {
+		return mayfly.ProvisionResponse{}, err
+	}
+	created := true
+	create := fmt.Sprintf("CREATE USER %s IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS %d", account(name), quoteString(pw), c.limit)
+	if _, err := c.db.ExecContext(ctx, create); err != nil {
+		if errNumber(err) != errCannotUser {
+			return mayfly.ProvisionResponse{}, fmt.Errorf("create user %s: %w", name, scrubbed(err, pw))
+		}
+		created = false
+		alter := fmt.Sprintf("ALTER USER %s IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS %d ACCOUNT UNLOCK", account(name), quoteString(pw), c.limit)
+		if _, err := c.db.ExecContext(ctx, alter); err != nil {
+			return mayfly.ProvisionResponse{}, fmt.Errorf("reset password of user %s: %w", name, scrubbed(err, pw))
+		}
+	}
+	undo := func(err error) (mayfly.ProvisionResponse, error) {
+		if created {
+			// Leave nothing behind; the broker's revocation covers a failure here.
+			c.db.ExecContext(context.WithoutCancel(ctx), "DROP USER IF EXISTS "+account(name))
+		}
+		return mayfly.ProvisionResponse{}, err
+	}
+	for i, s := range req.Grant.Statements {
+		if _, err := c.db.ExecContext(ctx, expandStatement(s, name)); err != nil {
+			return undo(fmt.Errorf("grant %q statement %d for %s: %w", req.Grant.Name, i+1, name, scrubbed(err, pw)))
+		}
+	}
+	if !req.ExpiresAt.IsZero() {
+		if err := c.scheduleExpiry(ctx, name, req.ExpiresAt); err != nil {
+			return undo(err)
+		}
+	}
+	return mayfly.ProvisionResponse{Credential: mayfly.Credential{
+		Username: name,
+		Password: pw,
+		Host:     c.host,
+		Port:     c.port,
+		Database: req.Grant.Database,
+	}}, nil
+}
+
+// eventSchedulerOn reports whether the server runs events.
+func (c *Connector) eventSchedulerOn(ctx context.Context) (bool, error) {
+	var v string
+	if err := c.db.QueryRowContext(ctx, "SELECT @@GLOBAL.event_scheduler").Scan(&v); err != nil {
+		return false, fmt.Errorf("read event_scheduler: %w", err)
+	}
+	return strings.EqualFold(v, "ON") || v == "1", nil
+}
+
+// scheduleExpiry creates the one-shot event that drops the user at
+// expiresAt, when the event scheduler is on.
+func (c *Connector) scheduleExpiry(ctx context.Context, name string, expiresAt time.Time) error {
+	on, err := c.eventSchedulerOn(ctx)
+	if err != nil || !on {
+		return err
+	}
+	if _, err := c.db.ExecContext(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(EventSchema)); err != nil {
+		return fmt.Errorf("create schema %s: %w", EventSchema, err)
+	}
+	// FROM_UNIXTIME yields the instant in the session's time zone, which is
+	// the zone the event is recorded with, so no zone arithmetic is needed.
+	at := max(expiresAt.Unix(), time.Now().Unix()+1)
+	stmt := fmt.Sprintf("CREATE EVENT IF NOT EXISTS %s.%s ON SCHEDULE AT FROM_UNIXTIME(%d) ON COMPLETION NOT PRESERVE DO DROP USER IF EXISTS %s",
+		quoteIdent(EventSchema), quoteIdent(eventName(name)), at, account(name))
+	if _, err := c.db.ExecContext(ctx, stmt); err != nil {
+		return fmt.Errorf("create expiry event for %s: %w", name, err)
+	}
+	return nil
+}
+
+// Revoke locks the user, kills its connections, drops it and its expiry
+// event, and verifies it is gone. A user that does not exist is success.
+func (c *Connector) Revoke(ctx context.Context, req mayfly.RevokeRequest) error {
+	name := req.Username
+	if err := c.checkName(name); err != nil {
+		return err
+	}
+	if _, err := c.db.ExecContext(ctx, "ALTER USER IF EXISTS "+account(name)+" ACCOUNT LOCK"); err != nil {
+		return fmt.Errorf("lock user %s: %w", name, err)
+	}
+	if err := c.killSessions(ctx, name); err != nil {
+		return err
+	}
+	if _, err := c.db.ExecContext(ctx, "DROP USER IF EXISTS "+account(name)); err != nil {
+		return fmt.Errorf("drop user %s: %w", name, err)
+	}
+	// A login racing the lock may have slipped in; end it too.
+	if err := c.killSessions(ctx, name); err != nil {
+		return err
+	}
+	if err := c.dropEvent(ctx, name); err != nil {
+		return err
+	}
+	var n int
+	if err := c.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM mysql.user WHERE User = "+quoteString(name)+" AND Host = '%'").Scan(&n); err != nil {
+		return fmt.Errorf("verify user %s is gone: %w", name, err)
+	}
+	if n != 0 {
+		return fmt.Errorf("user %s still present after drop", name)
+	}
+	return nil
+}
+
+// killSessions kills every connection of the user. Names are validated and
+// quoted as literals rather than bound, which saves a prepare round trip per
+// query.
+func (c *Connector) killSessions(ctx context.Context, name string) error {
+	rows, err := c.db.QueryContext(ctx, "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = "+quoteString(name))
+	if err != nil {
+		return fmt.Errorf("list sessions of %s: %w", name, err)
+	}
+	var ids []uint64
+	for rows.Next() {
+		var id uint64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("list sessions of %s: %w", name, err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("list sessions of %s: %w", name, err)
+	}
+	for _, id := range ids {
+		if _, err := c.db.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err != nil && errNumber(err) != errNoSuchThread {
+			return fmt.Errorf("kill session %d of %s: %w", id, name, err)
+		}
+	}
+	return nil
+}
+
+// dropEvent drops the expiry event of the user, if any.
+func (c *Connector) dropEvent(ctx context.Context, name string) error {
+	var n int
+	err := c.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = "+quoteString(EventSchema)+" AND EVENT_NAME = "+quoteString(eventName(name))).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("look up expiry event of %s: %w", name, err)
+	}
+	if n == 0 {
+		return nil
+	}
+	_, err = c.db.ExecContext(ctx, fmt.Sprintf("DROP EVENT IF EXISTS %s.%s", quoteIdent(EventSchema), quoteIdent(eventName(name))))
+	if err != nil && errNumber(err) != errBadDB && errNumber(err) != errEventNotExists {
+		return fmt.Errorf("drop expiry event of %s: %w", name, err)
+	}
+	return nil
+}
+
+// isMariaDB reports whether the server is MariaDB, asking once.
+func (c *Connector) isMariaDB(ctx context.Context) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.flavorKnow {
+		return c.mariaDB, nil
+	}
+	var v string
+	if err := c.db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&v); err != nil {
+		return false, fmt.Errorf("read server version: %w", err)
+	}
+	c.mariaDB = strings.Contains(strings.ToLower(v), "mariadb")
+	c.flavorKnow = true
+	return c.mariaDB, nil
+}
+
+// likePrefix returns a LIKE pattern matching names that start with prefix.
+func likePrefix(prefix string) string {
+	r := strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
+	return r.Replace(prefix) + "%"
+}
+
+type userRow struct {
+	user, host string
+	locked     bool
+	expired    bool
+	super      bool
+}
+
+// Accounts lists the users whose name starts with req.Prefix ("" for every
+// user), one entry per user name whatever its hosts, with their live
+// connections and privileges. Roles are left out.
+func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([]mayfly.Account, error) {
+	maria, err := c.isMariaDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var q string
+	if maria {
+		q = `SELECT u.User, u.Host, COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), '0') IN ('1', 'true'),
+			u.password_expired = 'Y', u.Super_priv = 'Y'
+			FROM mysql.user u JOIN mysql.global_priv g ON g.User = u.User AND g.Host = u.Host
+			WHERE u.is_role = 'N' AND u.User LIKE ? ESCAPE '!'`
+	} else {
+		q = `SELECT User, Host, account_locked = 'Y', password_expired = 'Y', Super_priv = 'Y'
+			FROM mysql.user WHERE User LIKE ? ESCAPE '!'`
+	}
+	rows, err := c.db.QueryContext(ctx, q, likePrefix(req.Prefix))
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	var users []userRow
+	for rows.Next() {
+		var u userRow
+		if err := rows.Scan(&u.user, &u.host, &u.locked, &u.expired, &u.super); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("list users: %w", err)
+		}
+		if strings.HasPrefix(u.user, req.Prefix) {
+			users = append(users, u)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	privs, err := c.privileges(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := c.sessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*mayfly.Account{}
+	var order []string
+	for _, u := range users {
+		a := byName[u.user]
+		if a == nil {
+			a = &mayfly.Account{Name: u.user}
+			byName[u.user] = a
+			order = append(order, u.user)
+			if s, ok := sessions[u.user]; ok {
+				a.Sessions = s.n
+				a.LastActivity = s.last
+			}
+		}
+		a.CanLogin = a.CanLogin || (!u.locked && !u.expired)
+		a.Superuser = a.Superuser || u.super
+		grantee := quoteString(u.user) + "@" + quoteString(u.host)
+		p := privs[grantee]
+		if u.host != "%" {
+			// Name the host where it is not the managed one, so the
+			// summary stays unambiguous.
+			p = slices.Clone(p)
+			for i := range p {
+				p[i] += " (@" + u.host + ")"
+			}
+		}
+		a.Privileges = append(a.Privileges, p...)
+	}
+	slices.Sort(order)
+	out := make([]mayfly.Account, 0, len(order))
+	for _, n := range order {
+		out = append(out, *byName[n])
+	}
+	return out, nil
+}
+
+// privileges summarises global, schema and table privileges by grantee
+// ('user'@'host'), e.g. "SELECT ON `shop`.*".
+func (c *Connector) privileges(ctx context.Context) (map[string][]string, error) {
+	type level struct {
+		q      string
+		object func(schema, table string) string
+	}
+	levels := []level{
+		{"SELECT GRANTEE, '', '', PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES", func(string, string) string { return "*.*" }},
+		{"SELECT GRANTEE, TABLE_SCHEMA, '', PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES", func(s, _ string) string { return quoteIdent(s) + ".*" }},
+		{"SELECT GRANTEE, TABLE_SCHEMA, TABLE_NAME, PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES", func(s, t string) string { return quoteIdent(s) + "." + quoteIdent(t) }},
+	}
+	// privs[grantee][object] = privilege types, in order seen.
+	type entry struct {
+		object string
+		types  []string
+	}
+	all := map[string][]*entry{}
+	for _, l := range levels {
+		rows, err := c.db.QueryContext(ctx, l.q)
+		if err != nil {
+			return nil, fmt.Errorf("list privileges: %w", err)
+		}
+		for rows.Next() {
+			var grantee, schema, table, typ string
+			if err := rows.Scan(&grantee, &schema, &table, &typ); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("list privileges: %w", err)
+			}
+			if typ == "USAGE" {
+				continue
+			}
+			obj := l.object(schema, table)
+			es := all[grantee]
+			i := slices.IndexFunc(es, func(e *entry) bool { return e.object == obj })
+			if i < 0 {
+				es = append(es, &entry{object: obj})
+				all[grantee] = es
+				i = len(es) - 1
+			}
+			es[i].types = append(es[i].types, typ)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("list privileges: %w", err)
+		}
+	}
+	out := make(map[string][]string, len(all))
+	for grantee, es := range all {
+		for _, e := range es {
+			out[grantee] = append(out[grantee], strings.Join(e.types, ", ")+" ON "+e.object)
+		}
+	}
+	return out, nil
+}
+
+type sessionInfo struct {
+	n    int
+	last time.Time
+}
+
+// sessions counts live connections per user and estimates when each user
+// was last active: now for a running statement, now minus the idle time
+// for a sleeping connection.
+func (c *Connector) sessions(ctx context.Context) (map[string]sessionInfo, error) {
+	rows, err := c.db.QueryContext(ctx, "SELECT USER, COMMAND, TIME FROM information_schema.PROCESSLIST")
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	now := time.Now()
+	out := map[string]sessionInfo{}
+	for rows.Next() {
+		var user, command string
+		var secs sql.NullInt64
+		if err := rows.Scan(&user, &command, &secs); err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		last := now
+		if command == "Sleep" && secs.Valid {
+			last = now.Add(-time.Duration(secs.Int64) * time.Second)
+		}
+		s := out[user]
+		s.n++
+		if last.After(s.last) {
+			s.last = last
+		}
+		out[user] = s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return out, nil
+}
+
+// Check reports whether the server answers with the admin credential.
+func (c *Connector) Check(ctx context.Context) error {
+	var one int
+	if err := c.db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return mayfly.Errorf(mayfly.EUNAVAILABLE, "mysql target unreachable: %s", safeDriverMessage(err))
+	}
+	return nil
+}
+
+// safeDriverMessage keeps the server's error number and message and drops
+// anything else (addresses, DSN fragments).
+func safeDriverMessage(err error) string {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return fmt.Sprintf("error %d: %s", me.Number, me.Message)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return err.Error()
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return "network error"
+	}
+	return "connection failed"
+}
+
+// Close closes the admin connection pool.
+func (c *Connector) Close() error {
+	return c.db.Close()
+}
+
+var _ mayfly.Connector = (*Connector)(nil)

@@ -1,0 +1,107 @@
+package ssh
+
+import (
+	"crypto/rand"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// BenchmarkSignCert is the floor: building and signing one certificate
+// with x/crypto/ssh alone.
+func BenchmarkSignCert(b *testing.B) {
+	ca := sharedCA(b)
+	pub, _ := newKeyPair(b)
+	now := time.Now()
+	for b.Loop() {
+		cert := &gossh.Certificate{
+			Key: pub, Serial: 1, CertType: gossh.UserCert, KeyId: "lse_bench", ValidPrincipals: []string{"deploy"},
+			ValidAfter: uint64(now.Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix()),
+			Permissions: gossh.Permissions{Extensions: map[string]string{"permit-pty": ""}},
+		}
+		if err := cert.SignCert(rand.Reader, ca.signer); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchConnector(b *testing.B) *Connector {
+	b.Helper()
+	ca := sharedCA(b)
+	dir := b.TempDir()
+	c, err := New(mayfly.Target{Name: "bench", Kind: mayfly.KindSSH, Address: "127.0.0.1:22", KRLFile: filepath.Join(dir, "revoked.krl")}, ca, dir, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+// BenchmarkProvision signs a certificate through the connector (validation,
+// signing, journal append): for a key the user brought, and for a key the
+// connector generates and returns.
+func BenchmarkProvision(b *testing.B) {
+	pub, _ := newKeyPair(b)
+	for _, mode := range []string{"own_key", "generated_key"} {
+		b.Run(mode, func(b *testing.B) {
+			c := benchConnector(b)
+			ctx := b.Context()
+			exp := time.Now().Add(time.Hour)
+			i := 0
+			for b.Loop() {
+				req := mayfly.ProvisionRequest{
+					LeaseID: fmt.Sprintf("lse_%d", i), Username: fmt.Sprintf("mf_b_%d", i), ExpiresAt: exp,
+					Grant: mayfly.Grant{Name: "deploy", Principals: []string{"deploy"}},
+				}
+				if mode == "own_key" {
+					req.PublicKey = authorizedLine(pub)
+				}
+				if _, err := c.Provision(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkRevoke revokes one lease (synced journal append, revocation list
+// regenerated and written atomically) with `backlog` other certificates
+// already on the list.
+func BenchmarkRevoke(b *testing.B) {
+	for _, backlog := range []int{0, 1000} {
+		b.Run(fmt.Sprintf("backlog=%d", backlog), func(b *testing.B) {
+			c := benchConnector(b)
+			ctx := b.Context()
+			exp := time.Now().Add(time.Hour)
+			grant := mayfly.Grant{Name: "deploy", Principals: []string{"deploy"}}
+			provision := func(id string) {
+				if _, err := c.Provision(ctx, mayfly.ProvisionRequest{LeaseID: "lse_" + id, Username: "mf_" + id, ExpiresAt: exp, Grant: grant}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i := range backlog {
+				provision(fmt.Sprintf("old%d", i))
+				if err := c.Revoke(ctx, mayfly.RevokeRequest{LeaseID: fmt.Sprintf("lse_old%d", i), ExpiresAt: exp}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				id := fmt.Sprintf("new%d", i)
+				provision(id)
+				i++
+				b.StartTimer()
+				if err := c.Revoke(ctx, mayfly.RevokeRequest{LeaseID: "lse_" + id, Username: "mf_" + id, ExpiresAt: exp}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,152 @@
+package ssh
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+func TestOpenCAStoresEncryptedKey(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := OpenCA(dir, []byte("s3cret"))
+	if err != nil {
+		t.Fatalf("OpenCA: %v", err)
+	}
+	keys := ca.PublicKeys()
+	if len(keys) != 1 {
+		t.Fatalf("PublicKeys() = %q; want one key", keys)
+	}
+	if pub, _, _, _, err := gossh.ParseAuthorizedKey([]byte(keys[0])); err != nil || pub.Type() != gossh.KeyAlgoED25519 {
+		t.Fatalf("PublicKeys()[0] = %q (%v); want an ed25519 authorized_keys line", keys[0], err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.key"))
+	if len(files) != 1 {
+		t.Fatalf("key files = %q; want one", files)
+	}
+	fi, err := os.Stat(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Errorf("key file mode = %o; want 600", got)
+	}
+	b, _ := os.ReadFile(files[0])
+	var missing *gossh.PassphraseMissingError
+	if _, err := gossh.ParseRawPrivateKey(b); !errors.As(err, &missing) {
+		t.Errorf("ParseRawPrivateKey(key file) = %v; want it encrypted", err)
+	}
+
+	again, err := OpenCA(dir, []byte("s3cret"))
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	if got := again.PublicKeys(); len(got) != 1 || got[0] != keys[0] {
+		t.Errorf("reopened PublicKeys() = %q; want %q", got, keys)
+	}
+	_, err = OpenCA(dir, []byte("wrong"))
+	if got := mayfly.ErrorCode(err); got != mayfly.EINVALID {
+		t.Errorf("OpenCA(wrong passphrase) = %v (code %q); want %s", err, got, mayfly.EINVALID)
+	}
+	for _, tc := range []struct {
+		dir  string
+		pass []byte
+	}{{"", []byte("x")}, {t.TempDir(), nil}} {
+		if _, err := OpenCA(tc.dir, tc.pass); mayfly.ErrorCode(err) != mayfly.EINVALID {
+			t.Errorf("OpenCA(%q, %q) = %v; want %s", tc.dir, tc.pass, err, mayfly.EINVALID)
+		}
+	}
+}
+
+func TestRotateKeepsOldKeyUntilItsCertificatesExpire(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := OpenCA(dir, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	ca.now = func() time.Time { return now }
+	pub, _ := newKeyPair(t)
+	sign := func(until time.Time) *gossh.Certificate {
+		t.Helper()
+		c, err := ca.Sign(CertRequest{Key: pub, KeyID: "k", Principals: []string{"u"}, ValidAfter: now.Add(-time.Minute), ValidBefore: until})
+		if err != nil {
+			t.Fatalf("Sign: %v", err)
+		}
+		return c
+	}
+	first := ca.PublicKeys()[0]
+	sign(now.Add(30 * time.Minute))
+
+	if err := ca.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	second := ca.PublicKeys()[0]
+	if got := ca.PublicKeys(); len(got) != 2 || got[1] != first {
+		t.Fatalf("after Rotate PublicKeys() = %q; want [new, %q]", got, first)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*.key")); len(files) != 1 {
+		t.Errorf("after Rotate key files = %q; want only the current key", files)
+	}
+	c := sign(now.Add(10 * time.Minute))
+	if got := authorizedLine(c.SignatureKey); got != keyField(second) {
+		t.Errorf("signed by %s; want the new key", got)
+	}
+
+	// The state survives a reopen.
+	reopened, err := OpenCA(dir, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reopened.now = ca.now
+	if got := reopened.PublicKeys(); len(got) != 2 {
+		t.Errorf("reopened PublicKeys() = %q; want two keys", got)
+	}
+
+	// Past the last certificate of the first key (rounded up to a minute),
+	// only the current key is trusted.
+	now = now.Add(32 * time.Minute)
+	if got := ca.PublicKeys(); len(got) != 1 || got[0] != second {
+		t.Errorf("after the old key's certificates expired PublicKeys() = %q; want [%q]", got, second)
+	}
+	// A retired key whose certificates all expired is dropped on rotation.
+	if err := ca.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ca.PublicKeys(); len(got) != 1 {
+		t.Errorf("rotating from a key with only expired certificates: PublicKeys() = %q; want one", got)
+	}
+}
+
+func TestSignRejects(t *testing.T) {
+	ca := sharedCA(t)
+	pub, _ := newKeyPair(t)
+	now := time.Now()
+	cert, err := ca.Sign(CertRequest{Key: pub, Principals: []string{"u"}, ValidAfter: now, ValidBefore: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, req := range map[string]CertRequest{
+		"no key":             {Principals: []string{"u"}, ValidAfter: now, ValidBefore: now.Add(time.Hour)},
+		"certificate as key": {Key: cert, Principals: []string{"u"}, ValidAfter: now, ValidBefore: now.Add(time.Hour)},
+		"no principals":      {Key: pub, ValidAfter: now, ValidBefore: now.Add(time.Hour)},
+		"empty validity":     {Key: pub, Principals: []string{"u"}, ValidAfter: now, ValidBefore: now},
+	} {
+		if _, err := ca.Sign(req); mayfly.ErrorCode(err) != mayfly.EINVALID {
+			t.Errorf("Sign(%s) = %v; want %s", name, err, mayfly.EINVALID)
+		}
+	}
+	// Serials are random.
+	other, err := ca.Sign(CertRequest{Key: pub, Principals: []string{"u"}, ValidAfter: now, ValidBefore: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.Serial == other.Serial {
+		t.Errorf("two certificates share serial %d", cert.Serial)
+	}
+}

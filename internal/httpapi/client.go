@@ -1,0 +1,99 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// Client is a small client of the API, used by the CLI.
+type Client struct {
+	// Addr is the server's base URL, e.g. http://127.0.0.1:8765.
+	Addr  string
+	Token string
+	HTTP  *http.Client
+}
+
+// NewClient returns a client for addr authenticating with token.
+func NewClient(addr, token string) *Client {
+	return &Client{Addr: strings.TrimRight(addr, "/"), Token: token, HTTP: &http.Client{Timeout: 2 * time.Minute}}
+}
+
+// Do sends a request with an optional JSON body and decodes the JSON answer
+// into out (when not nil). API errors come back as *mayfly.Error.
+func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := c.Addr + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return mayfly.Errorf(mayfly.EINVALID, "bad server address %q: %v", c.Addr, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return mayfly.Errorf(mayfly.EUNAVAILABLE, "cannot reach the Mayfly server at %s (set MAYFLY_ADDR): %v", c.Addr, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return mayfly.Errorf(mayfly.EUNAVAILABLE, "read answer from %s: %v", c.Addr, err)
+	}
+	if resp.StatusCode >= 400 {
+		var eb errorBody
+		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
+			return &mayfly.Error{Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		return mayfly.Errorf(mayfly.EINTERNAL, "server answered %s", resp.Status)
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decode answer of %s %s: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+func unwrapURLError(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+// Health polls /healthz until it answers or ctx ends.
+func (c *Client) WaitHealthy(ctx context.Context) error {
+	for {
+		err := c.Do(ctx, "GET", "/healthz", nil, nil, nil)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,438 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/audit"
+	"github.com/mayflyhq/mayfly/internal/broker"
+	"github.com/mayflyhq/mayfly/internal/policy"
+)
+
+func errNoRoute(r *http.Request) error {
+	return mayfly.Errorf(mayfly.ENOTFOUND, "no such endpoint: %s %s", r.Method, r.URL.Path)
+}
+
+// RequestView is a request as the API shows it.
+type RequestView struct {
+	*mayfly.Request
+	Duration        string  `json:"duration"`
+	DurationSeconds float64 `json:"duration_seconds"`
+}
+
+func requestView(r *mayfly.Request) RequestView {
+	if r.Approvers == nil {
+		r.Approvers = []string{}
+	}
+	if r.ApproverGroups == nil {
+		r.ApproverGroups = []string{}
+	}
+	return RequestView{Request: r, Duration: r.Duration.String(), DurationSeconds: r.Duration.Seconds()}
+}
+
+// LeaseView is a lease as the API shows it; ended_at and end_reason are
+// always present (null and "" while the lease lives).
+type LeaseView struct {
+	*mayfly.Lease
+	EndedAt   *time.Time `json:"ended_at"`
+	EndReason string     `json:"end_reason"`
+}
+
+func leaseView(l *mayfly.Lease) LeaseView {
+	v := LeaseView{Lease: l, EndReason: l.EndReason}
+	if !l.EndedAt.IsZero() {
+		t := l.EndedAt
+		v.EndedAt = &t
+	}
+	return v
+}
+
+// CreateRequestBody is the body of POST /v1/requests.
+type CreateRequestBody struct {
+	Target     string `json:"target"`
+	Grant      string `json:"grant"`
+	Duration   string `json:"duration"`
+	Reason     string `json:"reason"`
+	BreakGlass bool   `json:"break_glass"`
+	// Activate asks for the credential in the same call when the request
+	// is approved at once.
+	Activate  bool   `json:"activate"`
+	PublicKey string `json:"public_key,omitempty"`
+}
+
+// CreateRequestResponse is the answer to POST /v1/requests.
+type CreateRequestResponse struct {
+	RequestView
+	Decision    policy.Decision `json:"decision"`
+	Credentials *CredsView      `json:"credentials,omitempty"`
+}
+
+// CredsView is a credential as shown once to the requester.
+type CredsView struct {
+	LeaseID   string    `json:"lease_id"`
+	RequestID string    `json:"request_id"`
+	Target    string    `json:"target"`
+	ExpiresAt time.Time `json:"expires_at"`
+	mayfly.Credential
+}
+
+func credsView(a *broker.Activation) *CredsView {
+	return &CredsView{LeaseID: a.Lease.ID, RequestID: a.Lease.RequestID, Target: a.Lease.Target,
+		ExpiresAt: a.Lease.ExpiresAt.UTC(), Credential: a.Credential}
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, mayfly.Errorf(mayfly.EINVALID, "duration %q: want Go syntax such as 90s, 30m or 8h", s)
+	}
+	if d <= 0 {
+		return 0, mayfly.Errorf(mayfly.EINVALID, "duration %q must be positive", s)
+	}
+	return d, nil
+}
+
+func (s *server) handleHealthz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+func (s *server) handleReadyz() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Ready != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+			defer cancel()
+			if err := s.Ready(ctx); err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": mayfly.ErrorMessage(err)})
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+}
+
+func (s *server) handleWhoami() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		c := callerFrom(r)
+		groups := c.Groups
+		if groups == nil {
+			groups = []string{}
+		}
+		return 200, map[string]any{"name": c.User, "groups": groups, "admin": c.Admin}, nil
+	})
+}
+
+func (s *server) handleCreateRequest() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		var body CreateRequestBody
+		if err := decode(r, &body); err != nil {
+			return 0, nil, err
+		}
+		d, err := parseDuration(body.Duration)
+		if err != nil {
+			return 0, nil, err
+		}
+		c := callerFrom(r)
+		req, dec, err := s.Broker.CreateRequest(r.Context(), c, broker.RequestInput{
+			Target: body.Target, Grant: body.Grant, Duration: d, Reason: body.Reason, BreakGlass: body.BreakGlass,
+		})
+		if err != nil {
+			return 0, nil, err
+		}
+		resp := CreateRequestResponse{RequestView: requestView(req), Decision: dec}
+		if body.Activate && req.State == mayfly.RequestApproved {
+			a, err := s.Broker.Activate(r.Context(), c, req.ID, broker.ActivateOptions{PublicKey: body.PublicKey})
+			if err != nil {
+				return 0, nil, err
+			}
+			req.LeaseID = a.Lease.ID
+			resp.Credentials = credsView(a)
+		}
+		return http.StatusCreated, resp, nil
+	})
+}
+
+func (s *server) handleListRequests() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		q := r.URL.Query()
+		limit, err := intParam(q.Get("limit"), 0)
+		if err != nil {
+			return 0, nil, err
+		}
+		rs, err := s.Broker.ListRequests(r.Context(), callerFrom(r), q.Get("pending") == "true", limit)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := make([]RequestView, 0, len(rs))
+		for _, x := range rs {
+			out = append(out, requestView(x))
+		}
+		return 200, out, nil
+	})
+}
+
+func (s *server) handleGetRequest() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		req, err := s.Broker.GetRequest(r.Context(), callerFrom(r), r.PathValue("id"))
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, requestView(req), nil
+	})
+}
+
+// DecisionBody is the optional body of approve/deny/done/revoke.
+type DecisionBody struct {
+	Reason string `json:"reason"`
+}
+
+func optionalBody(r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return decode(r, v)
+}
+
+func (s *server) handleApprove() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		var body DecisionBody
+		if err := optionalBody(r, &body); err != nil {
+			return 0, nil, err
+		}
+		req, err := s.Broker.Approve(r.Context(), callerFrom(r), r.PathValue("id"), body.Reason)
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, requestView(req), nil
+	})
+}
+
+func (s *server) handleDeny() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		var body DecisionBody
+		if err := optionalBody(r, &body); err != nil {
+			return 0, nil, err
+		}
+		req, err := s.Broker.Deny(r.Context(), callerFrom(r), r.PathValue("id"), body.Reason)
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, requestView(req), nil
+	})
+}
+
+// ActivateBody is the optional body of POST /v1/requests/{id}/activate.
+type ActivateBody struct {
+	PublicKey string `json:"public_key"`
+}
+
+func (s *server) handleActivate() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		var body ActivateBody
+		if err := optionalBody(r, &body); err != nil {
+			return 0, nil, err
+		}
+		a, err := s.Broker.Activate(r.Context(), callerFrom(r), r.PathValue("id"), broker.ActivateOptions{PublicKey: body.PublicKey})
+		if err != nil {
+			return 0, nil, err
+		}
+		return http.StatusCreated, credsView(a), nil
+	})
+}
+
+func (s *server) handleEnd(reason string) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		var body DecisionBody
+		if err := optionalBody(r, &body); err != nil {
+			return 0, nil, err
+		}
+		l, err := s.Broker.EndLease(r.Context(), callerFrom(r), r.PathValue("id"), reason, body.Reason)
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, leaseView(l), nil
+	})
+}
+
+func intParam(s string, def int) (int, error) {
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, mayfly.Errorf(mayfly.EINVALID, "%q is not a non-negative integer", s)
+	}
+	return n, nil
+}
+
+func (s *server) handleListLeases() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		q := r.URL.Query()
+		limit, err := intParam(q.Get("limit"), 0)
+		if err != nil {
+			return 0, nil, err
+		}
+		f := mayfly.LeaseFilter{Target: q.Get("target"), Requester: q.Get("user"), Limit: limit}
+		for _, st := range q["state"] {
+			f.States = append(f.States, mayfly.LeaseState(st))
+		}
+		if q.Get("active") == "true" {
+			f.States = []mayfly.LeaseState{mayfly.LeaseProvisioning, mayfly.LeaseActive, mayfly.LeaseRevoking}
+		}
+		ls, err := s.Broker.ListLeases(r.Context(), callerFrom(r), f)
+		if err != nil {
+			return 0, nil, err
+		}
+		out := make([]LeaseView, 0, len(ls))
+		for _, l := range ls {
+			out = append(out, leaseView(l))
+		}
+		return 200, out, nil
+	})
+}
+
+func (s *server) handleGetLease() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		l, err := s.Broker.FindLease(r.Context(), callerFrom(r), r.PathValue("id"))
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, leaseView(l), nil
+	})
+}
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, mayfly.Errorf(mayfly.EINVALID, "time %q: want RFC 3339 or 2006-01-02", s)
+}
+
+func (s *server) handleAudit() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		q := r.URL.Query()
+		var f mayfly.AuditFilter
+		var err error
+		if f.Limit, err = intParam(q.Get("limit"), 1000); err != nil {
+			return 0, nil, err
+		}
+		f.Limit = min(f.Limit, 10000)
+		after, err := intParam(q.Get("after"), 0)
+		if err != nil {
+			return 0, nil, err
+		}
+		f.AfterSeq = int64(after)
+		f.Actor, f.Action, f.Target = q.Get("actor"), q.Get("action"), q.Get("target")
+		f.LeaseID, f.RequestID = q.Get("lease"), q.Get("request")
+		if f.Since, err = parseTime(q.Get("since")); err != nil {
+			return 0, nil, err
+		}
+		if f.Until, err = parseTime(q.Get("until")); err != nil {
+			return 0, nil, err
+		}
+		c := callerFrom(r)
+		var events []*mayfly.AuditEvent
+		var mine []string
+		err = s.Broker.Store().View(r.Context(), func(tx mayfly.Tx) error {
+			var err error
+			if events, err = tx.ListAudit(f); err != nil {
+				return err
+			}
+			if !c.Admin {
+				rs, err := tx.ListRequests(mayfly.RequestFilter{Requester: c.User})
+				if err != nil {
+					return err
+				}
+				for _, x := range rs {
+					mine = append(mine, x.ID)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, nil, err
+		}
+		out := make([]*mayfly.AuditEvent, 0, len(events))
+		for _, e := range events {
+			// Non-admins see what they did and what happened to their own requests.
+			if c.Admin || e.Actor == c.User || (e.RequestID != "" && slices.Contains(mine, e.RequestID)) {
+				out = append(out, e)
+			}
+		}
+		return 200, out, nil
+	})
+}
+
+func (s *server) handleAuditVerify() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		q := r.URL.Query()
+		from, err := intParam(q.Get("from"), 0)
+		if err != nil {
+			return 0, nil, err
+		}
+		to, err := intParam(q.Get("to"), 0)
+		if err != nil {
+			return 0, nil, err
+		}
+		res, err := audit.Verify(r.Context(), s.Broker.Store(), int64(from), int64(to))
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, res, nil
+	})
+}
+
+// ExplainBody is the body of POST /v1/policy/explain.
+type ExplainBody struct {
+	User       string `json:"user"`
+	Target     string `json:"target"`
+	Grant      string `json:"grant"`
+	Duration   string `json:"duration"`
+	Reason     string `json:"reason"`
+	BreakGlass bool   `json:"break_glass"`
+}
+
+func (s *server) handleExplain() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		var body ExplainBody
+		if err := decode(r, &body); err != nil {
+			return 0, nil, err
+		}
+		d, err := parseDuration(body.Duration)
+		if err != nil {
+			return 0, nil, err
+		}
+		c := callerFrom(r)
+		user, groups := c.User, c.Groups
+		if body.User != "" && body.User != c.User {
+			if !c.Admin {
+				return 0, nil, mayfly.Errorf(mayfly.EFORBIDDEN, "only an admin can explain decisions for another user")
+			}
+			g, ok := s.Broker.Config().Users[body.User]
+			if !ok {
+				return 0, nil, mayfly.Errorf(mayfly.ENOTFOUND, "unknown user %q", body.User)
+			}
+			user, groups = body.User, g
+		}
+		dec, err := s.Broker.Explain(user, groups, broker.RequestInput{
+			Target: body.Target, Grant: body.Grant, Duration: d, Reason: body.Reason, BreakGlass: body.BreakGlass,
+		})
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, dec, nil
+	})
+}

@@ -1,0 +1,200 @@
+// Package httpapi is Mayfly's HTTP JSON API under /v1 — the only way in —
+// and the small Go client the CLI uses. Errors are
+// {"error": {"code", "message"}} with the status from one table.
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/broker"
+)
+
+// statusOf maps error codes to HTTP statuses; codeOf is its inverse.
+var statusOf = map[string]int{
+	mayfly.EINVALID:      http.StatusBadRequest,
+	mayfly.EUNAUTHORIZED: http.StatusUnauthorized,
+	mayfly.EFORBIDDEN:    http.StatusForbidden,
+	mayfly.ENOTFOUND:     http.StatusNotFound,
+	mayfly.ECONFLICT:     http.StatusConflict,
+	mayfly.EUNAVAILABLE:  http.StatusServiceUnavailable,
+	mayfly.EINTERNAL:     http.StatusInternalServerError,
+}
+
+// Identity is an authenticated API user.
+type Identity struct {
+	Name   string
+	Groups []string
+	Admin  bool
+}
+
+// Authenticator resolves the hex SHA-256 of a bearer token to an identity.
+type Authenticator interface {
+	Authenticate(tokenSHA256 string) (Identity, bool)
+}
+
+// Deps are what the server needs.
+type Deps struct {
+	Broker *broker.Broker
+	Auth   Authenticator
+	Logger *slog.Logger
+	// Ready reports whether the server can serve (store and scheduler).
+	Ready func(ctx context.Context) error
+}
+
+type server struct {
+	Deps
+	inflight atomic.Int64
+}
+
+// NewServer returns the API handler.
+func NewServer(d Deps) http.Handler {
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	s := &server{Deps: d}
+	mux := http.NewServeMux()
+	s.routes(mux)
+	return s.logRequests(mux)
+}
+
+type ctxKey struct{}
+
+func callerFrom(r *http.Request) broker.Caller {
+	c, _ := r.Context().Value(ctxKey{}).(broker.Caller)
+	return c
+}
+
+// authed wraps h so it runs only with a valid bearer token.
+func (s *server) authed(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			writeError(w, mayfly.Errorf(mayfly.EUNAUTHORIZED, "missing bearer token (set MAYFLY_TOKEN)"))
+			return
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		id, ok := s.Auth.Authenticate(hex.EncodeToString(sum[:]))
+		if !ok {
+			writeError(w, mayfly.Errorf(mayfly.EUNAUTHORIZED, "unknown or revoked token"))
+			return
+		}
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		c := broker.Caller{User: id.Name, Groups: id.Groups, Admin: id.Admin, Source: host}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
+	})
+}
+
+// adminOnly wraps h so only admins reach it.
+func adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !callerFrom(r).Admin {
+			writeError(w, mayfly.Errorf(mayfly.EFORBIDDEN, "this needs an admin"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *server) logRequests(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: 200}
+		h.ServeHTTP(sw, r)
+		if sw.status >= 500 {
+			s.Logger.Warn("api", "method", r.Method, "path", r.URL.Path, "status", sw.status, "dur", time.Since(start).String())
+		} else {
+			s.Logger.Debug("api", "method", r.Method, "path", r.URL.Path, "status", sw.status, "dur", time.Since(start).String())
+		}
+	})
+}
+
+// maxBody bounds request bodies.
+const maxBody = 1 << 20
+
+// decode reads a JSON body into v, refusing unknown fields and trailing data.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return mayfly.Errorf(mayfly.EINVALID, "request body is empty; want a JSON object")
+		}
+		return mayfly.Errorf(mayfly.EINVALID, "invalid JSON body: %v", err)
+	}
+	if dec.More() {
+		return mayfly.Errorf(mayfly.EINVALID, "invalid JSON body: trailing data")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var b errorBody
+	b.Error.Code = mayfly.ErrorCode(err)
+	b.Error.Message = mayfly.ErrorMessage(err)
+	writeJSON(w, statusOf[b.Error.Code], b)
+}
+
+// handle adapts a function returning (status, body, error) to a handler;
+// internal errors are logged once here, without secrets.
+func (s *server) handle(f func(w http.ResponseWriter, r *http.Request) (int, any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		status, body, err := f(w, r)
+		if err != nil {
+			if mayfly.ErrorCode(err) == mayfly.EINTERNAL {
+				s.Logger.Error("api internal error", "method", r.Method, "path", r.URL.Path, "err", broker.Scrub(err.Error()))
+			}
+			writeError(w, err)
+			return
+		}
+		if body != nil {
+			writeJSON(w, status, body)
+		} else {
+			w.WriteHeader(status)
+		}
+	})
+}

@@ -1,0 +1,30 @@
+package httpapi
+
+import "net/http"
+
+// routes lists every endpoint in one place.
+func (s *server) routes(mux *http.ServeMux) {
+	mux.Handle("GET /healthz", s.handleHealthz())
+	mux.Handle("GET /readyz", s.handleReadyz())
+
+	a := s.authed
+	mux.Handle("GET /v1/whoami", a(s.handleWhoami()))
+	mux.Handle("POST /v1/requests", a(s.handleCreateRequest()))
+	mux.Handle("GET /v1/requests", a(s.handleListRequests()))
+	mux.Handle("GET /v1/requests/{id}", a(s.handleGetRequest()))
+	mux.Handle("POST /v1/requests/{id}/approve", a(s.handleApprove()))
+	mux.Handle("POST /v1/requests/{id}/deny", a(s.handleDeny()))
+	mux.Handle("POST /v1/requests/{id}/cancel", a(s.handleDeny()))
+	mux.Handle("POST /v1/requests/{id}/activate", a(s.handleActivate()))
+	mux.Handle("POST /v1/requests/{id}/done", a(s.handleEnd("done")))
+	mux.Handle("GET /v1/leases", a(s.handleListLeases()))
+	mux.Handle("GET /v1/leases/{id}", a(s.handleGetLease()))
+	mux.Handle("POST /v1/leases/{id}/done", a(s.handleEnd("done")))
+	mux.Handle("POST /v1/leases/{id}/revoke", a(s.handleEnd("revoked")))
+	mux.Handle("GET /v1/audit", a(s.handleAudit()))
+	mux.Handle("GET /v1/audit/verify", a(s.handleAuditVerify()))
+	mux.Handle("POST /v1/policy/explain", a(s.handleExplain()))
+	mux.Handle("/v1/", a(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errNoRoute(r))
+	})))
+}

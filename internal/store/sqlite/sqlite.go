@@ -1,0 +1,360 @@
+// Package sqlite is the embedded store of Mayfly: requests, leases, the
+// audit trail, user statuses and settings in one SQLite file, with no cgo.
+//
+// The database runs in WAL mode. One writer connection serves Update,
+// transactions are serialised in-process and begin with BEGIN IMMEDIATE;
+// a small pool of read-only connections serves View, so reads do not wait
+// for writes. The schema is created and upgraded by versioned migrations
+// embedded in the binary.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// readers is the number of read-only connections serving View.
+const readers = 4
+
+// maxCachedStmts bounds the prepared statements kept per connection;
+// queries beyond it run unprepared.
+const maxCachedStmts = 256
+
+var errClosed = errors.New("sqlite: database is closed")
+
+// DB is the SQLite store. It implements mayfly.Store.
+type DB struct {
+	path string
+
+	wdb *sql.DB // one connection, for Update
+	rdb *sql.DB // read-only connections, for View
+
+	wmu     sync.Mutex // serialises Update; guards w and wclosed
+	w       *conn
+	wclosed bool
+
+	rslots  chan *conn // idle reader connections (nil: not opened yet)
+	closing chan struct{}
+	once    sync.Once
+}
+
+var _ mayfly.Store = (*DB)(nil)
+
+// conn is a connection held by the store for its whole life, with the
+// statements prepared on it.
+type conn struct {
+	c     *sql.Conn
+	stmts map[string]*sql.Stmt
+}
+
+// Open opens the database file at path, creating it if needed, and brings
+// its schema up to date. It reads no rows beyond the schema version, so it
+// is fast whatever the size of the database.
+func Open(ctx context.Context, path string) (*DB, error) {
+	if path == "" {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "sqlite: path of the database file is required")
+	}
+	name := "file:" + (&url.URL{Path: path}).EscapedPath()
+	wdsn := name + "?_txlock=immediate" +
+		"&_pragma=busy_timeout(10000)" +
+		"&_pragma=journal_mode(WAL)" +
+		"&_pragma=synchronous(NORMAL)" +
+		"&_pragma=foreign_keys(1)" +
+		"&_pragma=temp_store(MEMORY)"
+	rdsn := name + "?_pragma=busy_timeout(10000)" +
+		"&_pragma=foreign_keys(1)" +
+		"&_pragma=temp_store(MEMORY)" +
+		"&_pragma=query_only(1)"
+
+	db := &DB{path: path, rslots: make(chan *conn, readers), closing: make(chan struct{})}
+	var err error
+	if db.wdb, err = sql.Open("sqlite", wdsn); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.wdb.SetMaxOpenConns(1)
+	db.wdb.SetMaxIdleConns(1)
+	db.wdb.SetConnMaxLifetime(0)
+	db.wdb.SetConnMaxIdleTime(0)
+	c, err := db.wdb.Conn(ctx)
+	if err != nil {
+		db.wdb.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.w = &conn{c: c, stmts: map[string]*sql.Stmt{}}
+	if err := db.migrate(ctx); err != nil {
+		c.Close()
+		db.wdb.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+
+	if db.rdb, err = sql.Open("sqlite", rdsn); err != nil {
+		c.Close()
+		db.wdb.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.rdb.SetMaxOpenConns(readers)
+	db.rdb.SetMaxIdleConns(readers)
+	db.rdb.SetConnMaxLifetime(0)
+	db.rdb.SetConnMaxIdleTime(0)
+	for range readers {
+		db.rslots <- nil
+	}
+	return db, nil
+}
+
+type migration struct {
+	version int
+	name    string
+}
+
+// migrations returns the embedded migrations in version order. A file is
+// named NNNN_description.sql, NNNN being its version.
+func migrations() ([]migration, error) {
+	ents, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range ents {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: name must start with a positive version number", e.Name())
+		}
+		ms = append(ms, migration{version: v, name: path.Join("migrations", e.Name())})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i := 1; i < len(ms); i++ {
+		if ms[i].version == ms[i-1].version {
+			return nil, fmt.Errorf("migration %s: duplicate version %d", ms[i].name, ms[i].version)
+		}
+	}
+	return ms, nil
+}
+
+// schemaVersion is the version of the newest embedded migration.
+func schemaVersion() int {
+	ms, err := migrations()
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].version
+}
+
+// migrate applies the migrations newer than the database's schema version,
+// each in its own transaction.
+func (db *DB) migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	c := db.w.c
+	if _, err := c.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
+		version    INTEGER NOT NULL PRIMARY KEY,
+		applied_at INTEGER NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("create schema_version: %w", err)
+	}
+	for _, m := range ms {
+		if err := db.applyMigration(ctx, m, ms[len(ms)-1].version); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (db *DB) applyMigration(ctx context.Context, m migration, latest int) (err error) {
+	c := db.w.c
+	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("migration %d: %w", m.version, err)
+	}
+	defer func() {
+		if err != nil {
+			c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	var cur int
+	if err := c.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_version").Scan(&cur); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if cur > latest {
+		return fmt.Errorf("database schema version %d is newer than this program supports (%d)", cur, latest)
+	}
+	if cur >= m.version {
+		_, err := c.ExecContext(ctx, "ROLLBACK")
+		return err
+	}
+	body, err := migrationFS.ReadFile(m.name)
+	if err != nil {
+		return err
+	}
+	if _, err := c.ExecContext(ctx, string(body)); err != nil {
+		return fmt.Errorf("migration %d: %w", m.version, err)
+	}
+	if _, err := c.ExecContext(ctx, "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+		m.version, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("migration %d: %w", m.version, err)
+	}
+	if _, err := c.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("migration %d: commit: %w", m.version, err)
+	}
+	return nil
+}
+
+// Update runs fn in a read-write transaction, committed when fn returns nil
+// and rolled back otherwise. Updates run one at a time.
+func (db *DB) Update(ctx context.Context, fn func(tx mayfly.Tx) error) error {
+	db.wmu.Lock()
+	defer db.wmu.Unlock()
+	if db.wclosed {
+		return errClosed
+	}
+	return db.w.run(ctx, "BEGIN IMMEDIATE", true, fn)
+}
+
+// View runs fn in a read-only transaction that sees one consistent snapshot.
+func (db *DB) View(ctx context.Context, fn func(tx mayfly.Tx) error) error {
+	c, err := db.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { db.rslots <- c }()
+	return c.run(ctx, "BEGIN", false, fn)
+}
+
+// acquire takes an idle reader connection, opening it on first use.
+func (db *DB) acquire(ctx context.Context) (*conn, error) {
+	select {
+	case <-db.closing:
+		return nil, errClosed
+	default:
+	}
+	var c *conn
+	select {
+	case c = <-db.rslots:
+	case <-db.closing:
+		return nil, errClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-db.closing:
+		db.rslots <- c
+		return nil, errClosed
+	default:
+	}
+	if c == nil {
+		sc, err := db.rdb.Conn(ctx)
+		if err != nil {
+			db.rslots <- nil
+			return nil, fmt.Errorf("open reader: %w", err)
+		}
+		c = &conn{c: sc, stmts: map[string]*sql.Stmt{}}
+	}
+	return c, nil
+}
+
+// run runs fn between begin and COMMIT, rolling back when fn fails or
+// panics or ctx ends first.
+func (c *conn) run(ctx context.Context, begin string, write bool, fn func(tx mayfly.Tx) error) (err error) {
+	if _, err := c.c.ExecContext(ctx, begin); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			c.c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	t := &tx{ctx: ctx, c: c, write: write}
+	if err := fn(t); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := c.c.ExecContext(context.WithoutCancel(ctx), "COMMIT"); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	done = true
+	return nil
+}
+
+// Ping checks that the database answers a query.
+func (db *DB) Ping(ctx context.Context) error {
+	return db.View(ctx, func(mayfly.Tx) error { return nil })
+}
+
+// ExecForTest runs one raw SQL statement outside the store's API. It exists
+// for tests that simulate tampering with the database (altering or deleting
+// audit events); the broker never calls it.
+func (db *DB) ExecForTest(ctx context.Context, query string, args ...any) error {
+	db.wmu.Lock()
+	defer db.wmu.Unlock()
+	if db.wclosed {
+		return errClosed
+	}
+	_, err := db.w.c.ExecContext(ctx, query, args...)
+	return err
+}
+
+// Close waits for running transactions and closes the database.
+func (db *DB) Close() error {
+	var errs []error
+	db.once.Do(func() {
+		close(db.closing)
+		for range readers {
+			if c := <-db.rslots; c != nil {
+				errs = append(errs, c.close())
+			}
+		}
+		errs = append(errs, db.rdb.Close())
+		db.wmu.Lock()
+		db.wclosed = true
+		errs = append(errs, db.w.close())
+		errs = append(errs, db.wdb.Close())
+		db.wmu.Unlock()
+	})
+	return errors.Join(errs...)
+}
+
+func (c *conn) close() error {
+	for _, s := range c.stmts {
+		s.Close()
+	}
+	c.stmts = nil
+	return c.c.Close()
+}
+
+// stmt returns q prepared on c, or nil when the cache is full.
+func (c *conn) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	if s, ok := c.stmts[q]; ok {
+		return s, nil
+	}
+	if len(c.stmts) >= maxCachedStmts {
+		return nil, nil
+	}
+	s, err := c.c.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	c.stmts[q] = s
+	return s, nil
+}
