@@ -63,10 +63,17 @@ type Request struct {
 	State     RequestState  `json:"state"`
 	// Policy is the name of the policy that decided the request.
 	Policy string `json:"policy"`
-	// ApprovalsRequired is how many distinct approvers must approve.
+	// ApprovalsRequired is how many distinct approvers the current step
+	// needs.
 	ApprovalsRequired int `json:"approvals_required"`
-	// ApproverGroups are the groups whose members may approve.
+	// ApproverGroups are the groups whose members may approve the current
+	// step.
 	ApproverGroups []string `json:"approver_groups"`
+	// Steps are every approval step, in order; Step is the index of the
+	// current one. StepApprovals counts approvals within the current step.
+	Steps         []ApprovalStep `json:"steps"`
+	Step          int            `json:"step"`
+	StepApprovals int            `json:"step_approvals"`
 	// Approvers are the users who approved so far.
 	Approvers []string `json:"approvers"`
 	// Decider is who denied or cancelled the request, with DecisionReason.
@@ -76,6 +83,12 @@ type Request struct {
 	DecidedAt      time.Time `json:"decided_at,omitzero"`
 	// LeaseID is the lease activated for this request, if any.
 	LeaseID string `json:"lease_id,omitempty"`
+}
+
+// ApprovalStep is one stage of approval: N distinct approvers from groups.
+type ApprovalStep struct {
+	Approvals      int      `json:"approvals"`
+	ApproverGroups []string `json:"approver_groups"`
 }
 
 // Lease is the ephemeral account behind an approved request.

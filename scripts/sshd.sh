@@ -8,8 +8,9 @@ log() { echo "sshd: $*" >&2; }
 
 need_pkgs=()
 [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
-command -v ssh >/dev/null 2>&1 || need_pkgs+=(openssh-client)
-command -v ssh-keygen >/dev/null 2>&1 || need_pkgs+=(openssh-client)
+if ! command -v ssh >/dev/null 2>&1 || ! command -v ssh-keygen >/dev/null 2>&1; then
+  need_pkgs+=(openssh-client)
+fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   apt-get update -qq

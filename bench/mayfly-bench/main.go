@@ -405,12 +405,13 @@ func benchRevoke(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	if time.Now().After(T) {
 		return fmt.Errorf("issuing %d leases took %s, past their common expiry; raise the margin", n, time.Since(issueStart))
 	}
+	var usernames []string
+	leaseIDs.Range(func(_, v any) bool { usernames = append(usernames, v.(string)); return true })
 	countLive := func() int {
 		var k int
-		pool.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'mf\\_bench%' AND rolname NOT LIKE 'mf\\_bench\\_bare%'").Scan(&k)
+		pool.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)", usernames).Scan(&k)
 		return k
 	}
-	// Our roles are named by the default template: mf_bench_<random>.
 	live := countLive()
 	time.Sleep(time.Until(T))
 	start := time.Now()

@@ -50,6 +50,7 @@ func init() {
 		"leases":   {"list leases (admins: all; others: their own)", "leases [--active] [--target T] [--user U] [-o json]", cmdLeases},
 		"audit":    {"show the audit trail, or `audit verify` the hash chain", "audit [verify [--from SEQ] [--to SEQ]] [--actor U] [--action A] [--target T] [--lease ID] [--request ID] [--since T] [--until T] [--after SEQ] [--limit N] [-o json|jsonl|csv]", cmdAudit},
 		"policy":   {"`policy explain`: show how policy decides a request", "policy explain [--user U] --target T --grant G [--for D] [--reason R] [--break-glass] [-o json]", cmdPolicy},
+		"ssh":      {"SSH CA: `ssh ca` prints its public keys, `ssh ca rotate` (admins), `ssh revoked-keys --target T`", "ssh ca [rotate] | ssh revoked-keys --target T [--out FILE]", cmdSSH},
 		"whoami":   {"show who your token authenticates as", "whoami [-o json]", cmdWhoami},
 		"token":    {"generate a bearer token and the token_sha256 line for the config", "token", cmdToken},
 	}

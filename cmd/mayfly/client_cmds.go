@@ -78,7 +78,7 @@ func cmdRequest(e *env, args []string) error {
 	case r.State == mayfly.RequestApproved:
 		fmt.Fprintf(e.stdout, "approved; run `mayfly creds %s` when you are ready to use it\n", r.ID)
 	default:
-		fmt.Fprintf(e.stdout, "waiting for %d approval(s) from: %s\n", r.ApprovalsRequired, strings.Join(r.ApproverGroups, ", "))
+		fmt.Fprintf(e.stdout, "waiting for %s\n", waitingFor(r))
 	}
 	return nil
 }
@@ -113,7 +113,7 @@ func cmdRequests(e *env, args []string) error {
 	var rows [][]string
 	for _, r := range rs {
 		rows = append(rows, []string{r.ID, r.Requester, r.Target + "/" + r.Grant, r.Duration, string(r.State),
-			fmt.Sprintf("%d/%d", len(r.Approvers), r.ApprovalsRequired), fmtTime(r.CreatedAt), r.Reason})
+			approvalsText(r), fmtTime(r.CreatedAt), r.Reason})
 	}
 	e.table("ID\tREQUESTER\tACCESS\tDURATION\tSTATE\tAPPROVALS\tCREATED\tREASON", rows)
 	return nil
@@ -147,7 +147,7 @@ func decide(e *env, name, action string, args []string, needReason bool) error {
 	}
 	switch r.State {
 	case mayfly.RequestPending:
-		fmt.Fprintf(e.stdout, "request %s: approval recorded (%d of %d)\n", r.ID, len(r.Approvers), r.ApprovalsRequired)
+		fmt.Fprintf(e.stdout, "request %s: approval recorded; waiting for %s\n", r.ID, waitingFor(r))
 	default:
 		fmt.Fprintf(e.stdout, "request %s: %s\n", r.ID, r.State)
 	}
@@ -498,4 +498,23 @@ func newToken() (string, string) {
 	tok := "mfy_" + base64.RawURLEncoding.EncodeToString(b)
 	s := sha256.Sum256([]byte(tok))
 	return tok, hex.EncodeToString(s[:])
+}
+
+// approvalsText is "got/needed" for the current step, with the step when
+// there are several.
+func approvalsText(r httpapi.RequestView) string {
+	s := fmt.Sprintf("%d/%d", r.StepApprovals, r.ApprovalsRequired)
+	if len(r.Steps) > 1 {
+		s += fmt.Sprintf(" (step %d/%d)", r.Step+1, len(r.Steps))
+	}
+	return s
+}
+
+// waitingFor says who must still approve.
+func waitingFor(r httpapi.RequestView) string {
+	s := fmt.Sprintf("%d more approval(s) from %s", r.ApprovalsRequired-r.StepApprovals, strings.Join(r.ApproverGroups, " or "))
+	for i := r.Step + 1; i < len(r.Steps); i++ {
+		s += fmt.Sprintf(", then %d from %s", r.Steps[i].Approvals, strings.Join(r.Steps[i].ApproverGroups, " or "))
+	}
+	return s
 }

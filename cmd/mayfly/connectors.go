@@ -1,34 +1,114 @@
 package main
 
 import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/config"
+	"github.com/mayflyhq/mayfly/internal/connector/mysql"
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
+	"github.com/mayflyhq/mayfly/internal/connector/redis"
+	"github.com/mayflyhq/mayfly/internal/connector/script"
+	"github.com/mayflyhq/mayfly/internal/connector/ssh"
 )
+
+// connectors holds one connector per target, and the SSH pieces the API
+// serves (CA public keys, revocation lists).
+type connectors struct {
+	all map[string]mayfly.Connector
+	ca  *ssh.CA
+	ssh map[string]*ssh.Connector
+}
+
+func (c *connectors) Close() {
+	for _, x := range c.all {
+		x.Close()
+	}
+}
+
+// openCA opens (creating on first use) the SSH user CA, whose keys are
+// encrypted with the passphrase from the configured environment variable.
+func openCA(cfg *config.Config, getenv func(string) string) (*ssh.CA, error) {
+	env := cfg.SSHCA.PassphraseEnv
+	pass := getenv(env)
+	if pass == "" {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "%s: SSH targets need the CA passphrase in $%s (ssh_ca.passphrase_env)", cfg.Path, env)
+	}
+	ca, err := ssh.OpenCA(cfg.SSHCA.Dir, []byte(pass))
+	if err != nil {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "open SSH CA in %s: %s", cfg.SSHCA.Dir, mayfly.ErrorMessageOrText(err))
+	}
+	return ca, nil
+}
 
 // buildConnectors creates one connector per configured target. This is
 // the registry of connector kinds.
-func buildConnectors(cfg *config.Config, getenv func(string) string) (map[string]mayfly.Connector, error) {
-	out := map[string]mayfly.Connector{}
-	fail := func(err error) (map[string]mayfly.Connector, error) {
-		for _, c := range out {
-			c.Close()
-		}
+func buildConnectors(cfg *config.Config, getenv func(string) string) (*connectors, error) {
+	out := &connectors{all: map[string]mayfly.Connector{}, ssh: map[string]*ssh.Connector{}}
+	fail := func(err error) (*connectors, error) {
+		out.Close()
 		return nil, err
 	}
+	base := filepath.Dir(cfg.Path)
 	for _, t := range cfg.Targets {
 		var c mayfly.Connector
 		var err error
 		switch t.Kind {
 		case mayfly.KindPostgres:
 			c, err = postgres.New(t, getenv)
+		case mayfly.KindMySQL:
+			c, err = mysql.New(t, getenv)
+		case mayfly.KindRedis:
+			c, err = redis.New(t, getenv)
+		case mayfly.KindScript:
+			// Relative command paths are relative to the config file.
+			for _, argv := range []*[]string{&t.Commands.Provision, &t.Commands.Revoke, &t.Commands.Accounts, &t.Commands.Check} {
+				if len(*argv) > 0 && strings.Contains((*argv)[0], "/") && !filepath.IsAbs((*argv)[0]) {
+					(*argv)[0] = filepath.Join(base, (*argv)[0])
+				}
+			}
+			c, err = script.New(t, getenv)
+		case mayfly.KindSSH:
+			if out.ca == nil {
+				if out.ca, err = openCA(cfg, getenv); err != nil {
+					return fail(err)
+				}
+			}
+			if t.KRLFile != "" && !filepath.IsAbs(t.KRLFile) {
+				t.KRLFile = filepath.Join(base, t.KRLFile)
+			}
+			var sc *ssh.Connector
+			sc, err = ssh.New(t, out.ca, cfg.StateDir, getenv)
+			if err == nil {
+				out.ssh[t.Name] = sc
+				c = sc
+			}
 		default:
-			err = mayfly.Errorf(mayfly.EINVALID, "target %q: kind %q is not supported by this build", t.Name, t.Kind)
+			err = mayfly.Errorf(mayfly.EINVALID, "kind %q is not supported", t.Kind)
 		}
 		if err != nil {
-			return fail(mayfly.Errorf(mayfly.EINVALID, "%s: target %q: %s", cfg.Path, t.Name, mayfly.ErrorMessageOrText(err)))
+			msg := mayfly.ErrorMessageOrText(err)
+			if !strings.Contains(msg, fmt.Sprintf("target %q", t.Name)) {
+				msg = fmt.Sprintf("target %q: %s", t.Name, msg)
+			}
+			return fail(mayfly.Errorf(mayfly.EINVALID, "%s: %s", cfg.Path, msg))
 		}
-		out[t.Name] = c
+		out.all[t.Name] = c
 	}
 	return out, nil
+}
+
+// sshService adapts the SSH connectors to the API.
+type sshService struct{ c *connectors }
+
+func (s sshService) CAPublicKeys() []string { return s.c.ca.PublicKeys() }
+func (s sshService) RotateCA() error        { return s.c.ca.Rotate() }
+func (s sshService) RevokedKeys(target string) ([]byte, error) {
+	sc, ok := s.c.ssh[target]
+	if !ok {
+		return nil, mayfly.Errorf(mayfly.ENOTFOUND, "no SSH target %q", target)
+	}
+	return sc.RevokedKeys()
 }

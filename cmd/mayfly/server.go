@@ -146,16 +146,12 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
+	defer conns.Close()
 	bc, err := brokerConfig(cfg)
 	if err != nil {
 		return err
 	}
-	opts := broker.Options{Store: st, Logger: log, Connectors: conns, HMACKey: key, MaxBackoff: cfg.Scheduler.MaxBackoff}
+	opts := broker.Options{Store: st, Logger: log, Connectors: conns.all, HMACKey: key, MaxBackoff: cfg.Scheduler.MaxBackoff}
 	if e.getenv("MAYFLY_FAILPOINT") == "crash-after-intent" {
 		// Fault injection for crash-safety tests: die the hard way right
 		// after the lease intent is committed, before the target is touched.
@@ -185,8 +181,12 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		<-schedDone
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "listen on %s: %v", cfg.Listen, err)
 	}
+	var sshSvc httpapi.SSHService
+	if conns.ca != nil {
+		sshSvc = sshService{conns}
+	}
 	h := httpapi.NewServer(httpapi.Deps{
-		Broker: b, Auth: auth, Logger: log,
+		Broker: b, Auth: auth, Logger: log, SSH: sshSvc,
 		Ready: func(ctx context.Context) error {
 			select {
 			case <-schedDone:
@@ -217,7 +217,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			if err == nil {
 				var nb *broker.Config
 				if nb, err = brokerConfig(nc); err == nil {
-					b.SetConfig(keepConnectedTargets(nb, conns, log))
+					b.SetConfig(keepConnectedTargets(nb, conns.all, log))
 					auth.load(nc)
 					log.Info("configuration reloaded", "path", path)
 					continue
@@ -253,4 +253,3 @@ func keepConnectedTargets(bc *broker.Config, conns map[string]mayfly.Connector, 
 	}
 	return bc
 }
-

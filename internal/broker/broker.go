@@ -12,7 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/hex"
-		"fmt"
+	"fmt"
 	"log/slog"
 	"regexp"
 	"slices"
@@ -62,14 +62,14 @@ type Options struct {
 
 // Broker is the request/lease state machine.
 type Broker struct {
-	store      mayfly.Store
-	clock      mayfly.Clock
-	log        *slog.Logger
-	connectors map[string]mayfly.Connector
-	hmacKey    []byte
-	provTO     time.Duration
-	maxBackoff time.Duration
-	cfg        atomic.Pointer[Config]
+	store       mayfly.Store
+	clock       mayfly.Clock
+	log         *slog.Logger
+	connectors  map[string]mayfly.Connector
+	hmacKey     []byte
+	provTO      time.Duration
+	maxBackoff  time.Duration
+	cfg         atomic.Pointer[Config]
 	afterIntent func(l *mayfly.Lease)
 
 	wakeMu sync.Mutex
@@ -187,6 +187,10 @@ func checkInput(cfg *Config, in RequestInput) error {
 // approval, pending approval, or refusal (nothing is recorded then; the
 // error names the rule that refused it).
 func (b *Broker) CreateRequest(ctx context.Context, c Caller, in RequestInput) (*mayfly.Request, policy.Decision, error) {
+	return b.createRequest(ctx, c, in, nil)
+}
+
+func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, then func(mayfly.Tx, *mayfly.Request) error) (*mayfly.Request, policy.Decision, error) {
 	cfg := b.cfg.Load()
 	if err := checkInput(cfg, in); err != nil {
 		return nil, policy.Decision{}, err
@@ -211,9 +215,12 @@ func (b *Broker) CreateRequest(ctx context.Context, c Caller, in RequestInput) (
 	if r.Duration == 0 {
 		r.Duration = in.Duration
 	}
-	if len(d.Steps) > 0 {
-		r.ApprovalsRequired = d.Steps[0].Approvals
-		r.ApproverGroups = d.Steps[0].ApproverGroups
+	for _, st := range d.Steps {
+		r.Steps = append(r.Steps, mayfly.ApprovalStep{Approvals: st.Approvals, ApproverGroups: st.ApproverGroups})
+	}
+	if len(r.Steps) > 0 {
+		r.ApprovalsRequired = r.Steps[0].Approvals
+		r.ApproverGroups = r.Steps[0].ApproverGroups
 	}
 	auto := d.Decision == "auto" || d.Decision == "break_glass" || len(d.Steps) == 0
 	if auto {
@@ -232,7 +239,12 @@ func (b *Broker) CreateRequest(ctx context.Context, c Caller, in RequestInput) (
 			return err
 		}
 		if auto {
-			return b.audit(tx, c, "request.approve", r, nil, "automatic approval by policy "+r.Policy, map[string]string{"auto": "true"})
+			if err := b.audit(tx, c, "request.approve", r, nil, "automatic approval by policy "+r.Policy, map[string]string{"auto": "true"}); err != nil {
+				return err
+			}
+		}
+		if then != nil {
+			return then(tx, r)
 		}
 		return nil
 	})
@@ -267,17 +279,11 @@ func (b *Broker) canSee(c Caller, r *mayfly.Request) bool {
 	return c.Admin || r.Requester == c.User || b.canDecide(c, r)
 }
 
-// canDecide reports whether c is eligible to approve or deny r now.
+// canDecide reports whether c is eligible to approve or deny r's current
+// step: never the requester, only members of the step's groups.
 func (b *Broker) canDecide(c Caller, r *mayfly.Request) bool {
-	if r.Requester == c.User {
-		return false
-	}
-	for _, g := range c.Groups {
-		if slices.Contains(r.ApproverGroups, g) {
-			return true
-		}
-	}
-	return false
+	ok, _ := policy.CanApprove(policy.Step{Approvals: r.ApprovalsRequired, ApproverGroups: r.ApproverGroups}, c.User, c.Groups, r.Requester)
+	return ok
 }
 
 // GetRequest returns a request the caller may see.
@@ -352,15 +358,28 @@ func (b *Broker) Approve(ctx context.Context, c Caller, id, reason string) (*may
 			return mayfly.Errorf(mayfly.ECONFLICT, "%s has already approved request %s", c.User, id)
 		}
 		r.Approvers = append(r.Approvers, c.User)
-		done := len(r.Approvers) >= r.ApprovalsRequired
-		if done {
-			r.State = mayfly.RequestApproved
-			r.DecidedAt = b.clock.Now().UTC()
+		r.StepApprovals++
+		data := map[string]string{"approvals": fmt.Sprintf("%d/%d", r.StepApprovals, r.ApprovalsRequired)}
+		if len(r.Steps) > 1 {
+			data["step"] = fmt.Sprintf("%d/%d", r.Step+1, len(r.Steps))
+		}
+		done := false
+		if r.StepApprovals >= r.ApprovalsRequired {
+			if r.Step+1 < len(r.Steps) {
+				// On to the next step, with its own approvers.
+				r.Step++
+				r.StepApprovals = 0
+				r.ApprovalsRequired = r.Steps[r.Step].Approvals
+				r.ApproverGroups = r.Steps[r.Step].ApproverGroups
+			} else {
+				done = true
+				r.State = mayfly.RequestApproved
+				r.DecidedAt = b.clock.Now().UTC()
+			}
 		}
 		if err := tx.UpdateRequest(r); err != nil {
 			return err
 		}
-		data := map[string]string{"approvals": fmt.Sprintf("%d/%d", len(r.Approvers), r.ApprovalsRequired)}
 		if err := b.audit(tx, c, "request.approval", r, nil, reason, data); err != nil {
 			return err
 		}
@@ -427,66 +446,100 @@ type ActivateOptions struct {
 // Activate creates the account for an approved request now and returns
 // the credential once. A second activation of the same request is refused.
 func (b *Broker) Activate(ctx context.Context, c Caller, requestID string, o ActivateOptions) (*Activation, error) {
-	cfg := b.cfg.Load()
-	var r *mayfly.Request
 	var l *mayfly.Lease
-	var target mayfly.Target
 	var grant mayfly.Grant
 	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
-		var err error
-		if r, err = tx.GetRequest(requestID); err != nil {
+		r, err := tx.GetRequest(requestID)
+		if err != nil {
 			return err
 		}
-		if r.Requester != c.User {
-			if !b.canSee(c, r) {
-				return mayfly.Errorf(mayfly.ENOTFOUND, "request %q not found", requestID)
-			}
-			return mayfly.Errorf(mayfly.EFORBIDDEN, "only %s, who requested %s, can activate it", r.Requester, requestID)
-		}
-		switch r.State {
-		case mayfly.RequestApproved:
-		case mayfly.RequestPending:
-			return mayfly.Errorf(mayfly.ECONFLICT, "request %s is still pending approval (%d of %d approvals)", requestID, len(r.Approvers), r.ApprovalsRequired)
-		default:
-			return mayfly.Errorf(mayfly.ECONFLICT, "request %s is %s", requestID, r.State)
-		}
-		if r.LeaseID != "" {
-			prev, err := tx.GetLease(r.LeaseID)
-			if err != nil {
-				return err
-			}
-			if prev.State != mayfly.LeaseFailed {
-				return mayfly.Errorf(mayfly.ECONFLICT, "credentials for request %s were already issued (lease %s); they are shown only once — request access again for new ones", requestID, prev.ID)
-			}
-		}
-		var ok bool
-		if target, ok = cfg.Targets[r.Target]; !ok {
-			return mayfly.Errorf(mayfly.ENOTFOUND, "target %q is no longer configured", r.Target)
-		}
-		if grant, ok = target.Grants[r.Grant]; !ok {
-			return mayfly.Errorf(mayfly.ENOTFOUND, "target %q no longer has grant %q", r.Target, r.Grant)
-		}
-		if _, ok := b.connectors[r.Target]; !ok {
-			return mayfly.Errorf(mayfly.EUNAVAILABLE, "target %q has no connector", r.Target)
-		}
-		now := b.clock.Now().UTC()
-		l = &mayfly.Lease{
-			ID: NewID("lse_"), RequestID: r.ID, Requester: r.Requester, Target: r.Target, Grant: r.Grant,
-			Username: AccountName(target, r.Requester), State: mayfly.LeaseProvisioning,
-			CreatedAt: now, ExpiresAt: now.Add(r.Duration), DueAt: now.Add(b.provTO),
-		}
-		if err := tx.CreateLease(l); err != nil {
-			return err
-		}
-		r.LeaseID = l.ID
-		if err := tx.UpdateRequest(r); err != nil {
-			return err
-		}
-		return b.audit(tx, c, "lease.intent", nil, l, r.Reason, map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)})
+		l, grant, err = b.intent(tx, c, r)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	return b.provision(ctx, c, l, grant, o)
+}
+
+// CreateAndActivate records a request and, when policy approves it at once,
+// activates it in the same transaction: one commit from request to intent.
+// A request that needs approval is returned pending with a nil Activation.
+func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInput, o ActivateOptions) (*mayfly.Request, policy.Decision, *Activation, error) {
+	var l *mayfly.Lease
+	var grant mayfly.Grant
+	r, d, err := b.createRequest(ctx, c, in, func(tx mayfly.Tx, r *mayfly.Request) error {
+		if r.State != mayfly.RequestApproved {
+			return nil
+		}
+		var err error
+		l, grant, err = b.intent(tx, c, r)
+		return err
+	})
+	if err != nil || l == nil {
+		return r, d, nil, err
+	}
+	a, err := b.provision(ctx, c, l, grant, o)
+	return r, d, a, err
+}
+
+// intent checks that r can be activated by c and records the lease as
+// provisioning, with its account name, in tx: intent before action.
+func (b *Broker) intent(tx mayfly.Tx, c Caller, r *mayfly.Request) (*mayfly.Lease, mayfly.Grant, error) {
+	cfg := b.cfg.Load()
+	if r.Requester != c.User {
+		if !b.canSee(c, r) {
+			return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ENOTFOUND, "request %q not found", r.ID)
+		}
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.EFORBIDDEN, "only %s, who requested %s, can activate it", r.Requester, r.ID)
+	}
+	switch r.State {
+	case mayfly.RequestApproved:
+	case mayfly.RequestPending:
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s is still pending approval (%d of %d approvals)", r.ID, len(r.Approvers), r.ApprovalsRequired)
+	default:
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s is %s", r.ID, r.State)
+	}
+	if r.LeaseID != "" {
+		prev, err := tx.GetLease(r.LeaseID)
+		if err != nil {
+			return nil, mayfly.Grant{}, err
+		}
+		if prev.State != mayfly.LeaseFailed {
+			return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "credentials for request %s were already issued (lease %s); they are shown only once — request access again for new ones", r.ID, prev.ID)
+		}
+	}
+	target, ok := cfg.Targets[r.Target]
+	if !ok {
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ENOTFOUND, "target %q is no longer configured", r.Target)
+	}
+	grant, ok := target.Grants[r.Grant]
+	if !ok {
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ENOTFOUND, "target %q no longer has grant %q", r.Target, r.Grant)
+	}
+	if _, ok := b.connectors[r.Target]; !ok {
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "target %q has no connector", r.Target)
+	}
+	now := b.clock.Now().UTC()
+	l := &mayfly.Lease{
+		ID: NewID("lse_"), RequestID: r.ID, Requester: r.Requester, Target: r.Target, Grant: r.Grant,
+		Username: AccountName(target, r.Requester), State: mayfly.LeaseProvisioning,
+		CreatedAt: now, ExpiresAt: now.Add(r.Duration), DueAt: now.Add(b.provTO),
+	}
+	if err := tx.CreateLease(l); err != nil {
+		return nil, mayfly.Grant{}, err
+	}
+	r.LeaseID = l.ID
+	if err := tx.UpdateRequest(r); err != nil {
+		return nil, mayfly.Grant{}, err
+	}
+	err := b.audit(tx, c, "lease.intent", nil, l, r.Reason, map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)})
+	return l, grant, err
+}
+
+// provision creates the account of a lease recorded as provisioning and
+// marks it active; on failure the lease is handed to the scheduler to undo.
+func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions) (*Activation, error) {
 	if b.afterIntent != nil {
 		b.afterIntent(l)
 	}
@@ -520,7 +573,7 @@ func (b *Broker) Activate(ctx context.Context, c Caller, requestID string, o Act
 	if cred.Username == "" {
 		cred.Username = l.Username
 	}
-	err = b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+	err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
 		l.State, l.DueAt = mayfly.LeaseActive, l.ExpiresAt
 		if s := cred.Secrets(); len(s) > 0 {
 			l.SecretHMAC = b.HashSecret(s[0])

@@ -34,6 +34,8 @@ type Config struct {
 	StateDir  string    `yaml:"state_dir"`
 	Scheduler Scheduler `yaml:"scheduler"`
 	Log       Log       `yaml:"log"`
+	// SSHCA locates the SSH user certificate authority (ssh targets).
+	SSHCA SSHCA `yaml:"ssh_ca"`
 
 	// Path is the file the configuration came from ("" when parsed from bytes).
 	Path string `yaml:"-"`
@@ -67,6 +69,14 @@ type Scheduler struct {
 	BatchSize int `yaml:"batch_size"`
 	// MaxBackoff caps the delay between revocation retries (default 1m).
 	MaxBackoff time.Duration `yaml:"max_backoff"`
+}
+
+// SSHCA locates the SSH user certificate authority. Its keys are stored in
+// Dir encrypted with a passphrase read from the environment variable
+// PassphraseEnv.
+type SSHCA struct {
+	Dir           string `yaml:"dir"`            // default: <state_dir>/ssh-ca
+	PassphraseEnv string `yaml:"passphrase_env"` // default: MAYFLY_SSH_CA_PASSPHRASE
 }
 
 // Log configures structured logging.
@@ -193,6 +203,12 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	}
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join(filepath.Dir(c.Store.SQLite), "mayfly-state")
+	}
+	if c.SSHCA.Dir == "" {
+		c.SSHCA.Dir = filepath.Join(c.StateDir, "ssh-ca")
+	}
+	if c.SSHCA.PassphraseEnv == "" {
+		c.SSHCA.PassphraseEnv = "MAYFLY_SSH_CA_PASSPHRASE"
 	}
 	if c.Scheduler.Concurrency == 0 {
 		c.Scheduler.Concurrency = 16

@@ -31,6 +31,9 @@ func requestView(r *mayfly.Request) RequestView {
 	if r.ApproverGroups == nil {
 		r.ApproverGroups = []string{}
 	}
+	if r.Steps == nil {
+		r.Steps = []mayfly.ApprovalStep{}
+	}
 	return RequestView{Request: r, Duration: r.Duration.String(), DurationSeconds: r.Duration.Seconds()}
 }
 
@@ -141,19 +144,20 @@ func (s *server) handleCreateRequest() http.Handler {
 			return 0, nil, err
 		}
 		c := callerFrom(r)
-		req, dec, err := s.Broker.CreateRequest(r.Context(), c, broker.RequestInput{
-			Target: body.Target, Grant: body.Grant, Duration: d, Reason: body.Reason, BreakGlass: body.BreakGlass,
-		})
+		in := broker.RequestInput{Target: body.Target, Grant: body.Grant, Duration: d, Reason: body.Reason, BreakGlass: body.BreakGlass}
+		if !body.Activate {
+			req, dec, err := s.Broker.CreateRequest(r.Context(), c, in)
+			if err != nil {
+				return 0, nil, err
+			}
+			return http.StatusCreated, CreateRequestResponse{RequestView: requestView(req), Decision: dec}, nil
+		}
+		req, dec, a, err := s.Broker.CreateAndActivate(r.Context(), c, in, broker.ActivateOptions{PublicKey: body.PublicKey})
 		if err != nil {
 			return 0, nil, err
 		}
 		resp := CreateRequestResponse{RequestView: requestView(req), Decision: dec}
-		if body.Activate && req.State == mayfly.RequestApproved {
-			a, err := s.Broker.Activate(r.Context(), c, req.ID, broker.ActivateOptions{PublicKey: body.PublicKey})
-			if err != nil {
-				return 0, nil, err
-			}
-			req.LeaseID = a.Lease.ID
+		if a != nil {
 			resp.Credentials = credsView(a)
 		}
 		return http.StatusCreated, resp, nil

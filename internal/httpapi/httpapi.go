@@ -51,6 +51,18 @@ type Deps struct {
 	Logger *slog.Logger
 	// Ready reports whether the server can serve (store and scheduler).
 	Ready func(ctx context.Context) error
+	// SSH serves the SSH certificate authority; nil without SSH targets.
+	SSH SSHService
+}
+
+// SSHService is the SSH certificate authority as the API exposes it.
+type SSHService interface {
+	// CAPublicKeys returns authorized_keys lines for TrustedUserCAKeys.
+	CAPublicKeys() []string
+	// RotateCA starts signing with a new key.
+	RotateCA() error
+	// RevokedKeys returns the RevokedKeys file (an OpenSSH KRL) of a target.
+	RevokedKeys(target string) ([]byte, error)
 }
 
 type server struct {

@@ -24,6 +24,9 @@ func (s *server) routes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/audit", a(s.handleAudit()))
 	mux.Handle("GET /v1/audit/verify", a(s.handleAuditVerify()))
 	mux.Handle("POST /v1/policy/explain", a(s.handleExplain()))
+	mux.Handle("GET /v1/ssh/ca", a(s.handleSSHCA()))
+	mux.Handle("POST /v1/ssh/ca/rotate", a(adminOnly(s.handleSSHRotate())))
+	mux.Handle("GET /v1/ssh/revoked-keys", a(s.handleRevokedKeys()))
 	mux.Handle("/v1/", a(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNoRoute(r))
 	})))

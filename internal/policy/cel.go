@@ -116,64 +116,60 @@ func oneLine(s string) string {
 }
 
 // celInput is the activation of a condition, built once per decision and
-// only when a condition is evaluated.
+// only when a condition is evaluated. Conditions of one decision run one
+// after another, so the request's duration is set in place before each.
 type celInput struct {
 	request map[string]any
-	user    map[string]any
-	now     time.Time
+	vars    map[string]any
 }
 
-func newCELInput(in *Input) *celInput {
+func newCELInput(in *Input, t *TargetInfo) *celInput {
 	groups := in.Groups
 	if groups == nil {
 		groups = []string{}
 	}
-	return &celInput{
-		request: map[string]any{
-			"user":         in.User,
-			"groups":       groups,
-			"target":       in.Target,
-			"grant":        in.Grant,
-			"reason":       in.Reason,
-			"duration":     types.Duration{Duration: in.Duration},
-			"break_glass":  in.BreakGlass,
-			"extension":    in.Extension,
-			"total_so_far": types.Duration{Duration: in.TotalSoFar},
-		},
-		user: map[string]any{"name": in.User, "groups": groups},
-		now:  in.Now,
+	req := map[string]any{
+		"user":         in.User,
+		"groups":       groups,
+		"target":       in.Target,
+		"grant":        in.Grant,
+		"reason":       in.Reason,
+		"duration":     types.Duration{Duration: in.Duration},
+		"break_glass":  in.BreakGlass,
+		"extension":    in.Extension,
+		"total_so_far": types.Duration{Duration: in.TotalSoFar},
 	}
-}
-
-// evalCondition evaluates prg and reports whether it holds; a runtime
-// error or a non-bool result means the condition is not met, and the
-// returned text says why.
-func evalCondition(prg cel.Program, ci *celInput, d time.Duration, t *TargetInfo, targetName string) (ok bool, why string) {
-	defer func() {
-		// A condition must never take the decision down with it.
-		if r := recover(); r != nil {
-			ok, why = false, fmt.Sprintf("auto_approve_if failed: %v", r)
-		}
-	}()
-	req := make(map[string]any, len(ci.request))
-	for k, v := range ci.request {
-		req[k] = v
-	}
-	req["duration"] = types.Duration{Duration: d}
-	tgt := map[string]any{"name": targetName, "kind": "", "labels": map[string]string{}}
-	if t != nil {
+	tgt := map[string]any{"name": in.Target, "kind": "", "labels": map[string]string{}}
+	if t != nil && t.Name == in.Target {
 		labels := t.Labels
 		if labels == nil {
 			labels = map[string]string{}
 		}
 		tgt = map[string]any{"name": t.Name, "kind": t.Kind, "labels": labels}
 	}
-	out, _, err := prg.Eval(map[string]any{
-		"request": req,
-		"target":  tgt,
-		"user":    ci.user,
-		"now":     types.Timestamp{Time: ci.now},
-	})
+	return &celInput{
+		request: req,
+		vars: map[string]any{
+			"request": req,
+			"target":  tgt,
+			"user":    map[string]any{"name": in.User, "groups": groups},
+			"now":     types.Timestamp{Time: in.Now},
+		},
+	}
+}
+
+// evalCondition evaluates prg for a request of duration d and reports
+// whether it holds; a runtime error or a non-bool result means the
+// condition is not met, and the returned text says why.
+func evalCondition(prg cel.Program, ci *celInput, d time.Duration) (ok bool, why string) {
+	defer func() {
+		// A condition must never take the decision down with it.
+		if r := recover(); r != nil {
+			ok, why = false, fmt.Sprintf("auto_approve_if failed: %v", r)
+		}
+	}()
+	ci.request["duration"] = types.Duration{Duration: d}
+	out, _, err := prg.Eval(ci.vars)
 	if err != nil {
 		return false, fmt.Sprintf("auto_approve_if failed: %s", oneLine(err.Error()))
 	}

@@ -83,13 +83,13 @@ const (
 
 type outcome struct {
 	stage    int
-	why      string
+	rule     rule
 	decision string
 	d        time.Duration
 	steps    []Step
 	// approvals is the total approvals required (0 for auto and break-glass).
 	approvals int
-	cond      string // what the condition said, if evaluated
+	cond      string // what the condition said, if it was evaluated
 }
 
 // Decide decides in against the policies: deny by default; when several
@@ -97,13 +97,15 @@ type outcome struct {
 // (automatic, then fewer approvals, then fewer steps, then policy order).
 func (s *Set) Decide(in Input) Decision {
 	t := s.targets[in.Target]
+	var groupBuf [4]uint64
+	who := s.requester(&in, groupBuf[:0])
 	var ci *celInput
 	var (
 		best, near       outcome
 		bestPos, nearPos = -1, -1
 	)
-	consider := func(c *compiled) outcome {
-		o := c.evaluate(&in, t, &ci)
+	consider := func(c *compiled, covered bool) outcome {
+		o := c.evaluate(&in, &who, t, &ci, covered)
 		switch {
 		case o.stage == stageAllowed:
 			if bestPos < 0 || less(o, best) {
@@ -119,12 +121,12 @@ func (s *Set) Decide(in Input) Decision {
 	if in.Explain {
 		all = make([]outcome, len(s.compiled))
 		for i, c := range s.compiled {
-			all[i] = consider(c)
+			all[i] = consider(c, false)
 		}
 	} else {
 		var buf [32]int32
 		for _, i := range s.index.candidates(in.Target, in.Grant, buf[:0]) {
-			consider(s.compiled[i])
+			consider(s.compiled[i], true)
 		}
 	}
 
@@ -148,7 +150,8 @@ func (s *Set) Decide(in Input) Decision {
 			d.DurationText = in.Duration.String()
 		}
 		if nearPos >= 0 && near.stage > stageNoMatch {
-			d.Reason = fmt.Sprintf("policy %q: %s", s.compiled[nearPos].p.Name, near.why)
+			c := s.compiled[nearPos]
+			d.Reason = fmt.Sprintf("policy %q: %s", c.p.Name, c.why(near, &in))
 		} else if in.BreakGlass {
 			d.Reason = fmt.Sprintf("no break-glass policy allows %s %s/%s", safe(in.User), safe(in.Target), safe(in.Grant))
 		} else {
@@ -158,12 +161,12 @@ func (s *Set) Decide(in Input) Decision {
 	if in.Explain {
 		d.Considered = make([]Considered, len(all))
 		for i, o := range all {
-			why := o.why
+			why := s.compiled[i].why(o, &in)
 			if o.stage == stageAllowed {
 				if i == bestPos {
 					why = "chosen: " + why
 				} else {
-					why = fmt.Sprintf("allows (%s); not chosen: policy %q has less friction", why, s.compiled[bestPos].p.Name)
+					why = fmt.Sprintf("allows (%s); not chosen: policy %q is preferred", why, s.compiled[bestPos].p.Name)
 				}
 			}
 			d.Considered[i] = Considered{Name: s.compiled[i].p.Name, Matched: o.stage == stageAllowed, Why: why}
@@ -187,113 +190,227 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
+// The rule that stopped a policy, or rulePass.
+type rule uint8
+
+const (
+	rulePass rule = iota
+	ruleNoBreakGlass
+	ruleSubject
+	ruleTarget
+	ruleGrant
+	ruleBreakGlassGroups
+	ruleNegative
+	ruleNoDefault
+	ruleTooShort
+	ruleTooLong
+	ruleSoFarNegative
+	ruleTotal
+	ruleNoReason
+	rulePattern
+	ruleCondition
+)
+
 // evaluate applies one policy to a request. t is the target's description
-// (nil for a target the set does not know); ci is built on first use.
-func (c *compiled) evaluate(in *Input, t *TargetInfo, ci **celInput) outcome {
+// (nil for a target the set does not know); ci is built on first use. It
+// formats no text: why does, only for the outcomes that are shown.
+//
+// covered says the index already found that the policy covers the target
+// and grant.
+func (c *compiled) evaluate(in *Input, who *requester, t *TargetInfo, ci **celInput, covered bool) outcome {
 	p := c.p
 	bg := in.BreakGlass
-	if bg && p.BreakGlass == nil {
-		return outcome{stage: stageNoMatch, why: "no break_glass section"}
-	}
-	if !bg && !c.subject(in) {
-		return outcome{stage: stageNoMatch, why: c.subjectWhy(in.User)}
-	}
-	if !c.coversTarget(in.Target) {
-		return outcome{stage: stageNoMatch, why: c.targetWhy(in.Target)}
-	}
-	if !c.coversGrant(in.Grant) {
-		return outcome{stage: stageNoMatch, why: fmt.Sprintf("grant %s not in grants %s", safe(in.Grant), list(p.Grants))}
-	}
-	if bg && !anyIn(in.Groups, c.bgGroups) {
-		return outcome{stage: stageBreakGlass, why: fmt.Sprintf("user %s not in break_glass groups %s", safe(in.User), list(p.BreakGlass.Groups))}
+	switch {
+	case bg && p.BreakGlass == nil:
+		return outcome{stage: stageNoMatch, rule: ruleNoBreakGlass}
+	case !bg && !c.subject(who):
+		return outcome{stage: stageNoMatch, rule: ruleSubject}
+	case !covered && !c.coversTarget(in.Target):
+		return outcome{stage: stageNoMatch, rule: ruleTarget}
+	case !covered && !c.coversGrant(in.Grant):
+		return outcome{stage: stageNoMatch, rule: ruleGrant}
+	case bg && !who.inAny(c.bgGroups):
+		return outcome{stage: stageBreakGlass, rule: ruleBreakGlassGroups}
 	}
 
 	// Duration.
-	limit, limitName := p.MaxDuration, "max_duration"
-	if bg {
-		limit, limitName = p.BreakGlass.MaxDuration, "break_glass max_duration"
-	}
+	limit := c.limit(bg)
 	d := in.Duration
 	switch {
 	case d < 0:
-		return outcome{stage: stageDuration, why: fmt.Sprintf("duration %s is negative", d)}
+		return outcome{stage: stageDuration, rule: ruleNegative, d: d}
 	case d == 0 && bg:
 		d = limit
 		if p.DefaultDuration > 0 && p.DefaultDuration < limit {
 			d = p.DefaultDuration
 		}
 	case d == 0 && p.DefaultDuration == 0:
-		return outcome{stage: stageDuration, why: "no duration requested and the policy has no default_duration"}
+		return outcome{stage: stageDuration, rule: ruleNoDefault}
 	case d == 0:
 		d = p.DefaultDuration
 	}
 	if d < MinDuration {
-		return outcome{stage: stageDuration, why: fmt.Sprintf("duration %s is under the minimum of %s", d, MinDuration)}
+		return outcome{stage: stageDuration, rule: ruleTooShort, d: d}
 	}
 	if d > limit {
-		return outcome{stage: stageDuration, why: fmt.Sprintf("duration %s exceeds %s %s", d, limitName, limit)}
+		return outcome{stage: stageDuration, rule: ruleTooLong, d: d}
 	}
 
 	// Extensions.
 	if in.Extension || in.TotalSoFar != 0 {
-		total, totalName := c.maxTotal, "max_total_duration"
-		if p.MaxTotalDuration == 0 {
-			totalName = "max_duration (max_total_duration is not set)"
-			if bg {
-				total, totalName = limit, "break_glass max_duration (max_total_duration is not set)"
-			}
-		}
+		total, _ := c.total(bg)
 		switch {
 		case in.TotalSoFar < 0:
-			return outcome{stage: stageTotal, why: fmt.Sprintf("duration granted so far %s is negative", in.TotalSoFar)}
+			return outcome{stage: stageTotal, rule: ruleSoFarNegative, d: d}
 		case in.TotalSoFar > total || d > total-in.TotalSoFar:
-			return outcome{stage: stageTotal, why: fmt.Sprintf("duration %s on top of %s already granted exceeds %s %s",
-				d, in.TotalSoFar, totalName, total)}
+			return outcome{stage: stageTotal, rule: ruleTotal, d: d}
 		}
 	}
 
 	// Reason.
 	if (c.needReason || bg) && strings.TrimSpace(in.Reason) == "" {
-		if bg {
-			return outcome{stage: stageReason, why: "break-glass access needs a reason"}
-		}
-		return outcome{stage: stageReason, why: "a reason is required"}
+		return outcome{stage: stageReason, rule: ruleNoReason, d: d}
 	}
 	if c.reason != nil && !c.reason.MatchString(in.Reason) {
-		return outcome{stage: stageReason, why: fmt.Sprintf("reason %s does not match reason_pattern %s", quoteShort(in.Reason), quotePattern(p.ReasonPattern))}
+		return outcome{stage: stageReason, rule: rulePattern, d: d}
 	}
 
 	if bg {
-		return outcome{stage: stageAllowed, decision: BreakGlassDecision, d: d, why: "break-glass, no approval"}
+		return outcome{stage: stageAllowed, decision: BreakGlassDecision, d: d}
 	}
 
 	// Approval.
-	cond := ""
+	var cond string
 	if c.prg != nil {
 		if *ci == nil {
-			*ci = newCELInput(in)
+			*ci = newCELInput(in, t)
 		}
-		ok, why := evalCondition(c.prg, *ci, d, t, in.Target)
+		ok, why := evalCondition(c.prg, *ci, d)
 		if ok {
-			return outcome{stage: stageAllowed, decision: Auto, d: d, why: "automatic approval (" + why + ")"}
+			return outcome{stage: stageAllowed, decision: Auto, d: d, cond: why}
 		}
 		if len(c.steps) == 0 {
-			return outcome{stage: stageCondition, why: why + " and the policy has no approval steps"}
+			return outcome{stage: stageCondition, rule: ruleCondition, d: d, cond: why}
 		}
-		cond = " (" + why + ")"
+		cond = why
 	}
 	if len(c.steps) == 0 {
-		return outcome{stage: stageAllowed, decision: Auto, d: d, why: "automatic approval"}
+		return outcome{stage: stageAllowed, decision: Auto, d: d}
 	}
-	return outcome{stage: stageAllowed, decision: Approval, d: d, steps: c.steps, approvals: c.approvals,
-		why: stepsText(c.steps) + cond}
+	return outcome{stage: stageAllowed, decision: Approval, d: d, steps: c.steps, approvals: c.approvals, cond: cond}
 }
 
-func (c *compiled) subject(in *Input) bool {
-	if _, ok := c.users[in.User]; ok {
-		return true
+// limit is the longest duration one request may ask for.
+func (c *compiled) limit(bg bool) time.Duration {
+	if bg {
+		return c.p.BreakGlass.MaxDuration
 	}
-	return anyIn(in.Groups, c.groups)
+	return c.p.MaxDuration
+}
+
+// total is the longest a lease may last with its extensions, and the name
+// of the setting that says so.
+func (c *compiled) total(bg bool) (time.Duration, string) {
+	switch {
+	case c.p.MaxTotalDuration > 0:
+		return c.maxTotal, "max_total_duration"
+	case bg:
+		return c.limit(bg), "break_glass max_duration (max_total_duration is not set)"
+	}
+	return c.maxTotal, "max_duration (max_total_duration is not set)"
+}
+
+// why says in one line what the policy made of the request.
+func (c *compiled) why(o outcome, in *Input) string {
+	p := c.p
+	limitName := "max_duration"
+	if in.BreakGlass {
+		limitName = "break_glass max_duration"
+	}
+	switch o.rule {
+	case ruleNoBreakGlass:
+		return "no break_glass section"
+	case ruleSubject:
+		return c.subjectWhy(in.User)
+	case ruleTarget:
+		return c.targetWhy(in.Target)
+	case ruleGrant:
+		return fmt.Sprintf("grant %s not in grants %s", safe(in.Grant), list(p.Grants))
+	case ruleBreakGlassGroups:
+		return fmt.Sprintf("user %s not in break_glass groups %s", safe(in.User), list(p.BreakGlass.Groups))
+	case ruleNegative:
+		return fmt.Sprintf("duration %s is negative", o.d)
+	case ruleNoDefault:
+		return "no duration requested and the policy has no default_duration"
+	case ruleTooShort:
+		return fmt.Sprintf("duration %s is under the minimum of %s", o.d, MinDuration)
+	case ruleTooLong:
+		return fmt.Sprintf("duration %s exceeds %s %s", o.d, limitName, c.limit(in.BreakGlass))
+	case ruleSoFarNegative:
+		return fmt.Sprintf("duration granted so far %s is negative", in.TotalSoFar)
+	case ruleTotal:
+		total, name := c.total(in.BreakGlass)
+		return fmt.Sprintf("duration %s on top of %s already granted exceeds %s %s", o.d, in.TotalSoFar, name, total)
+	case ruleNoReason:
+		if in.BreakGlass {
+			return "break-glass access needs a reason"
+		}
+		return "a reason is required"
+	case rulePattern:
+		return fmt.Sprintf("reason %s does not match reason_pattern %s", quoteShort(in.Reason), quotePattern(p.ReasonPattern))
+	case ruleCondition:
+		return o.cond + " and the policy has no approval steps"
+	}
+	switch {
+	case o.decision == BreakGlassDecision:
+		return "break-glass, no approval"
+	case o.decision == Auto && o.cond != "":
+		return "automatic approval (" + o.cond + ")"
+	case o.decision == Auto:
+		return "automatic approval"
+	case o.cond != "":
+		return stepsText(o.steps) + " (" + o.cond + ")"
+	}
+	return stepsText(o.steps)
+}
+
+func (c *compiled) subject(who *requester) bool {
+	return (who.user >= 0 && slices.Contains(c.users, who.user)) || who.inAny(c.groups)
+}
+
+// requester is the requester's user and groups as interned symbols.
+type requester struct {
+	user   int32 // -1 when no policy names the user
+	groups []uint64
+}
+
+func (s *Set) requester(in *Input, buf []uint64) requester {
+	r := requester{user: -1}
+	if id, ok := s.symbols.users[in.User]; ok {
+		r.user = id
+	}
+	words := (len(s.symbols.groups) + 63) / 64
+	if cap(buf) < words {
+		buf = make([]uint64, words)
+	}
+	r.groups = buf[:words]
+	clear(r.groups)
+	for _, g := range in.Groups {
+		if id, ok := s.symbols.groups[g]; ok {
+			r.groups[id/64] |= 1 << (id % 64)
+		}
+	}
+	return r
+}
+
+// inAny reports whether the requester is in any of groups.
+func (r *requester) inAny(groups []int32) bool {
+	for _, id := range groups {
+		if r.groups[id/64]&(1<<(id%64)) != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *compiled) subjectWhy(user string) string {
@@ -340,15 +457,6 @@ func (c *compiled) coversGrant(name string) bool {
 	}
 	_, ok := c.grants[name]
 	return ok
-}
-
-func anyIn(xs []string, set map[string]struct{}) bool {
-	for _, x := range xs {
-		if _, ok := set[x]; ok {
-			return true
-		}
-	}
-	return false
 }
 
 func list(xs []string) string {

@@ -387,7 +387,7 @@ func TestDecideExplain(t *testing.T) {
 	if got, want := d.Considered[0], (Considered{"dev-logs-read", true, "chosen: automatic approval"}); got != want {
 		t.Errorf("Considered[0] = %+v; want %+v", got, want)
 	}
-	if got, want := d.Considered[4].Why, `allows (automatic approval (auto_approve_if is true)); not chosen: policy "dev-logs-read" has less friction`; got != want {
+	if got, want := d.Considered[4].Why, `allows (automatic approval (auto_approve_if is true)); not chosen: policy "dev-logs-read" is preferred`; got != want {
 		t.Errorf("Considered[4].Why = %q; want %q", got, want)
 	}
 
@@ -615,4 +615,27 @@ func randomInput(r *rand.Rand, targets []TargetInfo) Input {
 		in.Extension, in.TotalSoFar = true, time.Duration(r.IntN(6))*time.Hour
 	}
 	return in
+}
+
+func TestDecideConcurrent(t *testing.T) {
+	s := mustCompile(t, examplePolicies()...)
+	in := Input{User: "erin", Groups: []string{"eng"}, Target: "db-prod", Grant: "readonly", Now: weekday}
+	want := s.Decide(in)
+	errs := make(chan string, 8)
+	for range 8 {
+		go func() {
+			for range 200 {
+				if got := s.Decide(in); got.Decision != want.Decision || *got.Policy != *want.Policy {
+					errs <- fmt.Sprintf("Decide = %s by %s; want %s by %s", got.Decision, *got.Policy, want.Decision, *want.Policy)
+					return
+				}
+			}
+			errs <- ""
+		}()
+	}
+	for range 8 {
+		if e := <-errs; e != "" {
+			t.Error(e)
+		}
+	}
 }

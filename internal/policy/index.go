@@ -1,9 +1,5 @@
 package policy
 
-import (
-	"slices"
-)
-
 // index finds the policies that may cover a target and grant without
 // looking at the others. Label selectors are resolved to target names at
 // compile time, so every policy lands in exactly one of four buckets by
@@ -58,11 +54,24 @@ func buildIndex(cs []*compiled, targets []TargetInfo) index {
 // candidates appends to buf, in policy order, the positions of the
 // policies that cover target and grant, and returns it.
 func (ix *index) candidates(target, grant string, buf []int32) []int32 {
-	buf = append(buf, ix.exact[tgKey{target, grant}]...)
-	buf = append(buf, ix.targetAnyGrant[target]...)
-	buf = append(buf, ix.grantAnyTarget[grant]...)
-	buf = append(buf, ix.any...)
-	// The buckets are disjoint, so sorting restores policy order.
-	slices.Sort(buf)
-	return buf
+	// The buckets are disjoint and each is sorted: merge them.
+	lists := [4][]int32{
+		ix.exact[tgKey{target, grant}],
+		ix.targetAnyGrant[target],
+		ix.grantAnyTarget[grant],
+		ix.any,
+	}
+	for {
+		best := -1
+		for i, l := range lists {
+			if len(l) > 0 && (best < 0 || l[0] < lists[best][0]) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return buf
+		}
+		buf = append(buf, lists[best][0])
+		lists[best] = lists[best][1:]
+	}
 }

@@ -110,15 +110,38 @@ type Set struct {
 	compiled []*compiled
 	targets  map[string]*TargetInfo
 	index    index
+	symbols  symbols
+}
+
+// symbols interns the user and group names the policies mention, so that a
+// decision resolves the requester's names once and then compares integers.
+type symbols struct {
+	users  map[string]int32
+	groups map[string]int32
+}
+
+func (sy *symbols) intern(m map[string]int32, names []string) []int32 {
+	ids := make([]int32, 0, len(names))
+	for _, n := range names {
+		id, ok := m[n]
+		if !ok {
+			id = int32(len(m))
+			m[n] = id
+		}
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // compiled is a policy prepared for fast decisions.
 type compiled struct {
 	p          *Policy
 	pos        int
-	users      map[string]struct{}
-	groups     map[string]struct{}
-	bgGroups   map[string]struct{}
+	users      []int32 // interned names, see symbols
+	groups     []int32
+	bgGroups   []int32
 	anyTarget  bool
 	targets    map[string]struct{} // named targets plus those selected by labels
 	anyGrant   bool
@@ -139,6 +162,7 @@ func Compile(policies []Policy, targets []TargetInfo) (*Set, error) {
 	s := &Set{
 		policies: slices.Clone(policies),
 		targets:  make(map[string]*TargetInfo, len(targets)),
+		symbols:  symbols{users: map[string]int32{}, groups: map[string]int32{}},
 	}
 	for i := range targets {
 		t := &targets[i]
@@ -154,6 +178,11 @@ func Compile(policies []Policy, targets []TargetInfo) (*Set, error) {
 		c, err := compileOne(p, i, targets)
 		if err != nil {
 			return nil, err
+		}
+		c.users = s.symbols.intern(s.symbols.users, p.Users)
+		c.groups = s.symbols.intern(s.symbols.groups, p.Groups)
+		if p.BreakGlass != nil {
+			c.bgGroups = s.symbols.intern(s.symbols.groups, p.BreakGlass.Groups)
 		}
 		s.compiled = append(s.compiled, c)
 	}
@@ -199,7 +228,7 @@ func compileOne(p *Policy, pos int, targets []TargetInfo) (*compiled, error) {
 	if strings.ContainsFunc(p.Name, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		return nil, policyErr(p, "name contains control characters")
 	}
-	c := &compiled{p: p, pos: pos, users: set(p.Users), groups: set(p.Groups), targets: map[string]struct{}{}}
+	c := &compiled{p: p, pos: pos, targets: map[string]struct{}{}}
 	for _, field := range []struct {
 		name string
 		xs   []string
@@ -372,7 +401,6 @@ func compileOne(p *Policy, pos int, targets []TargetInfo) (*compiled, error) {
 		if p.MaxTotalDuration > 0 && bg.MaxDuration > p.MaxTotalDuration {
 			return nil, policyErr(p, "break_glass: max_duration %s exceeds max_total_duration %s", bg.MaxDuration, p.MaxTotalDuration)
 		}
-		c.bgGroups = set(bg.Groups)
 	}
 	return c, nil
 }

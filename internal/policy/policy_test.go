@@ -150,3 +150,21 @@ func TestPoliciesIsACopy(t *testing.T) {
 		t.Errorf("Policy(%q) not found", "p")
 	}
 }
+
+// TestDocumentedConditions compiles the conditions shown in docs/policy.md.
+func TestDocumentedConditions(t *testing.T) {
+	for _, expr := range []string{
+		`request.duration <= duration("1h") && !(target.labels.env == "prod" && now.getDayOfWeek() in [0, 6])`,
+		`"sre" in user.groups && request.reason.matches("^INC-[0-9]+$")`,
+		`now.getHours("Europe/Paris") >= 9 && now.getHours("Europe/Paris") < 18`,
+		`has(target.labels.tier) && target.labels.tier != "critical"`,
+	} {
+		if _, err := compileCondition(expr); err != nil {
+			t.Errorf("compileCondition(%q): %v", expr, err)
+		}
+	}
+	_, err := compileCondition(`request.duration <= duration("1h") && now + 1 > now`)
+	if want := "1:43: found no matching overload for '_+_' applied to '(timestamp, int)'"; err == nil || err.Error() != want {
+		t.Errorf("type error = %v; want %q", err, want)
+	}
+}

@@ -448,6 +448,15 @@ func TestAccountsInventory(t *testing.T) {
 	if !root.Superuser || root.Sessions < 1 {
 		t.Errorf("admin %q: Superuser=%v Sessions=%d; want true, >= 1", adminUser, root.Superuser, root.Sessions)
 	}
+	if _, err := admin.ExecContext(ctx, "ALTER USER "+account(name)+" ACCOUNT LOCK"); err != nil {
+		t.Fatal(err)
+	}
+	if accts, err = c.Accounts(ctx, mayfly.AccountsRequest{Prefix: name}); err != nil {
+		t.Fatal(err)
+	}
+	if len(accts) != 1 || accts[0].CanLogin {
+		t.Errorf("after ACCOUNT LOCK, Accounts(%q) = %+v; want one account that cannot log in", name, accts)
+	}
 	if err := c.Revoke(ctx, mayfly.RevokeRequest{Username: name}); err != nil {
 		t.Fatal(err)
 	}

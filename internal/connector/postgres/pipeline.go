@@ -8,9 +8,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// query is one statement with text parameters ($1, $2, ...) whose types the
-// server infers.
+// query is one statement with text parameters ($1, $2, ...): either a
+// statement prepared on the connection under name (see prepare), or sql,
+// parsed and planned on each use, with parameter types the server infers.
 type query struct {
+	name string
 	sql  string
 	args []string
 }
@@ -42,7 +44,11 @@ func pipeline(ctx context.Context, conn *pgconn.PgConn, segs ...segment) ([]segm
 			for i, a := range q.args {
 				params[i] = []byte(a)
 			}
-			p.SendQueryParams(q.sql, params, nil, nil, nil)
+			if q.name != "" {
+				p.SendQueryPrepared(q.name, params, nil, nil)
+			} else {
+				p.SendQueryParams(q.sql, params, nil, nil, nil)
+			}
 		}
 		p.SendPipelineSync()
 	}

@@ -41,7 +41,7 @@ func SCRAMVerifier(password string, salt []byte, iterations int) string {
 		// or password); nothing else can fail.
 		panic(fmt.Sprintf("postgres: scram verifier: %v", err))
 	}
-	clientKey := hmacSHA256(salted, "Client key")
+	clientKey := hmacSHA256(salted, "Client Key")
 	storedKey := sha256.Sum256(clientKey)
 	serverKey := hmacSHA256(salted, "Server Key")
 	enc := base64.StdEncoding.EncodeToString

@@ -4,14 +4,49 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/mayflyhq/mayfly"
 )
 
 // revokeAttempts bounds how often Revoke starts over when the role changed
-// under it (a new dependency, a concurrent ALTER or DROP).
+// under it (a concurrent ALTER or DROP, a new dependency).
 const revokeAttempts = 3
+
+// Statements prepared once per admin connection, so that Revoke's queries
+// are not parsed and planned on every call.
+var preparedSQL = map[string]string{
+	// The role's oid, after ending its sessions.
+	"mayfly_role_terminate": `SELECT r.oid::text, (SELECT count(pg_catalog.pg_terminate_backend(a.pid))
+		FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = r.oid AND a.pid <> pg_catalog.pg_backend_pid())
+		FROM pg_catalog.pg_roles r WHERE r.rolname = $1`,
+	// Ends the sessions of a role by oid, which works after the role is
+	// dropped (pg_stat_activity.usename is then NULL).
+	"mayfly_oid_terminate": `SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity
+		WHERE usesysid = $1::pg_catalog.oid AND pid <> pg_catalog.pg_backend_pid()`,
+	"mayfly_role_count": `SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = $1`,
+	// Databases where the role owns objects or holds privileges; "" for
+	// shared objects (dbid 0).
+	"mayfly_role_databases": `SELECT DISTINCT coalesce(d.datname::text, '')
+		FROM pg_catalog.pg_shdepend s
+		JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid AND s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+		LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+		WHERE r.rolname = $1`,
+	// A transaction that commits without waiting for its WAL to reach disk.
+	"mayfly_async_commit": `SELECT pg_catalog.set_config('synchronous_commit', 'off', true)`,
+}
+
+// prepare makes sure the statements of preparedSQL are prepared on conn;
+// after the first call on a connection it does not talk to the server.
+func prepare(ctx context.Context, conn *pgx.Conn) error {
+	for name, sql := range preparedSQL {
+		if _, err := conn.Prepare(ctx, name, sql); err != nil {
+			return fmt.Errorf("prepare %s: %w", name, err)
+		}
+	}
+	return nil
+}
 
 // Revoke removes the role of a lease: it blocks new logins (NOLOGIN), ends
 // the role's sessions, reassigns what it owns to the admin role and drops
@@ -19,8 +54,8 @@ const revokeAttempts = 3
 // role, ends any session that slipped in, and verifies the role is gone. A
 // role that does not exist is already revoked.
 //
-// With no dependencies outside the admin's database this takes two round
-// trips on one connection.
+// A role without objects or privileges of its own and without live
+// sessions, the usual case, takes one round trip on one admin connection.
 func (c *Connector) Revoke(ctx context.Context, req mayfly.RevokeRequest) (err error) {
 	defer func() { err = c.scrub(err) }()
 	name := req.Username
@@ -32,6 +67,9 @@ func (c *Connector) Revoke(ctx context.Context, req mayfly.RevokeRequest) (err e
 		return fmt.Errorf("revoke %s: %w", name, err)
 	}
 	defer conn.Release()
+	if err := prepare(ctx, conn.Conn()); err != nil {
+		return fmt.Errorf("revoke %s: %w", name, err)
+	}
 	pg := conn.Conn().PgConn()
 	for attempt := 1; ; attempt++ {
 		err := c.revoke(ctx, pg, name)
@@ -52,27 +90,25 @@ func (c *Connector) Revoke(ctx context.Context, req mayfly.RevokeRequest) (err e
 func (c *Connector) revoke(ctx context.Context, pg *pgconn.PgConn, name string) error {
 	role := ident(name)
 	args := []string{name}
-	// Round trip 1: block logins (committed on its own, so the role stays
-	// locked out even if the rest fails), then end its sessions and find
-	// the databases where it owns objects or holds privileges.
+	// One round trip, three transactions:
+	//  1. NOLOGIN, committed on its own so that the role stays locked out
+	//     if a later step fails. It does not wait for its WAL to be flushed:
+	//     the DROP ROLE's commit flushes it, and until that commit succeeds
+	//     Revoke has not reported success.
+	//  2. End the role's sessions, learn its oid, and drop it. DROP ROLE
+	//     fails (2BP01) when the role still owns objects or holds
+	//     privileges; dropWithObjects then takes over.
+	//  3. Verify the role is gone.
 	res, err := pipeline(ctx, pg,
-		segment{{sql: "ALTER ROLE " + role + " NOLOGIN"}},
-		segment{
-			{sql: `SELECT r.oid::text, (SELECT count(pg_catalog.pg_terminate_backend(a.pid))
-				FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = r.oid AND a.pid <> pg_catalog.pg_backend_pid())
-				FROM pg_catalog.pg_roles r WHERE r.rolname = $1`, args: args},
-			{sql: `SELECT DISTINCT coalesce(d.datname, '')
-				FROM pg_catalog.pg_shdepend s
-				JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid AND s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
-				LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
-				WHERE r.rolname = $1`, args: args},
-		},
+		segment{{name: "mayfly_async_commit"}, {sql: "ALTER ROLE " + role + " NOLOGIN"}},
+		segment{{name: "mayfly_role_terminate", args: args}, {sql: "DROP ROLE IF EXISTS " + role}},
+		segment{{name: "mayfly_role_count", args: args}},
 	)
 	if err != nil {
 		return err
 	}
-	if err := res[1].err; err != nil {
-		return err
+	if len(res[1].rows) == 0 {
+		return res[1].err // the SELECT failed
 	}
 	found := res[1].rows[0]
 	if err := res[0].err; err != nil {
@@ -82,15 +118,71 @@ func (c *Connector) revoke(ctx context.Context, pg *pgconn.PgConn, name string) 
 		return err
 	}
 	if len(found) == 0 {
-		return nil // dropped concurrently
+		return c.verify(ctx, pg, name, "") // dropped concurrently
 	}
-	oid := string(found[0][0])
+	oid, sessions := string(found[0][0]), string(found[0][1])
+	if err := res[1].err; err != nil {
+		if pgCode(err) != sqlDependentObjects {
+			return err
+		}
+		if err := c.dropWithObjects(ctx, pg, name); err != nil {
+			return err
+		}
+		return c.verify(ctx, pg, name, oid)
+	}
+	if sessions != "0" {
+		// The role was in use: look once more, now that it is dropped, for
+		// a session that logged in while NOLOGIN was being committed.
+		return c.verify(ctx, pg, name, oid)
+	}
+	if err := res[2].err; err != nil {
+		return err
+	}
+	if n := string(res[2].rows[0][0][0]); n != "0" {
+		return fmt.Errorf("role %s is still present after DROP ROLE", name)
+	}
+	return nil
+}
 
-	// Objects in other databases: REASSIGN OWNED and DROP OWNED only see
-	// the database they run in. Shared objects (databases, tablespaces;
-	// dbid 0, listed as "") are handled from the admin's database.
+// verify ends the sessions of the dropped role with the given oid, when
+// known, and checks that the role is gone, in one round trip.
+func (c *Connector) verify(ctx context.Context, pg *pgconn.PgConn, name, oid string) error {
+	seg := segment{}
+	if oid != "" {
+		seg = append(seg, query{name: "mayfly_oid_terminate", args: []string{oid}})
+	}
+	seg = append(seg, query{name: "mayfly_role_count", args: []string{name}})
+	res, err := pipeline(ctx, pg, seg)
+	if err != nil {
+		return err
+	}
+	if err := res[0].err; err != nil {
+		return err
+	}
+	rs := res[0].rows[len(seg)-1]
+	if n := string(rs[0][0]); n != "0" {
+		return fmt.Errorf("role %s is still present after DROP ROLE", name)
+	}
+	return nil
+}
+
+// dropWithObjects drops a role that owns objects or holds privileges: in
+// every database where it does, its objects are reassigned to the admin
+// role and its privileges dropped (REASSIGN OWNED and DROP OWNED only see
+// the database they run in), then the role is dropped.
+func (c *Connector) dropWithObjects(ctx context.Context, pg *pgconn.PgConn, name string) error {
+	role := ident(name)
+	res, err := pipeline(ctx, pg, segment{{name: "mayfly_role_databases", args: []string{name}}})
+	if err != nil {
+		return err
+	}
+	if err := res[0].err; err != nil {
+		return err
+	}
+	// Shared objects (databases, tablespaces) are handled from the
+	// admin's database, with the objects there.
 	local := false
-	for _, row := range res[1].rows[1] {
+	for _, row := range res[0].rows[0] {
 		db := string(row[0])
 		if db == "" || db == c.database {
 			local = true
@@ -100,10 +192,6 @@ func (c *Connector) revoke(ctx context.Context, pg *pgconn.PgConn, name string) 
 			return err
 		}
 	}
-
-	// Round trip 2: drop the role (after its local objects, in one
-	// transaction), then end any session that logged in while NOLOGIN was
-	// being committed, and verify.
 	drop := segment{}
 	if local {
 		drop = append(drop,
@@ -111,24 +199,11 @@ func (c *Connector) revoke(ctx context.Context, pg *pgconn.PgConn, name string) 
 			query{sql: "DROP OWNED BY " + role})
 	}
 	drop = append(drop, query{sql: "DROP ROLE IF EXISTS " + role})
-	res, err = pipeline(ctx, pg, drop, segment{
-		{sql: `SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity
-			WHERE usesysid = $1 AND pid <> pg_catalog.pg_backend_pid()`, args: []string{oid}},
-		{sql: "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = $1", args: args},
-	})
+	res, err = pipeline(ctx, pg, drop)
 	if err != nil {
 		return err
 	}
-	if err := res[0].err; err != nil {
-		return err
-	}
-	if err := res[1].err; err != nil {
-		return err
-	}
-	if n := string(res[1].rows[1][0][0]); n != "0" {
-		return fmt.Errorf("role %s is still present after DROP ROLE", name)
-	}
-	return nil
+	return res[0].err
 }
 
 // dropOwnedIn reassigns the objects role owns in database db to the admin

@@ -6,6 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -390,5 +393,66 @@ func TestCheck(t *testing.T) {
 	}
 	if err != nil && strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("Check() = %q reveals the password", err)
+	}
+}
+
+// TestACLFilePersisted runs a private redis-server that keeps its users in
+// an ACL file and checks that Provision and Revoke save it.
+func TestACLFilePersisted(t *testing.T) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		testenv.Unavailable(t, "redis-server binary", err)
+	}
+	dir := t.TempDir()
+	aclFile := filepath.Join(dir, "users.acl")
+	if err := os.WriteFile(aclFile, []byte("user default on nopass ~* &* +@all\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	srv := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--aclfile", aclFile,
+		"--dir", dir, "--save", "", "--appendonly", "no", "--daemonize", "no")
+	if err := srv.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	t.Cleanup(func() {
+		srv.Process.Kill()
+		srv.Wait()
+	})
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	c, err := New(mayfly.Target{Address: addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	for deadline := time.Now().Add(5 * time.Second); c.Check(ctx) != nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("private redis-server on %s did not start", addr)
+		}
+	}
+	name := connectortest.Name(testPrefix(), MaxNameLen)
+	if _, err := c.Provision(ctx, mayfly.ProvisionRequest{Username: name, Grant: testGrant()}); err != nil {
+		t.Fatalf("Provision() = %v", err)
+	}
+	b, err := os.ReadFile(aclFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "user "+name+" ") {
+		t.Errorf("ACL file after Provision lacks %q:\n%s", name, b)
+	}
+	if err := c.Revoke(ctx, mayfly.RevokeRequest{Username: name}); err != nil {
+		t.Fatalf("Revoke() = %v", err)
+	}
+	if b, err = os.ReadFile(aclFile); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), name) {
+		t.Errorf("ACL file after Revoke still holds %q:\n%s", name, b)
 	}
 }

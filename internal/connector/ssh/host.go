@@ -33,6 +33,7 @@ const (
 	// below sshd's default MaxSessions of 10.
 	maxHostSessions  = 8
 	handshakeTimeout = 15 * time.Second
+	batchTimeout     = 2 * time.Minute
 	maxOutput        = 1 << 20
 )
 
@@ -57,7 +58,11 @@ type hostAdmin struct {
 	client *gossh.Client
 
 	sessions chan struct{} // bounds concurrent sessions
-	write    sync.Mutex    // serializes account changes (useradd locks /etc/passwd)
+
+	// Account changes wait in queue; the holder of turn runs them.
+	turn  chan struct{}
+	qmu   sync.Mutex
+	queue []*hostOp
 }
 
 func newHostAdmin(t mayfly.Target, passphrase, knownFile string) (*hostAdmin, error) {
@@ -75,7 +80,7 @@ func newHostAdmin(t mayfly.Target, passphrase, knownFile string) (*hostAdmin, er
 	}
 	h := &hostAdmin{
 		target: t.Name, addr: t.Address, user: t.AdminUser, signer: signer, knownFile: knownFile,
-		sessions: make(chan struct{}, maxHostSessions),
+		sessions: make(chan struct{}, maxHostSessions), turn: make(chan struct{}, 1),
 	}
 	if t.HostKey != "" {
 		pin, _, _, _, err := gossh.ParseAuthorizedKey([]byte(t.HostKey))
@@ -268,78 +273,179 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 // sq single-quotes s for the shell.
 func sq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// createUser creates the local user name, or refreshes one Mayfly created
-// before: account expiry the day after expires (the field counts whole
-// days; the certificate ends access at the exact time), password field
-// "*" (no password login, yet not locked, which sshd without PAM refuses
-// even for certificates), and the given supplementary groups.
-func (h *hostAdmin) createUser(ctx context.Context, name string, expires time.Time, groups []string) error {
-	expireDate := expires.UTC().AddDate(0, 0, 1).Format(time.DateOnly)
-	groupOpt := ""
-	if len(groups) > 0 {
-		groupOpt = " --groups " + sq(strings.Join(groups, ","))
-	}
-	script := `set -u
-n=` + sq(name) + `
-exp=` + sq(expireDate) + `
-if ent=$(getent passwd "$n"); then
-  if [ "$(printf '%s\n' "$ent" | cut -d: -f5)" != ` + sq(managedComment) + ` ]; then
-    echo "user $n exists and was not created by mayfly" >&2
-    exit ` + strconv.Itoa(exitNotManaged) + `
+// userFuncs are the shell functions account changes call. Each returns 0
+// on success, exitNotManaged for a user Mayfly did not create, or the
+// failing command's status.
+//
+// mf_create NAME EXPIREDATE GROUPS creates the user, or refreshes one Mayfly
+// created before: account expiry (the field counts whole days; the
+// certificate ends access at the exact time), password field "*" (no
+// password login, yet not locked, which sshd without PAM refuses even for
+// certificates), supplementary groups.
+//
+// mf_remove NAME blocks new logins (locked, expired), kills the user's
+// processes until none is left, deletes the user with home directory and
+// mail spool, and checks that it is gone. An absent user is success.
+var userFuncs = `mf_managed() {
+  [ "$(getent passwd "$1" | cut -d: -f5)" = ` + sq(managedComment) + ` ] && return 0
+  echo "user $1 exists and was not created by mayfly" >&2
+  return ` + strconv.Itoa(exitNotManaged) + `
+}
+mf_create() {
+  if getent passwd "$1" >/dev/null; then
+    mf_managed "$1" || return
+    if [ -n "$3" ]; then
+      usermod --expiredate "$2" --password '*' --groups "$3" "$1" || return
+    else
+      usermod --expiredate "$2" --password '*' "$1" || return
+    fi
+  else
+    shell=/bin/sh
+    [ -x /bin/bash ] && shell=/bin/bash
+    if [ -n "$3" ]; then
+      useradd --create-home --shell "$shell" --comment ` + sq(managedComment) + ` --password '*' --expiredate "$2" --groups "$3" "$1" || return
+    else
+      useradd --create-home --shell "$shell" --comment ` + sq(managedComment) + ` --password '*' --expiredate "$2" "$1" || return
+    fi
   fi
-  usermod --expiredate "$exp" --password '*'` + groupOpt + ` "$n"
-else
-  shell=/bin/sh
-  [ -x /bin/bash ] && shell=/bin/bash
-  useradd --create-home --shell "$shell" --comment ` + sq(managedComment) + ` --password '*' --expiredate "$exp"` + groupOpt + ` "$n"
-fi
-getent passwd "$n" >/dev/null`
-	h.write.Lock()
-	defer h.write.Unlock()
-	if _, err := h.run(ctx, script); err != nil {
-		return h.scriptError("create host user", name, err)
-	}
-	return nil
+  getent passwd "$1" >/dev/null
+}
+mf_remove() {
+  if getent passwd "$1" >/dev/null; then
+    mf_managed "$1" || return
+    usermod --lock --expiredate 1 "$1" >/dev/null 2>&1
+    command -v loginctl >/dev/null 2>&1 && loginctl terminate-user "$1" >/dev/null 2>&1
+    # Kill until no live process is left (zombies wait for their parent).
+    i=0
+    while pkill -KILL -u "$1" 2>/dev/null && [ "$i" -lt 50 ] &&
+      ps -u "$1" -o stat= 2>/dev/null | grep -qv '^Z'; do
+      i=$((i+1))
+      sleep 0.1
+    done
+    userdel --force --remove "$1" >/dev/null 2>&1 || userdel --force "$1" >/dev/null 2>&1
+  fi
+  if getent passwd "$1" >/dev/null; then
+    echo "user $1 is still present" >&2
+    return ` + strconv.Itoa(exitStillThere) + `
+  fi
+}
+`
+
+// hostOp is one account change waiting for a batch.
+type hostOp struct {
+	call string // shell call with quoted arguments
+	name string
+	what string
+	done chan error // buffered; receives exactly one result
 }
 
-// removeUser blocks new logins of name (locked password, expired account),
-// kills its processes, deletes it with its home directory and mail spool,
-// and checks that it is gone. An absent user is success.
+// createUser creates the local user name (see mf_create).
+func (h *hostAdmin) createUser(ctx context.Context, name string, expires time.Time, groups []string) error {
+	exp := expires.UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+	call := "mf_create " + sq(name) + " " + sq(exp) + " " + sq(strings.Join(groups, ","))
+	return h.change(ctx, &hostOp{call: call, name: name, what: "create host user"})
+}
+
+// removeUser kills the processes of the local user name and deletes it
+// (see mf_remove).
 func (h *hostAdmin) removeUser(ctx context.Context, name string) error {
-	script := `set -u
-n=` + sq(name) + `
-if ent=$(getent passwd "$n"); then
-  if [ "$(printf '%s\n' "$ent" | cut -d: -f5)" != ` + sq(managedComment) + ` ]; then
-    echo "user $n exists and was not created by mayfly" >&2
-    exit ` + strconv.Itoa(exitNotManaged) + `
-  fi
-  usermod --lock --expiredate 1 "$n" >/dev/null 2>&1 || true
-  command -v loginctl >/dev/null 2>&1 && loginctl terminate-user "$n" >/dev/null 2>&1
-  # Kill until no live process is left (zombies wait for their parent).
-  i=0
-  while pkill -KILL -u "$n" 2>/dev/null && [ "$i" -lt 50 ] &&
-    ps -u "$n" -o stat= 2>/dev/null | grep -qv '^Z'; do
-    i=$((i+1))
-    sleep 0.1
-  done
-  userdel --force --remove "$n" >/dev/null 2>&1 || userdel --force "$n" >/dev/null 2>&1 || true
-fi
-if getent passwd "$n" >/dev/null; then
-  echo "user $n is still present" >&2
-  exit ` + strconv.Itoa(exitStillThere) + `
-fi`
-	h.write.Lock()
-	defer h.write.Unlock()
-	if _, err := h.run(ctx, script); err != nil {
-		return h.scriptError("remove host user", name, err)
+	return h.change(ctx, &hostOp{call: "mf_remove " + sq(name), name: name, what: "remove host user"})
+}
+
+// change queues op and waits for its result. Changes run one batch at a
+// time (useradd and userdel lock the account files): whoever takes the
+// turn runs every queued change in one script, so many concurrent changes
+// cost a few round trips instead of one each.
+func (h *hostAdmin) change(ctx context.Context, op *hostOp) error {
+	op.done = make(chan error, 1)
+	h.qmu.Lock()
+	h.queue = append(h.queue, op)
+	h.qmu.Unlock()
+	for {
+		select {
+		case err := <-op.done:
+			return err
+		default:
+		}
+		select {
+		case err := <-op.done:
+			return err
+		case h.turn <- struct{}{}:
+		case <-ctx.Done():
+			// A batch may still run op; the changes are idempotent.
+			return ctx.Err()
+		}
+		h.qmu.Lock()
+		batch := h.queue
+		h.queue = nil
+		h.qmu.Unlock()
+		if len(batch) > 0 {
+			// The batch carries other callers' changes: one caller's
+			// cancellation must not fail them.
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), batchTimeout)
+			h.runBatch(bctx, batch)
+			cancel()
+		}
+		<-h.turn
 	}
-	return nil
+}
+
+// runBatch runs the calls of batch in one script and delivers each result.
+func (h *hostAdmin) runBatch(ctx context.Context, batch []*hostOp) {
+	var b strings.Builder
+	b.WriteString(userFuncs)
+	for i, op := range batch {
+		// Each call's standard error is captured for its own result line.
+		fmt.Fprintf(&b, "err=$( { %s; } 2>&1 >/dev/null ); rc=$?\n", op.call)
+		fmt.Fprintf(&b, `printf 'R %d %%s %%s\n' "$rc" "$(printf '%%s' "$err" | tr '\n' ' ' | cut -c1-300)"`+"\n", i)
+	}
+	out, err := h.run(ctx, b.String())
+	results := map[int]error{}
+	if err == nil {
+		sc := bufio.NewScanner(strings.NewReader(out))
+		for sc.Scan() {
+			f := strings.SplitN(sc.Text(), " ", 4)
+			if len(f) < 3 || f[0] != "R" {
+				continue
+			}
+			i, err1 := strconv.Atoi(f[1])
+			rc, err2 := strconv.Atoi(f[2])
+			if err1 != nil || err2 != nil || i < 0 || i >= len(batch) {
+				continue
+			}
+			if rc == 0 {
+				results[i] = nil
+				continue
+			}
+			msg := ""
+			if len(f) == 4 {
+				msg = strings.TrimSpace(f[3])
+			}
+			results[i] = &exitError{status: rc, stderr: msg}
+		}
+	}
+	for i, op := range batch {
+		res, ok := results[i]
+		switch {
+		case err != nil:
+			res = err
+		case !ok:
+			res = errors.New("no result from the host")
+		}
+		if res != nil {
+			res = h.scriptError(op.what, op.name, res)
+		}
+		op.done <- res
+	}
 }
 
 func (h *hostAdmin) scriptError(what, name string, err error) error {
 	var ee *exitError
 	if errors.As(err, &ee) && ee.status == exitNotManaged {
 		return mayfly.Errorf(mayfly.ECONFLICT, "ssh target %q: user %q exists on the host and was not created by Mayfly", h.target, name)
+	}
+	if mayfly.ErrorCode(err) != mayfly.EINTERNAL {
+		return err
 	}
 	return fmt.Errorf("ssh target %q: %s %s: %w", h.target, what, name, err)
 }

@@ -74,10 +74,11 @@ type Connector struct {
 	admin   *hostAdmin // nil without AdminUser
 	now     func() time.Time
 
-	mu      sync.Mutex // guards reg and the KRL cache
-	reg     *registry
-	krlGen  uint64
-	krlData []byte
+	mu         sync.Mutex // guards reg and the KRL cache
+	reg        *registry
+	krlGen     uint64
+	krlVersion uint64
+	krlData    []byte
 }
 
 // New returns the connector for target t, whose certificates ca signs. The
@@ -495,17 +496,14 @@ func (c *Connector) Revoke(ctx context.Context, req mayfly.RevokeRequest) error 
 func (c *Connector) writeKRLLocked() error {
 	now := c.now()
 	k := c.reg.krl(now)
-	k.Version = uint64(max(now.Unix(), 0))
-	if old, err := parseKRL(c.krlData); err == nil && k.Version <= old.Version {
-		k.Version = old.Version + 1
-	}
+	k.Version = max(uint64(max(now.Unix(), 0)), c.krlVersion+1)
 	data := k.marshal()
 	if c.krlFile != "" {
 		if err := writeFileAtomic(c.krlFile, data, 0o644); err != nil {
 			return err
 		}
 	}
-	c.krlData, c.krlGen = data, c.reg.gen
+	c.krlData, c.krlGen, c.krlVersion = data, c.reg.gen, k.Version
 	return nil
 }
 

@@ -148,8 +148,10 @@ func mustLogin(t *testing.T, srv *testServer, cred mayfly.Credential, key gossh.
 	}
 }
 
-func mustRefuse(t *testing.T, srv *testServer, cred mayfly.Credential, key gossh.Signer, why string) {
+// mustRefuse checks that sshd refuses cred, logging logWant as the reason.
+func mustRefuse(t *testing.T, srv *testServer, cred mayfly.Credential, key gossh.Signer, why, logWant string) {
 	t.Helper()
+	before := len(srv.log.String())
 	cl, err := srv.login(testCtx(t), cred, key)
 	if err == nil {
 		cl.Close()
@@ -157,6 +159,14 @@ func mustRefuse(t *testing.T, srv *testServer, cred mayfly.Credential, key gossh
 	}
 	if !strings.Contains(err.Error(), "unable to authenticate") {
 		t.Fatalf("login %s: %v; want an authentication failure", why, err)
+	}
+	// sshd logs the reason as it refuses the key, before the client gives up.
+	deadline := time.Now().Add(2 * time.Second)
+	for !strings.Contains(srv.log.String()[before:], logWant) {
+		if time.Now().After(deadline) {
+			t.Fatalf("login %s refused, but sshd did not log %q:\n%s", why, logWant, srv.log.String()[before:])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -171,7 +181,7 @@ func TestExpiredCertificateRefused(t *testing.T) {
 	})
 	mustLogin(t, srv, cred, nil)
 	time.Sleep(time.Until(expires) + 1100*time.Millisecond)
-	mustRefuse(t, srv, cred, nil, "after ValidBefore")
+	mustRefuse(t, srv, cred, nil, "after ValidBefore", "expired")
 }
 
 // TestRevokeOwnKey revokes a certificate of a key the user brought: sshd
@@ -196,7 +206,7 @@ func TestRevokeOwnKey(t *testing.T) {
 	if err := c.Revoke(testCtx(t), mayfly.RevokeRequest{LeaseID: "lse_own1", Username: "mf_own1", ExpiresAt: exp}); err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
-	mustRefuse(t, srv, cred, key, "after revocation")
+	mustRefuse(t, srv, cred, key, "after revocation", "revoked by file")
 
 	k := parseKRLFile(t, srv.KRLFile)
 	if len(k.Keys) != 0 {
@@ -222,7 +232,7 @@ func TestRevokeByKeyIDWithoutRecords(t *testing.T) {
 	if err := c2.Revoke(testCtx(t), mayfly.RevokeRequest{LeaseID: "lse_lost", Username: "mf_lost", ExpiresAt: exp}); err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
-	mustRefuse(t, srv, cred, nil, "after revocation by key ID")
+	mustRefuse(t, srv, cred, nil, "after revocation by key ID", "revoked by file")
 }
 
 func TestRotation(t *testing.T) {
@@ -259,14 +269,14 @@ func TestRotation(t *testing.T) {
 	if err := c.Revoke(testCtx(t), mayfly.RevokeRequest{LeaseID: "lse_rot1", Username: "mf_rot1", ExpiresAt: exp}); err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
-	mustRefuse(t, srv, before, nil, "of an old-key certificate after revocation")
+	mustRefuse(t, srv, before, nil, "of an old-key certificate after revocation", "revoked by file")
 	mustLogin(t, srv, after, nil)
 
 	mustLogin(t, srv, before2, nil)
 
 	// The old key's trust is what keeps its certificates working.
 	writeFile(t, srv.dir+"/trusted_ca", []byte(keys[0]+"\n"), 0o644)
-	mustRefuse(t, srv, before2, nil, "of an old-key certificate once the old key is untrusted")
+	mustRefuse(t, srv, before2, nil, "of an old-key certificate once the old key is untrusted", "Failed publickey for "+testPrincipal)
 	mustLogin(t, srv, after, nil)
 }
 

@@ -156,9 +156,13 @@ func (w *where) limit(n int) string {
 
 // Requests.
 
-const requestCols = `id, requester, target, grant_name, reason, duration_ns, state, policy,
-	approvals_required, approver_groups, approvers, decider, decision_reason,
-	created_at, decided_at, lease_id`
+const requestCols = `id, requester, target, grant_name, created_at, reason, duration_ns, state, policy,
+	approvals_required, approver_groups, steps, step, step_approvals, approvers, decider, decision_reason,
+	decided_at, lease_id`
+
+// requestFixed is how many leading columns of requestCols never change
+// after creation.
+const requestFixed = 5
 
 func requestArgs(r *mayfly.Request) ([]any, error) {
 	created, err := timeArg("created_at", r.CreatedAt)
@@ -173,32 +177,39 @@ func requestArgs(r *mayfly.Request) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	steps, err := jsonArg(r.Steps, r.Steps == nil)
+	if err != nil {
+		return nil, err
+	}
 	approvers, err := jsonArg(r.Approvers, r.Approvers == nil)
 	if err != nil {
 		return nil, err
 	}
-	return []any{r.ID, r.Requester, r.Target, r.Grant, r.Reason, int64(r.Duration), string(r.State), r.Policy,
-		r.ApprovalsRequired, groups, approvers, r.Decider, r.DecisionReason,
-		created, decided, r.LeaseID}, nil
+	return []any{r.ID, r.Requester, r.Target, r.Grant, created, r.Reason, int64(r.Duration), string(r.State), r.Policy,
+		r.ApprovalsRequired, groups, steps, r.Step, r.StepApprovals, approvers, r.Decider, r.DecisionReason,
+		decided, r.LeaseID}, nil
 }
 
 func scanRequest(rows *sql.Rows) (*mayfly.Request, error) {
 	var (
-		r                 mayfly.Request
-		dur               int64
-		state             string
-		groups, approvers sql.NullString
-		created, decided  sql.NullInt64
+		r                        mayfly.Request
+		dur                      int64
+		state                    string
+		groups, steps, approvers sql.NullString
+		created, decided         sql.NullInt64
 	)
-	if err := rows.Scan(&r.ID, &r.Requester, &r.Target, &r.Grant, &r.Reason, &dur, &state, &r.Policy,
-		&r.ApprovalsRequired, &groups, &approvers, &r.Decider, &r.DecisionReason,
-		&created, &decided, &r.LeaseID); err != nil {
+	if err := rows.Scan(&r.ID, &r.Requester, &r.Target, &r.Grant, &created, &r.Reason, &dur, &state, &r.Policy,
+		&r.ApprovalsRequired, &groups, &steps, &r.Step, &r.StepApprovals, &approvers, &r.Decider, &r.DecisionReason,
+		&decided, &r.LeaseID); err != nil {
 		return nil, err
 	}
 	r.Duration, r.State = time.Duration(dur), mayfly.RequestState(state)
 	r.CreatedAt, r.DecidedAt = timeOf(created), timeOf(decided)
 	if err := jsonOf(groups, &r.ApproverGroups); err != nil {
 		return nil, fmt.Errorf("request %s: approver groups: %w", r.ID, err)
+	}
+	if err := jsonOf(steps, &r.Steps); err != nil {
+		return nil, fmt.Errorf("request %s: steps: %w", r.ID, err)
 	}
 	if err := jsonOf(approvers, &r.Approvers); err != nil {
 		return nil, fmt.Errorf("request %s: approvers: %w", r.ID, err)
@@ -213,7 +224,7 @@ func (t *tx) CreateRequest(r *mayfly.Request) error {
 		return err
 	}
 	res, err := t.exec(`INSERT INTO requests (`+requestCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, args...)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, args...)
 	if err != nil {
 		return fmt.Errorf("create request %s: %w", r.ID, err)
 	}
@@ -225,17 +236,18 @@ func (t *tx) CreateRequest(r *mayfly.Request) error {
 	return nil
 }
 
-// UpdateRequest writes every field of r but its id; ENOTFOUND when there
-// is no such request.
+// UpdateRequest writes every field of r but those fixed at creation (ID,
+// Requester, Target, Grant, CreatedAt); ENOTFOUND when there is no such
+// request.
 func (t *tx) UpdateRequest(r *mayfly.Request) error {
 	args, err := requestArgs(r)
 	if err != nil {
 		return err
 	}
-	args = append(args[1:], r.ID)
-	res, err := t.exec(`UPDATE requests SET requester = ?, target = ?, grant_name = ?, reason = ?,
-		duration_ns = ?, state = ?, policy = ?, approvals_required = ?, approver_groups = ?, approvers = ?,
-		decider = ?, decision_reason = ?, created_at = ?, decided_at = ?, lease_id = ? WHERE id = ?`, args...)
+	args = append(args[requestFixed:], r.ID)
+	res, err := t.exec(`UPDATE requests SET reason = ?, duration_ns = ?, state = ?, policy = ?,
+		approvals_required = ?, approver_groups = ?, steps = ?, step = ?, step_approvals = ?, approvers = ?,
+		decider = ?, decision_reason = ?, decided_at = ?, lease_id = ? WHERE id = ?`, args...)
 	if err != nil {
 		return fmt.Errorf("update request %s: %w", r.ID, err)
 	}
@@ -295,8 +307,12 @@ func (t *tx) listRequests(q string, args ...any) ([]*mayfly.Request, error) {
 
 // Leases.
 
-const leaseCols = `id, request_id, requester, target, grant_name, username, state,
-	created_at, expires_at, due_at, ended_at, end_reason, revoke_attempts, last_error, secret_hmac`
+const leaseCols = `id, request_id, requester, target, grant_name, username, created_at,
+	state, expires_at, due_at, ended_at, end_reason, revoke_attempts, last_error, secret_hmac`
+
+// leaseFixed is how many leading columns of leaseCols never change after
+// creation.
+const leaseFixed = 7
 
 func leaseArgs(l *mayfly.Lease) ([]any, error) {
 	var ts [4]any
@@ -310,8 +326,8 @@ func leaseArgs(l *mayfly.Lease) ([]any, error) {
 		}
 		ts[i] = v
 	}
-	return []any{l.ID, l.RequestID, l.Requester, l.Target, l.Grant, l.Username, string(l.State),
-		ts[0], ts[1], ts[2], ts[3], l.EndReason, l.RevokeAttempts, l.LastError, l.SecretHMAC}, nil
+	return []any{l.ID, l.RequestID, l.Requester, l.Target, l.Grant, l.Username, ts[0], string(l.State),
+		ts[1], ts[2], ts[3], l.EndReason, l.RevokeAttempts, l.LastError, l.SecretHMAC}, nil
 }
 
 func scanLease(rows *sql.Rows) (*mayfly.Lease, error) {
@@ -320,8 +336,8 @@ func scanLease(rows *sql.Rows) (*mayfly.Lease, error) {
 		state                       string
 		created, expires, due, ende sql.NullInt64
 	)
-	if err := rows.Scan(&l.ID, &l.RequestID, &l.Requester, &l.Target, &l.Grant, &l.Username, &state,
-		&created, &expires, &due, &ende, &l.EndReason, &l.RevokeAttempts, &l.LastError, &l.SecretHMAC); err != nil {
+	if err := rows.Scan(&l.ID, &l.RequestID, &l.Requester, &l.Target, &l.Grant, &l.Username, &created, &state,
+		&expires, &due, &ende, &l.EndReason, &l.RevokeAttempts, &l.LastError, &l.SecretHMAC); err != nil {
 		return nil, err
 	}
 	l.State = mayfly.LeaseState(state)
@@ -348,16 +364,16 @@ func (t *tx) CreateLease(l *mayfly.Lease) error {
 	return nil
 }
 
-// UpdateLease writes every field of l but its id; ENOTFOUND when there is
-// no such lease.
+// UpdateLease writes every field of l but those fixed at creation (ID,
+// RequestID, Requester, Target, Grant, Username, CreatedAt); ENOTFOUND when
+// there is no such lease. Only the (state, due_at) index changes.
 func (t *tx) UpdateLease(l *mayfly.Lease) error {
 	args, err := leaseArgs(l)
 	if err != nil {
 		return err
 	}
-	args = append(args[1:], l.ID)
-	res, err := t.exec(`UPDATE leases SET request_id = ?, requester = ?, target = ?, grant_name = ?,
-		username = ?, state = ?, created_at = ?, expires_at = ?, due_at = ?, ended_at = ?, end_reason = ?,
+	args = append(args[leaseFixed:], l.ID)
+	res, err := t.exec(`UPDATE leases SET state = ?, expires_at = ?, due_at = ?, ended_at = ?, end_reason = ?,
 		revoke_attempts = ?, last_error = ?, secret_hmac = ? WHERE id = ?`, args...)
 	if err != nil {
 		return fmt.Errorf("update lease %s: %w", l.ID, err)

@@ -101,6 +101,9 @@ func normRequest(r *mayfly.Request) *mayfly.Request {
 	if len(c.Approvers) == 0 {
 		c.Approvers = nil
 	}
+	if len(c.Steps) == 0 {
+		c.Steps = nil
+	}
 	return &c
 }
 
@@ -141,12 +144,18 @@ func fullRequest(id string) *mayfly.Request {
 		Policy:            "prod-readonly",
 		ApprovalsRequired: 2,
 		ApproverGroups:    []string{"dba", "sre"},
-		Approvers:         []string{"bob", "carol"},
-		Decider:           "dave",
-		DecisionReason:    "looks fine",
-		CreatedAt:         base,
-		DecidedAt:         base.Add(time.Minute + time.Nanosecond),
-		LeaseID:           "l-" + id,
+		Steps: []mayfly.ApprovalStep{
+			{Approvals: 1, ApproverGroups: []string{"team-lead"}},
+			{Approvals: 2, ApproverGroups: []string{"dba", "sre"}},
+		},
+		Step:           1,
+		StepApprovals:  1,
+		Approvers:      []string{"bob", "carol"},
+		Decider:        "dave",
+		DecisionReason: "looks fine",
+		CreatedAt:      base,
+		DecidedAt:      base.Add(time.Minute + time.Nanosecond),
+		LeaseID:        "l-" + id,
 	}
 }
 
@@ -195,14 +204,31 @@ func testRequestRoundTrip(t *testing.T, s mayfly.Store) {
 		return nil
 	})
 
-	// Every field can change.
+	// Every field but those fixed at creation (ID, Requester, Target,
+	// Grant, CreatedAt) can change.
 	changed := &mayfly.Request{
-		ID: "r1", Requester: "alice2", Target: "pg-stage", Grant: "dba", Reason: "other",
+		ID: "r1", Requester: full.Requester, Target: full.Target, Grant: full.Grant, Reason: "other",
 		Duration: time.Second, State: mayfly.RequestDenied, Policy: "p2", ApprovalsRequired: 1,
-		ApproverGroups: []string{"x"}, Approvers: []string{"bob", "carol", "erin"}, Decider: "frank",
-		DecisionReason: "no", CreatedAt: base.Add(time.Nanosecond), DecidedAt: base.Add(time.Hour), LeaseID: "l9",
+		ApproverGroups: []string{"x"}, Steps: []mayfly.ApprovalStep{{Approvals: 1}}, Step: 0, StepApprovals: 0,
+		Approvers: []string{"bob", "carol", "erin"}, Decider: "frank",
+		DecisionReason: "no", CreatedAt: full.CreatedAt, DecidedAt: base.Add(time.Hour), LeaseID: "l9",
 	}
 	cleared := &mayfly.Request{ID: "r2", State: mayfly.RequestCancelled}
+	// Fixed fields are kept whatever UpdateRequest is given.
+	fixedKept := *fullRequest("r3")
+	fixedKept.Approvers, fixedKept.ApproverGroups, fixedKept.Steps = nil, nil, nil
+	fixedKept.CreatedAt, fixedKept.Requester, fixedKept.Target, fixedKept.Grant = old.CreatedAt, "", "", ""
+	attempt := fixedKept
+	attempt.Requester, attempt.Target, attempt.Grant, attempt.CreatedAt = "mallory", "other", "dba", base
+	update(t, s, func(tx mayfly.Tx) error { return tx.UpdateRequest(&attempt) })
+	view(t, s, func(tx mayfly.Tx) error {
+		got, err := tx.GetRequest("r3")
+		if err != nil {
+			return err
+		}
+		checkRequest(t, "GetRequest(r3) after changing fixed fields", got, &fixedKept)
+		return nil
+	})
 	update(t, s, func(tx mayfly.Tx) error {
 		if err := tx.UpdateRequest(changed); err != nil {
 			return err
@@ -342,18 +368,25 @@ func testLeaseRoundTrip(t *testing.T, s mayfly.Store) {
 		}
 		return nil
 	})
+	// Every field but those fixed at creation (ID, RequestID, Requester,
+	// Target, Grant, Username, CreatedAt) can change.
 	changed := &mayfly.Lease{
-		ID: "l1", RequestID: "r9", Requester: "bob", Target: "mysql", Grant: "dba", Username: "mf_bob_x",
-		State: mayfly.LeaseRevoked, CreatedAt: base.Add(time.Nanosecond), ExpiresAt: base.Add(3 * time.Hour),
+		ID: "l1", RequestID: full.RequestID, Requester: full.Requester, Target: full.Target, Grant: full.Grant,
+		Username: full.Username, State: mayfly.LeaseRevoked, CreatedAt: full.CreatedAt, ExpiresAt: base.Add(3 * time.Hour),
 		DueAt: time.Time{}, EndedAt: base.Add(4 * time.Hour), EndReason: mayfly.EndDone, RevokeAttempts: 4,
 		LastError: "", SecretHMAC: "aa",
 	}
+	// Fixed fields are kept whatever UpdateLease is given.
 	filled := fullLease("l2")
+	filled.RequestID, filled.Requester, filled.Target, filled.Grant, filled.Username, filled.CreatedAt = "", "", "", "", "", time.Time{}
+	attempt := *filled
+	attempt.RequestID, attempt.Requester, attempt.Target, attempt.Grant, attempt.Username, attempt.CreatedAt =
+		"r-x", "mallory", "other", "dba", "mf_mallory", base
 	update(t, s, func(tx mayfly.Tx) error {
 		if err := tx.UpdateLease(changed); err != nil {
 			return err
 		}
-		return tx.UpdateLease(filled)
+		return tx.UpdateLease(&attempt)
 	})
 	view(t, s, func(tx mayfly.Tx) error {
 		for _, want := range []*mayfly.Lease{changed, filled} {
@@ -708,11 +741,11 @@ func testListAudit(t *testing.T, s mayfly.Store) {
 			RequestID: req, LeaseID: lease, Subject: "x"}
 	}
 	appendAll(t, s, []*mayfly.AuditEvent{
-		ev("alice", "request.create", "pg", "r1", "", 0),              // 1
-		ev("bob", "request.approve", "pg", "r1", "", time.Second),     // 2
-		ev("system", "lease.activate", "pg", "r1", "l1", 2*time.Second), // 3
-		ev("carol", "request.create", "redis", "r2", "", 3*time.Second), // 4
-		ev("system", "lease.revoke", "pg", "r1", "l1", 4*time.Second),   // 5
+		ev("alice", "request.create", "pg", "r1", "", 0),                                   // 1
+		ev("bob", "request.approve", "pg", "r1", "", time.Second),                          // 2
+		ev("system", "lease.activate", "pg", "r1", "l1", 2*time.Second),                    // 3
+		ev("carol", "request.create", "redis", "r2", "", 3*time.Second),                    // 4
+		ev("system", "lease.revoke", "pg", "r1", "l1", 4*time.Second),                      // 5
 		ev("system", "lease.activate", "redis", "r2", "l2", 4*time.Second+time.Nanosecond), // 6
 	})
 	tests := []struct {
@@ -861,7 +894,7 @@ func testViewIsReadOnly(t *testing.T, s mayfly.Store) {
 func testConcurrentUpdates(t *testing.T, s mayfly.Store) {
 	const workers, each = 20, 5
 	var wg sync.WaitGroup
-	errs := make(chan error, workers*each)
+	errs := make(chan error, 2*workers*each)
 	for w := range workers {
 		wg.Go(func() {
 			for i := range each {
