@@ -225,3 +225,10 @@ type Connector interface {
 	// Close releases connections.
 	Close() error
 }
+
+// BatchRevoker is implemented by connectors that revoke many accounts at
+// once more cheaply than one by one. The result has one error (or nil) per
+// request, in order; the same guarantees as Revoke hold for each.
+type BatchRevoker interface {
+	RevokeBatch(ctx context.Context, reqs []RevokeRequest) []error
+}

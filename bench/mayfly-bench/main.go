@@ -384,7 +384,7 @@ func benchRevoke(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 		go func() {
 			defer wg.Done()
 			for range ch {
-				c, err := b.issue(ctx, time.Until(T).Round(time.Millisecond)+time.Duration(seq.Add(1)%900)*time.Millisecond)
+				c, err := b.issue(ctx, time.Until(T).Round(time.Millisecond))
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					continue

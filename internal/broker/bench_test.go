@@ -2,9 +2,12 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/broker"
@@ -41,6 +44,29 @@ func newBenchBroker(b *testing.B) (*broker.Broker, mayfly.Connector) {
 	return br, conn
 }
 
+// BenchmarkBareCreateRole is the raw operation BenchmarkIssue wraps, on the
+// same server: CREATE ROLE with a plaintext password the server hashes.
+func BenchmarkBareCreateRole(b *testing.B) {
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, testenv.PostgresDSN())
+	if err != nil {
+		testenv.Unavailable(b, "PostgreSQL", err)
+	}
+	defer c.Close(ctx)
+	var names []string
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("mf_benchbare_%d_%d", time.Now().UnixNano(), i)
+		names = append(names, name)
+		if _, err := c.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'plain-password-of-some-length' VALID UNTIL 'infinity' IN ROLE pg_read_all_data", name)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	for _, n := range names {
+		c.Exec(ctx, "DROP ROLE "+n)
+	}
+}
+
 // BenchmarkIssue measures request → automatic approval → account created,
 // without HTTP. Accounts are revoked after timing.
 func BenchmarkIssue(b *testing.B) {
@@ -50,11 +76,7 @@ func BenchmarkIssue(b *testing.B) {
 	var names []string
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		r, _, err := br.CreateRequest(ctx, c, broker.RequestInput{Target: "pg", Grant: "readonly", Duration: time.Hour, Reason: "bench"})
-		if err != nil {
-			b.Fatal(err)
-		}
-		a, err := br.Activate(ctx, c, r.ID, broker.ActivateOptions{})
+		_, _, a, err := br.CreateAndActivate(ctx, c, broker.RequestInput{Target: "pg", Grant: "readonly", Duration: time.Hour, Reason: "bench"}, broker.ActivateOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -64,4 +86,37 @@ func BenchmarkIssue(b *testing.B) {
 	for _, n := range names {
 		conn.Revoke(ctx, mayfly.RevokeRequest{Username: n})
 	}
+}
+
+// BenchmarkRevokeBurst measures the scheduler revoking b.N leases that
+// all expired at the same moment, end to end against PostgreSQL.
+func BenchmarkRevokeBurst(b *testing.B) {
+	br, _ := newBenchBroker(b)
+	ctx := context.Background()
+	c := broker.Caller{User: "bench", Groups: []string{"eng"}}
+	for i := 0; i < b.N; i++ {
+		if _, _, _, err := br.CreateAndActivate(ctx, c, broker.RequestInput{Target: "pg", Grant: "readonly", Duration: time.Second, Reason: "bench"}, broker.ActivateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	time.Sleep(time.Until(time.Now().Add(time.Second)))
+	b.ResetTimer()
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- br.RunScheduler(sctx, broker.SchedulerOptions{Concurrency: 16}) }()
+	for {
+		var n map[mayfly.LeaseState]int
+		br.Store().View(ctx, func(tx mayfly.Tx) error {
+			var err error
+			n, err = tx.CountLeases()
+			return err
+		})
+		if n[mayfly.LeaseRevoked] == b.N {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.StopTimer()
+	cancel()
+	<-done
 }

@@ -190,7 +190,10 @@ func (b *Broker) CreateRequest(ctx context.Context, c Caller, in RequestInput) (
 	return b.createRequest(ctx, c, in, nil)
 }
 
-func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, then func(mayfly.Tx, *mayfly.Request) error) (*mayfly.Request, policy.Decision, error) {
+// createRequest decides and records a request. prepare, when not nil, runs
+// before anything is written and may return more to write in the same
+// transaction (the lease intent of an immediate activation).
+func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, prepare func(*mayfly.Request) (func(mayfly.Tx) error, error)) (*mayfly.Request, policy.Decision, error) {
 	cfg := b.cfg.Load()
 	if err := checkInput(cfg, in); err != nil {
 		return nil, policy.Decision{}, err
@@ -227,6 +230,13 @@ func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, t
 		r.State = mayfly.RequestApproved
 		r.DecidedAt = now
 	}
+	var then func(mayfly.Tx) error
+	if prepare != nil {
+		var err error
+		if then, err = prepare(r); err != nil {
+			return nil, d, err
+		}
+	}
 	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
 		if err := tx.CreateRequest(r); err != nil {
 			return err
@@ -244,7 +254,7 @@ func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, t
 			}
 		}
 		if then != nil {
-			return then(tx, r)
+			return then(tx)
 		}
 		return nil
 	})
@@ -468,13 +478,16 @@ func (b *Broker) Activate(ctx context.Context, c Caller, requestID string, o Act
 func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInput, o ActivateOptions) (*mayfly.Request, policy.Decision, *Activation, error) {
 	var l *mayfly.Lease
 	var grant mayfly.Grant
-	r, d, err := b.createRequest(ctx, c, in, func(tx mayfly.Tx, r *mayfly.Request) error {
+	r, d, err := b.createRequest(ctx, c, in, func(r *mayfly.Request) (func(mayfly.Tx) error, error) {
 		if r.State != mayfly.RequestApproved {
-			return nil
+			return nil, nil
 		}
 		var err error
-		l, grant, err = b.intent(tx, c, r)
-		return err
+		if l, grant, err = b.newLease(c, r); err != nil {
+			return nil, err
+		}
+		r.LeaseID = l.ID
+		return func(tx mayfly.Tx) error { return b.recordIntent(tx, c, r, l) }, nil
 	})
 	if err != nil || l == nil {
 		return r, d, nil, err
@@ -486,6 +499,29 @@ func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInpu
 // intent checks that r can be activated by c and records the lease as
 // provisioning, with its account name, in tx: intent before action.
 func (b *Broker) intent(tx mayfly.Tx, c Caller, r *mayfly.Request) (*mayfly.Lease, mayfly.Grant, error) {
+	if r.LeaseID != "" {
+		prev, err := tx.GetLease(r.LeaseID)
+		if err != nil {
+			return nil, mayfly.Grant{}, err
+		}
+		if prev.State != mayfly.LeaseFailed {
+			return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "credentials for request %s were already issued (lease %s); they are shown only once — request access again for new ones", r.ID, prev.ID)
+		}
+	}
+	l, grant, err := b.newLease(c, r)
+	if err != nil {
+		return nil, mayfly.Grant{}, err
+	}
+	r.LeaseID = l.ID
+	if err := tx.UpdateRequest(r); err != nil {
+		return nil, mayfly.Grant{}, err
+	}
+	return l, grant, b.recordIntent(tx, c, r, l)
+}
+
+// newLease checks that c may activate r now and builds its lease, not yet
+// recorded.
+func (b *Broker) newLease(c Caller, r *mayfly.Request) (*mayfly.Lease, mayfly.Grant, error) {
 	cfg := b.cfg.Load()
 	if r.Requester != c.User {
 		if !b.canSee(c, r) {
@@ -496,18 +532,9 @@ func (b *Broker) intent(tx mayfly.Tx, c Caller, r *mayfly.Request) (*mayfly.Leas
 	switch r.State {
 	case mayfly.RequestApproved:
 	case mayfly.RequestPending:
-		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s is still pending approval (%d of %d approvals)", r.ID, len(r.Approvers), r.ApprovalsRequired)
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s is still pending approval (%d of %d approvals)", r.ID, r.StepApprovals, r.ApprovalsRequired)
 	default:
 		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s is %s", r.ID, r.State)
-	}
-	if r.LeaseID != "" {
-		prev, err := tx.GetLease(r.LeaseID)
-		if err != nil {
-			return nil, mayfly.Grant{}, err
-		}
-		if prev.State != mayfly.LeaseFailed {
-			return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "credentials for request %s were already issued (lease %s); they are shown only once — request access again for new ones", r.ID, prev.ID)
-		}
 	}
 	target, ok := cfg.Targets[r.Target]
 	if !ok {
@@ -526,15 +553,15 @@ func (b *Broker) intent(tx mayfly.Tx, c Caller, r *mayfly.Request) (*mayfly.Leas
 		Username: AccountName(target, r.Requester), State: mayfly.LeaseProvisioning,
 		CreatedAt: now, ExpiresAt: now.Add(r.Duration), DueAt: now.Add(b.provTO),
 	}
+	return l, grant, nil
+}
+
+// recordIntent writes a new provisioning lease and its audit event.
+func (b *Broker) recordIntent(tx mayfly.Tx, c Caller, r *mayfly.Request, l *mayfly.Lease) error {
 	if err := tx.CreateLease(l); err != nil {
-		return nil, mayfly.Grant{}, err
+		return err
 	}
-	r.LeaseID = l.ID
-	if err := tx.UpdateRequest(r); err != nil {
-		return nil, mayfly.Grant{}, err
-	}
-	err := b.audit(tx, c, "lease.intent", nil, l, r.Reason, map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)})
-	return l, grant, err
+	return b.audit(tx, c, "lease.intent", nil, l, r.Reason, map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)})
 }
 
 // provision creates the account of a lease recorded as provisioning and

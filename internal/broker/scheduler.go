@@ -75,7 +75,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	if o.MaxSleep <= 0 {
 		o.MaxSleep = 30 * time.Second
 	}
-	work := make(chan *mayfly.Lease)
+	work := make(chan []*mayfly.Lease)
 	results := make(chan outcome, o.Concurrency*4)
 	workersDone := make(chan struct{})
 	go func() {
@@ -84,8 +84,10 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		for i := 0; i < o.Concurrency; i++ {
 			go func() {
 				defer func() { done <- struct{}{} }()
-				for l := range work {
-					results <- outcome{l, b.revokeOnTarget(context.WithoutCancel(ctx), l)}
+				for batch := range work {
+					for _, o := range b.revokeBatch(context.WithoutCancel(ctx), batch) {
+						results <- o
+					}
 				}
 			}()
 		}
@@ -112,9 +114,9 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		if err != nil && ctx.Err() == nil {
 			b.log.Error("scheduler: claim due leases", "err", err)
 		}
-		for _, l := range claimed {
+		for _, batch := range chunk(claimed, o.Concurrency) {
 			select {
-			case work <- l:
+			case work <- batch:
 			case <-ctx.Done():
 				return nil
 			}
@@ -220,4 +222,56 @@ func (b *Broker) commitOutcomes(results <-chan outcome) {
 		}
 		b.poke()
 	}
+}
+
+// maxChunk bounds how many leases of one target one worker revokes at once.
+const maxChunk = 64
+
+// chunk groups leases by target into batches that spread over the workers:
+// a burst of expiries becomes a few batched revocations per worker.
+func chunk(ls []*mayfly.Lease, workers int) [][]*mayfly.Lease {
+	byTarget := map[string][]*mayfly.Lease{}
+	var order []string
+	for _, l := range ls {
+		if _, ok := byTarget[l.Target]; !ok {
+			order = append(order, l.Target)
+		}
+		byTarget[l.Target] = append(byTarget[l.Target], l)
+	}
+	var out [][]*mayfly.Lease
+	for _, t := range order {
+		g := byTarget[t]
+		size := (len(g) + workers - 1) / workers
+		size = min(max(size, 1), maxChunk)
+		for len(g) > 0 {
+			n := min(size, len(g))
+			out = append(out, g[:n])
+			g = g[n:]
+		}
+	}
+	return out
+}
+
+// revokeBatch revokes leases of one target, in one batched call when the
+// connector supports it.
+func (b *Broker) revokeBatch(ctx context.Context, batch []*mayfly.Lease) []outcome {
+	out := make([]outcome, len(batch))
+	conn := b.connectors[batch[0].Target]
+	if br, ok := conn.(mayfly.BatchRevoker); ok && len(batch) > 1 {
+		reqs := make([]mayfly.RevokeRequest, len(batch))
+		for i, l := range batch {
+			reqs[i] = mayfly.RevokeRequest{LeaseID: l.ID, Username: l.Username, ExpiresAt: l.ExpiresAt}
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		errs := br.RevokeBatch(rctx, reqs)
+		cancel()
+		for i, l := range batch {
+			out[i] = outcome{l, errs[i]}
+		}
+		return out
+	}
+	for i, l := range batch {
+		out[i] = outcome{l, b.revokeOnTarget(ctx, l)}
+	}
+	return out
 }

@@ -41,6 +41,8 @@ const (
 // checkTimeout bounds Check.
 const checkTimeout = 5 * time.Second
 
+var _ mayfly.Connector = (*Connector)(nil)
+
 // Connector manages ephemeral roles on one PostgreSQL server.
 type Connector struct {
 	name       string // target name, for messages

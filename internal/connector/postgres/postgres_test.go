@@ -403,27 +403,9 @@ func TestValidUntil(t *testing.T) {
 // TestRevokeOwnedObjects revokes a role that owns tables in the lease's
 // database and in another one, with a session open.
 func TestRevokeOwnedObjects(t *testing.T) {
-	conn := admin(t, "")
+	conn, other := setupOtherDB(t)
 	setupSchema(t, conn)
 	var n int
-	if err := conn.QueryRow(ctxT(t), "SELECT count(*) FROM pg_database WHERE datname = $1", otherDB).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	if n == 0 {
-		if _, err := conn.Exec(ctxT(t), "CREATE DATABASE "+otherDB); err != nil && !strings.Contains(err.Error(), "already exists") {
-			t.Fatalf("create database: %v", err)
-		}
-	}
-	other := admin(t, otherDB)
-	for _, cn := range []*pgx.Conn{conn, other} {
-		if err := cn.QueryRow(ctxT(t), "SELECT count(*) FROM pg_namespace WHERE nspname = $1", ownerSchema).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			exec(t, cn, "CREATE SCHEMA IF NOT EXISTS "+ownerSchema)
-		}
-	}
-
 	prefix := testPrefix()
 	c := newConnector(t, prefix)
 	name := prefix + "owner"
@@ -479,6 +461,67 @@ func TestRevokeOwnedObjects(t *testing.T) {
 		case owner != "postgres":
 			t.Errorf("%s: table %s is owned by %q after Revoke; want the admin", db, table, owner)
 		}
+	}
+}
+
+// setupOtherDB creates the scratch database and the schema roles may be
+// allowed to create tables in, in both databases; it returns admin
+// connections to the DSN's database and to the scratch one.
+func setupOtherDB(t *testing.T) (*pgx.Conn, *pgx.Conn) {
+	t.Helper()
+	conn := admin(t, "")
+	var n int
+	if err := conn.QueryRow(ctxT(t), "SELECT count(*) FROM pg_database WHERE datname = $1", otherDB).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		if _, err := conn.Exec(ctxT(t), "CREATE DATABASE "+otherDB); err != nil && !strings.Contains(err.Error(), "already exists") {
+			t.Fatalf("create database: %v", err)
+		}
+	}
+	other := admin(t, otherDB)
+	for _, cn := range []*pgx.Conn{conn, other} {
+		if err := cn.QueryRow(ctxT(t), "SELECT count(*) FROM pg_namespace WHERE nspname = $1", ownerSchema).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			exec(t, cn, "CREATE SCHEMA IF NOT EXISTS "+ownerSchema)
+		}
+	}
+	return conn, other
+}
+
+// TestGrantDatabase checks that a grant's statements run in the grant's
+// database and that the credential names it.
+func TestGrantDatabase(t *testing.T) {
+	_, other := setupOtherDB(t)
+	prefix := testPrefix()
+	c := newConnector(t, prefix)
+	name := prefix + "gdb"
+	table := ownerSchema + ".t_" + randHex(4)
+	g := mayfly.Grant{Database: otherDB, Statements: []string{"GRANT USAGE, CREATE ON SCHEMA " + ownerSchema + " TO {{name}}"}}
+	cred := provisionT(t, c, name, "lse_gdb", g, time.Now().Add(time.Minute))
+	t.Cleanup(func() { other.Exec(context.Background(), "DROP TABLE IF EXISTS "+table) })
+	if got, want := cred.Database, otherDB; got != want {
+		t.Errorf("Credential.Database = %q; want %q", got, want)
+	}
+	s, err := connect(ctxT(t), cred)
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	defer s.Close(context.Background())
+	if _, err := s.Exec(ctxT(t), "CREATE TABLE "+table+" (x int)"); err != nil {
+		t.Fatalf("CREATE TABLE allowed by the grant's statement in %s: %v", otherDB, err)
+	}
+	if err := c.Revoke(ctxT(t), mayfly.RevokeRequest{LeaseID: "lse_gdb", Username: name}); err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	var owner string
+	if err := other.QueryRow(ctxT(t), "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)", table).Scan(&owner); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		t.Fatal(err)
+	}
+	if owner != "" && owner != "postgres" {
+		t.Errorf("table %s is owned by %q after Revoke; want the admin", table, owner)
 	}
 }
 

@@ -122,7 +122,11 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 	if len(roles) > 0 {
 		create += " IN ROLE " + strings.Join(roles, ", ")
 	}
-	seg := append(segment{{sql: create}, {sql: "COMMENT ON ROLE " + role + " IS " + comment}}, stmts...)
+	// The creation commits without waiting for its WAL to reach disk: if
+	// the server crashed before the flush, the role would be lost, which
+	// only denies access (fail-safe); it never leaves access behind.
+	seg := append(segment{{sql: "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)"},
+		{sql: create}, {sql: "COMMENT ON ROLE " + role + " IS " + comment}}, stmts...)
 	res, err := pipeline(ctx, pg, seg)
 	if err != nil {
 		// The outcome is unknown: the role may have been created.

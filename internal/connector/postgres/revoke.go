@@ -17,7 +17,8 @@ const revokeAttempts = 3
 // Statements prepared once per admin connection, so that Revoke's queries
 // are not parsed and planned on every call.
 var preparedSQL = map[string]string{
-	// The role's oid, after ending its sessions.
+	// Ends the role's sessions; returns its oid and how many sessions
+	// were signalled.
 	"mayfly_role_terminate": `SELECT r.oid::text, (SELECT count(pg_catalog.pg_terminate_backend(a.pid))
 		FROM pg_catalog.pg_stat_activity a WHERE a.usesysid = r.oid AND a.pid <> pg_catalog.pg_backend_pid())
 		FROM pg_catalog.pg_roles r WHERE r.rolname = $1`,

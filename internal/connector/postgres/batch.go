@@ -1,0 +1,106 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// RevokeBatch revokes several roles in two round trips on one connection:
+// it looks the roles up, then, pipelined, locks them all out (NOLOGIN),
+// ends their sessions and drops them with one DROP ROLE in one transaction
+// (one commit for the lot), and verifies none is left. Roles that own
+// objects, or any surprise, fall back to Revoke one by one.
+func (c *Connector) RevokeBatch(ctx context.Context, reqs []mayfly.RevokeRequest) []error {
+	errs := make([]error, len(reqs))
+	var names []string
+	var idx []int
+	seen := map[string]bool{}
+	for i, r := range reqs {
+		if err := c.checkName(r.Username); err != nil {
+			errs[i] = err
+			continue
+		}
+		if seen[r.Username] {
+			continue // revoked by its twin
+		}
+		seen[r.Username] = true
+		names = append(names, r.Username)
+		idx = append(idx, i)
+	}
+	if len(names) == 0 {
+		return errs
+	}
+	one := func() []error {
+		for _, i := range idx {
+			errs[i] = c.Revoke(ctx, reqs[i])
+		}
+		return errs
+	}
+	if len(names) == 1 {
+		return one()
+	}
+	if err := c.revokeBatch(ctx, names); err != nil {
+		return one()
+	}
+	return errs
+}
+
+// arrayLiteral renders names, already validated as [a-z0-9_], as a text[]
+// literal.
+func arrayLiteral(names []string) string {
+	return "{" + strings.Join(names, ",") + "}"
+}
+
+func (c *Connector) revokeBatch(ctx context.Context, names []string) error {
+	conn, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	pg := conn.Conn().PgConn()
+	arr := []string{arrayLiteral(names)}
+	res, err := pipeline(ctx, pg, segment{{sql: "SELECT rolname::text, oid::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1::text[])", args: arr}})
+	if err != nil {
+		return err
+	}
+	if res[0].err != nil {
+		return res[0].err
+	}
+	var present, oids []string
+	for _, row := range res[0].rows[0] {
+		present = append(present, string(row[0]))
+		oids = append(oids, string(row[1]))
+	}
+	if len(present) == 0 {
+		return nil // all gone already
+	}
+	lock := segment{{sql: "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)"}}
+	idents := make([]string, len(present))
+	for i, n := range present {
+		idents[i] = ident(n)
+		lock = append(lock, query{sql: "ALTER ROLE " + idents[i] + " NOLOGIN"})
+	}
+	oidArr := []string{"{" + strings.Join(oids, ",") + "}"}
+	terminate := "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity WHERE usesysid = ANY($1::oid[]) AND pid <> pg_catalog.pg_backend_pid()"
+	res, err = pipeline(ctx, pg,
+		lock,
+		segment{{sql: terminate, args: oidArr}, {sql: "DROP ROLE IF EXISTS " + strings.Join(idents, ", ")}},
+		// Sessions that slipped in between NOLOGIN and the drop.
+		segment{{sql: terminate, args: oidArr}, {sql: "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = ANY($1::text[])", args: arr}},
+	)
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.err != nil {
+			return r.err // e.g. a role owns objects: the caller goes one by one
+		}
+	}
+	if n := string(res[2].rows[1][0][0]); n != "0" {
+		return fmt.Errorf("%s roles still present after DROP ROLE", n)
+	}
+	return nil
+}
