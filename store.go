@@ -49,9 +49,16 @@ type Tx interface {
 	GetUserStatus(name string) (string, error)
 	SetUserStatus(name, status string) error
 
+	// UserStatuses returns every stored user status by name.
+	UserStatuses() (map[string]string, error)
+
 	// GetSetting and PutSetting keep small values (keys, cursors).
 	GetSetting(key string) (string, error)
 	PutSetting(key, value string) error
+	// ListSettings returns the settings whose key starts with prefix.
+	ListSettings(prefix string) (map[string]string, error)
+	// DeleteSetting removes a setting; a missing key is not an error.
+	DeleteSetting(key string) error
 }
 
 // RequestFilter selects requests; zero fields match everything.

@@ -79,6 +79,7 @@ func freeAddr(t *testing.T) string {
 }
 
 type worldOpts struct {
+	prefix    string
 	extraYAML string
 	pgDSN     string
 	scheduler string
@@ -91,6 +92,9 @@ func writeConfig(t *testing.T, dir, addr string, tokens map[string]string, o wor
 	}
 	if o.scheduler == "" {
 		o.scheduler = "{max_backoff: 2s}"
+	}
+	if o.prefix == "" {
+		o.prefix = "mf_"
 	}
 	cfg := fmt.Sprintf(`listen: %s
 store: {sqlite: %s}
@@ -105,6 +109,7 @@ log: {format: text, level: debug}
 targets:
   - name: local-pg
     kind: postgres
+    prefix: %s
     dsn: %q
     grants:
       readonly: {roles: [pg_read_all_data]}
@@ -112,7 +117,7 @@ policies:
   - {name: eng-read, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 1h, approvals: 0}
   - {name: eng-read-long, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 8h, approvals: 1, approver_groups: [dba]}
   - {name: eng-read-day, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 24h, approvals: 2, approver_groups: [dba]}
-%s`, addr, filepath.Join(dir, "mayfly.db"), hashOf(tokens["alice"]), hashOf(tokens["bob"]), hashOf(tokens["carol"]), hashOf(tokens["dave"]), o.scheduler, o.pgDSN, o.extraYAML)
+%s`, addr, filepath.Join(dir, "mayfly.db"), hashOf(tokens["alice"]), hashOf(tokens["bob"]), hashOf(tokens["carol"]), hashOf(tokens["dave"]), o.scheduler, o.prefix, o.pgDSN, o.extraYAML)
 	path := filepath.Join(dir, "mayfly.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

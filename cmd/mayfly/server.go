@@ -20,6 +20,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/config"
 	"github.com/mayflyhq/mayfly/internal/httpapi"
+	"github.com/mayflyhq/mayfly/internal/metrics"
 	"github.com/mayflyhq/mayfly/internal/policy"
 	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
@@ -45,15 +46,21 @@ func cmdServer(e *env, args []string) error {
 
 // authenticator resolves token hashes to identities from the configuration.
 type authenticator struct {
-	mu    sync.RWMutex
-	users map[string]httpapi.Identity // by token hash
+	mu     sync.RWMutex
+	users  map[string]httpapi.Identity // by token hash
+	status func(name string) string
 }
 
+// Authenticate resolves a token hash; tokens of suspended or deprovisioned
+// users are refused.
 func (a *authenticator) Authenticate(h string) (httpapi.Identity, bool) {
 	a.mu.RLock()
-	defer a.mu.RUnlock()
 	id, ok := a.users[h]
-	return id, ok
+	a.mu.RUnlock()
+	if !ok || (a.status != nil && a.status(id.Name) != broker.UserActive) {
+		return httpapi.Identity{}, false
+	}
+	return id, true
 }
 
 func (a *authenticator) load(cfg *config.Config) {
@@ -77,6 +84,7 @@ func brokerConfig(cfg *config.Config) (*broker.Config, error) {
 	}
 	for _, u := range cfg.Users {
 		bc.Users[u.Name] = u.Groups
+		bc.UserOrder = append(bc.UserOrder, u.Name)
 	}
 	return bc, nil
 }
@@ -151,7 +159,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if err != nil {
 		return err
 	}
-	opts := broker.Options{Store: st, Logger: log, Connectors: conns.all, HMACKey: key, MaxBackoff: cfg.Scheduler.MaxBackoff}
+	m := metrics.New(st)
+	opts := broker.Options{Store: st, Logger: log, Connectors: conns.all, HMACKey: key, MaxBackoff: cfg.Scheduler.MaxBackoff,
+		Hooks: metricHooks(m)}
 	if e.getenv("MAYFLY_FAILPOINT") == "crash-after-intent" {
 		// Fault injection for crash-safety tests: die the hard way right
 		// after the lease intent is committed, before the target is touched.
@@ -165,7 +175,10 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if n > 0 {
 		log.Info("recovering leases interrupted by a stop", "count", n)
 	}
-	auth := &authenticator{}
+	if err := b.LoadUserStatuses(ctx); err != nil {
+		return fmt.Errorf("load user statuses: %w", err)
+	}
+	auth := &authenticator{status: b.UserStatus}
 	auth.load(cfg)
 
 	var schedErr error
@@ -174,6 +187,11 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		defer close(schedDone)
 		schedErr = b.RunScheduler(ctx, broker.SchedulerOptions{Concurrency: cfg.Scheduler.Concurrency, BatchSize: cfg.Scheduler.BatchSize})
 	}()
+	var bg sync.WaitGroup
+	defer bg.Wait()
+	bg.Add(2)
+	go func() { defer bg.Done(); b.RunReconciler(ctx, *cfg.Reconcile.Interval) }()
+	go func() { defer bg.Done(); checkTargets(ctx, conns.all, m, cfg.Reconcile.HealthInterval, log) }()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -186,7 +204,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		sshSvc = sshService{conns}
 	}
 	h := httpapi.NewServer(httpapi.Deps{
-		Broker: b, Auth: auth, Logger: log, SSH: sshSvc,
+		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Metrics: m, MetricsTokenSHA256: cfg.Metrics.TokenSHA256,
 		Ready: func(ctx context.Context) error {
 			select {
 			case <-schedDone:
@@ -252,4 +270,63 @@ func keepConnectedTargets(bc *broker.Config, conns map[string]mayfly.Connector, 
 		}
 	}
 	return bc
+}
+
+// metricHooks feeds the broker's events into the metrics.
+func metricHooks(m *metrics.Metrics) broker.Hooks {
+	return broker.Hooks{
+		Requested: func(decision string) { m.Requests.WithLabelValues(decision).Inc() },
+		Decided: func(r *mayfly.Request) {
+			m.RequestOutcomes.WithLabelValues(string(r.State)).Inc()
+			if r.State == mayfly.RequestApproved && !r.DecidedAt.IsZero() {
+				m.ApprovalWait.Observe(r.DecidedAt.Sub(r.CreatedAt).Seconds())
+			}
+		},
+		Revoked: func(l *mayfly.Lease, lag time.Duration, err error) {
+			if err != nil {
+				m.RevocationFailures.WithLabelValues(l.Target).Inc()
+				return
+			}
+			m.Revocations.WithLabelValues(l.Target, l.EndReason).Inc()
+			if lag >= 0 {
+				m.RevocationLag.Observe(lag.Seconds())
+			}
+		},
+		Orphan: func(target, _ string) { m.Orphans.WithLabelValues(target).Inc() },
+	}
+}
+
+// checkTargets checks every target's reachability each interval and
+// publishes it as mayfly_target_up.
+func checkTargets(ctx context.Context, conns map[string]mayfly.Connector, m *metrics.Metrics, every time.Duration, log *slog.Logger) {
+	up := map[string]bool{}
+	check := func() {
+		for name, c := range conns {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := c.Check(cctx)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			v := 0.0
+			if err == nil {
+				v = 1
+			} else if was, seen := up[name]; !seen || was {
+				log.Warn("target unreachable", "target", name, "err", broker.Scrub(mayfly.ErrorMessageOrText(err)))
+			}
+			up[name] = err == nil
+			m.TargetUp.WithLabelValues(name).Set(v)
+		}
+	}
+	check()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			check()
+		}
+	}
 }

@@ -17,7 +17,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +40,8 @@ type Config struct {
 	Policies *policy.Set
 	// Users maps a user name to its groups, for approver eligibility.
 	Users map[string][]string
+	// UserOrder lists user names in configuration order.
+	UserOrder []string
 }
 
 // Options tune a Broker.
@@ -58,6 +59,25 @@ type Options struct {
 	MaxBackoff time.Duration
 	// Hooks for fault-injection tests; nil in production.
 	AfterIntent func(l *mayfly.Lease)
+	// Hooks observe what happens, for metrics and alerts.
+	Hooks Hooks
+}
+
+// Hooks observe the broker; every field may be nil.
+type Hooks struct {
+	// Revoked is called after a revocation attempt: lag is how late a
+	// successful revocation of an expired lease was; err is the failure.
+	Revoked func(l *mayfly.Lease, lag time.Duration, err error)
+	// Orphan is called for each orphan account found on a target.
+	Orphan func(target, account string)
+	// Requested is called for each policy decision on a new request.
+	Requested func(decision string)
+	// Decided is called when a request reaches approved or denied after
+	// waiting for people.
+	Decided func(r *mayfly.Request)
+	// Committed is called after each committed state change, so audit
+	// sinks and notifiers can look for new events now.
+	Committed func()
 }
 
 // Broker is the request/lease state machine.
@@ -71,9 +91,10 @@ type Broker struct {
 	maxBackoff  time.Duration
 	cfg         atomic.Pointer[Config]
 	afterIntent func(l *mayfly.Lease)
+	hooks       Hooks
 
-	wakeMu sync.Mutex
-	wake   chan struct{}
+	wake  chan struct{}
+	users userStatuses
 }
 
 // New returns a Broker.
@@ -93,7 +114,7 @@ func New(cfg *Config, o Options) *Broker {
 	b := &Broker{
 		store: o.Store, clock: o.Clock, log: o.Logger, connectors: o.Connectors,
 		hmacKey: o.HMACKey, provTO: o.ProvisionTimeout, maxBackoff: o.MaxBackoff,
-		afterIntent: o.AfterIntent,
+		afterIntent: o.AfterIntent, hooks: o.Hooks,
 		wake:        make(chan struct{}, 1),
 	}
 	b.cfg.Store(cfg)
@@ -204,6 +225,9 @@ func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, p
 		Reason: in.Reason, BreakGlass: in.BreakGlass, Now: now,
 	})
 	if d.Decision == "deny" || d.Policy == nil {
+		if b.hooks.Requested != nil {
+			b.hooks.Requested("deny")
+		}
 		why := d.Reason
 		if why == "" {
 			why = fmt.Sprintf("no policy allows %s %s/%s", c.User, in.Target, in.Grant)
@@ -261,7 +285,17 @@ func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, p
 	if err != nil {
 		return nil, d, fmt.Errorf("create request: %w", err)
 	}
+	if b.hooks.Requested != nil {
+		b.hooks.Requested(d.Decision)
+	}
+	b.committed()
 	return r, d, nil
+}
+
+func (b *Broker) committed() {
+	if b.hooks.Committed != nil {
+		b.hooks.Committed()
+	}
 }
 
 func (b *Broker) audit(tx mayfly.Tx, c Caller, action string, r *mayfly.Request, l *mayfly.Lease, reason string, data map[string]string) error {
@@ -401,6 +435,10 @@ func (b *Broker) Approve(ctx context.Context, c Caller, id, reason string) (*may
 	if err != nil {
 		return nil, err
 	}
+	if r.State == mayfly.RequestApproved && b.hooks.Decided != nil {
+		b.hooks.Decided(r)
+	}
+	b.committed()
 	return r, nil
 }
 
@@ -437,6 +475,10 @@ func (b *Broker) Deny(ctx context.Context, c Caller, id, reason string) (*mayfly
 	if err != nil {
 		return nil, err
 	}
+	if b.hooks.Decided != nil {
+		b.hooks.Decided(r)
+	}
+	b.committed()
 	return r, nil
 }
 
@@ -616,6 +658,7 @@ func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant
 		return nil, fmt.Errorf("record activation of lease %s: %w", l.ID, err)
 	}
 	b.poke()
+	b.committed()
 	return &Activation{Lease: l, Credential: cred}, nil
 }
 
@@ -776,6 +819,7 @@ func (b *Broker) RevokeNow(ctx context.Context, l *mayfly.Lease) {
 		b.log.Error("record revocation", "lease", l.ID, "err", rerr)
 	}
 	b.poke()
+	b.committed()
 }
 
 // revokeOnTarget calls the target's connector.
@@ -809,6 +853,9 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 			return err
 		}
 		b.log.Warn("revocation failed; will retry", "lease", cur.ID, "target", cur.Target, "attempt", cur.RevokeAttempts, "retry_in", delay.String(), "err", cur.LastError)
+		if b.hooks.Revoked != nil {
+			b.hooks.Revoked(cur, 0, rerr)
+		}
 		return b.audit(tx, System, "lease.revoke_failed", nil, cur, cur.LastError,
 			map[string]string{"attempt": fmt.Sprint(cur.RevokeAttempts), "retry_at": cur.DueAt.Format(time.RFC3339Nano)})
 	}
@@ -823,8 +870,13 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 		return err
 	}
 	data := map[string]string{"username": cur.Username, "end_reason": cur.EndReason, "verified_absent": "true"}
+	var lag time.Duration = -1
 	if !cur.ExpiresAt.IsZero() && cur.EndReason == mayfly.EndExpired {
-		data["lag"] = now.Sub(cur.ExpiresAt).String()
+		lag = now.Sub(cur.ExpiresAt)
+		data["lag"] = lag.String()
+	}
+	if b.hooks.Revoked != nil {
+		b.hooks.Revoked(cur, lag, nil)
 	}
 	return b.audit(tx, System, action, nil, cur, cur.EndReason, data)
 }

@@ -187,6 +187,9 @@ func (b *Broker) claimDue(ctx context.Context, limit int, claim time.Duration) (
 		out = ls
 		return nil
 	})
+	if len(out) > 0 {
+		b.committed()
+	}
 	return out, err
 }
 
@@ -221,6 +224,7 @@ func (b *Broker) commitOutcomes(results <-chan outcome) {
 			b.log.Error("scheduler: record revocations", "count", len(batch), "err", err)
 		}
 		b.poke()
+		b.committed()
 	}
 }
 

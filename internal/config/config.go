@@ -36,6 +36,10 @@ type Config struct {
 	Log       Log       `yaml:"log"`
 	// SSHCA locates the SSH user certificate authority (ssh targets).
 	SSHCA SSHCA `yaml:"ssh_ca"`
+	// Reconcile sets how often targets are compared with leases.
+	Reconcile Reconcile `yaml:"reconcile"`
+	// Metrics protects /metrics with a token when TokenSHA256 is set.
+	Metrics Metrics `yaml:"metrics"`
 
 	// Path is the file the configuration came from ("" when parsed from bytes).
 	Path string `yaml:"-"`
@@ -77,6 +81,19 @@ type Scheduler struct {
 type SSHCA struct {
 	Dir           string `yaml:"dir"`            // default: <state_dir>/ssh-ca
 	PassphraseEnv string `yaml:"passphrase_env"` // default: MAYFLY_SSH_CA_PASSPHRASE
+}
+
+// Reconcile configures the reconciler.
+type Reconcile struct {
+	// Interval between passes over every target (default 10m; "0s" off).
+	Interval *time.Duration `yaml:"interval"`
+	// HealthInterval between target health checks (default 30s).
+	HealthInterval time.Duration `yaml:"health_interval"`
+}
+
+// Metrics configures /metrics.
+type Metrics struct {
+	TokenSHA256 string `yaml:"token_sha256"`
 }
 
 // Log configures structured logging.
@@ -204,6 +221,20 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join(filepath.Dir(c.Store.SQLite), "mayfly-state")
 	}
+	if c.Reconcile.Interval == nil {
+		d := 10 * time.Minute
+		c.Reconcile.Interval = &d
+	}
+	if *c.Reconcile.Interval < 0 || c.Reconcile.HealthInterval < 0 {
+		return lineErr(f, lines["reconcile"].at(0), "reconcile intervals must not be negative")
+	}
+	if c.Reconcile.HealthInterval == 0 {
+		c.Reconcile.HealthInterval = 30 * time.Second
+	}
+	if c.Metrics.TokenSHA256 != "" && !hexRE.MatchString(strings.ToLower(c.Metrics.TokenSHA256)) {
+		return lineErr(f, lines["metrics"].at(0), "metrics.token_sha256 must be 64 hex digits")
+	}
+	c.Metrics.TokenSHA256 = strings.ToLower(c.Metrics.TokenSHA256)
 	if c.SSHCA.Dir == "" {
 		c.SSHCA.Dir = filepath.Join(c.StateDir, "ssh-ca")
 	}

@@ -6,6 +6,7 @@ package httpapi
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/broker"
+	"github.com/mayflyhq/mayfly/internal/metrics"
 )
 
 // statusOf maps error codes to HTTP statuses; codeOf is its inverse.
@@ -53,6 +55,11 @@ type Deps struct {
 	Ready func(ctx context.Context) error
 	// SSH serves the SSH certificate authority; nil without SSH targets.
 	SSH SSHService
+	// Metrics, when set, are served at /metrics and record API latency.
+	Metrics *metrics.Metrics
+	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer token
+	// /metrics requires.
+	MetricsTokenSHA256 string
 }
 
 // SSHService is the SSH certificate authority as the API exposes it.
@@ -208,5 +215,21 @@ func (s *server) handle(f func(w http.ResponseWriter, r *http.Request) (int, any
 		} else {
 			w.WriteHeader(status)
 		}
+	})
+}
+
+// metricsAuth requires the metrics token when one is configured.
+func (s *server) metricsAuth(h http.Handler) http.Handler {
+	if s.MetricsTokenSHA256 == "" {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(tok))
+		if subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(s.MetricsTokenSHA256)) != 1 {
+			writeError(w, mayfly.Errorf(mayfly.EUNAUTHORIZED, "metrics need the metrics token"))
+			return
+		}
+		h.ServeHTTP(w, r)
 	})
 }

@@ -1,11 +1,18 @@
 package httpapi
 
-import "net/http"
+import (
+	"net/http"
+	"time"
+)
 
 // routes lists every endpoint in one place.
-func (s *server) routes(mux *http.ServeMux) {
+func (s *server) routes(mux0 *http.ServeMux) {
+	mux := instrumented{mux0, s}
 	mux.Handle("GET /healthz", s.handleHealthz())
 	mux.Handle("GET /readyz", s.handleReadyz())
+	if s.Metrics != nil {
+		mux.Handle("GET /metrics", s.metricsAuth(s.Metrics.Handler()))
+	}
 
 	a := s.authed
 	mux.Handle("GET /v1/whoami", a(s.handleWhoami()))
@@ -27,7 +34,32 @@ func (s *server) routes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/ssh/ca", a(s.handleSSHCA()))
 	mux.Handle("POST /v1/ssh/ca/rotate", a(adminOnly(s.handleSSHRotate())))
 	mux.Handle("GET /v1/ssh/revoked-keys", a(s.handleRevokedKeys()))
+	mux.Handle("GET /v1/users", a(s.handleUsers()))
+	mux.Handle("POST /v1/users/{name}/suspend", a(adminOnly(s.handleUserStatus("suspended"))))
+	mux.Handle("POST /v1/users/{name}/resume", a(adminOnly(s.handleUserStatus("active"))))
+	mux.Handle("POST /v1/users/{name}/remove", a(adminOnly(s.handleUserStatus("deprovisioned"))))
+	mux.Handle("POST /v1/reconcile", a(adminOnly(s.handleReconcile())))
+	mux.Handle("GET /v1/targets/{name}/inventory", a(adminOnly(s.handleInventory())))
 	mux.Handle("/v1/", a(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNoRoute(r))
 	})))
+}
+
+// instrumented registers handlers with per-route latency metrics.
+type instrumented struct {
+	mux *http.ServeMux
+	s   *server
+}
+
+func (m instrumented) Handle(pattern string, h http.Handler) {
+	if m.s.Metrics == nil {
+		m.mux.Handle(pattern, h)
+		return
+	}
+	m.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: 200}
+		h.ServeHTTP(sw, r)
+		m.s.Metrics.ObserveAPI(pattern, sw.status, time.Since(start))
+	}))
 }

@@ -37,17 +37,17 @@ func (r Report) WriteHTML(w io.Writer) error {
 }
 
 type htmlView struct {
-	Window    string
-	Filters   string
-	Generated string
-	Cards     []card
+	Window     string
+	Filters    string
+	Generated  string
+	Cards      []card
 	Unreviewed int
-	Legend    []swatch
-	Daily     chart
-	Histogram chart
-	Targets   []targetRow
-	Review    []row
-	Rows      []row
+	Legend     []swatch
+	Daily      chart
+	Histogram  chart
+	Targets    []targetRow
+	Review     []row
+	Rows       []row
 }
 
 type card struct {
@@ -66,7 +66,15 @@ type targetRow struct {
 
 type row struct {
 	Access
-	Started, Ended, Duration, ApprovedBy string
+	Started, Ended       stamp
+	Duration, ApprovedBy string
+}
+
+// stamp is a time shown as a date over a time of day.
+type stamp struct{ Date, Clock string }
+
+func newStamp(t time.Time) stamp {
+	return stamp{t.Format(time.DateOnly), t.Format("15:04")}
 }
 
 // chart is the geometry of an SVG bar chart, in view-box units.
@@ -128,10 +136,10 @@ func (r Report) htmlView() htmlView {
 	v.Histogram = histogramChart(t.DurationHistogram)
 
 	for _, a := range r.Leases {
-		x := row{Access: a, Started: a.StartedAt.Format(tableTime), Ended: "live",
+		x := row{Access: a, Started: newStamp(a.StartedAt),
 			Duration: humanDuration(a.Duration()), ApprovedBy: approvedBy(a, ", ")}
 		if a.EndedAt != nil {
-			x.Ended = a.EndedAt.Format(tableTime)
+			x.Ended = newStamp(*a.EndedAt)
 		}
 		if a.ReviewRequired {
 			v.Review = append(v.Review, x)

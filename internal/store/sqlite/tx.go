@@ -680,3 +680,47 @@ func (t *tx) PutSetting(key, value string) error {
 	}
 	return nil
 }
+
+// UserStatuses returns every stored user status by name.
+func (t *tx) UserStatuses() (map[string]string, error) {
+	rows, err := t.query("SELECT name, status FROM users")
+	if err != nil {
+		return nil, fmt.Errorf("list user statuses: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var n, st string
+		if err := rows.Scan(&n, &st); err != nil {
+			return nil, fmt.Errorf("list user statuses: %w", err)
+		}
+		out[n] = st
+	}
+	return out, rows.Err()
+}
+
+// ListSettings returns the settings whose key starts with prefix.
+func (t *tx) ListSettings(prefix string) (map[string]string, error) {
+	rows, err := t.query("SELECT key, value FROM settings WHERE substr(key, 1, ?) = ?", len(prefix), prefix)
+	if err != nil {
+		return nil, fmt.Errorf("list settings %s: %w", prefix, err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, fmt.Errorf("list settings %s: %w", prefix, err)
+		}
+		out[k] = v
+	}
+	return out, rows.Err()
+}
+
+// DeleteSetting removes a setting; a missing key is not an error.
+func (t *tx) DeleteSetting(key string) error {
+	if _, err := t.exec("DELETE FROM settings WHERE key = ?", key); err != nil {
+		return fmt.Errorf("delete setting %s: %w", key, err)
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// User statuses.
+const (
+	UserActive        = "active"
+	UserSuspended     = "suspended"
+	UserDeprovisioned = "deprovisioned"
+)
+
+// userStatuses caches the stored status of users; a user with no stored
+// status is active.
+type userStatuses struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+func (u *userStatuses) get(name string) string {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	if s, ok := u.m[name]; ok {
+		return s
+	}
+	return UserActive
+}
+
+func (u *userStatuses) set(name, status string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]string{}
+	}
+	u.m[name] = status
+}
+
+// LoadUserStatuses reads every stored user status; call it at start-up.
+func (b *Broker) LoadUserStatuses(ctx context.Context) error {
+	return b.store.View(ctx, func(tx mayfly.Tx) error {
+		m, err := tx.UserStatuses()
+		if err != nil {
+			return err
+		}
+		for n, s := range m {
+			b.users.set(n, s)
+		}
+		return nil
+	})
+}
+
+// UserStatus returns a user's status: active, suspended or deprovisioned.
+func (b *Broker) UserStatus(name string) string { return b.users.get(name) }
+
+// UserView is a user as listed by the API.
+type UserView struct {
+	Name   string   `json:"name"`
+	Groups []string `json:"groups"`
+	Status string   `json:"status"`
+	// Leases counts the user's live leases.
+	Leases int `json:"live_leases"`
+}
+
+// ListUsers lists configured users with their status (admins only).
+func (b *Broker) ListUsers(ctx context.Context, c Caller) ([]UserView, error) {
+	if !c.Admin {
+		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "listing users needs an admin")
+	}
+	cfg := b.cfg.Load()
+	live := map[string]int{}
+	err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		ls, err := tx.ListLeases(mayfly.LeaseFilter{States: []mayfly.LeaseState{mayfly.LeaseProvisioning, mayfly.LeaseActive, mayfly.LeaseRevoking}})
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			live[l.Requester]++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := []UserView{}
+	for _, name := range cfg.UserOrder {
+		g := cfg.Users[name]
+		if g == nil {
+			g = []string{}
+		}
+		out = append(out, UserView{Name: name, Groups: g, Status: b.users.get(name), Leases: live[name]})
+	}
+	return out, nil
+}
+
+// SetUserStatus suspends, resumes or deprovisions a user (admins only, or
+// the identity provider through SCIM). Suspending or deprovisioning
+// revokes every live lease of the user (end reason user_suspended) and
+// cancels their open requests, in the same transaction as the status
+// change; their tokens are refused from that moment. It returns how many
+// leases and requests it ended.
+func (b *Broker) SetUserStatus(ctx context.Context, c Caller, name, status, reason string) (leases, requests int, err error) {
+	if !c.Admin {
+		return 0, 0, mayfly.Errorf(mayfly.EFORBIDDEN, "changing a user's status needs an admin")
+	}
+	switch status {
+	case UserActive, UserSuspended, UserDeprovisioned:
+	default:
+		return 0, 0, mayfly.Errorf(mayfly.EINVALID, "status %q: want active, suspended or deprovisioned", status)
+	}
+	if _, ok := b.cfg.Load().Users[name]; !ok && !b.knownUser(ctx, name) {
+		return 0, 0, mayfly.Errorf(mayfly.ENOTFOUND, "unknown user %q", name)
+	}
+	var ended []*mayfly.Lease
+	err = b.store.Update(ctx, func(tx mayfly.Tx) error {
+		ended, requests = nil, 0
+		if err := tx.SetUserStatus(name, status); err != nil {
+			return err
+		}
+		action := map[string]string{UserActive: "user.resume", UserSuspended: "user.suspend", UserDeprovisioned: "user.remove"}[status]
+		if err := tx.AppendAudit(&mayfly.AuditEvent{Time: b.clock.Now().UTC(), Actor: c.User, Action: action,
+			Subject: "user:" + name, Reason: reason, Source: c.Source}); err != nil {
+			return err
+		}
+		if status == UserActive {
+			return nil
+		}
+		now := b.clock.Now().UTC()
+		ls, err := tx.ListLeases(mayfly.LeaseFilter{Requester: name, States: []mayfly.LeaseState{mayfly.LeaseProvisioning, mayfly.LeaseActive}})
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			l.State, l.DueAt = mayfly.LeaseRevoking, now
+			if l.EndReason == "" {
+				l.EndReason = mayfly.EndUserSuspended
+			}
+			if err := tx.UpdateLease(l); err != nil {
+				return err
+			}
+			if err := b.audit(tx, c, "lease.revoke", nil, l, "user "+status, map[string]string{"end_reason": l.EndReason}); err != nil {
+				return err
+			}
+			ended = append(ended, l)
+		}
+		rs, err := tx.ListRequests(mayfly.RequestFilter{Requester: name, States: []mayfly.RequestState{mayfly.RequestPending, mayfly.RequestApproved}})
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if r.State == mayfly.RequestApproved && r.LeaseID != "" {
+				continue // its lease is handled above
+			}
+			r.State, r.Decider, r.DecisionReason, r.DecidedAt = mayfly.RequestCancelled, c.User, "user "+status, now
+			if err := tx.UpdateRequest(r); err != nil {
+				return err
+			}
+			if err := b.audit(tx, c, "request.cancel", r, nil, "user "+status, nil); err != nil {
+				return err
+			}
+			requests++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("set status of user %s: %w", name, err)
+	}
+	b.users.set(name, status)
+	b.poke()
+	return len(ended), requests, nil
+}
+
+// knownUser reports whether the store knows a status for name.
+func (b *Broker) knownUser(ctx context.Context, name string) bool {
+	var st string
+	b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		st, err = tx.GetUserStatus(name)
+		return err
+	})
+	return st != ""
+}
