@@ -232,3 +232,18 @@ type Connector interface {
 type BatchRevoker interface {
 	RevokeBatch(ctx context.Context, reqs []RevokeRequest) []error
 }
+
+// ExtendRequest moves the target-side expiry of an account.
+type ExtendRequest struct {
+	LeaseID   string
+	Username  string
+	ExpiresAt time.Time
+}
+
+// Extender is implemented by connectors whose target enforces an expiry of
+// its own (PostgreSQL VALID UNTIL), so an extension moves it too.
+// Connectors without it either have no target-side expiry (Redis, scripts)
+// or cannot extend (SSH certificates: request new access).
+type Extender interface {
+	Extend(ctx context.Context, req ExtendRequest) error
+}

@@ -412,8 +412,22 @@ func cmdAuditVerify(e *env, args []string) error {
 }
 
 func cmdPolicy(e *env, args []string) error {
+	if len(args) > 0 && (args[0] == "check" || args[0] == "test") {
+		return cmdPolicyOffline(e, args[0], args[1:])
+	}
+	if len(args) > 0 && args[0] == "reload" {
+		c, err := e.client()
+		if err != nil {
+			return err
+		}
+		if err := c.Do(e.ctx, "POST", "/v1/policy/reload", nil, nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, "configuration reloaded")
+		return nil
+	}
 	if len(args) == 0 || args[0] != "explain" {
-		return usageErr("policy: want `policy explain ...`")
+		return usageErr("policy: want `policy explain`, `policy check FILE`, `policy test FILE` or `policy reload`")
 	}
 	f := newFlags(e, "policy", true)
 	user := f.String("user", "", "explain for this user (admins; default: you)")

@@ -189,7 +189,8 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	}()
 	var bg sync.WaitGroup
 	defer bg.Wait()
-	bg.Add(2)
+	bg.Add(3)
+	go func() { defer bg.Done(); b.RunLapser(ctx, 5*time.Second) }()
 	go func() { defer bg.Done(); b.RunReconciler(ctx, *cfg.Reconcile.Interval) }()
 	go func() { defer bg.Done(); checkTargets(ctx, conns.all, m, cfg.Reconcile.HealthInterval, log) }()
 
@@ -199,12 +200,29 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		<-schedDone
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "listen on %s: %v", cfg.Listen, err)
 	}
+	reload := func() error {
+		if path == "" {
+			return mayfly.Errorf(mayfly.EUNAVAILABLE, "no configuration file to reload")
+		}
+		nc, err := config.Load(path)
+		if err == nil {
+			var nb *broker.Config
+			if nb, err = brokerConfig(nc); err == nil {
+				b.SetConfig(keepConnectedTargets(nb, conns.all, log))
+				auth.load(nc)
+				log.Info("configuration reloaded", "path", path)
+				return nil
+			}
+		}
+		log.Error("configuration reload refused; keeping the last good one", "err", mayfly.ErrorMessageOrText(err))
+		return err
+	}
 	var sshSvc httpapi.SSHService
 	if conns.ca != nil {
 		sshSvc = sshService{conns}
 	}
 	h := httpapi.NewServer(httpapi.Deps{
-		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Metrics: m, MetricsTokenSHA256: cfg.Metrics.TokenSHA256,
+		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Reload: reload, Metrics: m, MetricsTokenSHA256: cfg.Metrics.TokenSHA256,
 		Ready: func(ctx context.Context) error {
 			select {
 			case <-schedDone:
@@ -228,20 +246,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	for {
 		select {
 		case <-hup:
-			if path == "" {
-				continue
-			}
-			nc, err := config.Load(path)
-			if err == nil {
-				var nb *broker.Config
-				if nb, err = brokerConfig(nc); err == nil {
-					b.SetConfig(keepConnectedTargets(nb, conns.all, log))
-					auth.load(nc)
-					log.Info("configuration reloaded", "path", path)
-					continue
-				}
-			}
-			log.Error("configuration reload refused; keeping the last good one", "err", mayfly.ErrorMessageOrText(err))
+			reload()
 		case err := <-srvErr:
 			cancel()
 			<-schedDone

@@ -115,7 +115,7 @@ func New(cfg *Config, o Options) *Broker {
 		store: o.Store, clock: o.Clock, log: o.Logger, connectors: o.Connectors,
 		hmacKey: o.HMACKey, provTO: o.ProvisionTimeout, maxBackoff: o.MaxBackoff,
 		afterIntent: o.AfterIntent, hooks: o.Hooks,
-		wake:        make(chan struct{}, 1),
+		wake: make(chan struct{}, 1),
 	}
 	b.cfg.Store(cfg)
 	return b
@@ -126,6 +126,9 @@ func (b *Broker) SetConfig(cfg *Config) { b.cfg.Store(cfg) }
 
 // Config returns the configuration in force.
 func (b *Broker) Config() *Config { return b.cfg.Load() }
+
+// Now is the broker's clock.
+func (b *Broker) Now() time.Time { return b.clock.Now() }
 
 // Store returns the broker's store.
 func (b *Broker) Store() mayfly.Store { return b.store }
@@ -398,6 +401,9 @@ func (b *Broker) Approve(ctx context.Context, c Caller, id, reason string) (*may
 		if r.State != mayfly.RequestPending {
 			return mayfly.Errorf(mayfly.ECONFLICT, "request %s is %s, not pending", id, r.State)
 		}
+		if ok, why := b.lapsed(r, b.clock.Now()); ok {
+			return mayfly.Errorf(mayfly.ECONFLICT, "request %s has lapsed: %s", id, why)
+		}
 		if slices.Contains(r.Approvers, c.User) {
 			return mayfly.Errorf(mayfly.ECONFLICT, "%s has already approved request %s", c.User, id)
 		}
@@ -570,6 +576,9 @@ func (b *Broker) newLease(c Caller, r *mayfly.Request) (*mayfly.Lease, mayfly.Gr
 			return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ENOTFOUND, "request %q not found", r.ID)
 		}
 		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.EFORBIDDEN, "only %s, who requested %s, can activate it", r.Requester, r.ID)
+	}
+	if ok, why := b.lapsed(r, b.clock.Now()); ok {
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s has lapsed: %s; request access again", r.ID, why)
 	}
 	switch r.State {
 	case mayfly.RequestApproved:

@@ -41,6 +41,10 @@ type Config struct {
 	// Metrics protects /metrics with a token when TokenSHA256 is set.
 	Metrics Metrics `yaml:"metrics"`
 
+	// Tests are policy test cases kept beside the policies (`mayfly policy
+	// test`); the server ignores them.
+	Tests []PolicyTest `yaml:"tests"`
+
 	// Path is the file the configuration came from ("" when parsed from bytes).
 	Path string `yaml:"-"`
 }
@@ -140,6 +144,10 @@ var yamlLineRE = regexp.MustCompile(`line (\d+): (.*)`)
 // Parse parses and validates configuration bytes; file names the source in
 // error messages.
 func Parse(data []byte, file string) (*Config, error) {
+	return parse(data, file, true)
+}
+
+func parse(data []byte, file string, requireStore bool) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, yamlErr(file, err)
@@ -160,6 +168,12 @@ func Parse(data []byte, file string) (*Config, error) {
 	}
 	for i := range c.Policies {
 		c.Policies[i].Line = lines["policies"].at(i)
+	}
+	for i := range c.Tests {
+		c.Tests[i].Line = lines["tests"].at(i)
+	}
+	if !requireStore && c.Store.SQLite == "" {
+		c.Store.SQLite = "unused.db"
 	}
 	if err := c.validate(lines); err != nil {
 		return nil, err

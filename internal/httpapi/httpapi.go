@@ -57,6 +57,9 @@ type Deps struct {
 	SSH SSHService
 	// Metrics, when set, are served at /metrics and record API latency.
 	Metrics *metrics.Metrics
+	// Reload re-reads the configuration file (policy reload); nil when the
+	// server has none.
+	Reload func() error
 	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer token
 	// /metrics requires.
 	MetricsTokenSHA256 string

@@ -53,8 +53,8 @@ func (w *worker) expiring(ctx context.Context) error {
 	for _, l := range leases {
 		switch {
 		case l.State != mayfly.LeaseActive,
-			!l.ExpiresAt.After(now),      // already expired: the end notice follows
-			l.ExpiresAt.After(horizon),   // not yet
+			!l.ExpiresAt.After(now),                     // already expired: the end notice follows
+			l.ExpiresAt.After(horizon),                  // not yet
 			l.ExpiresAt.Sub(l.CreatedAt) <= w.n.warning, // shorter than the warning itself
 			expiryMark(l) <= mark:
 			continue

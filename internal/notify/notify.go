@@ -60,7 +60,7 @@ type Config struct {
 	BaseURL string `yaml:"base_url"`
 	// SecurityGroups are told about break-glass access and failing
 	// revocations.
-	SecurityGroups []string `yaml:"security_groups"`
+	SecurityGroups []string  `yaml:"security_groups"`
 	Channels       []Channel `yaml:"channels"`
 	// PollInterval is how often channels look for new events when nothing
 	// wakes them, and how often upcoming expiries are checked (default 10s).
@@ -287,7 +287,7 @@ func New(store mayfly.Store, c Config, dir Directory, getenv func(string) string
 		now:        time.Now,
 	}
 	for _, ch := range c.Channels {
-		s, err := newSender(ch, getenv)
+		s, err := newSender(ch, getenv, logger.With("channel", ch.Name))
 		if err != nil {
 			return nil, mayfly.Errorf(mayfly.EINVALID, "notifications: channel %q: %v", ch.Name, err)
 		}
@@ -322,7 +322,7 @@ func env(getenv func(string) string, name, what string) (string, error) {
 	return v, nil
 }
 
-func newSender(ch Channel, getenv func(string) string) (sender, error) {
+func newSender(ch Channel, getenv func(string) string, log *slog.Logger) (sender, error) {
 	timeout := orDefault(ch.Timeout, DefaultTimeout)
 	switch ch.Type {
 	case TypeWebhook, TypeSlack:
@@ -346,7 +346,7 @@ func newSender(ch Channel, getenv func(string) string) (sender, error) {
 		}
 		return &webhookSender{p: p, secret: []byte(secret)}, nil
 	case TypeEmail:
-		s := &emailSender{addr: ch.SMTPAddr, startTLS: ch.StartTLS, timeout: timeout, helo: heloName()}
+		s := &emailSender{addr: ch.SMTPAddr, startTLS: ch.StartTLS, timeout: timeout, helo: heloName(), log: log}
 		s.host, _, _ = net.SplitHostPort(ch.SMTPAddr)
 		from, err := mail.ParseAddress(ch.From)
 		if err != nil {

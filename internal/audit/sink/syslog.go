@@ -3,8 +3,8 @@ package sink
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -37,6 +37,9 @@ type syslogSink struct {
 	procID   string
 
 	conn net.Conn // nil until dialled, and after a failure
+	// gone is closed when the receiver closes the TCP connection (its
+	// reader goroutine sees EOF or an error); nil for UDP.
+	gone chan struct{}
 }
 
 func newSyslogSink(c Config) (*syslogSink, error) {
@@ -113,10 +116,14 @@ func (s *syslogSink) format(e *mayfly.AuditEvent) ([]byte, error) {
 // deliver sends the events. Over TCP the batch goes out in one write of
 // octet-counted frames; it counts as delivered once written, since syslog
 // has no acknowledgement, so a connection the receiver has closed is
-// detected and replaced before writing.
+// detected and replaced before writing rather than written into.
 func (s *syslogSink) deliver(ctx context.Context, events []*mayfly.AuditEvent) error {
-	if s.conn != nil && s.network == "tcp" && !alive(s.conn) {
-		s.drop()
+	if s.gone != nil {
+		select {
+		case <-s.gone:
+			s.drop()
+		default:
+		}
 	}
 	if s.conn == nil {
 		d := net.Dialer{Timeout: s.timeout}
@@ -125,6 +132,16 @@ func (s *syslogSink) deliver(ctx context.Context, events []*mayfly.AuditEvent) e
 			return fmt.Errorf("connect to syslog receiver: %w", err)
 		}
 		s.conn = c
+		if s.network == "tcp" {
+			// Receivers never send on the connection: the reader only
+			// notices when it is closed. It ends when the connection does.
+			gone := make(chan struct{})
+			go func() {
+				_, _ = io.Copy(io.Discard, c)
+				close(gone)
+			}()
+			s.gone = gone
+		}
 	}
 	deadline := time.Now().Add(s.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -163,32 +180,18 @@ func (s *syslogSink) deliver(ctx context.Context, events []*mayfly.AuditEvent) e
 	return nil
 }
 
-// alive reports whether the receiver still holds the TCP connection open.
-// Receivers never send on it, so anything but a read timeout (EOF, reset)
-// means it is gone.
-func alive(c net.Conn) bool {
-	if err := c.SetReadDeadline(time.Now().Add(time.Millisecond)); err != nil {
-		return false
-	}
-	var b [64]byte
-	_, err := c.Read(b[:])
-	var ne net.Error
-	ok := err == nil || (errors.As(err, &ne) && ne.Timeout())
-	return ok && c.SetReadDeadline(time.Time{}) == nil
-}
+// drop closes the connection after a failure.
+func (s *syslogSink) drop() { _ = s.close() }
 
-func (s *syslogSink) drop() {
-	if s.conn != nil {
-		_ = s.conn.Close()
-		s.conn = nil
-	}
-}
-
+// close closes the connection and waits for its reader.
 func (s *syslogSink) close() error {
 	if s.conn == nil {
 		return nil
 	}
 	err := s.conn.Close()
-	s.conn = nil
+	if s.gone != nil {
+		<-s.gone
+	}
+	s.conn, s.gone = nil, nil
 	return err
 }
