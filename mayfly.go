@@ -50,6 +50,9 @@ const (
 	EndOrphan        = "orphan"
 	EndMissing       = "missing"
 	EndFailed        = "provisioning_failed"
+	// EndSessionLost: a session-bound lease (mayfly connect) stopped
+	// receiving its client's heartbeats.
+	EndSessionLost = "session_lost"
 )
 
 // Request is a person's ask for access: target/grant, reason, duration.

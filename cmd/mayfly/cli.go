@@ -45,6 +45,7 @@ func init() {
 		"deny":      {"deny a pending request", "deny REQUEST_ID --reason TEXT [-o json]", cmdDeny},
 		"cancel":    {"withdraw your own request", "cancel REQUEST_ID [--reason TEXT]", cmdCancel},
 		"creds":     {"create the account now and print its credential (once)", "creds REQUEST_ID [--public-key FILE] [-o json|env]", cmdCreds},
+		"connect":   {"request access, wait for approval, run the client with the credential, revoke when it exits", "connect TARGET/GRANT [--for D] [--reason R] [--heartbeat 60s] [-- COMMAND ARGS]", cmdConnect},
 		"done":      {"end the lease of a request (or a lease id) now", "done ID [--reason TEXT] [-o json]", cmdDone},
 		"revoke":    {"revoke a lease (admins: anyone's)", "revoke LEASE_ID [--reason TEXT] [-o json]", cmdRevoke},
 		"leases":    {"list leases (admins: all; others: their own)", "leases [--active] [--target T] [--user U] [-o json]", cmdLeases},
@@ -115,6 +116,15 @@ func newFlags(e *env, name string, withOutput bool) *flags {
 }
 
 func (f *flags) parse(e *env, args []string) error {
+	// Everything after "--" is positional (a command to run).
+	var tail []string
+	for i, a := range args {
+		if a == "--" {
+			args, tail = args[:i], args[i+1:]
+			break
+		}
+	}
+	defer func() { f.pos = append(f.pos, tail...) }()
 	for {
 		if err := f.FlagSet.Parse(args); err != nil {
 			if err == flag.ErrHelp {

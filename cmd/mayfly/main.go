@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
+	var ce *childExit
+	if errors.As(err, &ce) {
+		os.Exit(ce.code) // mayfly connect: the command's own status
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mayfly: %s\n", oneLine(mayfly.ErrorMessageOrText(err)))
 		os.Exit(exitCode(err))

@@ -499,6 +499,10 @@ type Activation struct {
 type ActivateOptions struct {
 	// PublicKey is an SSH public key to sign instead of generating a pair.
 	PublicKey string
+	// SessionTimeout, when set, binds the lease to its client's session:
+	// without a heartbeat for this long the lease is revoked (end reason
+	// session_lost).
+	SessionTimeout time.Duration
 }
 
 // Activate creates the account for an approved request now and returns
@@ -653,13 +657,20 @@ func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant
 	}
 	err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
 		l.State, l.DueAt = mayfly.LeaseActive, l.ExpiresAt
+		data := map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)}
+		if o.SessionTimeout > 0 {
+			l.DueAt = sessionDue(l, b.clock.Now().UTC(), o.SessionTimeout)
+			data["session_bound"] = "true"
+			data["heartbeat_timeout"] = o.SessionTimeout.String()
+		}
 		if s := cred.Secrets(); len(s) > 0 {
 			l.SecretHMAC = b.HashSecret(s[0])
+			data["secret_hmac"] = l.SecretHMAC
 		}
 		if err := tx.UpdateLease(l); err != nil {
 			return err
 		}
-		return b.audit(tx, c, "lease.activate", nil, l, "", map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339), "secret_hmac": l.SecretHMAC})
+		return b.audit(tx, c, "lease.activate", nil, l, "", data)
 	})
 	if err != nil {
 		// The account exists but we could not record it active: the lease is

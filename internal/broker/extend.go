@@ -63,7 +63,11 @@ func (b *Broker) Extend(ctx context.Context, c Caller, id string, d time.Duratio
 			return mayfly.Errorf(mayfly.ECONFLICT, "lease %s ended meanwhile (%s)", l.ID, cur.EndReason)
 		}
 		old := cur.ExpiresAt
-		cur.ExpiresAt, cur.DueAt = newExpiry, newExpiry
+		sessionBound := cur.DueAt.Before(cur.ExpiresAt)
+		cur.ExpiresAt = newExpiry
+		if !sessionBound {
+			cur.DueAt = newExpiry
+		}
 		if err := tx.UpdateLease(cur); err != nil {
 			return err
 		}

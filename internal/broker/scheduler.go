@@ -170,7 +170,13 @@ func (b *Broker) claimDue(ctx context.Context, limit int, claim time.Duration) (
 			switch l.State {
 			case mayfly.LeaseActive:
 				l.State, l.EndReason = mayfly.LeaseRevoking, mayfly.EndExpired
-				if err := b.audit(tx, System, "lease.expire", nil, l, "lease expired", map[string]string{"expires_at": l.ExpiresAt.Format(time.RFC3339Nano)}); err != nil {
+				action, why := "lease.expire", "lease expired"
+				if now.Before(l.ExpiresAt) {
+					// Due before its expiry: a session-bound lease whose
+					// client stopped sending heartbeats.
+					l.EndReason, action, why = mayfly.EndSessionLost, "lease.session_lost", "no heartbeat from the client"
+				}
+				if err := b.audit(tx, System, action, nil, l, why, map[string]string{"expires_at": l.ExpiresAt.Format(time.RFC3339Nano)}); err != nil {
 					return err
 				}
 			case mayfly.LeaseProvisioning:

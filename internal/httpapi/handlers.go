@@ -65,6 +65,20 @@ type CreateRequestBody struct {
 	// is approved at once.
 	Activate  bool   `json:"activate"`
 	PublicKey string `json:"public_key,omitempty"`
+	// HeartbeatTimeout, when set (e.g. "60s"), binds the lease to the
+	// client's session (mayfly connect).
+	HeartbeatTimeout string `json:"heartbeat_timeout,omitempty"`
+}
+
+func heartbeatTimeout(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 5*time.Second || d > time.Hour {
+		return 0, mayfly.Errorf(mayfly.EINVALID, "heartbeat_timeout %q: want a duration between 5s and 1h", s)
+	}
+	return d, nil
 }
 
 // CreateRequestResponse is the answer to POST /v1/requests.
@@ -79,13 +93,14 @@ type CredsView struct {
 	LeaseID   string    `json:"lease_id"`
 	RequestID string    `json:"request_id"`
 	Target    string    `json:"target"`
+	Kind      string    `json:"kind"`
 	ExpiresAt time.Time `json:"expires_at"`
 	mayfly.Credential
 }
 
-func credsView(a *broker.Activation) *CredsView {
+func (s *server) credsView(a *broker.Activation) *CredsView {
 	return &CredsView{LeaseID: a.Lease.ID, RequestID: a.Lease.RequestID, Target: a.Lease.Target,
-		ExpiresAt: a.Lease.ExpiresAt.UTC(), Credential: a.Credential}
+		Kind: s.Broker.Config().Targets[a.Lease.Target].Kind, ExpiresAt: a.Lease.ExpiresAt.UTC(), Credential: a.Credential}
 }
 
 func parseDuration(s string) (time.Duration, error) {
@@ -152,13 +167,17 @@ func (s *server) handleCreateRequest() http.Handler {
 			}
 			return http.StatusCreated, CreateRequestResponse{RequestView: requestView(req), Decision: dec}, nil
 		}
-		req, dec, a, err := s.Broker.CreateAndActivate(r.Context(), c, in, broker.ActivateOptions{PublicKey: body.PublicKey})
+		hb, err := heartbeatTimeout(body.HeartbeatTimeout)
+		if err != nil {
+			return 0, nil, err
+		}
+		req, dec, a, err := s.Broker.CreateAndActivate(r.Context(), c, in, broker.ActivateOptions{PublicKey: body.PublicKey, SessionTimeout: hb})
 		if err != nil {
 			return 0, nil, err
 		}
 		resp := CreateRequestResponse{RequestView: requestView(req), Decision: dec}
 		if a != nil {
-			resp.Credentials = credsView(a)
+			resp.Credentials = s.credsView(a)
 		}
 		return http.StatusCreated, resp, nil
 	})
@@ -235,7 +254,8 @@ func (s *server) handleDeny() http.Handler {
 
 // ActivateBody is the optional body of POST /v1/requests/{id}/activate.
 type ActivateBody struct {
-	PublicKey string `json:"public_key"`
+	PublicKey        string `json:"public_key"`
+	HeartbeatTimeout string `json:"heartbeat_timeout,omitempty"`
 }
 
 func (s *server) handleActivate() http.Handler {
@@ -244,11 +264,15 @@ func (s *server) handleActivate() http.Handler {
 		if err := optionalBody(r, &body); err != nil {
 			return 0, nil, err
 		}
-		a, err := s.Broker.Activate(r.Context(), callerFrom(r), r.PathValue("id"), broker.ActivateOptions{PublicKey: body.PublicKey})
+		hb, err := heartbeatTimeout(body.HeartbeatTimeout)
 		if err != nil {
 			return 0, nil, err
 		}
-		return http.StatusCreated, credsView(a), nil
+		a, err := s.Broker.Activate(r.Context(), callerFrom(r), r.PathValue("id"), broker.ActivateOptions{PublicKey: body.PublicKey, SessionTimeout: hb})
+		if err != nil {
+			return 0, nil, err
+		}
+		return http.StatusCreated, s.credsView(a), nil
 	})
 }
 
@@ -438,5 +462,28 @@ func (s *server) handleExplain() http.Handler {
 			return 0, nil, err
 		}
 		return 200, dec, nil
+	})
+}
+
+// HeartbeatBody is the optional body of POST /v1/leases/{id}/heartbeat.
+type HeartbeatBody struct {
+	Timeout string `json:"timeout"`
+}
+
+func (s *server) handleHeartbeat() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		var body HeartbeatBody
+		if err := optionalBody(r, &body); err != nil {
+			return 0, nil, err
+		}
+		hb, err := heartbeatTimeout(body.Timeout)
+		if err != nil {
+			return 0, nil, err
+		}
+		l, err := s.Broker.Heartbeat(r.Context(), callerFrom(r), r.PathValue("id"), hb)
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, leaseView(l), nil
 	})
 }

@@ -35,6 +35,7 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("POST /v1/ssh/ca/rotate", a(adminOnly(s.handleSSHRotate())))
 	mux.Handle("GET /v1/ssh/revoked-keys", a(s.handleRevokedKeys()))
 	mux.Handle("POST /v1/leases/{id}/extend", a(s.handleExtend()))
+	mux.Handle("POST /v1/leases/{id}/heartbeat", a(s.handleHeartbeat()))
 	mux.Handle("POST /v1/leases/{id}/review", a(adminOnly(s.handleReview())))
 	mux.Handle("POST /v1/policy/reload", a(adminOnly(s.handleReload())))
 	mux.Handle("GET /v1/reports/access", a(adminOnly(s.handleAccessReport())))

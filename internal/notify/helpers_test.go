@@ -71,7 +71,7 @@ func (d *testDir) Groups(user string) []string {
 	return out
 }
 
-func (d *testDir) Email(user string) string     { return d.emails[user] }
+func (d *testDir) Email(user string) string      { return d.emails[user] }
 func (d *testDir) Members(group string) []string { return d.members[group] }
 
 func (d *testDir) RequestInfo(ctx context.Context, id string) (*mayfly.Request, error) {

@@ -32,6 +32,9 @@ const (
 	TypeDenied = "denied"
 	// TypeCancelled tells the approvers a request was withdrawn.
 	TypeCancelled = "cancelled"
+	// TypeLapsed tells the requester a request ran out of time: nobody
+	// decided in time, or it was approved but never activated.
+	TypeLapsed = "lapsed"
 	// TypeActivated tells the requester an account was created.
 	TypeActivated = "activated"
 	// TypeExpiring warns the requester that a lease expires soon.
@@ -48,7 +51,7 @@ const (
 
 // messageTypes lists every message type.
 var messageTypes = []string{TypeApprovalNeeded, TypeBreakGlass, TypeApproval, TypeApproved, TypeDenied,
-	TypeCancelled, TypeActivated, TypeExpiring, TypeRevoked, TypeEnded, TypeRevokeFailed}
+	TypeCancelled, TypeLapsed, TypeActivated, TypeExpiring, TypeRevoked, TypeEnded, TypeRevokeFailed}
 
 // MessageTypes returns every message type, in the order of a request's life.
 func MessageTypes() []string { return slices.Clone(messageTypes) }
@@ -123,7 +126,7 @@ func (m *message) Text() string {
 // be tried again.
 func (n *Notifier) messages(ctx context.Context, e *mayfly.AuditEvent) ([]*message, error) {
 	switch e.Action {
-	case "request.create", "request.approval", "request.approve", "request.deny", "request.cancel":
+	case "request.create", "request.approval", "request.approve", "request.deny", "request.cancel", "request.lapse":
 		r, err := n.request(ctx, e.RequestID)
 		if err != nil || r == nil {
 			return nil, err
@@ -274,8 +277,26 @@ func (n *Notifier) requestMessages(e *mayfly.AuditEvent, r *mayfly.Request) []*m
 			clean(e.Actor), what(r.Grant, r.Target))
 		m.Fields = requestFields(r)
 		return []*message{m}
+	case "request.lapse":
+		m := n.newMessage(TypeLapsed, e, r, nil)
+		m.Recipients = n.users(r.Requester)
+		m.Subject = "Lapsed: " + what(r.Grant, r.Target)
+		m.Headline = fmt.Sprintf("Your request for %s lapsed: %s. Ask again if you still need access.",
+			what(r.Grant, r.Target), orNone(e.Reason))
+		m.Fields = requestFields(r)
+		m.Commands = []command{{"Ask again", askAgain(r)}}
+		return []*message{m}
 	}
 	return nil
+}
+
+// askAgain is the command that repeats request r.
+func askAgain(r *mayfly.Request) string {
+	ask := "mayfly request " + shellQuote(r.Target+"/"+r.Grant) + " --for " + human(r.Duration)
+	if strings.TrimSpace(r.Reason) != "" {
+		ask += " --reason " + shellQuote(clean(r.Reason))
+	}
+	return ask
 }
 
 func (n *Notifier) approvalNeeded(e *mayfly.AuditEvent, r *mayfly.Request, step int, groups []string, approvals int) *message {
@@ -313,6 +334,7 @@ func (n *Notifier) breakGlass(e *mayfly.AuditEvent, r *mayfly.Request) *message 
 	m.Commands = []command{
 		{"Audit trail", "mayfly audit --request " + shellQuote(r.ID)},
 		{"Leases", "mayfly leases --user " + shellQuote(r.Requester)},
+		{"Record review", `mayfly review LEASE_ID --note "WHAT YOU FOUND"`},
 		{"Revoke", `mayfly revoke LEASE_ID --reason "WHY"`},
 	}
 	return m
@@ -405,13 +427,12 @@ func (n *Notifier) expiringMessage(ctx context.Context, l *mayfly.Lease, now tim
 	m.Headline = fmt.Sprintf("Your access to %s expires in %s, at %s. Save your work: the account and its sessions will then be removed.",
 		what(l.Grant, l.Target), human(left), clock(l.ExpiresAt))
 	m.Fields = leaseFields(l, r)
-	m.Commands = []command{{"End it now", "mayfly done " + shellQuote(l.ID)}}
+	m.Commands = []command{
+		{"Extend", "mayfly extend " + shellQuote(l.ID) + ` --for 30m --reason "WHY"`},
+		{"End it now", "mayfly done " + shellQuote(l.ID)},
+	}
 	if r != nil {
-		ask := "mayfly request " + shellQuote(l.Target+"/"+l.Grant) + " --for " + human(r.Duration)
-		if strings.TrimSpace(r.Reason) != "" {
-			ask += " --reason " + shellQuote(clean(r.Reason))
-		}
-		m.Commands = append(m.Commands, command{"Ask again", ask})
+		m.Commands = append(m.Commands, command{"Ask again", askAgain(r)})
 	}
 	return m, nil
 }

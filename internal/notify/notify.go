@@ -388,6 +388,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	for _, w := range n.workers {
 		wg.Go(func() { w.run(ctx) })
 	}
+	<-ctx.Done()
 	wg.Wait()
 	return nil
 }

@@ -281,10 +281,10 @@ func TestExpiryWarning(t *testing.T) {
 	leases := []*mayfly.Lease{
 		lease("l_soon", now.Add(-time.Hour), now.Add(3*time.Minute), mayfly.LeaseActive),
 		lease("l_sooner", now.Add(-time.Hour), now.Add(2*time.Minute), mayfly.LeaseActive),
-		lease("l_later", now.Add(-time.Hour), now.Add(time.Hour), mayfly.LeaseActive),          // outside the window
-		lease("l_short", now.Add(-time.Minute), now.Add(4*time.Minute), mayfly.LeaseActive),    // granted for 5m < 10m
-		lease("l_gone", now.Add(-time.Hour), now.Add(-time.Minute), mayfly.LeaseActive),        // expired, not yet revoked
-		lease("l_revoking", now.Add(-time.Hour), now.Add(time.Minute), mayfly.LeaseRevoking),   // not active
+		lease("l_later", now.Add(-time.Hour), now.Add(time.Hour), mayfly.LeaseActive),        // outside the window
+		lease("l_short", now.Add(-time.Minute), now.Add(4*time.Minute), mayfly.LeaseActive),  // granted for 5m < 10m
+		lease("l_gone", now.Add(-time.Hour), now.Add(-time.Minute), mayfly.LeaseActive),      // expired, not yet revoked
+		lease("l_revoking", now.Add(-time.Hour), now.Add(time.Minute), mayfly.LeaseRevoking), // not active
 	}
 	if err := db.Update(context.Background(), func(tx mayfly.Tx) error {
 		for _, l := range leases {

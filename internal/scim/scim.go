@@ -32,15 +32,14 @@ import (
 
 // Schema URNs.
 const (
-	schemaUser       = "urn:ietf:params:scim:schemas:core:2.0:User"
-	schemaGroup      = "urn:ietf:params:scim:schemas:core:2.0:Group"
-	schemaEnterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-	schemaList       = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
-	schemaPatch      = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-	schemaError      = "urn:ietf:params:scim:api:messages:2.0:Error"
-	schemaSPC        = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
-	schemaRT         = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
-	schemaSchema     = "urn:ietf:params:scim:schemas:core:2.0:Schema"
+	schemaUser   = "urn:ietf:params:scim:schemas:core:2.0:User"
+	schemaGroup  = "urn:ietf:params:scim:schemas:core:2.0:Group"
+	schemaList   = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+	schemaPatch  = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+	schemaError  = "urn:ietf:params:scim:api:messages:2.0:Error"
+	schemaSPC    = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
+	schemaRT     = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
+	schemaSchema = "urn:ietf:params:scim:schemas:core:2.0:Schema"
 )
 
 // Protocol limits, also advertised in /ServiceProviderConfig.
@@ -74,13 +73,13 @@ type User struct {
 
 // Group is a set of users, named by an identity provider.
 type Group struct {
-	ID          string // assigned by Mayfly, immutable
-	DisplayName string // as the identity provider sent it; see GroupName
-	ExternalID  string
-	Members     []string // user IDs
-	Created     time.Time
+	ID           string // assigned by Mayfly, immutable
+	DisplayName  string // as the identity provider sent it; see GroupName
+	ExternalID   string
+	Members      []string // user IDs
+	Created      time.Time
 	LastModified time.Time
-	Version     int
+	Version      int
 }
 
 // Sentinel errors a Directory returns; other errors are internal.

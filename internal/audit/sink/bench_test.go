@@ -146,3 +146,39 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// BenchmarkCatchUp measures a Runner delivering a backlog of 20,000 events
+// from the store, cursor updates included; one op is the whole backlog.
+func BenchmarkCatchUp(b *testing.B) {
+	const n = 20_000
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	for _, cfg := range []Config{
+		{Name: "file", Type: TypeFile, Path: filepath.Join(b.TempDir(), "audit.log")},
+		{Name: "webhook", Type: TypeWebhook, URL: srv.URL},
+	} {
+		b.Run(cfg.Name, func(b *testing.B) {
+			db := openStore(b)
+			for range n / 10_000 {
+				appendEvents(b, db, 10_000)
+			}
+			ctx := context.Background()
+			want := fmt.Sprint(n)
+			for b.Loop() {
+				if err := db.Update(ctx, func(tx mayfly.Tx) error { return tx.PutSetting(CursorKey(cfg.Name), "0") }); err != nil {
+					b.Fatal(err)
+				}
+				r := newRunner(b, db, nil, cfg)
+				stop := start(b, r)
+				for storedCursor(b, db, cfg.Name) != want {
+					time.Sleep(time.Millisecond)
+				}
+				stop()
+			}
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
