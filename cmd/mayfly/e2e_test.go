@@ -80,6 +80,7 @@ func freeAddr(t *testing.T) string {
 
 type worldOpts struct {
 	prefix    string
+	engRead   string // extra keys of the eng-read policy, e.g. ", idle_timeout: 3s"
 	extraYAML string
 	pgDSN     string
 	scheduler string
@@ -114,10 +115,10 @@ targets:
     grants:
       readonly: {roles: [pg_read_all_data]}
 policies:
-  - {name: eng-read, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 1h, approvals: 0}
+  - {name: eng-read, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 1h, approvals: 0%s}
   - {name: eng-read-long, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 8h, approvals: 1, approver_groups: [dba]}
   - {name: eng-read-day, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 24h, approvals: 2, approver_groups: [dba]}
-%s`, addr, filepath.Join(dir, "mayfly.db"), hashOf(tokens["alice"]), hashOf(tokens["bob"]), hashOf(tokens["carol"]), hashOf(tokens["dave"]), o.scheduler, o.prefix, o.pgDSN, o.extraYAML)
+%s`, addr, filepath.Join(dir, "mayfly.db"), hashOf(tokens["alice"]), hashOf(tokens["bob"]), hashOf(tokens["carol"]), hashOf(tokens["dave"]), o.scheduler, o.prefix, o.pgDSN, o.engRead, o.extraYAML)
 	path := filepath.Join(dir, "mayfly.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -236,3 +236,36 @@ func newID() string {
 	tok, _ := newToken()
 	return strings.NewReplacer("-", "", "_", "").Replace(tok)[4:12]
 }
+
+func TestIdleTimeout(t *testing.T) {
+	w := startWorld(t, worldOpts{engRead: ", idle_timeout: 3s", extraYAML: "reconcile: {idle_interval: 500ms}\n"})
+	ctx := context.Background()
+	var r reqOut
+	var unused, used credsOut
+	w.ok("alice", &r, "request", "local-pg/readonly", "--for", "30m", "--reason", "x", "-o", "json")
+	w.ok("alice", &unused, "creds", r.ID, "-o", "json")
+	w.ok("alice", &r, "request", "local-pg/readonly", "--for", "30m", "--reason", "x", "-o", "json")
+	w.ok("alice", &used, "creds", r.ID, "-o", "json")
+	conn, err := pgLogin(ctx, used, used.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the never-used credential to be revoked as idle", 8*time.Second, func() bool { return w.lease(unused.LeaseID).State == "revoked" })
+	if l := w.lease(unused.LeaseID); l.EndReason != "idle" {
+		t.Errorf("unused lease end_reason = %q; want idle", l.EndReason)
+	}
+	if d := time.Since(start); d < 2*time.Second {
+		t.Errorf("revoked after %s; the idle timeout is 3s", d)
+	}
+	// The lease with a live session survives well past the timeout.
+	time.Sleep(4 * time.Second)
+	if l := w.lease(used.LeaseID); l.State != "active" {
+		t.Fatalf("lease in use was revoked: %+v", l)
+	}
+	conn.Close(ctx)
+	waitFor(t, "the lease to be revoked once its session closed", 10*time.Second, func() bool { return w.lease(used.LeaseID).State == "revoked" })
+	if roleExists(t, used.Username) || roleExists(t, unused.Username) {
+		t.Errorf("idle accounts still exist")
+	}
+}

@@ -189,7 +189,8 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	}()
 	var bg sync.WaitGroup
 	defer bg.Wait()
-	bg.Add(3)
+	bg.Add(4)
+	go func() { defer bg.Done(); b.RunIdleChecker(ctx, cfg.Reconcile.IdleInterval) }()
 	go func() { defer bg.Done(); b.RunLapser(ctx, 5*time.Second) }()
 	go func() { defer bg.Done(); b.RunReconciler(ctx, *cfg.Reconcile.Interval) }()
 	go func() { defer bg.Done(); checkTargets(ctx, conns.all, m, cfg.Reconcile.HealthInterval, log) }()

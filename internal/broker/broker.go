@@ -95,6 +95,7 @@ type Broker struct {
 
 	wake  chan struct{}
 	users userStatuses
+	idle  idleTracker
 }
 
 // New returns a Broker.

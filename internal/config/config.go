@@ -93,6 +93,9 @@ type Reconcile struct {
 	Interval *time.Duration `yaml:"interval"`
 	// HealthInterval between target health checks (default 30s).
 	HealthInterval time.Duration `yaml:"health_interval"`
+	// IdleInterval between idle checks of leases whose policy sets
+	// idle_timeout (default 15s).
+	IdleInterval time.Duration `yaml:"idle_interval"`
 }
 
 // Metrics configures /metrics.
@@ -241,6 +244,9 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	}
 	if *c.Reconcile.Interval < 0 || c.Reconcile.HealthInterval < 0 {
 		return lineErr(f, lines["reconcile"].at(0), "reconcile intervals must not be negative")
+	}
+	if c.Reconcile.IdleInterval <= 0 {
+		c.Reconcile.IdleInterval = 15 * time.Second
 	}
 	if c.Reconcile.HealthInterval == 0 {
 		c.Reconcile.HealthInterval = 30 * time.Second

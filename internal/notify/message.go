@@ -47,11 +47,14 @@ const (
 	// TypeRevokeFailed tells the security groups a revocation keeps
 	// failing; it is urgent.
 	TypeRevokeFailed = "revoke_failed"
+	// TypeOrphan tells the security groups an account with no live lease
+	// was found on a target (and removed, or not: then it is urgent).
+	TypeOrphan = "orphan"
 )
 
 // messageTypes lists every message type.
 var messageTypes = []string{TypeApprovalNeeded, TypeBreakGlass, TypeApproval, TypeApproved, TypeDenied,
-	TypeCancelled, TypeLapsed, TypeActivated, TypeExpiring, TypeRevoked, TypeEnded, TypeRevokeFailed}
+	TypeCancelled, TypeLapsed, TypeActivated, TypeExpiring, TypeRevoked, TypeEnded, TypeRevokeFailed, TypeOrphan}
 
 // MessageTypes returns every message type, in the order of a request's life.
 func MessageTypes() []string { return slices.Clone(messageTypes) }
@@ -132,7 +135,9 @@ func (n *Notifier) messages(ctx context.Context, e *mayfly.AuditEvent) ([]*messa
 			return nil, err
 		}
 		return n.requestMessages(e, r), nil
-	case "lease.activate", "lease.revoke", "lease.revoked", "lease.revoke_failed":
+	case "account.orphan_removed", "account.orphan_remove_failed":
+		return []*message{n.orphan(e)}, nil
+	case "lease.activate", "lease.revoke", "lease.revoked", "lease.missing", "lease.revoke_failed":
 		var l *mayfly.Lease
 		err := n.store.View(ctx, func(tx mayfly.Tx) error {
 			var err error
@@ -363,7 +368,7 @@ func (n *Notifier) leaseMessages(e *mayfly.AuditEvent, l *mayfly.Lease, r *mayfl
 			clean(e.Actor), what(l.Grant, l.Target))
 		m.Fields = append(leaseFields(l, r), field{"Revocation reason", orNone(e.Reason)})
 		return []*message{m}
-	case "lease.revoked":
+	case "lease.revoked", "lease.missing":
 		reason := e.Data["end_reason"]
 		if reason == "" {
 			reason = l.EndReason
@@ -399,6 +404,29 @@ func (n *Notifier) leaseMessages(e *mayfly.AuditEvent, l *mayfly.Lease, r *mayfl
 	return nil
 }
 
+func (n *Notifier) orphan(e *mayfly.AuditEvent) *message {
+	m := n.newMessage(TypeOrphan, e, nil, nil)
+	m.Recipients = n.members(n.security, "")
+	account, target := clean(e.Data["account"]), clean(e.Target)
+	if e.Action == "account.orphan_remove_failed" {
+		m.Urgent = true
+		m.Subject = fmt.Sprintf("Unexplained account %s on %s could not be removed", account, target)
+		m.Headline = fmt.Sprintf("Mayfly found the account %s on %s with no live lease behind it and could not remove it. Remove it by hand and find out where it came from.",
+			account, target)
+		m.Fields = []field{{"Target", target}, {"Account", account}, {"Error", orNone(e.Reason)}}
+	} else {
+		m.Subject = fmt.Sprintf("Unexplained account %s on %s removed", account, target)
+		m.Headline = fmt.Sprintf("Mayfly found the account %s on %s with no live lease behind it and removed it. Find out where it came from.",
+			account, target)
+		m.Fields = []field{{"Target", target}, {"Account", account}}
+	}
+	m.Commands = []command{
+		{"Accounts", "mayfly inventory " + shellQuote(e.Target)},
+		{"Audit trail", "mayfly audit --target " + shellQuote(e.Target)},
+	}
+	return m
+}
+
 func endedBecause(reason string) string {
 	switch reason {
 	case mayfly.EndExpired:
@@ -407,6 +435,8 @@ func endedBecause(reason string) string {
 		return "was unused for too long and has ended"
 	case mayfly.EndUserSuspended:
 		return "ended because your user was suspended"
+	case mayfly.EndMissing:
+		return "ended: the account vanished from the target (removed outside Mayfly)"
 	default:
 		return "has ended (" + clean(reason) + ")"
 	}

@@ -189,6 +189,8 @@ func TestLeaseMessages(t *testing.T) {
 			TypeEnded, "alice", false, []string{"expired", "mf_alice_x1 has been removed"}},
 		{"idle", mayfly.AuditEvent{Actor: "mayfly", Action: "lease.revoked", Data: map[string]string{"end_reason": "idle"}},
 			TypeEnded, "alice", false, []string{"unused for too long"}},
+		{"missing", mayfly.AuditEvent{Actor: "mayfly", Action: "lease.missing", Data: map[string]string{"end_reason": "missing"}},
+			TypeEnded, "alice", false, []string{"vanished from the target"}},
 		{"done", mayfly.AuditEvent{Actor: "mayfly", Action: "lease.revoked", Data: map[string]string{"end_reason": "done"}}, "", "", false, nil},
 		{"revoked after revoke", mayfly.AuditEvent{Actor: "mayfly", Action: "lease.revoked", Data: map[string]string{"end_reason": "revoked"}}, "", "", false, nil},
 		{"first failure", mayfly.AuditEvent{Actor: "mayfly", Action: "lease.revoke_failed", Reason: "connection refused",
@@ -312,6 +314,41 @@ func TestLapsed(t *testing.T) {
 	for _, s := range []string{"lapsed: nobody decided within 24h0m0s", "mayfly request pg-prod/readonly --for 1h --reason 'investigate INC-42'"} {
 		if !strings.Contains(m.Text(), s) {
 			t.Errorf("text lacks %q:\n%s", s, m.Text())
+		}
+	}
+}
+
+func TestOrphan(t *testing.T) {
+	db := openStore(t)
+	n, err := New(db, Config{SecurityGroups: []string{"sec"}}, newDir(db), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		action string
+		urgent bool
+		text   string
+	}{
+		{"account.orphan_removed", false, "and removed it"},
+		{"account.orphan_remove_failed", true, "could not remove it"},
+	} {
+		msgs, err := n.messages(context.Background(), &mayfly.AuditEvent{Seq: 9, Time: t0, Actor: "mayfly", Action: tt.action,
+			Subject: "target:pg-prod", Target: "pg-prod", Reason: "permission denied", Data: map[string]string{"account": "mf_eve_x"}})
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("%s: messages = %d, %v; want 1", tt.action, len(msgs), err)
+		}
+		m := msgs[0]
+		var to []string
+		for _, r := range m.Recipients {
+			to = append(to, r.User)
+		}
+		if m.Type != TypeOrphan || m.Urgent != tt.urgent || strings.Join(to, ",") != "bob,sam" {
+			t.Errorf("%s: got %s urgent=%v to %v; want orphan urgent=%v to bob,sam", tt.action, m.Type, m.Urgent, to, tt.urgent)
+		}
+		for _, s := range []string{"mf_eve_x", "pg-prod", tt.text, "mayfly inventory pg-prod"} {
+			if !strings.Contains(m.Text(), s) {
+				t.Errorf("%s: text lacks %q:\n%s", tt.action, s, m.Text())
+			}
 		}
 	}
 }

@@ -288,7 +288,7 @@ func TestOkta(t *testing.T) {
 	u = c.must(200, "PUT", "/Users/"+id, put)
 	wantField(t, u, true, "active")
 	wantField(t, u, "Dade Murphy-Smith", "displayName")
-	wantField(t, u, "[dade@example.org]", "emails", 0, "value")
+	wantField(t, u, "dade@example.org", "emails", 0, "value")
 	wantField(t, u, `W/"3"`, "meta", "version")
 
 	// Repeating a PATCH that changes nothing keeps the version.

@@ -132,7 +132,7 @@ func (r *Runner) Backlog() map[string]int64 {
 }
 
 // Run delivers events until ctx is done, then closes every sink and
-// returns nil. It runs one goroutine per sink; a sink that fails is retried
+// returns nil (or what closing them failed with). It runs one goroutine per sink; a sink that fails is retried
 // with capped exponential backoff, from its cursor, without affecting the
 // others. Run may be called once.
 func (r *Runner) Run(ctx context.Context) error {
@@ -224,12 +224,11 @@ func (r *Runner) drain(ctx context.Context, w *worker) error {
 		if err := w.out.deliver(ctx, events); err != nil {
 			return fmt.Errorf("deliver events %d to %d: %w", events[0].Seq, last, err)
 		}
-		// The sink has the batch; if saving the cursor fails, the batch
-		// is delivered again (at least once).
-		if err := r.store.Update(ctx, func(tx mayfly.Tx) error {
-			return tx.PutSetting(w.key, strconv.FormatInt(last, 10))
-		}); err != nil {
-			return fmt.Errorf("save cursor %d: %w", last, err)
+		// The sink has the batch: record it even when shutting down, so
+		// a restart does not send it again. If saving fails, the batch is
+		// delivered again (at least once).
+		if err := r.saveCursor(ctx, w, last); err != nil {
+			return err
 		}
 		w.cursor.Store(last)
 		if len(events) < w.batch {
@@ -237,6 +236,19 @@ func (r *Runner) drain(ctx context.Context, w *worker) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// saveCursor stores the cursor of w, with a bounded wait that does not end
+// with ctx.
+func (r *Runner) saveCursor(ctx context.Context, w *worker, seq int64) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.store.Update(ctx, func(tx mayfly.Tx) error {
+		return tx.PutSetting(w.key, strconv.FormatInt(seq, 10))
+	}); err != nil {
+		return fmt.Errorf("save cursor %d: %w", seq, err)
+	}
+	return nil
 }
 
 // loadCursor reads the sink's cursor from the store; unset means 0.

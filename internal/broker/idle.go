@@ -1,0 +1,158 @@
+package broker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// idleTracker remembers when each lease's account was last seen in use.
+type idleTracker struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+func (t *idleTracker) touch(id string, at time.Time) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.seen == nil {
+		t.seen = map[string]time.Time{}
+	}
+	if at.After(t.seen[id]) {
+		t.seen[id] = at
+	}
+	return t.seen[id]
+}
+
+func (t *idleTracker) forget(keep map[string]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id := range t.seen {
+		if !keep[id] {
+			delete(t.seen, id)
+		}
+	}
+}
+
+// CheckIdle revokes active leases whose policy sets idle_timeout and whose
+// account has had no session and no activity for that long — including a
+// credential never used within the timeout after activation. It uses each
+// connector's activity report and returns how many leases it ended.
+func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
+	cfg := b.cfg.Load()
+	var active []*mayfly.Lease
+	reqs := map[string]*mayfly.Request{}
+	err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		if active, err = tx.ListLeases(mayfly.LeaseFilter{States: []mayfly.LeaseState{mayfly.LeaseActive}}); err != nil {
+			return err
+		}
+		var ids []string
+		for _, l := range active {
+			ids = append(ids, l.RequestID)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		rs, err := tx.ListRequests(mayfly.RequestFilter{IDs: ids})
+		for _, r := range rs {
+			reqs[r.ID] = r
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	idleOf := func(l *mayfly.Lease) time.Duration {
+		r := reqs[l.RequestID]
+		if r == nil {
+			return 0
+		}
+		p, _ := cfg.Policies.Policy(r.Policy)
+		return p.IdleTimeout
+	}
+	byTarget := map[string][]*mayfly.Lease{}
+	keep := map[string]bool{}
+	for _, l := range active {
+		if idleOf(l) > 0 {
+			byTarget[l.Target] = append(byTarget[l.Target], l)
+			keep[l.ID] = true
+		}
+	}
+	b.idle.forget(keep)
+	var idle []*mayfly.Lease
+	for target, ls := range byTarget {
+		conn, ok := b.connectors[target]
+		if !ok {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		accts, err := conn.Accounts(actx, mayfly.AccountsRequest{Prefix: cfg.Targets[target].Prefix})
+		cancel()
+		if err != nil {
+			b.log.Warn("idle check: list accounts", "target", target, "err", Scrub(mayfly.ErrorMessageOrText(err)))
+			continue
+		}
+		byName := map[string]mayfly.Account{}
+		for _, a := range accts {
+			byName[a.Name] = a
+		}
+		now := b.clock.Now()
+		for _, l := range ls {
+			a := byName[l.Username]
+			last := b.idle.touch(l.ID, l.CreatedAt)
+			if !a.LastActivity.IsZero() {
+				last = b.idle.touch(l.ID, a.LastActivity)
+			}
+			if a.Sessions > 0 {
+				last = b.idle.touch(l.ID, now)
+			}
+			if now.Sub(last) > idleOf(l) {
+				idle = append(idle, l)
+			}
+		}
+	}
+	if len(idle) == 0 {
+		return 0, nil
+	}
+	n := 0
+	err = b.store.Update(ctx, func(tx mayfly.Tx) error {
+		now := b.clock.Now().UTC()
+		for _, l := range idle {
+			cur, err := tx.GetLease(l.ID)
+			if err != nil || cur.State != mayfly.LeaseActive {
+				continue
+			}
+			cur.State, cur.EndReason, cur.DueAt = mayfly.LeaseRevoking, mayfly.EndIdle, now
+			if err := tx.UpdateLease(cur); err != nil {
+				return err
+			}
+			if err := b.audit(tx, System, "lease.idle", nil, cur, "no session or activity for "+idleOf(l).String(), nil); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	b.poke()
+	b.committed()
+	return n, err
+}
+
+// RunIdleChecker checks idle leases every interval until ctx ends.
+func (b *Broker) RunIdleChecker(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := b.CheckIdle(ctx); err != nil && ctx.Err() == nil {
+				b.log.Error("idle check", "err", err)
+			}
+		}
+	}
+}
