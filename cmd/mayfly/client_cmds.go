@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -8,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -320,7 +322,11 @@ func cmdAudit(e *env, args []string) error {
 	if len(args) > 0 && args[0] == "verify" {
 		return cmdAuditVerify(e, args[1:])
 	}
+	if len(args) > 0 && args[0] == "hash" {
+		return cmdAuditHash(e, args[1:])
+	}
 	f := newFlags(e, "audit", true)
+	follow := f.Bool("follow", false, "stream new events as they happen (admins)")
 	q := url.Values{}
 	for _, k := range []string{"actor", "action", "target", "lease", "request", "since", "until", "after", "limit"} {
 		f.Func(k, "filter: "+k, func(v string) error { q.Set(k, v); return nil })
@@ -337,6 +343,9 @@ func cmdAudit(e *env, args []string) error {
 	c, err := e.client()
 	if err != nil {
 		return err
+	}
+	if *follow {
+		return followAudit(e, c, q.Get("after"), *f.output)
 	}
 	var evs []mayfly.AuditEvent
 	if err := c.Do(e.ctx, "GET", "/v1/audit", q, nil, &evs); err != nil {
@@ -531,4 +540,91 @@ func waitingFor(r httpapi.RequestView) string {
 		s += fmt.Sprintf(", then %d from %s", r.Steps[i].Approvals, strings.Join(r.Steps[i].ApproverGroups, " or "))
 	}
 	return s
+}
+
+// followAudit prints events from the live stream until interrupted,
+// reconnecting from the last event seen.
+func followAudit(e *env, c *httpapi.Client, after, format string) error {
+	for {
+		q := url.Values{}
+		if after != "" {
+			q.Set("after", after)
+		}
+		req, err := http.NewRequestWithContext(e.ctx, "GET", c.Addr+"/v1/audit/stream?"+q.Encode(), nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+		resp, err := (&http.Client{}).Do(req)
+		if err != nil {
+			if e.ctx.Err() != nil {
+				return nil
+			}
+			time.Sleep(time.Second)
+			continue
+		}
+		if resp.StatusCode != 200 {
+			var eb struct {
+				Error struct{ Code, Message string }
+			}
+			json.NewDecoder(resp.Body).Decode(&eb)
+			resp.Body.Close()
+			return &mayfly.Error{Code: eb.Error.Code, Message: eb.Error.Message}
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			data, ok := strings.CutPrefix(line, "data: ")
+			if !ok {
+				continue
+			}
+			var ev mayfly.AuditEvent
+			if err := json.Unmarshal([]byte(data), &ev); err != nil {
+				continue
+			}
+			after = strconv.FormatInt(ev.Seq, 10)
+			if format == "json" || format == "jsonl" {
+				fmt.Fprintln(e.stdout, data)
+			} else {
+				fmt.Fprintf(e.stdout, "%d\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, fmtTime(ev.Time), ev.Actor, ev.Action, ev.Subject, oneLine(ev.Reason))
+			}
+			if f, ok := e.stdout.(interface{ Sync() error }); ok {
+				f.Sync()
+			}
+		}
+		resp.Body.Close()
+		if e.ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func cmdAuditHash(e *env, args []string) error {
+	f := newFlags(e, "audit", true)
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(1); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var res httpapi.AuditHashResult
+	if err := c.Do(e.ctx, "POST", "/v1/audit/hash", nil, httpapi.AuditHashBody{Value: f.pos[0]}, &res); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(res)
+	}
+	fmt.Fprintf(e.stdout, "hmac: %s\n", res.HMAC)
+	if len(res.Leases) == 0 {
+		fmt.Fprintln(e.stdout, "no lease was issued this secret")
+	}
+	for _, l := range res.Leases {
+		fmt.Fprintf(e.stdout, "issued to lease %s\n", l)
+	}
+	return nil
 }

@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/audit/sink"
 	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/config"
 	"github.com/mayflyhq/mayfly/internal/httpapi"
 	"github.com/mayflyhq/mayfly/internal/metrics"
+	"github.com/mayflyhq/mayfly/internal/notify"
 	"github.com/mayflyhq/mayfly/internal/policy"
 	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
@@ -160,14 +162,34 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		return err
 	}
 	m := metrics.New(st)
+	sinks, err := sink.New(st, cfg.Audit.Sinks, e.getenv, log)
+	if err != nil {
+		return err
+	}
+	hooks := metricHooks(m)
+	dir := &directory{}
+	dir.load(cfg)
+	var notifier *notify.Notifier
+	if len(cfg.Notifications.Channels) > 0 {
+		if notifier, err = notify.New(st, cfg.Notifications, dir, e.getenv, log); err != nil {
+			return err
+		}
+	}
+	hooks.Committed = func() {
+		sinks.Notify()
+		if notifier != nil {
+			notifier.Notify()
+		}
+	}
 	opts := broker.Options{Store: st, Logger: log, Connectors: conns.all, HMACKey: key, MaxBackoff: cfg.Scheduler.MaxBackoff,
-		Hooks: metricHooks(m)}
+		Hooks: hooks}
 	if e.getenv("MAYFLY_FAILPOINT") == "crash-after-intent" {
 		// Fault injection for crash-safety tests: die the hard way right
 		// after the lease intent is committed, before the target is touched.
 		opts.AfterIntent = func(*mayfly.Lease) { syscall.Kill(os.Getpid(), syscall.SIGKILL) }
 	}
 	b := broker.New(bc, opts)
+	dir.store = st
 	n, err := b.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover interrupted leases: %w", err)
@@ -189,7 +211,14 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	}()
 	var bg sync.WaitGroup
 	defer bg.Wait()
-	bg.Add(4)
+	bg.Add(6)
+	go func() {
+		defer bg.Done()
+		if notifier != nil {
+			notifier.Run(ctx)
+		}
+	}()
+	go func() { defer bg.Done(); runSinks(ctx, sinks, m, log) }()
 	go func() { defer bg.Done(); b.RunIdleChecker(ctx, cfg.Reconcile.IdleInterval) }()
 	go func() { defer bg.Done(); b.RunLapser(ctx, 5*time.Second) }()
 	go func() { defer bg.Done(); b.RunReconciler(ctx, *cfg.Reconcile.Interval) }()
@@ -211,6 +240,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			if nb, err = brokerConfig(nc); err == nil {
 				b.SetConfig(keepConnectedTargets(nb, conns.all, log))
 				auth.load(nc)
+				dir.load(nc)
 				log.Info("configuration reloaded", "path", path)
 				return nil
 			}
@@ -335,4 +365,77 @@ func checkTargets(ctx context.Context, conns map[string]mayfly.Connector, m *met
 			check()
 		}
 	}
+}
+
+// runSinks delivers the audit trail to the configured sinks and publishes
+// their backlog.
+func runSinks(ctx context.Context, r *sink.Runner, m *metrics.Metrics, log *slog.Logger) {
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				for name, n := range r.Backlog() {
+					m.SinkBacklog.WithLabelValues(name).Set(float64(n))
+				}
+			}
+		}
+	}()
+	if err := r.Run(ctx); err != nil {
+		log.Error("audit sinks stopped", "err", err)
+	}
+}
+
+// directory answers the notifier's questions about users and requests.
+type directory struct {
+	mu      sync.RWMutex
+	groups  map[string][]string
+	emails  map[string]string
+	members map[string][]string
+	store   mayfly.Store
+}
+
+func (d *directory) load(cfg *config.Config) {
+	g, em, mem := map[string][]string{}, map[string]string{}, map[string][]string{}
+	for _, u := range cfg.Users {
+		g[u.Name] = u.Groups
+		em[u.Name] = u.Email
+		for _, grp := range u.Groups {
+			mem[grp] = append(mem[grp], u.Name)
+		}
+	}
+	d.mu.Lock()
+	d.groups, d.emails, d.members = g, em, mem
+	d.mu.Unlock()
+}
+
+func (d *directory) Groups(user string) []string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.groups[user]
+}
+
+func (d *directory) Email(user string) string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.emails[user]
+}
+
+func (d *directory) Members(group string) []string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.members[group]
+}
+
+func (d *directory) RequestInfo(ctx context.Context, id string) (*mayfly.Request, error) {
+	var r *mayfly.Request
+	err := d.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		r, err = tx.GetRequest(id)
+		return err
+	})
+	return r, err
 }

@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,9 +94,11 @@ type Broker struct {
 	afterIntent func(l *mayfly.Lease)
 	hooks       Hooks
 
-	wake  chan struct{}
-	users userStatuses
-	idle  idleTracker
+	wake     chan struct{}
+	changeMu sync.Mutex
+	changed  chan struct{}
+	users    userStatuses
+	idle     idleTracker
 }
 
 // New returns a Broker.
@@ -116,7 +119,8 @@ func New(cfg *Config, o Options) *Broker {
 		store: o.Store, clock: o.Clock, log: o.Logger, connectors: o.Connectors,
 		hmacKey: o.HMACKey, provTO: o.ProvisionTimeout, maxBackoff: o.MaxBackoff,
 		afterIntent: o.AfterIntent, hooks: o.Hooks,
-		wake: make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
+		changed: make(chan struct{}),
 	}
 	b.cfg.Store(cfg)
 	return b
@@ -297,9 +301,21 @@ func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, p
 }
 
 func (b *Broker) committed() {
+	b.changeMu.Lock()
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.changeMu.Unlock()
 	if b.hooks.Committed != nil {
 		b.hooks.Committed()
 	}
+}
+
+// Changed returns a channel closed at the next committed state change, for
+// live streams of the audit trail.
+func (b *Broker) Changed() <-chan struct{} {
+	b.changeMu.Lock()
+	defer b.changeMu.Unlock()
+	return b.changed
 }
 
 func (b *Broker) audit(tx mayfly.Tx, c Caller, action string, r *mayfly.Request, l *mayfly.Lease, reason string, data map[string]string) error {

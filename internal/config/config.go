@@ -18,6 +18,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/audit/sink"
+	"github.com/mayflyhq/mayfly/internal/notify"
 	"github.com/mayflyhq/mayfly/internal/policy"
 )
 
@@ -36,6 +38,10 @@ type Config struct {
 	Log       Log       `yaml:"log"`
 	// SSHCA locates the SSH user certificate authority (ssh targets).
 	SSHCA SSHCA `yaml:"ssh_ca"`
+	// Notifications reach approvers and requesters (webhook, Slack, e-mail).
+	Notifications notify.Config `yaml:"notifications"`
+	// Audit configures where the audit trail is delivered.
+	Audit Audit `yaml:"audit"`
 	// Reconcile sets how often targets are compared with leases.
 	Reconcile Reconcile `yaml:"reconcile"`
 	// Metrics protects /metrics with a token when TokenSHA256 is set.
@@ -60,7 +66,9 @@ type User struct {
 	Name        string   `yaml:"name"`
 	Groups      []string `yaml:"groups"`
 	TokenSHA256 string   `yaml:"token_sha256"`
-	line        int
+	// Email receives notifications.
+	Email string `yaml:"email"`
+	line  int
 }
 
 // Admins names who may act on everything (revoke any lease, read all).
@@ -85,6 +93,12 @@ type Scheduler struct {
 type SSHCA struct {
 	Dir           string `yaml:"dir"`            // default: <state_dir>/ssh-ca
 	PassphraseEnv string `yaml:"passphrase_env"` // default: MAYFLY_SSH_CA_PASSPHRASE
+}
+
+// Audit configures audit delivery.
+type Audit struct {
+	// Sinks receive every audit event, at least once and in order.
+	Sinks []sink.Config `yaml:"sinks"`
 }
 
 // Reconcile configures the reconciler.
@@ -237,6 +251,12 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	}
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join(filepath.Dir(c.Store.SQLite), "mayfly-state")
+	}
+	if err := notify.Validate(c.Notifications); err != nil {
+		return lineErr(f, lines["notifications"].at(0), "notifications: %s", mayfly.ErrorMessageOrText(err))
+	}
+	if err := sink.Validate(c.Audit.Sinks); err != nil {
+		return lineErr(f, lines["audit"].at(0), "audit.sinks: %s", mayfly.ErrorMessageOrText(err))
 	}
 	if c.Reconcile.Interval == nil {
 		d := 10 * time.Minute

@@ -30,6 +30,8 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("POST /v1/leases/{id}/revoke", a(s.handleEnd("revoked")))
 	mux.Handle("GET /v1/audit", a(s.handleAudit()))
 	mux.Handle("GET /v1/audit/verify", a(s.handleAuditVerify()))
+	mux.Handle("GET /v1/audit/stream", a(adminOnly(s.handleAuditStream())))
+	mux.Handle("POST /v1/audit/hash", a(adminOnly(s.handleAuditHash())))
 	mux.Handle("POST /v1/policy/explain", a(s.handleExplain()))
 	mux.Handle("GET /v1/ssh/ca", a(s.handleSSHCA()))
 	mux.Handle("POST /v1/ssh/ca/rotate", a(adminOnly(s.handleSSHRotate())))

@@ -21,12 +21,12 @@ import (
 )
 
 // openStore opens a fresh SQLite store in a temporary directory.
-func openStore(t *testing.T) *sqlite.DB {
+func openStore(t testing.TB) *sqlite.DB {
 	t.Helper()
 	return openStoreAt(t, filepath.Join(t.TempDir(), "mayfly.db"))
 }
 
-func openStoreAt(t *testing.T, path string) *sqlite.DB {
+func openStoreAt(t testing.TB, path string) *sqlite.DB {
 	t.Helper()
 	db, err := sqlite.Open(context.Background(), path)
 	if err != nil {
@@ -283,4 +283,11 @@ func ids(ps []Payload) []string {
 		out = append(out, p.ID)
 	}
 	return out
+}
+
+func newBenchServer(b *testing.B, h *hook) *httptest.Server {
+	b.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(h.serve))
+	b.Cleanup(srv.Close)
+	return srv
 }

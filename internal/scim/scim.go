@@ -179,7 +179,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &scimError{status: http.StatusUnauthorized, detail: "a valid bearer token is required"})
 		return
 	}
-	p := strings.TrimPrefix(r.URL.Path, "/scim/v2")
+	p := r.URL.Path
+	if rest, ok := strings.CutPrefix(p, "/scim/v2"); ok && (rest == "" || rest[0] == '/') {
+		p = rest
+	}
 	segs := strings.Split(strings.Trim(p, "/"), "/")
 	var err error
 	switch {
