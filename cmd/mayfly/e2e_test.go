@@ -80,6 +80,7 @@ func freeAddr(t *testing.T) string {
 
 type worldOpts struct {
 	prefix    string
+	targets   string // more target items
 	engRead   string // extra keys of the eng-read policy, e.g. ", idle_timeout: 3s"
 	extraYAML string
 	pgDSN     string
@@ -114,11 +115,11 @@ targets:
     dsn: %q
     grants:
       readonly: {roles: [pg_read_all_data]}
-policies:
+%spolicies:
   - {name: eng-read, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 1h, approvals: 0%s}
   - {name: eng-read-long, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 8h, approvals: 1, approver_groups: [dba]}
   - {name: eng-read-day, groups: [eng], targets: [local-pg], grants: [readonly], max_duration: 24h, approvals: 2, approver_groups: [dba]}
-%s`, addr, filepath.Join(dir, "mayfly.db"), hashOf(tokens["alice"]), hashOf(tokens["bob"]), hashOf(tokens["carol"]), hashOf(tokens["dave"]), o.scheduler, o.prefix, o.pgDSN, o.engRead, o.extraYAML)
+%s`, addr, filepath.Join(dir, "mayfly.db"), hashOf(tokens["alice"]), hashOf(tokens["bob"]), hashOf(tokens["carol"]), hashOf(tokens["dave"]), o.scheduler, o.prefix, o.pgDSN, o.targets, o.engRead, o.extraYAML)
 	path := filepath.Join(dir, "mayfly.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -181,6 +182,15 @@ func (w *world) waitHealthy() {
 
 func (w *world) stop() {
 	if w.cancel != nil {
+		// Leave no account behind on the shared server.
+		var ls []leaseOut
+		if out, err := w.try("carol", "leases", "--active", "-o", "json"); err == nil && json.Unmarshal([]byte(out), &ls) == nil {
+			for _, l := range ls {
+				if l.State == "active" {
+					w.try("carol", "revoke", l.ID)
+				}
+			}
+		}
 		w.cancel()
 		select {
 		case <-w.done:

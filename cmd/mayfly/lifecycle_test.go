@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -127,8 +128,10 @@ func TestReconcileOrphansAndMissing(t *testing.T) {
 	}
 	w.fails("alice", "reconcile", "local-pg")
 	w.ok("carol", &res, "reconcile", "local-pg", "-o", "json")
-	if len(res.OrphansRemoved) != 1 || res.OrphansRemoved[0] != orphan {
-		t.Errorf("orphans_removed = %v; want [%s]", res.OrphansRemoved, orphan)
+	// Leftovers of earlier runs with this prefix may be removed too; the
+	// account of the live lease never is.
+	if !slices.Contains(res.OrphansRemoved, orphan) || slices.Contains(res.OrphansRemoved, kept.Username) {
+		t.Errorf("orphans_removed = %v; want %s and not %s", res.OrphansRemoved, orphan, kept.Username)
 	}
 	if len(res.LeasesMissing) != 1 || res.LeasesMissing[0] != gone.LeaseID {
 		t.Errorf("leases_missing = %v; want [%s]", res.LeasesMissing, gone.LeaseID)
@@ -147,8 +150,8 @@ func TestReconcileOrphansAndMissing(t *testing.T) {
 	}
 	var evs []eventOut
 	w.ok("carol", &evs, "audit", "-o", "json", "--action", "account.orphan_removed")
-	if len(evs) != 1 {
-		t.Errorf("audit has %d orphan events; want 1", len(evs))
+	if len(evs) != len(res.OrphansRemoved) {
+		t.Errorf("audit has %d orphan events; want %d", len(evs), len(res.OrphansRemoved))
 	}
 	// A second pass finds nothing.
 	w.ok("carol", &res, "reconcile", "local-pg", "-o", "json")

@@ -3,6 +3,7 @@ package scim
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -105,4 +106,21 @@ func TestParseBool(t *testing.T) {
 			t.Errorf("parseBool(%s) = %t, %v; want %t, ok %t", tc.in, got, err, tc.want, tc.ok)
 		}
 	}
+}
+
+// FuzzApplyUserOp checks that no PATCH operation panics, and that a user
+// it accepts still has a valid name.
+func FuzzApplyUserOp(f *testing.F) {
+	f.Add("Replace", `emails[type eq "work"].value`, `"x@y"`)
+	f.Add("add", `emails`, `[{"value":"a@b","primary":true}]`)
+	f.Add("remove", `emails[value eq "a@work.example"]`, ``)
+	f.Add("replace", ``, `{"active":"False","name.givenName":"x"}`)
+	f.Add("replace", `userName`, `"Alice@Example.com"`)
+	f.Fuzz(func(t *testing.T, op, path, value string) {
+		u := &User{ID: "id", UserName: "alice", Active: true, Emails: []string{"a@work.example", "b@work.example"}}
+		err := applyUserOp(u, patchOp{Op: strings.ToLower(op), Path: path, Value: json.RawMessage(value)})
+		if err == nil && !nameRE.MatchString(u.UserName) {
+			t.Fatalf("op %q %q %q left userName %q", op, path, value, u.UserName)
+		}
+	})
 }
