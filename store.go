@@ -44,6 +44,10 @@ type Tx interface {
 	AppendAudit(e *AuditEvent) error
 	// ListAudit returns events matching f in sequence order.
 	ListAudit(f AuditFilter) ([]*AuditEvent, error)
+	// DeleteAuditBefore removes the events with Seq < seq (retention) and
+	// returns how many it removed. The chain stays verifiable from the
+	// first retained event.
+	DeleteAuditBefore(seq int64) (int64, error)
 
 	// GetUserStatus returns a user's stored status ("" when none is stored).
 	GetUserStatus(name string) (string, error)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/audit"
+	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/httpapi"
 	"github.com/mayflyhq/mayfly/internal/policy"
 )
@@ -325,6 +326,9 @@ func cmdAudit(e *env, args []string) error {
 	if len(args) > 0 && args[0] == "hash" {
 		return cmdAuditHash(e, args[1:])
 	}
+	if len(args) > 0 && args[0] == "prune" {
+		return cmdAuditPrune(e, args[1:])
+	}
 	f := newFlags(e, "audit", true)
 	follow := f.Bool("follow", false, "stream new events as they happen (admins)")
 	q := url.Values{}
@@ -626,5 +630,33 @@ func cmdAuditHash(e *env, args []string) error {
 	for _, l := range res.Leases {
 		fmt.Fprintf(e.stdout, "issued to lease %s\n", l)
 	}
+	return nil
+}
+
+func cmdAuditPrune(e *env, args []string) error {
+	f := newFlags(e, "audit", true)
+	older := f.String("older-than", "", "remove events older than this (Go duration, at least 24h, e.g. 2160h), after archiving them")
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if *older == "" {
+		return usageErr("audit prune: --older-than is required")
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var res broker.PruneResult
+	if err := c.Do(e.ctx, "POST", "/v1/audit/prune", nil, httpapi.PruneBody{OlderThan: *older}, &res); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(res)
+	}
+	fmt.Fprintf(e.stdout, "removed %d events; the chain now starts at event %d", res.Removed, res.FirstKept)
+	if res.Archive != "" {
+		fmt.Fprintf(e.stdout, " (archived in %s on the server)", res.Archive)
+	}
+	fmt.Fprintln(e.stdout)
 	return nil
 }

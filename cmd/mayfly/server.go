@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/metrics"
 	"github.com/mayflyhq/mayfly/internal/notify"
 	"github.com/mayflyhq/mayfly/internal/policy"
+	"github.com/mayflyhq/mayfly/internal/scim"
 	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
@@ -51,6 +53,8 @@ type authenticator struct {
 	mu     sync.RWMutex
 	users  map[string]httpapi.Identity // by token hash
 	status func(name string) string
+	// extraGroups adds groups the identity provider manages (SCIM).
+	extraGroups func(name string) []string
 }
 
 // Authenticate resolves a token hash; tokens of suspended or deprovisioned
@@ -61,6 +65,13 @@ func (a *authenticator) Authenticate(h string) (httpapi.Identity, bool) {
 	a.mu.RUnlock()
 	if !ok || (a.status != nil && a.status(id.Name) != broker.UserActive) {
 		return httpapi.Identity{}, false
+	}
+	if a.extraGroups != nil {
+		if extra := a.extraGroups(id.Name); len(extra) > 0 {
+			groups := append(slices.Clone(id.Groups), extra...)
+			slices.Sort(groups)
+			id.Groups = slices.Compact(groups)
+		}
 	}
 	return id, true
 }
@@ -202,6 +213,15 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	}
 	auth := &authenticator{status: b.UserStatus}
 	auth.load(cfg)
+	var scimHandler http.Handler
+	if cfg.SCIM.TokenSHA256 != "" {
+		sd, err := newSCIMDirectory(ctx, st, b)
+		if err != nil {
+			return fmt.Errorf("load SCIM directory: %w", err)
+		}
+		auth.extraGroups = sd.Groups
+		scimHandler = scim.NewHandler(sd, cfg.SCIM.TokenSHA256, log)
+	}
 
 	var schedErr error
 	schedDone := make(chan struct{})
@@ -253,7 +273,8 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		sshSvc = sshService{conns}
 	}
 	h := httpapi.NewServer(httpapi.Deps{
-		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Reload: reload, Metrics: m, MetricsTokenSHA256: cfg.Metrics.TokenSHA256,
+		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Reload: reload, SCIM: scimHandler,
+		ArchiveDir: filepath.Join(cfg.StateDir, "audit-archive"), Metrics: m, MetricsTokenSHA256: cfg.Metrics.TokenSHA256,
 		Ready: func(ctx context.Context) error {
 			select {
 			case <-schedDone:

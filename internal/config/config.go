@@ -44,6 +44,8 @@ type Config struct {
 	Audit Audit `yaml:"audit"`
 	// Reconcile sets how often targets are compared with leases.
 	Reconcile Reconcile `yaml:"reconcile"`
+	// SCIM enables the SCIM 2.0 endpoint /scim/v2 for identity providers.
+	SCIM SCIM `yaml:"scim"`
 	// Metrics protects /metrics with a token when TokenSHA256 is set.
 	Metrics Metrics `yaml:"metrics"`
 
@@ -110,6 +112,13 @@ type Reconcile struct {
 	// IdleInterval between idle checks of leases whose policy sets
 	// idle_timeout (default 15s).
 	IdleInterval time.Duration `yaml:"idle_interval"`
+}
+
+// SCIM configures the SCIM 2.0 service provider.
+type SCIM struct {
+	// TokenSHA256 is the hex SHA-256 of the identity provider's bearer
+	// token; the endpoint is off when it is empty.
+	TokenSHA256 string `yaml:"token_sha256"`
 }
 
 // Metrics configures /metrics.
@@ -275,6 +284,10 @@ func (c *Config) validate(lines map[string]seqLines) error {
 		return lineErr(f, lines["metrics"].at(0), "metrics.token_sha256 must be 64 hex digits")
 	}
 	c.Metrics.TokenSHA256 = strings.ToLower(c.Metrics.TokenSHA256)
+	c.SCIM.TokenSHA256 = strings.ToLower(c.SCIM.TokenSHA256)
+	if c.SCIM.TokenSHA256 != "" && !hexRE.MatchString(c.SCIM.TokenSHA256) {
+		return lineErr(f, lines["scim"].at(0), "scim.token_sha256 must be 64 hex digits")
+	}
 	if c.SSHCA.Dir == "" {
 		c.SSHCA.Dir = filepath.Join(c.StateDir, "ssh-ca")
 	}

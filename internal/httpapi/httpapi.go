@@ -57,6 +57,10 @@ type Deps struct {
 	SSH SSHService
 	// Metrics, when set, are served at /metrics and record API latency.
 	Metrics *metrics.Metrics
+	// SCIM, when set, is mounted at /scim/v2/ (it authenticates itself).
+	SCIM http.Handler
+	// ArchiveDir receives audit events pruned by retention.
+	ArchiveDir string
 	// Reload re-reads the configuration file (policy reload); nil when the
 	// server has none.
 	Reload func() error

@@ -14,6 +14,9 @@ func (s *server) routes(mux0 *http.ServeMux) {
 		mux.Handle("GET /metrics", s.metricsAuth(s.Metrics.Handler()))
 	}
 
+	if s.SCIM != nil {
+		mux.Handle("/scim/v2/", http.StripPrefix("/scim/v2", s.SCIM))
+	}
 	a := s.authed
 	mux.Handle("GET /v1/whoami", a(s.handleWhoami()))
 	mux.Handle("POST /v1/requests", a(s.handleCreateRequest()))
@@ -32,6 +35,7 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("GET /v1/audit/verify", a(s.handleAuditVerify()))
 	mux.Handle("GET /v1/audit/stream", a(adminOnly(s.handleAuditStream())))
 	mux.Handle("POST /v1/audit/hash", a(adminOnly(s.handleAuditHash())))
+	mux.Handle("POST /v1/audit/prune", a(adminOnly(s.handleAuditPrune())))
 	mux.Handle("POST /v1/policy/explain", a(s.handleExplain()))
 	mux.Handle("GET /v1/ssh/ca", a(s.handleSSHCA()))
 	mux.Handle("POST /v1/ssh/ca/rotate", a(adminOnly(s.handleSSHRotate())))

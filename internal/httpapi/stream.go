@@ -132,3 +132,29 @@ func (s *server) handleAuditHash() http.Handler {
 		return 200, res, nil
 	})
 }
+
+// PruneBody is the body of POST /v1/audit/prune.
+type PruneBody struct {
+	OlderThan string `json:"older_than"`
+}
+
+func (s *server) handleAuditPrune() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		var body PruneBody
+		if err := decode(r, &body); err != nil {
+			return 0, nil, err
+		}
+		d, err := time.ParseDuration(body.OlderThan)
+		if err != nil {
+			return 0, nil, mayfly.Errorf(mayfly.EINVALID, "older_than %q: want a Go duration such as 2160h", body.OlderThan)
+		}
+		if s.ArchiveDir == "" {
+			return 0, nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "no archive directory configured")
+		}
+		res, err := s.Broker.PruneAudit(r.Context(), callerFrom(r), d, s.ArchiveDir)
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, res, nil
+	})
+}

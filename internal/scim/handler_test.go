@@ -620,7 +620,7 @@ func TestDiscovery(t *testing.T) {
 	c.must(405, "POST", "/Schemas", `{}`)
 }
 
-// failingDirectory returns err from every method.
+// failingDirectory fails CreateUser with err.
 type failingDirectory struct {
 	*memDirectory
 	err error

@@ -724,3 +724,12 @@ func (t *tx) DeleteSetting(key string) error {
 	}
 	return nil
 }
+
+// DeleteAuditBefore removes the events with seq below the given one.
+func (t *tx) DeleteAuditBefore(seq int64) (int64, error) {
+	res, err := t.exec("DELETE FROM audit_events WHERE seq < ?", seq)
+	if err != nil {
+		return 0, fmt.Errorf("delete audit events before %d: %w", seq, err)
+	}
+	return res.RowsAffected()
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSCIMDeprovisioningRevokesAccess drives the server's SCIM endpoint the
+// way Okta and Entra ID do, and checks that deactivating a user ends their
+// access within 5 seconds.
+func TestSCIMDeprovisioningRevokesAccess(t *testing.T) {
+	tok, sum := newToken()
+	w := startWorld(t, worldOpts{extraYAML: "scim: {token_sha256: \"" + sum + "\"}\n"})
+	do := func(method, path, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+w.addr+"/scim/v2"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/scim+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var v map[string]any
+		json.Unmarshal(b, &v)
+		return resp.StatusCode, v
+	}
+	// Wrong token: SCIM error.
+	req, _ := http.NewRequest("GET", "http://"+w.addr+"/scim/v2/Users", nil)
+	req.Header.Set("Authorization", "Bearer "+w.tokens["carol"])
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("SCIM with a user token = %v %v; want 401", resp.StatusCode, err)
+	}
+	// Okta: look up, create, then deactivate.
+	if code, v := do("GET", `/Users?filter=userName%20eq%20%22alice%40example.com%22`, ""); code != 200 || v["totalResults"].(float64) != 0 {
+		t.Fatalf("lookup = %d %v", code, v)
+	}
+	code, created := do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@example.com","name":{"givenName":"Alice","familyName":"A"},"emails":[{"primary":true,"value":"alice@example.com","type":"work"}],"active":true}`)
+	if code != 201 {
+		t.Fatalf("create = %d %v", code, created)
+	}
+	id := created["id"].(string)
+	if code, v := do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@example.com","active":true}`); code != 409 {
+		t.Errorf("duplicate create = %d %v; want 409", code, v)
+	}
+	if code, v := do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],`); code != 400 || v["schemas"] == nil {
+		t.Errorf("malformed body = %d %v; want a SCIM 400", code, v)
+	}
+
+	var r reqOut
+	var c credsOut
+	w.ok("alice", &r, "request", "local-pg/readonly", "--for", "30m", "--reason", "INC-1", "-o", "json")
+	w.ok("alice", &c, "creds", r.ID, "-o", "json")
+	start := time.Now()
+	if code, v := do("PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"Replace","path":"active","value":"False"}]}`); code != 200 || v["active"] != false {
+		t.Fatalf("Entra-style deactivate = %d %v", code, v)
+	}
+	waitFor(t, "the deprovisioned user's account to be gone", 5*time.Second, func() bool { return !roleExists(t, c.Username) })
+	t.Logf("SCIM deactivate → account gone in %s", time.Since(start))
+	if msg := w.fails("alice", "leases"); !strings.Contains(msg, "revoked token") {
+		t.Errorf("deprovisioned user's token: %q", msg)
+	}
+	if l := w.lease(c.LeaseID); l.EndReason != "user_suspended" {
+		t.Errorf("end_reason = %q; want user_suspended", l.EndReason)
+	}
+	// Okta reactivates with active: true; access comes back for new requests.
+	if code, _ := do("PATCH", "/Users/"+id, `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","value":{"active":true}}]}`); code != 200 {
+		t.Fatalf("reactivate = %d", code)
+	}
+	w.ok("alice", nil, "leases")
+	// Delete deprovisions for good.
+	if code, _ := do("DELETE", "/Users/"+id, ""); code != 204 {
+		t.Fatalf("delete = %d", code)
+	}
+	w.fails("alice", "leases")
+	var users []struct{ Name, Status string }
+	w.ok("carol", &users, "users", "-o", "json")
+	for _, u := range users {
+		if u.Name == "alice" && u.Status != "deprovisioned" {
+			t.Errorf("alice = %s; want deprovisioned", u.Status)
+		}
+	}
+}
