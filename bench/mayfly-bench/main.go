@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +43,11 @@ var (
 	revokeN    = flag.Int("revoke-n", 10000, "leases expiring in the same second")
 	revokeConc = flag.Int("revoke-conc", 16, "revocation concurrency (broker and bare loop)")
 	startupN   = flag.Int("startup-rows", 1000000, "lease rows in the store for the start-up measurement (0 skips)")
-	skip       = flag.String("skip", "", "comma-separated parts to skip: latency,throughput,revoke,startup")
+	skip       = flag.String("skip", "", "comma-separated parts to skip: latency,throughput,revoke,startup,suspend,reconcile")
+	suspendN   = flag.Int("suspend-n", 100, "leases (spread over PostgreSQL, MariaDB and Redis) held by the suspended user")
+	reconcileN = flag.Int("reconcile-n", 10000, "managed accounts on the target for the reconcile measurement")
+	mysqlDSN   = flag.String("mysql", "root@tcp(127.0.0.1:3306)/", "admin DSN of the MariaDB for the suspension measurement")
+	redisAddr  = flag.String("redis", "127.0.0.1:6379", "Redis address for the suspension measurement")
 )
 
 func main() {
@@ -64,6 +69,7 @@ func skipped(part string) bool {
 }
 
 type broker struct {
+	leaver *httpapi.Client
 	cmd    *exec.Cmd
 	addr   string
 	client *httpapi.Client
@@ -89,11 +95,13 @@ func startBroker(bin, dir, dbPath string, conc int) (*broker, error) {
 	rand.Read(tok)
 	token := hex.EncodeToString(tok)
 	sum := sha256.Sum256([]byte(token))
+	lsum := sha256.Sum256([]byte(token + "-leaver"))
 	addr := freePort()
 	cfg := fmt.Sprintf(`listen: %s
 store: {sqlite: %s}
 users:
   - {name: bench, groups: [eng], token_sha256: "%s"}
+  - {name: leaver, groups: [eng], token_sha256: "%s"}
 admins: {users: [bench]}
 scheduler: {concurrency: %d}
 log: {format: text, level: warn}
@@ -104,9 +112,12 @@ targets:
     max_conns: %d
     grants:
       readonly: {roles: [pg_read_all_data]}
+  - {name: maria, kind: mysql, dsn: %q, prefix: mfb_, grants: {readonly: {statements: ["GRANT SELECT ON test.* TO {{name}}"]}}}
+  - {name: cache, kind: redis, address: %q, prefix: mfb_, grants: {read: {acl: "~app:* +@read"}}}
 policies:
-  - {name: bench, groups: [eng], targets: [pg], grants: [readonly], max_duration: 2h, approvals: 0}
-`, addr, dbPath, hex.EncodeToString(sum[:]), conc, *pgDSN, conc+*clients)
+  - {name: bench, groups: [eng], targets: [pg, maria, cache], grants: ["*"], max_duration: 2h, approvals: 0}
+reconcile: {interval: 0s}
+`, addr, dbPath, hex.EncodeToString(sum[:]), hex.EncodeToString(lsum[:]), conc, *pgDSN, conc+*clients, *mysqlDSN, *redisAddr)
 	path := filepath.Join(dir, "mayfly.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -116,7 +127,8 @@ policies:
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	b := &broker{cmd: cmd, addr: addr, client: httpapi.NewClient("http://"+addr, token), dir: dir}
+	b := &broker{cmd: cmd, addr: addr, client: httpapi.NewClient("http://"+addr, token), dir: dir,
+		leaver: httpapi.NewClient("http://"+addr, token+"-leaver")}
 	b.client.HTTP.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -262,6 +274,16 @@ func runAll(ctx context.Context) error {
 			return err
 		}
 	}
+	if !skipped("suspend") {
+		if err := benchSuspend(ctx, b); err != nil {
+			return err
+		}
+	}
+	if !skipped("reconcile") {
+		if err := benchReconcile(ctx, pool, b); err != nil {
+			return err
+		}
+	}
 	b.stop()
 	if !skipped("startup") && *startupN > 0 {
 		if err := benchStartup(ctx, bin, dir); err != nil {
@@ -276,7 +298,7 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	if err != nil {
 		return err
 	}
-	var plain, verif, one, two []time.Duration
+	var plain, verif, one, two, rt []time.Duration
 	for i := 0; i < *latencyN; i++ {
 		_, d, err := bareCreate(ctx, conn.Conn(), false)
 		if err != nil {
@@ -298,6 +320,11 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 			return err
 		}
 		two = append(two, time.Since(start))
+		start = time.Now()
+		if err := b.client.Do(ctx, "GET", "/v1/whoami", nil, nil, nil); err != nil {
+			return err
+		}
+		rt = append(rt, time.Since(start))
 	}
 	conn.Release()
 	fmt.Printf("## Issue latency (%d each, interleaved, one client)\n\n", *latencyN)
@@ -312,6 +339,7 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 		{"bare `CREATE ROLE … PASSWORD '<SCRAM verifier>'` (1 iteration)", verif},
 		{"Mayfly issue, one API call (request + auto-approval + account + credential)", one},
 		{"Mayfly issue, two API calls (`request` then `creds`)", two},
+		{"for scale: one authenticated API round trip (`GET /v1/whoami`)", rt},
 	} {
 		fmt.Printf("| %s | %s | %s | %.2f× |\n", r.name, ms(pct(r.ds, 0.5)), ms(pct(r.ds, 0.99)), float64(pct(r.ds, 0.5))/float64(base))
 	}
@@ -550,5 +578,100 @@ FROM n`
 		fmt.Printf("- run %d: exec → /readyz 200 in %s, peak RSS %s\n", i+1, ready.Round(time.Millisecond), rss)
 	}
 	fmt.Println()
+	return nil
+}
+
+// benchSuspend measures suspension to the last account gone for a user
+// holding suspendN leases across PostgreSQL, MariaDB and Redis.
+func benchSuspend(ctx context.Context, b *broker) error {
+	targets := [][2]string{{"pg", "readonly"}, {"maria", "readonly"}, {"cache", "read"}}
+	var ids []string
+	for i := 0; i < *suspendN; i++ {
+		t := targets[i%len(targets)]
+		var resp httpapi.CreateRequestResponse
+		if err := b.leaver.Do(ctx, "POST", "/v1/requests", nil, httpapi.CreateRequestBody{
+			Target: t[0], Grant: t[1], Duration: "1h", Reason: "bench", Activate: true}, &resp); err != nil {
+			return fmt.Errorf("issue for the suspension run: %w", err)
+		}
+		ids = append(ids, resp.Credentials.LeaseID)
+	}
+	start := time.Now()
+	var res httpapi.UserStatusResult
+	if err := b.client.Do(ctx, "POST", "/v1/users/leaver/suspend", nil, httpapi.DecisionBody{Reason: "bench"}, &res); err != nil {
+		return err
+	}
+	ack := time.Since(start)
+	for {
+		var ls []httpapi.LeaseView
+		if err := b.client.Do(ctx, "GET", "/v1/leases", url.Values{"user": {"leaver"}, "active": {"true"}}, nil, &ls); err != nil {
+			return err
+		}
+		if len(ls) == 0 {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			return fmt.Errorf("suspension: %d leases still live after a minute", len(ls))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	all := time.Since(start)
+	fmt.Printf("## Suspension of a user holding %d leases across PostgreSQL, MariaDB and Redis\n\n", len(ids))
+	fmt.Printf("- suspend call answered (leases marked, requests cancelled, token refused) in %s\n", ack.Round(time.Millisecond))
+	fmt.Printf("- last account verified gone %s after the call (goal: under 5 s)\n\n", all.Round(time.Millisecond))
+	b.client.Do(ctx, "POST", "/v1/users/leaver/resume", nil, nil, nil)
+	return nil
+}
+
+// benchReconcile measures one reconcile pass over a target with
+// reconcileN managed accounts: first all explained by live leases, then
+// all orphans (created directly on the server) to be removed.
+func benchReconcile(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
+	n := *reconcileN
+	var wg sync.WaitGroup
+	ch := make(chan int)
+	var firstErr atomic.Value
+	for i := 0; i < *clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range ch {
+				if _, err := b.issue(ctx, time.Hour); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		ch <- i
+	}
+	close(ch)
+	wg.Wait()
+	if e, ok := firstErr.Load().(error); ok {
+		return e
+	}
+	pass := func() (time.Duration, []map[string]any, error) {
+		start := time.Now()
+		var res []map[string]any
+		err := b.client.Do(ctx, "POST", "/v1/reconcile", nil, httpapi.ReconcileBody{Target: "pg"}, &res)
+		return time.Since(start), res, err
+	}
+	clean, res, err := pass()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("## Reconcile of one PostgreSQL target\n\n")
+	fmt.Printf("- %v managed accounts, every one with a live lease: pass took %s (nothing to do)\n", res[0]["accounts"], clean.Round(time.Millisecond))
+	// Orphans: roles with the managed prefix that no lease explains.
+	for i := 0; i < n; i++ {
+		if _, err := pool.Exec(ctx, fmt.Sprintf("CREATE ROLE mf_orphan_%d_%d", os.Getpid(), i)); err != nil {
+			return err
+		}
+	}
+	dirty, res, err := pass()
+	if err != nil {
+		return err
+	}
+	removed, _ := res[0]["orphans_removed"].([]any)
+	fmt.Printf("- %v managed accounts of which %d orphans: pass took %s, removing %d orphans (each audited)\n\n", res[0]["accounts"], n, dirty.Round(time.Millisecond), len(removed))
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -510,12 +511,20 @@ func (b *Broker) Deny(ctx context.Context, c Caller, id, reason string) (*mayfly
 type Activation struct {
 	Lease      *mayfly.Lease
 	Credential mayfly.Credential
+	// Commit, set when ActivateOptions.DeferCommit asked for it, records
+	// the lease as active; the caller runs it right after handing the
+	// credential over. Until then the lease is provisioning: a crash in
+	// between makes recovery remove the account (fail-safe).
+	Commit func() error
 }
 
 // ActivateOptions carry optional inputs to activation.
 type ActivateOptions struct {
 	// PublicKey is an SSH public key to sign instead of generating a pair.
 	PublicKey string
+	// DeferCommit leaves the final "active" commit to the caller
+	// (Activation.Commit), so the credential can be handed over first.
+	DeferCommit bool
 	// SessionTimeout, when set, binds the lease to its client's session:
 	// without a heartbeat for this long the lease is revoked (end reason
 	// session_lost).
@@ -672,31 +681,50 @@ func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant
 	if cred.Username == "" {
 		cred.Username = l.Username
 	}
-	err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
-		l.State, l.DueAt = mayfly.LeaseActive, l.ExpiresAt
-		data := map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)}
-		if o.SessionTimeout > 0 {
-			l.DueAt = sessionDue(l, b.clock.Now().UTC(), o.SessionTimeout)
-			data["session_bound"] = "true"
-			data["heartbeat_timeout"] = o.SessionTimeout.String()
-		}
-		if s := cred.Secrets(); len(s) > 0 {
-			l.SecretHMAC = b.HashSecret(s[0])
-			data["secret_hmac"] = l.SecretHMAC
-		}
-		if err := tx.UpdateLease(l); err != nil {
-			return err
-		}
-		return b.audit(tx, c, "lease.activate", nil, l, "", data)
-	})
-	if err != nil {
-		// The account exists but we could not record it active: the lease is
-		// still provisioning in the store and recovery will undo it.
-		return nil, fmt.Errorf("record activation of lease %s: %w", l.ID, err)
+	// The lease and its credential's fingerprint as they will be recorded.
+	active := *l
+	active.State, active.DueAt = mayfly.LeaseActive, l.ExpiresAt
+	data := map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)}
+	if o.SessionTimeout > 0 {
+		active.DueAt = sessionDue(l, b.clock.Now().UTC(), o.SessionTimeout)
+		data["session_bound"] = "true"
+		data["heartbeat_timeout"] = o.SessionTimeout.String()
 	}
-	b.poke()
-	b.committed()
-	return &Activation{Lease: l, Credential: cred}, nil
+	if s := cred.Secrets(); len(s) > 0 {
+		active.SecretHMAC = b.HashSecret(s[0])
+		data["secret_hmac"] = active.SecretHMAC
+	}
+	var once sync.Once
+	var cerr error
+	commit := func() error {
+		once.Do(func() {
+			cerr = b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+				if err := tx.UpdateLease(&active); err != nil {
+					return err
+				}
+				return b.audit(tx, c, "lease.activate", nil, &active, "", data)
+			})
+			if cerr != nil {
+				// The account exists but is not recorded active: the lease
+				// stays provisioning in the store and recovery undoes it.
+				b.log.Error("record activation", "lease", l.ID, "err", cerr)
+				cerr = fmt.Errorf("record activation of lease %s: %w", l.ID, cerr)
+				return
+			}
+			b.poke()
+			b.committed()
+		})
+		return cerr
+	}
+	a := &Activation{Lease: &active, Credential: cred}
+	if o.DeferCommit {
+		a.Commit = commit
+		return a, nil
+	}
+	if err := commit(); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 // AccountName builds an account name for user from the target's template:
@@ -794,6 +822,27 @@ func (b *Broker) ListLeases(ctx context.Context, c Caller, f mayfly.LeaseFilter)
 // "revoked" by an admin. The account is revoked right away; if the target
 // fails, the scheduler keeps retrying.
 func (b *Broker) EndLease(ctx context.Context, c Caller, id, endReason, note string) (*mayfly.Lease, error) {
+	// A lease whose activation is being recorded right now is given a
+	// moment to finish.
+	for wait := 0; ; wait++ {
+		l, err := b.endLease(ctx, c, id, endReason, note)
+		if err != errProvisioning {
+			return l, err
+		}
+		if wait == 200 {
+			return nil, mayfly.Errorf(mayfly.ECONFLICT, "lease %s is still being provisioned; try again in a moment", id)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+var errProvisioning = errors.New("lease is provisioning")
+
+func (b *Broker) endLease(ctx context.Context, c Caller, id, endReason, note string) (*mayfly.Lease, error) {
 	l, err := b.FindLease(ctx, c, id)
 	if err != nil {
 		return nil, err
@@ -812,7 +861,7 @@ func (b *Broker) EndLease(ctx context.Context, c Caller, id, endReason, note str
 		case mayfly.LeaseRevoking:
 			return nil // already on its way out
 		case mayfly.LeaseProvisioning:
-			return mayfly.Errorf(mayfly.ECONFLICT, "lease %s is still being provisioned; try again in a moment", l.ID)
+			return errProvisioning
 		default:
 			return mayfly.Errorf(mayfly.ECONFLICT, "lease %s has already ended (%s, %s)", l.ID, l.State, l.EndReason)
 		}
@@ -870,17 +919,37 @@ func (b *Broker) revokeOnTarget(ctx context.Context, l *mayfly.Lease) error {
 	return conn.Revoke(rctx, mayfly.RevokeRequest{LeaseID: l.ID, Username: l.Username, ExpiresAt: l.ExpiresAt})
 }
 
-// recordRevocation writes the outcome of one revocation attempt in tx.
+// recordRevocation writes the outcome of one revocation attempt in tx. l
+// carries the end reason the scheduler decided (expired, session_lost,
+// provisioning_failed) when the stored lease does not have one yet.
 func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) error {
 	cur, err := tx.GetLease(l.ID)
 	if err != nil {
 		return err
 	}
-	if cur.State != mayfly.LeaseRevoking {
+	if !cur.State.Live() {
 		return nil // someone else finished it
 	}
 	now := b.clock.Now().UTC()
+	if cur.EndReason == "" {
+		cur.EndReason = l.EndReason
+	}
+	if cur.State == mayfly.LeaseProvisioning && cur.EndReason == "" {
+		cur.EndReason = mayfly.EndFailed
+	}
+	if cur.State == mayfly.LeaseActive {
+		// The expiry (or lost session) is recorded with its outcome, in
+		// the same transaction.
+		action, why := "lease.expire", "lease expired"
+		if cur.EndReason == mayfly.EndSessionLost {
+			action, why = "lease.session_lost", "no heartbeat from the client"
+		}
+		if err := b.audit(tx, System, action, nil, cur, why, map[string]string{"expires_at": cur.ExpiresAt.Format(time.RFC3339Nano)}); err != nil {
+			return err
+		}
+	}
 	if rerr != nil {
+		cur.State = mayfly.LeaseRevoking
 		cur.RevokeAttempts++
 		cur.LastError = Scrub(rerr.Error())
 		delay := Backoff(cur.RevokeAttempts, b.maxBackoff)

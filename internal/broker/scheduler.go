@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
@@ -13,9 +14,6 @@ type SchedulerOptions struct {
 	Concurrency int
 	// BatchSize is how many due leases one pass claims (default 500).
 	BatchSize int
-	// ClaimTimeout is how long a claimed lease stays with this process
-	// before it becomes due again (default 1m).
-	ClaimTimeout time.Duration
 	// MaxSleep bounds one sleep, as a safety net (default 30s).
 	MaxSleep time.Duration
 }
@@ -57,11 +55,14 @@ func (b *Broker) Recover(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// RunScheduler revokes due leases until ctx is done: it claims due leases in
-// batches with an indexed query, revokes them concurrently, records the
-// outcomes in batched transactions, and sleeps until the nearest deadline.
-// Failed revocations become due again after a capped, jittered backoff and
-// are retried forever.
+// RunScheduler revokes due leases until ctx is done: it reads due leases
+// in batches with an indexed query, revokes them concurrently (batched per
+// target where the connector can), records the outcomes in batched
+// transactions, and sleeps until the nearest deadline. Leases in flight are
+// tracked in memory; nothing is written before the target is touched, so a
+// crash leaves them due and they are picked up again at start-up. Failed
+// revocations become due again after a capped, jittered backoff and are
+// retried forever.
 func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 16
@@ -69,12 +70,11 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 500
 	}
-	if o.ClaimTimeout <= 0 {
-		o.ClaimTimeout = time.Minute
-	}
 	if o.MaxSleep <= 0 {
 		o.MaxSleep = 30 * time.Second
 	}
+	var mu sync.Mutex
+	inflight := map[string]bool{}
 	work := make(chan []*mayfly.Lease)
 	results := make(chan outcome, o.Concurrency*4)
 	workersDone := make(chan struct{})
@@ -99,7 +99,13 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	committerDone := make(chan struct{})
 	go func() {
 		defer close(committerDone)
-		b.commitOutcomes(results)
+		b.commitOutcomes(results, func(ids []string) {
+			mu.Lock()
+			for _, id := range ids {
+				delete(inflight, id)
+			}
+			mu.Unlock()
+		})
 	}()
 	defer func() {
 		close(work)
@@ -110,19 +116,49 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		claimed, err := b.claimDue(ctx, o.BatchSize, o.ClaimTimeout)
+		mu.Lock()
+		busy := len(inflight)
+		mu.Unlock()
+		now := b.clock.Now().UTC()
+		var due []*mayfly.Lease
+		err := b.store.View(ctx, func(tx mayfly.Tx) error {
+			var err error
+			due, err = tx.DueLeases(now, dueStates, o.BatchSize+busy)
+			return err
+		})
 		if err != nil && ctx.Err() == nil {
-			b.log.Error("scheduler: claim due leases", "err", err)
+			b.log.Error("scheduler: due leases", "err", err)
 		}
-		for _, batch := range chunk(claimed, o.Concurrency) {
+		var fresh []*mayfly.Lease
+		mu.Lock()
+		for _, l := range due {
+			if !inflight[l.ID] {
+				inflight[l.ID] = true
+				fresh = append(fresh, l)
+			}
+		}
+		mu.Unlock()
+		for _, l := range fresh {
+			switch {
+			case l.State == mayfly.LeaseProvisioning:
+				l.EndReason = mayfly.EndFailed
+			case l.State == mayfly.LeaseActive && now.Before(l.ExpiresAt):
+				// Due before its expiry: a session-bound lease whose
+				// client stopped sending heartbeats.
+				l.EndReason = mayfly.EndSessionLost
+			case l.State == mayfly.LeaseActive:
+				l.EndReason = mayfly.EndExpired
+			}
+		}
+		for _, batch := range chunk(fresh, o.Concurrency) {
 			select {
 			case work <- batch:
 			case <-ctx.Done():
 				return nil
 			}
 		}
-		if len(claimed) == o.BatchSize {
-			continue
+		if len(fresh) > 0 && len(due) == o.BatchSize+busy {
+			continue // more are due
 		}
 		sleep := o.MaxSleep
 		var next time.Time
@@ -138,6 +174,13 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			if d := next.Sub(b.clock.Now()); d < sleep {
 				sleep = max(d, 0)
 			}
+		}
+		mu.Lock()
+		busy = len(inflight)
+		mu.Unlock()
+		if sleep <= 0 && busy > 0 {
+			// The earliest due leases are in flight; their completion wakes us.
+			sleep = 50 * time.Millisecond
 		}
 		timer.Reset(sleep)
 		select {
@@ -155,52 +198,8 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	}
 }
 
-// claimDue marks up to limit due leases as this process's work: expired
-// active leases become revoking (end reason expired), stale provisioning
-// leases are undone, and revoking leases due for a retry are re-claimed.
-func (b *Broker) claimDue(ctx context.Context, limit int, claim time.Duration) ([]*mayfly.Lease, error) {
-	var out []*mayfly.Lease
-	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
-		now := b.clock.Now().UTC()
-		ls, err := tx.DueLeases(now, dueStates, limit)
-		if err != nil {
-			return err
-		}
-		for _, l := range ls {
-			switch l.State {
-			case mayfly.LeaseActive:
-				l.State, l.EndReason = mayfly.LeaseRevoking, mayfly.EndExpired
-				action, why := "lease.expire", "lease expired"
-				if now.Before(l.ExpiresAt) {
-					// Due before its expiry: a session-bound lease whose
-					// client stopped sending heartbeats.
-					l.EndReason, action, why = mayfly.EndSessionLost, "lease.session_lost", "no heartbeat from the client"
-				}
-				if err := b.audit(tx, System, action, nil, l, why, map[string]string{"expires_at": l.ExpiresAt.Format(time.RFC3339Nano)}); err != nil {
-					return err
-				}
-			case mayfly.LeaseProvisioning:
-				l.State, l.EndReason = mayfly.LeaseRevoking, mayfly.EndFailed
-				if err := b.audit(tx, System, "lease.recover", nil, l, "provisioning did not finish in time; undoing", nil); err != nil {
-					return err
-				}
-			}
-			l.DueAt = now.Add(claim)
-			if err := tx.UpdateLease(l); err != nil {
-				return err
-			}
-		}
-		out = ls
-		return nil
-	})
-	if len(out) > 0 {
-		b.committed()
-	}
-	return out, err
-}
-
 // commitOutcomes records revocation outcomes, many per transaction.
-func (b *Broker) commitOutcomes(results <-chan outcome) {
+func (b *Broker) commitOutcomes(results <-chan outcome, done func(ids []string)) {
 	const maxBatch = 256
 	for first := range results {
 		batch := []outcome{first}
@@ -225,10 +224,15 @@ func (b *Broker) commitOutcomes(results <-chan outcome) {
 			return nil
 		})
 		if err != nil {
-			// The leases stay revoking and become due again when their claim
-			// times out; the target side is idempotent.
+			// The leases stay due and are revoked again; the target side is
+			// idempotent.
 			b.log.Error("scheduler: record revocations", "count", len(batch), "err", err)
 		}
+		ids := make([]string, len(batch))
+		for i, r := range batch {
+			ids[i] = r.lease.ID
+		}
+		done(ids)
 		b.poke()
 		b.committed()
 	}

@@ -50,6 +50,11 @@ type DB struct {
 	w       *conn
 	wclosed bool
 
+	// Updates waiting for the writer: whoever holds wmu commits all of
+	// them in one transaction (group commit).
+	qmu   sync.Mutex
+	queue []*pendingUpdate
+
 	rslots  chan *conn // idle reader connections (nil: not opened yet)
 	closing chan struct{}
 	once    sync.Once
@@ -218,15 +223,107 @@ func (db *DB) applyMigration(ctx context.Context, m migration, latest int) (err 
 	return nil
 }
 
+// pendingUpdate is an Update waiting for the writer.
+type pendingUpdate struct {
+	ctx   context.Context
+	fn    func(tx mayfly.Tx) error
+	err   error
+	panic any
+	done  bool
+}
+
 // Update runs fn in a read-write transaction, committed when fn returns nil
-// and rolled back otherwise. Updates run one at a time.
+// and rolled back otherwise. Updates are serialised; concurrent ones are
+// committed together (group commit), each in its own savepoint so that one
+// failing rolls back only its own changes.
 func (db *DB) Update(ctx context.Context, fn func(tx mayfly.Tx) error) error {
+	p := &pendingUpdate{ctx: ctx, fn: fn}
+	db.qmu.Lock()
+	db.queue = append(db.queue, p)
+	db.qmu.Unlock()
 	db.wmu.Lock()
-	defer db.wmu.Unlock()
-	if db.wclosed {
-		return errClosed
+	if !p.done {
+		// This caller leads: commit everything queued so far.
+		db.qmu.Lock()
+		batch := db.queue
+		db.queue = nil
+		db.qmu.Unlock()
+		db.runBatch(batch)
 	}
-	return db.w.run(ctx, "BEGIN IMMEDIATE", true, fn)
+	db.wmu.Unlock()
+	if p.panic != nil {
+		panic(p.panic)
+	}
+	return p.err
+}
+
+// runBatch commits a batch of updates; it runs with wmu held.
+func (db *DB) runBatch(batch []*pendingUpdate) {
+	defer func() {
+		for _, p := range batch {
+			p.done = true
+		}
+	}()
+	if db.wclosed {
+		for _, p := range batch {
+			p.err = errClosed
+		}
+		return
+	}
+	if len(batch) == 1 {
+		p := batch[0]
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					p.panic = r
+				}
+			}()
+			p.err = db.w.run(p.ctx, "BEGIN IMMEDIATE", true, p.fn)
+		}()
+		return
+	}
+	c := db.w
+	bg := context.Background()
+	if _, err := c.c.ExecContext(bg, "BEGIN IMMEDIATE"); err != nil {
+		for _, p := range batch {
+			p.err = fmt.Errorf("begin: %w", err)
+		}
+		return
+	}
+	var ok []*pendingUpdate
+	for _, p := range batch {
+		if err := p.ctx.Err(); err != nil {
+			p.err = err
+			continue
+		}
+		if _, err := c.c.ExecContext(bg, "SAVEPOINT mayfly_update"); err != nil {
+			p.err = fmt.Errorf("savepoint: %w", err)
+			continue
+		}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					p.panic = r
+				}
+			}()
+			p.err = p.fn(&tx{ctx: p.ctx, c: c, write: true})
+		}()
+		if p.err == nil && p.panic == nil {
+			p.err = p.ctx.Err()
+		}
+		if p.err != nil || p.panic != nil {
+			c.c.ExecContext(bg, "ROLLBACK TO mayfly_update")
+		} else {
+			ok = append(ok, p)
+		}
+		c.c.ExecContext(bg, "RELEASE mayfly_update")
+	}
+	if _, err := c.c.ExecContext(bg, "COMMIT"); err != nil {
+		c.c.ExecContext(bg, "ROLLBACK")
+		for _, p := range ok {
+			p.err = fmt.Errorf("commit: %w", err)
+		}
+	}
 }
 
 // View runs fn in a read-only transaction that sees one consistent snapshot.
