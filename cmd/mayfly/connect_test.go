@@ -9,11 +9,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 func TestConnectRunsClientAndRevokesOnExit(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
-		t.Skip("psql not installed")
+		testenv.Unavailable(t, "psql (postgresql-client)", err)
 	}
 	w := startWorld(t, worldOpts{})
 	out := filepath.Join(t.TempDir(), "out")

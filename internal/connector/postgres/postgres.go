@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/connector/acctname"
 )
 
 // MaxNameLen is the longest role name PostgreSQL keeps (NAMEDATALEN-1).
@@ -114,7 +115,7 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 	if c.prefix == "" {
 		c.prefix = mayfly.DefaultPrefix
 	}
-	if err := validName(c.prefix); err != nil {
+	if err := acctname.ValidName(c.prefix, MaxNameLen, false); err != nil {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: prefix: %s", t.Name, mayfly.ErrorMessage(err))
 	}
 	if strings.HasPrefix(c.prefix, "pg_") {
@@ -231,34 +232,10 @@ func validGrant(g mayfly.Grant) error {
 	return nil
 }
 
-// validName checks that name is non-empty, at most MaxNameLen bytes and
-// made of lowercase letters, digits and underscores only.
-func validName(name string) error {
-	if name == "" {
-		return mayfly.Errorf(mayfly.EINVALID, "account name is empty")
-	}
-	if len(name) > MaxNameLen {
-		return mayfly.Errorf(mayfly.EINVALID, "account name is longer than %d bytes", MaxNameLen)
-	}
-	for i := 0; i < len(name); i++ {
-		b := name[i]
-		if (b < 'a' || b > 'z') && (b < '0' || b > '9') && b != '_' {
-			return mayfly.Errorf(mayfly.EINVALID, "account name may contain only lowercase letters, digits and underscores")
-		}
-	}
-	return nil
-}
-
 // checkName validates a requested account name: well formed and under the
 // target's prefix, so the connector never touches roles it does not manage.
 func (c *Connector) checkName(name string) error {
-	if err := validName(name); err != nil {
-		return err
-	}
-	if !strings.HasPrefix(name, c.prefix) {
-		return mayfly.Errorf(mayfly.EINVALID, "account name must start with the target prefix %q", c.prefix)
-	}
-	return nil
+	return acctname.CheckName(name, c.prefix, MaxNameLen)
 }
 
 // ident returns name quoted as an SQL identifier.

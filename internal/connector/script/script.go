@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/connector/acctname"
 )
 
 // MaxNameLen is the longest account name the connector passes to a
@@ -141,7 +142,7 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 	if c.prefix == "" {
 		c.prefix = mayfly.DefaultPrefix
 	}
-	if err := validName(c.prefix, false); err != nil {
+	if err := acctname.ValidName(c.prefix, MaxNameLen, true); err != nil {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: prefix: %s", t.Name, mayfly.ErrorMessage(err))
 	}
 	for name, g := range t.Grants {
@@ -208,33 +209,10 @@ func validGrant(g mayfly.Grant) error {
 	return nil
 }
 
-// validName refuses anything but lowercase letters, digits and underscores
-// within MaxNameLen. With full set, the name must also be non-empty.
-func validName(name string, full bool) error {
-	if full && name == "" {
-		return mayfly.Errorf(mayfly.EINVALID, "account name is empty")
-	}
-	if len(name) > MaxNameLen {
-		return mayfly.Errorf(mayfly.EINVALID, "account name is longer than %d characters", MaxNameLen)
-	}
-	for _, r := range name {
-		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
-			return mayfly.Errorf(mayfly.EINVALID, "account name may contain only lowercase letters, digits and underscores")
-		}
-	}
-	return nil
-}
-
 // checkName validates a requested account name: well formed and under the
 // target's prefix.
 func (c *Connector) checkName(name string) error {
-	if err := validName(name, true); err != nil {
-		return err
-	}
-	if !strings.HasPrefix(name, c.prefix) {
-		return mayfly.Errorf(mayfly.EINVALID, "account name must start with the target prefix %q", c.prefix)
-	}
-	return nil
+	return acctname.CheckName(name, c.prefix, MaxNameLen)
 }
 
 // newPassword returns 32 random bytes, URL-safe base64 encoded.
