@@ -451,16 +451,23 @@ func benchRevoke(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	}
 	// T is the earliest expiry; the last lease expires just under 1s later.
 	mfDur := time.Since(start)
-	// Lag from the broker's own records.
-	var ls []httpapi.LeaseView
-	if err := b.client.Do(ctx, "GET", "/v1/leases", nil, nil, &ls); err != nil {
-		return err
-	}
+	// Lag from the broker's own records, once it has recorded every outcome.
 	var lags []time.Duration
-	for _, l := range ls {
-		if _, ok := leaseIDs.Load(l.ID); ok && l.EndedAt != nil {
-			lags = append(lags, l.EndedAt.Sub(l.ExpiresAt))
+	for wait := 0; wait < 100; wait++ {
+		var ls []httpapi.LeaseView
+		if err := b.client.Do(ctx, "GET", "/v1/leases", nil, nil, &ls); err != nil {
+			return err
 		}
+		lags = lags[:0]
+		for _, l := range ls {
+			if _, ok := leaseIDs.Load(l.ID); ok && l.EndedAt != nil {
+				lags = append(lags, l.EndedAt.Sub(l.ExpiresAt))
+			}
+		}
+		if len(lags) == len(usernames) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// Bare: create n roles quickly (verifier), then DROP ROLE on revokeConc connections.
