@@ -124,6 +124,7 @@ reconcile: {interval: 0s}
 	}
 	cmd := exec.Command(bin, "server", "--config", path)
 	cmd.Stderr = os.Stderr
+	cmd.Env = append(os.Environ(), "MAYFLY_PPROF_ADDR="+os.Getenv("BENCH_PPROF_ADDR"))
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

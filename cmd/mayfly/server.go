@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -284,6 +285,10 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			return st.Ping(ctx)
 		},
 	})
+	if addr := e.getenv("MAYFLY_PPROF_ADDR"); addr != "" {
+		// Debugging aid: Go's profiler on a separate, explicitly chosen address.
+		go http.ListenAndServe(addr, pprofMux())
+	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
@@ -459,4 +464,11 @@ func (d *directory) RequestInfo(ctx context.Context, id string) (*mayfly.Request
 		return err
 	})
 	return r, err
+}
+
+func pprofMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	return mux
 }
