@@ -696,6 +696,19 @@ func TestCrashWhileLeasesLive(t *testing.T) {
 		w.ok("alice", &c, "creds", r.ID, "-o", "json")
 		names = append(names, c.Username)
 	}
+	// The activation is recorded just after the credential is sent; kill
+	// the broker once all three are recorded active.
+	waitFor(t, "the leases to be recorded active", 5*time.Second, func() bool {
+		var ls []leaseOut
+		w.ok("carol", &ls, "leases", "--active", "-o", "json")
+		n := 0
+		for _, l := range ls {
+			if l.State == "active" {
+				n++
+			}
+		}
+		return n == 3
+	})
 	cmd.Process.Kill() // SIGKILL
 	<-w.done
 	time.Sleep(3 * time.Second) // the leases expire while the broker is dead

@@ -511,20 +511,12 @@ func (b *Broker) Deny(ctx context.Context, c Caller, id, reason string) (*mayfly
 type Activation struct {
 	Lease      *mayfly.Lease
 	Credential mayfly.Credential
-	// Commit, set when ActivateOptions.DeferCommit asked for it, records
-	// the lease as active; the caller runs it right after handing the
-	// credential over. Until then the lease is provisioning: a crash in
-	// between makes recovery remove the account (fail-safe).
-	Commit func() error
 }
 
 // ActivateOptions carry optional inputs to activation.
 type ActivateOptions struct {
 	// PublicKey is an SSH public key to sign instead of generating a pair.
 	PublicKey string
-	// DeferCommit leaves the final "active" commit to the caller
-	// (Activation.Commit), so the credential can be handed over first.
-	DeferCommit bool
 	// SessionTimeout, when set, binds the lease to its client's session:
 	// without a heartbeat for this long the lease is revoked (end reason
 	// session_lost).
@@ -694,37 +686,20 @@ func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant
 		active.SecretHMAC = b.HashSecret(s[0])
 		data["secret_hmac"] = active.SecretHMAC
 	}
-	var once sync.Once
-	var cerr error
-	commit := func() error {
-		once.Do(func() {
-			cerr = b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
-				if err := tx.UpdateLease(&active); err != nil {
-					return err
-				}
-				return b.audit(tx, c, "lease.activate", nil, &active, "", data)
-			})
-			if cerr != nil {
-				// The account exists but is not recorded active: the lease
-				// stays provisioning in the store and recovery undoes it.
-				b.log.Error("record activation", "lease", l.ID, "err", cerr)
-				cerr = fmt.Errorf("record activation of lease %s: %w", l.ID, cerr)
-				return
-			}
-			b.poke()
-			b.committed()
-		})
-		return cerr
+	err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+		if err := tx.UpdateLease(&active); err != nil {
+			return err
+		}
+		return b.audit(tx, c, "lease.activate", nil, &active, "", data)
+	})
+	if err != nil {
+		// The account exists but is not recorded active: the lease stays
+		// provisioning in the store and recovery undoes it.
+		return nil, fmt.Errorf("record activation of lease %s: %w", l.ID, err)
 	}
-	a := &Activation{Lease: &active, Credential: cred}
-	if o.DeferCommit {
-		a.Commit = commit
-		return a, nil
-	}
-	if err := commit(); err != nil {
-		return nil, err
-	}
-	return a, nil
+	b.poke()
+	b.committed()
+	return &Activation{Lease: &active, Credential: cred}, nil
 }
 
 // AccountName builds an account name for user from the target's template:

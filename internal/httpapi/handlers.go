@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"slices"
 	"strconv"
@@ -172,15 +171,13 @@ func (s *server) handleCreateRequest() http.Handler {
 		if err != nil {
 			return 0, nil, err
 		}
-		req, dec, a, err := s.Broker.CreateAndActivate(r.Context(), c, in, broker.ActivateOptions{PublicKey: body.PublicKey, SessionTimeout: hb, DeferCommit: true})
+		req, dec, a, err := s.Broker.CreateAndActivate(r.Context(), c, in, broker.ActivateOptions{PublicKey: body.PublicKey, SessionTimeout: hb})
 		if err != nil {
 			return 0, nil, err
 		}
 		resp := CreateRequestResponse{RequestView: requestView(req), Decision: dec}
 		if a != nil {
 			resp.Credentials = s.credsView(a)
-			s.handOver(w, http.StatusCreated, resp, a)
-			return written, nil, nil
 		}
 		return http.StatusCreated, resp, nil
 	})
@@ -271,12 +268,11 @@ func (s *server) handleActivate() http.Handler {
 		if err != nil {
 			return 0, nil, err
 		}
-		a, err := s.Broker.Activate(r.Context(), callerFrom(r), r.PathValue("id"), broker.ActivateOptions{PublicKey: body.PublicKey, SessionTimeout: hb, DeferCommit: true})
+		a, err := s.Broker.Activate(r.Context(), callerFrom(r), r.PathValue("id"), broker.ActivateOptions{PublicKey: body.PublicKey, SessionTimeout: hb})
 		if err != nil {
 			return 0, nil, err
 		}
-		s.handOver(w, http.StatusCreated, s.credsView(a), a)
-		return written, nil, nil
+		return http.StatusCreated, s.credsView(a), nil
 	})
 }
 
@@ -490,34 +486,4 @@ func (s *server) handleHeartbeat() http.Handler {
 		}
 		return 200, leaseView(l), nil
 	})
-}
-
-// written tells handle that the handler wrote the response itself.
-const written = -1
-
-// handOver sends the credential first and then records the lease active:
-// the credential is in the requester's hands one store commit sooner. If
-// the process died in between, recovery would remove the account.
-func (s *server) handOver(w http.ResponseWriter, status int, body any, a *broker.Activation) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	b = append(b, '\n')
-	// With its length known the client has the whole answer at the flush,
-	// before the commit below.
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	w.Write(b)
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
-	}
-	if a.Commit != nil {
-		if err := a.Commit(); err != nil {
-			s.Logger.Error("activation not recorded; the lease will be undone", "lease", a.Lease.ID, "err", broker.Scrub(err.Error()))
-		}
-	}
 }

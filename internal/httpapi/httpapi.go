@@ -210,9 +210,6 @@ func writeError(w http.ResponseWriter, err error) {
 func (s *server) handle(f func(w http.ResponseWriter, r *http.Request) (int, any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		status, body, err := f(w, r)
-		if status == written && err == nil {
-			return
-		}
 		if err != nil {
 			if mayfly.ErrorCode(err) == mayfly.EINTERNAL {
 				s.Logger.Error("api internal error", "method", r.Method, "path", r.URL.Path, "err", broker.Scrub(err.Error()))
