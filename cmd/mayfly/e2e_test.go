@@ -816,7 +816,7 @@ func TestTargetDownAtExpiry(t *testing.T) {
 	u, _ := url.Parse(testenv.PostgresDSN())
 	px := newProxy(t, u.Host)
 	u.Host = px.ln.Addr().String()
-	w := startWorld(t, worldOpts{pgDSN: u.String()})
+	w := startWorld(t, worldOpts{pgDSN: u.String(), extraYAML: "reconcile: {health_interval: 300ms}\naudit: {revocation_overdue_alert: 1s}\n"})
 
 	var r reqOut
 	var c credsOut
@@ -844,5 +844,13 @@ func TestTargetDownAtExpiry(t *testing.T) {
 	})
 	if roleExists(t, c.Username) {
 		t.Errorf("role %s still exists after the target came back", c.Username)
+	}
+	// Each problem raised an alert for the security team, saying what to do.
+	for _, action := range []string{"alert.target_unreachable", "alert.revocation_overdue", "alert.target_recovered"} {
+		waitFor(t, action, 5*time.Second, func() bool {
+			var evs []eventOut
+			w.ok("carol", &evs, "audit", "-o", "json", "--action", action)
+			return len(evs) >= 1
+		})
 	}
 }

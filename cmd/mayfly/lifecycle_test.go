@@ -186,6 +186,32 @@ func TestInventoryShowsStandingAccounts(t *testing.T) {
 	if !sawAdmin || !sawLease {
 		t.Errorf("inventory: postgres as unmanaged superuser = %v, lease account as managed = %v", sawAdmin, sawLease)
 	}
+	// The standing-privilege report puts both side by side.
+	var st []struct {
+		Target    string `json:"target"`
+		Unmanaged []struct {
+			Name      string `json:"name"`
+			Superuser bool   `json:"superuser"`
+		} `json:"unmanaged"`
+		Managed []struct {
+			ID string `json:"id"`
+		} `json:"managed"`
+	}
+	w.fails("alice", "report", "standing")
+	w.ok("carol", &st, "report", "standing", "-o", "json")
+	if len(st) != 1 || len(st[0].Managed) != 1 || st[0].Managed[0].ID != c.LeaseID {
+		t.Fatalf("standing report = %+v; want the live lease", st)
+	}
+	found := false
+	for _, a := range st[0].Unmanaged {
+		found = found || (a.Name == "postgres" && a.Superuser)
+	}
+	if !found {
+		t.Errorf("standing report lacks the postgres superuser")
+	}
+	if out := w.ok("carol", nil, "report", "standing"); !strings.Contains(out, "standing") {
+		t.Errorf("table output: %q", out)
+	}
 }
 
 func TestMetricsFollowTheLifecycle(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/config"
 	"github.com/mayflyhq/mayfly/internal/httpapi"
 	"github.com/mayflyhq/mayfly/internal/policy"
@@ -177,8 +178,11 @@ func orNone(s string) string {
 }
 
 func cmdReport(e *env, args []string) error {
+	if len(args) > 0 && args[0] == "standing" {
+		return cmdStanding(e, args[1:])
+	}
 	if len(args) == 0 || args[0] != "access" {
-		return usageErr("report: want `report access --from DATE --to DATE`")
+		return usageErr("report: want `report access --from DATE --to DATE` or `report standing`")
 	}
 	f := newFlags(e, "report", true)
 	from := f.String("from", "", "start of the period (2006-01-02 or RFC 3339)")
@@ -233,4 +237,46 @@ func cmdReport(e *env, args []string) error {
 		return r.WriteHTML(w)
 	}
 	return r.WriteTable(w)
+}
+
+// cmdStanding prints every target's standing privileges (unmanaged
+// accounts that can log in) beside the access Mayfly manages.
+func cmdStanding(e *env, args []string) error {
+	f := newFlags(e, "report", true)
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.checkOutput(); err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	var res []broker.StandingTarget
+	if err := c.Do(e.ctx, "GET", "/v1/reports/standing", nil, nil, &res); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(res)
+	}
+	var rows [][]string
+	for _, t := range res {
+		if t.Error != "" {
+			rows = append(rows, []string{t.Target, "?", "?", "inventory failed: " + t.Error})
+			continue
+		}
+		for _, a := range t.Unmanaged {
+			what := strings.Join(a.Privileges, ",")
+			if a.Superuser {
+				what = "SUPERUSER " + what
+			}
+			rows = append(rows, []string{t.Target, a.Name, "standing", what})
+		}
+		for _, l := range t.Managed {
+			rows = append(rows, []string{t.Target, l.Username, "mayfly lease " + l.ID, l.Requester + "/" + l.Grant + " until " + fmtTime(l.ExpiresAt)})
+		}
+	}
+	e.table("TARGET\tACCOUNT\tKIND\tWHAT", rows)
+	return nil
 }

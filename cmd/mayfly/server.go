@@ -239,11 +239,21 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			notifier.Run(ctx)
 		}
 	}()
-	go func() { defer bg.Done(); runSinks(ctx, sinks, m, log) }()
+	go func() { defer bg.Done(); runSinks(ctx, sinks, m, b, cfg.Audit.BacklogAlert) }()
 	go func() { defer bg.Done(); b.RunIdleChecker(ctx, cfg.Reconcile.IdleInterval) }()
-	go func() { defer bg.Done(); b.RunLapser(ctx, 5*time.Second) }()
+	go func() {
+		defer bg.Done()
+		b.RunLapser(ctx, min(5*time.Second, cfg.Audit.RevocationOverdueAlert/2), cfg.Audit.RevocationOverdueAlert)
+	}()
 	go func() { defer bg.Done(); b.RunReconciler(ctx, *cfg.Reconcile.Interval) }()
-	go func() { defer bg.Done(); checkTargets(ctx, conns.all, m, cfg.Reconcile.HealthInterval, log) }()
+	go func() { defer bg.Done(); checkTargets(ctx, conns.all, m, b, cfg.Reconcile.HealthInterval, log) }()
+	if cfg.Audit.Retention > 0 {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			retain(ctx, b, cfg.Audit.Retention, filepath.Join(cfg.StateDir, "audit-archive"), log)
+		}()
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -360,7 +370,7 @@ func metricHooks(m *metrics.Metrics) broker.Hooks {
 
 // checkTargets checks every target's reachability each interval and
 // publishes it as mayfly_target_up.
-func checkTargets(ctx context.Context, conns map[string]mayfly.Connector, m *metrics.Metrics, every time.Duration, log *slog.Logger) {
+func checkTargets(ctx context.Context, conns map[string]mayfly.Connector, m *metrics.Metrics, b *broker.Broker, every time.Duration, log *slog.Logger) {
 	up := map[string]bool{}
 	check := func() {
 		for name, c := range conns {
@@ -371,10 +381,18 @@ func checkTargets(ctx context.Context, conns map[string]mayfly.Connector, m *met
 				return
 			}
 			v := 0.0
+			was, seen := up[name]
 			if err == nil {
 				v = 1
-			} else if was, seen := up[name]; !seen || was {
-				log.Warn("target unreachable", "target", name, "err", broker.Scrub(mayfly.ErrorMessageOrText(err)))
+				if seen && !was {
+					b.Alert(ctx, "alert.target_recovered", name, "", "Target "+name+" is reachable again",
+						"Mayfly can reach "+name+" with its admin credential again.", "Nothing: pending revocations on it are retried now.")
+				}
+			} else if !seen || was {
+				msg := broker.Scrub(mayfly.ErrorMessageOrText(err))
+				b.Alert(ctx, "alert.target_unreachable", name, "", "Target "+name+" is unreachable",
+					"Mayfly cannot reach "+name+" with its admin credential: "+msg,
+					"New access to it fails and its revocations are retried until it answers. Check the target and the admin credential in the configuration; mayfly_target_up shows when it is back.")
 			}
 			up[name] = err == nil
 			m.TargetUp.WithLabelValues(name).Set(v)
@@ -395,10 +413,11 @@ func checkTargets(ctx context.Context, conns map[string]mayfly.Connector, m *met
 
 // runSinks delivers the audit trail to the configured sinks and publishes
 // their backlog.
-func runSinks(ctx context.Context, r *sink.Runner, m *metrics.Metrics, log *slog.Logger) {
+func runSinks(ctx context.Context, r *sink.Runner, m *metrics.Metrics, b *broker.Broker, threshold int64) {
 	go func() {
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()
+		alerted := map[string]bool{}
 		for {
 			select {
 			case <-ctx.Done():
@@ -406,12 +425,37 @@ func runSinks(ctx context.Context, r *sink.Runner, m *metrics.Metrics, log *slog
 			case <-t.C:
 				for name, n := range r.Backlog() {
 					m.SinkBacklog.WithLabelValues(name).Set(float64(n))
+					if n > threshold && !alerted[name] {
+						alerted[name] = true
+						b.Alert(ctx, "alert.sink_backlog", "", "", fmt.Sprintf("Audit sink %s is %d events behind", name, n),
+							fmt.Sprintf("The audit sink %s has %d events not yet delivered (threshold %d).", name, n, threshold),
+							"Nothing is lost: delivery resumes from its cursor. Check that the sink's receiver is up and reachable; the server log names the error.")
+					} else if n <= threshold/2 {
+						alerted[name] = false
+					}
 				}
 			}
 		}
 	}()
-	if err := r.Run(ctx); err != nil {
-		log.Error("audit sinks stopped", "err", err)
+	r.Run(ctx)
+}
+
+// retain prunes the audit trail once a day to the retention period.
+func retain(ctx context.Context, b *broker.Broker, keep time.Duration, archive string, log *slog.Logger) {
+	t := time.NewTicker(24 * time.Hour)
+	defer t.Stop()
+	for {
+		res, err := b.PruneAudit(ctx, broker.System, keep, archive)
+		if err != nil && ctx.Err() == nil {
+			log.Error("audit retention", "err", err)
+		} else if res.Removed > 0 {
+			log.Info("audit retention", "removed", res.Removed, "first_kept", res.FirstKept, "archive", res.Archive)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

@@ -99,6 +99,7 @@ type Broker struct {
 	changeMu sync.Mutex
 	changed  chan struct{}
 	users    userStatuses
+	overdue  overdue
 	idle     idleTracker
 }
 

@@ -66,8 +66,9 @@ func (b *Broker) LapseRequests(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// RunLapser lapses timed-out requests every interval until ctx ends.
-func (b *Broker) RunLapser(ctx context.Context, every time.Duration) error {
+// RunLapser lapses timed-out requests every interval until ctx ends, and
+// alerts on revocations failing for longer than overdueAfter.
+func (b *Broker) RunLapser(ctx context.Context, every, overdueAfter time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -77,6 +78,9 @@ func (b *Broker) RunLapser(ctx context.Context, every time.Duration) error {
 		case <-t.C:
 			if _, err := b.LapseRequests(ctx); err != nil && ctx.Err() == nil {
 				b.log.Error("lapse requests", "err", err)
+			}
+			if err := b.CheckOverdueRevocations(ctx, overdueAfter); err != nil && ctx.Err() == nil {
+				b.log.Error("check overdue revocations", "err", err)
 			}
 		}
 	}

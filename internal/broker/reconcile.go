@@ -246,3 +246,53 @@ func (b *Broker) RunReconciler(ctx context.Context, every time.Duration) error {
 		}
 	}
 }
+
+// StandingTarget is one target's standing privileges next to its
+// Mayfly-managed access.
+type StandingTarget struct {
+	Target string `json:"target"`
+	Kind   string `json:"kind"`
+	// Unmanaged are accounts that can log in and that Mayfly does not
+	// manage: the standing privileges left to eliminate.
+	Unmanaged []InventoryAccount `json:"unmanaged"`
+	// Managed are the live leases: access that ends by itself.
+	Managed []*mayfly.Lease `json:"managed"`
+	Error   string          `json:"error,omitempty"`
+}
+
+// Standing lists, for every target, the unmanaged accounts that can log in
+// beside the live Mayfly leases (admins only).
+func (b *Broker) Standing(ctx context.Context, c Caller) ([]StandingTarget, error) {
+	if !c.Admin {
+		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "the standing-privilege report needs an admin")
+	}
+	cfg := b.cfg.Load()
+	var names []string
+	for n := range cfg.Targets {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := []StandingTarget{}
+	for _, n := range names {
+		st := StandingTarget{Target: n, Kind: cfg.Targets[n].Kind, Unmanaged: []InventoryAccount{}, Managed: []*mayfly.Lease{}}
+		inv, err := b.Inventory(ctx, c, n)
+		if err != nil {
+			st.Error = mayfly.ErrorMessage(err)
+		}
+		for _, a := range inv {
+			if !a.Managed && a.CanLogin {
+				st.Unmanaged = append(st.Unmanaged, a)
+			}
+		}
+		err = b.store.View(ctx, func(tx mayfly.Tx) error {
+			ls, err := tx.ListLeases(mayfly.LeaseFilter{Target: n, States: []mayfly.LeaseState{mayfly.LeaseProvisioning, mayfly.LeaseActive, mayfly.LeaseRevoking}})
+			st.Managed = append(st.Managed, ls...)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}

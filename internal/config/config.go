@@ -97,10 +97,19 @@ type SSHCA struct {
 	PassphraseEnv string `yaml:"passphrase_env"` // default: MAYFLY_SSH_CA_PASSPHRASE
 }
 
-// Audit configures audit delivery.
+// Audit configures audit delivery, retention and alerts.
 type Audit struct {
 	// Sinks receive every audit event, at least once and in order.
 	Sinks []sink.Config `yaml:"sinks"`
+	// Retention, when set (at least 24h), archives then removes older
+	// events once a day (never those of live leases).
+	Retention time.Duration `yaml:"retention"`
+	// BacklogAlert alerts when a sink is this many events behind
+	// (default 10000).
+	BacklogAlert int64 `yaml:"backlog_alert"`
+	// RevocationOverdueAlert alerts when a revocation has kept failing
+	// this long (default 10m).
+	RevocationOverdueAlert time.Duration `yaml:"revocation_overdue_alert"`
 }
 
 // Reconcile configures the reconciler.
@@ -263,6 +272,15 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	}
 	if err := notify.Validate(c.Notifications); err != nil {
 		return lineErr(f, lines["notifications"].at(0), "notifications: %s", mayfly.ErrorMessageOrText(err))
+	}
+	if c.Audit.Retention != 0 && c.Audit.Retention < 24*time.Hour {
+		return lineErr(f, lines["audit"].at(0), "audit.retention %s: at least 24h", c.Audit.Retention)
+	}
+	if c.Audit.BacklogAlert <= 0 {
+		c.Audit.BacklogAlert = 10000
+	}
+	if c.Audit.RevocationOverdueAlert <= 0 {
+		c.Audit.RevocationOverdueAlert = 10 * time.Minute
 	}
 	if err := sink.Validate(c.Audit.Sinks); err != nil {
 		return lineErr(f, lines["audit"].at(0), "audit.sinks: %s", mayfly.ErrorMessageOrText(err))

@@ -70,3 +70,13 @@ func (s *server) handleInventory() http.Handler {
 		return 200, inv, nil
 	})
 }
+
+func (s *server) handleStanding() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		res, err := s.Broker.Standing(r.Context(), callerFrom(r))
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, res, nil
+	})
+}

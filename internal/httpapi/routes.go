@@ -45,6 +45,7 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("POST /v1/leases/{id}/review", a(adminOnly(s.handleReview())))
 	mux.Handle("POST /v1/policy/reload", a(adminOnly(s.handleReload())))
 	mux.Handle("GET /v1/reports/access", a(adminOnly(s.handleAccessReport())))
+	mux.Handle("GET /v1/reports/standing", a(adminOnly(s.handleStanding())))
 	mux.Handle("GET /v1/users", a(s.handleUsers()))
 	mux.Handle("POST /v1/users/{name}/suspend", a(adminOnly(s.handleUserStatus("suspended"))))
 	mux.Handle("POST /v1/users/{name}/resume", a(adminOnly(s.handleUserStatus("active"))))

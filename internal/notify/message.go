@@ -50,11 +50,15 @@ const (
 	// TypeOrphan tells the security groups an account with no live lease
 	// was found on a target (and removed, or not: then it is urgent).
 	TypeOrphan = "orphan"
+	// TypeAlert tells the security groups about an operational problem
+	// (a target unreachable, revocations overdue, an audit sink backlog),
+	// with what to do.
+	TypeAlert = "alert"
 )
 
 // messageTypes lists every message type.
 var messageTypes = []string{TypeApprovalNeeded, TypeBreakGlass, TypeApproval, TypeApproved, TypeDenied,
-	TypeCancelled, TypeLapsed, TypeActivated, TypeExpiring, TypeRevoked, TypeEnded, TypeRevokeFailed, TypeOrphan}
+	TypeCancelled, TypeLapsed, TypeActivated, TypeExpiring, TypeRevoked, TypeEnded, TypeRevokeFailed, TypeOrphan, TypeAlert}
 
 // MessageTypes returns every message type, in the order of a request's life.
 func MessageTypes() []string { return slices.Clone(messageTypes) }
@@ -137,6 +141,8 @@ func (n *Notifier) messages(ctx context.Context, e *mayfly.AuditEvent) ([]*messa
 		return n.requestMessages(e, r), nil
 	case "account.orphan_removed", "account.orphan_remove_failed":
 		return []*message{n.orphan(e)}, nil
+	case "alert.target_unreachable", "alert.target_recovered", "alert.revocation_overdue", "alert.sink_backlog":
+		return []*message{n.alert(e)}, nil
 	case "lease.activate", "lease.revoke", "lease.revoked", "lease.missing", "lease.revoke_failed":
 		var l *mayfly.Lease
 		err := n.store.View(ctx, func(tx mayfly.Tx) error {
@@ -402,6 +408,27 @@ func (n *Notifier) leaseMessages(e *mayfly.AuditEvent, l *mayfly.Lease, r *mayfl
 		return []*message{m}
 	}
 	return nil
+}
+
+// alert renders an operational alert recorded in the audit trail: its
+// reason says what happened, Data["what_to_do"] what to do about it.
+func (n *Notifier) alert(e *mayfly.AuditEvent) *message {
+	m := n.newMessage(TypeAlert, e, nil, nil)
+	m.Recipients = n.members(n.security, "")
+	m.Urgent = e.Action != "alert.target_recovered"
+	m.Subject = clean(e.Data["summary"])
+	if m.Subject == "" {
+		m.Subject = "Mayfly alert: " + clean(e.Action)
+	}
+	m.Headline = clean(e.Reason)
+	m.Note = clean(e.Data["what_to_do"])
+	if e.Target != "" {
+		m.Fields = append(m.Fields, field{"Target", clean(e.Target)})
+	}
+	if e.LeaseID != "" {
+		m.Fields = append(m.Fields, field{"Lease", clean(e.LeaseID)})
+	}
+	return m
 }
 
 func (n *Notifier) orphan(e *mayfly.AuditEvent) *message {
