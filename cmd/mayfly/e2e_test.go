@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -567,6 +568,34 @@ func TestBadInput(t *testing.T) {
 	w.tokens["mallory"] = "mfy_not_a_real_token"
 	if msg := w.fails("mallory", "requests"); !strings.Contains(msg, "unknown or revoked token") {
 		t.Errorf("wrong token: %q", msg)
+	}
+	// A refusal through the API carries the explanation, policy by policy.
+	req, _ := http.NewRequest("POST", "http://"+w.addr+"/v1/requests", strings.NewReader(`{"target":"local-pg","grant":"readonly","duration":"25h","reason":"x"}`))
+	req.Header.Set("Authorization", "Bearer "+w.tokens["alice"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusal struct {
+		Error    struct{ Code, Message string }
+		Decision struct {
+			Decision   string
+			Considered []struct {
+				Name    string
+				Matched bool
+				Why     string
+			}
+		}
+	}
+	json.NewDecoder(resp.Body).Decode(&refusal)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || refusal.Error.Code != "forbidden" || refusal.Decision.Decision != "deny" || len(refusal.Decision.Considered) != 3 {
+		t.Errorf("refusal = %d %+v; want 403 with the decision of all 3 policies", resp.StatusCode, refusal)
+	}
+	for _, c := range refusal.Decision.Considered {
+		if c.Why == "" {
+			t.Errorf("policy %s considered without a why", c.Name)
+		}
 	}
 	// Nothing was created by any of it.
 	var rs []reqOut

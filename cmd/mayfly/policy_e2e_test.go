@@ -176,3 +176,26 @@ tests:
 		t.Errorf("broken CEL: %q; want the policy named", msg)
 	}
 }
+
+func TestPolicyReloadKeepsLastGood(t *testing.T) {
+	w := startWorld(t, worldOpts{})
+	orig, _ := os.ReadFile(w.cfg)
+	broken := strings.Replace(string(orig), "max_duration: 1h, approvals: 0}", "max_duration: 1h, approvals: 0, auto_approve_if: \"request.duration <= \"}", 1)
+	os.WriteFile(w.cfg, []byte(broken), 0o600)
+	w.fails("alice", "policy", "reload") // not an admin
+	if msg := w.fails("carol", "policy", "reload"); !strings.Contains(msg, "mayfly.yaml") || !strings.Contains(msg, "eng-read") {
+		t.Errorf("reload of a broken file: %q; want file and policy named", msg)
+	}
+	var r reqOut
+	w.ok("alice", &r, "request", "local-pg/readonly", "--for", "30m", "--reason", "x", "-o", "json")
+	if r.State != "approved" {
+		t.Errorf("after a refused reload the old policy should still decide: %s", r.State)
+	}
+	// A valid change takes effect.
+	os.WriteFile(w.cfg, []byte(strings.Replace(string(orig), "max_duration: 1h, approvals: 0}", "max_duration: 3h, approvals: 0}", 1)), 0o600)
+	w.ok("carol", nil, "policy", "reload")
+	w.ok("alice", &r, "request", "local-pg/readonly", "--for", "2h", "--reason", "x", "-o", "json")
+	if r.State != "approved" {
+		t.Errorf("after reload a 2h request = %s; want approved by the new eng-read", r.State)
+	}
+}

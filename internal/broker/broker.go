@@ -238,6 +238,11 @@ func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, p
 		if b.hooks.Requested != nil {
 			b.hooks.Requested("deny")
 		}
+		// The refusal carries the full explanation, as policy explain would.
+		d = cfg.Policies.Decide(policy.Input{
+			User: c.User, Groups: c.Groups, Target: in.Target, Grant: in.Grant, Duration: in.Duration,
+			Reason: in.Reason, BreakGlass: in.BreakGlass, Now: now, Explain: true,
+		})
 		why := d.Reason
 		if why == "" {
 			why = fmt.Sprintf("no policy allows %s %s/%s", c.User, in.Target, in.Grant)

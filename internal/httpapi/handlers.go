@@ -163,7 +163,7 @@ func (s *server) handleCreateRequest() http.Handler {
 		if !body.Activate {
 			req, dec, err := s.Broker.CreateRequest(r.Context(), c, in)
 			if err != nil {
-				return 0, nil, err
+				return 0, nil, withDecision(err, dec)
 			}
 			return http.StatusCreated, CreateRequestResponse{RequestView: requestView(req), Decision: dec}, nil
 		}
@@ -173,7 +173,7 @@ func (s *server) handleCreateRequest() http.Handler {
 		}
 		req, dec, a, err := s.Broker.CreateAndActivate(r.Context(), c, in, broker.ActivateOptions{PublicKey: body.PublicKey, SessionTimeout: hb})
 		if err != nil {
-			return 0, nil, err
+			return 0, nil, withDecision(err, dec)
 		}
 		resp := CreateRequestResponse{RequestView: requestView(req), Decision: dec}
 		if a != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/metrics"
+	"github.com/mayflyhq/mayfly/internal/policy"
 )
 
 // statusOf maps error codes to HTTP statuses; codeOf is its inverse.
@@ -196,12 +197,34 @@ type errorBody struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+	// Decision explains a refused request, policy by policy.
+	Decision *policy.Decision `json:"decision,omitempty"`
+}
+
+// decisionError is a refusal with its policy explanation.
+type decisionError struct {
+	error
+	decision policy.Decision
+}
+
+func (e decisionError) Unwrap() error { return e.error }
+
+// withDecision attaches the policy explanation to a refusal.
+func withDecision(err error, d policy.Decision) error {
+	if mayfly.ErrorCode(err) != mayfly.EFORBIDDEN || d.Considered == nil {
+		return err
+	}
+	return decisionError{err, d}
 }
 
 func writeError(w http.ResponseWriter, err error) {
 	var b errorBody
 	b.Error.Code = mayfly.ErrorCode(err)
 	b.Error.Message = mayfly.ErrorMessage(err)
+	var de decisionError
+	if errors.As(err, &de) {
+		b.Decision = &de.decision
+	}
 	writeJSON(w, statusOf[b.Error.Code], b)
 }
 
