@@ -86,6 +86,9 @@ type Request struct {
 	DecidedAt      time.Time `json:"decided_at,omitzero"`
 	// LeaseID is the lease activated for this request, if any.
 	LeaseID string `json:"lease_id,omitempty"`
+	// ExtendsLease, when set, makes this an extension of that lease:
+	// approving it lengthens the lease by Duration instead of creating one.
+	ExtendsLease string `json:"extends_lease,omitempty"`
 }
 
 // ApprovalStep is one stage of approval: N distinct approvers from groups.

@@ -36,14 +36,24 @@ func cmdExtend(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var l httpapi.LeaseView
-	if err := c.Do(e.ctx, "POST", "/v1/leases/"+url.PathEscape(f.pos[0])+"/extend", nil, httpapi.ExtendBody{Duration: *dur, Reason: *reason}, &l); err != nil {
+	var res struct {
+		httpapi.LeaseView
+		Request *httpapi.RequestView `json:"request"`
+	}
+	if err := c.Do(e.ctx, "POST", "/v1/leases/"+url.PathEscape(f.pos[0])+"/extend", nil, httpapi.ExtendBody{Duration: *dur, Reason: *reason}, &res); err != nil {
 		return err
 	}
-	if f.json() {
-		return e.printJSON(l)
+	if res.Request != nil {
+		if f.json() {
+			return e.printJSON(res.Request)
+		}
+		fmt.Fprintf(e.stdout, "extension request %s: waiting for %s; it applies when approved\n", res.Request.ID, waitingFor(*res.Request))
+		return nil
 	}
-	fmt.Fprintf(e.stdout, "lease %s now expires %s\n", l.ID, l.ExpiresAt.Local().Format(time.RFC3339))
+	if f.json() {
+		return e.printJSON(res.LeaseView)
+	}
+	fmt.Fprintf(e.stdout, "lease %s now expires %s\n", res.ID, res.ExpiresAt.Local().Format(time.RFC3339))
 	return nil
 }
 

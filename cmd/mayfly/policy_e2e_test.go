@@ -49,8 +49,26 @@ func TestExtendStepsBreakGlassAndReport(t *testing.T) {
 	if vu := validUntil(t, c.Username); vu.Sub(l.ExpiresAt).Abs() > time.Second {
 		t.Errorf("VALID UNTIL = %s; want the new expiry %s", vu, l.ExpiresAt)
 	}
-	if msg := w.fails("alice", "extend", c.LeaseID, "--for", "2h", "--reason", "more"); !strings.Contains(msg, "refused") && !strings.Contains(msg, "approval") {
-		t.Errorf("extension past the maximum: %q", msg)
+	// Beyond what is automatic, the extension waits for an approver (the
+	// 8h policy), then applies on approval.
+	var ext reqOut
+	w.ok("alice", &ext, "extend", c.LeaseID, "--for", "2h", "--reason", "more", "-o", "json")
+	if ext.State != "pending" || ext.ID == "" {
+		t.Fatalf("2h extension = %+v; want a pending extension request", ext)
+	}
+	w.fails("alice", "approve", ext.ID)
+	w.fails("alice", "creds", ext.ID)
+	w.ok("bob", nil, "approve", ext.ID)
+	after := w.lease(c.LeaseID)
+	if got := after.ExpiresAt.Sub(l.ExpiresAt); got < 119*time.Minute || got > 121*time.Minute {
+		t.Errorf("approved extension moved expiry by %s; want 2h", got)
+	}
+	if vu := validUntil(t, c.Username); vu.Sub(after.ExpiresAt).Abs() > time.Second {
+		t.Errorf("VALID UNTIL = %s; want %s", vu, after.ExpiresAt)
+	}
+	// Past every policy's total, it is refused outright.
+	if msg := w.fails("alice", "extend", c.LeaseID, "--for", "60h", "--reason", "more"); !strings.Contains(msg, "refused") {
+		t.Errorf("extension past the maximum total: %q", msg)
 	}
 	w.fails("bob", "extend", c.LeaseID, "--for", "1m", "--reason", "not mine")
 

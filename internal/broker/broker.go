@@ -469,7 +469,29 @@ func (b *Broker) Approve(ctx context.Context, c Caller, id, reason string) (*may
 		b.hooks.Decided(r)
 	}
 	b.committed()
+	if r.State == mayfly.RequestApproved && r.ExtendsLease != "" {
+		return b.finishExtension(ctx, c, r)
+	}
 	return r, nil
+}
+
+// finishExtension applies an approved extension request to its lease and
+// links the two.
+func (b *Broker) finishExtension(ctx context.Context, c Caller, r *mayfly.Request) (*mayfly.Request, error) {
+	holder := Caller{User: r.Requester, Source: c.Source}
+	if _, err := b.applyExtension(ctx, holder, r.ExtendsLease, r.Duration, r.Reason, r.Policy); err != nil {
+		return nil, fmt.Errorf("request %s approved, but extending lease %s failed: %w", r.ID, r.ExtendsLease, err)
+	}
+	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+		cur, err := tx.GetRequest(r.ID)
+		if err != nil {
+			return err
+		}
+		cur.LeaseID = r.ExtendsLease
+		r = cur
+		return tx.UpdateRequest(cur)
+	})
+	return r, err
 }
 
 // Deny ends a pending request; any eligible approver may deny it, and the
@@ -599,6 +621,9 @@ func (b *Broker) intent(tx mayfly.Tx, c Caller, r *mayfly.Request) (*mayfly.Leas
 // recorded.
 func (b *Broker) newLease(c Caller, r *mayfly.Request) (*mayfly.Lease, mayfly.Grant, error) {
 	cfg := b.cfg.Load()
+	if r.ExtendsLease != "" {
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s extends lease %s; it takes effect when approved, there is nothing to activate", r.ID, r.ExtendsLease)
+	}
 	if r.Requester != c.User {
 		if !b.canSee(c, r) {
 			return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ENOTFOUND, "request %q not found", r.ID)

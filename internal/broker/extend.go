@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
@@ -10,49 +9,79 @@ import (
 	"github.com/mayflyhq/mayfly/internal/policy"
 )
 
-// Extend lengthens an active lease by d, through the same policy as the
-// original request and bounded by its max_total_duration. The target-side
-// expiry (PostgreSQL VALID UNTIL) moves first, then the lease. Extensions
-// that policy would route to approvers are refused with who would have to
-// approve; the requester asks for new access instead.
-func (b *Broker) Extend(ctx context.Context, c Caller, id string, d time.Duration, reason string) (*mayfly.Lease, error) {
+// Extend lengthens an active lease by d, through the same policy as a new
+// request and bounded by its max_total_duration. When policy approves at
+// once, the target-side expiry (PostgreSQL VALID UNTIL) moves first, then
+// the lease, and the lease is returned. When it needs approvers, an
+// extension request is recorded and returned pending; approving it
+// applies the extension.
+func (b *Broker) Extend(ctx context.Context, c Caller, id string, d time.Duration, reason string) (*mayfly.Lease, *mayfly.Request, error) {
 	if d < policy.MinDuration {
-		return nil, mayfly.Errorf(mayfly.EINVALID, "extension %s is under the minimum of %s", d, policy.MinDuration)
+		return nil, nil, mayfly.Errorf(mayfly.EINVALID, "extension %s is under the minimum of %s", d, policy.MinDuration)
 	}
 	l, err := b.FindLease(ctx, c, id)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if l.Requester != c.User {
-		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "only %s, who holds lease %s, can extend it", l.Requester, l.ID)
+		return nil, nil, mayfly.Errorf(mayfly.EFORBIDDEN, "only %s, who holds lease %s, can extend it", l.Requester, l.ID)
+	}
+	if l.State != mayfly.LeaseActive {
+		return nil, nil, mayfly.Errorf(mayfly.ECONFLICT, "lease %s is %s; only an active lease can be extended", l.ID, l.State)
+	}
+	cfg := b.cfg.Load()
+	if cfg.Targets[l.Target].Kind == mayfly.KindSSH {
+		return nil, nil, mayfly.Errorf(mayfly.ECONFLICT, "SSH certificates cannot be extended; request new access")
+	}
+	now := b.clock.Now()
+	dec := cfg.Policies.Decide(policy.Input{
+		User: c.User, Groups: c.Groups, Target: l.Target, Grant: l.Grant, Duration: d, Reason: reason,
+		Now: now, Extension: true, TotalSoFar: l.ExpiresAt.Sub(l.CreatedAt),
+	})
+	switch dec.Decision {
+	case policy.Auto, policy.BreakGlassDecision:
+		l, err := b.applyExtension(ctx, c, l.ID, d, reason, deref(dec.Policy))
+		return l, nil, err
+	case policy.Approval:
+		r := &mayfly.Request{
+			ID: NewID("req_"), Requester: c.User, Target: l.Target, Grant: l.Grant, Reason: reason, Duration: d,
+			State: mayfly.RequestPending, Policy: deref(dec.Policy), CreatedAt: now.UTC(), ExtendsLease: l.ID,
+		}
+		for _, st := range dec.Steps {
+			r.Steps = append(r.Steps, mayfly.ApprovalStep{Approvals: st.Approvals, ApproverGroups: st.ApproverGroups})
+		}
+		r.ApprovalsRequired, r.ApproverGroups = r.Steps[0].Approvals, r.Steps[0].ApproverGroups
+		err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+			if err := tx.CreateRequest(r); err != nil {
+				return err
+			}
+			return b.audit(tx, c, "request.create", r, nil, reason, map[string]string{
+				"duration": d.String(), "policy": r.Policy, "decision": dec.Decision, "extends_lease": l.ID})
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		b.committed()
+		return nil, r, nil
+	default:
+		return nil, nil, mayfly.Errorf(mayfly.EFORBIDDEN, "extension refused: %s", dec.Reason)
+	}
+}
+
+// applyExtension moves the target-side expiry and then the lease's.
+func (b *Broker) applyExtension(ctx context.Context, c Caller, leaseID string, d time.Duration, reason, policyName string) (*mayfly.Lease, error) {
+	l, err := b.getLease(ctx, leaseID)
+	if err != nil {
+		return nil, err
 	}
 	if l.State != mayfly.LeaseActive {
 		return nil, mayfly.Errorf(mayfly.ECONFLICT, "lease %s is %s; only an active lease can be extended", l.ID, l.State)
 	}
-	cfg := b.cfg.Load()
-	dec := cfg.Policies.Decide(policy.Input{
-		User: c.User, Groups: c.Groups, Target: l.Target, Grant: l.Grant, Duration: d, Reason: reason,
-		Now: b.clock.Now(), Extension: true, TotalSoFar: l.ExpiresAt.Sub(l.CreatedAt),
-	})
-	switch dec.Decision {
-	case policy.Auto, policy.BreakGlassDecision:
-	case policy.Approval:
-		var who []string
-		for _, s := range dec.Steps {
-			who = append(who, fmt.Sprintf("%d from %s", s.Approvals, strings.Join(s.ApproverGroups, " or ")))
-		}
-		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "extending lease %s by %s needs approval (%s); request new access instead", l.ID, d, strings.Join(who, ", then "))
-	default:
-		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "extension refused: %s", dec.Reason)
-	}
 	newExpiry := l.ExpiresAt.Add(d)
-	conn := b.connectors[l.Target]
-	if ext, ok := conn.(mayfly.Extender); ok {
+	if ext, ok := b.connectors[l.Target].(mayfly.Extender); ok {
 		if err := ext.Extend(ctx, mayfly.ExtendRequest{LeaseID: l.ID, Username: l.Username, ExpiresAt: newExpiry}); err != nil {
 			return nil, err
 		}
-	} else if cfg.Targets[l.Target].Kind == mayfly.KindSSH {
-		return nil, mayfly.Errorf(mayfly.ECONFLICT, "SSH certificates cannot be extended; request new access")
 	}
 	err = b.store.Update(ctx, func(tx mayfly.Tx) error {
 		cur, err := tx.GetLease(l.ID)
@@ -73,7 +102,7 @@ func (b *Broker) Extend(ctx context.Context, c Caller, id string, d time.Duratio
 		}
 		l = cur
 		return b.audit(tx, c, "lease.extend", nil, cur, reason, map[string]string{
-			"by": d.String(), "old_expires_at": old.Format(time.RFC3339), "expires_at": newExpiry.Format(time.RFC3339), "policy": deref(dec.Policy)})
+			"by": d.String(), "old_expires_at": old.Format(time.RFC3339), "expires_at": newExpiry.Format(time.RFC3339), "policy": policyName})
 	})
 	if err != nil {
 		return nil, err

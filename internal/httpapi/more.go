@@ -27,11 +27,16 @@ func (s *server) handleExtend() http.Handler {
 		if d == 0 {
 			return 0, nil, mayfly.Errorf(mayfly.EINVALID, "duration is required")
 		}
-		l, err := s.Broker.Extend(r.Context(), callerFrom(r), r.PathValue("id"), d, body.Reason)
+		l, req, err := s.Broker.Extend(r.Context(), callerFrom(r), r.PathValue("id"), d, body.Reason)
 		if err != nil {
 			return 0, nil, err
 		}
-		return 200, leaseView(l), nil
+		if req != nil {
+			// Needs approval: the extension request waits for its approvers.
+			return http.StatusAccepted, ExtendResponse{Request: ptr(requestView(req))}, nil
+		}
+		v := leaseView(l)
+		return 200, ExtendResponse{LeaseView: &v}, nil
 	})
 }
 
@@ -123,3 +128,12 @@ func (s *server) handleAccessReport() http.Handler {
 		return 200, report.Build(in), nil
 	})
 }
+
+// ExtendResponse is the answer to an extension: the extended lease, or the
+// extension request waiting for approval.
+type ExtendResponse struct {
+	*LeaseView
+	Request *RequestView `json:"request,omitempty"`
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -158,7 +158,7 @@ func (w *where) limit(n int) string {
 
 const requestCols = `id, requester, target, grant_name, created_at, reason, duration_ns, state, policy,
 	approvals_required, approver_groups, steps, step, step_approvals, approvers, decider, decision_reason,
-	decided_at, lease_id`
+	decided_at, lease_id, extends_lease`
 
 // requestFixed is how many leading columns of requestCols never change
 // after creation.
@@ -187,7 +187,7 @@ func requestArgs(r *mayfly.Request) ([]any, error) {
 	}
 	return []any{r.ID, r.Requester, r.Target, r.Grant, created, r.Reason, int64(r.Duration), string(r.State), r.Policy,
 		r.ApprovalsRequired, groups, steps, r.Step, r.StepApprovals, approvers, r.Decider, r.DecisionReason,
-		decided, r.LeaseID}, nil
+		decided, r.LeaseID, r.ExtendsLease}, nil
 }
 
 func scanRequest(rows *sql.Rows) (*mayfly.Request, error) {
@@ -200,7 +200,7 @@ func scanRequest(rows *sql.Rows) (*mayfly.Request, error) {
 	)
 	if err := rows.Scan(&r.ID, &r.Requester, &r.Target, &r.Grant, &created, &r.Reason, &dur, &state, &r.Policy,
 		&r.ApprovalsRequired, &groups, &steps, &r.Step, &r.StepApprovals, &approvers, &r.Decider, &r.DecisionReason,
-		&decided, &r.LeaseID); err != nil {
+		&decided, &r.LeaseID, &r.ExtendsLease); err != nil {
 		return nil, err
 	}
 	r.Duration, r.State = time.Duration(dur), mayfly.RequestState(state)
@@ -224,7 +224,7 @@ func (t *tx) CreateRequest(r *mayfly.Request) error {
 		return err
 	}
 	res, err := t.exec(`INSERT INTO requests (`+requestCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, args...)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, args...)
 	if err != nil {
 		return fmt.Errorf("create request %s: %w", r.ID, err)
 	}
@@ -247,7 +247,7 @@ func (t *tx) UpdateRequest(r *mayfly.Request) error {
 	args = append(args[requestFixed:], r.ID)
 	res, err := t.exec(`UPDATE requests SET reason = ?, duration_ns = ?, state = ?, policy = ?,
 		approvals_required = ?, approver_groups = ?, steps = ?, step = ?, step_approvals = ?, approvers = ?,
-		decider = ?, decision_reason = ?, decided_at = ?, lease_id = ? WHERE id = ?`, args...)
+		decider = ?, decision_reason = ?, decided_at = ?, lease_id = ?, extends_lease = ? WHERE id = ?`, args...)
 	if err != nil {
 		return fmt.Errorf("update request %s: %w", r.ID, err)
 	}

@@ -156,6 +156,7 @@ func fullRequest(id string) *mayfly.Request {
 		CreatedAt:      base,
 		DecidedAt:      base.Add(time.Minute + time.Nanosecond),
 		LeaseID:        "l-" + id,
+		ExtendsLease:   "x-" + id,
 	}
 }
 
