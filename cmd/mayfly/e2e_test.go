@@ -411,10 +411,13 @@ func TestLifecycleExpiry(t *testing.T) {
 			t.Errorf("event %+v lacks fields", e)
 		}
 	}
-	for _, want := range []string{"lease.intent", "lease.activate", "lease.expire", "lease.revoked"} {
+	for _, want := range []string{"lease.intent", "lease.activate", "lease.revoked"} {
 		if !strings.Contains(strings.Join(actions, " "), want) {
 			t.Errorf("audit for lease has %v; want %s", actions, want)
 		}
+	}
+	if last := evs[len(evs)-1]; last.Action != "lease.revoked" || last.Reason != "expired" || last.Actor != "mayfly" {
+		t.Errorf("last event = %+v; want lease.revoked by mayfly, reason expired", last)
 	}
 	out := w.ok("carol", nil, "audit", "verify")
 	if !strings.Contains(out, "intact") {

@@ -943,9 +943,9 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 	if cur.State == mayfly.LeaseProvisioning && cur.EndReason == "" {
 		cur.EndReason = mayfly.EndFailed
 	}
-	if cur.State == mayfly.LeaseActive {
-		// The expiry (or lost session) is recorded with its outcome, in
-		// the same transaction.
+	if cur.State == mayfly.LeaseActive && rerr != nil {
+		// The expiry (or lost session) is recorded before the failure; on
+		// success the single lease.revoked event says both (end_reason).
 		action, why := "lease.expire", "lease expired"
 		if cur.EndReason == mayfly.EndSessionLost {
 			action, why = "lease.session_lost", "no heartbeat from the client"
