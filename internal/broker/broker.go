@@ -96,6 +96,7 @@ type Broker struct {
 	hooks       Hooks
 
 	wake     chan struct{}
+	nextWake atomic.Int64 // unix ns the scheduler sleeps until; 0 while awake
 	changeMu sync.Mutex
 	changed  chan struct{}
 	users    userStatuses
@@ -148,6 +149,15 @@ func (b *Broker) poke() {
 	select {
 	case b.wake <- struct{}{}:
 	default:
+	}
+}
+
+// pokeAt wakes the scheduler only when a deadline at t is earlier than the
+// one it sleeps until (or it is awake), so issuing long leases does not
+// wake it at all.
+func (b *Broker) pokeAt(t time.Time) {
+	if nw := b.nextWake.Load(); nw == 0 || t.UnixNano() < nw {
+		b.poke()
 	}
 }
 
@@ -280,17 +290,14 @@ func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, p
 		if err := tx.CreateRequest(r); err != nil {
 			return err
 		}
-		data := map[string]string{"duration": r.Duration.String(), "policy": r.Policy, "decision": d.Decision}
+		// An automatic approval is part of the request's creation: the one
+		// event records it (decision auto, state approved).
+		data := map[string]string{"duration": r.Duration.String(), "policy": r.Policy, "decision": d.Decision, "state": string(r.State)}
 		if in.BreakGlass {
 			data["break_glass"] = "true"
 		}
 		if err := b.audit(tx, c, "request.create", r, nil, r.Reason, data); err != nil {
 			return err
-		}
-		if auto {
-			if err := b.audit(tx, c, "request.approve", r, nil, "automatic approval by policy "+r.Policy, map[string]string{"auto": "true"}); err != nil {
-				return err
-			}
 		}
 		if then != nil {
 			return then(tx)
@@ -728,7 +735,7 @@ func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant
 		// provisioning in the store and recovery undoes it.
 		return nil, fmt.Errorf("record activation of lease %s: %w", l.ID, err)
 	}
-	b.poke()
+	b.pokeAt(active.DueAt)
 	b.committed()
 	return &Activation{Lease: &active, Credential: cred}, nil
 }

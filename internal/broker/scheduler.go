@@ -116,6 +116,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		b.nextWake.Store(0)
 		mu.Lock()
 		busy := len(inflight)
 		mu.Unlock()
@@ -182,6 +183,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			// The earliest due leases are in flight; their completion wakes us.
 			sleep = 50 * time.Millisecond
 		}
+		b.nextWake.Store(time.Now().Add(sleep).UnixNano())
 		timer.Reset(sleep)
 		select {
 		case <-ctx.Done():

@@ -207,6 +207,10 @@ func Build(in Input) Report {
 				f.breakGlass = f.breakGlass || e.Data[dataBreakGlass] == "true"
 				f.reason, f.hasReason = e.Reason, true
 				f.policy = e.Data[dataPolicy]
+				// Automatic approvals are recorded with the request itself.
+				if d := e.Data["decision"]; d == "auto" || d == "break_glass" {
+					f.auto = true
+				}
 			} else if e.Data[dataAuto] == "true" {
 				f.auto = true
 			}

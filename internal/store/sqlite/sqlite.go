@@ -81,6 +81,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		"&_pragma=busy_timeout(10000)" +
 		"&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)" +
+		"&_pragma=wal_autocheckpoint(8000)" +
 		"&_pragma=foreign_keys(1)" +
 		"&_pragma=temp_store(MEMORY)"
 	rdsn := name + "?_pragma=busy_timeout(10000)" +
