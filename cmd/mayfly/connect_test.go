@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,5 +82,53 @@ func TestConnectClientKilledLosesSession(t *testing.T) {
 	}
 	if roleExists(t, ls[0].Username) {
 		t.Errorf("role %s survived its client", ls[0].Username)
+	}
+}
+
+func TestConnectWaitsForApproval(t *testing.T) {
+	w := startWorld(t, worldOpts{})
+	out := filepath.Join(t.TempDir(), "out")
+	done := make(chan error, 1)
+	var stderr syncBuffer
+	go func() {
+		getenv := func(k string) string {
+			switch k {
+			case "MAYFLY_ADDR":
+				return "http://" + w.addr
+			case "MAYFLY_TOKEN":
+				return w.tokens["alice"]
+			}
+			return ""
+		}
+		done <- run(context.Background(), []string{"connect", "local-pg/readonly", "--for", "2h", "--reason", "INC-5",
+			"--", "sh", "-c", "echo $PGUSER > " + out}, getenv, strings.NewReader(""), io.Discard, &stderr)
+	}()
+	var pending []reqOut
+	waitFor(t, "the connect request to be pending", 10*time.Second, func() bool {
+		w.ok("bob", &pending, "requests", "--pending", "-o", "json")
+		return len(pending) == 1
+	})
+	waitFor(t, "the status line", 5*time.Second, func() bool {
+		return strings.Contains(stderr.String(), "waiting for 1 more approval(s) from dba")
+	})
+	w.ok("bob", nil, "approve", pending[0].ID)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("connect = %v\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("connect did not finish after the approval\n%s", stderr.String())
+	}
+	user, _ := os.ReadFile(out)
+	name := strings.TrimSpace(string(user))
+	if !strings.HasPrefix(name, "mf_alice_") {
+		t.Fatalf("command ran with PGUSER %q", name)
+	}
+	if roleExists(t, name) {
+		t.Errorf("role %s left after the command exited", name)
+	}
+	if !strings.Contains(stderr.String(), "approved by bob") {
+		t.Errorf("status output lacks the approval:\n%s", stderr.String())
 	}
 }

@@ -1,0 +1,66 @@
+package broker
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/policy"
+	"github.com/mayflyhq/mayfly/internal/store/sqlite"
+)
+
+// Requests run out of time: pending past pending_ttl, approved but not
+// activated within activation_window; a lapsed request cannot be approved
+// or activated.
+func TestRequestsLapse(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	clk := &fakeClock{t: time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)}
+	set, err := policy.Compile([]policy.Policy{
+		{Name: "auto", Groups: []string{"eng"}, Targets: []string{"pg"}, Grants: []string{"ro"}, MaxDuration: time.Hour, ActivationWindow: 10 * time.Minute},
+		{Name: "approve", Groups: []string{"eng"}, Targets: []string{"pg"}, Grants: []string{"ro"}, MaxDuration: 8 * time.Hour, Approvals: 1, ApproverGroups: []string{"dba"}, PendingTTL: time.Hour},
+	}, []policy.TargetInfo{{Name: "pg", Kind: "postgres", Grants: []string{"ro"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: "mf_", Grants: map[string]mayfly.Grant{"ro": {Name: "ro"}}}
+	b := New(&Config{Targets: map[string]mayfly.Target{"pg": tgt}, Policies: set}, Options{Store: st, Clock: clk})
+	alice := Caller{User: "alice", Groups: []string{"eng"}}
+	bob := Caller{User: "bob", Groups: []string{"dba"}}
+
+	pending, _, err := b.CreateRequest(ctx, alice, RequestInput{Target: "pg", Grant: "ro", Duration: 2 * time.Hour, Reason: "x"})
+	if err != nil || pending.State != mayfly.RequestPending {
+		t.Fatalf("2h request = %+v, %v; want pending", pending, err)
+	}
+	approved, _, err := b.CreateRequest(ctx, alice, RequestInput{Target: "pg", Grant: "ro", Duration: 30 * time.Minute, Reason: "x"})
+	if err != nil || approved.State != mayfly.RequestApproved {
+		t.Fatalf("30m request = %+v, %v; want approved", approved, err)
+	}
+	clk.t = clk.t.Add(61 * time.Minute)
+	if _, err := b.Approve(ctx, bob, pending.ID, ""); mayfly.ErrorCode(err) != mayfly.ECONFLICT || !strings.Contains(err.Error(), "lapsed") {
+		t.Errorf("approving a lapsed request = %v; want conflict naming the lapse", err)
+	}
+	if _, err := b.Activate(ctx, alice, approved.ID, ActivateOptions{}); mayfly.ErrorCode(err) != mayfly.ECONFLICT || !strings.Contains(err.Error(), "lapsed") {
+		t.Errorf("activating past the activation window = %v; want conflict naming the lapse", err)
+	}
+	n, err := b.LapseRequests(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("LapseRequests = %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{pending.ID, approved.ID} {
+		r, err := b.GetRequest(ctx, alice, id)
+		if err != nil || r.State != mayfly.RequestLapsed {
+			t.Errorf("request %s = %+v, %v; want lapsed", id, r, err)
+		}
+	}
+	if _, err := b.Approve(ctx, bob, pending.ID, ""); mayfly.ErrorCode(err) != mayfly.ECONFLICT {
+		t.Errorf("approving a lapsed request after the sweep = %v; want conflict", err)
+	}
+}
