@@ -186,6 +186,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		if notifier, err = notify.New(st, cfg.Notifications, dir, e.getenv, log); err != nil {
 			return err
 		}
+		if err := notifier.Start(ctx); err != nil {
+			return err
+		}
 	}
 	hooks.Committed = func() {
 		sinks.Notify()

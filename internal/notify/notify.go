@@ -649,3 +649,16 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// Start fixes where every channel begins before the server takes requests:
+// a channel seen for the first time starts after the latest event, so the
+// events of the server's first requests are not taken for history. Run
+// calls it too; calling it first makes the starting point deterministic.
+func (n *Notifier) Start(ctx context.Context) error {
+	for _, w := range n.workers {
+		if err := w.loadCursor(ctx); err != nil {
+			return fmt.Errorf("notifications channel %s: %w", w.name, err)
+		}
+	}
+	return nil
+}
