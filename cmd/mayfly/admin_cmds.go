@@ -104,16 +104,7 @@ func cmdReconcile(e *env, args []string) error {
 func cmdInventory(e *env, args []string) error {
 	f := newFlags(e, "inventory", true)
 	unmanaged := f.Bool("unmanaged", false, "only accounts Mayfly does not manage (standing privileges)")
-	if err := f.parse(e, args); err != nil {
-		return err
-	}
-	if err := f.exactArgs(1); err != nil {
-		return err
-	}
-	if err := f.checkOutput(); err != nil {
-		return err
-	}
-	c, err := e.client()
+	c, err := f.start(e, args, 1)
 	if err != nil {
 		return err
 	}

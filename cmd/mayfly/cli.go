@@ -163,6 +163,22 @@ func (f *flags) exactArgs(n int) error {
 	return nil
 }
 
+// start parses args, checks the number of positional arguments (nargs)
+// and the output format (table, json and any extra), and returns an API
+// client: the opening of every client command.
+func (f *flags) start(e *env, args []string, nargs int, extraOutputs ...string) (*httpapi.Client, error) {
+	if err := f.parse(e, args); err != nil {
+		return nil, err
+	}
+	if err := f.exactArgs(nargs); err != nil {
+		return nil, err
+	}
+	if err := f.checkOutput(extraOutputs...); err != nil {
+		return nil, err
+	}
+	return e.client()
+}
+
 func (f *flags) json() bool { return f.output != nil && *f.output == "json" }
 
 func (f *flags) checkOutput(allowed ...string) error {

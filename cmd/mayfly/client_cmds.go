@@ -89,16 +89,7 @@ func cmdRequest(e *env, args []string) error {
 func cmdRequests(e *env, args []string) error {
 	f := newFlags(e, "requests", true)
 	pending := f.Bool("pending", false, "only requests waiting for a decision")
-	if err := f.parse(e, args); err != nil {
-		return err
-	}
-	if err := f.exactArgs(0); err != nil {
-		return err
-	}
-	if err := f.checkOutput(); err != nil {
-		return err
-	}
-	c, err := e.client()
+	c, err := f.start(e, args, 0)
 	if err != nil {
 		return err
 	}
@@ -232,16 +223,7 @@ func printCreds(e *env, c *httpapi.CredsView) {
 func endLease(e *env, name, path string, args []string) error {
 	f := newFlags(e, name, true)
 	reason := f.String("reason", "", "why")
-	if err := f.parse(e, args); err != nil {
-		return err
-	}
-	if err := f.exactArgs(1); err != nil {
-		return err
-	}
-	if err := f.checkOutput(); err != nil {
-		return err
-	}
-	c, err := e.client()
+	c, err := f.start(e, args, 1)
 	if err != nil {
 		return err
 	}
@@ -277,16 +259,7 @@ func cmdLeases(e *env, args []string) error {
 	active := f.Bool("active", false, "only leases whose account may exist")
 	target := f.String("target", "", "only this target")
 	user := f.String("user", "", "only this requester (admins)")
-	if err := f.parse(e, args); err != nil {
-		return err
-	}
-	if err := f.exactArgs(0); err != nil {
-		return err
-	}
-	if err := f.checkOutput(); err != nil {
-		return err
-	}
-	c, err := e.client()
+	c, err := f.start(e, args, 0)
 	if err != nil {
 		return err
 	}
@@ -335,16 +308,7 @@ func cmdAudit(e *env, args []string) error {
 	for _, k := range []string{"actor", "action", "target", "lease", "request", "since", "until", "after", "limit"} {
 		f.Func(k, "filter: "+k, func(v string) error { q.Set(k, v); return nil })
 	}
-	if err := f.parse(e, args); err != nil {
-		return err
-	}
-	if err := f.exactArgs(0); err != nil {
-		return err
-	}
-	if err := f.checkOutput("jsonl", "csv"); err != nil {
-		return err
-	}
-	c, err := e.client()
+	c, err := f.start(e, args, 0, "jsonl", "csv")
 	if err != nil {
 		return err
 	}
