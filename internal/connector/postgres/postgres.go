@@ -27,6 +27,7 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/acctname"
+	"github.com/mayflyhq/mayfly/internal/connector/kindcheck"
 )
 
 // MaxNameLen is the longest role name PostgreSQL keeps (NAMEDATALEN-1).
@@ -162,46 +163,14 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 // rejectUnused refuses settings that belong to other kinds, so a misplaced
 // key is an error rather than silently ignored.
 func rejectUnused(t mayfly.Target) error {
-	for _, f := range []struct {
-		key string
-		set bool
-	}{
-		{"address", t.Address != ""},
-		{"admin_user", t.AdminUser != ""},
-		{"admin_password", t.AdminPassword != ""},
-		{"admin_password_env", t.AdminPasswordEnv != ""},
-		{"admin_key_file", t.AdminKeyFile != ""},
-		{"host_key", t.HostKey != ""},
-		{"krl_file", t.KRLFile != ""},
-		{"commands", len(t.Commands.Provision)+len(t.Commands.Revoke)+len(t.Commands.Accounts)+len(t.Commands.Check) > 0},
-		{"timeout", t.Timeout != 0},
-	} {
-		if f.set {
-			return mayfly.Errorf(mayfly.EINVALID, "target %q: %s is not used by kind %q", t.Name, f.key, mayfly.KindPostgres)
-		}
-	}
-	return nil
+	return kindcheck.Target(t, mayfly.KindPostgres, "dsn", "dsn_env", "connection_limit", "scram_iterations", "max_conns")
 }
 
 // validGrant checks that g uses only the fields of this kind, names at least
 // one role or statement, and carries nothing that cannot be quoted.
 func validGrant(g mayfly.Grant) error {
-	for _, f := range []struct {
-		key string
-		set bool
-	}{
-		{"acl", g.ACL != ""},
-		{"principals", len(g.Principals) > 0},
-		{"extensions", len(g.Extensions) > 0},
-		{"force_command", g.ForceCommand != ""},
-		{"source_address", g.SourceAddress != ""},
-		{"host_user", g.HostUser},
-		{"host_groups", len(g.HostGroups) > 0},
-		{"params", len(g.Params) > 0},
-	} {
-		if f.set {
-			return mayfly.Errorf(mayfly.EINVALID, "%s is not used by kind %q", f.key, mayfly.KindPostgres)
-		}
+	if err := kindcheck.Grant(g, mayfly.KindPostgres, "roles", "statements", "database"); err != nil {
+		return err
 	}
 	if len(g.Roles) == 0 && len(g.Statements) == 0 {
 		return mayfly.Errorf(mayfly.EINVALID, "roles or statements are required")

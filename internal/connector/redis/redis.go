@@ -22,6 +22,7 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/acctname"
+	"github.com/mayflyhq/mayfly/internal/connector/kindcheck"
 )
 
 // MaxNameLen is the longest account name the connector accepts. Redis
@@ -121,25 +122,7 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 
 // rejectUnused refuses settings that belong to other kinds.
 func rejectUnused(t mayfly.Target) error {
-	for _, f := range []struct {
-		key string
-		set bool
-	}{
-		{"dsn", t.DSN != ""},
-		{"dsn_env", t.DSNEnv != ""},
-		{"connection_limit", t.ConnectionLimit != 0},
-		{"scram_iterations", t.SCRAMIterations != 0},
-		{"admin_key_file", t.AdminKeyFile != ""},
-		{"host_key", t.HostKey != ""},
-		{"krl_file", t.KRLFile != ""},
-		{"commands", len(t.Commands.Provision)+len(t.Commands.Revoke)+len(t.Commands.Accounts)+len(t.Commands.Check) > 0},
-		{"timeout", t.Timeout != 0},
-	} {
-		if f.set {
-			return mayfly.Errorf(mayfly.EINVALID, "target %q: %s is not used by kind %q", t.Name, f.key, mayfly.KindRedis)
-		}
-	}
-	return nil
+	return kindcheck.Target(t, mayfly.KindRedis, "address", "admin_user", "admin_password", "admin_password_env", "max_conns")
 }
 
 // splitAddress returns the dial address and its host and port, adding the
@@ -164,24 +147,8 @@ func splitAddress(addr string) (dial, host string, port int, err error) {
 // grantRules validates g for this kind and returns its ACL rules, one per
 // element.
 func grantRules(g mayfly.Grant) ([]string, error) {
-	for _, f := range []struct {
-		key string
-		set bool
-	}{
-		{"roles", len(g.Roles) > 0},
-		{"statements", len(g.Statements) > 0},
-		{"database", g.Database != ""},
-		{"principals", len(g.Principals) > 0},
-		{"extensions", len(g.Extensions) > 0},
-		{"force_command", g.ForceCommand != ""},
-		{"source_address", g.SourceAddress != ""},
-		{"host_user", g.HostUser},
-		{"host_groups", len(g.HostGroups) > 0},
-		{"params", len(g.Params) > 0},
-	} {
-		if f.set {
-			return nil, mayfly.Errorf(mayfly.EINVALID, "%s is not used by kind %q", f.key, mayfly.KindRedis)
-		}
+	if err := kindcheck.Grant(g, mayfly.KindRedis, "acl"); err != nil {
+		return nil, err
 	}
 	return ParseACL(g.ACL)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/acctname"
+	"github.com/mayflyhq/mayfly/internal/connector/kindcheck"
 )
 
 // MaxNameLen is the longest account name the connector passes to a
@@ -156,50 +157,13 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 
 // rejectUnused refuses settings that belong to other kinds.
 func rejectUnused(t mayfly.Target) error {
-	for _, f := range []struct {
-		key string
-		set bool
-	}{
-		{"dsn", t.DSN != ""},
-		{"dsn_env", t.DSNEnv != ""},
-		{"address", t.Address != ""},
-		{"admin_user", t.AdminUser != ""},
-		{"admin_password", t.AdminPassword != ""},
-		{"admin_password_env", t.AdminPasswordEnv != ""},
-		{"admin_key_file", t.AdminKeyFile != ""},
-		{"host_key", t.HostKey != ""},
-		{"krl_file", t.KRLFile != ""},
-		{"connection_limit", t.ConnectionLimit != 0},
-		{"scram_iterations", t.SCRAMIterations != 0},
-		{"max_conns", t.MaxConns != 0},
-	} {
-		if f.set {
-			return mayfly.Errorf(mayfly.EINVALID, "target %q: %s is not used by kind %q", t.Name, f.key, mayfly.KindScript)
-		}
-	}
-	return nil
+	return kindcheck.Target(t, mayfly.KindScript, "commands", "timeout")
 }
 
 // validGrant checks that g uses only params, with printable keys.
 func validGrant(g mayfly.Grant) error {
-	for _, f := range []struct {
-		key string
-		set bool
-	}{
-		{"roles", len(g.Roles) > 0},
-		{"statements", len(g.Statements) > 0},
-		{"database", g.Database != ""},
-		{"acl", g.ACL != ""},
-		{"principals", len(g.Principals) > 0},
-		{"extensions", len(g.Extensions) > 0},
-		{"force_command", g.ForceCommand != ""},
-		{"source_address", g.SourceAddress != ""},
-		{"host_user", g.HostUser},
-		{"host_groups", len(g.HostGroups) > 0},
-	} {
-		if f.set {
-			return mayfly.Errorf(mayfly.EINVALID, "%s is not used by kind %q", f.key, mayfly.KindScript)
-		}
+	if err := kindcheck.Grant(g, mayfly.KindScript, "params"); err != nil {
+		return err
 	}
 	for k := range g.Params {
 		if k == "" || strings.ContainsFunc(k, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
