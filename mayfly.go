@@ -5,6 +5,7 @@ package mayfly
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -231,6 +232,39 @@ type Connector interface {
 	// Close releases connections.
 	Close() error
 }
+
+// PreparedProvisioner is implemented by connectors whose target can create
+// an account inside a transaction and commit it later (PostgreSQL). The
+// broker sends the creation just before it commits the lease's intent,
+// and sends the commit only once the intent is durable, so the target's
+// work overlaps the store's and an account still never exists without its
+// recorded intent: if Mayfly dies before the commit, the target rolls the
+// creation back.
+type PreparedProvisioner interface {
+	// PrepareProvision sends the creation without waiting for its outcome.
+	// ctx must stay live until the creation is finished.
+	PrepareProvision(ctx context.Context, req ProvisionRequest) (PreparedProvision, error)
+}
+
+// PreparedProvision is an account creation sent in a transaction not yet
+// committed. Either Wait, then (when Wait succeeds) Commit and the
+// function it returns; or Abort.
+type PreparedProvision interface {
+	// Wait waits for the creation and returns the credential it will have
+	// once committed. On error nothing was created; ErrNotStaged means the
+	// account existed already, and the caller should use Provision.
+	Wait() (ProvisionResponse, error)
+	// Commit sends the commit without waiting for it. The function it
+	// returns waits; its error means the outcome is unknown (the account
+	// may exist).
+	Commit() func() error
+	// Abort rolls the creation back. It may be called after Wait failed.
+	Abort()
+}
+
+// ErrNotStaged is returned by PreparedProvision.Wait when the creation could
+// not be staged and was rolled back (the account exists already).
+var ErrNotStaged = errors.New("creation not staged: the account exists; provision it normally")
 
 // BatchRevoker is implemented by connectors that revoke many accounts at
 // once more cheaply than one by one. The result has one error (or nil) per

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -301,6 +303,23 @@ type eventOut struct {
 func pgLogin(ctx context.Context, c credsOut, password string) (*pgx.Conn, error) {
 	u := url.URL{Scheme: "postgres", User: url.UserPassword(c.Username, password), Host: net.JoinHostPort(c.Host, fmt.Sprint(c.Port)), Path: "/" + c.Database, RawQuery: "sslmode=disable&connect_timeout=5"}
 	return pgx.Connect(ctx, u.String())
+}
+
+// rolesLike counts the roles whose name starts with prefix.
+func rolesLike(t *testing.T, prefix string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, testenv.PostgresDSN())
+	if err != nil {
+		t.Fatalf("admin connect: %v", err)
+	}
+	defer c.Close(ctx)
+	var n int
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)", prefix).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func roleExists(t *testing.T, name string) bool {
@@ -715,6 +734,39 @@ func TestCrashBetweenIntentAndProvisioning(t *testing.T) {
 		t.Errorf("retry after recovery created no role")
 	}
 	waitFor(t, "retried lease to expire", 10*time.Second, func() bool { return !roleExists(t, c.Username) })
+}
+
+// TestCrashBeforeStagedCommit kills the broker on the one-call path, where
+// the account's creation is already sent to PostgreSQL in an open
+// transaction while the intent commits: the server must roll it back, so
+// no role ever exists, and recovery ends the lease.
+func TestCrashBeforeStagedCommit(t *testing.T) {
+	b := make([]byte, 3)
+	rand.Read(b)
+	prefix := "mf_stg" + hex.EncodeToString(b) + "_"
+	w := newProcessWorld(t, worldOpts{prefix: prefix})
+	w.startProcess("MAYFLY_FAILPOINT=crash-after-intent")
+	if _, err := w.try("alice", "request", "local-pg/readonly", "--for", "1m", "--reason", "crash test", "--creds", "-o", "json"); err == nil {
+		t.Fatalf("request --creds succeeded; the failpoint should have killed the broker")
+	}
+	if err := <-w.done; err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("broker exit = %v; want killed", err)
+	}
+	// Before any recovery: the server itself rolled the creation back.
+	time.Sleep(200 * time.Millisecond)
+	if n := rolesLike(t, prefix); n != 0 {
+		t.Fatalf("%d role(s) named %s* exist after the broker died before committing", n, prefix)
+	}
+	cmd := w.startProcess()
+	defer cmd.Process.Kill()
+	var ls []leaseOut
+	waitFor(t, "interrupted lease to be undone", 10*time.Second, func() bool {
+		w.ok("carol", &ls, "leases", "-o", "json")
+		return len(ls) == 1 && ls[0].State == "failed"
+	})
+	if roleExists(t, ls[0].Username) {
+		t.Errorf("role %s exists: the staged creation outlived the broker", ls[0].Username)
+	}
 }
 
 func TestCrashWhileLeasesLive(t *testing.T) {

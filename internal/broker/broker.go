@@ -574,15 +574,19 @@ func (b *Broker) Activate(ctx context.Context, c Caller, requestID string, o Act
 	if err != nil {
 		return nil, err
 	}
-	return b.provision(ctx, c, l, grant, o)
+	return b.provision(ctx, c, l, grant, o, nil)
 }
 
 // CreateAndActivate records a request and, when policy approves it at once,
 // activates it in the same transaction: one commit from request to intent.
-// A request that needs approval is returned pending with a nil Activation.
+// On a target that can create an account in an open transaction, the
+// creation is sent while that commit runs and committed after it (see
+// mayfly.PreparedProvisioner). A request that needs approval is returned
+// pending with a nil Activation.
 func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInput, o ActivateOptions) (*mayfly.Request, policy.Decision, *Activation, error) {
 	var l *mayfly.Lease
 	var grant mayfly.Grant
+	var st *staged
 	r, d, err := b.createRequest(ctx, c, in, func(r *mayfly.Request) (func(mayfly.Tx) error, error) {
 		if r.State != mayfly.RequestApproved {
 			return nil, nil
@@ -592,13 +596,57 @@ func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInpu
 			return nil, err
 		}
 		r.LeaseID = l.ID
+		st = b.stage(ctx, l, grant, o)
 		return func(tx mayfly.Tx) error { return b.recordIntent(tx, c, r, l) }, nil
 	})
-	if err != nil || l == nil {
+	if err != nil {
+		st.abort()
 		return r, d, nil, err
 	}
-	a, err := b.provision(ctx, c, l, grant, o)
+	if l == nil {
+		return r, d, nil, nil
+	}
+	a, err := b.provision(ctx, c, l, grant, o, st)
 	return r, d, a, err
+}
+
+// staged is an account creation sent to the target, uncommitted, while the
+// lease's intent is being recorded.
+type staged struct {
+	p      mayfly.PreparedProvision
+	cancel context.CancelFunc
+}
+
+// stage sends the creation of l's account in an open transaction to its
+// target, when its connector can; nil otherwise, or when it could not be
+// sent (Provision then tries after the intent is recorded, as usual).
+func (b *Broker) stage(ctx context.Context, l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions) *staged {
+	pp, ok := b.connectors[l.Target].(mayfly.PreparedProvisioner)
+	if !ok {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, b.provTO)
+	p, err := pp.PrepareProvision(pctx, provisionRequest(l, grant, o))
+	if err != nil {
+		cancel()
+		return nil
+	}
+	return &staged{p: p, cancel: cancel}
+}
+
+// abort rolls a staged creation back.
+func (st *staged) abort() {
+	if st == nil {
+		return
+	}
+	st.p.Abort()
+	st.cancel()
+}
+
+func provisionRequest(l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions) mayfly.ProvisionRequest {
+	return mayfly.ProvisionRequest{
+		LeaseID: l.ID, Username: l.Username, Grant: grant, ExpiresAt: l.ExpiresAt, PublicKey: o.PublicKey,
+	}
 }
 
 // intent checks that r can be activated by c and records the lease as
@@ -677,37 +725,85 @@ func (b *Broker) recordIntent(tx mayfly.Tx, c Caller, r *mayfly.Request, l *mayf
 
 // provision creates the account of a lease recorded as provisioning and
 // marks it active; on failure the lease is handed to the scheduler to undo.
-func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions) (*Activation, error) {
+// With st, the creation was staged on the target while the intent was
+// recorded: it is committed now, while the activation is recorded.
+func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions, st *staged) (*Activation, error) {
 	if b.afterIntent != nil {
 		b.afterIntent(l)
 	}
-	conn := b.connectors[l.Target]
-	pctx, cancel := context.WithTimeout(ctx, b.provTO)
-	res, perr := conn.Provision(pctx, mayfly.ProvisionRequest{
-		LeaseID: l.ID, Username: l.Username, Grant: grant, ExpiresAt: l.ExpiresAt, PublicKey: o.PublicKey,
-	})
-	cancel()
-	if perr != nil {
-		b.log.Error("provision failed", "lease", l.ID, "target", l.Target, "err", Scrub(perr.Error()))
-		// Undo: the scheduler revokes whatever may exist and marks it failed.
-		uerr := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
-			l.State, l.EndReason, l.DueAt = mayfly.LeaseRevoking, mayfly.EndFailed, b.clock.Now().UTC()
-			l.LastError = Scrub(perr.Error())
-			if err := tx.UpdateLease(l); err != nil {
-				return err
-			}
-			return b.audit(tx, c, "lease.provision_failed", nil, l, l.LastError, nil)
-		})
-		b.poke()
-		if uerr != nil {
-			return nil, fmt.Errorf("record provisioning failure of lease %s: %w", l.ID, uerr)
+	if st != nil {
+		if a, done, err := b.commitStaged(ctx, c, l, o, st); done {
+			return a, err
 		}
-		if mayfly.ErrorCode(perr) != mayfly.EINTERNAL {
-			return nil, perr
-		}
-		return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "could not create the account on target %q: %s", l.Target, Scrub(perr.Error()))
 	}
-	cred := res.Credential
+	pctx, cancel := context.WithTimeout(ctx, b.provTO)
+	res, err := b.connectors[l.Target].Provision(pctx, provisionRequest(l, grant, o))
+	cancel()
+	if err != nil {
+		return nil, b.provisionFailed(ctx, c, l, err)
+	}
+	a, err := b.activate(ctx, c, l, res.Credential, o)
+	if err != nil {
+		// The account exists but is not recorded active: the lease stays
+		// provisioning in the store and recovery undoes it.
+		return nil, err
+	}
+	return a, nil
+}
+
+// commitStaged finishes a creation staged while the intent was recorded:
+// once the target has done it, the commit is sent and the activation
+// recorded while the target commits. done is false when the creation could
+// not be staged (the account existed) and must be provisioned normally.
+func (b *Broker) commitStaged(ctx context.Context, c Caller, l *mayfly.Lease, o ActivateOptions, st *staged) (*Activation, bool, error) {
+	defer st.cancel()
+	res, err := st.p.Wait()
+	if errors.Is(err, mayfly.ErrNotStaged) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, b.provisionFailed(ctx, c, l, err)
+	}
+	committed := st.p.Commit()
+	a, aerr := b.activate(ctx, c, l, res.Credential, o)
+	if err := committed(); err != nil {
+		// The outcome is unknown: undo whatever may exist, whether or not
+		// the activation was recorded.
+		return nil, true, b.provisionFailed(ctx, c, l, err)
+	}
+	if aerr != nil {
+		// As in provision: recovery undoes the lease left provisioning.
+		return nil, true, aerr
+	}
+	return a, true, nil
+}
+
+// provisionFailed records that creating l's account failed and hands the
+// lease to the scheduler, which revokes whatever may exist and marks it
+// failed. It returns the error for the caller.
+func (b *Broker) provisionFailed(ctx context.Context, c Caller, l *mayfly.Lease, perr error) error {
+	b.log.Error("provision failed", "lease", l.ID, "target", l.Target, "err", Scrub(perr.Error()))
+	uerr := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+		l.State, l.EndReason, l.DueAt = mayfly.LeaseRevoking, mayfly.EndFailed, b.clock.Now().UTC()
+		l.LastError = Scrub(perr.Error())
+		if err := tx.UpdateLease(l); err != nil {
+			return err
+		}
+		return b.audit(tx, c, "lease.provision_failed", nil, l, l.LastError, nil)
+	})
+	b.poke()
+	if uerr != nil {
+		return fmt.Errorf("record provisioning failure of lease %s: %w", l.ID, uerr)
+	}
+	if mayfly.ErrorCode(perr) != mayfly.EINTERNAL {
+		return perr
+	}
+	return mayfly.Errorf(mayfly.EUNAVAILABLE, "could not create the account on target %q: %s", l.Target, Scrub(perr.Error()))
+}
+
+// activate records l active with cred's fingerprint and returns the
+// activation.
+func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, cred mayfly.Credential, o ActivateOptions) (*Activation, error) {
 	if cred.Username == "" {
 		cred.Username = l.Username
 	}
@@ -731,8 +827,6 @@ func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant
 		return b.audit(tx, c, "lease.activate", nil, &active, "", data)
 	})
 	if err != nil {
-		// The account exists but is not recorded active: the lease stays
-		// provisioning in the store and recovery undoes it.
 		return nil, fmt.Errorf("record activation of lease %s: %w", l.ID, err)
 	}
 	b.pokeAt(active.DueAt)

@@ -38,6 +38,22 @@ type segmentResult struct {
 // context) is returned and leaves the connection closed.
 func pipeline(ctx context.Context, conn *pgconn.PgConn, segs ...segment) ([]segmentResult, error) {
 	p := conn.StartPipeline(ctx)
+	if err := send(p, segs...); err != nil {
+		return nil, err
+	}
+	out, err := readSegments(p, len(segs))
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Close(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// send sends segs on p, each ended by a Sync, and flushes them. On error
+// the pipeline is closed.
+func send(p *pgconn.Pipeline, segs ...segment) error {
 	for _, seg := range segs {
 		for _, q := range seg {
 			params := make([][]byte, len(q.args))
@@ -54,19 +70,22 @@ func pipeline(ctx context.Context, conn *pgconn.PgConn, segs ...segment) ([]segm
 	}
 	if err := p.Flush(); err != nil {
 		p.Close()
-		return nil, err
+		return err
 	}
-	out := make([]segmentResult, len(segs))
-	for i := range segs {
+	return nil
+}
+
+// readSegments reads the results of n segments sent on p. On error the
+// pipeline is closed.
+func readSegments(p *pgconn.Pipeline, n int) ([]segmentResult, error) {
+	out := make([]segmentResult, n)
+	for i := range n {
 		res, err := readSegment(p)
 		if err != nil {
 			p.Close()
 			return nil, err
 		}
 		out[i] = res
-	}
-	if err := p.Close(); err != nil {
-		return nil, err
 	}
 	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mayflyhq/mayfly"
 )
@@ -60,6 +61,77 @@ func leaseComment(leaseID string) string {
 	return "mayfly lease " + leaseID
 }
 
+// creation is everything Provision sends to create the role of a lease,
+// built and checked before the target is touched.
+type creation struct {
+	pool     *pgxpool.Pool
+	verifier string // quoted literal
+	until    string // quoted literal
+	roles    []string
+	stmts    segment
+	seg      segment // the creation: CREATE ROLE, its comment, the grant
+	cred     mayfly.Credential
+}
+
+// build checks req and prepares the statements that create its role with
+// a fresh password, every identifier and literal quoted.
+func (c *Connector) build(req mayfly.ProvisionRequest) (*creation, error) {
+	name := req.Username
+	if err := c.checkName(name); err != nil {
+		return nil, err
+	}
+	if err := validGrant(req.Grant); err != nil {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "grant %q: %s", req.Grant.Name, mayfly.ErrorMessage(err))
+	}
+	if req.ExpiresAt.IsZero() {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "provision %s: expiry is required", name)
+	}
+	comment, err := quoteLiteral(leaseComment(req.LeaseID))
+	if err != nil {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "lease id: %s", mayfly.ErrorMessage(err))
+	}
+	password := GeneratePassword()
+	salt := make([]byte, saltLen)
+	rand.Read(salt)
+	cr := &creation{}
+	if cr.verifier, err = quoteLiteral(SCRAMVerifier(password, salt, c.iterations)); err != nil {
+		return nil, err
+	}
+	if cr.until, err = quoteLiteral(req.ExpiresAt.UTC().Format(time.RFC3339)); err != nil {
+		return nil, err
+	}
+	for _, r := range req.Grant.Roles {
+		cr.roles = append(cr.roles, ident(r))
+	}
+	for _, s := range req.Grant.Statements {
+		cr.stmts = append(cr.stmts, query{sql: expandStatement(s, name)})
+	}
+	db := c.database
+	if len(req.Grant.Statements) > 0 && req.Grant.Database != "" {
+		db = req.Grant.Database
+	}
+	if cr.pool, err = c.poolFor(db); err != nil {
+		return nil, err
+	}
+	role := ident(name)
+	create := "CREATE ROLE " + role + " LOGIN PASSWORD " + cr.verifier + " VALID UNTIL " + cr.until +
+		" CONNECTION LIMIT " + itoa(c.limit)
+	if len(cr.roles) > 0 {
+		create += " IN ROLE " + strings.Join(cr.roles, ", ")
+	}
+	// The creation commits without waiting for its WAL to reach disk: if
+	// the server crashed before the flush, the role would be lost, which
+	// only denies access (fail-safe); it never leaves access behind.
+	cr.seg = append(segment{{sql: "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)"},
+		{sql: create}, {sql: "COMMENT ON ROLE " + role + " IS " + comment}}, cr.stmts...)
+	database := req.Grant.Database
+	if database == "" {
+		database = c.database
+	}
+	cr.cred = mayfly.Credential{Username: name, Password: password, Host: c.host, Port: c.port, Database: database}
+	return cr, nil
+}
+
 // Provision creates the role for a lease and returns its credential. The
 // role is created with the grant's roles and statements in one transaction
 // (one round trip), so a failure leaves nothing behind. A role that already
@@ -67,67 +139,18 @@ func leaseComment(leaseID string) string {
 // for anything else is a conflict.
 func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) (_ mayfly.ProvisionResponse, err error) {
 	defer func() { err = c.scrub(err) }()
+	cr, err := c.build(req)
+	if err != nil {
+		return mayfly.ProvisionResponse{}, err
+	}
 	name := req.Username
-	if err := c.checkName(name); err != nil {
-		return mayfly.ProvisionResponse{}, err
-	}
-	if err := validGrant(req.Grant); err != nil {
-		return mayfly.ProvisionResponse{}, mayfly.Errorf(mayfly.EINVALID, "grant %q: %s", req.Grant.Name, mayfly.ErrorMessage(err))
-	}
-	if req.ExpiresAt.IsZero() {
-		return mayfly.ProvisionResponse{}, mayfly.Errorf(mayfly.EINVALID, "provision %s: expiry is required", name)
-	}
-	comment, err := quoteLiteral(leaseComment(req.LeaseID))
-	if err != nil {
-		return mayfly.ProvisionResponse{}, mayfly.Errorf(mayfly.EINVALID, "lease id: %s", mayfly.ErrorMessage(err))
-	}
-	password := GeneratePassword()
-	salt := make([]byte, saltLen)
-	rand.Read(salt)
-	verifier, err := quoteLiteral(SCRAMVerifier(password, salt, c.iterations))
-	if err != nil {
-		return mayfly.ProvisionResponse{}, err
-	}
-	until, err := quoteLiteral(req.ExpiresAt.UTC().Format(time.RFC3339))
-	if err != nil {
-		return mayfly.ProvisionResponse{}, err
-	}
-	var roles []string
-	for _, r := range req.Grant.Roles {
-		roles = append(roles, ident(r))
-	}
-	var stmts segment
-	for _, s := range req.Grant.Statements {
-		stmts = append(stmts, query{sql: expandStatement(s, name)})
-	}
-
-	db := c.database
-	if len(req.Grant.Statements) > 0 && req.Grant.Database != "" {
-		db = req.Grant.Database
-	}
-	pool, err := c.poolFor(db)
-	if err != nil {
-		return mayfly.ProvisionResponse{}, err
-	}
-	conn, err := pool.Acquire(ctx)
+	conn, err := cr.pool.Acquire(ctx)
 	if err != nil {
 		return mayfly.ProvisionResponse{}, fmt.Errorf("provision %s: %w", name, err)
 	}
 	defer conn.Release()
 	pg := conn.Conn().PgConn()
-
-	role := ident(name)
-	create := "CREATE ROLE " + role + " LOGIN PASSWORD " + verifier + " VALID UNTIL " + until +
-		" CONNECTION LIMIT " + itoa(c.limit)
-	if len(roles) > 0 {
-		create += " IN ROLE " + strings.Join(roles, ", ")
-	}
-	// The creation commits without waiting for its WAL to reach disk: if
-	// the server crashed before the flush, the role would be lost, which
-	// only denies access (fail-safe); it never leaves access behind.
-	seg := append(segment{{sql: "SELECT pg_catalog.set_config('synchronous_commit', 'off', true)"},
-		{sql: create}, {sql: "COMMENT ON ROLE " + role + " IS " + comment}}, stmts...)
-	res, err := pipeline(ctx, pg, seg)
+	res, err := pipeline(ctx, pg, cr.seg)
 	if err != nil {
 		// The outcome is unknown: the role may have been created.
 		c.undo(ctx, req)
@@ -136,26 +159,147 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 	if err := res[0].err; err != nil {
 		switch pgCode(err) {
 		case sqlDuplicateObject, sqlUniqueViolation:
-			if err := c.reprovision(ctx, pg, req, verifier, until, roles, stmts); err != nil {
+			if err := c.reprovision(ctx, pg, req, cr.verifier, cr.until, cr.roles, cr.stmts); err != nil {
 				return mayfly.ProvisionResponse{}, err
 			}
-		case sqlUndefinedObject:
-			return mayfly.ProvisionResponse{}, mayfly.Errorf(mayfly.EINVALID, "provision %s: grant %q: %s", name, req.Grant.Name, serverMessage(err))
 		default:
-			return mayfly.ProvisionResponse{}, fmt.Errorf("provision %s: %w", name, err)
+			return mayfly.ProvisionResponse{}, creationError(name, req.Grant.Name, err)
 		}
 	}
-	database := req.Grant.Database
-	if database == "" {
-		database = c.database
+	return mayfly.ProvisionResponse{Credential: cr.cred}, nil
+}
+
+// creationError is the error of a creation the server refused.
+func creationError(name, grant string, err error) error {
+	if pgCode(err) == sqlUndefinedObject {
+		return mayfly.Errorf(mayfly.EINVALID, "provision %s: grant %q: %s", name, grant, serverMessage(err))
 	}
-	return mayfly.ProvisionResponse{Credential: mayfly.Credential{
-		Username: name,
-		Password: password,
-		Host:     c.host,
-		Port:     c.port,
-		Database: database,
-	}}, nil
+	return fmt.Errorf("provision %s: %w", name, err)
+}
+
+// PrepareProvision sends the creation of the role for a lease inside a
+// transaction left open, without waiting for the server: until Commit, the
+// role is invisible and cannot log in, and if Mayfly dies or calls Abort
+// the server rolls it back, so nothing is left on the target. The broker
+// records the lease's intent meanwhile and commits only once the intent is
+// durable: the creation overlaps the intent's commit without an account
+// ever existing before its intent. ctx must stay live until the creation
+// is finished.
+func (c *Connector) PrepareProvision(ctx context.Context, req mayfly.ProvisionRequest) (_ mayfly.PreparedProvision, err error) {
+	defer func() { err = c.scrub(err) }()
+	cr, err := c.build(req)
+	if err != nil {
+		return nil, err
+	}
+	name := req.Username
+	conn, err := cr.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("provision %s: %w", name, err)
+	}
+	pipe := conn.Conn().PgConn().StartPipeline(ctx)
+	if err := send(pipe, append(segment{{sql: "BEGIN"}}, cr.seg...)); err != nil {
+		// The connection is closed, and the transaction with it.
+		conn.Release()
+		return nil, fmt.Errorf("provision %s: %w", name, err)
+	}
+	return &prepared{c: c, conn: conn, pipe: pipe, name: name, grant: req.Grant.Name, cred: cr.cred}, nil
+}
+
+// prepared is a role creation sent in a transaction not yet committed.
+type prepared struct {
+	c     *Connector
+	conn  *pgxpool.Conn // nil once released
+	pipe  *pgconn.Pipeline
+	name  string
+	grant string
+	cred  mayfly.Credential
+	read  bool // the creation's outcome has been read
+}
+
+// Wait reads the outcome of the creation. On error the transaction is
+// rolled back and the connection released: nothing was created.
+func (p *prepared) Wait() (_ mayfly.ProvisionResponse, err error) {
+	defer func() { err = p.c.scrub(err) }()
+	res, err := readSegments(p.pipe, 1)
+	p.read = true
+	if err != nil {
+		// The pipeline closed the connection, and the transaction with it.
+		p.release()
+		return mayfly.ProvisionResponse{}, fmt.Errorf("provision %s: %w", p.name, err)
+	}
+	if err := res[0].err; err != nil {
+		p.end("ROLLBACK")
+		switch pgCode(err) {
+		case sqlDuplicateObject, sqlUniqueViolation:
+			return mayfly.ProvisionResponse{}, mayfly.ErrNotStaged
+		}
+		return mayfly.ProvisionResponse{}, creationError(p.name, p.grant, err)
+	}
+	return mayfly.ProvisionResponse{Credential: p.cred}, nil
+}
+
+// Commit sends COMMIT without waiting; the function it returns waits for
+// the outcome. An error from it means the outcome is unknown.
+func (p *prepared) Commit() func() error {
+	if err := send(p.pipe, segment{{sql: "COMMIT"}}); err != nil {
+		p.release()
+		return func() error { return fmt.Errorf("provision %s: commit: %w", p.name, p.c.scrub(err)) }
+	}
+	return func() error {
+		if err := p.finish(); err != nil {
+			return fmt.Errorf("provision %s: commit: %w", p.name, p.c.scrub(err))
+		}
+		return nil
+	}
+}
+
+// Abort rolls the creation back, unless Wait already did.
+func (p *prepared) Abort() {
+	if p.conn == nil {
+		return
+	}
+	if !p.read {
+		if _, err := readSegments(p.pipe, 1); err != nil {
+			p.release()
+			return
+		}
+		p.read = true
+	}
+	p.end("ROLLBACK")
+}
+
+// end sends end (ROLLBACK) and waits for it.
+func (p *prepared) end(end string) {
+	if err := send(p.pipe, segment{{sql: end}}); err != nil {
+		p.release()
+		return
+	}
+	p.finish()
+}
+
+// finish reads the outcome of the statement that ends the transaction,
+// closes the pipeline and releases the connection; a connection that did
+// not end its transaction is closed, not reused.
+func (p *prepared) finish() error {
+	res, err := readSegments(p.pipe, 1)
+	if err == nil {
+		err = p.pipe.Close()
+	}
+	if err == nil {
+		err = res[0].err
+	}
+	if err != nil {
+		p.conn.Conn().PgConn().Close(context.Background())
+	}
+	p.release()
+	return err
+}
+
+func (p *prepared) release() {
+	if p.conn != nil {
+		p.conn.Release()
+		p.conn = nil
+	}
 }
 
 // reprovision handles a role that already exists: when it carries the
