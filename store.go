@@ -70,7 +70,10 @@ type RequestFilter struct {
 	IDs       []string
 	Requester string
 	States    []RequestState
-	Limit     int
+	// Open selects the requests still waiting for a decision or an
+	// activation: pending, or approved without a lease.
+	Open  bool
+	Limit int
 }
 
 // LeaseFilter selects leases; zero fields match everything.

@@ -387,7 +387,8 @@ func (b *Broker) GetRequest(ctx context.Context, c Caller, id string) (*mayfly.R
 func (b *Broker) ListRequests(ctx context.Context, c Caller, pending bool, limit int) ([]*mayfly.Request, error) {
 	f := mayfly.RequestFilter{Limit: limit}
 	if pending {
-		f.States = []mayfly.RequestState{mayfly.RequestPending}
+		// Open as well, so the store can use its index of open requests.
+		f.States, f.Open = []mayfly.RequestState{mayfly.RequestPending}, true
 	}
 	var all []*mayfly.Request
 	err := b.store.View(ctx, func(tx mayfly.Tx) error {

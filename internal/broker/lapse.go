@@ -39,7 +39,7 @@ func (b *Broker) lapsed(r *mayfly.Request, now time.Time) (bool, string) {
 func (b *Broker) LapseRequests(ctx context.Context) (int, error) {
 	n := 0
 	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
-		rs, err := tx.ListRequests(mayfly.RequestFilter{States: []mayfly.RequestState{mayfly.RequestPending, mayfly.RequestApproved}})
+		rs, err := tx.ListRequests(mayfly.RequestFilter{Open: true})
 		if err != nil {
 			return err
 		}

@@ -147,7 +147,7 @@ func (b *Broker) SetUserStatus(ctx context.Context, c Caller, name, status, reas
 			}
 			ended = append(ended, l)
 		}
-		rs, err := tx.ListRequests(mayfly.RequestFilter{Requester: name, States: []mayfly.RequestState{mayfly.RequestPending, mayfly.RequestApproved}})
+		rs, err := tx.ListRequests(mayfly.RequestFilter{Requester: name, Open: true})
 		if err != nil {
 			return err
 		}

@@ -4,8 +4,9 @@
 // The database runs in WAL mode. One writer connection serves Update,
 // transactions are serialised in-process and begin with BEGIN IMMEDIATE;
 // a small pool of read-only connections serves View, so reads do not wait
-// for writes. The schema is created and upgraded by versioned migrations
-// embedded in the binary.
+// for writes. A background checkpointer on a connection of its own copies
+// the log into the database file, so commits never pay for it. The schema
+// is created and upgraded by versioned migrations embedded in the binary.
 package sqlite
 
 import (
@@ -21,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
@@ -58,6 +60,12 @@ type DB struct {
 	rslots  chan *conn // idle reader connections (nil: not opened yet)
 	closing chan struct{}
 	once    sync.Once
+
+	// The background checkpointer (see checkpointLoop): its connection,
+	// whether anything was committed since its last pass, and its end.
+	cdb      *sql.DB
+	appended atomic.Bool
+	ckDone   chan struct{}
 }
 
 var _ mayfly.Store = (*DB)(nil)
@@ -81,7 +89,8 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		"&_pragma=busy_timeout(10000)" +
 		"&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)" +
-		"&_pragma=wal_autocheckpoint(8000)" +
+		"&_pragma=wal_autocheckpoint(" + strconv.Itoa(walBackstop) + ")" +
+		"&_pragma=cache_size(-32768)" +
 		"&_pragma=foreign_keys(1)" +
 		"&_pragma=temp_store(MEMORY)"
 	rdsn := name + "?_pragma=busy_timeout(10000)" +
@@ -122,6 +131,15 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	for range readers {
 		db.rslots <- nil
 	}
+	if db.cdb, err = sql.Open("sqlite", name+"?_pragma=busy_timeout(10000)"); err != nil {
+		db.rdb.Close()
+		c.Close()
+		db.wdb.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.cdb.SetMaxOpenConns(1)
+	db.ckDone = make(chan struct{})
+	go db.checkpointLoop(db.cdb)
 	return db, nil
 }
 
@@ -281,6 +299,9 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 			}()
 			p.err = db.w.run(p.ctx, "BEGIN IMMEDIATE", true, p.fn)
 		}()
+		if p.err == nil && p.panic == nil {
+			db.appended.Store(true)
+		}
 		return
 	}
 	c := db.w
@@ -324,7 +345,9 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 		for _, p := range ok {
 			p.err = fmt.Errorf("commit: %w", err)
 		}
+		return
 	}
+	db.appended.Store(true)
 }
 
 // View runs fn in a read-only transaction that sees one consistent snapshot.
@@ -418,6 +441,8 @@ func (db *DB) Close() error {
 	var errs []error
 	db.once.Do(func() {
 		close(db.closing)
+		<-db.ckDone
+		errs = append(errs, db.cdb.Close())
 		for range readers {
 			if c := <-db.rslots; c != nil {
 				errs = append(errs, c.close())

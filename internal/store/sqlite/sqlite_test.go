@@ -93,8 +93,8 @@ func TestOpenEmptyPath(t *testing.T) {
 	}
 }
 
-// TestQueryPlans checks that the scheduler's queries read an index range
-// rather than the whole table.
+// TestQueryPlans checks that the scheduler's and other frequent queries
+// read an index range rather than the whole table.
 func TestQueryPlans(t *testing.T) {
 	ctx := context.Background()
 	db := openTemp(t)
@@ -107,6 +107,12 @@ func TestQueryPlans(t *testing.T) {
 		{"SELECT state, COUNT(*) FROM leases GROUP BY state", "SCAN leases USING COVERING INDEX leases_state_due"},
 		{"SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", "SCAN audit_events"},
 		{"SELECT seq FROM audit_events WHERE lease_id = 'x' AND lease_id <> '' ORDER BY seq", "INDEX audit_lease (lease_id=?)"},
+		// The lapser, offboarding and the approvers' pending list read the
+		// open requests only.
+		{"SELECT id FROM requests WHERE (state = 'pending' OR (state = 'approved' AND lease_id = '')) ORDER BY created_at, id", "SCAN requests USING INDEX requests_open"},
+		{"SELECT id FROM requests WHERE state IN ('pending') AND (state = 'pending' OR (state = 'approved' AND lease_id = '')) ORDER BY created_at, id", "requests_open"},
+		// The reconciler reads a target's live leases through the state index.
+		{"SELECT id FROM leases WHERE target = 'pg' AND state IN ('provisioning', 'active', 'revoking') ORDER BY created_at, id", "USING INDEX leases_state_due (state=?)"},
 	}
 	for _, tt := range tests {
 		rows, err := db.w.c.QueryContext(ctx, "EXPLAIN QUERY PLAN "+tt.query)

@@ -280,6 +280,11 @@ func (t *tx) ListRequests(f mayfly.RequestFilter) ([]*mayfly.Request, error) {
 		w.add("requester = ?", f.Requester)
 	}
 	addIn(&w, "state", f.States)
+	if f.Open {
+		// Literally the condition of the requests_open partial index, so
+		// the planner can use it.
+		w.conds = append(w.conds, "(state = 'pending' OR (state = 'approved' AND lease_id = ''))")
+	}
 	q := "SELECT " + requestCols + " FROM requests" + w.String() + " ORDER BY created_at, id" + w.limit(f.Limit)
 	rs, err := t.listRequests(q, w.args...)
 	if err != nil {

@@ -297,7 +297,7 @@ func testListRequests(t *testing.T, s mayfly.Store) {
 		{ID: "c", Requester: "alice", State: mayfly.RequestPending, CreatedAt: base.Add(2 * time.Second)},
 		{ID: "a", Requester: "bob", State: mayfly.RequestApproved, CreatedAt: base.Add(3 * time.Second)},
 		{ID: "b", Requester: "alice", State: mayfly.RequestDenied, CreatedAt: base.Add(2 * time.Second)},
-		{ID: "d", Requester: "alice", State: mayfly.RequestApproved, CreatedAt: base.Add(time.Nanosecond)},
+		{ID: "d", Requester: "alice", State: mayfly.RequestApproved, CreatedAt: base.Add(time.Nanosecond), LeaseID: "l-d"},
 		{ID: "e", Requester: "carol", State: mayfly.RequestPending, CreatedAt: base.Add(4 * time.Second)},
 	}
 	update(t, s, func(tx mayfly.Tx) error {
@@ -325,6 +325,11 @@ func testListRequests(t *testing.T, s mayfly.Store) {
 		{"limit", mayfly.RequestFilter{Limit: 2}, []string{"d", "b"}},
 		{"limit above count", mayfly.RequestFilter{Limit: 50}, []string{"d", "b", "c", "a", "e"}},
 		{"filter and limit", mayfly.RequestFilter{Requester: "alice", Limit: 2}, []string{"d", "b"}},
+		// Open: pending, or approved without a lease (d has one).
+		{"open", mayfly.RequestFilter{Open: true}, []string{"c", "a", "e"}},
+		{"open of a requester", mayfly.RequestFilter{Open: true, Requester: "alice"}, []string{"c"}},
+		{"open and states", mayfly.RequestFilter{Open: true, States: []mayfly.RequestState{mayfly.RequestApproved}}, []string{"a"}},
+		{"open and limit", mayfly.RequestFilter{Open: true, Limit: 1}, []string{"c"}},
 	}
 	view(t, s, func(tx mayfly.Tx) error {
 		for _, tt := range tests {
