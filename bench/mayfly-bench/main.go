@@ -39,6 +39,7 @@ import (
 var (
 	pgDSN      = flag.String("pg", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "admin DSN of the PostgreSQL to measure against")
 	latencyN   = flag.Int("latency-n", 300, "issues for the latency measurement")
+	latencyB   = flag.Int("latency-block", 1, "operations of one kind in a row in the latency measurement (1: strictly interleaved, each call after the others; more: warm back-to-back runs, still rotated between kinds)")
 	throughSec = flag.Duration("throughput-for", 5*time.Second, "how long each throughput measurement runs")
 	clients    = flag.Int("clients", 8, "concurrent clients for throughput")
 	revokeN    = flag.Int("revoke-n", 10000, "leases expiring in the same second")
@@ -309,32 +310,39 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 		return err
 	}
 	var plain, verif, one, two, rt []time.Duration
-	for i := 0; i < *latencyN; i++ {
-		_, d, err := bareCreate(ctx, conn.Conn(), false)
-		if err != nil {
-			return err
+	block := max(*latencyB, 1)
+	// f returns the time it measured itself (the bare statements time the
+	// statement only), or 0 to be timed as a whole.
+	timed := func(n int, into *[]time.Duration, f func() (time.Duration, error)) error {
+		for range n {
+			start := time.Now()
+			d, err := f()
+			if err != nil {
+				return err
+			}
+			if d == 0 {
+				d = time.Since(start)
+			}
+			*into = append(*into, d)
 		}
-		plain = append(plain, d)
-		_, d, err = bareCreate(ctx, conn.Conn(), true)
-		if err != nil {
-			return err
+		return nil
+	}
+	for done := 0; done < *latencyN; done += block {
+		n := min(block, *latencyN-done)
+		for _, op := range []struct {
+			into *[]time.Duration
+			f    func() (time.Duration, error)
+		}{
+			{&plain, func() (time.Duration, error) { _, d, err := bareCreate(ctx, conn.Conn(), false); return d, err }},
+			{&verif, func() (time.Duration, error) { _, d, err := bareCreate(ctx, conn.Conn(), true); return d, err }},
+			{&one, func() (time.Duration, error) { _, err := b.issue(ctx, time.Hour); return 0, err }},
+			{&two, func() (time.Duration, error) { return 0, b.issueTwoCalls(ctx, time.Hour) }},
+			{&rt, func() (time.Duration, error) { return 0, b.client.Do(ctx, "GET", "/v1/whoami", nil, nil, nil) }},
+		} {
+			if err := timed(n, op.into, op.f); err != nil {
+				return err
+			}
 		}
-		verif = append(verif, d)
-		start := time.Now()
-		if _, err := b.issue(ctx, time.Hour); err != nil {
-			return err
-		}
-		one = append(one, time.Since(start))
-		start = time.Now()
-		if err := b.issueTwoCalls(ctx, time.Hour); err != nil {
-			return err
-		}
-		two = append(two, time.Since(start))
-		start = time.Now()
-		if err := b.client.Do(ctx, "GET", "/v1/whoami", nil, nil, nil); err != nil {
-			return err
-		}
-		rt = append(rt, time.Since(start))
 	}
 	conn.Release()
 	// Time spent inside the server on the one-call issue, from its own histogram.
@@ -359,7 +367,11 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 			serverMean = sum / count
 		}
 	}
-	fmt.Printf("## Issue latency (%d each, interleaved, one client)\n\n", *latencyN)
+	mode := "strictly interleaved"
+	if block > 1 {
+		mode = fmt.Sprintf("in rotating blocks of %d", block)
+	}
+	fmt.Printf("## Issue latency (%d each, %s, one client)\n\n", *latencyN, mode)
 	fmt.Println("| operation | p50 | p99 | p50 / bare plain |")
 	fmt.Println("|---|---|---|---|")
 	base := pct(plain, 0.5)
