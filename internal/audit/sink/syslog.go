@@ -3,8 +3,8 @@ package sink
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"strconv"
@@ -37,10 +37,11 @@ type syslogSink struct {
 	procID   string
 
 	conn net.Conn // nil until dialled, and after a failure
-	// gone is closed when the receiver closes the TCP connection (its
-	// reader goroutine sees EOF or an error); nil for UDP.
-	gone chan struct{}
 }
+
+// liveCheck is how long a TCP connection is read before each batch, to
+// see whether the receiver closed it.
+const liveCheck = 200 * time.Microsecond
 
 func newSyslogSink(c Config) (*syslogSink, error) {
 	fac, err := facility(c.Facility)
@@ -118,12 +119,9 @@ func (s *syslogSink) format(e *mayfly.AuditEvent) ([]byte, error) {
 // has no acknowledgement, so a connection the receiver has closed is
 // detected and replaced before writing rather than written into.
 func (s *syslogSink) deliver(ctx context.Context, events []*mayfly.AuditEvent) error {
-	if s.gone != nil {
-		select {
-		case <-s.gone:
-			s.drop()
-		default:
-		}
+	if s.conn != nil && s.network == "tcp" && peerClosed(s.conn) {
+		// A batch written now would be accepted by the kernel and lost.
+		s.drop()
 	}
 	if s.conn == nil {
 		d := net.Dialer{Timeout: s.timeout}
@@ -132,16 +130,6 @@ func (s *syslogSink) deliver(ctx context.Context, events []*mayfly.AuditEvent) e
 			return fmt.Errorf("connect to syslog receiver: %w", err)
 		}
 		s.conn = c
-		if s.network == "tcp" {
-			// Receivers never send on the connection: the reader only
-			// notices when it is closed. It ends when the connection does.
-			gone := make(chan struct{})
-			go func() {
-				_, _ = io.Copy(io.Discard, c)
-				close(gone)
-			}()
-			s.gone = gone
-		}
 	}
 	deadline := time.Now().Add(s.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -183,15 +171,35 @@ func (s *syslogSink) deliver(ctx context.Context, events []*mayfly.AuditEvent) e
 // drop closes the connection after a failure.
 func (s *syslogSink) drop() { _ = s.close() }
 
-// close closes the connection and waits for its reader.
+// close closes the connection.
 func (s *syslogSink) close() error {
 	if s.conn == nil {
 		return nil
 	}
 	err := s.conn.Close()
-	if s.gone != nil {
-		<-s.gone
-	}
-	s.conn, s.gone = nil, nil
+	s.conn = nil
 	return err
+}
+
+// peerClosed reports whether the receiver has closed or reset c. Receivers
+// never send on the connection, so a read that does not time out at once
+// means end of stream or an error. It is checked right before each batch:
+// a receiver that went away earlier, even just before, is noticed and the
+// batch waits for a new connection instead of vanishing into a dead one.
+// (A receiver that dies after a batch is written can still lose it: plain
+// TCP syslog has no acknowledgements.)
+func peerClosed(c net.Conn) bool {
+	if err := c.SetReadDeadline(time.Now().Add(liveCheck)); err != nil {
+		return true
+	}
+	var b [1]byte
+	_, err := c.Read(b[:])
+	if c.SetReadDeadline(time.Time{}) != nil {
+		return true
+	}
+	if err == nil {
+		return false // the receiver sent something; nothing to do with it
+	}
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
 }
