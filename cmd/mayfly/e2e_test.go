@@ -308,21 +308,16 @@ func pgLogin(ctx context.Context, c credsOut, password string) (*pgx.Conn, error
 // rolesLike counts the roles whose name starts with prefix.
 func rolesLike(t *testing.T, prefix string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, testenv.PostgresDSN())
-	if err != nil {
-		t.Fatalf("admin connect: %v", err)
-	}
-	defer c.Close(ctx)
-	var n int
-	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE starts_with(rolname, $1)", prefix).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return countRoles(t, "starts_with(rolname, $1)", prefix)
 }
 
 func roleExists(t *testing.T, name string) bool {
+	t.Helper()
+	return countRoles(t, "rolname = $1", name) > 0
+}
+
+// countRoles counts the roles matching cond, with arg as $1, as the admin.
+func countRoles(t *testing.T, cond, arg string) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -332,10 +327,10 @@ func roleExists(t *testing.T, name string) bool {
 	}
 	defer c.Close(ctx)
 	var n int
-	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE "+cond, arg).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	return n > 0
+	return n
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
