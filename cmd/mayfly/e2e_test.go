@@ -707,20 +707,12 @@ func TestCrashBetweenIntentAndProvisioning(t *testing.T) {
 	if _, err := w.try("alice", "creds", r.ID, "-o", "json"); err == nil {
 		t.Fatalf("creds succeeded; the failpoint should have killed the broker")
 	}
-	if err := <-w.done; err == nil || !strings.Contains(err.Error(), "killed") {
-		t.Fatalf("broker exit = %v; want killed", err)
-	}
+	w.waitKilled()
 	_ = cmd
 	// Restart: the interrupted lease is undone and nothing is left behind.
-	cmd = w.startProcess()
-	defer cmd.Process.Kill()
-	var ls []leaseOut
-	waitFor(t, "interrupted lease to be undone", 10*time.Second, func() bool {
-		w.ok("carol", &ls, "leases", "-o", "json")
-		return len(ls) == 1 && ls[0].State == "failed"
-	})
-	if roleExists(t, ls[0].Username) {
-		t.Errorf("role %s exists after recovery", ls[0].Username)
+	l := w.restartUndone()
+	if roleExists(t, l.Username) {
+		t.Errorf("role %s exists after recovery", l.Username)
 	}
 	// The request can be activated again after the failed attempt.
 	var c credsOut
@@ -744,24 +736,37 @@ func TestCrashBeforeStagedCommit(t *testing.T) {
 	if _, err := w.try("alice", "request", "local-pg/readonly", "--for", "1m", "--reason", "crash test", "--creds", "-o", "json"); err == nil {
 		t.Fatalf("request --creds succeeded; the failpoint should have killed the broker")
 	}
-	if err := <-w.done; err == nil || !strings.Contains(err.Error(), "killed") {
-		t.Fatalf("broker exit = %v; want killed", err)
-	}
+	w.waitKilled()
 	// Before any recovery: the server itself rolled the creation back.
 	time.Sleep(200 * time.Millisecond)
 	if n := rolesLike(t, prefix); n != 0 {
 		t.Fatalf("%d role(s) named %s* exist after the broker died before committing", n, prefix)
 	}
+	if l := w.restartUndone(); roleExists(t, l.Username) {
+		t.Errorf("role %s exists: the staged creation outlived the broker", l.Username)
+	}
+}
+
+// waitKilled waits for the broker process to die of SIGKILL.
+func (w *world) waitKilled() {
+	w.t.Helper()
+	if err := <-w.done; err == nil || !strings.Contains(err.Error(), "killed") {
+		w.t.Fatalf("broker exit = %v; want killed", err)
+	}
+}
+
+// restartUndone restarts the broker, which holds one lease interrupted by a
+// crash, and returns that lease once recovery has ended it failed.
+func (w *world) restartUndone() leaseOut {
+	w.t.Helper()
 	cmd := w.startProcess()
-	defer cmd.Process.Kill()
+	w.t.Cleanup(func() { cmd.Process.Kill() })
 	var ls []leaseOut
-	waitFor(t, "interrupted lease to be undone", 10*time.Second, func() bool {
+	waitFor(w.t, "interrupted lease to be undone", 10*time.Second, func() bool {
 		w.ok("carol", &ls, "leases", "-o", "json")
 		return len(ls) == 1 && ls[0].State == "failed"
 	})
-	if roleExists(t, ls[0].Username) {
-		t.Errorf("role %s exists: the staged creation outlived the broker", ls[0].Username)
-	}
+	return ls[0]
 }
 
 func TestCrashWhileLeasesLive(t *testing.T) {
