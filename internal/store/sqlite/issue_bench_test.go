@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -18,6 +19,11 @@ func issueBenchID(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
+// issueGap idles before each issue of BenchmarkIssueTransactions, as a
+// broker between single requests: go test -bench IssueTransactions -args
+// -issue-gap 5ms.
+var issueGap = flag.Duration("issue-gap", 0, "idle time before each issue in BenchmarkIssueTransactions")
+
 // BenchmarkIssueTransactions measures the two transactions on the critical
 // path of issuing a lease: the request with the lease intent (tx1), and the
 // activation (tx2), each with their audit events, on a store already
@@ -29,13 +35,16 @@ func BenchmarkIssueTransactions(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	issue := func() (time.Duration, time.Duration) {
+	issue := func(gap time.Duration) (time.Duration, time.Duration) {
 		now := time.Now().UTC()
 		r := &mayfly.Request{ID: issueBenchID("req_"), Requester: "bench", Target: "pg", Grant: "readonly", Reason: "bench",
 			Duration: time.Hour, Policy: "p", State: mayfly.RequestApproved, CreatedAt: now, DecidedAt: now}
 		l := &mayfly.Lease{ID: issueBenchID("lse_"), RequestID: r.ID, Requester: r.Requester, Target: r.Target, Grant: r.Grant,
 			Username: issueBenchID("mf_bench_"), State: mayfly.LeaseProvisioning, CreatedAt: now, ExpiresAt: now.Add(time.Hour), DueAt: now.Add(time.Minute)}
 		r.LeaseID = l.ID
+		if gap > 0 {
+			time.Sleep(gap)
+		}
 		t0 := time.Now()
 		err := db.Update(ctx, func(tx mayfly.Tx) error {
 			if err := tx.CreateRequest(r); err != nil {
@@ -69,12 +78,12 @@ func BenchmarkIssueTransactions(b *testing.B) {
 		return t1.Sub(t0), time.Since(t1)
 	}
 	for range 20000 {
-		issue()
+		issue(0)
 	}
 	b.ResetTimer()
 	var d1, d2 []time.Duration
 	for b.Loop() {
-		a, c := issue()
+		a, c := issue(*issueGap)
 		d1 = append(d1, a)
 		d2 = append(d2, c)
 	}
