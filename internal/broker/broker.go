@@ -385,7 +385,12 @@ func (b *Broker) GetRequest(ctx context.Context, c Caller, id string) (*mayfly.R
 // approver those they may decide, a requester their own. pending limits the
 // list to pending requests.
 func (b *Broker) ListRequests(ctx context.Context, c Caller, pending bool, limit int) ([]*mayfly.Request, error) {
-	f := mayfly.RequestFilter{Limit: limit}
+	f := mayfly.RequestFilter{}
+	if c.Admin {
+		// An admin sees everything: the store can apply the limit. For
+		// anyone else it applies to what they may see, below.
+		f.Limit = limit
+	}
 	if pending {
 		// Open as well, so the store can use its index of open requests.
 		f.States, f.Open = []mayfly.RequestState{mayfly.RequestPending}, true
@@ -406,6 +411,9 @@ func (b *Broker) ListRequests(ctx context.Context, c Caller, pending bool, limit
 		}
 		if b.canSee(c, r) {
 			out = append(out, r)
+			if limit > 0 && len(out) == limit {
+				break
+			}
 		}
 	}
 	return out, nil
