@@ -194,11 +194,7 @@ func (s *server) handleListRequests() http.Handler {
 		if err != nil {
 			return 0, nil, err
 		}
-		out := make([]RequestView, 0, len(rs))
-		for _, x := range rs {
-			out = append(out, requestView(x))
-		}
-		return 200, out, nil
+		return 200, views(rs, requestView), nil
 	})
 }
 
@@ -319,11 +315,7 @@ func (s *server) handleListLeases() http.Handler {
 		if err != nil {
 			return 0, nil, err
 		}
-		out := make([]LeaseView, 0, len(ls))
-		for _, l := range ls {
-			out = append(out, leaseView(l))
-		}
-		return 200, out, nil
+		return 200, views(ls, leaseView), nil
 	})
 }
 
@@ -335,6 +327,15 @@ func (s *server) handleGetLease() http.Handler {
 		}
 		return 200, leaseView(l), nil
 	})
+}
+
+// views maps a list to its API views; never nil, so an empty list is [].
+func views[T, V any](xs []T, view func(T) V) []V {
+	out := make([]V, 0, len(xs))
+	for _, x := range xs {
+		out = append(out, view(x))
+	}
+	return out
 }
 
 func parseTime(s string) (time.Time, error) {
