@@ -332,20 +332,7 @@ func (h *handler) patchGroup(w http.ResponseWriter, r *http.Request, id string) 
 }
 
 func applyGroupOp(g *Group, op patchOp) error {
-	set := func(op string, p *patchPath, raw json.RawMessage) error { return setGroupAttr(g, op, p, raw) }
-	if op.Path == "" {
-		if op.Op == "remove" {
-			return badRequest("noTarget", "remove needs a path")
-		}
-		return applyObject(op.Value, op.Op, func(k string, raw json.RawMessage) bool {
-			return strings.EqualFold(k, "id") && string(raw) == jsonString(g.ID)
-		}, set)
-	}
-	p, err := parsePath(op.Path)
-	if err != nil {
-		return badRequest("invalidPath", "invalid path: %v", err)
-	}
-	return set(op.Op, p, op.Value)
+	return applyOp(g.ID, op, func(op string, p *patchPath, raw json.RawMessage) error { return setGroupAttr(g, op, p, raw) })
 }
 
 func (h *handler) updateGroup(w http.ResponseWriter, r *http.Request, id string, change func(*Group) (*Group, error)) error {

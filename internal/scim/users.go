@@ -667,13 +667,19 @@ func (h *handler) patchUser(w http.ResponseWriter, r *http.Request, id string) e
 }
 
 func applyUserOp(u *User, op patchOp) error {
-	set := func(op string, p *patchPath, raw json.RawMessage) error { return setUserAttr(u, op, p, raw) }
+	return applyOp(u.ID, op, func(op string, p *patchPath, raw json.RawMessage) error { return setUserAttr(u, op, p, raw) })
+}
+
+// applyOp applies one PATCH operation to the resource with id through set:
+// with a path, to that attribute; without, to each attribute of the value
+// (a matching "id" is allowed and ignored).
+func applyOp(id string, op patchOp, set func(op string, p *patchPath, raw json.RawMessage) error) error {
 	if op.Path == "" {
 		if op.Op == "remove" {
 			return badRequest("noTarget", "remove needs a path")
 		}
 		return applyObject(op.Value, op.Op, func(k string, raw json.RawMessage) bool {
-			return strings.EqualFold(k, "id") && string(raw) == jsonString(u.ID)
+			return strings.EqualFold(k, "id") && string(raw) == jsonString(id)
 		}, set)
 	}
 	p, err := parsePath(op.Path)
