@@ -141,7 +141,7 @@ func TestPrepareProvisionBrokerDies(t *testing.T) {
 	}
 	var n int
 	if err := conn.QueryRow(ctxT(t), `SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity
-		WHERE state = 'idle in transaction' AND query LIKE 'COMMENT ON ROLE "' || $1 || '"%'`, name).Scan(&n); err != nil {
+		WHERE state = 'idle in transaction' AND query LIKE '%COMMENT ON ROLE "' || $1 || '"%'`, name).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 1 {

@@ -150,13 +150,13 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 	}
 	defer conn.Release()
 	pg := conn.Conn().PgConn()
-	res, err := pipeline(ctx, pg, cr.seg)
+	serr, err := create(ctx, pg, cr)
 	if err != nil {
 		// The outcome is unknown: the role may have been created.
 		c.undo(ctx, req)
 		return mayfly.ProvisionResponse{}, fmt.Errorf("provision %s: %w", name, err)
 	}
-	if err := res[0].err; err != nil {
+	if err := serr; err != nil {
 		switch pgCode(err) {
 		case sqlDuplicateObject, sqlUniqueViolation:
 			if err := c.reprovision(ctx, pg, req, cr.verifier, cr.until, cr.roles, cr.stmts); err != nil {
@@ -167,6 +167,26 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 		}
 	}
 	return mayfly.ProvisionResponse{Credential: cr.cred}, nil
+}
+
+// create runs cr's creation in one transaction and one round trip. serr
+// is the server's refusal (nothing was created); err any other failure
+// (the outcome is unknown, and the connection closed).
+func create(ctx context.Context, pg *pgconn.PgConn, cr *creation) (serr, err error) {
+	if q, ok := cr.simple(); ok {
+		// The statements of one simple query run as one transaction.
+		_, err := pg.Exec(ctx, q).ReadAll()
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			return err, nil
+		}
+		return nil, err
+	}
+	res, err := pipeline(ctx, pg, cr.seg)
+	if err != nil {
+		return nil, err
+	}
+	return res[0].err, nil
 }
 
 // creationError is the error of a creation the server refused.
@@ -191,43 +211,76 @@ func (c *Connector) PrepareProvision(ctx context.Context, req mayfly.ProvisionRe
 	if err != nil {
 		return nil, err
 	}
-	name := req.Username
 	conn, err := cr.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("provision %s: %w", name, err)
+		return nil, fmt.Errorf("provision %s: %w", req.Username, err)
 	}
-	pipe := conn.Conn().PgConn().StartPipeline(ctx)
-	if err := send(pipe, append(segment{{sql: "BEGIN"}}, cr.seg...)); err != nil {
+	p := &prepared{c: c, ctx: ctx, conn: conn, name: req.Username, grant: req.Grant.Name, cred: cr.cred}
+	pg := conn.Conn().PgConn()
+	if q, ok := cr.simple(); ok {
+		// One simple-protocol message: parsed once by the server, without
+		// the extended protocol's messages for each statement.
+		p.mrr = pg.Exec(ctx, "BEGIN; "+q)
+		return p, nil
+	}
+	// The grant's own statements go as separate extended-protocol
+	// statements, which the server refuses to split or nest: one cannot
+	// end the transaction early.
+	p.pipe = pg.StartPipeline(ctx)
+	if err := send(p.pipe, append(segment{{sql: "BEGIN"}}, cr.seg...)); err != nil {
 		// The connection is closed, and the transaction with it.
 		conn.Release()
-		return nil, fmt.Errorf("provision %s: %w", name, err)
+		return nil, fmt.Errorf("provision %s: %w", req.Username, err)
 	}
-	return &prepared{c: c, conn: conn, pipe: pipe, name: name, grant: req.Grant.Name, cred: cr.cred}, nil
+	return p, nil
+}
+
+// simple returns the creation as one simple-protocol query string, when it
+// is made only of statements Mayfly wrote (no grant statements).
+func (cr *creation) simple() (string, bool) {
+	if len(cr.stmts) > 0 {
+		return "", false
+	}
+	sqls := make([]string, len(cr.seg))
+	for i, q := range cr.seg {
+		if len(q.args) > 0 || q.name != "" {
+			return "", false
+		}
+		sqls[i] = q.sql
+	}
+	return strings.Join(sqls, "; "), true
 }
 
 // prepared is a role creation sent in a transaction not yet committed.
 type prepared struct {
 	c     *Connector
+	ctx   context.Context
 	conn  *pgxpool.Conn // nil once released
-	pipe  *pgconn.Pipeline
 	name  string
 	grant string
 	cred  mayfly.Credential
 	read  bool // the creation's outcome has been read
+
+	// The statement whose result is awaited: the creation, sent either
+	// as one simple query (mrr) or as a pipeline (pipe); then the end of
+	// the transaction (mrr).
+	mrr  *pgconn.MultiResultReader
+	pipe *pgconn.Pipeline
 }
 
 // Wait reads the outcome of the creation. On error the transaction is
 // rolled back and the connection released: nothing was created.
 func (p *prepared) Wait() (_ mayfly.ProvisionResponse, err error) {
 	defer func() { err = p.c.scrub(err) }()
-	res, err := readSegments(p.pipe, 1)
+	err = p.readCreation()
 	p.read = true
-	if err != nil {
-		// The pipeline closed the connection, and the transaction with it.
+	var pe *pgconn.PgError
+	if err != nil && !errors.As(err, &pe) {
+		// The connection is closed, and the transaction with it.
 		p.release()
 		return mayfly.ProvisionResponse{}, fmt.Errorf("provision %s: %w", p.name, err)
 	}
-	if err := res[0].err; err != nil {
+	if err != nil {
 		p.end("ROLLBACK")
 		switch pgCode(err) {
 		case sqlDuplicateObject, sqlUniqueViolation:
@@ -238,15 +291,30 @@ func (p *prepared) Wait() (_ mayfly.ProvisionResponse, err error) {
 	return mayfly.ProvisionResponse{Credential: p.cred}, nil
 }
 
+// readCreation reads the creation's outcome. A server error
+// (*pgconn.PgError) leaves the transaction open and failed; any other
+// error leaves the connection closed.
+func (p *prepared) readCreation() error {
+	if p.pipe == nil {
+		_, err := p.mrr.ReadAll()
+		return err
+	}
+	res, err := readSegments(p.pipe, 1)
+	if err == nil {
+		err = p.pipe.Close()
+	}
+	if err != nil {
+		return err
+	}
+	return res[0].err
+}
+
 // Commit sends COMMIT without waiting; the function it returns waits for
 // the outcome. An error from it means the outcome is unknown.
 func (p *prepared) Commit() func() error {
-	if err := send(p.pipe, segment{{sql: "COMMIT"}}); err != nil {
-		p.release()
-		return func() error { return fmt.Errorf("provision %s: commit: %w", p.name, p.c.scrub(err)) }
-	}
+	p.send("COMMIT")
 	return func() error {
-		if err := p.finish(); err != nil {
+		if err := p.finish("COMMIT"); err != nil {
 			return fmt.Errorf("provision %s: commit: %w", p.name, p.c.scrub(err))
 		}
 		return nil
@@ -259,34 +327,35 @@ func (p *prepared) Abort() {
 		return
 	}
 	if !p.read {
-		if _, err := readSegments(p.pipe, 1); err != nil {
+		p.read = true
+		var pe *pgconn.PgError
+		if err := p.readCreation(); err != nil && !errors.As(err, &pe) {
 			p.release()
 			return
 		}
-		p.read = true
 	}
 	p.end("ROLLBACK")
 }
 
-// end sends end (ROLLBACK) and waits for it.
-func (p *prepared) end(end string) {
-	if err := send(p.pipe, segment{{sql: end}}); err != nil {
-		p.release()
-		return
-	}
-	p.finish()
+// end ends the transaction with stmt (ROLLBACK) and waits for it.
+func (p *prepared) end(stmt string) {
+	p.send(stmt)
+	p.finish(stmt)
 }
 
-// finish reads the outcome of the statement that ends the transaction,
-// closes the pipeline and releases the connection; a connection that did
-// not end its transaction is closed, not reused.
-func (p *prepared) finish() error {
-	res, err := readSegments(p.pipe, 1)
-	if err == nil {
-		err = p.pipe.Close()
-	}
-	if err == nil {
-		err = res[0].err
+// send sends stmt, which ends the transaction, without waiting. A failure
+// to send is reported by finish.
+func (p *prepared) send(stmt string) {
+	p.mrr = p.conn.Conn().PgConn().Exec(p.ctx, stmt)
+}
+
+// finish reads the outcome of stmt, sent by send, and releases the
+// connection; a connection that did not end its transaction with stmt (a
+// COMMIT the server answered with ROLLBACK, say) is closed, not reused.
+func (p *prepared) finish(stmt string) error {
+	res, err := p.mrr.ReadAll()
+	if err == nil && (len(res) != 1 || res[0].CommandTag.String() != stmt) {
+		err = fmt.Errorf("the server did not %s the transaction", stmt)
 	}
 	if err != nil {
 		p.conn.Conn().PgConn().Close(context.Background())
