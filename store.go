@@ -32,8 +32,10 @@ type Tx interface {
 	GetLease(id string) (*Lease, error)
 	ListLeases(f LeaseFilter) ([]*Lease, error)
 	// DueLeases returns up to limit leases in the given states whose DueAt
-	// is at or before now, earliest first (an indexed query).
-	DueLeases(now time.Time, states []LeaseState, limit int) ([]*Lease, error)
+	// is at or before now, in (DueAt, ID) order, starting after the
+	// position after (from the start when it is the zero DueCursor), with
+	// an indexed query.
+	DueLeases(now time.Time, states []LeaseState, after DueCursor, limit int) ([]*Lease, error)
 	// NextDue returns the earliest DueAt of leases in the given states;
 	// ok is false when there is none.
 	NextDue(states []LeaseState) (t time.Time, ok bool, err error)
@@ -100,3 +102,13 @@ type AuditFilter struct {
 	Until     time.Time
 	Limit     int
 }
+
+// DueCursor is a position in the order of Tx.DueLeases, so that a long
+// list of due leases can be read in pages without reading any twice.
+type DueCursor struct {
+	DueAt time.Time
+	ID    string
+}
+
+// DueCursorOf is the position of l in the order of Tx.DueLeases.
+func DueCursorOf(l *Lease) DueCursor { return DueCursor{DueAt: l.DueAt, ID: l.ID} }

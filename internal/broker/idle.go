@@ -2,10 +2,12 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/policy"
 )
 
 // idleTracker remembers when each lease's account was last seen in use.
@@ -42,6 +44,11 @@ func (t *idleTracker) forget(keep map[string]bool) {
 // connector's activity report and returns how many leases it ended.
 func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 	cfg := b.cfg.Load()
+	if !slices.ContainsFunc(cfg.Policies.Policies(), func(p policy.Policy) bool { return p.IdleTimeout > 0 }) {
+		// No policy ends leases when idle: nothing to read.
+		b.idle.forget(nil)
+		return 0, nil
+	}
 	var active []*mayfly.Lease
 	reqs := map[string]*mayfly.Request{}
 	err := b.store.View(ctx, func(tx mayfly.Tx) error {

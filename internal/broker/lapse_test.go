@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,5 +64,53 @@ func TestRequestsLapse(t *testing.T) {
 	}
 	if _, err := b.Approve(ctx, bob, pending.ID, ""); mayfly.ErrorCode(err) != mayfly.ECONFLICT {
 		t.Errorf("approving a lapsed request after the sweep = %v; want conflict", err)
+	}
+}
+
+// TestChunk checks how due leases are cut into batches: a few spread over
+// the workers, a burst into batches of minChunk to maxChunk leases of one
+// target each, every lease exactly once.
+func TestChunk(t *testing.T) {
+	mk := func(n int, target string) []*mayfly.Lease {
+		ls := make([]*mayfly.Lease, n)
+		for i := range ls {
+			ls[i] = &mayfly.Lease{ID: fmt.Sprintf("%s%d", target, i), Target: target}
+		}
+		return ls
+	}
+	tests := []struct {
+		name  string
+		ls    []*mayfly.Lease
+		sizes []int
+	}{
+		{"one", mk(1, "a"), []int{1}},
+		{"a few spread over the workers", mk(40, "a"), []int{3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1}},
+		{"just under a burst", mk(255, "a"), append(slices.Repeat([]int{16}, 15), 15)},
+		{"a burst", mk(500, "a"), []int{128, 128, 128, 116}},
+		{"a large burst", mk(8000, "a"), append(slices.Repeat([]int{256}, 31), 64)},
+		{"two targets", append(mk(300, "a"), mk(2, "b")...), []int{128, 128, 44, 1, 1}},
+	}
+	for _, tt := range tests {
+		got := chunk(tt.ls, 16)
+		var sizes []int
+		seen := map[string]bool{}
+		for _, c := range got {
+			sizes = append(sizes, len(c))
+			for _, l := range c {
+				if l.Target != c[0].Target {
+					t.Errorf("%s: a batch mixes targets %s and %s", tt.name, c[0].Target, l.Target)
+				}
+				if seen[l.ID] {
+					t.Errorf("%s: lease %s in two batches", tt.name, l.ID)
+				}
+				seen[l.ID] = true
+			}
+		}
+		if len(seen) != len(tt.ls) {
+			t.Errorf("%s: %d leases in batches; want %d", tt.name, len(seen), len(tt.ls))
+		}
+		if !slices.Equal(sizes, tt.sizes) {
+			t.Errorf("%s: batch sizes %v; want %v", tt.name, sizes, tt.sizes)
+		}
 	}
 }

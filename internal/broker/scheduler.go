@@ -115,16 +115,24 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	// While more are due than one pass takes, each pass reads on from where
+	// the previous one stopped (cursor), rather than reading the leases
+	// still in flight again. A lease made due behind the cursor meanwhile
+	// is read by the first pass from the start, once the backlog is read.
+	var cursor mayfly.DueCursor
 	for {
 		b.nextWake.Store(0)
-		mu.Lock()
-		busy := len(inflight)
-		mu.Unlock()
+		limit := o.BatchSize
+		if cursor == (mayfly.DueCursor{}) {
+			mu.Lock()
+			limit += len(inflight)
+			mu.Unlock()
+		}
 		now := b.clock.Now().UTC()
 		var due []*mayfly.Lease
 		err := b.store.View(ctx, func(tx mayfly.Tx) error {
 			var err error
-			due, err = tx.DueLeases(now, dueStates, o.BatchSize+busy)
+			due, err = tx.DueLeases(now, dueStates, cursor, limit)
 			return err
 		})
 		if err != nil && ctx.Err() == nil {
@@ -158,9 +166,11 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 				return nil
 			}
 		}
-		if len(fresh) > 0 && len(due) == o.BatchSize+busy {
+		if len(due) == limit && err == nil {
+			cursor = mayfly.DueCursorOf(due[len(due)-1])
 			continue // more are due
 		}
+		cursor = mayfly.DueCursor{}
 		sleep := o.MaxSleep
 		var next time.Time
 		var ok bool
@@ -177,7 +187,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			}
 		}
 		mu.Lock()
-		busy = len(inflight)
+		busy := len(inflight)
 		mu.Unlock()
 		if sleep <= 0 && busy > 0 {
 			// The earliest due leases are in flight; their completion wakes us.
@@ -240,11 +250,18 @@ func (b *Broker) commitOutcomes(results <-chan outcome, done func(ids []string))
 	}
 }
 
-// maxChunk bounds how many leases of one target one worker revokes at once.
-const maxChunk = 64
+// Bounds on how many leases of one target one worker revokes at once. A
+// target revokes a few large batches faster than many small ones at once
+// (PostgreSQL: 10,000 roles in 0.22 – 0.28 s as batches of 128 – 256 on 4
+// connections, 0.47 s as batches of 32 on 16), so a burst is cut into
+// batches of at least minChunk, spread over the workers only beyond that.
+const (
+	minChunk = 128
+	maxChunk = 256
+)
 
-// chunk groups leases by target into batches that spread over the workers:
-// a burst of expiries becomes a few batched revocations per worker.
+// chunk groups leases by target into batches: a few leases go to one
+// worker each, a burst becomes batches of minChunk to maxChunk leases.
 func chunk(ls []*mayfly.Lease, workers int) [][]*mayfly.Lease {
 	byTarget := map[string][]*mayfly.Lease{}
 	var order []string
@@ -258,6 +275,9 @@ func chunk(ls []*mayfly.Lease, workers int) [][]*mayfly.Lease {
 	for _, t := range order {
 		g := byTarget[t]
 		size := (len(g) + workers - 1) / workers
+		if len(g) >= 2*minChunk {
+			size = max(size, minChunk)
+		}
 		size = min(max(size, 1), maxChunk)
 		for len(g) > 0 {
 			n := min(size, len(g))

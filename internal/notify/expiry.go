@@ -43,7 +43,7 @@ func (w *worker) expiring(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		leases, err = tx.DueLeases(horizon, []mayfly.LeaseState{mayfly.LeaseActive}, maxExpiring)
+		leases, err = tx.DueLeases(horizon, []mayfly.LeaseState{mayfly.LeaseActive}, mayfly.DueCursor{}, maxExpiring)
 		return err
 	})
 	if err != nil {

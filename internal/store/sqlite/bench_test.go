@@ -216,7 +216,7 @@ func BenchmarkOpenLarge(b *testing.B) {
 			if !ok || !next.Equal(fixtureBase.Add(time.Second)) {
 				return fmt.Errorf("NextDue = %v, %v; want %v", next, ok, fixtureBase.Add(time.Second))
 			}
-			ls, err := tx.DueLeases(now, liveStates, 500)
+			ls, err := tx.DueLeases(now, liveStates, mayfly.DueCursor{}, 500)
 			if err != nil {
 				return err
 			}

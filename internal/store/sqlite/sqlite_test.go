@@ -103,6 +103,8 @@ func TestQueryPlans(t *testing.T) {
 		want  string
 	}{
 		{"SELECT id FROM leases WHERE state = 'active' AND due_at <= 5 ORDER BY due_at, id LIMIT 500", "USING INDEX leases_state_due (state=? AND due_at<?)"},
+		// The same, read on from a cursor: the range starts at the cursor.
+		{"SELECT id FROM leases WHERE state = 'active' AND due_at <= 5 AND due_at >= 3 AND (due_at > 3 OR id > 'x') ORDER BY due_at, id LIMIT 500", "USING INDEX leases_state_due (state=? AND due_at>? AND due_at<?)"},
 		{"SELECT due_at FROM leases WHERE state = 'active' AND due_at IS NOT NULL ORDER BY due_at LIMIT 1", "USING COVERING INDEX leases_state_due (state=? AND due_at>?)"},
 		{"SELECT state, COUNT(*) FROM leases GROUP BY state", "SCAN leases USING COVERING INDEX leases_state_due"},
 		{"SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", "SCAN audit_events"},

@@ -448,15 +448,20 @@ func (t *tx) listLeases(q string, args ...any) ([]*mayfly.Lease, error) {
 
 // DueLeases returns up to limit leases (no bound when limit <= 0) in the
 // given states whose DueAt is at or before now, earliest DueAt first, ties
-// by id. It reads each state's range of the (state, due_at) index, so its
+// by id, starting after the cursor after unless it is zero. It reads each
+// state's range of the (state, due_at) index, so its
 // cost depends on limit, not on the number of leases. No states, no leases.
-func (t *tx) DueLeases(now time.Time, states []mayfly.LeaseState, limit int) ([]*mayfly.Lease, error) {
+func (t *tx) DueLeases(now time.Time, states []mayfly.LeaseState, after mayfly.DueCursor, limit int) ([]*mayfly.Lease, error) {
 	nowArg, err := timeArg("now", now)
 	if err != nil {
 		return nil, err
 	}
 	if nowArg == nil {
 		return nil, nil
+	}
+	afterArg, err := timeArg("cursor", after.DueAt)
+	if err != nil {
+		return nil, err
 	}
 	lim := limit
 	if lim <= 0 {
@@ -467,8 +472,15 @@ func (t *tx) DueLeases(now time.Time, states []mayfly.LeaseState, limit int) ([]
 		if slices.Contains(states[:i], s) {
 			continue
 		}
-		ls, err := t.listLeases("SELECT "+leaseCols+` FROM leases
-			WHERE state = ? AND due_at <= ? ORDER BY due_at, id LIMIT ?`, string(s), nowArg, lim)
+		var ls []*mayfly.Lease
+		if afterArg == nil {
+			ls, err = t.listLeases("SELECT "+leaseCols+` FROM leases
+				WHERE state = ? AND due_at <= ? ORDER BY due_at, id LIMIT ?`, string(s), nowArg, lim)
+		} else {
+			ls, err = t.listLeases("SELECT "+leaseCols+` FROM leases
+				WHERE state = ? AND due_at <= ? AND due_at >= ? AND (due_at > ? OR id > ?)
+				ORDER BY due_at, id LIMIT ?`, string(s), nowArg, afterArg, afterArg, after.ID, lim)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("due leases: %w", err)
 		}

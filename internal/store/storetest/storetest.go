@@ -519,30 +519,37 @@ func testDueLeases(t *testing.T, s mayfly.Store) {
 		states []mayfly.LeaseState
 		limit  int
 		want   []string
+		after  mayfly.DueCursor
 	}{
-		{"active", now, active, 100, []string{"a2", "a0", "a1", "a3"}},
-		{"active, no limit", now, active, 0, []string{"a2", "a0", "a1", "a3"}},
-		{"active, limit", now, active, 2, []string{"a2", "a0"}},
-		{"live", now, live, 100, []string{"p1", "k2", "a2", "k1", "a0", "a1", "a3"}},
-		{"live, limit", now, live, 3, []string{"p1", "k2", "a2"}},
-		{"live, limit 1", now, live, 1, []string{"p1"}},
-		{"revoking", now, []mayfly.LeaseState{mayfly.LeaseRevoking}, 10, []string{"k2", "k1"}},
-		{"ended states", now, []mayfly.LeaseState{mayfly.LeaseRevoked}, 10, []string{"x1"}},
-		{"earlier now", at(-150 * time.Second), live, 10, []string{"p1", "k2", "a2"}},
-		{"later now", at(time.Nanosecond), active, 10, []string{"a2", "a0", "a1", "a3", "a4"}},
-		{"no states", now, nil, 10, []string{}},
+		{"active", now, active, 100, []string{"a2", "a0", "a1", "a3"}, mayfly.DueCursor{}},
+		{"active, no limit", now, active, 0, []string{"a2", "a0", "a1", "a3"}, mayfly.DueCursor{}},
+		{"active, limit", now, active, 2, []string{"a2", "a0"}, mayfly.DueCursor{}},
+		{"live", now, live, 100, []string{"p1", "k2", "a2", "k1", "a0", "a1", "a3"}, mayfly.DueCursor{}},
+		{"live, limit", now, live, 3, []string{"p1", "k2", "a2"}, mayfly.DueCursor{}},
+		{"live, limit 1", now, live, 1, []string{"p1"}, mayfly.DueCursor{}},
+		{"revoking", now, []mayfly.LeaseState{mayfly.LeaseRevoking}, 10, []string{"k2", "k1"}, mayfly.DueCursor{}},
+		{"ended states", now, []mayfly.LeaseState{mayfly.LeaseRevoked}, 10, []string{"x1"}, mayfly.DueCursor{}},
+		{"earlier now", at(-150 * time.Second), live, 10, []string{"p1", "k2", "a2"}, mayfly.DueCursor{}},
+		{"later now", at(time.Nanosecond), active, 10, []string{"a2", "a0", "a1", "a3", "a4"}, mayfly.DueCursor{}},
+		{"no states", now, nil, 10, []string{}, mayfly.DueCursor{}},
+		{"live, after a2", now, live, 100, []string{"k1", "a0", "a1", "a3"}, mayfly.DueCursor{DueAt: at(-3 * time.Minute), ID: "a2"}},
+		{"live, after a0 (a tie)", now, live, 100, []string{"a1", "a3"}, mayfly.DueCursor{DueAt: at(-time.Minute), ID: "a0"}},
+		{"live, after a0, limit", now, live, 1, []string{"a1"}, mayfly.DueCursor{DueAt: at(-time.Minute), ID: "a0"}},
+		{"active, after a position between leases", now, active, 100, []string{"a1", "a3"}, mayfly.DueCursor{DueAt: at(-time.Minute), ID: "a00"}},
+		{"active, after the last", now, active, 100, []string{}, mayfly.DueCursor{DueAt: at(0), ID: "a3"}},
+		{"later now, after a3", at(time.Nanosecond), active, 100, []string{"a4"}, mayfly.DueCursor{DueAt: at(0), ID: "a3"}},
 	}
 	view(t, s, func(tx mayfly.Tx) error {
 		for _, tt := range tests {
-			got, err := tx.DueLeases(tt.now, tt.states, tt.limit)
+			got, err := tx.DueLeases(tt.now, tt.states, tt.after, tt.limit)
 			if err != nil {
 				return fmt.Errorf("%s: %w", tt.name, err)
 			}
 			if g := leaseIDs(got); !slices.Equal(g, tt.want) {
-				t.Errorf("DueLeases(%s: %v, %v, %d) = %v; want %v", tt.name, tt.now, tt.states, tt.limit, g, tt.want)
+				t.Errorf("DueLeases(%s: %v, %v, %v, %d) = %v; want %v", tt.name, tt.now, tt.states, tt.after, tt.limit, g, tt.want)
 			}
 		}
-		got, err := tx.DueLeases(now, active, 1)
+		got, err := tx.DueLeases(now, active, mayfly.DueCursor{}, 1)
 		if err != nil {
 			return err
 		}
