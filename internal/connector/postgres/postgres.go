@@ -193,6 +193,11 @@ func validGrant(g mayfly.Grant) error {
 			return mayfly.Errorf(mayfly.EINVALID, "statement %d contains a NUL byte", i+1)
 		case strings.Contains(strings.ReplaceAll(s, "{{name}}", ""), "{{"):
 			return mayfly.Errorf(mayfly.EINVALID, "statement %d uses a placeholder other than {{name}}", i+1)
+		case transactionControl[leadingKeyword(s)]:
+			// The statements run inside the account's creation, which must
+			// stay one transaction: committed only after the lease's intent
+			// is recorded, rolled back whole on failure.
+			return mayfly.Errorf(mayfly.EINVALID, "statement %d is transaction control (%s); grant statements run inside the account's creation transaction", i+1, leadingKeyword(s))
 		}
 	}
 	if strings.ContainsRune(g.Database, 0) {
@@ -349,3 +354,55 @@ func pgCode(err error) string {
 
 // itoa formats n for SQL text.
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// transactionControl holds the leading keywords of statements that begin,
+// end or split a transaction, refused in grant statements.
+var transactionControl = map[string]bool{
+	"BEGIN": true, "START": true, "COMMIT": true, "END": true, "ROLLBACK": true, "ABORT": true,
+	"SAVEPOINT": true, "RELEASE": true, "PREPARE": true,
+}
+
+// leadingKeyword returns the first word of SQL statement s, upper-cased,
+// after white space and comments ("--" to the end of the line, and
+// "/* */", which nest in PostgreSQL); "" when s does not start with a
+// word.
+func leadingKeyword(s string) string {
+	for {
+		s = strings.TrimLeft(s, " \t\n\r\f\v")
+		switch {
+		case strings.HasPrefix(s, "--"):
+			i := strings.IndexByte(s, '\n')
+			if i < 0 {
+				return ""
+			}
+			s = s[i+1:]
+		case strings.HasPrefix(s, "/*"):
+			depth, i := 0, 0
+			for i < len(s) {
+				switch {
+				case strings.HasPrefix(s[i:], "/*"):
+					depth++
+					i += 2
+				case strings.HasPrefix(s[i:], "*/"):
+					depth--
+					i += 2
+				default:
+					i++
+				}
+				if depth == 0 {
+					break
+				}
+			}
+			if depth != 0 {
+				return ""
+			}
+			s = s[i:]
+		default:
+			end := 0
+			for end < len(s) && (s[end] >= 'a' && s[end] <= 'z' || s[end] >= 'A' && s[end] <= 'Z' || s[end] == '_') {
+				end++
+			}
+			return strings.ToUpper(s[:end])
+		}
+	}
+}

@@ -243,6 +243,18 @@ func TestNew(t *testing.T) {
 		{"unknown placeholder", func(t *mayfly.Target) {
 			t.Grants = map[string]mayfly.Grant{"g": {Statements: []string{"GRANT x TO {{user}}"}}}
 		}, false},
+		{"statement that commits", func(t *mayfly.Target) {
+			t.Grants = map[string]mayfly.Grant{"g": {Statements: []string{"GRANT x TO {{name}}", "COMMIT"}}}
+		}, false},
+		{"statement that begins, behind a comment", func(t *mayfly.Target) {
+			t.Grants = map[string]mayfly.Grant{"g": {Statements: []string{"/* a /* nested */ comment */ -- and a line\n  begin"}}}
+		}, false},
+		{"statement that rolls back", func(t *mayfly.Target) {
+			t.Grants = map[string]mayfly.Grant{"g": {Statements: []string{"rollback to savepoint x"}}}
+		}, false},
+		{"statement mentioning commit", func(t *mayfly.Target) {
+			t.Grants = map[string]mayfly.Grant{"g": {Statements: []string{"COMMENT ON ROLE {{name}} IS 'commit'"}}}
+		}, true},
 		{"address", func(t *mayfly.Target) { t.Address = "127.0.0.1:6379" }, false},
 		{"admin password", func(t *mayfly.Target) { t.AdminPassword = "x" }, false},
 		{"negative limit", func(t *mayfly.Target) { t.ConnectionLimit = -1 }, false},

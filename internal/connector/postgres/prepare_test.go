@@ -201,3 +201,59 @@ func TestPrepareProvisionFailureLeavesNothing(t *testing.T) {
 		t.Errorf("PrepareProvision with a hostile name = %v; want an %q error", err, mayfly.EINVALID)
 	}
 }
+
+// TestPrepareProvisionStatements stages a grant with statements of its
+// own (sent as separate extended-protocol statements, not as one simple
+// query): the role is invisible until Commit and has the grant after it.
+// A statement that tries to end the transaction early is refused by the
+// server, and nothing is created.
+func TestPrepareProvisionStatements(t *testing.T) {
+	conn := admin(t, "")
+	prefix := testPrefix()
+	c := newConnector(t, prefix)
+	g := mayfly.Grant{Name: "stmt", Statements: []string{"GRANT pg_read_all_data TO {{name}}"}}
+
+	name := prefix + "stmt"
+	p := prepare(t, c, name, "lse_st", g)
+	res, err := p.Wait()
+	if err != nil {
+		t.Fatalf("Wait = %v", err)
+	}
+	t.Cleanup(func() { c.Revoke(context.Background(), mayfly.RevokeRequest{LeaseID: "lse_st", Username: name}) })
+	if roleVisible(t, conn, name) {
+		t.Errorf("role %s is visible before Commit", name)
+	}
+	if err := p.Commit()(); err != nil {
+		t.Fatalf("Commit = %v", err)
+	}
+	s, err := connect(ctxT(t), res.Credential)
+	if err != nil {
+		t.Fatalf("login after Commit: %v", err)
+	}
+	sess := &session{s}
+	if err := sess.Allowed(ctxT(t)); err != nil {
+		t.Errorf("read with the statement's grant: %v", err)
+	}
+	sess.Close()
+
+	// A statement that would end the transaction early is refused before
+	// anything is sent; one with two commands is refused by the server.
+	for _, stmt := range []string{"COMMIT", "end", "-- comment\nROLLBACK", "GRANT pg_read_all_data TO {{name}}; COMMIT"} {
+		name := prefix + "escape"
+		p, err := c.PrepareProvision(ctxT(t), mayfly.ProvisionRequest{LeaseID: "lse_esc", Username: name,
+			Grant: mayfly.Grant{Name: "escape", Statements: []string{stmt}}, ExpiresAt: time.Now().Add(time.Minute)})
+		if err == nil {
+			if _, err = p.Wait(); err == nil {
+				p.Commit()()
+			}
+			p.Abort()
+		}
+		if err == nil {
+			t.Errorf("statement %q: creation staged and committed", stmt)
+		}
+		if roleVisible(t, conn, name) {
+			c.Revoke(context.Background(), mayfly.RevokeRequest{LeaseID: "lse_esc", Username: name})
+			t.Errorf("statement %q committed the role before its intent", stmt)
+		}
+	}
+}

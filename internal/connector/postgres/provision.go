@@ -211,6 +211,11 @@ func (c *Connector) PrepareProvision(ctx context.Context, req mayfly.ProvisionRe
 	if err != nil {
 		return nil, err
 	}
+	return c.stage(ctx, req, cr)
+}
+
+// stage sends cr's creation in a transaction left open.
+func (c *Connector) stage(ctx context.Context, req mayfly.ProvisionRequest, cr *creation) (*prepared, error) {
 	conn, err := cr.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("provision %s: %w", req.Username, err)
@@ -279,6 +284,15 @@ func (p *prepared) Wait() (_ mayfly.ProvisionResponse, err error) {
 		// The connection is closed, and the transaction with it.
 		p.release()
 		return mayfly.ProvisionResponse{}, fmt.Errorf("provision %s: %w", p.name, err)
+	}
+	if pg := p.conn.Conn().PgConn(); err == nil && pg.TxStatus() != 'T' {
+		// A statement ended the transaction (grant statements are checked
+		// for that, so this is defense in depth): the role may already be
+		// committed, before its intent. The outcome is unknown, which
+		// makes the broker revoke whatever exists.
+		pg.Close(context.Background())
+		p.release()
+		return mayfly.ProvisionResponse{}, fmt.Errorf("provision %s: the creation's transaction ended before its commit", p.name)
 	}
 	if err != nil {
 		p.end("ROLLBACK")
