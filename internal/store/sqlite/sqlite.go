@@ -48,9 +48,13 @@ type DB struct {
 	wdb *sql.DB // one connection, for Update
 	rdb *sql.DB // read-only connections, for View
 
-	wmu     sync.Mutex // serialises Update; guards w and wclosed
+	wmu     sync.Mutex // serialises Update; guards w, wclosed and tail
 	w       *conn
 	wclosed bool
+	// The last audit event committed, so that a transaction appending one
+	// need not read it first. Forgotten (not ok) whenever a transaction
+	// fails, and by anything that writes audit events otherwise.
+	tail auditTail
 
 	// Updates waiting for the writer: whoever holds wmu commits all of
 	// them in one transaction (group commit).
@@ -249,6 +253,7 @@ type pendingUpdate struct {
 	err   error
 	panic any
 	done  bool
+	tail  auditTail // the audit tail after fn, while the batch runs
 }
 
 // Update runs fn in a read-write transaction, committed when fn returns nil
@@ -297,7 +302,11 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 					p.panic = r
 				}
 			}()
-			p.err = db.w.run(p.ctx, "BEGIN IMMEDIATE", true, p.fn)
+			t := &tx{ctx: p.ctx, c: db.w, write: true, last: db.tail}
+			db.tail = auditTail{}
+			if p.err = db.w.run(p.ctx, "BEGIN IMMEDIATE", t, p.fn); p.err == nil {
+				db.tail = t.last
+			}
 		}()
 		if p.err == nil && p.panic == nil {
 			db.appended.Store(true)
@@ -306,6 +315,8 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 	}
 	c := db.w
 	bg := context.Background()
+	running := db.tail
+	db.tail = auditTail{}
 	if _, err := c.c.ExecContext(bg, "BEGIN IMMEDIATE"); err != nil {
 		for _, p := range batch {
 			p.err = fmt.Errorf("begin: %w", err)
@@ -328,7 +339,12 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 					p.panic = r
 				}
 			}()
-			p.err = p.fn(&tx{ctx: p.ctx, c: c, write: true})
+			t := &tx{ctx: p.ctx, c: c, write: true, last: running}
+			p.err = p.fn(t)
+			if p.err == nil {
+				// Kept only if this update is, below.
+				p.tail = t.last
+			}
 		}()
 		if p.err == nil && p.panic == nil {
 			p.err = p.ctx.Err()
@@ -337,6 +353,7 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 			c.c.ExecContext(bg, "ROLLBACK TO mayfly_update")
 		} else {
 			ok = append(ok, p)
+			running = p.tail
 		}
 		c.c.ExecContext(bg, "RELEASE mayfly_update")
 	}
@@ -347,6 +364,7 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 		}
 		return
 	}
+	db.tail = running
 	db.appended.Store(true)
 }
 
@@ -357,7 +375,7 @@ func (db *DB) View(ctx context.Context, fn func(tx mayfly.Tx) error) error {
 		return err
 	}
 	defer func() { db.rslots <- c }()
-	return c.run(ctx, "BEGIN", false, fn)
+	return c.run(ctx, "BEGIN", &tx{ctx: ctx, c: c}, fn)
 }
 
 // acquire takes an idle reader connection, opening it on first use.
@@ -394,7 +412,7 @@ func (db *DB) acquire(ctx context.Context) (*conn, error) {
 
 // run runs fn between begin and COMMIT, rolling back when fn fails or
 // panics or ctx ends first.
-func (c *conn) run(ctx context.Context, begin string, write bool, fn func(tx mayfly.Tx) error) (err error) {
+func (c *conn) run(ctx context.Context, begin string, t *tx, fn func(tx mayfly.Tx) error) (err error) {
 	if _, err := c.c.ExecContext(ctx, begin); err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -404,7 +422,6 @@ func (c *conn) run(ctx context.Context, begin string, write bool, fn func(tx may
 			c.c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
-	t := &tx{ctx: ctx, c: c, write: write}
 	if err := fn(t); err != nil {
 		return err
 	}
@@ -432,6 +449,7 @@ func (db *DB) ExecForTest(ctx context.Context, query string, args ...any) error 
 	if db.wclosed {
 		return errClosed
 	}
+	db.tail = auditTail{}
 	_, err := db.w.c.ExecContext(ctx, query, args...)
 	return err
 }

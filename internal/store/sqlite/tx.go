@@ -20,10 +20,17 @@ type tx struct {
 	c     *conn
 	write bool
 
-	// The last audit event appended, read once per transaction.
-	haveLast bool
-	lastSeq  int64
-	lastHash string
+	// The last audit event appended: from the store's memory of the last
+	// one committed, or read on the first append.
+	last auditTail
+}
+
+// auditTail is the sequence number and hash of the last audit event, when
+// ok.
+type auditTail struct {
+	ok   bool
+	seq  int64
+	hash string
 }
 
 var _ mayfly.Tx = (*tx)(nil)
@@ -563,26 +570,26 @@ func (t *tx) AppendAudit(e *mayfly.AuditEvent) error {
 	if err != nil {
 		return err
 	}
-	if !t.haveLast {
-		ok, err := t.queryRow("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", nil, &t.lastSeq, &t.lastHash)
+	if !t.last.ok {
+		ok, err := t.queryRow("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", nil, &t.last.seq, &t.last.hash)
 		if err != nil {
 			return fmt.Errorf("append audit: read last event: %w", err)
 		}
 		if !ok {
-			t.lastSeq, t.lastHash = 0, ""
+			t.last.seq, t.last.hash = 0, ""
 		}
-		t.haveLast = true
+		t.last.ok = true
 	}
-	e.Seq, e.PrevHash = t.lastSeq+1, t.lastHash
+	e.Seq, e.PrevHash = t.last.seq+1, t.last.hash
 	e.Hash = e.ComputeHash()
 	if _, err := t.exec(`INSERT INTO audit_events (`+auditCols+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.Seq, at, e.Actor, e.Action, e.Subject, e.Target, e.RequestID, e.LeaseID, e.Reason, e.Source,
 		data, e.PrevHash, e.Hash); err != nil {
-		t.haveLast = false
+		t.last = auditTail{}
 		return fmt.Errorf("append audit event %d: %w", e.Seq, err)
 	}
-	t.lastSeq, t.lastHash = e.Seq, e.Hash
+	t.last.seq, t.last.hash = e.Seq, e.Hash
 	return nil
 }
 
@@ -745,6 +752,7 @@ func (t *tx) DeleteSetting(key string) error {
 // DeleteAuditBefore removes the events with seq below the given one.
 func (t *tx) DeleteAuditBefore(seq int64) (int64, error) {
 	res, err := t.exec("DELETE FROM audit_events WHERE seq < ?", seq)
+	t.last = auditTail{} // read again on the next append
 	if err != nil {
 		return 0, fmt.Errorf("delete audit events before %d: %w", seq, err)
 	}
