@@ -690,3 +690,85 @@ func TestGeneratePassword(t *testing.T) {
 		seen[p] = true
 	}
 }
+
+// TestRevokeBatch revokes a batch that cannot go in one DROP ROLE: among
+// plain roles, one owns a table (the batch is split until that role is
+// revoked on its own), one has a live session, one is already gone, one is
+// listed twice and one is not a managed name. Each request gets its own
+// outcome, and every managed role is gone, its session ended, its table
+// handed to the admin.
+func TestRevokeBatch(t *testing.T) {
+	conn, _ := setupOtherDB(t)
+	setupSchema(t, conn)
+	prefix := testPrefix()
+	c := newConnector(t, prefix)
+	exp := time.Now().Add(time.Minute)
+	var reqs []mayfly.RevokeRequest
+	var all []string
+	for i := range 20 {
+		name := fmt.Sprintf("%sb%02d", prefix, i)
+		provisionT(t, c, name, "lse_"+name, readGrant, exp)
+		reqs = append(reqs, mayfly.RevokeRequest{LeaseID: "lse_" + name, Username: name})
+		all = append(all, name)
+	}
+	owner := prefix + "bowner"
+	table := ownerSchema + ".t_" + randHex(4)
+	ownerCred := provisionT(t, c, owner, "lse_bo", mayfly.Grant{Roles: []string{"pg_read_all_data"},
+		Statements: []string{"GRANT USAGE, CREATE ON SCHEMA " + ownerSchema + " TO {{name}}"}}, exp)
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+table) })
+	o, err := connect(ctxT(t), ownerCred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, o, "CREATE TABLE "+table+" (x int)")
+	o.Close(context.Background())
+	s, err := connect(ctxT(t), provisionT(t, c, prefix+"bsession", "lse_bs", readGrant, exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	sess := &session{s}
+	// The owner in the middle, so that both halves of the first split are
+	// tried as batches.
+	reqs = slices.Insert(reqs, 7, mayfly.RevokeRequest{LeaseID: "lse_bo", Username: owner})
+	reqs = append(reqs,
+		mayfly.RevokeRequest{LeaseID: "lse_bs", Username: prefix + "bsession"},
+		mayfly.RevokeRequest{LeaseID: "lse_gone", Username: prefix + "bnever"},
+		mayfly.RevokeRequest{LeaseID: "lse_b03", Username: all[3]},
+		mayfly.RevokeRequest{LeaseID: "lse_x", Username: "not_managed"},
+	)
+	all = append(all, owner, prefix+"bsession")
+
+	errs := c.RevokeBatch(ctxT(t), reqs)
+	for i, err := range errs {
+		if reqs[i].Username == "not_managed" {
+			if mayfly.ErrorCode(err) != mayfly.EINVALID {
+				t.Errorf("RevokeBatch of an unmanaged name = %v; want %q", err, mayfly.EINVALID)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("RevokeBatch of %s = %v", reqs[i].Username, err)
+		}
+	}
+	var left []string
+	if err := conn.QueryRow(ctxT(t), "SELECT coalesce(array_agg(rolname::text), '{}') FROM pg_roles WHERE rolname = ANY($1)", all).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 0 {
+		t.Errorf("roles left after RevokeBatch: %v", left)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for sess.Ping(ctxT(t)) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("a revoked role's session still works")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var tableOwner string
+	if err := conn.QueryRow(ctxT(t), "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)", table).Scan(&tableOwner); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		t.Fatal(err)
+	} else if err == nil && tableOwner != "postgres" {
+		t.Errorf("table %s owned by %q after RevokeBatch; want the admin", table, tableOwner)
+	}
+}
