@@ -449,13 +449,7 @@ func TestRevokeOwnedObjects(t *testing.T) {
 	if err := c.Revoke(ctxT(t), mayfly.RevokeRequest{LeaseID: "lse_own", Username: name}); err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Ping(ctxT(t)) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("the role's session still works after Revoke")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sessionEnds(t, s)
 	if err := conn.QueryRow(ctxT(t), "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
@@ -473,6 +467,19 @@ func TestRevokeOwnedObjects(t *testing.T) {
 		case owner != "postgres":
 			t.Errorf("%s: table %s is owned by %q after Revoke; want the admin", db, table, owner)
 		}
+	}
+}
+
+// sessionEnds fails the test unless session s of a revoked role stops
+// working within 5 s.
+func sessionEnds(t *testing.T, s *pgx.Conn) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Ping(ctxT(t)) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("a revoked role's session still works")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -727,7 +734,6 @@ func TestRevokeBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(context.Background())
-	sess := &session{s}
 	// The owner in the middle, so that both halves of the first split are
 	// tried as batches.
 	reqs = slices.Insert(reqs, 7, mayfly.RevokeRequest{LeaseID: "lse_bo", Username: owner})
@@ -758,13 +764,7 @@ func TestRevokeBatch(t *testing.T) {
 	if len(left) != 0 {
 		t.Errorf("roles left after RevokeBatch: %v", left)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for sess.Ping(ctxT(t)) == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("a revoked role's session still works")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sessionEnds(t, s)
 	var tableOwner string
 	if err := conn.QueryRow(ctxT(t), "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)", table).Scan(&tableOwner); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		t.Fatal(err)
