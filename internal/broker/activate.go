@@ -1,0 +1,352 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/policy"
+)
+
+// Activation is the result of Activate: the lease and its credential,
+// shown once.
+type Activation struct {
+	Lease      *mayfly.Lease
+	Credential mayfly.Credential
+}
+
+// ActivateOptions carry optional inputs to activation.
+type ActivateOptions struct {
+	// PublicKey is an SSH public key to sign instead of generating a pair.
+	PublicKey string
+	// SessionTimeout, when set, binds the lease to its client's session:
+	// without a heartbeat for this long the lease is revoked (end reason
+	// session_lost).
+	SessionTimeout time.Duration
+}
+
+// Activate creates the account for an approved request now and returns
+// the credential once. A second activation of the same request is refused.
+func (b *Broker) Activate(ctx context.Context, c Caller, requestID string, o ActivateOptions) (*Activation, error) {
+	var l *mayfly.Lease
+	var grant mayfly.Grant
+	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+		r, err := tx.GetRequest(requestID)
+		if err != nil {
+			return err
+		}
+		l, grant, err = b.intent(tx, c, r)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return b.provision(ctx, c, l, grant, o, nil)
+}
+
+// CreateAndActivate records a request and, when policy approves it at once,
+// activates it in the same transaction: one commit from request to intent.
+// On a target that can create an account in an open transaction, the
+// creation is sent while that commit runs and committed after it (see
+// mayfly.PreparedProvisioner). A request that needs approval is returned
+// pending with a nil Activation.
+func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInput, o ActivateOptions) (*mayfly.Request, policy.Decision, *Activation, error) {
+	var l *mayfly.Lease
+	var grant mayfly.Grant
+	var st *staged
+	r, d, err := b.createRequest(ctx, c, in, func(r *mayfly.Request) (func(mayfly.Tx) error, error) {
+		if r.State != mayfly.RequestApproved {
+			return nil, nil
+		}
+		var err error
+		if l, grant, err = b.newLease(c, r); err != nil {
+			return nil, err
+		}
+		r.LeaseID = l.ID
+		st = b.stage(ctx, l, grant, o)
+		return func(tx mayfly.Tx) error { return b.recordIntent(tx, c, r, l) }, nil
+	})
+	if err != nil {
+		st.abort()
+		return r, d, nil, err
+	}
+	if l == nil {
+		return r, d, nil, nil
+	}
+	a, err := b.provision(ctx, c, l, grant, o, st)
+	return r, d, a, err
+}
+
+// staged is an account creation sent to the target, uncommitted, while the
+// lease's intent is being recorded.
+type staged struct {
+	p      mayfly.PreparedProvision
+	cancel context.CancelFunc
+}
+
+// stage sends the creation of l's account in an open transaction to its
+// target, when its connector can; nil otherwise, or when it could not be
+// sent (Provision then tries after the intent is recorded, as usual).
+func (b *Broker) stage(ctx context.Context, l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions) *staged {
+	pp, ok := b.connectors[l.Target].(mayfly.PreparedProvisioner)
+	if !ok {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, b.provTO)
+	p, err := pp.PrepareProvision(pctx, provisionRequest(l, grant, o))
+	if err != nil {
+		cancel()
+		return nil
+	}
+	return &staged{p: p, cancel: cancel}
+}
+
+// abort rolls a staged creation back.
+func (st *staged) abort() {
+	if st == nil {
+		return
+	}
+	st.p.Abort()
+	st.cancel()
+}
+
+func provisionRequest(l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions) mayfly.ProvisionRequest {
+	return mayfly.ProvisionRequest{
+		LeaseID: l.ID, Username: l.Username, Grant: grant, ExpiresAt: l.ExpiresAt, PublicKey: o.PublicKey,
+	}
+}
+
+// intent checks that r can be activated by c and records the lease as
+// provisioning, with its account name, in tx: intent before action.
+func (b *Broker) intent(tx mayfly.Tx, c Caller, r *mayfly.Request) (*mayfly.Lease, mayfly.Grant, error) {
+	if r.LeaseID != "" {
+		prev, err := tx.GetLease(r.LeaseID)
+		if err != nil {
+			return nil, mayfly.Grant{}, err
+		}
+		if prev.State != mayfly.LeaseFailed {
+			return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "credentials for request %s were already issued (lease %s); they are shown only once — request access again for new ones", r.ID, prev.ID)
+		}
+	}
+	l, grant, err := b.newLease(c, r)
+	if err != nil {
+		return nil, mayfly.Grant{}, err
+	}
+	r.LeaseID = l.ID
+	if err := tx.UpdateRequest(r); err != nil {
+		return nil, mayfly.Grant{}, err
+	}
+	return l, grant, b.recordIntent(tx, c, r, l)
+}
+
+// newLease checks that c may activate r now and builds its lease, not yet
+// recorded.
+func (b *Broker) newLease(c Caller, r *mayfly.Request) (*mayfly.Lease, mayfly.Grant, error) {
+	cfg := b.cfg.Load()
+	if r.ExtendsLease != "" {
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s extends lease %s; it takes effect when approved, there is nothing to activate", r.ID, r.ExtendsLease)
+	}
+	if r.Requester != c.User {
+		if !b.canSee(c, r) {
+			return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ENOTFOUND, "request %q not found", r.ID)
+		}
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.EFORBIDDEN, "only %s, who requested %s, can activate it", r.Requester, r.ID)
+	}
+	if ok, why := b.lapsed(r, b.clock.Now()); ok {
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s has lapsed: %s; request access again", r.ID, why)
+	}
+	switch r.State {
+	case mayfly.RequestApproved:
+	case mayfly.RequestPending:
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s is still pending approval (%d of %d approvals)", r.ID, r.StepApprovals, r.ApprovalsRequired)
+	default:
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s is %s", r.ID, r.State)
+	}
+	target, ok := cfg.Targets[r.Target]
+	if !ok {
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ENOTFOUND, "target %q is no longer configured", r.Target)
+	}
+	grant, ok := target.Grants[r.Grant]
+	if !ok {
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ENOTFOUND, "target %q no longer has grant %q", r.Target, r.Grant)
+	}
+	if _, ok := b.connectors[r.Target]; !ok {
+		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "target %q has no connector", r.Target)
+	}
+	now := b.clock.Now().UTC()
+	l := &mayfly.Lease{
+		ID: NewID("lse_"), RequestID: r.ID, Requester: r.Requester, Target: r.Target, Grant: r.Grant,
+		Username: AccountName(target, r.Requester), State: mayfly.LeaseProvisioning,
+		CreatedAt: now, ExpiresAt: now.Add(r.Duration), DueAt: now.Add(b.provTO),
+	}
+	return l, grant, nil
+}
+
+// recordIntent writes a new provisioning lease and its audit event.
+func (b *Broker) recordIntent(tx mayfly.Tx, c Caller, r *mayfly.Request, l *mayfly.Lease) error {
+	if err := tx.CreateLease(l); err != nil {
+		return err
+	}
+	return b.audit(tx, c, "lease.intent", nil, l, r.Reason, map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)})
+}
+
+// provision creates the account of a lease recorded as provisioning and
+// marks it active; on failure the lease is handed to the scheduler to undo.
+// With st, the creation was staged on the target while the intent was
+// recorded: it is committed now, while the activation is recorded.
+func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions, st *staged) (*Activation, error) {
+	if b.afterIntent != nil {
+		b.afterIntent(l)
+	}
+	if st != nil {
+		if a, done, err := b.commitStaged(ctx, c, l, o, st); done {
+			return a, err
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, b.provTO)
+	res, err := b.connectors[l.Target].Provision(pctx, provisionRequest(l, grant, o))
+	cancel()
+	if err != nil {
+		return nil, b.provisionFailed(ctx, c, l, err)
+	}
+	a, err := b.activate(ctx, c, l, res.Credential, o)
+	if err != nil {
+		// The account exists but is not recorded active: the lease stays
+		// provisioning in the store and recovery undoes it.
+		return nil, err
+	}
+	return a, nil
+}
+
+// commitStaged finishes a creation staged while the intent was recorded:
+// once the target has done it, the commit is sent and the activation
+// recorded while the target commits. done is false when the creation could
+// not be staged (the account existed) and must be provisioned normally.
+func (b *Broker) commitStaged(ctx context.Context, c Caller, l *mayfly.Lease, o ActivateOptions, st *staged) (*Activation, bool, error) {
+	defer st.cancel()
+	res, err := st.p.Wait()
+	if errors.Is(err, mayfly.ErrNotStaged) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, b.provisionFailed(ctx, c, l, err)
+	}
+	committed := st.p.Commit()
+	a, aerr := b.activate(ctx, c, l, res.Credential, o)
+	if err := committed(); err != nil {
+		// The outcome is unknown: undo whatever may exist, whether or not
+		// the activation was recorded.
+		return nil, true, b.provisionFailed(ctx, c, l, err)
+	}
+	if aerr != nil {
+		// As in provision: recovery undoes the lease left provisioning.
+		return nil, true, aerr
+	}
+	return a, true, nil
+}
+
+// provisionFailed records that creating l's account failed and hands the
+// lease to the scheduler, which revokes whatever may exist and marks it
+// failed. It returns the error for the caller.
+func (b *Broker) provisionFailed(ctx context.Context, c Caller, l *mayfly.Lease, perr error) error {
+	b.log.Error("provision failed", "lease", l.ID, "target", l.Target, "err", Scrub(perr.Error()))
+	uerr := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+		l.State, l.EndReason, l.DueAt = mayfly.LeaseRevoking, mayfly.EndFailed, b.clock.Now().UTC()
+		l.LastError = Scrub(perr.Error())
+		if err := tx.UpdateLease(l); err != nil {
+			return err
+		}
+		return b.audit(tx, c, "lease.provision_failed", nil, l, l.LastError, nil)
+	})
+	b.poke()
+	if uerr != nil {
+		return fmt.Errorf("record provisioning failure of lease %s: %w", l.ID, uerr)
+	}
+	if mayfly.ErrorCode(perr) != mayfly.EINTERNAL {
+		return perr
+	}
+	return mayfly.Errorf(mayfly.EUNAVAILABLE, "could not create the account on target %q: %s", l.Target, Scrub(perr.Error()))
+}
+
+// activate records l active with cred's fingerprint and returns the
+// activation.
+func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, cred mayfly.Credential, o ActivateOptions) (*Activation, error) {
+	if cred.Username == "" {
+		cred.Username = l.Username
+	}
+	// The lease and its credential's fingerprint as they will be recorded.
+	active := *l
+	active.State, active.DueAt = mayfly.LeaseActive, l.ExpiresAt
+	data := map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)}
+	if o.SessionTimeout > 0 {
+		active.DueAt = sessionDue(l, b.clock.Now().UTC(), o.SessionTimeout)
+		data["session_bound"] = "true"
+		data["heartbeat_timeout"] = o.SessionTimeout.String()
+	}
+	if s := cred.Secrets(); len(s) > 0 {
+		active.SecretHMAC = b.HashSecret(s[0])
+		data["secret_hmac"] = active.SecretHMAC
+	}
+	err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+		if err := tx.UpdateLease(&active); err != nil {
+			return err
+		}
+		return b.audit(tx, c, "lease.activate", nil, &active, "", data)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record activation of lease %s: %w", l.ID, err)
+	}
+	b.pokeAt(active.DueAt)
+	b.committed()
+	return &Activation{Lease: &active, Credential: cred}, nil
+}
+
+// AccountName builds an account name for user from the target's template:
+// {prefix}{user}_{random}, with the user part reduced to [a-z0-9] and the
+// whole within the target kind's limit.
+func AccountName(t mayfly.Target, user string) string {
+	limit := 63
+	switch t.Kind {
+	case mayfly.KindMySQL:
+		limit = 32
+	case mayfly.KindSSH:
+		limit = 32 // Linux user names
+	}
+	var clean strings.Builder
+	for _, r := range strings.ToLower(user) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			clean.WriteRune(r)
+		}
+	}
+	u := clean.String()
+	if u == "" {
+		u = "u"
+	}
+	rnd := make([]byte, 5)
+	rand.Read(rnd)
+	random := idEncoding.EncodeToString(rnd) // 8 chars
+	tmpl := t.NameTemplate
+	if tmpl == "" {
+		tmpl = "{prefix}{user}_{random}"
+	}
+	prefix := t.Prefix
+	if prefix == "" {
+		prefix = mayfly.DefaultPrefix
+	}
+	fixed := len(strings.NewReplacer("{prefix}", prefix, "{user}", "", "{random}", random).Replace(tmpl))
+	if room := limit - fixed; len(u) > room {
+		if room < 1 {
+			room = 1
+		}
+		u = u[:room]
+	}
+	name := strings.NewReplacer("{prefix}", prefix, "{user}", u, "{random}", random).Replace(tmpl)
+	if len(name) > limit {
+		name = name[:limit]
+	}
+	return name
+}

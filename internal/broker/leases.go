@@ -1,0 +1,256 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// FindLease resolves id, a lease id or a request id, to a lease the caller
+// may act on.
+func (b *Broker) FindLease(ctx context.Context, c Caller, id string) (*mayfly.Lease, error) {
+	var l *mayfly.Lease
+	err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		if strings.HasPrefix(id, "req_") {
+			r, err := tx.GetRequest(id)
+			if err != nil {
+				return err
+			}
+			if r.LeaseID == "" {
+				return mayfly.Errorf(mayfly.ENOTFOUND, "request %s has no lease (credentials were never issued)", id)
+			}
+			id = r.LeaseID
+		}
+		var err error
+		l, err = tx.GetLease(id)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !c.Admin && l.Requester != c.User {
+		return nil, mayfly.Errorf(mayfly.ENOTFOUND, "lease %q not found", id)
+	}
+	return l, nil
+}
+
+// ListLeases returns leases the caller may see: admins all, others their own.
+func (b *Broker) ListLeases(ctx context.Context, c Caller, f mayfly.LeaseFilter) ([]*mayfly.Lease, error) {
+	if !c.Admin {
+		f.Requester = c.User
+	}
+	var out []*mayfly.Lease
+	err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		out, err = tx.ListLeases(f)
+		return err
+	})
+	if out == nil {
+		out = []*mayfly.Lease{}
+	}
+	return out, err
+}
+
+// EndLease ends a lease early: "done" by its holder (or an admin), or
+// "revoked" by an admin. The account is revoked right away; if the target
+// fails, the scheduler keeps retrying.
+func (b *Broker) EndLease(ctx context.Context, c Caller, id, endReason, note string) (*mayfly.Lease, error) {
+	// A lease whose activation is being recorded right now is given a
+	// moment to finish.
+	for wait := 0; ; wait++ {
+		l, err := b.endLease(ctx, c, id, endReason, note)
+		if err != errProvisioning {
+			return l, err
+		}
+		if wait == 200 {
+			return nil, mayfly.Errorf(mayfly.ECONFLICT, "lease %s is still being provisioned; try again in a moment", id)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+var errProvisioning = errors.New("lease is provisioning")
+
+func (b *Broker) endLease(ctx context.Context, c Caller, id, endReason, note string) (*mayfly.Lease, error) {
+	l, err := b.FindLease(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	if endReason == mayfly.EndRevoked && !c.Admin && l.Requester != c.User {
+		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "only an admin can revoke another user's lease")
+	}
+	err = b.store.Update(ctx, func(tx mayfly.Tx) error {
+		cur, err := tx.GetLease(l.ID)
+		if err != nil {
+			return err
+		}
+		l = cur
+		switch l.State {
+		case mayfly.LeaseActive:
+		case mayfly.LeaseRevoking:
+			return nil // already on its way out
+		case mayfly.LeaseProvisioning:
+			return errProvisioning
+		default:
+			return mayfly.Errorf(mayfly.ECONFLICT, "lease %s has already ended (%s, %s)", l.ID, l.State, l.EndReason)
+		}
+		l.State, l.EndReason, l.DueAt = mayfly.LeaseRevoking, endReason, b.clock.Now().UTC()
+		if err := tx.UpdateLease(l); err != nil {
+			return err
+		}
+		action := "lease.done"
+		if endReason == mayfly.EndRevoked {
+			action = "lease.revoke"
+		}
+		return b.audit(tx, c, action, nil, l, note, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if l.State == mayfly.LeaseRevoking {
+		b.RevokeNow(ctx, l)
+	}
+	return b.getLease(ctx, l.ID)
+}
+
+func (b *Broker) getLease(ctx context.Context, id string) (*mayfly.Lease, error) {
+	var l *mayfly.Lease
+	err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		l, err = tx.GetLease(id)
+		return err
+	})
+	return l, err
+}
+
+// RevokeNow attempts the revocation of a lease already marked revoking and
+// records the outcome: revoked (or failed, when undoing a provisioning), or
+// a failed attempt with the next retry time.
+func (b *Broker) RevokeNow(ctx context.Context, l *mayfly.Lease) {
+	err := b.revokeOnTarget(ctx, l)
+	if rerr := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+		return b.recordRevocation(tx, l, err)
+	}); rerr != nil {
+		b.log.Error("record revocation", "lease", l.ID, "err", rerr)
+	}
+	b.poke()
+	b.committed()
+}
+
+// revokeOnTarget calls the target's connector.
+func (b *Broker) revokeOnTarget(ctx context.Context, l *mayfly.Lease) error {
+	conn, ok := b.connectors[l.Target]
+	if !ok {
+		return fmt.Errorf("target %q has no connector (removed from the configuration?)", l.Target)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return conn.Revoke(rctx, mayfly.RevokeRequest{LeaseID: l.ID, Username: l.Username, ExpiresAt: l.ExpiresAt})
+}
+
+// recordRevocation writes the outcome of one revocation attempt in tx. l
+// carries the end reason the scheduler decided (expired, session_lost,
+// provisioning_failed) when the stored lease does not have one yet.
+func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) error {
+	cur, err := tx.GetLease(l.ID)
+	if err != nil {
+		return err
+	}
+	if !cur.State.Live() {
+		return nil // someone else finished it
+	}
+	now := b.clock.Now().UTC()
+	if cur.EndReason == "" {
+		cur.EndReason = l.EndReason
+	}
+	if cur.State == mayfly.LeaseProvisioning && cur.EndReason == "" {
+		cur.EndReason = mayfly.EndFailed
+	}
+	if cur.State == mayfly.LeaseActive && rerr != nil {
+		// The expiry (or lost session) is recorded before the failure; on
+		// success the single lease.revoked event says both (end_reason).
+		action, why := "lease.expire", "lease expired"
+		if cur.EndReason == mayfly.EndSessionLost {
+			action, why = "lease.session_lost", "no heartbeat from the client"
+		}
+		if err := b.audit(tx, System, action, nil, cur, why, map[string]string{"expires_at": cur.ExpiresAt.Format(time.RFC3339Nano)}); err != nil {
+			return err
+		}
+	}
+	if rerr != nil {
+		cur.State = mayfly.LeaseRevoking
+		cur.RevokeAttempts++
+		cur.LastError = Scrub(rerr.Error())
+		delay := Backoff(cur.RevokeAttempts, b.maxBackoff)
+		cur.DueAt = now.Add(delay)
+		*l = *cur
+		if err := tx.UpdateLease(cur); err != nil {
+			return err
+		}
+		b.log.Warn("revocation failed; will retry", "lease", cur.ID, "target", cur.Target, "attempt", cur.RevokeAttempts, "retry_in", delay.String(), "err", cur.LastError)
+		if b.hooks.Revoked != nil {
+			b.hooks.Revoked(cur, 0, rerr)
+		}
+		return b.audit(tx, System, "lease.revoke_failed", nil, cur, cur.LastError,
+			map[string]string{"attempt": fmt.Sprint(cur.RevokeAttempts), "retry_at": cur.DueAt.Format(time.RFC3339Nano)})
+	}
+	cur.State = mayfly.LeaseRevoked
+	action := "lease.revoked"
+	if cur.EndReason == mayfly.EndFailed {
+		cur.State, action = mayfly.LeaseFailed, "lease.undone"
+	}
+	cur.EndedAt, cur.LastError = now, ""
+	*l = *cur
+	if err := tx.UpdateLease(cur); err != nil {
+		return err
+	}
+	data := map[string]string{"username": cur.Username, "end_reason": cur.EndReason, "verified_absent": "true"}
+	var lag time.Duration = -1
+	if !cur.ExpiresAt.IsZero() && cur.EndReason == mayfly.EndExpired {
+		lag = now.Sub(cur.ExpiresAt)
+		data["lag"] = lag.String()
+	}
+	if b.hooks.Revoked != nil {
+		b.hooks.Revoked(cur, lag, nil)
+	}
+	return b.audit(tx, System, action, nil, cur, cur.EndReason, data)
+}
+
+// Backoff returns the delay before revocation attempt n+1: exponential from
+// 1s, capped at max, with up to 20% jitter.
+func Backoff(attempt int, max time.Duration) time.Duration {
+	d := time.Second
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	var j [2]byte
+	rand.Read(j[:])
+	jitter := time.Duration(int64(d) / 5 * int64(uint16(j[0])<<8|uint16(j[1])) / 65536)
+	return d - jitter
+}
+
+// Scrub removes what looks like a password from error text: URL userinfo
+// passwords and password=... settings.
+func Scrub(s string) string {
+	s = scrubURL.ReplaceAllString(s, "$1:[REDACTED]@")
+	s = scrubKV.ReplaceAllString(s, "${1}[REDACTED]")
+	return s
+}
+
+var (
+	scrubURL = regexp.MustCompile(`(://[^:/@\s]+):[^@\s]*@`)
+	scrubKV  = regexp.MustCompile(`(?i)((?:password|passwd|pwd)\s*[=:]\s*)\S+`)
+)
