@@ -54,6 +54,9 @@ const (
 	// EndSessionLost: a session-bound lease (mayfly connect) stopped
 	// receiving its client's heartbeats.
 	EndSessionLost = "session_lost"
+	// EndUserRemoved: its holder was removed from the configuration and
+	// the configuration reloaded.
+	EndUserRemoved = "user_removed"
 )
 
 // Request is a person's ask for access: target/grant, reason, duration.
@@ -90,6 +93,8 @@ type Request struct {
 	// ExtendsLease, when set, makes this an extension of that lease:
 	// approving it lengthens the lease by Duration instead of creating one.
 	ExtendsLease string `json:"extends_lease,omitempty"`
+	// BreakGlass marks emergency access taken without approval.
+	BreakGlass bool `json:"break_glass"`
 }
 
 // ApprovalStep is one stage of approval: N distinct approvers from groups.
@@ -212,6 +217,10 @@ type Account struct {
 	Superuser bool `json:"superuser"`
 	// Privileges describes what the account can do, where known.
 	Privileges []string `json:"privileges,omitempty"`
+	// Marked is true when the account carries the mark of this Mayfly
+	// installation (see Target.InstanceKeyEnv): it was made by this broker,
+	// whatever its store remembers.
+	Marked bool `json:"marked,omitempty"`
 }
 
 // Connector creates and removes ephemeral accounts on one target.

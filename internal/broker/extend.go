@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -18,6 +19,12 @@ import (
 func (b *Broker) Extend(ctx context.Context, c Caller, id string, d time.Duration, reason string) (*mayfly.Lease, *mayfly.Request, error) {
 	if d < policy.MinDuration {
 		return nil, nil, mayfly.Errorf(mayfly.EINVALID, "extension %s is under the minimum of %s", d, policy.MinDuration)
+	}
+	if len(reason) > MaxReasonLen {
+		return nil, nil, mayfly.Errorf(mayfly.EINVALID, "reason is longer than %d bytes", MaxReasonLen)
+	}
+	if err := CheckText("reason", reason); err != nil {
+		return nil, nil, err
 	}
 	l, err := b.FindLease(ctx, c, id)
 	if err != nil {
@@ -112,6 +119,35 @@ func (b *Broker) applyExtension(ctx context.Context, c Caller, leaseID string, d
 	return l, nil
 }
 
+// endExtensions cancels the pending extension requests of lease leaseID,
+// inside tx, because the lease has ended (why says how): there is nothing
+// left for them to extend. It must run in the transaction of every
+// transition that takes a lease out of active.
+func (b *Broker) endExtensions(tx mayfly.Tx, c Caller, leaseID, why string) error {
+	rs, err := tx.ListRequests(mayfly.RequestFilter{States: []mayfly.RequestState{mayfly.RequestPending}, Open: true})
+	if err != nil {
+		return fmt.Errorf("end extensions of lease %s: %w", leaseID, err)
+	}
+	now := b.clock.Now().UTC()
+	for _, r := range rs {
+		if r.ExtendsLease != leaseID || r.State != mayfly.RequestPending {
+			continue
+		}
+		r.State = mayfly.RequestCancelled
+		r.Decider, r.DecisionReason, r.DecidedAt = c.User, why, now
+		if r.Decider == "" {
+			r.Decider = System.User
+		}
+		if err := tx.UpdateRequest(r); err != nil {
+			return fmt.Errorf("end extension request %s: %w", r.ID, err)
+		}
+		if err := b.audit(tx, c, "request.cancel", r, nil, why, map[string]string{"extends_lease": leaseID}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func deref(s *string) string {
 	if s == nil {
 		return ""
@@ -134,6 +170,9 @@ func (b *Broker) Review(ctx context.Context, c Caller, id, note string) error {
 	}
 	if strings.TrimSpace(note) == "" {
 		return mayfly.Errorf(mayfly.EINVALID, "a review needs a note (--note)")
+	}
+	if err := CheckText("note", note); err != nil {
+		return err
 	}
 	err = b.store.Update(ctx, func(tx mayfly.Tx) error {
 		return b.audit(tx, c, "lease.review", nil, l, note, nil)

@@ -22,6 +22,28 @@ type RequestView struct {
 	*mayfly.Request
 	Duration        string  `json:"duration"`
 	DurationSeconds float64 `json:"duration_seconds"`
+	// Kind says what the request is for: "access" (a new lease),
+	// "extension" (of lease extends_lease) or "break_glass" (emergency
+	// access taken without approval).
+	Kind string `json:"kind"`
+}
+
+// Request kinds.
+const (
+	KindAccess     = "access"
+	KindExtension  = "extension"
+	KindBreakGlass = "break_glass"
+)
+
+// RequestKind returns the kind of r.
+func RequestKind(r *mayfly.Request) string {
+	switch {
+	case r.ExtendsLease != "":
+		return KindExtension
+	case r.BreakGlass:
+		return KindBreakGlass
+	}
+	return KindAccess
 }
 
 func requestView(r *mayfly.Request) RequestView {
@@ -34,7 +56,7 @@ func requestView(r *mayfly.Request) RequestView {
 	if r.Steps == nil {
 		r.Steps = []mayfly.ApprovalStep{}
 	}
-	return RequestView{Request: r, Duration: r.Duration.String(), DurationSeconds: r.Duration.Seconds()}
+	return RequestView{Request: r, Duration: r.Duration.String(), DurationSeconds: r.Duration.Seconds(), Kind: RequestKind(r)}
 }
 
 // LeaseView is a lease as the API shows it; ended_at and end_reason are
@@ -43,6 +65,38 @@ type LeaseView struct {
 	*mayfly.Lease
 	EndedAt   *time.Time `json:"ended_at"`
 	EndReason string     `json:"end_reason"`
+	// BreakGlass marks a lease of break-glass access.
+	BreakGlass bool `json:"break_glass"`
+}
+
+// markBreakGlass sets BreakGlass on the views whose request was
+// break-glass access.
+func (s *server) markBreakGlass(ctx context.Context, vs []LeaseView) error {
+	if len(vs) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(vs))
+	for _, v := range vs {
+		ids = append(ids, v.RequestID)
+	}
+	bg := map[string]bool{}
+	err := s.Broker.Store().View(ctx, func(tx mayfly.Tx) error {
+		rs, err := tx.ListRequests(mayfly.RequestFilter{IDs: ids})
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			bg[r.ID] = r.BreakGlass
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := range vs {
+		vs[i].BreakGlass = bg[vs[i].RequestID]
+	}
+	return nil
 }
 
 func leaseView(l *mayfly.Lease) LeaseView {
@@ -248,6 +302,20 @@ func (s *server) handleDeny() http.Handler {
 	})
 }
 
+func (s *server) handleCancel() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		var body DecisionBody
+		if err := optionalBody(r, &body); err != nil {
+			return 0, nil, err
+		}
+		req, err := s.Broker.Cancel(r.Context(), callerFrom(r), r.PathValue("id"), body.Reason)
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, requestView(req), nil
+	})
+}
+
 // ActivateBody is the optional body of POST /v1/requests/{id}/activate.
 type ActivateBody struct {
 	PublicKey        string `json:"public_key"`
@@ -276,6 +344,9 @@ func (s *server) handleEnd(reason string) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 		var body DecisionBody
 		if err := optionalBody(r, &body); err != nil {
+			return 0, nil, err
+		}
+		if err := broker.CheckText("reason", body.Reason); err != nil {
 			return 0, nil, err
 		}
 		l, err := s.Broker.EndLease(r.Context(), callerFrom(r), r.PathValue("id"), reason, body.Reason)
@@ -315,7 +386,11 @@ func (s *server) handleListLeases() http.Handler {
 		if err != nil {
 			return 0, nil, err
 		}
-		return 200, views(ls, leaseView), nil
+		vs := views(ls, leaseView)
+		if err := s.markBreakGlass(r.Context(), vs); err != nil {
+			return 0, nil, err
+		}
+		return 200, vs, nil
 	})
 }
 
@@ -325,7 +400,11 @@ func (s *server) handleGetLease() http.Handler {
 		if err != nil {
 			return 0, nil, err
 		}
-		return 200, leaseView(l), nil
+		vs := []LeaseView{leaseView(l)}
+		if err := s.markBreakGlass(r.Context(), vs); err != nil {
+			return 0, nil, err
+		}
+		return 200, vs[0], nil
 	})
 }
 

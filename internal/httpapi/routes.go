@@ -24,7 +24,7 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("GET /v1/requests/{id}", a(s.handleGetRequest()))
 	mux.Handle("POST /v1/requests/{id}/approve", a(s.handleApprove()))
 	mux.Handle("POST /v1/requests/{id}/deny", a(s.handleDeny()))
-	mux.Handle("POST /v1/requests/{id}/cancel", a(s.handleDeny()))
+	mux.Handle("POST /v1/requests/{id}/cancel", a(s.handleCancel()))
 	mux.Handle("POST /v1/requests/{id}/activate", a(s.handleActivate()))
 	mux.Handle("POST /v1/requests/{id}/done", a(s.handleEnd("done")))
 	mux.Handle("GET /v1/leases", a(s.handleListLeases()))

@@ -153,6 +153,25 @@ func (w *where) String() string {
 	return " WHERE " + strings.Join(w.conds, " AND ")
 }
 
+// addAfter keeps the rows after c in the (created_at, id) order, as a row
+// value comparison that an index on (created_at, id) serves. Rows without
+// a creation time (NULL) sort first.
+func addAfter(w *where, what string, c mayfly.PageCursor) error {
+	if c.IsZero() {
+		return nil
+	}
+	at, err := timeArg(what+" cursor", c.CreatedAt)
+	if err != nil {
+		return err
+	}
+	if at == nil {
+		w.add("(created_at IS NOT NULL OR id > ?)", c.ID)
+		return nil
+	}
+	w.add("(created_at, id) > (?, ?)", at, c.ID)
+	return nil
+}
+
 func (w *where) limit(n int) string {
 	if n <= 0 {
 		return ""
@@ -165,7 +184,7 @@ func (w *where) limit(n int) string {
 
 const requestCols = `id, requester, target, grant_name, created_at, reason, duration_ns, state, policy,
 	approvals_required, approver_groups, steps, step, step_approvals, approvers, decider, decision_reason,
-	decided_at, lease_id, extends_lease`
+	decided_at, lease_id, extends_lease, break_glass`
 
 // requestFixed is how many leading columns of requestCols never change
 // after creation.
@@ -194,7 +213,7 @@ func requestArgs(r *mayfly.Request) ([]any, error) {
 	}
 	return []any{r.ID, r.Requester, r.Target, r.Grant, created, r.Reason, int64(r.Duration), string(r.State), r.Policy,
 		r.ApprovalsRequired, groups, steps, r.Step, r.StepApprovals, approvers, r.Decider, r.DecisionReason,
-		decided, r.LeaseID, r.ExtendsLease}, nil
+		decided, r.LeaseID, r.ExtendsLease, r.BreakGlass}, nil
 }
 
 func scanRequest(rows *sql.Rows) (*mayfly.Request, error) {
@@ -207,7 +226,7 @@ func scanRequest(rows *sql.Rows) (*mayfly.Request, error) {
 	)
 	if err := rows.Scan(&r.ID, &r.Requester, &r.Target, &r.Grant, &created, &r.Reason, &dur, &state, &r.Policy,
 		&r.ApprovalsRequired, &groups, &steps, &r.Step, &r.StepApprovals, &approvers, &r.Decider, &r.DecisionReason,
-		&decided, &r.LeaseID, &r.ExtendsLease); err != nil {
+		&decided, &r.LeaseID, &r.ExtendsLease, &r.BreakGlass); err != nil {
 		return nil, err
 	}
 	r.Duration, r.State = time.Duration(dur), mayfly.RequestState(state)
@@ -231,7 +250,7 @@ func (t *tx) CreateRequest(r *mayfly.Request) error {
 		return err
 	}
 	res, err := t.exec(`INSERT INTO requests (`+requestCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, args...)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`, args...)
 	if err != nil {
 		return fmt.Errorf("create request %s: %w", r.ID, err)
 	}
@@ -254,7 +273,7 @@ func (t *tx) UpdateRequest(r *mayfly.Request) error {
 	args = append(args[requestFixed:], r.ID)
 	res, err := t.exec(`UPDATE requests SET reason = ?, duration_ns = ?, state = ?, policy = ?,
 		approvals_required = ?, approver_groups = ?, steps = ?, step = ?, step_approvals = ?, approvers = ?,
-		decider = ?, decision_reason = ?, decided_at = ?, lease_id = ?, extends_lease = ? WHERE id = ?`, args...)
+		decider = ?, decision_reason = ?, decided_at = ?, lease_id = ?, extends_lease = ?, break_glass = ? WHERE id = ?`, args...)
 	if err != nil {
 		return fmt.Errorf("update request %s: %w", r.ID, err)
 	}
@@ -281,6 +300,19 @@ func (t *tx) GetRequest(id string) (*mayfly.Request, error) {
 // ListRequests returns the requests matching f, oldest first (by creation
 // time, then id); with a Limit, the first Limit of them.
 func (t *tx) ListRequests(f mayfly.RequestFilter) ([]*mayfly.Request, error) {
+	q, args, err := requestsQuery(f)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := t.listRequests(q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	return rs, nil
+}
+
+// requestsQuery is the query of ListRequests.
+func requestsQuery(f mayfly.RequestFilter) (string, []any, error) {
 	var w where
 	addIn(&w, "id", f.IDs)
 	if f.Requester != "" {
@@ -292,12 +324,26 @@ func (t *tx) ListRequests(f mayfly.RequestFilter) ([]*mayfly.Request, error) {
 		// the planner can use it.
 		w.conds = append(w.conds, "(state = 'pending' OR (state = 'approved' AND lease_id = ''))")
 	}
-	q := "SELECT " + requestCols + " FROM requests" + w.String() + " ORDER BY created_at, id" + w.limit(f.Limit)
-	rs, err := t.listRequests(q, w.args...)
-	if err != nil {
-		return nil, fmt.Errorf("list requests: %w", err)
+	if f.Viewer != "" {
+		if len(f.ViewerGroups) == 0 {
+			// Only their own: the requests_requester index.
+			w.add("requester = ?", f.Viewer)
+		} else {
+			// What broker.canSee allows a non-admin, in the query, so a
+			// limit counts only what the viewer may see.
+			groups := make([]any, 0, len(f.ViewerGroups))
+			for _, g := range f.ViewerGroups {
+				groups = append(groups, g)
+			}
+			w.add("(requester = ? OR (requester <> ? AND EXISTS (SELECT 1 FROM json_each(requests.approver_groups) AS g WHERE g.value IN ("+
+				placeholders(len(groups))+"))))", append([]any{f.Viewer, f.Viewer}, groups...)...)
+		}
 	}
-	return rs, nil
+	if err := addAfter(&w, "request", f.After); err != nil {
+		return "", nil, err
+	}
+	q := "SELECT " + requestCols + " FROM requests" + w.String() + " ORDER BY created_at, id" + w.limit(f.Limit)
+	return q, w.args, nil
 }
 
 func (t *tx) listRequests(q string, args ...any) ([]*mayfly.Request, error) {
@@ -413,6 +459,19 @@ func (t *tx) GetLease(id string) (*mayfly.Lease, error) {
 // ListLeases returns the leases matching f, oldest first (by creation
 // time, then id); with a Limit, the first Limit of them.
 func (t *tx) ListLeases(f mayfly.LeaseFilter) ([]*mayfly.Lease, error) {
+	q, args, err := leasesQuery(f)
+	if err != nil {
+		return nil, err
+	}
+	ls, err := t.listLeases(q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list leases: %w", err)
+	}
+	return ls, nil
+}
+
+// leasesQuery is the query of ListLeases.
+func leasesQuery(f mayfly.LeaseFilter) (string, []any, error) {
 	var w where
 	addIn(&w, "id", f.IDs)
 	if f.RequestID != "" {
@@ -428,12 +487,11 @@ func (t *tx) ListLeases(f mayfly.LeaseFilter) ([]*mayfly.Lease, error) {
 		w.add("username = ?", f.Username)
 	}
 	addIn(&w, "state", f.States)
-	q := "SELECT " + leaseCols + " FROM leases" + w.String() + " ORDER BY created_at, id" + w.limit(f.Limit)
-	ls, err := t.listLeases(q, w.args...)
-	if err != nil {
-		return nil, fmt.Errorf("list leases: %w", err)
+	if err := addAfter(&w, "lease", f.After); err != nil {
+		return "", nil, err
 	}
-	return ls, nil
+	q := "SELECT " + leaseCols + " FROM leases" + w.String() + " ORDER BY created_at, id" + w.limit(f.Limit)
+	return q, w.args, nil
 }
 
 func (t *tx) listLeases(q string, args ...any) ([]*mayfly.Lease, error) {
@@ -528,9 +586,15 @@ func (t *tx) NextDue(states []mayfly.LeaseState) (time.Time, bool, error) {
 	return timeOf(best), true, nil
 }
 
+// countLeasesQuery reads the lease_counts table the triggers of migration
+// 6 keep, not the leases.
+const countLeasesQuery = "SELECT state, SUM(n) FROM lease_counts GROUP BY state HAVING SUM(n) > 0"
+
 // CountLeases counts leases by state; states without leases are absent.
+// It reads the counts kept as leases change, a few rows whatever the
+// number of leases.
 func (t *tx) CountLeases() (map[mayfly.LeaseState]int, error) {
-	rows, err := t.query("SELECT state, COUNT(*) FROM leases GROUP BY state")
+	rows, err := t.query(countLeasesQuery)
 	if err != nil {
 		return nil, fmt.Errorf("count leases: %w", err)
 	}
@@ -593,9 +657,43 @@ func (t *tx) AppendAudit(e *mayfly.AuditEvent) error {
 	return nil
 }
 
-// ListAudit returns the events matching f in sequence order. Since is
-// inclusive and Until exclusive.
+// ListAudit returns the events matching f in sequence order (newest first
+// with f.Newest). Since is inclusive and Until exclusive.
 func (t *tx) ListAudit(f mayfly.AuditFilter) ([]*mayfly.AuditEvent, error) {
+	q, args, err := auditQuery(f)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	defer rows.Close()
+	var out []*mayfly.AuditEvent
+	for rows.Next() {
+		var (
+			e    mayfly.AuditEvent
+			at   sql.NullInt64
+			data sql.NullString
+		)
+		if err := rows.Scan(&e.Seq, &at, &e.Actor, &e.Action, &e.Subject, &e.Target, &e.RequestID, &e.LeaseID,
+			&e.Reason, &e.Source, &data, &e.PrevHash, &e.Hash); err != nil {
+			return nil, fmt.Errorf("list audit: %w", err)
+		}
+		e.Time = timeOf(at)
+		if err := jsonOf(data, &e.Data); err != nil {
+			return nil, fmt.Errorf("list audit: event %d: data: %w", e.Seq, err)
+		}
+		out = append(out, &e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return out, nil
+}
+
+// auditQuery is the query of ListAudit.
+func auditQuery(f mayfly.AuditFilter) (string, []any, error) {
 	var w where
 	if f.AfterSeq > 0 {
 		w.add("seq > ?", f.AfterSeq)
@@ -622,44 +720,26 @@ func (t *tx) ListAudit(f mayfly.AuditFilter) ([]*mayfly.AuditEvent, error) {
 	if !f.Since.IsZero() {
 		v, err := timeArg("since", f.Since)
 		if err != nil {
-			return nil, err
+			return "", nil, err
 		}
 		w.add("time >= ?", v)
 	}
 	if !f.Until.IsZero() {
 		v, err := timeArg("until", f.Until)
 		if err != nil {
-			return nil, err
+			return "", nil, err
 		}
 		w.add("time < ?", v)
 	}
-	q := "SELECT " + auditCols + " FROM audit_events" + w.String() + " ORDER BY seq" + w.limit(f.Limit)
-	rows, err := t.query(q, w.args...)
-	if err != nil {
-		return nil, fmt.Errorf("list audit: %w", err)
+	if f.Involving != "" {
+		w.add("(actor = ? OR (request_id <> '' AND request_id IN (SELECT id FROM requests WHERE requester = ?)))", f.Involving, f.Involving)
 	}
-	defer rows.Close()
-	var out []*mayfly.AuditEvent
-	for rows.Next() {
-		var (
-			e    mayfly.AuditEvent
-			at   sql.NullInt64
-			data sql.NullString
-		)
-		if err := rows.Scan(&e.Seq, &at, &e.Actor, &e.Action, &e.Subject, &e.Target, &e.RequestID, &e.LeaseID,
-			&e.Reason, &e.Source, &data, &e.PrevHash, &e.Hash); err != nil {
-			return nil, fmt.Errorf("list audit: %w", err)
-		}
-		e.Time = timeOf(at)
-		if err := jsonOf(data, &e.Data); err != nil {
-			return nil, fmt.Errorf("list audit: event %d: data: %w", e.Seq, err)
-		}
-		out = append(out, &e)
+	order := " ORDER BY seq"
+	if f.Newest {
+		order += " DESC"
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list audit: %w", err)
-	}
-	return out, nil
+	q := "SELECT " + auditCols + " FROM audit_events" + w.String() + order + w.limit(f.Limit)
+	return q, w.args, nil
 }
 
 // Users and settings.
