@@ -272,7 +272,11 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		if err == nil {
 			var nb *broker.Config
 			if nb, err = brokerConfig(nc); err == nil {
-				b.SetConfig(keepConnectedTargets(nb, conns.all, log))
+				if n, err := b.Reconfigure(ctx, keepConnectedTargets(nb, conns.all, log)); err != nil {
+					log.Error("configuration reload: ending removed users' leases", "err", err)
+				} else if n > 0 {
+					log.Info("configuration reload ended the leases of removed users", "leases", n)
+				}
 				auth.load(nc)
 				dir.load(nc)
 				log.Info("configuration reloaded", "path", path)

@@ -63,7 +63,7 @@ func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInpu
 			return nil, nil
 		}
 		var err error
-		if l, grant, err = b.newLease(c, r); err != nil {
+		if l, grant, err = b.newLease(c, r, false); err != nil {
 			return nil, err
 		}
 		r.LeaseID = l.ID
@@ -96,7 +96,7 @@ func (b *Broker) stage(ctx context.Context, l *mayfly.Lease, grant mayfly.Grant,
 	if !ok {
 		return nil
 	}
-	pctx, cancel := context.WithTimeout(ctx, b.provTO)
+	pctx, cancel := context.WithTimeout(ctx, b.provisionTimeout())
 	p, err := pp.PrepareProvision(pctx, provisionRequest(l, grant, o))
 	if err != nil {
 		cancel()
@@ -132,7 +132,7 @@ func (b *Broker) intent(tx mayfly.Tx, c Caller, r *mayfly.Request) (*mayfly.Leas
 			return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "credentials for request %s were already issued (lease %s); they are shown only once — request access again for new ones", r.ID, prev.ID)
 		}
 	}
-	l, grant, err := b.newLease(c, r)
+	l, grant, err := b.newLease(c, r, true)
 	if err != nil {
 		return nil, mayfly.Grant{}, err
 	}
@@ -144,8 +144,9 @@ func (b *Broker) intent(tx mayfly.Tx, c Caller, r *mayfly.Request) (*mayfly.Leas
 }
 
 // newLease checks that c may activate r now and builds its lease, not yet
-// recorded.
-func (b *Broker) newLease(c Caller, r *mayfly.Request) (*mayfly.Lease, mayfly.Grant, error) {
+// recorded. recheck asks for the policy to be decided again (an activation
+// after an approval, which a reload or a group change may have overtaken).
+func (b *Broker) newLease(c Caller, r *mayfly.Request, recheck bool) (*mayfly.Lease, mayfly.Grant, error) {
 	cfg := b.cfg.Load()
 	if r.ExtendsLease != "" {
 		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.ECONFLICT, "request %s extends lease %s; it takes effect when approved, there is nothing to activate", r.ID, r.ExtendsLease)
@@ -177,6 +178,11 @@ func (b *Broker) newLease(c Caller, r *mayfly.Request) (*mayfly.Lease, mayfly.Gr
 	if _, ok := b.connectors[r.Target]; !ok {
 		return nil, mayfly.Grant{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "target %q has no connector", r.Target)
 	}
+	if recheck {
+		if err := b.stillAllowed(cfg, c, r); err != nil {
+			return nil, mayfly.Grant{}, err
+		}
+	}
 	now := b.clock.Now().UTC()
 	l := &mayfly.Lease{
 		ID: NewID("lse_"), RequestID: r.ID, Requester: r.Requester, Target: r.Target, Grant: r.Grant,
@@ -186,8 +192,54 @@ func (b *Broker) newLease(c Caller, r *mayfly.Request) (*mayfly.Lease, mayfly.Gr
 	return l, grant, nil
 }
 
+// stillAllowed re-checks, at activation, that the policy which approved r
+// still exists and still allows it for c as c is now (groups, duration,
+// time of day): an approval does not outlive a reload that removed its
+// policy, nor the requester leaving the groups it named. A request decided
+// in the same call (CreateAndActivate) is not checked twice.
+func (b *Broker) stillAllowed(cfg *Config, c Caller, r *mayfly.Request) error {
+	if r.Policy == "" || cfg.Policies == nil {
+		return nil
+	}
+	in := policy.Input{
+		User: c.User, Groups: c.Groups, Target: r.Target, Grant: r.Grant, Duration: r.Duration,
+		Reason: r.Reason, Now: b.clock.Now(), Explain: true,
+	}
+	found := false
+	var why string
+	for _, breakGlass := range []bool{false, true} {
+		in.BreakGlass = breakGlass
+		d := cfg.Policies.Decide(in)
+		for _, p := range d.Considered {
+			if p.Name != r.Policy {
+				continue
+			}
+			found = true
+			if p.Matched {
+				return nil
+			}
+			if why == "" {
+				why = p.Why
+			}
+		}
+	}
+	if !found {
+		return mayfly.Errorf(mayfly.EFORBIDDEN, "request %s was approved under policy %q, which is no longer configured; request access again", r.ID, r.Policy)
+	}
+	return mayfly.Errorf(mayfly.EFORBIDDEN, "request %s was approved under policy %q, which no longer allows it: %s; request access again", r.ID, r.Policy, why)
+}
+
 // recordIntent writes a new provisioning lease and its audit event.
+// The requester's status is read in the same transaction, so an intent
+// never follows a committed suspension (which would miss the lease).
 func (b *Broker) recordIntent(tx mayfly.Tx, c Caller, r *mayfly.Request, l *mayfly.Lease) error {
+	st, err := tx.GetUserStatus(r.Requester)
+	if err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+		return err
+	}
+	if st == UserSuspended || st == UserDeprovisioned {
+		return mayfly.Errorf(mayfly.EFORBIDDEN, "user %s is %s; no access can be activated", r.Requester, st)
+	}
 	if err := tx.CreateLease(l); err != nil {
 		return err
 	}
@@ -207,7 +259,7 @@ func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant
 			return a, err
 		}
 	}
-	pctx, cancel := context.WithTimeout(ctx, b.provTO)
+	pctx, cancel := context.WithTimeout(ctx, b.provisionTimeout())
 	res, err := b.connectors[l.Target].Provision(pctx, provisionRequest(l, grant, o))
 	cancel()
 	if err != nil {
@@ -215,12 +267,19 @@ func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant
 	}
 	a, err := b.activate(ctx, c, l, res.Credential, o)
 	if err != nil {
-		// The account exists but is not recorded active: the lease stays
-		// provisioning in the store and recovery undoes it.
+		// The account exists but is not recorded active: either the lease
+		// ended meanwhile (activate undid the account), or the store failed
+		// and the lease stays provisioning, which the scheduler undoes at
+		// its deadline and recovery at start-up.
 		return nil, err
 	}
 	return a, nil
 }
+
+// provisionTimeout bounds one creation on a target. It ends before the
+// lease's provisioning deadline (its DueAt, provTO after the intent), when
+// the scheduler takes the lease over, so the two never overlap.
+func (b *Broker) provisionTimeout() time.Duration { return b.provTO * 9 / 10 }
 
 // commitStaged finishes a creation staged while the intent was recorded:
 // once the target has done it, the commit is sent and the activation
@@ -243,7 +302,8 @@ func (b *Broker) commitStaged(ctx context.Context, c Caller, l *mayfly.Lease, o 
 		return nil, true, b.provisionFailed(ctx, c, l, err)
 	}
 	if aerr != nil {
-		// As in provision: recovery undoes the lease left provisioning.
+		// As in provision: the account was undone, or the lease stays
+		// provisioning for the scheduler and recovery to undo.
 		return nil, true, aerr
 	}
 	return a, true, nil
@@ -252,15 +312,36 @@ func (b *Broker) commitStaged(ctx context.Context, c Caller, l *mayfly.Lease, o 
 // provisionFailed records that creating l's account failed and hands the
 // lease to the scheduler, which revokes whatever may exist and marks it
 // failed. It returns the error for the caller.
+//
+// It is a compare-and-set: only a lease still provisioning becomes revoking
+// (provisioning_failed). A lease that something else ended meanwhile (a
+// suspension, revoke or done) keeps its state and end reason; it is only
+// made due now, since its activation is over.
 func (b *Broker) provisionFailed(ctx context.Context, c Caller, l *mayfly.Lease, perr error) error {
 	b.log.Error("provision failed", "lease", l.ID, "target", l.Target, "err", Scrub(perr.Error()))
 	uerr := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
-		l.State, l.EndReason, l.DueAt = mayfly.LeaseRevoking, mayfly.EndFailed, b.clock.Now().UTC()
-		l.LastError = Scrub(perr.Error())
-		if err := tx.UpdateLease(l); err != nil {
+		cur, err := tx.GetLease(l.ID)
+		if err != nil {
 			return err
 		}
-		return b.audit(tx, c, "lease.provision_failed", nil, l, l.LastError, nil)
+		now := b.clock.Now().UTC()
+		switch cur.State {
+		case mayfly.LeaseProvisioning:
+			cur.State, cur.EndReason, cur.DueAt = mayfly.LeaseRevoking, mayfly.EndFailed, now
+		case mayfly.LeaseRevoking:
+			if !cur.DueAt.After(now) {
+				return nil
+			}
+			cur.DueAt = now
+		default:
+			return nil // already ended; nothing of this activation is left
+		}
+		cur.LastError = Scrub(perr.Error())
+		if err := tx.UpdateLease(cur); err != nil {
+			return err
+		}
+		*l = *cur
+		return b.audit(tx, c, "lease.provision_failed", nil, cur, cur.LastError, nil)
 	})
 	b.poke()
 	if uerr != nil {
@@ -278,31 +359,79 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, cred m
 	if cred.Username == "" {
 		cred.Username = l.Username
 	}
-	// The lease and its credential's fingerprint as they will be recorded.
-	active := *l
-	active.State, active.DueAt = mayfly.LeaseActive, l.ExpiresAt
 	data := map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)}
 	if o.SessionTimeout > 0 {
-		active.DueAt = sessionDue(l, b.clock.Now().UTC(), o.SessionTimeout)
 		data["session_bound"] = "true"
 		data["heartbeat_timeout"] = o.SessionTimeout.String()
 	}
+	var secretHMAC string
 	if s := cred.Secrets(); len(s) > 0 {
-		active.SecretHMAC = b.HashSecret(s[0])
-		data["secret_hmac"] = active.SecretHMAC
+		secretHMAC = b.HashSecret(s[0])
+		data["secret_hmac"] = secretHMAC
 	}
+	// Compare-and-set: the lease becomes active only if it is still
+	// provisioning. A suspension, revoke or done that reached it meanwhile
+	// wins, and the account just made is undone.
+	var active, ended *mayfly.Lease
 	err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
-		if err := tx.UpdateLease(&active); err != nil {
+		active, ended = nil, nil
+		cur, err := tx.GetLease(l.ID)
+		if err != nil {
 			return err
 		}
-		return b.audit(tx, c, "lease.activate", nil, &active, "", data)
+		if cur.State != mayfly.LeaseProvisioning {
+			ended = cur
+			return nil
+		}
+		cur.State, cur.DueAt, cur.SecretHMAC = mayfly.LeaseActive, cur.ExpiresAt, secretHMAC
+		if o.SessionTimeout > 0 {
+			cur.DueAt = sessionDue(cur, b.clock.Now().UTC(), o.SessionTimeout)
+		}
+		if err := tx.UpdateLease(cur); err != nil {
+			return err
+		}
+		active = cur
+		return b.audit(tx, c, "lease.activate", nil, cur, "", data)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record activation of lease %s: %w", l.ID, err)
 	}
+	if ended != nil {
+		b.undoEnded(ctx, ended)
+		return nil, mayfly.Errorf(mayfly.ECONFLICT, "lease %s was ended (%s) while its account was being created; the account was removed and no credential is issued",
+			l.ID, orUnknown(ended.EndReason))
+	}
 	b.pokeAt(active.DueAt)
 	b.committed()
-	return &Activation{Lease: &active, Credential: cred}, nil
+	return &Activation{Lease: active, Credential: cred}, nil
+}
+
+// undoEnded removes the account just created for a lease that something
+// else ended while it was being created. A lease still revoking is revoked
+// now, recorded as usual (and retried by the scheduler if the target
+// fails). A lease already recorded as ended was revoked before this account
+// existed: the account is removed directly, and if that fails it is
+// alerted on and left to the reconciler, which recognises the name as one
+// this broker issued with no live lease.
+func (b *Broker) undoEnded(ctx context.Context, l *mayfly.Lease) {
+	ctx = context.WithoutCancel(ctx)
+	if l.State == mayfly.LeaseRevoking {
+		l.DueAt = b.clock.Now().UTC()
+		b.RevokeNow(ctx, l)
+		return
+	}
+	if err := b.revokeOnTarget(ctx, l); err != nil {
+		b.Alert(ctx, "alert.undo_failed", l.Target, l.ID,
+			fmt.Sprintf("account %s of ended lease %s could not be removed", l.Username, l.ID),
+			Scrub(err.Error()), "run mayfly reconcile "+l.Target+" once the target is reachable")
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 // AccountName builds an account name for user from the target's template:

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -59,29 +58,14 @@ func (b *Broker) ListLeases(ctx context.Context, c Caller, f mayfly.LeaseFilter)
 
 // EndLease ends a lease early: "done" by its holder (or an admin), or
 // "revoked" by an admin. The account is revoked right away; if the target
-// fails, the scheduler keeps retrying.
+// fails, the scheduler keeps retrying. A lease whose account is being
+// created right now is marked revoking at once and its activation, which
+// owns it until its provisioning deadline, undoes the account instead of
+// issuing the credential: the end always wins over the activation.
+//
+// The revocation is detached from ctx: a client that goes away does not
+// interrupt it.
 func (b *Broker) EndLease(ctx context.Context, c Caller, id, endReason, note string) (*mayfly.Lease, error) {
-	// A lease whose activation is being recorded right now is given a
-	// moment to finish.
-	for wait := 0; ; wait++ {
-		l, err := b.endLease(ctx, c, id, endReason, note)
-		if err != errProvisioning {
-			return l, err
-		}
-		if wait == 200 {
-			return nil, mayfly.Errorf(mayfly.ECONFLICT, "lease %s is still being provisioned; try again in a moment", id)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-var errProvisioning = errors.New("lease is provisioning")
-
-func (b *Broker) endLease(ctx context.Context, c Caller, id, endReason, note string) (*mayfly.Lease, error) {
 	l, err := b.FindLease(ctx, c, id)
 	if err != nil {
 		return nil, err
@@ -89,7 +73,10 @@ func (b *Broker) endLease(ctx context.Context, c Caller, id, endReason, note str
 	if endReason == mayfly.EndRevoked && !c.Admin && l.Requester != c.User {
 		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "only an admin can revoke another user's lease")
 	}
+	ctx = context.WithoutCancel(ctx)
+	revokeNow := false
 	err = b.store.Update(ctx, func(tx mayfly.Tx) error {
+		revokeNow = false
 		cur, err := tx.GetLease(l.ID)
 		if err != nil {
 			return err
@@ -97,14 +84,17 @@ func (b *Broker) endLease(ctx context.Context, c Caller, id, endReason, note str
 		l = cur
 		switch l.State {
 		case mayfly.LeaseActive:
+			l.DueAt, revokeNow = b.clock.Now().UTC(), true
 		case mayfly.LeaseRevoking:
 			return nil // already on its way out
 		case mayfly.LeaseProvisioning:
-			return errProvisioning
+			// Its DueAt stays the provisioning deadline: the activation in
+			// flight sees the end and undoes the account; if it died, the
+			// scheduler does at the deadline.
 		default:
 			return mayfly.Errorf(mayfly.ECONFLICT, "lease %s has already ended (%s, %s)", l.ID, l.State, l.EndReason)
 		}
-		l.State, l.EndReason, l.DueAt = mayfly.LeaseRevoking, endReason, b.clock.Now().UTC()
+		l.State, l.EndReason = mayfly.LeaseRevoking, endReason
 		if err := tx.UpdateLease(l); err != nil {
 			return err
 		}
@@ -117,7 +107,7 @@ func (b *Broker) endLease(ctx context.Context, c Caller, id, endReason, note str
 	if err != nil {
 		return nil, err
 	}
-	if l.State == mayfly.LeaseRevoking {
+	if revokeNow {
 		b.RevokeNow(ctx, l)
 	}
 	return b.getLease(ctx, l.ID)
@@ -136,7 +126,11 @@ func (b *Broker) getLease(ctx context.Context, id string) (*mayfly.Lease, error)
 // RevokeNow attempts the revocation of a lease already marked revoking and
 // records the outcome: revoked (or failed, when undoing a provisioning), or
 // a failed attempt with the next retry time.
+//
+// The attempt is detached from ctx: a caller that goes away (an HTTP client
+// disconnecting) does not cancel a revocation half done.
 func (b *Broker) RevokeNow(ctx context.Context, l *mayfly.Lease) {
+	ctx = context.WithoutCancel(ctx)
 	err := b.revokeOnTarget(ctx, l)
 	if rerr := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
 		return b.recordRevocation(tx, l, err)
@@ -169,6 +163,13 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 	if !cur.State.Live() {
 		return nil // someone else finished it
 	}
+	if cur.State == mayfly.LeaseActive && l.State != mayfly.LeaseActive {
+		// Compare-and-set: the attempt began on a lease that was not yet
+		// active (a provisioning taken over at its deadline); its account
+		// was created after the attempt, so the outcome says nothing about
+		// it. The active lease is revoked at its own expiry.
+		return nil
+	}
 	now := b.clock.Now().UTC()
 	if cur.EndReason == "" {
 		cur.EndReason = l.EndReason
@@ -188,6 +189,7 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 		}
 	}
 	if rerr != nil {
+		prevError := cur.LastError
 		cur.State = mayfly.LeaseRevoking
 		cur.RevokeAttempts++
 		cur.LastError = Scrub(rerr.Error())
@@ -197,10 +199,13 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 		if err := tx.UpdateLease(cur); err != nil {
 			return err
 		}
-		b.log.Warn("revocation failed; will retry", "lease", cur.ID, "target", cur.Target, "attempt", cur.RevokeAttempts, "retry_in", delay.String(), "err", cur.LastError)
 		if b.hooks.Revoked != nil {
 			b.hooks.Revoked(cur, 0, rerr)
 		}
+		if !auditAttempt(cur.RevokeAttempts, prevError, cur.LastError) {
+			return nil // counted on the lease (revoke_attempts, last_error)
+		}
+		b.log.Warn("revocation failed; will retry", "lease", cur.ID, "target", cur.Target, "attempt", cur.RevokeAttempts, "retry_in", delay.String(), "err", cur.LastError)
 		return b.audit(tx, System, "lease.revoke_failed", nil, cur, cur.LastError,
 			map[string]string{"attempt": fmt.Sprint(cur.RevokeAttempts), "retry_at": cur.DueAt.Format(time.RFC3339Nano)})
 	}
@@ -224,6 +229,15 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 		b.hooks.Revoked(cur, lag, nil)
 	}
 	return b.audit(tx, System, action, nil, cur, cur.EndReason, data)
+}
+
+// auditAttempt reports whether failed revocation attempt n is audited: the
+// first three, then attempts 4, 8, 16, ... and any attempt whose error
+// differs from the previous one. A target down for a day (retries every
+// minute) adds about a dozen events, not 1,440; every attempt is still
+// counted on the lease (revoke_attempts, last_error) and in the metrics.
+func auditAttempt(n int, prevErr, err string) bool {
+	return n <= 3 || n&(n-1) == 0 || prevErr != err
 }
 
 // Backoff returns the delay before revocation attempt n+1: exponential from

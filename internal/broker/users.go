@@ -129,42 +129,9 @@ func (b *Broker) SetUserStatus(ctx context.Context, c Caller, name, status, reas
 		if status == UserActive {
 			return nil
 		}
-		now := b.clock.Now().UTC()
-		ls, err := tx.ListLeases(mayfly.LeaseFilter{Requester: name, States: []mayfly.LeaseState{mayfly.LeaseProvisioning, mayfly.LeaseActive}})
-		if err != nil {
-			return err
-		}
-		for _, l := range ls {
-			l.State, l.DueAt = mayfly.LeaseRevoking, now
-			if l.EndReason == "" {
-				l.EndReason = mayfly.EndUserSuspended
-			}
-			if err := tx.UpdateLease(l); err != nil {
-				return err
-			}
-			if err := b.audit(tx, c, "lease.revoke", nil, l, "user "+status, map[string]string{"end_reason": l.EndReason}); err != nil {
-				return err
-			}
-			ended = append(ended, l)
-		}
-		rs, err := tx.ListRequests(mayfly.RequestFilter{Requester: name, Open: true})
-		if err != nil {
-			return err
-		}
-		for _, r := range rs {
-			if r.State == mayfly.RequestApproved && r.LeaseID != "" {
-				continue // its lease is handled above
-			}
-			r.State, r.Decider, r.DecisionReason, r.DecidedAt = mayfly.RequestCancelled, c.User, "user "+status, now
-			if err := tx.UpdateRequest(r); err != nil {
-				return err
-			}
-			if err := b.audit(tx, c, "request.cancel", r, nil, "user "+status, nil); err != nil {
-				return err
-			}
-			requests++
-		}
-		return nil
+		var err error
+		ended, requests, err = b.endUserAccess(tx, c, name, mayfly.EndUserSuspended, "user "+status)
+		return err
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("set status of user %s: %w", name, err)
@@ -183,4 +150,92 @@ func (b *Broker) knownUser(ctx context.Context, name string) bool {
 		return err
 	})
 	return st != ""
+}
+
+// endUserAccess ends, in tx, every live lease of user (end reason
+// endReason; an end already decided is kept) and cancels their open
+// requests. It returns the leases it ended and how many requests.
+func (b *Broker) endUserAccess(tx mayfly.Tx, c Caller, name, endReason, why string) (ended []*mayfly.Lease, requests int, err error) {
+	now := b.clock.Now().UTC()
+	ls, err := tx.ListLeases(mayfly.LeaseFilter{Requester: name, States: []mayfly.LeaseState{mayfly.LeaseProvisioning, mayfly.LeaseActive}})
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, l := range ls {
+		// An active lease is due now. A provisioning one keeps its
+		// provisioning deadline: its activation in flight sees the
+		// suspension at its compare-and-set and undoes the account (the
+		// scheduler does, at the deadline, if the activation died).
+		if l.State == mayfly.LeaseActive {
+			l.DueAt = now
+		}
+		l.State = mayfly.LeaseRevoking
+		if l.EndReason == "" {
+			l.EndReason = endReason
+		}
+		if err := tx.UpdateLease(l); err != nil {
+			return nil, 0, err
+		}
+		if err := b.audit(tx, c, "lease.revoke", nil, l, why, map[string]string{"end_reason": l.EndReason}); err != nil {
+			return nil, 0, err
+		}
+		ended = append(ended, l)
+	}
+	rs, err := tx.ListRequests(mayfly.RequestFilter{Requester: name, Open: true})
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, r := range rs {
+		if r.State == mayfly.RequestApproved && r.LeaseID != "" {
+			continue // its lease is handled above
+		}
+		r.State, r.Decider, r.DecisionReason, r.DecidedAt = mayfly.RequestCancelled, c.User, why, now
+		if err := tx.UpdateRequest(r); err != nil {
+			return nil, 0, err
+		}
+		if err := b.audit(tx, c, "request.cancel", r, nil, why, nil); err != nil {
+			return nil, 0, err
+		}
+		requests++
+	}
+	return ended, requests, nil
+}
+
+// Reconfigure swaps the configuration, like SetConfig, and applies it to
+// what is live: the leases of users the new configuration no longer lists
+// are ended (end reason user_removed) and their open requests cancelled,
+// as their tokens are refused from now on. It returns how many leases it
+// ended.
+func (b *Broker) Reconfigure(ctx context.Context, cfg *Config) (int, error) {
+	old := b.cfg.Swap(cfg)
+	if old == nil {
+		return 0, nil
+	}
+	var removed []string
+	for _, name := range old.UserOrder {
+		if _, ok := cfg.Users[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	if len(removed) == 0 {
+		return 0, nil
+	}
+	n := 0
+	err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+		n = 0
+		for _, name := range removed {
+			ended, _, err := b.endUserAccess(tx, System, name, mayfly.EndUserRemoved, "user removed from the configuration")
+			if err != nil {
+				return err
+			}
+			n += len(ended)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("end access of users removed from the configuration: %w", err)
+	}
+	b.poke()
+	b.committed()
+	return n, nil
 }

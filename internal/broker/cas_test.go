@@ -1,0 +1,529 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/policy"
+	"github.com/mayflyhq/mayfly/internal/store/sqlite"
+)
+
+// gateConnector is an in-memory target whose Provision and Revoke can be
+// held at a gate, so a test decides exactly how an activation interleaves
+// with a suspension, an end or the scheduler. The accounts map is what
+// "exists on the target".
+type gateConnector struct {
+	mu        sync.Mutex
+	accounts  map[string]bool
+	provGate  chan struct{} // when not nil, Provision waits on it
+	provIn    chan string   // receives the username when Provision is entered
+	provErr   error         // returned by Provision after the gate
+	revGate   chan struct{} // when not nil, Revoke waits on it (or ctx)
+	revIn     chan string
+	revErr    error
+	revokes   int
+	createdBy map[string]string
+}
+
+func newGateConnector() *gateConnector {
+	return &gateConnector{accounts: map[string]bool{}, createdBy: map[string]string{}}
+}
+
+func (g *gateConnector) Provision(ctx context.Context, req mayfly.ProvisionRequest) (mayfly.ProvisionResponse, error) {
+	g.mu.Lock()
+	gate, in, perr := g.provGate, g.provIn, g.provErr
+	g.mu.Unlock()
+	if in != nil {
+		in <- req.Username
+	}
+	if gate != nil {
+		<-gate
+	}
+	if perr != nil {
+		return mayfly.ProvisionResponse{}, perr
+	}
+	g.mu.Lock()
+	g.accounts[req.Username] = true
+	g.createdBy[req.Username] = req.LeaseID
+	g.mu.Unlock()
+	return mayfly.ProvisionResponse{Credential: mayfly.Credential{Username: req.Username, Password: "pw-" + req.LeaseID}}, nil
+}
+
+func (g *gateConnector) Revoke(ctx context.Context, req mayfly.RevokeRequest) error {
+	g.mu.Lock()
+	gate, in := g.revGate, g.revIn
+	g.mu.Unlock()
+	if in != nil {
+		in <- req.Username
+	}
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.revokes++
+	if g.revErr != nil {
+		return g.revErr
+	}
+	delete(g.accounts, req.Username)
+	return nil
+}
+
+func (g *gateConnector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([]mayfly.Account, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []mayfly.Account
+	for name := range g.accounts {
+		out = append(out, mayfly.Account{Name: name})
+	}
+	return out, nil
+}
+
+func (g *gateConnector) Check(ctx context.Context) error { return nil }
+func (g *gateConnector) Close() error                    { return nil }
+
+func (g *gateConnector) exists(name string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.accounts[name]
+}
+
+func (g *gateConnector) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.accounts)
+}
+
+type casEnv struct {
+	b     *Broker
+	conn  *gateConnector
+	clk   *fakeClock
+	alice Caller
+	bob   Caller
+	admin Caller
+}
+
+var casPolicies = []policy.Policy{
+	{Name: "auto", Groups: []string{"eng"}, Targets: []string{"t"}, Grants: []string{"ro"}, MaxDuration: time.Hour},
+	{Name: "approve", Groups: []string{"eng"}, Targets: []string{"t"}, Grants: []string{"rw"}, MaxDuration: time.Hour, Approvals: 1, ApproverGroups: []string{"dba"}},
+}
+
+func casConfig(t *testing.T, policies []policy.Policy, users map[string][]string) *Config {
+	t.Helper()
+	set, err := policy.Compile(policies, []policy.TargetInfo{{Name: "t", Kind: "postgres", Grants: []string{"ro", "rw"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt := mayfly.Target{Name: "t", Kind: mayfly.KindPostgres, Prefix: "mf_", Grants: map[string]mayfly.Grant{"ro": {Name: "ro"}, "rw": {Name: "rw"}}}
+	var order []string
+	for name := range users {
+		order = append(order, name)
+	}
+	return &Config{Targets: map[string]mayfly.Target{"t": tgt}, Policies: set, Users: users, UserOrder: order}
+}
+
+func newCASEnv(t *testing.T) *casEnv {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	conn := newGateConnector()
+	clk := &fakeClock{t: time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)}
+	users := map[string][]string{"alice": {"eng"}, "bob": {"dba"}, "root": {"admin"}}
+	b := New(casConfig(t, casPolicies, users), Options{
+		Store: st, Clock: clk, Connectors: map[string]mayfly.Connector{"t": conn}, HMACKey: []byte("k"),
+	})
+	return &casEnv{b: b, conn: conn, clk: clk,
+		alice: Caller{User: "alice", Groups: []string{"eng"}},
+		bob:   Caller{User: "bob", Groups: []string{"dba"}},
+		admin: Caller{User: "root", Groups: []string{"admin"}, Admin: true},
+	}
+}
+
+// holdProvision makes the next Provision calls wait at a gate; the
+// returned channel receives each username as a call enters.
+func (e *casEnv) holdProvision() (entered chan string, release func()) {
+	entered = make(chan string, 16)
+	gate := make(chan struct{})
+	e.conn.mu.Lock()
+	e.conn.provGate, e.conn.provIn = gate, entered
+	e.conn.mu.Unlock()
+	var once sync.Once
+	return entered, func() { once.Do(func() { close(gate) }) }
+}
+
+func (e *casEnv) lease(t *testing.T, id string) *mayfly.Lease {
+	t.Helper()
+	l, err := e.b.getLease(context.Background(), id)
+	if err != nil {
+		t.Fatalf("get lease %s: %v", id, err)
+	}
+	return l
+}
+
+func (e *casEnv) approvedRequest(t *testing.T) *mayfly.Request {
+	t.Helper()
+	r, _, err := e.b.CreateRequest(context.Background(), e.alice, RequestInput{Target: "t", Grant: "ro", Duration: 30 * time.Minute, Reason: "x"})
+	if err != nil || r.State != mayfly.RequestApproved {
+		t.Fatalf("request = %+v, %v; want approved", r, err)
+	}
+	return r
+}
+
+type activation struct {
+	a   *Activation
+	err error
+}
+
+// activateHeld starts the activation of r and returns once its Provision
+// is held at the gate, with the lease id recorded as provisioning.
+func (e *casEnv) activateHeld(t *testing.T, r *mayfly.Request) (username, leaseID string, done <-chan activation, release func()) {
+	t.Helper()
+	entered, release := e.holdProvision()
+	ch := make(chan activation, 1)
+	go func() {
+		a, err := e.b.Activate(context.Background(), e.alice, r.ID, ActivateOptions{})
+		ch <- activation{a, err}
+	}()
+	select {
+	case username = <-entered:
+	case res := <-ch:
+		t.Fatalf("activation returned before provisioning: %+v, %v", res.a, res.err)
+	}
+	got, err := e.b.GetRequest(context.Background(), e.admin, r.ID)
+	if err != nil || got.LeaseID == "" {
+		t.Fatalf("request after intent = %+v, %v; want a lease id", got, err)
+	}
+	if l := e.lease(t, got.LeaseID); l.State != mayfly.LeaseProvisioning {
+		t.Fatalf("lease during provisioning is %s; want provisioning", l.State)
+	}
+	return username, got.LeaseID, ch, release
+}
+
+// A suspension that lands while the account is being created wins: the
+// activation does not write its stale copy back, no credential is issued,
+// and the account it made is removed.
+func TestSuspendDuringActivation(t *testing.T) {
+	e := newCASEnv(t)
+	ctx := context.Background()
+	r := e.approvedRequest(t)
+	username, leaseID, done, release := e.activateHeld(t, r)
+
+	n, _, err := e.b.SetUserStatus(ctx, e.admin, "alice", UserSuspended, "offboarding")
+	if err != nil || n != 1 {
+		t.Fatalf("SetUserStatus = %d, %v; want 1 lease ended", n, err)
+	}
+	release()
+	res := <-done
+	if res.err == nil || mayfly.ErrorCode(res.err) != mayfly.ECONFLICT {
+		t.Fatalf("activation after suspension = %+v, %v; want a conflict and no credential", res.a, res.err)
+	}
+	if res.a != nil {
+		t.Fatalf("activation issued a credential to a suspended user: %+v", res.a.Credential.Username)
+	}
+	l := e.lease(t, leaseID)
+	if l.State != mayfly.LeaseRevoked || l.EndReason != mayfly.EndUserSuspended {
+		t.Errorf("lease = %s/%s; want revoked/user_suspended", l.State, l.EndReason)
+	}
+	if e.conn.exists(username) {
+		t.Errorf("account %s still exists on the target after the suspension", username)
+	}
+}
+
+// A done (or an admin's revoke) racing an activation wins the same way,
+// and is answered at once rather than after waiting for the activation.
+func TestEndLeaseDuringActivation(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		endReason string
+	}{{"done", mayfly.EndDone}, {"revoke", mayfly.EndRevoked}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newCASEnv(t)
+			ctx := context.Background()
+			r := e.approvedRequest(t)
+			username, leaseID, done, release := e.activateHeld(t, r)
+
+			caller := e.alice
+			if tc.endReason == mayfly.EndRevoked {
+				caller = e.admin
+			}
+			l, err := e.b.EndLease(ctx, caller, leaseID, tc.endReason, "")
+			if err != nil {
+				t.Fatalf("EndLease during provisioning = %v; want accepted", err)
+			}
+			if l.State != mayfly.LeaseRevoking || l.EndReason != tc.endReason {
+				t.Fatalf("lease after EndLease = %s/%s; want revoking/%s", l.State, l.EndReason, tc.endReason)
+			}
+			release()
+			if res := <-done; mayfly.ErrorCode(res.err) != mayfly.ECONFLICT || res.a != nil {
+				t.Fatalf("activation after %s = %+v, %v; want a conflict and no credential", tc.name, res.a, res.err)
+			}
+			l = e.lease(t, leaseID)
+			if l.State != mayfly.LeaseRevoked || l.EndReason != tc.endReason {
+				t.Errorf("lease = %s/%s; want revoked/%s", l.State, l.EndReason, tc.endReason)
+			}
+			if e.conn.exists(username) {
+				t.Errorf("account %s still exists on the target", username)
+			}
+		})
+	}
+}
+
+// A failed creation that lands after a suspension keeps the suspension's
+// end reason, and never moves a lease that already ended back to revoking.
+func TestProvisionFailedAfterEnd(t *testing.T) {
+	e := newCASEnv(t)
+	ctx := context.Background()
+	r := e.approvedRequest(t)
+	e.conn.provErr = errors.New("target said no")
+	_, leaseID, done, release := e.activateHeld(t, r)
+	if _, _, err := e.b.SetUserStatus(ctx, e.admin, "alice", UserSuspended, ""); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if res := <-done; res.err == nil {
+		t.Fatalf("activation with a failing target succeeded")
+	}
+	l := e.lease(t, leaseID)
+	if l.EndReason != mayfly.EndUserSuspended {
+		t.Errorf("end reason = %s; want user_suspended kept", l.EndReason)
+	}
+	if l.State != mayfly.LeaseRevoking || l.DueAt.After(e.clk.Now()) {
+		t.Errorf("lease = %s due %s; want revoking and due now (%s)", l.State, l.DueAt, e.clk.Now())
+	}
+
+	// A stale provisioning copy of a lease already revoked changes nothing.
+	e.b.RevokeNow(ctx, l)
+	if l = e.lease(t, leaseID); l.State != mayfly.LeaseRevoked {
+		t.Fatalf("lease = %s; want revoked", l.State)
+	}
+	stale := *l
+	stale.State, stale.EndReason = mayfly.LeaseProvisioning, ""
+	e.b.provisionFailed(ctx, e.alice, &stale, errors.New("late failure"))
+	if l = e.lease(t, leaseID); l.State != mayfly.LeaseRevoked || l.EndReason != mayfly.EndUserSuspended {
+		t.Errorf("after a stale provisionFailed the lease is %s/%s; want revoked/user_suspended", l.State, l.EndReason)
+	}
+}
+
+// The scheduler's outcome for an attempt that began on a provisioning lease
+// (taken over at its deadline) is not recorded over the lease once it has
+// become active: the account was created after the attempt.
+func TestStaleRevocationOutcomeIgnored(t *testing.T) {
+	e := newCASEnv(t)
+	ctx := context.Background()
+	r := e.approvedRequest(t)
+	a, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := *a.Lease
+	stale.State = mayfly.LeaseProvisioning
+	if err := e.b.store.Update(ctx, func(tx mayfly.Tx) error { return e.b.recordRevocation(tx, &stale, nil) }); err != nil {
+		t.Fatal(err)
+	}
+	if l := e.lease(t, a.Lease.ID); l.State != mayfly.LeaseActive {
+		t.Errorf("lease after a stale revocation outcome = %s/%s; want active", l.State, l.EndReason)
+	}
+}
+
+// An activation that starts after a suspension committed records no
+// intent and creates nothing, whatever the caller's token said.
+func TestActivateAfterSuspension(t *testing.T) {
+	e := newCASEnv(t)
+	ctx := context.Background()
+	r := e.approvedRequest(t)
+	// The request is left approved: suspend through the store only, as a
+	// suspension committed by another replica would be seen.
+	if err := e.b.store.Update(ctx, func(tx mayfly.Tx) error { return tx.SetUserStatus("alice", UserSuspended) }); err != nil {
+		t.Fatal(err)
+	}
+	a, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{})
+	if mayfly.ErrorCode(err) != mayfly.EFORBIDDEN || a != nil {
+		t.Fatalf("Activate for a suspended user = %+v, %v; want forbidden", a, err)
+	}
+	if n := e.conn.count(); n != 0 {
+		t.Errorf("%d accounts on the target; want none", n)
+	}
+	ls, err := e.b.ListLeases(ctx, e.admin, mayfly.LeaseFilter{Requester: "alice"})
+	if err != nil || len(ls) != 0 {
+		t.Errorf("leases of alice = %d, %v; want none recorded", len(ls), err)
+	}
+}
+
+// Removing a user from the configuration ends their live leases
+// (user_removed) and cancels their open requests.
+func TestReconfigureEndsRemovedUsers(t *testing.T) {
+	e := newCASEnv(t)
+	ctx := context.Background()
+	r := e.approvedRequest(t)
+	a, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, _, err := e.b.CreateRequest(ctx, e.alice, RequestInput{Target: "t", Grant: "rw", Duration: 30 * time.Minute, Reason: "x"})
+	if err != nil || pending.State != mayfly.RequestPending {
+		t.Fatalf("pending request = %+v, %v", pending, err)
+	}
+	n, err := e.b.Reconfigure(ctx, casConfig(t, casPolicies, map[string][]string{"bob": {"dba"}, "root": {"admin"}}))
+	if err != nil || n != 1 {
+		t.Fatalf("Reconfigure = %d, %v; want 1 lease ended", n, err)
+	}
+	l := e.lease(t, a.Lease.ID)
+	if l.State != mayfly.LeaseRevoking || l.EndReason != mayfly.EndUserRemoved || l.DueAt.After(e.clk.Now()) {
+		t.Errorf("lease = %s/%s due %s; want revoking/user_removed due now", l.State, l.EndReason, l.DueAt)
+	}
+	e.b.RevokeNow(ctx, l)
+	if e.conn.exists(a.Lease.Username) {
+		t.Errorf("account of a removed user still exists after its revocation")
+	}
+	got, err := e.b.GetRequest(ctx, e.admin, pending.ID)
+	if err != nil || got.State != mayfly.RequestCancelled {
+		t.Errorf("pending request of a removed user = %+v, %v; want cancelled", got, err)
+	}
+	// A reload that removes nobody ends nothing.
+	if n, err := e.b.Reconfigure(ctx, e.b.Config()); err != nil || n != 0 {
+		t.Errorf("Reconfigure without removals = %d, %v; want 0", n, err)
+	}
+}
+
+// An approval does not outlive its policy or the requester's membership:
+// activation decides the policy again.
+func TestActivateRechecksPolicy(t *testing.T) {
+	ctx := context.Background()
+	approve := func(e *casEnv) *mayfly.Request {
+		r, _, err := e.b.CreateRequest(ctx, e.alice, RequestInput{Target: "t", Grant: "rw", Duration: 30 * time.Minute, Reason: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, err = e.b.Approve(ctx, e.bob, r.ID, "ok"); err != nil || r.State != mayfly.RequestApproved {
+			t.Fatalf("approve = %+v, %v", r, err)
+		}
+		return r
+	}
+
+	t.Run("policy removed", func(t *testing.T) {
+		e := newCASEnv(t)
+		r := approve(e)
+		e.b.SetConfig(casConfig(t, casPolicies[:1], e.b.Config().Users))
+		a, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{})
+		if mayfly.ErrorCode(err) != mayfly.EFORBIDDEN || !strings.Contains(err.Error(), `"approve"`) {
+			t.Fatalf("Activate after its policy was removed = %+v, %v; want forbidden naming the policy", a, err)
+		}
+		if e.conn.count() != 0 {
+			t.Errorf("an account was created")
+		}
+	})
+	t.Run("left the group", func(t *testing.T) {
+		e := newCASEnv(t)
+		r := approve(e)
+		a, err := e.b.Activate(ctx, Caller{User: "alice", Groups: []string{"sales"}}, r.ID, ActivateOptions{})
+		if mayfly.ErrorCode(err) != mayfly.EFORBIDDEN {
+			t.Fatalf("Activate by a requester no longer in the policy's groups = %+v, %v; want forbidden", a, err)
+		}
+	})
+	t.Run("still allowed", func(t *testing.T) {
+		e := newCASEnv(t)
+		r := approve(e)
+		if _, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{}); err != nil {
+			t.Fatalf("Activate under an unchanged policy = %v", err)
+		}
+	})
+}
+
+// A revocation started by an HTTP call finishes even when the client goes
+// away mid-way.
+func TestEndLeaseDetachedFromCaller(t *testing.T) {
+	e := newCASEnv(t)
+	r := e.approvedRequest(t)
+	a, err := e.b.Activate(context.Background(), e.alice, r.ID, ActivateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan string, 1)
+	gate := make(chan struct{})
+	e.conn.mu.Lock()
+	e.conn.revGate, e.conn.revIn = gate, entered
+	e.conn.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.b.EndLease(ctx, e.alice, a.Lease.ID, mayfly.EndDone, "")
+		done <- err
+	}()
+	<-entered
+	cancel() // the client disconnects
+	close(gate)
+	<-done
+	l := e.lease(t, a.Lease.ID)
+	if l.State != mayfly.LeaseRevoked || l.RevokeAttempts != 0 {
+		t.Errorf("lease = %s with %d failed attempts (%s); want revoked at the first attempt", l.State, l.RevokeAttempts, l.LastError)
+	}
+	if e.conn.exists(a.Lease.Username) {
+		t.Errorf("account still exists")
+	}
+}
+
+// A revocation that keeps failing is counted on the lease at every attempt
+// but audited at a bounded rate.
+func TestFailingRevocationAuditedAtBoundedRate(t *testing.T) {
+	e := newCASEnv(t)
+	ctx := context.Background()
+	r := e.approvedRequest(t)
+	a, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.conn.revErr = errors.New("connection refused")
+	if _, err := e.b.EndLease(ctx, e.alice, a.Lease.ID, mayfly.EndDone, ""); err != nil {
+		t.Fatal(err)
+	}
+	const attempts = 40
+	for i := 1; i < attempts; i++ {
+		e.b.RevokeNow(ctx, e.lease(t, a.Lease.ID))
+	}
+	l := e.lease(t, a.Lease.ID)
+	if l.RevokeAttempts != attempts || l.LastError == "" {
+		t.Fatalf("lease counts %d attempts (%q); want %d", l.RevokeAttempts, l.LastError, attempts)
+	}
+	var events []*mayfly.AuditEvent
+	if err := e.b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		events, err = tx.ListAudit(mayfly.AuditFilter{LeaseID: a.Lease.ID, Action: "lease.revoke_failed"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Attempts 1, 2, 3, 4, 8, 16, 32.
+	if got, want := len(events), 7; got != want {
+		t.Errorf("%d lease.revoke_failed events for %d attempts; want %d", got, attempts, want)
+	}
+	// A different error is audited at once.
+	e.conn.revErr = errors.New("permission denied")
+	e.b.RevokeNow(ctx, l)
+	if err := e.b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		events, err = tx.ListAudit(mayfly.AuditFilter{LeaseID: a.Lease.ID, Action: "lease.revoke_failed"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if last := events[len(events)-1]; !strings.Contains(last.Reason, "permission denied") {
+		t.Errorf("last audited failure = %q; want the new error", last.Reason)
+	}
+}
