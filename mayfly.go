@@ -189,6 +189,11 @@ type ProvisionRequest struct {
 // ProvisionResponse carries the issued credential.
 type ProvisionResponse struct {
 	Credential Credential
+	// Account is the account created on the target when it is not the
+	// name asked for (a script that names accounts itself); empty means
+	// ProvisionRequest.Username. The broker records it on the lease, and
+	// revocation and reconciliation use it.
+	Account string
 }
 
 // RevokeRequest asks a connector to end sessions and remove an account.

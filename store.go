@@ -30,6 +30,10 @@ type Tx interface {
 	// UpdateLease writes every mutable field of l.
 	UpdateLease(l *Lease) error
 	GetLease(id string) (*Lease, error)
+	// SetLeaseUsername records the account a connector actually created for
+	// a lease, when it differs from the name Mayfly asked for; revocation
+	// and reconciliation then use it.
+	SetLeaseUsername(id, username string) error
 	ListLeases(f LeaseFilter) ([]*Lease, error)
 	// DueLeases returns up to limit leases in the given states whose DueAt
 	// is at or before now, in (DueAt, ID) order, starting after the

@@ -265,7 +265,7 @@ func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant
 	if err != nil {
 		return nil, b.provisionFailed(ctx, c, l, err)
 	}
-	a, err := b.activate(ctx, c, l, res.Credential, o)
+	a, err := b.activate(ctx, c, l, res, o)
 	if err != nil {
 		// The account exists but is not recorded active: either the lease
 		// ended meanwhile (activate undid the account), or the store failed
@@ -295,7 +295,7 @@ func (b *Broker) commitStaged(ctx context.Context, c Caller, l *mayfly.Lease, o 
 		return nil, true, b.provisionFailed(ctx, c, l, err)
 	}
 	committed := st.p.Commit()
-	a, aerr := b.activate(ctx, c, l, res.Credential, o)
+	a, aerr := b.activate(ctx, c, l, res, o)
 	if err := committed(); err != nil {
 		// The outcome is unknown: undo whatever may exist, whether or not
 		// the activation was recorded.
@@ -355,7 +355,8 @@ func (b *Broker) provisionFailed(ctx context.Context, c Caller, l *mayfly.Lease,
 
 // activate records l active with cred's fingerprint and returns the
 // activation.
-func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, cred mayfly.Credential, o ActivateOptions) (*Activation, error) {
+func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res mayfly.ProvisionResponse, o ActivateOptions) (*Activation, error) {
+	cred := res.Credential
 	if cred.Username == "" {
 		cred.Username = l.Username
 	}
@@ -378,6 +379,15 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, cred m
 		cur, err := tx.GetLease(l.ID)
 		if err != nil {
 			return err
+		}
+		if res.Account != "" && res.Account != cur.Username {
+			// The account the target made is the one to revoke, whether
+			// this activation is recorded or undone.
+			if err := tx.SetLeaseUsername(cur.ID, res.Account); err != nil {
+				return err
+			}
+			data["requested_username"], data["username"] = cur.Username, res.Account
+			cur.Username = res.Account
 		}
 		if cur.State != mayfly.LeaseProvisioning {
 			ended = cur

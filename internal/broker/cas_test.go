@@ -29,6 +29,7 @@ type gateConnector struct {
 	revErr    error
 	revokes   int
 	createdBy map[string]string
+	rename    string // when set, Provision creates this account instead
 }
 
 func newGateConnector() *gateConnector {
@@ -49,10 +50,14 @@ func (g *gateConnector) Provision(ctx context.Context, req mayfly.ProvisionReque
 		return mayfly.ProvisionResponse{}, perr
 	}
 	g.mu.Lock()
-	g.accounts[req.Username] = true
-	g.createdBy[req.Username] = req.LeaseID
+	name, account := req.Username, ""
+	if g.rename != "" {
+		name, account = g.rename, g.rename
+	}
+	g.accounts[name] = true
+	g.createdBy[name] = req.LeaseID
 	g.mu.Unlock()
-	return mayfly.ProvisionResponse{Credential: mayfly.Credential{Username: req.Username, Password: "pw-" + req.LeaseID}}, nil
+	return mayfly.ProvisionResponse{Credential: mayfly.Credential{Username: name, Password: "pw-" + req.LeaseID}, Account: account}, nil
 }
 
 func (g *gateConnector) Revoke(ctx context.Context, req mayfly.RevokeRequest) error {
@@ -525,5 +530,30 @@ func TestFailingRevocationAuditedAtBoundedRate(t *testing.T) {
 	}
 	if last := events[len(events)-1]; !strings.Contains(last.Reason, "permission denied") {
 		t.Errorf("last audited failure = %q; want the new error", last.Reason)
+	}
+}
+
+// The account a connector reports it created is the one recorded on the
+// lease and the one revoked.
+func TestConnectorAccountIsRecorded(t *testing.T) {
+	e := newCASEnv(t)
+	ctx := context.Background()
+	e.conn.rename = "mf_named_by_target"
+	r := e.approvedRequest(t)
+	a, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Lease.Username != e.conn.rename || a.Credential.Username != e.conn.rename {
+		t.Fatalf("activation recorded %q, credential %q; want %q", a.Lease.Username, a.Credential.Username, e.conn.rename)
+	}
+	if l := e.lease(t, a.Lease.ID); l.Username != e.conn.rename {
+		t.Fatalf("stored lease username = %q; want %q", l.Username, e.conn.rename)
+	}
+	if _, err := e.b.EndLease(ctx, e.alice, a.Lease.ID, mayfly.EndDone, ""); err != nil {
+		t.Fatal(err)
+	}
+	if e.conn.exists(e.conn.rename) {
+		t.Errorf("the account the target created survived the end of its lease")
 	}
 }

@@ -98,6 +98,9 @@ func (b *Broker) EndLease(ctx context.Context, c Caller, id, endReason, note str
 		if err := tx.UpdateLease(l); err != nil {
 			return err
 		}
+		if err := b.endExtensions(tx, c, l.ID, "lease ended ("+endReason+")"); err != nil {
+			return err
+		}
 		action := "lease.done"
 		if endReason == mayfly.EndRevoked {
 			action = "lease.revoke"
@@ -217,6 +220,9 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 	cur.EndedAt, cur.LastError = now, ""
 	*l = *cur
 	if err := tx.UpdateLease(cur); err != nil {
+		return err
+	}
+	if err := b.endExtensions(tx, System, cur.ID, "lease ended ("+cur.EndReason+")"); err != nil {
 		return err
 	}
 	data := map[string]string{"username": cur.Username, "end_reason": cur.EndReason, "verified_absent": "true"}

@@ -234,6 +234,10 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 		}
 		cred.Username = o.Username
 	}
+	var account string
+	if cred.Username != req.Username {
+		account = cred.Username
+	}
 	if o.Password != "" {
 		cred.Password = o.Password
 	}
@@ -249,7 +253,7 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 	if o.Database != "" {
 		cred.Database = o.Database
 	}
-	return mayfly.ProvisionResponse{Credential: cred}, nil
+	return mayfly.ProvisionResponse{Credential: cred, Account: account}, nil
 }
 
 // Revoke runs the revoke command. The command must succeed when the account

@@ -444,6 +444,20 @@ func (t *tx) UpdateLease(l *mayfly.Lease) error {
 	return nil
 }
 
+// SetLeaseUsername records the account a connector created for lease id.
+func (t *tx) SetLeaseUsername(id, username string) error {
+	res, err := t.exec(`UPDATE leases SET username = ? WHERE id = ?`, username, id)
+	if err != nil {
+		return fmt.Errorf("set username of lease %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("set username of lease %s: %w", id, err)
+	} else if n == 0 {
+		return mayfly.Errorf(mayfly.ENOTFOUND, "lease %q not found", id)
+	}
+	return nil
+}
+
 // GetLease returns the lease with id; ENOTFOUND when there is none.
 func (t *tx) GetLease(id string) (*mayfly.Lease, error) {
 	ls, err := t.listLeases("SELECT "+leaseCols+" FROM leases WHERE id = ?", id)
