@@ -32,6 +32,16 @@ type Target struct {
 	ConnectionLimit int `yaml:"connection_limit" json:"connection_limit,omitempty"`
 	// Grants by name.
 	Grants map[string]Grant `yaml:"grants" json:"grants"`
+	// RemoveUnmarked lets the reconciler remove accounts under the prefix
+	// that carry no mark of this installation and that no lease of this
+	// store ever named. Off by default: such accounts are only reported,
+	// since Mayfly cannot tell them from accounts it did not make.
+	// Superusers are never removed.
+	RemoveUnmarked bool `yaml:"remove_unmarked" json:"remove_unmarked,omitempty"`
+	// InstanceKeyEnv names the environment variable holding this broker
+	// installation's key, from which connectors derive the mark they put on
+	// every account they create; set from the top-level instance_key_env.
+	InstanceKeyEnv string `yaml:"-" json:"-"`
 
 	// DSN is the admin connection (postgres, mysql). Never returned by
 	// any API.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -250,6 +251,11 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	}()
 	go func() { defer bg.Done(); b.RunReconciler(ctx, *cfg.Reconcile.Interval) }()
 	go func() { defer bg.Done(); checkTargets(ctx, conns.all, m, b, cfg.Reconcile.HealthInterval, log) }()
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		b.WatchOverdue(ctx, time.Second, broker.OverdueGrace, func(o broker.Overdue) { m.LeasesOverdue.Set(float64(o.Count)) })
+	}()
 	if cfg.Audit.Retention > 0 {
 		bg.Add(1)
 		go func() {
@@ -286,6 +292,14 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		log.Error("configuration reload refused; keeping the last good one", "err", mayfly.ErrorMessageOrText(err))
 		return err
 	}
+	readyCheck := func(ctx context.Context) error {
+		select {
+		case <-schedDone:
+			return mayfly.Errorf(mayfly.EUNAVAILABLE, "scheduler stopped")
+		default:
+		}
+		return st.Ping(ctx)
+	}
 	var sshSvc httpapi.SSHService
 	if conns.ca != nil {
 		sshSvc = sshService{conns}
@@ -293,15 +307,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	h := httpapi.NewServer(httpapi.Deps{
 		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Reload: reload, SCIM: scimHandler,
 		ArchiveDir: filepath.Join(cfg.StateDir, "audit-archive"), Metrics: m, MetricsTokenSHA256: cfg.Metrics.TokenSHA256,
-		Ready: func(ctx context.Context) error {
-			select {
-			case <-schedDone:
-				return mayfly.Errorf(mayfly.EUNAVAILABLE, "scheduler stopped")
-			default:
-			}
-			return st.Ping(ctx)
-		},
+		Ready: readyCheck,
 	})
+	h = overdueReadyz(h, b, readyCheck)
 	if addr := e.getenv("MAYFLY_PPROF_ADDR"); addr != "" {
 		// Debugging aid: Go's profiler on a separate, explicitly chosen address.
 		go http.ListenAndServe(addr, pprofMux())
@@ -337,6 +345,33 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			return nil
 		}
 	}
+}
+
+// overdueReadyz makes /readyz answer 200 with status "degraded" when the
+// server is ready but leases are overdue (still active or revoking more
+// than broker.OverdueGrace past their expiry): their accounts may still
+// work, which monitors must see, yet the broker must stay in service so
+// that people can see and end access while a target is down. Not ready
+// (503) stays for the broker's own failures: a stopped scheduler, an
+// unreachable store.
+func overdueReadyz(h http.Handler, b *broker.Broker, ready func(context.Context) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o := b.LastOverdue()
+		if r.Method != http.MethodGet || r.URL.Path != "/readyz" || o.Count == 0 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if ready(ctx) != nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"status": "degraded", "leases_overdue": o.Count,
+			"reason": fmt.Sprintf("%d leases are past their expiry and not yet revoked (the oldest expired %s ago); see mayfly_leases_overdue and mayfly leases",
+				o.Count, time.Since(o.Oldest).Round(time.Second))})
+	})
 }
 
 // keepConnectedTargets drops targets added by a reload that have no

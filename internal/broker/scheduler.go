@@ -2,6 +2,10 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
 	"sync"
 	"time"
 
@@ -10,12 +14,25 @@ import (
 
 // SchedulerOptions tune the revocation scheduler.
 type SchedulerOptions struct {
-	// Concurrency is how many revocations run at once (default 16).
+	// Concurrency is how many revocation attempts run at once over all
+	// targets (default 16). A target with no attempt running may always
+	// start one, so no number of slow targets starves another.
 	Concurrency int
+	// PerTarget bounds the attempts running at once on one target
+	// (default 4, at most Concurrency): a target that hangs holds no more.
+	PerTarget int
 	// BatchSize is how many due leases one pass claims (default 500).
 	BatchSize int
 	// MaxSleep bounds one sleep, as a safety net (default 30s).
 	MaxSleep time.Duration
+	// AttemptTimeout bounds one revocation attempt (default 30s); a batch
+	// revoked in one call gets twice as long. An attempt that runs out of
+	// time or cannot connect marks its target down.
+	AttemptTimeout time.Duration
+	// ShutdownGrace is how long a stop waits for attempts in flight
+	// before cancelling them (default 2s). RunScheduler returns at most
+	// about a second after that, even when a target hangs.
+	ShutdownGrace time.Duration
 }
 
 var dueStates = []mayfly.LeaseState{mayfly.LeaseActive, mayfly.LeaseRevoking, mayfly.LeaseProvisioning}
@@ -56,50 +73,56 @@ func (b *Broker) Recover(ctx context.Context) (int, error) {
 }
 
 // RunScheduler revokes due leases until ctx is done: it reads due leases
-// in batches with an indexed query, revokes them concurrently (batched per
-// target where the connector can), records the outcomes in batched
-// transactions, and sleeps until the nearest deadline. Leases in flight are
-// tracked in memory; nothing is written before the target is touched, so a
-// crash leaves them due and they are picked up again at start-up. Failed
-// revocations become due again after a capped, jittered backoff and are
-// retried forever.
+// in batches with an indexed query, hands them to per-target lanes that
+// revoke them concurrently (batched per target where the connector can),
+// records the outcomes in batched transactions, and sleeps until the
+// nearest deadline. Leases in flight are tracked in memory; nothing is
+// written before the target is touched, so a crash leaves them due and they
+// are picked up again at start-up. Failed revocations become due again
+// after a capped, jittered backoff and are retried forever.
+//
+// Each target has its own lane: at most PerTarget attempts run on it at
+// once, so a target that hangs holds only its own share of the workers. A
+// target whose attempt runs out of time or cannot connect is marked down
+// for a backoff of its own; while it is down its due leases are recorded as
+// failed attempts without touching it (each backs off as any failure does),
+// and then one attempt at a time probes it until it answers.
+//
+// When ctx ends, RunScheduler stops taking work, waits ShutdownGrace for
+// attempts in flight, then cancels them and returns about a second later at
+// most. The failures of cancelled attempts are not recorded: those leases
+// stay due and are retried at the next start.
 func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 16
 	}
+	if o.PerTarget <= 0 {
+		o.PerTarget = 4
+	}
+	o.PerTarget = min(o.PerTarget, o.Concurrency)
 	if o.BatchSize <= 0 {
 		o.BatchSize = 500
 	}
 	if o.MaxSleep <= 0 {
 		o.MaxSleep = 30 * time.Second
 	}
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 30 * time.Second
+	}
+	if o.ShutdownGrace <= 0 {
+		o.ShutdownGrace = 2 * time.Second
+	}
 	var mu sync.Mutex
 	inflight := map[string]bool{}
-	work := make(chan []*mayfly.Lease)
 	results := make(chan outcome, o.Concurrency*4)
-	workersDone := make(chan struct{})
-	go func() {
-		defer close(workersDone)
-		done := make(chan struct{})
-		for i := 0; i < o.Concurrency; i++ {
-			go func() {
-				defer func() { done <- struct{}{} }()
-				for batch := range work {
-					for _, o := range b.revokeBatch(context.WithoutCancel(ctx), batch) {
-						results <- o
-					}
-				}
-			}()
-		}
-		for i := 0; i < o.Concurrency; i++ {
-			<-done
-		}
-		close(results)
-	}()
+	abandon := make(chan struct{})
+	actx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelAttempts()
+	ln := &lanes{b: b, o: o, ctx: actx, results: results, abandon: abandon, byTarget: map[string]*lane{}}
 	committerDone := make(chan struct{})
 	go func() {
 		defer close(committerDone)
-		b.commitOutcomes(results, func(ids []string) {
+		b.commitOutcomes(results, abandon, func(ids []string) {
 			mu.Lock()
 			for _, id := range ids {
 				delete(inflight, id)
@@ -107,11 +130,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			mu.Unlock()
 		})
 	}()
-	defer func() {
-		close(work)
-		<-workersDone
-		<-committerDone
-	}()
+	defer ln.stop(cancelAttempts, committerDone)
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -159,13 +178,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 				l.EndReason = mayfly.EndExpired
 			}
 		}
-		for _, batch := range chunk(fresh, o.Concurrency) {
-			select {
-			case work <- batch:
-			case <-ctx.Done():
-				return nil
-			}
-		}
+		ln.add(fresh)
 		if len(due) == limit && err == nil {
 			cursor = mayfly.DueCursorOf(due[len(due)-1])
 			continue // more are due
@@ -190,8 +203,10 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		busy := len(inflight)
 		mu.Unlock()
 		if sleep <= 0 && busy > 0 {
-			// The earliest due leases are in flight; their completion wakes us.
-			sleep = 50 * time.Millisecond
+			// The earliest due leases are in flight (their completion wakes
+			// us): sleep until the first deadline after them, so that leases
+			// held by a slow target are not read again and again.
+			sleep = min(b.untilNextFutureDue(ctx, now), busyPoll)
 		}
 		b.nextWake.Store(time.Now().Add(sleep).UnixNano())
 		timer.Reset(sleep)
@@ -210,10 +225,47 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	}
 }
 
-// commitOutcomes records revocation outcomes, many per transaction.
-func (b *Broker) commitOutcomes(results <-chan outcome, done func(ids []string)) {
+// busyPoll bounds the scheduler's sleep while leases are in flight, as a
+// safety net should a wake-up be missed.
+const busyPoll = 250 * time.Millisecond
+
+// untilNextFutureDue returns how long until the earliest deadline after
+// read, the time due leases were last read (MaxSleep-bounded by the caller
+// through busyPoll); an error sleeps busyPoll.
+func (b *Broker) untilNextFutureDue(ctx context.Context, read time.Time) time.Duration {
+	var next []*mayfly.Lease
+	err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		next, err = tx.DueLeases(read.Add(busyPoll), dueStates, mayfly.DueCursor{DueAt: read.Add(time.Nanosecond)}, 1)
+		return err
+	})
+	if err != nil || len(next) == 0 {
+		return busyPoll
+	}
+	return max(next[0].DueAt.Sub(b.clock.Now()), 0)
+}
+
+// commitOutcomes records revocation outcomes, many per transaction, until
+// results is closed, or abandon is closed (then it records what is already
+// handed over and returns).
+func (b *Broker) commitOutcomes(results <-chan outcome, abandon <-chan struct{}, done func(ids []string)) {
 	const maxBatch = 256
-	for first := range results {
+	for {
+		var first outcome
+		select {
+		case r, ok := <-results:
+			if !ok {
+				return
+			}
+			first = r
+		case <-abandon:
+			select {
+			case r := <-results:
+				first = r
+			default:
+				return
+			}
+		}
 		batch := []outcome{first}
 	fill:
 		for len(batch) < maxBatch {
@@ -260,8 +312,18 @@ const (
 	maxChunk = 256
 )
 
-// chunk groups leases by target into batches: a few leases go to one
-// worker each, a burst becomes batches of minChunk to maxChunk leases.
+// batchSize is how many of n queued leases of one target go to one of
+// workers attempts: a few leases go to one attempt each, a burst becomes
+// batches of minChunk to maxChunk leases.
+func batchSize(n, workers int) int {
+	size := (n + workers - 1) / workers
+	if n >= 2*minChunk {
+		size = max(size, minChunk)
+	}
+	return min(max(size, 1), maxChunk)
+}
+
+// chunk groups leases by target into batches of batchSize.
 func chunk(ls []*mayfly.Lease, workers int) [][]*mayfly.Lease {
 	byTarget := map[string][]*mayfly.Lease{}
 	var order []string
@@ -274,11 +336,7 @@ func chunk(ls []*mayfly.Lease, workers int) [][]*mayfly.Lease {
 	var out [][]*mayfly.Lease
 	for _, t := range order {
 		g := byTarget[t]
-		size := (len(g) + workers - 1) / workers
-		if len(g) >= 2*minChunk {
-			size = max(size, minChunk)
-		}
-		size = min(max(size, 1), maxChunk)
+		size := batchSize(len(g), workers)
 		for len(g) > 0 {
 			n := min(size, len(g))
 			out = append(out, g[:n])
@@ -289,25 +347,257 @@ func chunk(ls []*mayfly.Lease, workers int) [][]*mayfly.Lease {
 }
 
 // revokeBatch revokes leases of one target, in one batched call when the
-// connector supports it.
-func (b *Broker) revokeBatch(ctx context.Context, batch []*mayfly.Lease) []outcome {
-	out := make([]outcome, len(batch))
+// connector supports it, each attempt bounded by timeout (twice that for a
+// batch). down is the error of an attempt that found the target not
+// answering (see unreachable); the leases after it in a batch revoked one
+// by one are not attempted and get errNotAttempted. Once ctx is cancelled
+// no further lease is attempted, and those leases get no outcome.
+func (b *Broker) revokeBatch(ctx context.Context, batch []*mayfly.Lease, timeout time.Duration) (out []outcome, down error) {
+	out = make([]outcome, 0, len(batch))
 	conn := b.connectors[batch[0].Target]
 	if br, ok := conn.(mayfly.BatchRevoker); ok && len(batch) > 1 {
 		reqs := make([]mayfly.RevokeRequest, len(batch))
 		for i, l := range batch {
 			reqs[i] = mayfly.RevokeRequest{LeaseID: l.ID, Username: l.Username, ExpiresAt: l.ExpiresAt}
 		}
-		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		rctx, cancel := context.WithTimeout(ctx, 2*timeout)
+		defer cancel()
 		errs := br.RevokeBatch(rctx, reqs)
-		cancel()
 		for i, l := range batch {
-			out[i] = outcome{l, errs[i]}
+			out = append(out, outcome{l, errs[i]})
+			if down == nil && unreachable(rctx, errs[i]) {
+				down = errs[i]
+			}
 		}
-		return out
+		return out, down
 	}
 	for i, l := range batch {
-		out[i] = outcome{l, b.revokeOnTarget(ctx, l)}
+		if ctx.Err() != nil {
+			break
+		}
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		err := b.revokeOnTarget(actx, l)
+		isDown := unreachable(actx, err)
+		cancel()
+		out = append(out, outcome{l, err})
+		if isDown {
+			for _, rest := range batch[i+1:] {
+				out = append(out, outcome{rest, errNotAttempted(rest.Target, Scrub(err.Error()))})
+			}
+			return out, err
+		}
 	}
-	return out
+	return out, nil
+}
+
+// unreachable reports whether err, from an attempt run with actx, says the
+// target is not answering: the attempt ran out of time, or a connection
+// could not be made or broke. A cancelled attempt (a stop) is not.
+func unreachable(actx context.Context, err error) bool {
+	if err == nil || errors.Is(actx.Err(), context.Canceled) {
+		return false
+	}
+	if errors.Is(actx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+// errNotAttempted is recorded for a lease whose target was found not
+// answering, without touching the target.
+func errNotAttempted(target, cause string) error {
+	return fmt.Errorf("not attempted: target %s is not answering (%s); retrying with backoff", target, cause)
+}
+
+// lanes run revocation attempts per target: each target's due leases wait
+// in its own queue and at most PerTarget attempts run on it at once; all
+// targets share Concurrency attempts, except that a target with none
+// running may always start one. Outcomes go to results.
+type lanes struct {
+	b       *Broker
+	o       SchedulerOptions
+	ctx     context.Context // parent of every attempt; cancelled to stop
+	results chan outcome
+	abandon chan struct{} // closed when the committer is no longer waited for
+	wg      sync.WaitGroup
+
+	mu       sync.Mutex
+	byTarget map[string]*lane
+	order    []string // target names, sorted
+	next     int      // where the next round-robin round starts
+	running  int
+	closed   bool
+}
+
+// lane is one target's queue and health.
+type lane struct {
+	queue   []*mayfly.Lease
+	running int
+	// failures counts consecutive attempts that found the target not
+	// answering; while it is not zero one attempt at a time probes it.
+	failures  int
+	downUntil time.Time
+	lastErr   string
+}
+
+func (p *lanes) lane(target string) *lane {
+	l, ok := p.byTarget[target]
+	if !ok {
+		l = &lane{}
+		p.byTarget[target] = l
+		p.order = append(p.order, target)
+		sort.Strings(p.order)
+	}
+	return l
+}
+
+// add queues due leases on their targets' lanes and starts what it can.
+func (p *lanes) add(ls []*mayfly.Lease) {
+	if len(ls) == 0 {
+		return
+	}
+	p.mu.Lock()
+	for _, l := range ls {
+		q := p.lane(l.Target)
+		q.queue = append(q.queue, l)
+	}
+	p.mu.Unlock()
+	p.pump()
+}
+
+// pump records the queued leases of targets that are down as failed
+// attempts (they back off without holding a worker) and starts attempts,
+// one batch per target per round, while slots are free.
+func (p *lanes) pump() {
+	now := p.b.clock.Now()
+	var skipped []outcome
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	for _, name := range p.order {
+		q := p.byTarget[name]
+		if len(q.queue) > 0 && now.Before(q.downUntil) {
+			err := errNotAttempted(name, q.lastErr)
+			for _, l := range q.queue {
+				skipped = append(skipped, outcome{l, err})
+			}
+			q.queue = nil
+		}
+	}
+	for started := true; started; {
+		started = false
+		for i := range p.order {
+			name := p.order[(p.next+i)%len(p.order)]
+			q := p.byTarget[name]
+			limit := p.o.PerTarget
+			if q.failures > 0 {
+				limit = 1
+			}
+			if len(q.queue) == 0 || q.running >= limit || (p.running >= p.o.Concurrency && q.running > 0) {
+				continue
+			}
+			n := batchSize(len(q.queue), limit)
+			batch := q.queue[:n:n]
+			q.queue = q.queue[n:]
+			q.running++
+			p.running++
+			p.wg.Add(1)
+			go p.attempt(name, batch)
+			started = true
+		}
+		p.next++
+	}
+	p.mu.Unlock()
+	p.send(skipped)
+}
+
+// attempt revokes one batch of a target's leases, updates the target's
+// health and hands the outcomes over.
+func (p *lanes) attempt(target string, batch []*mayfly.Lease) {
+	defer p.wg.Done()
+	out, down := p.b.revokeBatch(p.ctx, batch, p.o.AttemptTimeout)
+	stopping := p.ctx.Err() != nil
+	now := p.b.clock.Now()
+	p.mu.Lock()
+	q := p.byTarget[target]
+	q.running--
+	p.running--
+	switch {
+	case stopping:
+	case down != nil:
+		q.failures++
+		delay := Backoff(q.failures, p.b.maxBackoff)
+		q.downUntil, q.lastErr = now.Add(delay), Scrub(down.Error())
+		if q.failures == 1 {
+			p.b.log.Warn("scheduler: target not answering; backing off its revocations", "target", target, "retry_in", delay.String(), "err", q.lastErr)
+		}
+	case q.failures > 0:
+		p.b.log.Info("scheduler: target answering again", "target", target)
+		q.failures, q.downUntil = 0, time.Time{}
+	}
+	p.mu.Unlock()
+	if stopping {
+		// A failure caused by the stop is not recorded: the lease stays
+		// due and is retried at the next start.
+		kept := out[:0]
+		for _, o := range out {
+			if o.err == nil {
+				kept = append(kept, o)
+			}
+		}
+		out = kept
+	}
+	p.send(out)
+	p.pump()
+}
+
+// send hands outcomes to the committer, unless the scheduler gave up
+// waiting for it.
+func (p *lanes) send(out []outcome) {
+	for _, o := range out {
+		select {
+		case p.results <- o:
+		case <-p.abandon:
+			return
+		}
+	}
+}
+
+// stop ends the lanes: queued leases are dropped (they stay due), attempts
+// in flight get ShutdownGrace to finish and are then cancelled; after one
+// more second those still running (a connector ignoring its context) are
+// abandoned. It returns once the committer has recorded what it was given.
+func (p *lanes) stop(cancel context.CancelFunc, committerDone <-chan struct{}) {
+	p.mu.Lock()
+	p.closed = true
+	for _, q := range p.byTarget {
+		q.queue = nil
+	}
+	p.mu.Unlock()
+	idle := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(idle)
+	}()
+	t := time.NewTimer(p.o.ShutdownGrace)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+		cancel()
+		t.Reset(time.Second)
+		select {
+		case <-idle:
+		case <-t.C:
+			p.b.log.Warn("scheduler: revocation attempts still running at stop; their leases stay due")
+			close(p.abandon)
+			<-committerDone
+			return
+		}
+	}
+	close(p.results)
+	<-committerDone
 }

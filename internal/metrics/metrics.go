@@ -28,6 +28,9 @@ type Metrics struct {
 	TargetUp           *prometheus.GaugeVec   // by target
 	SinkBacklog        *prometheus.GaugeVec   // by sink
 	APILatency         *prometheus.HistogramVec
+	// LeasesOverdue counts leases still active or revoking more than a
+	// few seconds past their expiry; set by the server's overdue watch.
+	LeasesOverdue prometheus.Gauge
 }
 
 // New registers every metric; store feeds the lease gauges at scrape time.
@@ -57,7 +60,10 @@ func New(store mayfly.Store) *Metrics {
 			Help: "Audit events not yet delivered to a sink."}, []string{"sink"}),
 		APILatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "mayfly_api_request_duration_seconds",
 			Help: "API latency by route and status.", Buckets: prometheus.DefBuckets}, []string{"route", "code"}),
+		LeasesOverdue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "mayfly_leases_overdue",
+			Help: "Leases still active or revoking more than 5s past their expiry: their accounts may still work. Alert when above 0."}),
 	}
+	r.MustRegister(m.LeasesOverdue)
 	r.MustRegister(m.Requests, m.RequestOutcomes, m.ApprovalWait, m.RevocationLag, m.RevocationFailures,
 		m.Revocations, m.Orphans, m.TargetUp, m.SinkBacklog, m.APILatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

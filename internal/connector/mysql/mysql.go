@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/acctname"
 	"github.com/mayflyhq/mayfly/internal/connector/kindcheck"
+	"github.com/mayflyhq/mayfly/internal/connector/mark"
 )
 
 // MaxNameLen is the longest account name MySQL accepts.
@@ -60,6 +62,7 @@ type Connector struct {
 	mu         sync.Mutex
 	mariaDB    bool
 	flavorKnow bool
+	key        mark.Key // marks the users this installation creates
 }
 
 // New validates the target's configuration and grants and returns a
@@ -102,7 +105,12 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 	if t.ConnectionLimit < 0 {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: connection_limit must not be negative", t.Name)
 	}
+	key, err := mark.FromTarget(t, getenv)
+	if err != nil {
+		return nil, err
+	}
 	c := &Connector{
+		key:    key,
 		limit:  t.ConnectionLimit,
 		host:   t.PublicHost,
 		port:   t.PublicPort,
@@ -286,14 +294,18 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 	if err != nil {
 		return mayfly.ProvisionResponse{}, err
 	}
+	auth, attr, err := c.identified(ctx, name, pw)
+	if err != nil {
+		return mayfly.ProvisionResponse{}, err
+	}
 	created := true
-	create := fmt.Sprintf("CREATE USER %s IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS %d", account(name), quoteString(pw), c.limit)
+	create := fmt.Sprintf("CREATE USER %s %s WITH MAX_USER_CONNECTIONS %d%s", account(name), auth, c.limit, attr)
 	if _, err := c.db.ExecContext(ctx, create); err != nil {
 		if errNumber(err) != errCannotUser {
 			return mayfly.ProvisionResponse{}, fmt.Errorf("create user %s: %w", name, scrubbed(err, pw))
 		}
 		created = false
-		alter := fmt.Sprintf("ALTER USER %s IDENTIFIED BY %s WITH MAX_USER_CONNECTIONS %d ACCOUNT UNLOCK", account(name), quoteString(pw), c.limit)
+		alter := fmt.Sprintf("ALTER USER %s %s WITH MAX_USER_CONNECTIONS %d ACCOUNT UNLOCK%s", account(name), auth, c.limit, attr)
 		if _, err := c.db.ExecContext(ctx, alter); err != nil {
 			return mayfly.ProvisionResponse{}, fmt.Errorf("reset password of user %s: %w", name, scrubbed(err, pw))
 		}
@@ -322,6 +334,52 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 		Port:     c.port,
 		Database: req.Grant.Database,
 	}}, nil
+}
+
+// markHashLen is how many hex digits of the mark a MariaDB user keeps: a
+// mysql_native_password hash has 40.
+const markHashLen = 40
+
+// identified returns the authentication clause for a new password and the
+// clause that marks the user, when the installation has a key. MariaDB has
+// no comment on users: the mark is a second authentication method, a
+// mysql_native_password hash made of the mark, which no password hashes to,
+// so it lets nobody in. MySQL (8.0.21 and later) keeps it as a user
+// attribute.
+func (c *Connector) identified(ctx context.Context, name, pw string) (auth, attr string, err error) {
+	tag := c.key.Tag(name)
+	if tag == "" {
+		return "IDENTIFIED BY " + quoteString(pw), "", nil
+	}
+	maria, err := c.isMariaDB(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	if maria {
+		return "IDENTIFIED VIA mysql_native_password USING PASSWORD(" + quoteString(pw) + ") OR mysql_native_password USING " +
+			quoteString("*"+strings.ToUpper(tag[:markHashLen])), "", nil
+	}
+	return "IDENTIFIED BY " + quoteString(pw), " ATTRIBUTE " + quoteString(`{"mayfly_mark": "`+tag+`"}`), nil
+}
+
+// marked reports whether marks, as the Accounts query reads them, hold this
+// installation's mark of name: on MariaDB a JSON array of the hashes of the
+// user's other authentication methods, on MySQL the mayfly_mark attribute.
+func (c *Connector) marked(maria bool, name, marks string) bool {
+	if c.key.Zero() || marks == "" {
+		return false
+	}
+	if !maria {
+		return c.key.Valid(name, marks)
+	}
+	var hashes []string
+	if json.Unmarshal([]byte(marks), &hashes) != nil {
+		return false
+	}
+	return slices.ContainsFunc(hashes, func(h string) bool {
+		h, ok := strings.CutPrefix(h, "*")
+		return ok && len(h) == markHashLen && c.key.ValidPrefix(name, h, markHashLen)
+	})
 }
 
 // eventSchedulerOn reports whether the server runs events.
@@ -504,11 +562,13 @@ type userRow struct {
 	locked     bool
 	expired    bool
 	super      bool
+	marks      string
 }
 
 // Accounts lists the users whose name starts with req.Prefix ("" for every
 // user), one entry per user name whatever its hosts, with their live
-// connections and privileges. Roles are left out.
+// connections and privileges. Roles are left out. Marked is set when the
+// user's entry for host '%' carries this installation's mark.
 func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([]mayfly.Account, error) {
 	maria, err := c.isMariaDB(ctx)
 	if err != nil {
@@ -517,12 +577,15 @@ func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([
 	var q string
 	if maria {
 		q = `SELECT u.User, u.Host, COALESCE(JSON_VALUE(g.Priv, '$.account_locked'), '0') IN ('1', 'true'),
-			u.password_expired = 'Y', u.Super_priv = 'Y'
+			u.password_expired = 'Y', u.Super_priv = 'Y',
+			COALESCE(JSON_EXTRACT(g.Priv, '$.auth_or[*].authentication_string'), '')
 			FROM mysql.user u JOIN mysql.global_priv g ON g.User = u.User AND g.Host = u.Host
 			WHERE u.is_role = 'N' AND u.User LIKE ? ESCAPE '!'`
 	} else {
-		q = `SELECT User, Host, account_locked = 'Y', password_expired = 'Y', Super_priv = 'Y'
-			FROM mysql.user WHERE User LIKE ? ESCAPE '!'`
+		q = `SELECT u.User, u.Host, u.account_locked = 'Y', u.password_expired = 'Y', u.Super_priv = 'Y',
+			COALESCE(JSON_UNQUOTE(JSON_EXTRACT(a.ATTRIBUTE, '$.mayfly_mark')), '')
+			FROM mysql.user u LEFT JOIN information_schema.USER_ATTRIBUTES a ON a.USER = u.User AND a.HOST = u.Host
+			WHERE u.User LIKE ? ESCAPE '!'`
 	}
 	rows, err := c.db.QueryContext(ctx, q, likePrefix(req.Prefix))
 	if err != nil {
@@ -531,7 +594,7 @@ func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([
 	var users []userRow
 	for rows.Next() {
 		var u userRow
-		if err := rows.Scan(&u.user, &u.host, &u.locked, &u.expired, &u.super); err != nil {
+		if err := rows.Scan(&u.user, &u.host, &u.locked, &u.expired, &u.super, &u.marks); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("list users: %w", err)
 		}
@@ -566,6 +629,7 @@ func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([
 		}
 		a.CanLogin = a.CanLogin || (!u.locked && !u.expired)
 		a.Superuser = a.Superuser || u.super
+		a.Marked = a.Marked || (u.host == "%" && c.marked(maria, u.user, u.marks))
 		grantee := quoteString(u.user) + "@" + quoteString(u.host)
 		p := privs[grantee]
 		if u.host != "%" {

@@ -10,13 +10,14 @@ import (
 
 // accountsSQL lists roles whose name starts with $1 ("" for every role),
 // with their live sessions, the latest activity of those sessions, the
-// roles they are members of and their notable attributes.
+// roles they are members of, their notable attributes and their comment.
 const accountsSQL = `
 SELECT r.rolname::text, r.rolcanlogin, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls,
 	coalesce(a.sessions, 0), a.last_activity,
 	ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m
 		JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
-		WHERE m.member = r.oid ORDER BY 1)
+		WHERE m.member = r.oid ORDER BY 1),
+	coalesce(pg_catalog.shobj_description(r.oid, 'pg_authid'), '')
 FROM pg_catalog.pg_roles r
 LEFT JOIN (
 	SELECT usesysid, count(*) AS sessions,
@@ -33,6 +34,7 @@ ORDER BY r.rolname`
 // LastActivity is zero for a role with no live session. Privileges lists the
 // roles it is a member of and the attributes createrole, createdb,
 // replication and bypassrls it has; Superuser is reported on its own.
+// Marked is set when the role's comment carries this installation's mark.
 func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) (_ []mayfly.Account, err error) {
 	defer func() { err = c.scrub(err) }()
 	rs, err := c.pool.Query(ctx, accountsSQL, req.Prefix)
@@ -47,15 +49,17 @@ func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) (_
 			createRole, createDB, replication, bypass bool
 			last                                      *time.Time
 			member                                    []string
+			comment                                   string
 		)
 		if err := rs.Scan(&a.Name, &a.CanLogin, &a.Superuser, &createRole, &createDB, &replication, &bypass,
-			&a.Sessions, &last, &member); err != nil {
+			&a.Sessions, &last, &member, &comment); err != nil {
 			return nil, fmt.Errorf("list roles: %w", err)
 		}
 		if last != nil {
 			a.LastActivity = last.UTC()
 		}
 		a.Privileges = member
+		a.Marked = c.key.Valid(a.Name, commentMark(comment))
 		for _, attr := range []struct {
 			name string
 			set  bool

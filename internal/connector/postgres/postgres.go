@@ -28,6 +28,7 @@ import (
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/acctname"
 	"github.com/mayflyhq/mayfly/internal/connector/kindcheck"
+	"github.com/mayflyhq/mayfly/internal/connector/mark"
 )
 
 // MaxNameLen is the longest role name PostgreSQL keeps (NAMEDATALEN-1).
@@ -57,6 +58,7 @@ type Connector struct {
 	port       int
 	limit      int
 	iterations int
+	key        mark.Key // marks the roles this installation creates
 
 	mu      sync.Mutex
 	dbPools map[string]*pgxpool.Pool // grant databases other than the DSN's
@@ -101,7 +103,12 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 	case t.PublicPort < 0 || t.PublicPort > 65535:
 		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: public_port %d is out of range", t.Name, t.PublicPort)
 	}
+	key, err := mark.FromTarget(t, getenv)
+	if err != nil {
+		return nil, err
+	}
 	c := &Connector{
+		key:        key,
 		name:       t.Name,
 		prefix:     t.Prefix,
 		poolCfg:    cfg,

@@ -55,10 +55,33 @@ func hmacSHA256(key []byte, msg string) []byte {
 	return h.Sum(nil)
 }
 
-// leaseComment is the comment Mayfly puts on the role of a lease; a role
-// that exists with this comment belongs to the same lease.
-func leaseComment(leaseID string) string {
-	return "mayfly lease " + leaseID
+// leaseComment is the comment Mayfly puts on the role of a lease: "mayfly
+// lease <id>", followed by " mark <tag>" when the installation has a key.
+// A role that exists with this lease's comment belongs to the same lease.
+func (c *Connector) leaseComment(leaseID, name string) string {
+	s := "mayfly lease " + leaseID
+	if tag := c.key.Tag(name); tag != "" {
+		s += " mark " + tag
+	}
+	return s
+}
+
+// sameLease reports whether comment is the comment of lease leaseID.
+func sameLease(comment, leaseID string) bool {
+	rest, ok := strings.CutPrefix(comment, "mayfly lease "+leaseID)
+	return ok && (rest == "" || strings.HasPrefix(rest, " mark "))
+}
+
+// commentMark returns the mark in a role's comment, "" when there is none.
+func commentMark(comment string) string {
+	if !strings.HasPrefix(comment, "mayfly lease ") {
+		return ""
+	}
+	_, tag, ok := strings.Cut(comment, " mark ")
+	if !ok {
+		return ""
+	}
+	return tag
 }
 
 // creation is everything Provision sends to create the role of a lease,
@@ -86,7 +109,7 @@ func (c *Connector) build(req mayfly.ProvisionRequest) (*creation, error) {
 	if req.ExpiresAt.IsZero() {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "provision %s: expiry is required", name)
 	}
-	comment, err := quoteLiteral(leaseComment(req.LeaseID))
+	comment, err := quoteLiteral(c.leaseComment(req.LeaseID, name))
 	if err != nil {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "lease id: %s", mayfly.ErrorMessage(err))
 	}
@@ -420,7 +443,7 @@ func (c *Connector) reprovision(ctx context.Context, pg *pgconn.PgConn, req mayf
 		// Dropped since the CREATE failed; the caller may try again.
 		return mayfly.Errorf(mayfly.ECONFLICT, "provision %s: the role changed concurrently; try again", name)
 	}
-	if string(rs[0][0]) != leaseComment(req.LeaseID) {
+	if !sameLease(string(rs[0][0]), req.LeaseID) {
 		return mayfly.Errorf(mayfly.ECONFLICT, "provision %s: a role of that name exists and does not belong to lease %s", name, req.LeaseID)
 	}
 	role := ident(name)

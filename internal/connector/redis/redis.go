@@ -23,6 +23,7 @@ import (
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/acctname"
 	"github.com/mayflyhq/mayfly/internal/connector/kindcheck"
+	"github.com/mayflyhq/mayfly/internal/connector/mark"
 )
 
 // MaxNameLen is the longest account name the connector accepts. Redis
@@ -40,6 +41,7 @@ const defaultMaxConns = 16
 // Connector manages ACL users on one Redis server.
 type Connector struct {
 	rdb    *redis.Client
+	key    mark.Key // marks the users this installation creates
 	host   string
 	port   int
 	prefix string
@@ -81,7 +83,12 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 	if t.AdminUser != "" && password == "" {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: admin_user needs admin_password or admin_password_env", t.Name)
 	}
+	key, err := mark.FromTarget(t, getenv)
+	if err != nil {
+		return nil, err
+	}
 	c := &Connector{
+		key:    key,
 		host:   host,
 		port:   port,
 		prefix: t.Prefix,
@@ -319,8 +326,13 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 	if err != nil {
 		return mayfly.ProvisionResponse{}, err
 	}
-	args := make([]any, 0, 6+len(rules))
+	args := make([]any, 0, 7+len(rules))
 	args = append(args, "ACL", "SETUSER", name, "reset", "on", ">"+pw)
+	if tag := c.key.Tag(name); tag != "" {
+		// The mark: a second password hash, the HMAC of the name. No
+		// password hashes to it, so it lets nobody in.
+		args = append(args, "#"+tag)
+	}
 	for _, r := range rules {
 		args = append(args, r)
 	}
@@ -401,10 +413,11 @@ func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([
 	sessions := parseClientList(clients, time.Now())
 	var out []mayfly.Account
 	for _, line := range lines {
-		a, ok := parseACLUser(line)
+		a, hashes, ok := parseACLUser(line)
 		if !ok || !strings.HasPrefix(a.Name, req.Prefix) {
 			continue
 		}
+		a.Marked = slices.ContainsFunc(hashes, func(h string) bool { return c.key.Valid(a.Name, h) })
 		if s, ok := sessions[a.Name]; ok {
 			a.Sessions = s.n
 			a.LastActivity = s.last
@@ -415,12 +428,14 @@ func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([
 	return out, nil
 }
 
-// parseACLUser reads one ACL LIST line: "user <name> <rules...>".
-func parseACLUser(line string) (mayfly.Account, bool) {
+// parseACLUser reads one ACL LIST line: "user <name> <rules...>", and
+// returns the password hashes apart.
+func parseACLUser(line string) (mayfly.Account, []string, bool) {
 	f := strings.Fields(line)
 	if len(f) < 2 || f[0] != "user" {
-		return mayfly.Account{}, false
+		return mayfly.Account{}, nil, false
 	}
+	var hashes []string
 	a := mayfly.Account{Name: f[1]}
 	var on, pass, allKeys, allCmds bool
 	var rules []string
@@ -431,6 +446,9 @@ func parseACLUser(line string) (mayfly.Account, bool) {
 		switch {
 		case strings.HasPrefix(r, "#") || strings.HasPrefix(r, ">"):
 			pass = true
+			if top && strings.HasPrefix(r, "#") {
+				hashes = append(hashes, r[1:])
+			}
 			continue // a password hash: keep it out of the summary
 		case r == "on" && top:
 			on = true
@@ -448,7 +466,7 @@ func parseACLUser(line string) (mayfly.Account, bool) {
 	if len(rules) > 0 {
 		a.Privileges = []string{strings.Join(rules, " ")}
 	}
-	return a, true
+	return a, hashes, true
 }
 
 type sessionInfo struct {

@@ -286,7 +286,7 @@ func TestParseACLUser(t *testing.T) {
 		{"user mf_c on resetchannels -@all (~* +@all)", false, false, "on resetchannels -@all (~* +@all)"},
 	}
 	for _, tt := range tests {
-		a, ok := parseACLUser(tt.line)
+		a, _, ok := parseACLUser(tt.line)
 		if !ok {
 			t.Fatalf("parseACLUser(%q) not ok", tt.line)
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/acctname"
 	"github.com/mayflyhq/mayfly/internal/connector/kindcheck"
+	"github.com/mayflyhq/mayfly/internal/connector/mark"
 )
 
 // MaxNameLen is the longest account name the connector passes to a
@@ -57,6 +58,11 @@ type Request struct {
 	Params    map[string]string `json:"params,omitempty"`
 	ExpiresAt string            `json:"expires_at,omitempty"`
 	Prefix    *string           `json:"prefix,omitempty"`
+	// Mark is this installation's mark of Username (provision, with an
+	// installation key): the command keeps it with the account and reports
+	// it back in the accounts listing, so Mayfly recognises its own
+	// accounts even after its store was lost.
+	Mark string `json:"mark,omitempty"`
 }
 
 // ProvisionOutput is what a provision command may print on stdout to
@@ -79,6 +85,9 @@ type AccountOutput struct {
 	CanLogin     bool      `json:"can_login"`
 	Superuser    bool      `json:"superuser"`
 	Privileges   []string  `json:"privileges"`
+	// Mark is the mark the provision request carried for this account;
+	// empty for accounts Mayfly did not create.
+	Mark string `json:"mark"`
 }
 
 // Connector runs a scripted target's commands.
@@ -90,11 +99,12 @@ type Connector struct {
 	host    string
 	port    int
 	grants  map[string]mayfly.Grant
+	key     mark.Key // marks the accounts this installation creates
 }
 
 // New validates the target's commands, timeout and grants. Relative
-// command paths are taken as given. getenv is unused: commands receive no
-// secrets through the environment.
+// command paths are taken as given. getenv resolves only the installation
+// key: commands receive no secrets through the environment.
 func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 	if t.Kind != "" && t.Kind != mayfly.KindScript {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: kind %q is not %q", t.Name, t.Kind, mayfly.KindScript)
@@ -128,7 +138,12 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 	if t.Timeout < 0 {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: timeout must not be negative", t.Name)
 	}
+	key, err := mark.FromTarget(t, getenv)
+	if err != nil {
+		return nil, err
+	}
 	c := &Connector{
+		key:     key,
 		name:    t.Name,
 		cmds:    t.Commands,
 		timeout: t.Timeout,
@@ -216,6 +231,7 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 		Grant:     req.Grant.Name,
 		Params:    req.Grant.Params,
 		ExpiresAt: formatTime(req.ExpiresAt),
+		Mark:      c.key.Tag(req.Username),
 	}, pw)
 	if err != nil {
 		return mayfly.ProvisionResponse{}, err
@@ -302,6 +318,7 @@ func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([
 			CanLogin:     a.CanLogin,
 			Superuser:    a.Superuser,
 			Privileges:   a.Privileges,
+			Marked:       c.key.Valid(a.Name, a.Mark),
 		})
 	}
 	return accts, nil

@@ -17,6 +17,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/connector/mark"
 )
 
 // The host side of host-user mode. Mayfly logs in as the admin and feeds a
@@ -27,7 +28,9 @@ import (
 
 const (
 	// managedComment marks the users Mayfly creates (the GECOS field), so it
-	// never changes or deletes a user it did not create.
+	// never changes or deletes a user it did not create. With an
+	// installation key the field is "mayfly <mark>", which tells this
+	// installation's users from those of another broker.
 	managedComment = "mayfly"
 	// maxHostSessions bounds concurrent sessions on the admin connection,
 	// below sshd's default MaxSessions of 10.
@@ -48,6 +51,7 @@ type hostAdmin struct {
 	addr   string
 	user   string
 	signer gossh.Signer
+	key    mark.Key        // marks the users this installation creates
 	pin    gossh.PublicKey // nil: trust on first use, recorded in knownFile
 	// knownFile records the host key seen first when there is no pin.
 	knownFile string
@@ -65,7 +69,7 @@ type hostAdmin struct {
 	queue []*hostOp
 }
 
-func newHostAdmin(t mayfly.Target, passphrase, knownFile string) (*hostAdmin, error) {
+func newHostAdmin(t mayfly.Target, key mark.Key, passphrase, knownFile string) (*hostAdmin, error) {
 	pemBytes, err := os.ReadFile(t.AdminKeyFile)
 	if err != nil {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh target %q: admin_key_file: %v", t.Name, errors.Unwrap(err))
@@ -79,7 +83,7 @@ func newHostAdmin(t mayfly.Target, passphrase, knownFile string) (*hostAdmin, er
 		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh target %q: admin_key_file is not a readable private key", t.Name)
 	}
 	h := &hostAdmin{
-		target: t.Name, addr: t.Address, user: t.AdminUser, signer: signer, knownFile: knownFile,
+		target: t.Name, addr: t.Address, user: t.AdminUser, signer: signer, key: key, knownFile: knownFile,
 		sessions: make(chan struct{}, maxHostSessions), turn: make(chan struct{}, 1),
 	}
 	if t.HostKey != "" {
@@ -277,8 +281,8 @@ func sq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 // on success, exitNotManaged for a user Mayfly did not create, or the
 // failing command's status.
 //
-// mf_create NAME EXPIREDATE GROUPS creates the user, or refreshes one Mayfly
-// created before: account expiry (the field counts whole days; the
+// mf_create NAME EXPIREDATE GROUPS COMMENT creates the user with COMMENT in
+// its GECOS field, or refreshes one Mayfly created before: account expiry (the field counts whole days; the
 // certificate ends access at the exact time), password field "*" (no
 // password login, yet not locked, which sshd without PAM refuses even for
 // certificates), supplementary groups.
@@ -287,7 +291,9 @@ func sq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 // processes until none is left, deletes the user with home directory and
 // mail spool, and checks that it is gone. An absent user is success.
 var userFuncs = `mf_managed() {
-  [ "$(getent passwd "$1" | cut -d: -f5)" = ` + sq(managedComment) + ` ] && return 0
+  case "$(getent passwd "$1" | cut -d: -f5)" in
+  ` + sq(managedComment) + `|` + sq(managedComment+" ") + `*) return 0 ;;
+  esac
   echo "user $1 exists and was not created by mayfly" >&2
   return ` + strconv.Itoa(exitNotManaged) + `
 }
@@ -303,9 +309,9 @@ mf_create() {
     shell=/bin/sh
     [ -x /bin/bash ] && shell=/bin/bash
     if [ -n "$3" ]; then
-      useradd --create-home --shell "$shell" --comment ` + sq(managedComment) + ` --password '*' --expiredate "$2" --groups "$3" "$1" || return
+      useradd --create-home --shell "$shell" --comment "$4" --password '*' --expiredate "$2" --groups "$3" "$1" || return
     else
-      useradd --create-home --shell "$shell" --comment ` + sq(managedComment) + ` --password '*' --expiredate "$2" "$1" || return
+      useradd --create-home --shell "$shell" --comment "$4" --password '*' --expiredate "$2" "$1" || return
     fi
   fi
   getent passwd "$1" >/dev/null
@@ -342,8 +348,17 @@ type hostOp struct {
 // createUser creates the local user name (see mf_create).
 func (h *hostAdmin) createUser(ctx context.Context, name string, expires time.Time, groups []string) error {
 	exp := expires.UTC().AddDate(0, 0, 1).Format(time.DateOnly)
-	call := "mf_create " + sq(name) + " " + sq(exp) + " " + sq(strings.Join(groups, ","))
+	call := "mf_create " + sq(name) + " " + sq(exp) + " " + sq(strings.Join(groups, ",")) + " " + sq(h.comment(name))
 	return h.change(ctx, &hostOp{call: call, name: name, what: "create host user"})
+}
+
+// comment is the GECOS field of the user name: managedComment, followed by
+// the mark of name when the installation has a key.
+func (h *hostAdmin) comment(name string) string {
+	if tag := h.key.Tag(name); tag != "" {
+		return managedComment + " " + tag
+	}
+	return managedComment
 }
 
 // removeUser kills the processes of the local user name and deletes it
@@ -450,13 +465,20 @@ func (h *hostAdmin) scriptError(what, name string, err error) error {
 	return fmt.Errorf("ssh target %q: %s %s: %w", h.target, what, name, err)
 }
 
-// listUsers returns the users Mayfly created whose name starts with
-// prefix, with Sessions counting their sshd processes (one per connection).
+// listUsers returns the local users whose name starts with prefix, with
+// Sessions counting their sshd processes (one per connection). Marked is
+// set on those whose GECOS field carries this installation's mark; users
+// Mayfly did not create are listed too, so they can be reported.
 func (h *hostAdmin) listUsers(ctx context.Context, prefix string) ([]mayfly.Account, error) {
 	script := `p=` + sq(prefix) + `
 getent passwd | while IFS=: read -r name _ uid _ gecos _; do
   case "$name" in
-  "$p"*) [ "$gecos" = ` + sq(managedComment) + ` ] && printf 'U %s %s\n' "$name" "$uid" ;;
+  "$p"*)
+    case "$gecos" in
+    ` + sq(managedComment+" ") + `*) m=${gecos#` + sq(managedComment+" ") + `} ;;
+    *) m=- ;;
+    esac
+    printf 'U %s %s %s\n' "$name" "$uid" "$m" ;;
   esac
 done
 if command -v ps >/dev/null 2>&1; then
@@ -476,9 +498,9 @@ true`
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		switch {
-		case len(f) == 3 && f[0] == "U" && strings.HasPrefix(f[1], prefix):
+		case len(f) == 4 && f[0] == "U" && strings.HasPrefix(f[1], prefix):
 			byUID[f[2]] = append(byUID[f[2]], len(users))
-			users = append(users, mayfly.Account{Name: f[1], CanLogin: true})
+			users = append(users, mayfly.Account{Name: f[1], CanLogin: true, Marked: h.key.Valid(f[1], f[3])})
 		case len(f) == 2 && f[0] == "P":
 			for _, i := range byUID[f[1]] {
 				users[i].Sessions++

@@ -28,6 +28,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/connector/mark"
 )
 
 // Limits on what grants and requests may carry.
@@ -112,7 +113,11 @@ func New(t mayfly.Target, ca *CA, stateDir string, getenv func(string) string) (
 		if t.AdminPasswordEnv != "" {
 			pass = getenv(t.AdminPasswordEnv)
 		}
-		c.admin, err = newHostAdmin(t, pass, filepath.Join(stateDir, "ssh-"+t.Name+".host_key"))
+		key, err := mark.FromTarget(t, getenv)
+		if err != nil {
+			return nil, err
+		}
+		c.admin, err = newHostAdmin(t, key, pass, filepath.Join(stateDir, "ssh-"+t.Name+".host_key"))
 		if err != nil {
 			return nil, err
 		}
@@ -526,8 +531,8 @@ func (c *Connector) RevokedKeys() ([]byte, error) {
 }
 
 // Accounts lists the accounts under prefix. Host users (with an admin) are
-// the local users Mayfly created, with Sessions counting their SSH
-// connections. Certificate-only leases appear as the account name the
+// the local users under prefix, with Sessions counting their SSH
+// connections and Marked set on those this installation created. Certificate-only leases appear as the account name the
 // lease was provisioned with while one of its certificates is issued, not
 // revoked and not expired; their sessions are unknown (0).
 func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([]mayfly.Account, error) {
@@ -544,7 +549,9 @@ func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([
 			}
 			a := byName[rec.Username]
 			if a == nil {
-				a = &mayfly.Account{Name: rec.Username, CanLogin: true}
+				// Certificates come from this installation's own
+				// registry: they are its own.
+				a = &mayfly.Account{Name: rec.Username, CanLogin: true, Marked: true}
 				byName[rec.Username] = a
 			}
 			for _, p := range rec.Principals {
