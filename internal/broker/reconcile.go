@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -15,9 +16,19 @@ type ReconcileResult struct {
 	Target string `json:"target"`
 	// Accounts is how many managed accounts the target reported.
 	Accounts int `json:"accounts"`
-	// OrphansRemoved are managed accounts no live lease explains; removed.
+	// OrphansRemoved are accounts positively identified as this
+	// installation's (its mark, or a name a lease of this store was given)
+	// that no live lease explains; removed.
 	OrphansRemoved []string `json:"orphans_removed"`
-	// LeasesMissing are live leases whose account had vanished; ended.
+	// Unmanaged are accounts under the prefix that Mayfly did not make (no
+	// mark, no lease ever named them): reported and left in place, unless
+	// the target sets remove_unmarked.
+	Unmanaged []string `json:"unmanaged"`
+	// SuperusersKept are superusers under the prefix that no live lease
+	// explains: never removed, whoever made them.
+	SuperusersKept []string `json:"superusers_kept"`
+	// LeasesMissing are active leases whose account had vanished; they are
+	// revoked (which succeeds for an absent account) and end as missing.
 	LeasesMissing []string `json:"leases_missing"`
 	// ProvisioningFinished are leases stuck in provisioning, handed to the
 	// scheduler to undo.
@@ -26,13 +37,18 @@ type ReconcileResult struct {
 	Duration             string   `json:"duration"`
 }
 
-// Reconcile compares each target's managed accounts (those starting with
-// its prefix) with live leases: accounts with no live lease are orphans and
-// are removed; active leases whose account has vanished are ended as
-// missing; leases stuck in provisioning are undone. target "" means every
-// target. Accounts are listed before leases, so an account created for a
-// new lease meanwhile is never taken for an orphan (its intent is committed
-// before the account exists).
+// Reconcile compares each target's accounts under its prefix with live
+// leases. An account no live lease explains is an orphan, and is removed,
+// only when it is positively this installation's: it carries the
+// installation's mark (Account.Marked), or a lease of this store was given
+// its name. Any other account under the prefix is reported (Unmanaged, and
+// an alert the first time it is seen) and left alone unless the target sets
+// remove_unmarked; a superuser is never removed. Active leases whose
+// account has vanished are revoked (idempotent) and end as missing; leases
+// stuck in provisioning are undone. target "" means every target. Accounts
+// are listed before leases, so an account created for a new lease meanwhile
+// is never taken for an orphan (its intent is committed before the account
+// exists).
 func (b *Broker) Reconcile(ctx context.Context, c Caller, target string) ([]ReconcileResult, error) {
 	if !c.Admin {
 		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "reconciling needs an admin")
@@ -57,7 +73,8 @@ func (b *Broker) Reconcile(ctx context.Context, c Caller, target string) ([]Reco
 
 func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target) ReconcileResult {
 	start := time.Now()
-	res := ReconcileResult{Target: t.Name, OrphansRemoved: []string{}, LeasesMissing: []string{}, ProvisioningFinished: []string{}, Errors: []string{}}
+	res := ReconcileResult{Target: t.Name, OrphansRemoved: []string{}, Unmanaged: []string{}, SuperusersKept: []string{},
+		LeasesMissing: []string{}, ProvisioningFinished: []string{}, Errors: []string{}}
 	defer func() { res.Duration = time.Since(start).Round(time.Millisecond).String() }()
 	conn, ok := b.connectors[t.Name]
 	if !ok {
@@ -72,10 +89,10 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 		res.Errors = append(res.Errors, "list accounts: "+Scrub(mayfly.ErrorMessageOrText(err)))
 		return res
 	}
-	present := map[string]bool{}
+	present := map[string]mayfly.Account{}
 	for _, a := range accts {
-		if strings.HasPrefix(a.Name, t.Prefix) {
-			present[a.Name] = true
+		if t.Prefix != "" && strings.HasPrefix(a.Name, t.Prefix) {
+			present[a.Name] = a
 		}
 	}
 	res.Accounts = len(present)
@@ -95,19 +112,39 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 	for _, l := range live {
 		explained[l.Username] = true
 		switch {
-		case l.State == mayfly.LeaseActive && !present[l.Username] && l.CreatedAt.Before(listedAt):
+		case l.State == mayfly.LeaseActive && !has(present, l.Username) && l.CreatedAt.Before(listedAt):
 			missing = append(missing, l)
 		case l.State == mayfly.LeaseProvisioning && now.Sub(l.CreatedAt) > b.provTO:
 			stuck = append(stuck, l)
 		}
 	}
 	var orphans []string
-	for name := range present {
-		if !explained[name] && !b.endedSince(ctx, name, listedAt) {
-			orphans = append(orphans, name)
+	how := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(present)) {
+		if explained[name] {
+			continue
+		}
+		a := present[name]
+		issued, ended, err := b.issued(ctx, t.Name, name, listedAt)
+		switch {
+		case err != nil:
+			res.Errors = append(res.Errors, "look up leases of "+name+": "+err.Error())
+		case ended:
+			// A lease for it ended after the listing: its revocation
+			// raced the listing.
+		case a.Superuser:
+			res.SuperusersKept = append(res.SuperusersKept, name)
+		case a.Marked:
+			orphans, how[name] = append(orphans, name), "mark"
+		case issued:
+			orphans, how[name] = append(orphans, name), "lease"
+		case t.RemoveUnmarked:
+			orphans, how[name] = append(orphans, name), "remove_unmarked"
+		default:
+			res.Unmanaged = append(res.Unmanaged, name)
 		}
 	}
-	slices.Sort(orphans)
+	b.alertUnmanaged(ctx, t.Name, append(slices.Clone(res.Unmanaged), res.SuperusersKept...))
 	for _, name := range orphans {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := conn.Revoke(rctx, mayfly.RevokeRequest{Username: name})
@@ -123,7 +160,7 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 		b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
 			return tx.AppendAudit(&mayfly.AuditEvent{Time: b.clock.Now().UTC(), Actor: c.User, Action: action,
 				Subject: "target:" + t.Name, Target: t.Name, Reason: note, Source: c.Source,
-				Data: map[string]string{"account": name, "end_reason": mayfly.EndOrphan}})
+				Data: map[string]string{"account": name, "end_reason": mayfly.EndOrphan, "identified_by": how[name]}})
 		})
 		if b.hooks.Orphan != nil {
 			b.hooks.Orphan(t.Name, name)
@@ -136,11 +173,16 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 				if err != nil || cur.State != mayfly.LeaseActive {
 					continue
 				}
-				cur.State, cur.EndReason, cur.EndedAt = mayfly.LeaseRevoked, mayfly.EndMissing, now
+				// Revoked like any other end: the connector's revocation
+				// succeeds for an absent account and verifies it is gone.
+				cur.State, cur.EndReason, cur.DueAt = mayfly.LeaseRevoking, mayfly.EndMissing, now
 				if err := tx.UpdateLease(cur); err != nil {
 					return err
 				}
-				if err := b.audit(tx, c, "lease.missing", nil, cur, "the account vanished from the target", map[string]string{"username": cur.Username, "end_reason": mayfly.EndMissing}); err != nil {
+				if err := b.endExtensions(tx, c, cur.ID, "lease ended ("+mayfly.EndMissing+")"); err != nil {
+					return err
+				}
+				if err := b.audit(tx, c, "lease.missing", nil, cur, "the account vanished from the target; revoking", map[string]string{"username": cur.Username, "end_reason": mayfly.EndMissing}); err != nil {
 					return err
 				}
 				res.LeasesMissing = append(res.LeasesMissing, cur.ID)
@@ -170,25 +212,72 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 	return res
 }
 
-// endedSince reports whether a lease for the account ended after t: its
-// revocation raced the listing, so the account is no orphan.
-func (b *Broker) endedSince(ctx context.Context, username string, t time.Time) bool {
-	var ended bool
-	b.store.View(ctx, func(tx mayfly.Tx) error {
+func has(m map[string]mayfly.Account, name string) bool {
+	_, ok := m[name]
+	return ok
+}
+
+// issued reports whether a lease of this store on target was ever given
+// the account name (Mayfly issued it), and whether one of them ended after
+// t: its revocation raced the listing, so the account is no orphan.
+func (b *Broker) issued(ctx context.Context, target, username string, t time.Time) (issued, ended bool, err error) {
+	err = b.store.View(ctx, func(tx mayfly.Tx) error {
 		ls, err := tx.ListLeases(mayfly.LeaseFilter{Username: username})
 		for _, l := range ls {
-			if !l.EndedAt.Before(t) {
+			if l.Target != target {
+				continue
+			}
+			issued = true
+			if !l.State.Live() && !l.EndedAt.Before(t) {
 				ended = true
 			}
 		}
 		return err
 	})
-	return ended
+	return issued, ended, err
+}
+
+// alertUnmanaged raises an alert for each account in names (unmanaged
+// accounts and superusers under the prefix of target) not alerted before,
+// remembering in the store which ones were.
+func (b *Broker) alertUnmanaged(ctx context.Context, target string, names []string) {
+	key := "reconcile_reported:" + target
+	var fresh []string
+	err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+		fresh = nil
+		prev, err := tx.GetSetting(key)
+		if err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			return err
+		}
+		seen := strings.Fields(prev)
+		for _, n := range names {
+			if !slices.Contains(seen, n) {
+				fresh = append(fresh, n)
+			}
+		}
+		cur := strings.Join(slices.Sorted(slices.Values(names)), " ")
+		if cur == prev {
+			return nil
+		}
+		return tx.PutSetting(key, cur)
+	})
+	if err != nil {
+		b.log.Error("record reported accounts", "target", target, "err", err)
+		return
+	}
+	for _, n := range fresh {
+		b.Alert(ctx, "alert.unmanaged_account", target, "", "account "+n+" on "+target+" is under the prefix but Mayfly did not make it",
+			"the account carries no mark of this installation and no lease of this store was given its name (or it is a superuser); it was left in place",
+			"find out who created it; remove it by hand, or rename it out of the prefix; remove_unmarked: true on the target lets the reconciler remove such accounts (never superusers)")
+	}
 }
 
 // InventoryAccount is one account on a target, managed by Mayfly or not.
 type InventoryAccount struct {
 	mayfly.Account
+	// Managed is true when Mayfly made the account: it is under the
+	// target's prefix and carries this installation's mark, or a lease of
+	// this store was given its name.
 	Managed bool `json:"managed"`
 }
 
@@ -214,7 +303,20 @@ func (b *Broker) Inventory(ctx context.Context, c Caller, target string) ([]Inve
 	}
 	out := make([]InventoryAccount, 0, len(accts))
 	for _, a := range accts {
-		out = append(out, InventoryAccount{Account: a, Managed: strings.HasPrefix(a.Name, t.Prefix)})
+		managed := false
+		if t.Prefix != "" && strings.HasPrefix(a.Name, t.Prefix) {
+			// Under the prefix is not enough: Mayfly made it only if it
+			// carries the mark or a lease of this store was given its name.
+			managed = a.Marked
+			if !managed {
+				issued, _, err := b.issued(ctx, target, a.Name, time.Time{})
+				if err != nil {
+					return nil, err
+				}
+				managed = issued
+			}
+		}
+		out = append(out, InventoryAccount{Account: a, Managed: managed})
 	}
 	return out, nil
 }
@@ -224,21 +326,22 @@ func (b *Broker) RunReconciler(ctx context.Context, every time.Duration) error {
 	if every <= 0 {
 		return nil
 	}
-	t := time.NewTicker(every)
+	t := mayfly.NewTicker(b.clock, every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-t.C():
 			res, err := b.Reconcile(ctx, System, "")
 			if err != nil {
 				b.log.Error("reconcile", "err", err)
 				continue
 			}
 			for _, r := range res {
-				if len(r.OrphansRemoved)+len(r.LeasesMissing)+len(r.ProvisioningFinished)+len(r.Errors) > 0 {
+				if len(r.OrphansRemoved)+len(r.Unmanaged)+len(r.SuperusersKept)+len(r.LeasesMissing)+len(r.ProvisioningFinished)+len(r.Errors) > 0 {
 					b.log.Info("reconciled", "target", r.Target, "orphans_removed", len(r.OrphansRemoved),
+						"unmanaged", len(r.Unmanaged), "superusers_kept", len(r.SuperusersKept),
 						"leases_missing", len(r.LeasesMissing), "provisioning_finished", len(r.ProvisioningFinished),
 						"errors", strings.Join(r.Errors, "; "))
 				}
