@@ -43,12 +43,14 @@ type Tx interface {
 	// NextDue returns the earliest DueAt of leases in the given states;
 	// ok is false when there is none.
 	NextDue(states []LeaseState) (t time.Time, ok bool, err error)
-	// CountLeases counts leases by state.
+	// CountLeases counts leases by state, from counts kept as leases
+	// change, so its cost does not grow with the history of leases.
 	CountLeases() (map[LeaseState]int, error)
 
 	// AppendAudit sets e.Seq, e.PrevHash and e.Hash and appends e.
 	AppendAudit(e *AuditEvent) error
-	// ListAudit returns events matching f in sequence order.
+	// ListAudit returns events matching f in sequence order (newest
+	// first with f.Newest).
 	ListAudit(f AuditFilter) ([]*AuditEvent, error)
 	// DeleteAuditBefore removes the events with Seq < seq (retention) and
 	// returns how many it removed. The chain stays verifiable from the
@@ -80,6 +82,15 @@ type RequestFilter struct {
 	// activation: pending, or approved without a lease.
 	Open  bool
 	Limit int
+	// Viewer, when set, keeps the requests this user may see without
+	// being an admin: their own, those they approved, and those with one
+	// of ViewerGroups among the approver groups of the current step or of
+	// any step. Limit counts only these.
+	Viewer       string
+	ViewerGroups []string
+	// After, when not zero, starts the list after this position in the
+	// (CreatedAt, ID) order.
+	After PageCursor
 }
 
 // LeaseFilter selects leases; zero fields match everything.
@@ -91,6 +102,9 @@ type LeaseFilter struct {
 	Username  string
 	States    []LeaseState
 	Limit     int
+	// After, when not zero, starts the list after this position in the
+	// (CreatedAt, ID) order.
+	After PageCursor
 }
 
 // AuditFilter selects audit events; zero fields match everything.
@@ -105,7 +119,25 @@ type AuditFilter struct {
 	Since     time.Time
 	Until     time.Time
 	Limit     int
+	// Involving, when set, keeps the events this user may see without
+	// being an admin: those they did (Actor) and those about requests they
+	// made. Limit counts only these.
+	Involving string
+	// Newest lists the newest events first (Seq descending); AfterSeq and
+	// UntilSeq still bound the range.
+	Newest bool
 }
+
+// PageCursor is a position in the (CreatedAt, ID) order of ListRequests
+// and ListLeases, so that a long list can be read in pages, each starting
+// after the last item of the one before, without reading any item twice.
+type PageCursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// IsZero reports whether c is the start of the list.
+func (c PageCursor) IsZero() bool { return c.ID == "" && c.CreatedAt.IsZero() }
 
 // DueCursor is a position in the order of Tx.DueLeases, so that a long
 // list of due leases can be read in pages without reading any twice.

@@ -325,19 +325,21 @@ func requestsQuery(f mayfly.RequestFilter) (string, []any, error) {
 		w.conds = append(w.conds, "(state = 'pending' OR (state = 'approved' AND lease_id = ''))")
 	}
 	if f.Viewer != "" {
-		if len(f.ViewerGroups) == 0 {
-			// Only their own: the requests_requester index.
-			w.add("requester = ?", f.Viewer)
-		} else {
-			// What broker.canSee allows a non-admin, in the query, so a
-			// limit counts only what the viewer may see.
-			groups := make([]any, 0, len(f.ViewerGroups))
-			for _, g := range f.ViewerGroups {
-				groups = append(groups, g)
+		// What a non-admin may see, in the query, so that a limit counts
+		// only what the viewer may see.
+		cond := "requester = ? OR EXISTS (SELECT 1 FROM json_each(requests.approvers) AS a WHERE a.value = ?)"
+		args := []any{f.Viewer, f.Viewer}
+		if len(f.ViewerGroups) > 0 {
+			in := placeholders(len(f.ViewerGroups))
+			cond += " OR EXISTS (SELECT 1 FROM json_each(requests.approver_groups) AS g WHERE g.value IN (" + in + "))" +
+				" OR EXISTS (SELECT 1 FROM json_each(requests.steps) AS s, json_each(s.value, '$.approver_groups') AS g WHERE g.value IN (" + in + "))"
+			for range 2 {
+				for _, g := range f.ViewerGroups {
+					args = append(args, g)
+				}
 			}
-			w.add("(requester = ? OR (requester <> ? AND EXISTS (SELECT 1 FROM json_each(requests.approver_groups) AS g WHERE g.value IN ("+
-				placeholders(len(groups))+"))))", append([]any{f.Viewer, f.Viewer}, groups...)...)
 		}
+		w.add("("+cond+")", args...)
 	}
 	if err := addAfter(&w, "request", f.After); err != nil {
 		return "", nil, err
