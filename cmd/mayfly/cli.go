@@ -10,9 +10,12 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/httpapi"
@@ -218,13 +221,52 @@ func (e *env) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
+// table prints rows under header, aligned. Every cell is passed through
+// safeText, so what others typed cannot move the cursor, ring the bell or
+// forge a row.
 func (e *env) table(header string, rows [][]string) {
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, header)
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = safeText(c)
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	tw.Flush()
+}
+
+// safeText returns s with every control character (ESC, CR, LF, TAB, BEL,
+// DEL, the C1 controls) and every invalid byte written as a visible Go
+// escape such as \x1b, so it prints on one line and does nothing to the
+// terminal.
+func safeText(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case unicode.IsControl(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 func fmtTime(t time.Time) string {
@@ -236,7 +278,7 @@ func fmtTime(t time.Time) string {
 
 func oneLine(s string) string {
 	s = strings.ReplaceAll(s, "\r", " ")
-	return strings.ReplaceAll(s, "\n", "; ")
+	return safeText(strings.ReplaceAll(s, "\n", "; "))
 }
 
 func readFileArg(path string) (string, error) {

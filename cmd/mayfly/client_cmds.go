@@ -106,10 +106,10 @@ func cmdRequests(e *env, args []string) error {
 	}
 	var rows [][]string
 	for _, r := range rs {
-		rows = append(rows, []string{r.ID, r.Requester, r.Target + "/" + r.Grant, r.Duration, string(r.State),
+		rows = append(rows, []string{r.ID, kindText(r), r.Requester, r.Target + "/" + r.Grant, r.Duration, string(r.State),
 			approvalsText(r), fmtTime(r.CreatedAt), r.Reason})
 	}
-	e.table("ID\tREQUESTER\tACCESS\tDURATION\tSTATE\tAPPROVALS\tCREATED\tREASON", rows)
+	e.table("ID\tKIND\tREQUESTER\tACCESS\tDURATION\tSTATE\tAPPROVALS\tCREATED\tREASON", rows)
 	return nil
 }
 
@@ -139,13 +139,27 @@ func decide(e *env, name, action string, args []string, needReason bool) error {
 	if f.json() {
 		return e.printJSON(r)
 	}
-	switch r.State {
-	case mayfly.RequestPending:
+	switch {
+	case r.State == mayfly.RequestPending:
 		fmt.Fprintf(e.stdout, "request %s: approval recorded; waiting for %s\n", r.ID, waitingFor(r))
+	case r.State == mayfly.RequestApproved && r.ExtendsLease != "":
+		fmt.Fprintf(e.stdout, "request %s: approved; lease %s extended by %s\n", r.ID, r.ExtendsLease, r.Duration)
 	default:
 		fmt.Fprintf(e.stdout, "request %s: %s\n", r.ID, r.State)
 	}
 	return nil
+}
+
+// kindText labels a request in tables: access, break-glass, or the
+// extension of a lease.
+func kindText(r httpapi.RequestView) string {
+	switch r.Kind {
+	case httpapi.KindExtension:
+		return "extend " + r.ExtendsLease
+	case httpapi.KindBreakGlass:
+		return "BREAK-GLASS"
+	}
+	return r.Kind
 }
 
 func cmdApprove(e *env, args []string) error { return decide(e, "approve", "approve", args, false) }
@@ -286,9 +300,13 @@ func cmdLeases(e *env, args []string) error {
 		if l.EndedAt != nil {
 			ended = fmtTime(*l.EndedAt)
 		}
-		rows = append(rows, []string{l.ID, l.RequestID, l.Requester, l.Target + "/" + l.Grant, l.Username, string(l.State), fmtTime(l.ExpiresAt), ended, l.EndReason})
+		kind := "access"
+		if l.BreakGlass {
+			kind = "BREAK-GLASS"
+		}
+		rows = append(rows, []string{l.ID, l.RequestID, kind, l.Requester, l.Target + "/" + l.Grant, l.Username, string(l.State), fmtTime(l.ExpiresAt), ended, l.EndReason})
 	}
-	e.table("ID\tREQUEST\tREQUESTER\tACCESS\tUSERNAME\tSTATE\tEXPIRES\tENDED\tEND REASON", rows)
+	e.table("ID\tREQUEST\tKIND\tREQUESTER\tACCESS\tUSERNAME\tSTATE\tEXPIRES\tENDED\tEND REASON", rows)
 	return nil
 }
 
@@ -397,10 +415,19 @@ func cmdPolicy(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := c.Do(e.ctx, "POST", "/v1/policy/reload", nil, nil, nil); err != nil {
+		var res httpapi.ReloadResult
+		if err := c.Do(e.ctx, "POST", "/v1/policy/reload", nil, nil, &res); err != nil {
 			return err
 		}
-		fmt.Fprintln(e.stdout, "configuration reloaded")
+		if len(res.NeedsRestart) == 0 {
+			fmt.Fprintln(e.stdout, "configuration reloaded")
+			return nil
+		}
+		fmt.Fprintln(e.stdout, "configuration reloaded, except what only a restart applies:")
+		for _, s := range res.NeedsRestart {
+			fmt.Fprintf(e.stdout, "  %s\n", safeText(s))
+		}
+		fmt.Fprintln(e.stdout, "restart the server to apply these")
 		return nil
 	}
 	if len(args) == 0 || args[0] != "explain" {
@@ -555,7 +582,7 @@ func followAudit(e *env, c *httpapi.Client, after, format string) error {
 			if format == "json" || format == "jsonl" {
 				fmt.Fprintln(e.stdout, data)
 			} else {
-				fmt.Fprintf(e.stdout, "%d\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, fmtTime(ev.Time), ev.Actor, ev.Action, ev.Subject, oneLine(ev.Reason))
+				fmt.Fprintf(e.stdout, "%d\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, fmtTime(ev.Time), safeText(ev.Actor), safeText(ev.Action), safeText(ev.Subject), oneLine(ev.Reason))
 			}
 			if f, ok := e.stdout.(interface{ Sync() error }); ok {
 				f.Sync()

@@ -270,9 +270,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		<-schedDone
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "listen on %s: %v", cfg.Listen, err)
 	}
-	reload := func() error {
+	reload := func() ([]string, error) {
 		if path == "" {
-			return mayfly.Errorf(mayfly.EUNAVAILABLE, "no configuration file to reload")
+			return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "no configuration file to reload")
 		}
 		nc, err := config.Load(path)
 		if err == nil {
@@ -285,12 +285,18 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 				}
 				auth.load(nc)
 				dir.load(nc)
+				// What the server set up at start stays as it was.
+				restart := needsRestart(cfg, nc)
+				if len(restart) > 0 {
+					log.Warn("configuration reloaded, except what needs a restart", "path", path, "needs_restart", restart)
+					return restart, nil
+				}
 				log.Info("configuration reloaded", "path", path)
-				return nil
+				return nil, nil
 			}
 		}
 		log.Error("configuration reload refused; keeping the last good one", "err", mayfly.ErrorMessageOrText(err))
-		return err
+		return nil, err
 	}
 	readyCheck := func(ctx context.Context) error {
 		select {

@@ -62,9 +62,10 @@ type Deps struct {
 	SCIM http.Handler
 	// ArchiveDir receives audit events pruned by retention.
 	ArchiveDir string
-	// Reload re-reads the configuration file (policy reload); nil when the
+	// Reload re-reads the configuration file (policy reload) and returns
+	// the changes it could not apply, which need a restart; nil when the
 	// server has none.
-	Reload func() error
+	Reload func() (needsRestart []string, err error)
 	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer token
 	// /metrics requires.
 	MetricsTokenSHA256 string

@@ -63,11 +63,23 @@ func (s *server) handleReload() http.Handler {
 		if s.Reload == nil {
 			return 0, nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "this server has no configuration file to reload")
 		}
-		if err := s.Reload(); err != nil {
+		restart, err := s.Reload()
+		if err != nil {
 			return 0, nil, err
 		}
-		return 200, map[string]string{"status": "reloaded"}, nil
+		if restart == nil {
+			restart = []string{}
+		}
+		return 200, ReloadResult{Status: "reloaded", NeedsRestart: restart}, nil
 	})
+}
+
+// ReloadResult is the answer to POST /v1/policy/reload.
+type ReloadResult struct {
+	Status string `json:"status"`
+	// NeedsRestart lists the changes the reload could not apply, each
+	// saying what changed; a restart applies them.
+	NeedsRestart []string `json:"needs_restart"`
 }
 
 // handleAccessReport gathers the leases, requests and events of a period
@@ -108,7 +120,7 @@ func (s *server) handleAccessReport() http.Handler {
 					in.Requests[x.ID] = x
 				}
 			}
-			for _, action := range []string{"request.create", "request.approve", "lease.review"} {
+			for _, action := range []string{"request.create", "request.approve", "lease.review", "lease.extend"} {
 				evs, err := tx.ListAudit(mayfly.AuditFilter{Action: action})
 				if err != nil {
 					return err

@@ -68,6 +68,8 @@ type row struct {
 	Access
 	Started, Ended       stamp
 	Duration, ApprovedBy string
+	// Extended lists the lease's extensions, "" for none.
+	Extended string
 }
 
 // stamp is a time shown as a date over a time of day.
@@ -137,7 +139,7 @@ func (r Report) htmlView() htmlView {
 
 	for _, a := range r.Leases {
 		x := row{Access: a, Started: newStamp(a.StartedAt),
-			Duration: humanDuration(a.Duration()), ApprovedBy: approvedBy(a, ", ")}
+			Duration: humanDuration(a.Duration()), ApprovedBy: approvedBy(a, ", "), Extended: extensionsText(a.Extensions, "; ")}
 		if a.EndedAt != nil {
 			x.Ended = newStamp(*a.EndedAt)
 		}

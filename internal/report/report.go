@@ -9,6 +9,7 @@
 package report
 
 import (
+	"encoding/json"
 	"slices"
 	"sort"
 	"strings"
@@ -22,6 +23,7 @@ const (
 	actionRequestCreate  = "request.create"
 	actionRequestApprove = "request.approve"
 	actionLeaseReview    = "lease.review"
+	actionLeaseExtend    = "lease.extend"
 	dataBreakGlass       = "break_glass"
 	dataAuto             = "auto"
 	dataPolicy           = "policy"
@@ -85,6 +87,20 @@ type Access struct {
 	// RevokeAttempts counts failed revocation attempts before the one
 	// that succeeded (or the next retry, while revoking).
 	RevokeAttempts int `json:"revoke_attempts"`
+	// Extensions are the times the lease was lengthened, in order.
+	Extensions []Extension `json:"extensions"`
+}
+
+// Extension is one lengthening of a lease: approved by policy at once
+// (AutoApproved), or through extension request RequestID by Approvers.
+type Extension struct {
+	At           time.Time `json:"at"`
+	BySeconds    int64     `json:"by_seconds"`
+	Policy       string    `json:"policy"`
+	RequestID    string    `json:"request_id,omitempty"`
+	Approvers    []string  `json:"approvers"`
+	AutoApproved bool      `json:"auto_approved"`
+	Reason       string    `json:"reason"`
 }
 
 // Live reports whether the lease had not ended when the report was made.
@@ -149,6 +165,17 @@ type Report struct {
 	days []time.Time
 }
 
+// UnmarshalJSON decodes a report and restores the days its per-day
+// chart spans, so a report read back from JSON renders as the original.
+func (r *Report) UnmarshalJSON(b []byte) error {
+	type plain Report
+	if err := json.Unmarshal(b, (*plain)(r)); err != nil {
+		return err
+	}
+	r.days = days(r.From, r.To, r.Leases, r.Generated)
+	return nil
+}
+
 // histogram are the duration buckets, in order.
 var histogram = []struct {
 	label string
@@ -188,6 +215,7 @@ func Build(in Input) Report {
 
 	reqs := map[string]*requestFacts{}
 	reviewed := map[string]bool{}
+	extensions := map[string][]Extension{}
 	for _, e := range in.Events {
 		if e == nil {
 			continue
@@ -207,8 +235,9 @@ func Build(in Input) Report {
 				f.breakGlass = f.breakGlass || e.Data[dataBreakGlass] == "true"
 				f.reason, f.hasReason = e.Reason, true
 				f.policy = e.Data[dataPolicy]
-				// Automatic approvals are recorded with the request itself.
-				if d := e.Data["decision"]; d == "auto" || d == "break_glass" {
+				// Automatic approvals are recorded with the request itself;
+				// break-glass access is counted as such, not as automatic.
+				if e.Data["decision"] == "auto" {
 					f.auto = true
 				}
 			} else if e.Data[dataAuto] == "true" {
@@ -217,6 +246,10 @@ func Build(in Input) Report {
 		case actionLeaseReview:
 			if id := subjectID(e.LeaseID, e.Subject, "lease:"); id != "" {
 				reviewed[id] = true
+			}
+		case actionLeaseExtend:
+			if id := subjectID(e.LeaseID, e.Subject, "lease:"); id != "" {
+				extensions[id] = append(extensions[id], extension(e))
 			}
 		}
 	}
@@ -231,7 +264,12 @@ func Build(in Input) Report {
 			continue
 		}
 		seen[l.ID] = true
-		r.Leases = append(r.Leases, access(l, in.Requests[l.RequestID], reqs[l.RequestID], reviewed[l.ID], now))
+		a := access(l, in.Requests[l.RequestID], reqs[l.RequestID], reviewed[l.ID], now)
+		if x := extensions[l.ID]; len(x) > 0 {
+			sort.SliceStable(x, func(i, j int) bool { return x[i].At.Before(x[j].At) })
+			a.Extensions = x
+		}
+		r.Leases = append(r.Leases, a)
 	}
 	sort.SliceStable(r.Leases, func(i, j int) bool {
 		a, b := r.Leases[i], r.Leases[j]
@@ -263,12 +301,27 @@ func keep(in Input, l *mayfly.Lease) bool {
 	return true
 }
 
+// extension reads a lease.extend event: one with the extension request
+// it applied ("request") was approved by people, one without by policy.
+func extension(e *mayfly.AuditEvent) Extension {
+	x := Extension{At: e.Time.UTC(), Policy: e.Data[dataPolicy], RequestID: e.Data["request"], Approvers: []string{},
+		Reason: e.Reason}
+	if d, err := time.ParseDuration(e.Data["by"]); err == nil {
+		x.BySeconds = int64(d / time.Second)
+	}
+	if a := e.Data["approvers"]; a != "" {
+		x.Approvers = strings.Split(a, ",")
+	}
+	x.AutoApproved = x.RequestID == ""
+	return x
+}
+
 func access(l *mayfly.Lease, req *mayfly.Request, f *requestFacts, reviewed bool, now time.Time) Access {
 	if f == nil {
 		f = &requestFacts{}
 	}
 	a := Access{
-		LeaseID: l.ID, Requester: l.Requester, Target: l.Target, Grant: l.Grant,
+		LeaseID: l.ID, Requester: l.Requester, Target: l.Target, Grant: l.Grant, Extensions: []Extension{},
 		StartedAt: l.CreatedAt.UTC(), EndReason: l.EndReason, Approvers: []string{},
 		BreakGlass: f.breakGlass, AutoApproved: f.auto, RevokeAttempts: l.RevokeAttempts,
 		Reason: f.reason, Policy: f.policy,
@@ -276,6 +329,7 @@ func access(l *mayfly.Lease, req *mayfly.Request, f *requestFacts, reviewed bool
 	if req != nil {
 		a.Reason, a.Policy = req.Reason, req.Policy
 		a.Approvers = append(a.Approvers, req.Approvers...)
+		a.BreakGlass = a.BreakGlass || req.BreakGlass
 	}
 	a.ReviewRequired = a.BreakGlass && !reviewed
 	end := now

@@ -142,13 +142,14 @@ func TestBuildRow(t *testing.T) {
 	l1End := day0.Add(150 * time.Minute)
 	want := []Access{
 		{LeaseID: "l1", Requester: "ann", Target: "pg", Grant: "dba", Reason: "INC-1 fix index", Approvers: []string{"bob", "cat"},
-			StartedAt: day0.Add(time.Hour), EndedAt: &l1End, EndReason: "done", DurationSeconds: 5400, Policy: "pol-pg", RevokeAttempts: 2},
+			StartedAt: day0.Add(time.Hour), EndedAt: &l1End, EndReason: "done", DurationSeconds: 5400, Policy: "pol-pg", RevokeAttempts: 2,
+			Extensions: []Extension{}},
 		{LeaseID: "l2", Requester: "dan", Target: "pg", Grant: "readonly", Reason: "outage", Approvers: []string{},
 			StartedAt: day0.Add(3 * time.Hour), DurationSeconds: int64((now.Sub(day0.Add(3 * time.Hour))) / time.Second),
-			BreakGlass: true, ReviewRequired: true, Policy: "pol-pg"},
+			BreakGlass: true, ReviewRequired: true, Policy: "pol-pg", Extensions: []Extension{}},
 		{LeaseID: "l3", Requester: "eve", Target: "pg", Grant: "readonly", Reason: "cache", Approvers: []string{},
 			StartedAt: day0.Add(4 * time.Hour), EndedAt: ptr(day0.Add(4*time.Hour + time.Minute)), EndReason: "expired",
-			DurationSeconds: 60, BreakGlass: true, Policy: "pol-pg", AutoApproved: true},
+			DurationSeconds: 60, BreakGlass: true, Policy: "pol-pg", AutoApproved: true, Extensions: []Extension{}},
 	}
 	for i := range want {
 		if got := r.Leases[i]; !reflect.DeepEqual(got, want[i]) {

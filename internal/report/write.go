@@ -28,7 +28,7 @@ func (r Report) WriteJSON(w io.Writer) error {
 var csvHeader = []string{
 	"lease_id", "requester", "target", "grant", "reason", "approvers", "started_at", "ended_at",
 	"end_reason", "duration_seconds", "break_glass", "review_required", "policy", "auto_approved",
-	"revoke_attempts",
+	"revoke_attempts", "extensions",
 }
 
 // WriteCSV writes one row per lease after a header row (RFC 4180). Times are
@@ -50,7 +50,7 @@ func (r Report) WriteCSV(w io.Writer) error {
 			cell(strings.Join(a.Approvers, ";")), a.StartedAt.Format(time.RFC3339), ended,
 			cell(a.EndReason), strconv.FormatInt(a.DurationSeconds, 10), strconv.FormatBool(a.BreakGlass),
 			strconv.FormatBool(a.ReviewRequired), cell(a.Policy), strconv.FormatBool(a.AutoApproved),
-			strconv.Itoa(a.RevokeAttempts),
+			strconv.Itoa(a.RevokeAttempts), cell(extensionsText(a.Extensions, ";")),
 		}
 		if err := cw.Write(row); err != nil {
 			return fmt.Errorf("write report csv: %w", err)
@@ -182,7 +182,24 @@ func flags(a Access) []string {
 	if a.RevokeAttempts > 0 {
 		f = append(f, fmt.Sprintf("retries=%d", a.RevokeAttempts))
 	}
+	if n := len(a.Extensions); n > 0 {
+		f = append(f, fmt.Sprintf("extended=%d", n))
+	}
 	return f
+}
+
+// extensionsText lists a lease's extensions: "+2h by bob,carol", "+20m
+// auto".
+func extensionsText(xs []Extension, sep string) string {
+	var parts []string
+	for _, x := range xs {
+		who := "auto"
+		if !x.AutoApproved {
+			who = "by " + strings.Join(x.Approvers, ",")
+		}
+		parts = append(parts, "+"+humanDuration(time.Duration(x.BySeconds)*time.Second)+" "+who)
+	}
+	return strings.Join(parts, sep)
 }
 
 // humanDuration formats d compactly: "45s", "12m", "1h30m", "2d3h".

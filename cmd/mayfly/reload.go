@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/config"
+	"github.com/mayflyhq/mayfly/internal/notify"
+)
+
+// needsRestart lists what changed from the running configuration old to
+// next that a reload does not apply (the server set it up at start), each
+// naming what changed but no secret. Users, admins, targets' grants and
+// policies reload; these need a restart.
+func needsRestart(old, next *config.Config) []string {
+	var out []string
+	if old.Listen != next.Listen {
+		out = append(out, fmt.Sprintf("listen: %s → %s", old.Listen, next.Listen))
+	}
+	if old.Store != next.Store {
+		out = append(out, "store: the database file changed")
+	}
+	if old.StateDir != next.StateDir {
+		out = append(out, "state_dir changed")
+	}
+	out = append(out, notificationChanges(old.Notifications, next.Notifications)...)
+	for _, s := range []struct {
+		name      string
+		old, next any
+	}{
+		{"scheduler", old.Scheduler, next.Scheduler},
+		{"log", old.Log, next.Log},
+		{"ssh_ca", old.SSHCA, next.SSHCA},
+		{"audit", old.Audit, next.Audit},
+		{"reconcile", old.Reconcile, next.Reconcile},
+		{"scim", old.SCIM, next.SCIM},
+		{"metrics", old.Metrics, next.Metrics},
+	} {
+		if !reflect.DeepEqual(s.old, s.next) {
+			out = append(out, s.name+" settings changed")
+		}
+	}
+	var added []string
+	for _, t := range next.Targets {
+		if !slices.ContainsFunc(old.Targets, func(o2 mayfly.Target) bool { return o2.Name == t.Name }) {
+			added = append(added, t.Name)
+		}
+	}
+	if len(added) > 0 {
+		out = append(out, "targets added (not usable until then): "+strings.Join(added, ", "))
+	}
+	return out
+}
+
+// notificationChanges names the notification channels added, removed or
+// changed, and whether the other notification settings changed.
+func notificationChanges(old, next notify.Config) []string {
+	byName := func(cs []notify.Channel) map[string]notify.Channel {
+		m := map[string]notify.Channel{}
+		for _, c := range cs {
+			m[c.Name] = c
+		}
+		return m
+	}
+	o, n := byName(old.Channels), byName(next.Channels)
+	var added, removed, changed []string
+	for name, c := range n {
+		if oc, ok := o[name]; !ok {
+			added = append(added, name)
+		} else if !reflect.DeepEqual(oc, c) {
+			changed = append(changed, name)
+		}
+	}
+	for name := range o {
+		if _, ok := n[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	var out []string
+	for _, x := range []struct {
+		what  string
+		names []string
+	}{{"added", added}, {"removed", removed}, {"changed", changed}} {
+		if len(x.names) > 0 {
+			slices.Sort(x.names)
+			out = append(out, "notification channels "+x.what+": "+strings.Join(x.names, ", "))
+		}
+	}
+	old.Channels, next.Channels = nil, nil
+	if !reflect.DeepEqual(old, next) {
+		out = append(out, "notifications settings changed (expiry_warning, base_url, security_groups, poll_interval or max_backoff)")
+	}
+	return out
+}
