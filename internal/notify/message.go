@@ -244,7 +244,7 @@ func (n *Notifier) requestMessages(e *mayfly.AuditEvent, r *mayfly.Request) []*m
 		}
 		m := n.newMessage(TypeApproval, e, r, nil)
 		m.Recipients = n.users(r.Requester)
-		m.Subject = fmt.Sprintf("%s approved your request for %s (%s)", clean(e.Actor), what(r.Grant, r.Target), d["approvals"])
+		m.Subject = fmt.Sprintf("%s approved your request for %s (%s)", clean(e.Actor), asked(r), d["approvals"])
 		m.Headline = m.Subject + ". More approvals are needed before you can use it."
 		m.Fields = append(requestFields(r), field{"Approvals", clean(d["approvals"])})
 		if multi {
@@ -264,6 +264,18 @@ func (n *Notifier) requestMessages(e *mayfly.AuditEvent, r *mayfly.Request) []*m
 		}
 		m := n.newMessage(TypeApproved, e, r, nil)
 		m.Recipients = n.users(r.Requester)
+		if r.ExtendsLease != "" {
+			// Approving an extension applies it: there is nothing to activate.
+			m.Subject = "Extension approved: " + asked(r)
+			m.Headline = fmt.Sprintf("Your request for %s was approved and applied: the lease now lasts %s longer.",
+				asked(r), human(r.Duration))
+			m.Fields = requestFields(r)
+			if len(r.Approvers) > 0 {
+				m.Fields = append(m.Fields, field{"Approved by", clean(strings.Join(r.Approvers, ", "))})
+			}
+			m.Commands = []command{{"See the lease", "mayfly leases --active"}}
+			return []*message{m}
+		}
 		m.Subject = "Approved: " + what(r.Grant, r.Target)
 		m.Headline = fmt.Sprintf("Your request for %s for %s was approved. Create your account when you need it.",
 			what(r.Grant, r.Target), human(r.Duration))
@@ -276,24 +288,30 @@ func (n *Notifier) requestMessages(e *mayfly.AuditEvent, r *mayfly.Request) []*m
 	case "request.deny":
 		m := n.newMessage(TypeDenied, e, r, nil)
 		m.Recipients = n.users(r.Requester)
-		m.Subject = "Denied: " + what(r.Grant, r.Target)
-		m.Headline = fmt.Sprintf("%s denied your request for %s.", clean(e.Actor), what(r.Grant, r.Target))
+		m.Subject = "Denied: " + asked(r)
+		m.Headline = fmt.Sprintf("%s denied your request for %s.", clean(e.Actor), asked(r))
 		m.Fields = append(requestFields(r), field{"Denial reason", orNone(e.Reason)})
 		return []*message{m}
 	case "request.cancel":
 		m := n.newMessage(TypeCancelled, e, r, nil)
 		m.Recipients = n.members(r.ApproverGroups, r.Requester)
-		m.Subject = fmt.Sprintf("Withdrawn: %s's request for %s", clean(r.Requester), what(r.Grant, r.Target))
+		m.Subject = fmt.Sprintf("Withdrawn: %s's request for %s", clean(r.Requester), asked(r))
 		m.Headline = fmt.Sprintf("%s withdrew the request for %s; there is nothing left to approve.",
-			clean(e.Actor), what(r.Grant, r.Target))
+			clean(e.Actor), asked(r))
+		if r.ExtendsLease != "" && e.Actor != r.Requester {
+			// The lease ended before anyone decided.
+			m.Recipients = n.members(r.ApproverGroups, "")
+			m.Subject = fmt.Sprintf("Void: %s's request for %s", clean(r.Requester), asked(r))
+			m.Headline = fmt.Sprintf("The request for %s is void: %s. There is nothing left to approve.", asked(r), orNone(e.Reason))
+		}
 		m.Fields = requestFields(r)
 		return []*message{m}
 	case "request.lapse":
 		m := n.newMessage(TypeLapsed, e, r, nil)
 		m.Recipients = n.users(r.Requester)
-		m.Subject = "Lapsed: " + what(r.Grant, r.Target)
+		m.Subject = "Lapsed: " + asked(r)
 		m.Headline = fmt.Sprintf("Your request for %s lapsed: %s. Ask again if you still need access.",
-			what(r.Grant, r.Target), orNone(e.Reason))
+			asked(r), orNone(e.Reason))
 		m.Fields = requestFields(r)
 		m.Commands = []command{{"Ask again", askAgain(r)}}
 		return []*message{m}
@@ -301,8 +319,24 @@ func (n *Notifier) requestMessages(e *mayfly.AuditEvent, r *mayfly.Request) []*m
 	return nil
 }
 
+// asked names what request r asks for: "readonly on pg", or "an
+// extension of lease L (readonly on pg) by 2h".
+func asked(r *mayfly.Request) string {
+	if r.ExtendsLease != "" {
+		return fmt.Sprintf("an extension of lease %s (%s) by %s", clean(r.ExtendsLease), what(r.Grant, r.Target), human(r.Duration))
+	}
+	return what(r.Grant, r.Target)
+}
+
 // askAgain is the command that repeats request r.
 func askAgain(r *mayfly.Request) string {
+	if r.ExtendsLease != "" {
+		ask := "mayfly extend " + shellQuote(r.ExtendsLease) + " --for " + human(r.Duration)
+		if strings.TrimSpace(r.Reason) != "" {
+			ask += " --reason " + shellQuote(clean(r.Reason))
+		}
+		return ask
+	}
 	ask := "mayfly request " + shellQuote(r.Target+"/"+r.Grant) + " --for " + human(r.Duration)
 	if strings.TrimSpace(r.Reason) != "" {
 		ask += " --reason " + shellQuote(clean(r.Reason))
@@ -319,6 +353,11 @@ func (n *Notifier) approvalNeeded(e *mayfly.AuditEvent, r *mayfly.Request, step 
 	m.Subject = fmt.Sprintf("Approval needed: %s asks for %s for %s", clean(r.Requester), what(r.Grant, r.Target), human(r.Duration))
 	m.Headline = fmt.Sprintf("%s asks for %s for %s. You can approve or deny it as a member of %s.",
 		clean(r.Requester), what(r.Grant, r.Target), human(r.Duration), clean(strings.Join(groups, ", ")))
+	if r.ExtendsLease != "" {
+		m.Subject = fmt.Sprintf("Approval needed: %s asks for %s", clean(r.Requester), asked(r))
+		m.Headline = fmt.Sprintf("%s asks for %s. Approving it lengthens the running lease at once. You can approve or deny it as a member of %s.",
+			clean(r.Requester), asked(r), clean(strings.Join(groups, ", ")))
+	}
 	m.Fields = requestFields(r)
 	if approvals > 0 {
 		m.Fields = append(m.Fields, field{"Approvals needed", strconv.Itoa(approvals)})
@@ -495,11 +534,19 @@ func (n *Notifier) expiringMessage(ctx context.Context, l *mayfly.Lease, now tim
 }
 
 func requestFields(r *mayfly.Request) []field {
+	kind, dur := "new access", "Duration"
+	switch {
+	case r.ExtendsLease != "":
+		kind, dur = "extension of lease "+clean(r.ExtendsLease), "Extension"
+	case r.BreakGlass:
+		kind = "break-glass"
+	}
 	return []field{
+		{"Kind", kind},
 		{"Requester", clean(r.Requester)},
 		{"Target", clean(r.Target)},
 		{"Grant", clean(r.Grant)},
-		{"Duration", human(r.Duration)},
+		{dur, human(r.Duration)},
 		{"Reason", orNone(r.Reason)},
 		{"Request", clean(r.ID)},
 	}
