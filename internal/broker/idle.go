@@ -53,6 +53,8 @@ func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 	reqs := map[string]*mayfly.Request{}
 	err := b.store.View(ctx, func(tx mayfly.Tx) error {
 		var err error
+		// The active leases only, through the (state, due_at) index: the
+		// cost follows the live leases, not the history.
 		if active, err = tx.ListLeases(mayfly.LeaseFilter{States: []mayfly.LeaseState{mayfly.LeaseActive}}); err != nil {
 			return err
 		}
@@ -60,14 +62,18 @@ func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 		for _, l := range active {
 			ids = append(ids, l.RequestID)
 		}
-		if len(ids) == 0 {
-			return nil
+		// By primary key, in batches that stay well within the number
+		// of parameters a query may have.
+		for batch := range slices.Chunk(ids, 500) {
+			rs, err := tx.ListRequests(mayfly.RequestFilter{IDs: batch})
+			if err != nil {
+				return err
+			}
+			for _, r := range rs {
+				reqs[r.ID] = r
+			}
 		}
-		rs, err := tx.ListRequests(mayfly.RequestFilter{IDs: ids})
-		for _, r := range rs {
-			reqs[r.ID] = r
-		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return 0, err

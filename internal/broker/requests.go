@@ -250,40 +250,40 @@ func (b *Broker) GetRequest(ctx context.Context, c Caller, id string) (*mayfly.R
 	return r, nil
 }
 
-// ListRequests returns the requests the caller may see: an admin all, an
-// approver those they may decide, a requester their own. pending limits the
-// list to pending requests.
-func (b *Broker) ListRequests(ctx context.Context, c Caller, pending bool, limit int) ([]*mayfly.Request, error) {
-	f := mayfly.RequestFilter{}
-	if c.Admin {
-		// An admin sees everything: the store can apply the limit. For
-		// anyone else it applies to what they may see, below.
-		f.Limit = limit
+// ListRequests returns the requests matching f that the caller may see
+// (an admin all, an approver those they may decide or did, a requester
+// their own), in (CreatedAt, ID) order from f.After; with f.Limit, the
+// first f.Limit of those. The store filters by visibility in its query,
+// so the limit counts only what the caller may see.
+func (b *Broker) ListRequests(ctx context.Context, c Caller, f mayfly.RequestFilter) ([]*mayfly.Request, error) {
+	if !c.Admin {
+		f.Viewer, f.ViewerGroups = c.User, c.Groups
 	}
-	if pending {
-		// Open as well, so the store can use its index of open requests.
-		f.States, f.Open = []mayfly.RequestState{mayfly.RequestPending}, true
-	}
-	var all []*mayfly.Request
+	out := []*mayfly.Request{}
 	err := b.store.View(ctx, func(tx mayfly.Tx) error {
-		var err error
-		all, err = tx.ListRequests(f)
-		return err
+		for {
+			page, err := tx.ListRequests(f)
+			if err != nil {
+				return err
+			}
+			// canSee decides; the store's filter should keep nothing
+			// else, so this reads one page.
+			for _, r := range page {
+				if b.canSee(c, r) {
+					out = append(out, r)
+					if f.Limit > 0 && len(out) == f.Limit {
+						return nil
+					}
+				}
+			}
+			if f.Limit <= 0 || len(page) < f.Limit {
+				return nil
+			}
+			f.After = mayfly.PageCursor{CreatedAt: page[len(page)-1].CreatedAt, ID: page[len(page)-1].ID}
+		}
 	})
 	if err != nil {
 		return nil, err
-	}
-	out := []*mayfly.Request{}
-	for _, r := range all {
-		if pending && !c.Admin && !b.canDecide(c, r) && r.Requester != c.User {
-			continue
-		}
-		if b.canSee(c, r) {
-			out = append(out, r)
-			if limit > 0 && len(out) == limit {
-				break
-			}
-		}
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -48,6 +49,13 @@ type Config struct {
 	SCIM SCIM `yaml:"scim"`
 	// Metrics protects /metrics with a token when TokenSHA256 is set.
 	Metrics Metrics `yaml:"metrics"`
+	// InstanceKeyEnv names the environment variable holding this broker
+	// installation's key (at least 16 bytes). Connectors mark every
+	// account they create with an HMAC of its name under this key, so the
+	// reconciler recognises this installation's accounts, and only them,
+	// even after the store was lost. Keep it with the configuration, not in
+	// the store; give every installation its own.
+	InstanceKeyEnv string `yaml:"instance_key_env"`
 
 	// Tests are policy test cases kept beside the policies (`mayfly policy
 	// test`); the server ignores them.
@@ -158,7 +166,8 @@ var (
 	nameRE      = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,62}$`)
 	grantNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 	targetRE    = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
-	prefixRE    = regexp.MustCompile(`^[a-z][a-z0-9_]{0,15}$`)
+	prefixRE    = regexp.MustCompile(`^[a-z][a-z0-9_]{0,14}_$`)
+	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	hexRE       = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
@@ -306,6 +315,9 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	if c.SCIM.TokenSHA256 != "" && !hexRE.MatchString(c.SCIM.TokenSHA256) {
 		return lineErr(f, lines["scim"].at(0), "scim.token_sha256 must be 64 hex digits")
 	}
+	if c.InstanceKeyEnv != "" && !envNameRE.MatchString(c.InstanceKeyEnv) {
+		return lineErr(f, lines["instance_key_env"].at(0), "instance_key_env %q is not an environment variable name", c.InstanceKeyEnv)
+	}
 	if c.SSHCA.Dir == "" {
 		c.SSHCA.Dir = filepath.Join(c.StateDir, "ssh-ca")
 	}
@@ -385,8 +397,9 @@ func (c *Config) validate(lines map[string]seqLines) error {
 			t.Prefix = mayfly.DefaultPrefix
 		}
 		if !prefixRE.MatchString(t.Prefix) {
-			return lineErr(f, line, "target %q: prefix %q: use lowercase letters, digits and '_' (at most 16, starting with a letter)", t.Name, t.Prefix)
+			return lineErr(f, line, "target %q: prefix %q: use lowercase letters, digits and '_' (at most 16, starting with a letter and ending with '_')", t.Name, t.Prefix)
 		}
+		t.InstanceKeyEnv = c.InstanceKeyEnv
 		if t.NameTemplate == "" {
 			t.NameTemplate = "{prefix}{user}_{random}"
 		}
@@ -430,6 +443,48 @@ func (c *Config) validate(lines map[string]seqLines) error {
 			msg = me.Message
 		}
 		return lineErr(f, 0, "%s", msg)
+	}
+	return c.checkIdleTimeouts()
+}
+
+// checkIdleTimeouts refuses an idle_timeout on a policy that covers a
+// grant whose target cannot report activity: a script target, or an SSH
+// grant without a host user (a certificate leaves no trace Mayfly can
+// read). Such leases would look idle while in use and be revoked.
+func (c *Config) checkIdleTimeouts() error {
+	for _, p := range c.Policies {
+		if p.IdleTimeout <= 0 {
+			continue
+		}
+		for _, t := range c.Targets {
+			covered := slices.Contains(p.Targets, "*") || slices.Contains(p.Targets, t.Name)
+			if !covered && len(p.TargetLabels) > 0 {
+				covered = true
+				for k, v := range p.TargetLabels {
+					if got, ok := t.Labels[k]; !ok || got != v {
+						covered = false
+					}
+				}
+			}
+			if !covered {
+				continue
+			}
+			for _, gname := range slices.Sorted(maps.Keys(t.Grants)) {
+				if !slices.Contains(p.Grants, "*") && !slices.Contains(p.Grants, gname) {
+					continue
+				}
+				why := ""
+				switch {
+				case t.Kind == mayfly.KindScript:
+					why = "a script target reports no activity Mayfly can rely on"
+				case t.Kind == mayfly.KindSSH && !t.Grants[gname].HostUser:
+					why = "an SSH certificate leaves no activity Mayfly can see (only host_user grants report sessions)"
+				default:
+					continue
+				}
+				return lineErr(c.Path, p.Line, "policy %q: idle_timeout cannot apply to target %q grant %q: %s, so leases in use would be revoked as idle; remove idle_timeout or leave that grant out of the policy", p.Name, t.Name, gname, why)
+			}
+		}
 	}
 	return nil
 }

@@ -61,6 +61,9 @@ func TestParseErrors(t *testing.T) {
 		{"no grants", base + "targets:\n  - {name: t, kind: postgres}\n", "at least one grant"},
 		{"dup target", base + "targets:\n  - {name: t, kind: postgres, grants: {r: {}}}\n  - {name: t, kind: postgres, grants: {r: {}}}\n", `f.yaml:4: target "t" is defined twice`},
 		{"bad prefix", base + "targets:\n  - {name: t, kind: postgres, prefix: \"x'\", grants: {r: {}}}\n", "prefix"},
+		{"prefix without trailing underscore", base + "targets:\n  - {name: t, kind: postgres, prefix: app, grants: {r: {}}}\n", `f.yaml:3: target "t": prefix "app"`},
+		{"prefix post", base + "targets:\n  - {name: t, kind: postgres, prefix: post, grants: {r: {}}}\n", `prefix "post"`},
+		{"instance key env name", base + "instance_key_env: \"A-B\"\n", `f.yaml:2: instance_key_env "A-B"`},
 		{"bad duration", base + "policies:\n  - {name: p, max_duration: forever}\n", "f.yaml:3"},
 		{"unknown admin", base + "admins: {users: [zed]}\n", `unknown user "zed"`},
 		{"syntax", base + "targets: [\n", "f.yaml"},
@@ -87,4 +90,63 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted a config without a store")
 		}
 	})
+}
+
+// idleBase has one target of each kind that cannot report activity beside
+// one that can.
+const idleBase = `store: {sqlite: a.db}
+users:
+  - {name: alice, token_sha256: "` + h + `"}
+targets:
+  - {name: pg, kind: postgres, dsn: "postgres://x@127.0.0.1/x", labels: {env: prod}, grants: {read: {roles: [r]}}}
+  - {name: sw, kind: script, labels: {env: lab}, commands: {provision: [p], revoke: [r], accounts: [a]}, grants: {ops: {}}}
+  - name: host
+    kind: ssh
+    address: 127.0.0.1:22
+    grants:
+      cert: {principals: [ops]}
+      local: {host_user: true}
+policies:
+`
+
+func TestIdleTimeoutNeedsActivity(t *testing.T) {
+	tests := []struct {
+		name, policy, want string // want "" accepts
+	}{
+		{"postgres", "  - {name: p, users: [alice], targets: [pg], grants: [read], idle_timeout: 10m, max_duration: 1h}\n", ""},
+		{"ssh host user", "  - {name: p, users: [alice], targets: [host], grants: [local], idle_timeout: 10m, max_duration: 1h}\n", ""},
+		{"script without idle", "  - {name: p, users: [alice], targets: [sw], grants: [ops], max_duration: 1h}\n", ""},
+		{"script", "  - {name: p, users: [alice], targets: [sw], grants: [ops], idle_timeout: 10m, max_duration: 1h}\n",
+			`f.yaml:14: policy "p": idle_timeout cannot apply to target "sw" grant "ops"`},
+		{"ssh certificate", "  - {name: p, users: [alice], targets: [host], grants: [\"*\"], idle_timeout: 10m, max_duration: 1h}\n",
+			`f.yaml:14: policy "p": idle_timeout cannot apply to target "host" grant "cert"`},
+		{"every target", "  - {name: p, users: [alice], targets: [\"*\"], grants: [\"*\"], idle_timeout: 10m, max_duration: 1h}\n", "idle_timeout cannot apply"},
+		{"by label", "  - {name: p, users: [alice], target_labels: {env: lab}, grants: [\"*\"], idle_timeout: 1h, max_duration: 1h}\n", `target "sw"`},
+		{"label elsewhere", "  - {name: p, users: [alice], target_labels: {env: prod}, grants: [\"*\"], idle_timeout: 1h, max_duration: 1h}\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(idleBase+tt.policy), "f.yaml")
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Parse = %v; want it accepted", err)
+			case tt.want != "" && err == nil:
+				t.Fatalf("Parse accepted idle_timeout; want an error containing %q", tt.want)
+			case tt.want != "" && !strings.Contains(err.Error(), tt.want):
+				t.Errorf("Parse error = %q; want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestInstanceKeyEnvReachesTargets(t *testing.T) {
+	c, err := Parse([]byte(idleBase+"instance_key_env: MAYFLY_INSTANCE_KEY\n"), "f.yaml")
+	if err != nil {
+		t.Fatalf("Parse = %v", err)
+	}
+	for _, tg := range c.Targets {
+		if tg.InstanceKeyEnv != "MAYFLY_INSTANCE_KEY" {
+			t.Errorf("target %s InstanceKeyEnv = %q; want MAYFLY_INSTANCE_KEY", tg.Name, tg.InstanceKeyEnv)
+		}
+	}
 }
