@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -240,14 +239,25 @@ func (s *server) handleCreateRequest() http.Handler {
 func (s *server) handleListRequests() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 		q := r.URL.Query()
-		limit, err := intParam(q.Get("limit"), 0)
+		limit, err := pageLimit(q.Get("limit"), DefaultPageSize, MaxPageSize)
 		if err != nil {
 			return 0, nil, err
 		}
-		rs, err := s.Broker.ListRequests(r.Context(), callerFrom(r), q.Get("pending") == "true", limit)
+		f := mayfly.RequestFilter{Limit: limit + 1}
+		if f.After, err = decodeCursor(q.Get("cursor")); err != nil {
+			return 0, nil, err
+		}
+		if q.Get("pending") == "true" {
+			// Open as well, so the store can use its index of open requests.
+			f.States, f.Open = []mayfly.RequestState{mayfly.RequestPending}, true
+		}
+		rs, err := s.Broker.ListRequests(r.Context(), callerFrom(r), f)
 		if err != nil {
 			return 0, nil, err
 		}
+		rs = page(w, rs, limit, func(x *mayfly.Request) string {
+			return encodeCursor(mayfly.PageCursor{CreatedAt: x.CreatedAt, ID: x.ID})
+		})
 		return 200, views(rs, requestView), nil
 	})
 }
@@ -371,11 +381,14 @@ func intParam(s string, def int) (int, error) {
 func (s *server) handleListLeases() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 		q := r.URL.Query()
-		limit, err := intParam(q.Get("limit"), 0)
+		limit, err := pageLimit(q.Get("limit"), DefaultPageSize, MaxPageSize)
 		if err != nil {
 			return 0, nil, err
 		}
-		f := mayfly.LeaseFilter{Target: q.Get("target"), Requester: q.Get("user"), Limit: limit}
+		f := mayfly.LeaseFilter{Target: q.Get("target"), Requester: q.Get("user"), Limit: limit + 1}
+		if f.After, err = decodeCursor(q.Get("cursor")); err != nil {
+			return 0, nil, err
+		}
 		for _, st := range q["state"] {
 			f.States = append(f.States, mayfly.LeaseState(st))
 		}
@@ -386,6 +399,9 @@ func (s *server) handleListLeases() http.Handler {
 		if err != nil {
 			return 0, nil, err
 		}
+		ls = page(w, ls, limit, func(x *mayfly.Lease) string {
+			return encodeCursor(mayfly.PageCursor{CreatedAt: x.CreatedAt, ID: x.ID})
+		})
 		vs := views(ls, leaseView)
 		if err := s.markBreakGlass(r.Context(), vs); err != nil {
 			return 0, nil, err
@@ -433,16 +449,20 @@ func (s *server) handleAudit() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 		q := r.URL.Query()
 		var f mayfly.AuditFilter
-		var err error
-		if f.Limit, err = intParam(q.Get("limit"), 1000); err != nil {
+		limit, err := pageLimit(q.Get("limit"), defaultAuditPage, maxAuditPage)
+		if err != nil {
 			return 0, nil, err
 		}
-		f.Limit = min(f.Limit, 10000)
+		f.Limit = limit + 1
 		after, err := intParam(q.Get("after"), 0)
 		if err != nil {
 			return 0, nil, err
 		}
-		f.AfterSeq = int64(after)
+		cur, err := decodeSeqCursor(q.Get("cursor"))
+		if err != nil {
+			return 0, nil, err
+		}
+		f.AfterSeq = max(int64(after), cur)
 		f.Actor, f.Action, f.Target = q.Get("actor"), q.Get("action"), q.Get("target")
 		f.LeaseID, f.RequestID = q.Get("lease"), q.Get("request")
 		if f.Since, err = parseTime(q.Get("since")); err != nil {
@@ -451,36 +471,24 @@ func (s *server) handleAudit() http.Handler {
 		if f.Until, err = parseTime(q.Get("until")); err != nil {
 			return 0, nil, err
 		}
-		c := callerFrom(r)
+		if c := callerFrom(r); !c.Admin {
+			// Non-admins see what they did and what happened to their own
+			// requests; the store filters, so the limit counts only these.
+			f.Involving = c.User
+		}
 		var events []*mayfly.AuditEvent
-		var mine []string
 		err = s.Broker.Store().View(r.Context(), func(tx mayfly.Tx) error {
 			var err error
-			if events, err = tx.ListAudit(f); err != nil {
-				return err
-			}
-			if !c.Admin {
-				rs, err := tx.ListRequests(mayfly.RequestFilter{Requester: c.User})
-				if err != nil {
-					return err
-				}
-				for _, x := range rs {
-					mine = append(mine, x.ID)
-				}
-			}
-			return nil
+			events, err = tx.ListAudit(f)
+			return err
 		})
 		if err != nil {
 			return 0, nil, err
 		}
-		out := make([]*mayfly.AuditEvent, 0, len(events))
-		for _, e := range events {
-			// Non-admins see what they did and what happened to their own requests.
-			if c.Admin || e.Actor == c.User || (e.RequestID != "" && slices.Contains(mine, e.RequestID)) {
-				out = append(out, e)
-			}
+		if events == nil {
+			events = []*mayfly.AuditEvent{}
 		}
-		return 200, out, nil
+		return 200, page(w, events, limit, func(e *mayfly.AuditEvent) string { return encodeSeqCursor(e.Seq) }), nil
 	})
 }
 

@@ -11,7 +11,8 @@ import (
 )
 
 // handleAuditStream streams audit events as server-sent events, from the
-// event after ?after= (or the Last-Event-ID header), then live as they are
+// event after ?after= (or the Last-Event-ID header) or, without either,
+// from the tail (the next event committed), then live as they are
 // committed. Each event's SSE id is its seq, so a client reconnects without
 // gaps.
 func (s *server) handleAuditStream() http.Handler {
@@ -35,22 +36,26 @@ func (s *server) handleAuditStream() http.Handler {
 		}
 		store := s.Broker.Store()
 		if after < 0 {
-			// From now on: start after the last event.
+			// From now on: start after the last event, read from the
+			// tail (one row), whatever the length of the trail.
 			err := store.View(r.Context(), func(tx mayfly.Tx) error {
-				for cur := int64(0); ; {
-					evs, err := tx.ListAudit(mayfly.AuditFilter{AfterSeq: cur, Limit: 10000})
-					if err != nil || len(evs) == 0 {
-						after = cur
-						return err
-					}
-					cur = evs[len(evs)-1].Seq
+				evs, err := tx.ListAudit(mayfly.AuditFilter{Newest: true, Limit: 1})
+				after = 0
+				if len(evs) > 0 {
+					after = evs[0].Seq
 				}
+				return err
 			})
 			if err != nil {
 				writeError(w, err)
 				return
 			}
 		}
+		// A stream outlives the server's read and write timeouts, which
+		// are meant for ordinary requests.
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Time{})
+		rc.SetWriteDeadline(time.Time{})
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("X-Accel-Buffering", "no")

@@ -87,7 +87,10 @@ var (
 	stateDesc  = prometheus.NewDesc("mayfly_leases", "Leases by state.", []string{"state"}, nil)
 )
 
-// leaseCollector reads lease counts from the store at scrape time.
+// leaseCollector reads lease counts from the store at scrape time: the
+// counts by state the store keeps as leases change, and the active leases
+// through the state index. Neither reads the history of ended leases, so a
+// scrape costs the same after a million leases as after ten.
 type leaseCollector struct{ store mayfly.Store }
 
 func (c *leaseCollector) Describe(ch chan<- *prometheus.Desc) {
