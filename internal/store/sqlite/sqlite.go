@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly"
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	sqlitedrv "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
 //go:embed migrations/*.sql
@@ -40,6 +40,11 @@ const readers = 4
 const maxCachedStmts = 256
 
 var errClosed = errors.New("sqlite: database is closed")
+
+// errRolledBack is the error of an update whose transaction SQLite rolled
+// back on its own (after an I/O error, a full disk, an interrupted write):
+// it did not commit.
+var errRolledBack = errors.New("sqlite: the transaction was rolled back by an error in it; nothing was committed")
 
 // DB is the SQLite store. It implements mayfly.Store.
 type DB struct {
@@ -79,6 +84,68 @@ var _ mayfly.Store = (*DB)(nil)
 type conn struct {
 	c     *sql.Conn
 	stmts map[string]*sql.Stmt
+
+	// On the writer, kept by SQLite's commit and rollback hooks: while a
+	// transaction of the store is open (open), SQLite may still roll it
+	// back on its own, after which every statement would run, and commit,
+	// by itself. The hooks note such a rollback (rolledBack) and refuse
+	// any commit but the store's own (committing).
+	open, committing, rolledBack atomic.Bool
+}
+
+// guard installs the commit and rollback hooks described at conn.open.
+func (c *conn) guard() error {
+	return c.c.Raw(func(dc any) error {
+		h, ok := dc.(sqlitedrv.HookRegisterer)
+		if !ok {
+			return fmt.Errorf("driver connection %T has no commit hooks", dc)
+		}
+		h.RegisterCommitHook(func() int32 {
+			if c.open.Load() && !c.committing.Load() {
+				return 1 // turns the commit into a rollback
+			}
+			return 0
+		})
+		h.RegisterRollbackHook(func() {
+			if c.open.Load() {
+				c.rolledBack.Store(true)
+			}
+		})
+		return nil
+	})
+}
+
+// begin starts a transaction with the statement begin.
+func (c *conn) begin(ctx context.Context, begin string) error {
+	if _, err := c.c.ExecContext(ctx, begin); err != nil {
+		return err
+	}
+	c.rolledBack.Store(false)
+	c.open.Store(true)
+	return nil
+}
+
+// lost reports whether SQLite rolled back the open transaction on its own.
+func (c *conn) lost() bool { return c.rolledBack.Load() }
+
+// commit commits the open transaction; it stays open when that fails.
+func (c *conn) commit() error {
+	if c.lost() {
+		return errRolledBack
+	}
+	c.committing.Store(true)
+	_, err := c.c.ExecContext(context.Background(), "COMMIT")
+	c.committing.Store(false)
+	if err == nil {
+		c.open.Store(false)
+	}
+	return err
+}
+
+// rollback rolls back the open transaction, if SQLite has not already.
+func (c *conn) rollback() {
+	c.open.Store(false)
+	c.c.ExecContext(context.Background(), "ROLLBACK")
 }
 
 // Open opens the database file at path, creating it if needed, and brings
@@ -117,6 +184,11 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	db.w = &conn{c: c, stmts: map[string]*sql.Stmt{}}
+	if err := db.w.guard(); err != nil {
+		c.Close()
+		db.wdb.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	if err := db.migrate(ctx); err != nil {
 		c.Close()
 		db.wdb.Close()
@@ -317,17 +389,25 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 	bg := context.Background()
 	running := db.tail
 	db.tail = auditTail{}
-	if _, err := c.c.ExecContext(bg, "BEGIN IMMEDIATE"); err != nil {
-		for _, p := range batch {
-			p.err = fmt.Errorf("begin: %w", err)
-		}
-		return
-	}
+	begun := false
+	var beginErr error
 	var ok []*pendingUpdate
 	for _, p := range batch {
 		if err := p.ctx.Err(); err != nil {
 			p.err = err
 			continue
+		}
+		if beginErr != nil {
+			p.err = beginErr
+			continue
+		}
+		if !begun {
+			if err := c.begin(bg, "BEGIN IMMEDIATE"); err != nil {
+				beginErr = fmt.Errorf("begin: %w", err)
+				p.err = beginErr
+				continue
+			}
+			begun = true
 		}
 		if _, err := c.c.ExecContext(bg, "SAVEPOINT mayfly_update"); err != nil {
 			p.err = fmt.Errorf("savepoint: %w", err)
@@ -349,16 +429,37 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 		if p.err == nil && p.panic == nil {
 			p.err = p.ctx.Err()
 		}
-		if p.err != nil || p.panic != nil {
+		failed := p.err != nil || p.panic != nil
+		if failed && !c.lost() {
 			c.c.ExecContext(bg, "ROLLBACK TO mayfly_update")
-		} else {
+		}
+		if !c.lost() {
+			c.c.ExecContext(bg, "RELEASE mayfly_update")
+		}
+		if c.lost() {
+			// SQLite rolled back the whole transaction: nothing in it so
+			// far committed. The rest of the batch goes on in a new one,
+			// chained to what is really stored.
+			if !failed {
+				p.err = errRolledBack
+			}
+			for _, q := range ok {
+				q.err = fmt.Errorf("%w (with another update committed in the same transaction)", errRolledBack)
+			}
+			ok, running, begun = nil, auditTail{}, false
+			c.rollback()
+			continue
+		}
+		if !failed {
 			ok = append(ok, p)
 			running = p.tail
 		}
-		c.c.ExecContext(bg, "RELEASE mayfly_update")
 	}
-	if _, err := c.c.ExecContext(bg, "COMMIT"); err != nil {
-		c.c.ExecContext(bg, "ROLLBACK")
+	if !begun {
+		return
+	}
+	if err := c.commit(); err != nil {
+		c.rollback()
 		for _, p := range ok {
 			p.err = fmt.Errorf("commit: %w", err)
 		}
@@ -413,13 +514,13 @@ func (db *DB) acquire(ctx context.Context) (*conn, error) {
 // run runs fn between begin and COMMIT, rolling back when fn fails or
 // panics or ctx ends first.
 func (c *conn) run(ctx context.Context, begin string, t *tx, fn func(tx mayfly.Tx) error) (err error) {
-	if _, err := c.c.ExecContext(ctx, begin); err != nil {
+	if err := c.begin(ctx, begin); err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	done := false
 	defer func() {
 		if !done {
-			c.c.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+			c.rollback()
 		}
 	}()
 	if err := fn(t); err != nil {
@@ -428,7 +529,7 @@ func (c *conn) run(ctx context.Context, begin string, t *tx, fn func(tx mayfly.T
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if _, err := c.c.ExecContext(context.WithoutCancel(ctx), "COMMIT"); err != nil {
+	if err := c.commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	done = true

@@ -19,6 +19,7 @@ type tx struct {
 	ctx   context.Context
 	c     *conn
 	write bool
+	sctx  context.Context // see stmtCtx
 
 	// The last audit event appended: from the store's memory of the last
 	// one committed, or read on the first append.
@@ -37,29 +38,56 @@ var _ mayfly.Tx = (*tx)(nil)
 
 var errReadOnly = errors.New("sqlite: write in a read-only transaction")
 
+// stmtCtx returns the context for the next statement, or the caller's
+// error once its context has ended. In a write transaction a statement
+// runs to its end even when the caller's context ends meanwhile: SQLite
+// answers an interrupted write by rolling back the whole transaction,
+// which may hold other callers' updates (group commit). The caller's
+// context is checked before each statement instead, and before commit.
+func (t *tx) stmtCtx() (context.Context, error) {
+	if err := t.ctx.Err(); err != nil {
+		return nil, err
+	}
+	if t.sctx == nil {
+		t.sctx = t.ctx
+		if t.write {
+			t.sctx = context.WithoutCancel(t.ctx)
+		}
+	}
+	return t.sctx, nil
+}
+
 func (t *tx) exec(q string, args ...any) (sql.Result, error) {
 	if !t.write {
 		return nil, errReadOnly
 	}
-	s, err := t.c.stmt(t.ctx, q)
+	ctx, err := t.stmtCtx()
+	if err != nil {
+		return nil, err
+	}
+	s, err := t.c.stmt(ctx, q)
 	if err != nil {
 		return nil, err
 	}
 	if s == nil {
-		return t.c.c.ExecContext(t.ctx, q, args...)
+		return t.c.c.ExecContext(ctx, q, args...)
 	}
-	return s.ExecContext(t.ctx, args...)
+	return s.ExecContext(ctx, args...)
 }
 
 func (t *tx) query(q string, args ...any) (*sql.Rows, error) {
-	s, err := t.c.stmt(t.ctx, q)
+	ctx, err := t.stmtCtx()
+	if err != nil {
+		return nil, err
+	}
+	s, err := t.c.stmt(ctx, q)
 	if err != nil {
 		return nil, err
 	}
 	if s == nil {
-		return t.c.c.QueryContext(t.ctx, q, args...)
+		return t.c.c.QueryContext(ctx, q, args...)
 	}
-	return s.QueryContext(t.ctx, args...)
+	return s.QueryContext(ctx, args...)
 }
 
 // queryRow scans the first row of q into dest and reports whether there

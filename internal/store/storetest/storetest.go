@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -44,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) mayfly.Store) {
 		{"CancelledContext", testCancelledContext},
 		{"ViewIsReadOnly", testViewIsReadOnly},
 		{"ConcurrentUpdates", testConcurrentUpdates},
+		{"CancelAmongConcurrentUpdates", testCancelAmongConcurrentUpdates},
 		{"Settings", testSettings},
 		{"UserStatus", testUserStatus},
 	}
@@ -957,6 +959,85 @@ func testConcurrentUpdates(t *testing.T, s mayfly.Store) {
 		}
 		return nil
 	})
+}
+
+// testCancelAmongConcurrentUpdates ends the context of some updates while
+// they write, alongside others running at the same time (a store may
+// commit those together). A cancelled caller must not affect any other,
+// and Update must return nil exactly when the update committed.
+func testCancelAmongConcurrentUpdates(t *testing.T, s mayfly.Store) {
+	// Enough events that deleting them all takes a while.
+	var es []*mayfly.AuditEvent
+	for i := range 5000 {
+		es = append(es, &mayfly.AuditEvent{Time: base, Action: "bulk", Subject: fmt.Sprintf("n:%d", i)})
+	}
+	appendAll(t, s, es)
+	const rounds, members = 10, 9
+	type member struct {
+		id      string
+		cancels bool
+		err     error
+	}
+	var all []*member
+	for r := range rounds {
+		ms := make([]*member, members)
+		var wg sync.WaitGroup
+		for i := range ms {
+			m := &member{id: fmt.Sprintf("r%02d-%d", r, i), cancels: i%3 == 1}
+			ms[i] = m
+			wg.Go(func() {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				m.err = s.Update(ctx, func(tx mayfly.Tx) error {
+					if err := tx.CreateRequest(&mayfly.Request{ID: m.id, Requester: "alice", Target: "t", Grant: "g", State: mayfly.RequestPending, CreatedAt: base}); err != nil {
+						return err
+					}
+					if err := tx.AppendAudit(&mayfly.AuditEvent{Time: base, Action: "request.create", RequestID: m.id}); err != nil {
+						return err
+					}
+					if !m.cancels {
+						return nil
+					}
+					// The context ends while this writes, and in any
+					// case before fn returns, so this update must not
+					// commit.
+					go cancel()
+					_, err := tx.DeleteAuditBefore(math.MaxInt64)
+					cancel()
+					return err
+				})
+			})
+		}
+		wg.Wait()
+		all = append(all, ms...)
+	}
+	committed := 0
+	view(t, s, func(tx mayfly.Tx) error {
+		for _, m := range all {
+			_, err := tx.GetRequest(m.id)
+			if err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+				return err
+			}
+			found := err == nil
+			if found {
+				committed++
+			}
+			switch {
+			case found != (m.err == nil):
+				t.Errorf("update %s: Update returned %v, but committed = %v", m.id, m.err, found)
+			case m.cancels && found:
+				t.Errorf("update %s committed though its context ended before it returned", m.id)
+			case !m.cancels && !found:
+				t.Errorf("update %s, not cancelled, failed: %v", m.id, m.err)
+			}
+		}
+		return nil
+	})
+	got := listAudit(t, s, mayfly.AuditFilter{})
+	if len(got) != len(es)+committed {
+		t.Errorf("%d audit events after %d committed updates; want %d", len(got), committed, len(es)+committed)
+	}
+	checkChain(t, got)
 }
 
 func testSettings(t *testing.T, s mayfly.Store) {
