@@ -419,6 +419,9 @@ func cmdPolicy(e *env, args []string) error {
 		if err := c.Do(e.ctx, "POST", "/v1/policy/reload", nil, nil, &res); err != nil {
 			return err
 		}
+		for _, w := range res.Warnings {
+			fmt.Fprintf(e.stdout, "warning: %s\n", safeText(w))
+		}
 		if len(res.NeedsRestart) == 0 {
 			fmt.Fprintln(e.stdout, "configuration reloaded")
 			return nil

@@ -92,10 +92,27 @@ func cmdPolicyOffline(e *env, sub string, args []string) error {
 		return err
 	}
 	if sub == "check" {
-		if f.json() {
-			return e.printJSON(map[string]any{"ok": true, "policies": len(pf.Config.Policies), "targets": len(pf.Config.Targets)})
+		warnings := policy.ApproverGroupWarnings(pf.Config.Policies, configGroups(pf.Config.Users))
+		if pf.Config.SCIM.TokenSHA256 != "" {
+			// SCIM groups live in the server's store, not in the file.
+			for i := range warnings {
+				warnings[i] += " among the users of this file (SCIM groups are checked by `mayfly policy reload`)"
+			}
 		}
-		fmt.Fprintf(e.stdout, "%s: %d policies, %d targets: OK\n", f.pos[0], len(pf.Config.Policies), len(pf.Config.Targets))
+		if warnings == nil {
+			warnings = []string{}
+		}
+		if f.json() {
+			return e.printJSON(map[string]any{"ok": true, "policies": len(pf.Config.Policies), "targets": len(pf.Config.Targets), "warnings": warnings})
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(e.stdout, "%s: warning: %s\n", f.pos[0], safeText(w))
+		}
+		fmt.Fprintf(e.stdout, "%s: %d policies, %d targets: OK", f.pos[0], len(pf.Config.Policies), len(pf.Config.Targets))
+		if n := len(warnings); n > 0 {
+			fmt.Fprintf(e.stdout, ", %d %s", n, map[bool]string{true: "warning", false: "warnings"}[n == 1])
+		}
+		fmt.Fprintln(e.stdout)
 		return nil
 	}
 	rules := pf

@@ -9,6 +9,7 @@ import (
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/config"
 	"github.com/mayflyhq/mayfly/internal/notify"
+	"github.com/mayflyhq/mayfly/internal/policy"
 )
 
 // needsRestart lists what changed from the running configuration old to
@@ -53,6 +54,38 @@ func needsRestart(old, next *config.Config) []string {
 		out = append(out, "targets added (not usable until then): "+strings.Join(added, ", "))
 	}
 	return out
+}
+
+// groupWarnings names the approver groups of c's policies that no user of
+// c and no SCIM user (when sd is not nil) is in.
+func groupWarnings(c *config.Config, sd *scimDirectory) []string {
+	has := configGroups(c.Users)
+	return policy.ApproverGroupWarnings(c.Policies, func(g string) bool {
+		return has(g) || (sd != nil && sd.hasGroup(g))
+	})
+}
+
+// configGroups reports whether any of users is in a group.
+func configGroups(users []config.User) func(string) bool {
+	set := map[string]bool{}
+	for _, u := range users {
+		for _, g := range u.Groups {
+			set[g] = true
+		}
+	}
+	return func(g string) bool { return set[g] }
+}
+
+// hasGroup reports whether any SCIM user is in group g.
+func (d *scimDirectory) hasGroup(g string) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for _, gs := range d.groups {
+		if slices.Contains(gs, g) {
+			return true
+		}
+	}
+	return false
 }
 
 // notificationChanges names the notification channels added, removed or

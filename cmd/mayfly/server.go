@@ -219,13 +219,18 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	auth := &authenticator{status: b.UserStatus}
 	auth.load(cfg)
 	var scimHandler http.Handler
+	var scimDir *scimDirectory
 	if cfg.SCIM.TokenSHA256 != "" {
 		sd, err := newSCIMDirectory(ctx, st, b)
 		if err != nil {
 			return fmt.Errorf("load SCIM directory: %w", err)
 		}
 		auth.extraGroups = sd.Groups
+		scimDir = sd
 		scimHandler = scim.NewHandler(sd, cfg.SCIM.TokenSHA256, log)
+	}
+	for _, w := range groupWarnings(cfg, scimDir) {
+		log.Warn("configuration: " + w)
 	}
 
 	var schedErr error
@@ -270,9 +275,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		<-schedDone
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "listen on %s: %v", cfg.Listen, err)
 	}
-	reload := func() ([]string, error) {
+	reload := func() (httpapi.ReloadResult, error) {
 		if path == "" {
-			return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "no configuration file to reload")
+			return httpapi.ReloadResult{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "no configuration file to reload")
 		}
 		nc, err := config.Load(path)
 		if err == nil {
@@ -286,17 +291,20 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 				auth.load(nc)
 				dir.load(nc)
 				// What the server set up at start stays as it was.
-				restart := needsRestart(cfg, nc)
-				if len(restart) > 0 {
-					log.Warn("configuration reloaded, except what needs a restart", "path", path, "needs_restart", restart)
-					return restart, nil
+				res := httpapi.ReloadResult{NeedsRestart: needsRestart(cfg, nc), Warnings: groupWarnings(nc, scimDir)}
+				for _, w := range res.Warnings {
+					log.Warn("configuration: "+w, "path", path)
+				}
+				if len(res.NeedsRestart) > 0 {
+					log.Warn("configuration reloaded, except what needs a restart", "path", path, "needs_restart", res.NeedsRestart)
+					return res, nil
 				}
 				log.Info("configuration reloaded", "path", path)
-				return nil, nil
+				return res, nil
 			}
 		}
 		log.Error("configuration reload refused; keeping the last good one", "err", mayfly.ErrorMessageOrText(err))
-		return nil, err
+		return httpapi.ReloadResult{}, err
 	}
 	readyCheck := func(ctx context.Context) error {
 		select {

@@ -62,10 +62,10 @@ type Deps struct {
 	SCIM http.Handler
 	// ArchiveDir receives audit events pruned by retention.
 	ArchiveDir string
-	// Reload re-reads the configuration file (policy reload) and returns
-	// the changes it could not apply, which need a restart; nil when the
-	// server has none.
-	Reload func() (needsRestart []string, err error)
+	// Reload re-reads the configuration file (policy reload) and says
+	// what it could not apply (a restart does) and what looks wrong; nil
+	// when the server has none.
+	Reload func() (ReloadResult, error)
 	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer token
 	// /metrics requires.
 	MetricsTokenSHA256 string

@@ -63,14 +63,18 @@ func (s *server) handleReload() http.Handler {
 		if s.Reload == nil {
 			return 0, nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "this server has no configuration file to reload")
 		}
-		restart, err := s.Reload()
+		res, err := s.Reload()
 		if err != nil {
 			return 0, nil, err
 		}
-		if restart == nil {
-			restart = []string{}
+		res.Status = "reloaded"
+		if res.NeedsRestart == nil {
+			res.NeedsRestart = []string{}
 		}
-		return 200, ReloadResult{Status: "reloaded", NeedsRestart: restart}, nil
+		if res.Warnings == nil {
+			res.Warnings = []string{}
+		}
+		return 200, res, nil
 	})
 }
 
@@ -80,6 +84,9 @@ type ReloadResult struct {
 	// NeedsRestart lists the changes the reload could not apply, each
 	// saying what changed; a restart applies them.
 	NeedsRestart []string `json:"needs_restart"`
+	// Warnings are what the new configuration allows but looks wrong,
+	// such as approver groups nobody is in.
+	Warnings []string `json:"warnings"`
 }
 
 // handleAccessReport gathers the leases, requests and events of a period
