@@ -175,6 +175,37 @@ type SystemClock struct{}
 // Now returns the current time.
 func (SystemClock) Now() time.Time { return time.Now() }
 
+// NewTicker returns a real ticker.
+func (SystemClock) NewTicker(d time.Duration) Ticker { return realTicker{time.NewTicker(d)} }
+
+// TickerClock is a Clock that also makes tickers, so that periodic work
+// (idle checks, lapses, reconciliation) runs on a fake clock in tests.
+type TickerClock interface {
+	Clock
+	NewTicker(d time.Duration) Ticker
+}
+
+// Ticker delivers the clock's time on C at every period, dropping ticks a
+// slow reader misses, like time.Ticker.
+type Ticker interface {
+	C() <-chan time.Time
+	Stop()
+}
+
+// NewTicker returns a ticker of clock c: its own when it makes them, a
+// real one otherwise.
+func NewTicker(c Clock, d time.Duration) Ticker {
+	if tc, ok := c.(TickerClock); ok {
+		return tc.NewTicker(d)
+	}
+	return realTicker{time.NewTicker(d)}
+}
+
+type realTicker struct{ t *time.Ticker }
+
+func (r realTicker) C() <-chan time.Time { return r.t.C }
+func (r realTicker) Stop()               { r.t.Stop() }
+
 // ProvisionRequest asks a connector to create the account for a lease.
 type ProvisionRequest struct {
 	LeaseID   string

@@ -156,13 +156,13 @@ func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 
 // RunIdleChecker checks idle leases every interval until ctx ends.
 func (b *Broker) RunIdleChecker(ctx context.Context, every time.Duration) error {
-	t := time.NewTicker(every)
+	t := mayfly.NewTicker(b.clock, every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-t.C():
 			if _, err := b.CheckIdle(ctx); err != nil && ctx.Err() == nil {
 				b.log.Error("idle check", "err", err)
 			}

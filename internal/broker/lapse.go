@@ -69,13 +69,13 @@ func (b *Broker) LapseRequests(ctx context.Context) (int, error) {
 // RunLapser lapses timed-out requests every interval until ctx ends, and
 // alerts on revocations failing for longer than overdueAfter.
 func (b *Broker) RunLapser(ctx context.Context, every, overdueAfter time.Duration) error {
-	t := time.NewTicker(every)
+	t := mayfly.NewTicker(b.clock, every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-t.C():
 			if _, err := b.LapseRequests(ctx); err != nil && ctx.Err() == nil {
 				b.log.Error("lapse requests", "err", err)
 			}

@@ -1,0 +1,106 @@
+package broker
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/clocktest"
+	"github.com/mayflyhq/mayfly/internal/policy"
+	"github.com/mayflyhq/mayfly/internal/store/sqlite"
+)
+
+// periodicEnv is a broker on a fake clock with tickers, so the periodic
+// loops run when the test moves time, not after real sleeps.
+func periodicEnv(t *testing.T, policies []policy.Policy) (*Broker, *clocktest.Fake, *gateConnector) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clk := clocktest.New(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))
+	conn := newGateConnector()
+	b := New(casConfig(t, policies, map[string][]string{"alice": {"eng"}, "bob": {"dba"}}), Options{
+		Store: st, Clock: clk, Connectors: map[string]mayfly.Connector{"t": conn}, HMACKey: []byte("k"),
+	})
+	return b, clk, conn
+}
+
+// runLoop starts a periodic loop and stops it when the test ends.
+func runLoop(t *testing.T, loop func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		loop(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// tickAndWait moves the clock by d and waits for the state change the tick
+// causes (the broker signals every commit).
+func tickAndWait(t *testing.T, b *Broker, clk *clocktest.Fake, d time.Duration) {
+	t.Helper()
+	changed := b.Changed()
+	clk.Advance(d)
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no state change within 10s of moving the clock by %s", d)
+	}
+}
+
+func TestLapserRunsOnTheClock(t *testing.T) {
+	policies := []policy.Policy{{Name: "approve", Groups: []string{"eng"}, Targets: []string{"t"}, Grants: []string{"ro"},
+		MaxDuration: time.Hour, Approvals: 1, ApproverGroups: []string{"dba"}, PendingTTL: 30 * time.Minute}}
+	b, clk, _ := periodicEnv(t, policies)
+	ctx := context.Background()
+	alice := Caller{User: "alice", Groups: []string{"eng"}}
+	r, _, err := b.CreateRequest(ctx, alice, RequestInput{Target: "t", Grant: "ro", Duration: time.Hour, Reason: "x"})
+	if err != nil || r.State != mayfly.RequestPending {
+		t.Fatalf("request = %+v, %v; want pending", r, err)
+	}
+	runLoop(t, func(ctx context.Context) error { return b.RunLapser(ctx, time.Minute, time.Hour) })
+	clk.WaitTickers(1)
+
+	// Before pending_ttl the tick leaves the request pending.
+	clk.Advance(20 * time.Minute)
+	// Past it, the next tick lapses it.
+	tickAndWait(t, b, clk, 11*time.Minute)
+	got, err := b.GetRequest(ctx, alice, r.ID)
+	if err != nil || got.State != mayfly.RequestLapsed {
+		t.Fatalf("request after pending_ttl on the clock = %+v, %v; want lapsed", got, err)
+	}
+}
+
+func TestIdleCheckerRunsOnTheClock(t *testing.T) {
+	policies := []policy.Policy{{Name: "auto", Groups: []string{"eng"}, Targets: []string{"t"}, Grants: []string{"ro"},
+		MaxDuration: 8 * time.Hour, IdleTimeout: 10 * time.Minute}}
+	b, clk, _ := periodicEnv(t, policies)
+	ctx := context.Background()
+	alice := Caller{User: "alice", Groups: []string{"eng"}}
+	r, _, a, err := b.CreateAndActivate(ctx, alice, RequestInput{Target: "t", Grant: "ro", Duration: 4 * time.Hour, Reason: "x"}, ActivateOptions{})
+	if err != nil || a == nil {
+		t.Fatalf("activation = %+v, %v", r, err)
+	}
+	runLoop(t, func(ctx context.Context) error { return b.RunIdleChecker(ctx, time.Minute) })
+	clk.WaitTickers(1)
+
+	// Five idle minutes are not ten (moving the clock without a tick).
+	clk.Set(clk.Now().Add(5 * time.Minute))
+	if n, err := b.CheckIdle(ctx); err != nil || n != 0 {
+		t.Fatalf("CheckIdle after 5 idle minutes = %d, %v; want 0", n, err)
+	}
+	tickAndWait(t, b, clk, 6*time.Minute)
+	l, err := b.getLease(ctx, a.Lease.ID)
+	if err != nil || l.State != mayfly.LeaseRevoking || l.EndReason != mayfly.EndIdle {
+		t.Fatalf("lease after 11 idle minutes = %+v, %v; want revoking/idle", l, err)
+	}
+}

@@ -1,0 +1,113 @@
+// Package clocktest provides a fake mayfly.TickerClock for tests: time
+// moves only when the test says so, and tickers fire as it passes their
+// deadlines, so periodic work runs without sleeping.
+package clocktest
+
+import (
+	"sync"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// Fake is a manual clock. The zero value is not usable; use New.
+type Fake struct {
+	mu      sync.Mutex
+	now     time.Time
+	tickers []*ticker
+	added   chan struct{}
+}
+
+// New returns a fake clock at now.
+func New(now time.Time) *Fake {
+	return &Fake{now: now, added: make(chan struct{}, 64)}
+}
+
+// Now returns the fake time.
+func (f *Fake) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+// Set moves the clock to t without firing tickers (for tests that only
+// read the time).
+func (f *Fake) Set(t time.Time) {
+	f.mu.Lock()
+	f.now = t
+	f.mu.Unlock()
+}
+
+// Advance moves the clock forward by d and fires every ticker whose next
+// tick is now due, once (a ticker drops the ticks its reader has missed,
+// like time.Ticker).
+func (f *Fake) Advance(d time.Duration) {
+	f.mu.Lock()
+	f.now = f.now.Add(d)
+	now := f.now
+	live := f.tickers[:0]
+	for _, t := range f.tickers {
+		if t.stopped {
+			continue
+		}
+		live = append(live, t)
+		if now.Before(t.next) {
+			continue
+		}
+		for !now.Before(t.next) {
+			t.next = t.next.Add(t.period)
+		}
+		select {
+		case t.c <- now:
+		default:
+		}
+	}
+	f.tickers = live
+	f.mu.Unlock()
+}
+
+// WaitTickers blocks until at least n tickers were made on the clock, so
+// a test advances time only once the loop under test is listening.
+func (f *Fake) WaitTickers(n int) {
+	for {
+		f.mu.Lock()
+		have := len(f.tickers)
+		f.mu.Unlock()
+		if have >= n {
+			return
+		}
+		<-f.added
+	}
+}
+
+// NewTicker returns a ticker that fires as Advance passes each period.
+func (f *Fake) NewTicker(d time.Duration) mayfly.Ticker {
+	if d <= 0 {
+		panic("clocktest: non-positive ticker period")
+	}
+	f.mu.Lock()
+	t := &ticker{f: f, c: make(chan time.Time, 1), period: d, next: f.now.Add(d)}
+	f.tickers = append(f.tickers, t)
+	f.mu.Unlock()
+	select {
+	case f.added <- struct{}{}:
+	default:
+	}
+	return t
+}
+
+type ticker struct {
+	f       *Fake
+	c       chan time.Time
+	period  time.Duration
+	next    time.Time
+	stopped bool
+}
+
+func (t *ticker) C() <-chan time.Time { return t.c }
+
+func (t *ticker) Stop() {
+	t.f.mu.Lock()
+	t.stopped = true
+	t.f.mu.Unlock()
+}
