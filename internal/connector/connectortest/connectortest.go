@@ -47,9 +47,27 @@ type Harness struct {
 	// a certificate from another authority.
 	Tamper func(cred mayfly.Credential) mayfly.Credential
 	// HostileGrants are grants whose parameters carry hostile strings; each
-	// must be rejected by Provision or applied safely quoted. Each may try
-	// to create an account named Prefix+"pwned"; the suite checks none exists.
+	// must be refused, leaving no account behind, or applied safely quoted:
+	// then the account's login must still be refused what Grant forbids,
+	// and GrantHolds, when set, must find nothing beyond Grant on the
+	// target. Each may try to create an account named Prefix+"pwned"; the
+	// suite checks none exists.
 	HostileGrants []mayfly.Grant
+	// GrantHolds checks on the target, as its admin, that the account
+	// username holds nothing beyond what Grant gives (its role
+	// memberships, its privileges), after a hostile grant was accepted.
+	GrantHolds func(ctx context.Context, username string) error
+	// Marks is true when Connector was built with an installation key:
+	// every account it provisions must be listed Marked.
+	Marks bool
+	// Other, when set, is a connector to the same target built with
+	// another installation's key: the accounts it provisions must be
+	// listed unmarked by Connector, and Connector's unmarked by it.
+	Other mayfly.Connector
+	// CreateByHand, when set, creates the account name on the target as an
+	// admin would, outside Mayfly, and removes it when the test ends; it
+	// must be listed, unmarked.
+	CreateByHand func(t *testing.T, name string)
 	// TerminatesSessions is true when Revoke ends sessions opened before it.
 	TerminatesSessions bool
 	// ReportsActivity is true when Accounts reports sessions or last activity.
@@ -74,6 +92,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("RevokeIsIdempotent", func(t *testing.T) { testRevokeIdempotent(t, h) })
 	t.Run("ProvisionTwiceOneAccount", func(t *testing.T) { testProvisionTwice(t, h) })
 	t.Run("HostileInput", func(t *testing.T) { testHostile(t, h) })
+	t.Run("MarksOwnAccountsOnly", func(t *testing.T) { testMarks(t, h) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h) })
 	t.Run("Activity", func(t *testing.T) { testActivity(t, h) })
 }
@@ -240,31 +259,109 @@ func testHostile(t *testing.T, h Harness) {
 			res, err := h.Connector.Provision(ctxT(t), mayfly.ProvisionRequest{
 				LeaseID: fmt.Sprintf("lse_hostile%d", i), Username: name, Grant: h.Grant, ExpiresAt: time.Now().Add(time.Minute),
 			})
-			if err != nil {
-				return // rejected: fine
+			if err == nil {
+				revoke(t, h, res.Credential.Username)
+				t.Fatalf("Provision(%q) succeeded; want the connector to refuse the name (EINVALID)", name)
 			}
-			// Accepted: it must exist under exactly this name and be removable.
-			got := accountNames(t, h)
-			if !slices.Contains(got, h.ProvisionedName(res.Credential.Username)) {
-				t.Errorf("Provision(%q) succeeded but Accounts() = %q lacks it", name, got)
+			// The connector's own check must refuse the name before the
+			// target sees it: a failure from the target proves nothing.
+			if code := mayfly.ErrorCode(err); code != mayfly.EINVALID {
+				t.Errorf("Provision(%q) = %v (code %s); want the connector's refusal, code %s", name, err, code, mayfly.EINVALID)
 			}
-			revoke(t, h, res.Credential.Username)
 		})
 	}
 	for i, g := range h.HostileGrants {
 		t.Run(fmt.Sprintf("grant%d", i), func(t *testing.T) {
 			name := Name(h.Prefix, h.MaxNameLen)
-			_, err := h.Connector.Provision(ctxT(t), mayfly.ProvisionRequest{
+			res, err := h.Connector.Provision(ctxT(t), mayfly.ProvisionRequest{
 				LeaseID: "lse_" + name, Username: name, Grant: g, ExpiresAt: time.Now().Add(time.Minute),
 			})
-			if err == nil {
-				revoke(t, h, name)
+			if err != nil {
+				// Refused, by the connector or by the target: nothing may
+				// be left behind.
+				if got := accountNames(t, h); slices.Contains(got, h.ProvisionedName(name)) {
+					revoke(t, h, name)
+					t.Errorf("Provision(hostile grant %d) = %v, yet account %q exists", i, err, name)
+				}
+				return
+			}
+			defer revoke(t, h, name)
+			// Accepted: the hostile parameter must have been quoted, so the
+			// account has no more than the grant allows.
+			if h.GrantHolds != nil {
+				if err := h.GrantHolds(ctxT(t), name); err != nil {
+					t.Errorf("after hostile grant %d: %v", i, err)
+				}
+			}
+			s, err := h.Login(ctxT(t), res.Credential)
+			if err != nil {
+				return // a login the hostile grant does not allow: nothing gained
+			}
+			defer s.Close()
+			if err := s.Forbidden(ctxT(t)); err == nil {
+				t.Errorf("after hostile grant %d the account may do what Grant forbids", i)
 			}
 		})
 	}
 	for _, a := range accountNames(t, h) {
 		if a == pwned {
 			t.Fatalf("hostile input was executed: account %q exists", pwned)
+		}
+	}
+}
+
+func testMarks(t *testing.T, h Harness) {
+	if !h.Marks && h.Other == nil && h.CreateByHand == nil {
+		t.Skip("the harness sets neither Marks, Other nor CreateByHand")
+	}
+	listed := func(c mayfly.Connector, name string) (mayfly.Account, bool) {
+		t.Helper()
+		accts, err := c.Accounts(ctxT(t), mayfly.AccountsRequest{Prefix: h.Prefix})
+		if err != nil {
+			t.Fatalf("Accounts: %v", err)
+		}
+		for _, a := range accts {
+			if a.Name == h.ProvisionedName(name) {
+				return a, true
+			}
+		}
+		return mayfly.Account{}, false
+	}
+	mine := Name(h.Prefix, h.MaxNameLen)
+	provision(t, h, mine, h.Grant)
+	if a, ok := listed(h.Connector, mine); !ok {
+		t.Errorf("account %q not listed", mine)
+	} else if a.Marked != h.Marks {
+		t.Errorf("account %q made by this installation: Marked = %v; want %v", mine, a.Marked, h.Marks)
+	}
+	if h.Other != nil {
+		theirs := Name(h.Prefix, h.MaxNameLen)
+		_, err := h.Other.Provision(ctxT(t), mayfly.ProvisionRequest{LeaseID: "lse_" + theirs, Username: theirs, Grant: h.Grant, ExpiresAt: time.Now().Add(10 * time.Minute)})
+		if err != nil {
+			t.Fatalf("the other installation's Provision(%q) = %v", theirs, err)
+		}
+		t.Cleanup(func() {
+			h.Other.Revoke(context.Background(), mayfly.RevokeRequest{LeaseID: "lse_" + theirs, Username: theirs, ExpiresAt: time.Now().Add(10 * time.Minute)})
+		})
+		if a, ok := listed(h.Connector, theirs); !ok {
+			t.Errorf("the other installation's account %q not listed", theirs)
+		} else if a.Marked {
+			t.Errorf("the other installation's account %q is listed Marked; want unmarked", theirs)
+		}
+		if a, ok := listed(h.Other, mine); ok && a.Marked {
+			t.Errorf("this installation's account %q is listed Marked by the other; want unmarked", mine)
+		}
+		if a, ok := listed(h.Other, theirs); ok && !a.Marked {
+			t.Errorf("the other installation does not recognise its own account %q", theirs)
+		}
+	}
+	if h.CreateByHand != nil {
+		byHand := Name(h.Prefix, h.MaxNameLen)
+		h.CreateByHand(t, byHand)
+		if a, ok := listed(h.Connector, byHand); !ok {
+			t.Errorf("account %q created by hand under the prefix is not listed", byHand)
+		} else if a.Marked {
+			t.Errorf("account %q created by hand is listed Marked; want unmarked", byHand)
 		}
 	}
 }

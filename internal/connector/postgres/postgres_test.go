@@ -176,14 +176,18 @@ func TestPasswordsAreChecked(t *testing.T) {
 func TestConformance(t *testing.T) {
 	setupSchema(t, admin(t, ""))
 	prefix := testPrefix()
-	c := newConnector(t, prefix)
+	c := newMarkedConnector(t, prefix, "this installation's key")
 	pwned := prefix + "pwned"
 	connectortest.Run(t, connectortest.Harness{
-		Connector:  c,
-		Prefix:     prefix,
-		MaxNameLen: postgres.MaxNameLen,
-		Grant:      readGrant,
-		Login:      login,
+		Connector:    c,
+		Marks:        true,
+		Other:        newMarkedConnector(t, prefix, "another installation's key"),
+		CreateByHand: createRoleByHand,
+		GrantHolds:   holdsOnlyRead(t),
+		Prefix:       prefix,
+		MaxNameLen:   postgres.MaxNameLen,
+		Grant:        readGrant,
+		Login:        login,
 		Tamper: func(cred mayfly.Credential) mayfly.Credential {
 			cred.Password = postgres.GeneratePassword()
 			return cred

@@ -117,15 +117,18 @@ func login(ctx context.Context, cred mayfly.Credential) (connectortest.Session, 
 }
 
 func TestConformance(t *testing.T) {
-	c := newTestConnector(t)
+	c := newMarkedConnector(t, "this installation's key")
 	prefix := testPrefix()
 	pwned := prefix + "pwned"
 	connectortest.Run(t, connectortest.Harness{
-		Connector:  c,
-		Prefix:     prefix,
-		MaxNameLen: MaxNameLen,
-		Grant:      testGrant(),
-		Login:      login,
+		Connector:    c,
+		Marks:        true,
+		Other:        newMarkedConnector(t, "another installation's key"),
+		CreateByHand: createUserByHand,
+		Prefix:       prefix,
+		MaxNameLen:   MaxNameLen,
+		Grant:        testGrant(),
+		Login:        login,
 		Tamper: func(cred mayfly.Credential) mayfly.Credential {
 			cred.Password = "wrong" + cred.Password
 			return cred
