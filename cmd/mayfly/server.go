@@ -328,7 +328,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		// Debugging aid: Go's profiler on a separate, explicitly chosen address.
 		go http.ListenAndServe(addr, pprofMux())
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(h, defaultHTTPTimeouts())
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
 	log.Info("mayfly ready", "listen", ln.Addr().String(), "targets", len(cfg.Targets), "startup", time.Since(start).String())
