@@ -433,7 +433,8 @@ func TestReconcileMissingAccountIsRevoked(t *testing.T) {
 	done := make(chan *mayfly.Lease, 1)
 	hooks := broker.Hooks{Revoked: func(l *mayfly.Lease, _ time.Duration, err error) {
 		if err == nil {
-			done <- l
+			c := *l
+			done <- &c
 		}
 	}}
 	in := newInstallation(t, k, k.target(prefix), keyA, hooks, func(c mayfly.Connector) mayfly.Connector {
@@ -455,8 +456,10 @@ func TestReconcileMissingAccountIsRevoked(t *testing.T) {
 	schedDone := make(chan error, 1)
 	go func() { schedDone <- in.b.RunScheduler(ctx, broker.SchedulerOptions{}) }()
 	t.Cleanup(func() { cancel(); <-schedDone })
+	// The hook sees the lease as its revocation is recorded.
+	var got *mayfly.Lease
 	select {
-	case <-done:
+	case got = <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the lease of the missing account was never revoked through the connector")
 	}
@@ -466,15 +469,7 @@ func TestReconcileMissingAccountIsRevoked(t *testing.T) {
 	if !slices.Contains(revoked, l.Username) {
 		t.Errorf("connector revoked %v; want %s", revoked, l.Username)
 	}
-	var got *mayfly.Lease
-	if err := in.store.View(ctxT(t), func(tx mayfly.Tx) error {
-		var err error
-		got, err = tx.GetLease(l.ID)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if got.State != mayfly.LeaseRevoked || got.EndReason != mayfly.EndMissing {
-		t.Errorf("lease = %s (%s); want revoked (%s)", got.State, got.EndReason, mayfly.EndMissing)
+	if got.ID != l.ID || got.State != mayfly.LeaseRevoked || got.EndReason != mayfly.EndMissing {
+		t.Errorf("lease %s = %s (%s); want %s revoked (%s)", got.ID, got.State, got.EndReason, l.ID, mayfly.EndMissing)
 	}
 }
