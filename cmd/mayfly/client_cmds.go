@@ -89,6 +89,7 @@ func cmdRequest(e *env, args []string) error {
 func cmdRequests(e *env, args []string) error {
 	f := newFlags(e, "requests", true)
 	pending := f.Bool("pending", false, "only requests waiting for a decision")
+	pf := addPageFlags(f, true)
 	c, err := f.start(e, args, 0)
 	if err != nil {
 		return err
@@ -97,9 +98,12 @@ func cmdRequests(e *env, args []string) error {
 	if *pending {
 		q.Set("pending", "true")
 	}
-	var rs []httpapi.RequestView
-	if err := c.Do(e.ctx, "GET", "/v1/requests", q, nil, &rs); err != nil {
+	rs, err := listPages[httpapi.RequestView](e, c, "requests", "/v1/requests", q, pf)
+	if err != nil {
 		return err
+	}
+	if rs == nil {
+		rs = []httpapi.RequestView{}
 	}
 	if f.json() {
 		return e.printJSON(rs)
@@ -273,6 +277,7 @@ func cmdLeases(e *env, args []string) error {
 	active := f.Bool("active", false, "only leases whose account may exist")
 	target := f.String("target", "", "only this target")
 	user := f.String("user", "", "only this requester (admins)")
+	pf := addPageFlags(f, true)
 	c, err := f.start(e, args, 0)
 	if err != nil {
 		return err
@@ -287,9 +292,12 @@ func cmdLeases(e *env, args []string) error {
 	if *user != "" {
 		q.Set("user", *user)
 	}
-	var ls []httpapi.LeaseView
-	if err := c.Do(e.ctx, "GET", "/v1/leases", q, nil, &ls); err != nil {
+	ls, err := listPages[httpapi.LeaseView](e, c, "leases", "/v1/leases", q, pf)
+	if err != nil {
 		return err
+	}
+	if ls == nil {
+		ls = []httpapi.LeaseView{}
 	}
 	if f.json() {
 		return e.printJSON(ls)
@@ -326,6 +334,7 @@ func cmdAudit(e *env, args []string) error {
 	for _, k := range []string{"actor", "action", "target", "lease", "request", "since", "until", "after", "limit"} {
 		f.Func(k, "filter: "+k, func(v string) error { q.Set(k, v); return nil })
 	}
+	pf := addPageFlags(f, false)
 	c, err := f.start(e, args, 0, "jsonl", "csv")
 	if err != nil {
 		return err
@@ -333,8 +342,8 @@ func cmdAudit(e *env, args []string) error {
 	if *follow {
 		return followAudit(e, c, q.Get("after"), *f.output)
 	}
-	var evs []mayfly.AuditEvent
-	if err := c.Do(e.ctx, "GET", "/v1/audit", q, nil, &evs); err != nil {
+	evs, err := listPages[mayfly.AuditEvent](e, c, "audit", "/v1/audit", q, pf)
+	if err != nil {
 		return err
 	}
 	switch *f.output {

@@ -30,11 +30,28 @@ func NewClient(addr, token string) *Client {
 // Do sends a request with an optional JSON body and decodes the JSON answer
 // into out (when not nil). API errors come back as *mayfly.Error.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	_, err := c.do(ctx, method, path, query, body, out)
+	return err
+}
+
+// ListPage gets one page of a list (GET /v1/requests, /v1/leases,
+// /v1/audit) into out and returns the cursor of the next page to pass as
+// ?cursor=, "" after the last page.
+func (c *Client) ListPage(ctx context.Context, path string, query url.Values, out any) (next string, err error) {
+	h, err := c.do(ctx, "GET", path, query, nil, out)
+	if err != nil {
+		return "", err
+	}
+	return h.Get(NextCursorHeader), nil
+}
+
+// do is Do, returning the answer's headers.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
+			return nil, fmt.Errorf("encode request: %w", err)
 		}
 		rd = bytes.NewReader(b)
 	}
@@ -44,7 +61,7 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return mayfly.Errorf(mayfly.EINVALID, "bad server address %q: %v", c.Addr, err)
+		return nil, mayfly.Errorf(mayfly.EINVALID, "bad server address %q: %v", c.Addr, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -54,26 +71,26 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return mayfly.Errorf(mayfly.EUNAVAILABLE, "cannot reach the Mayfly server at %s (set MAYFLY_ADDR): %v", c.Addr, unwrapURLError(err))
+		return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "cannot reach the Mayfly server at %s (set MAYFLY_ADDR): %v", c.Addr, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return mayfly.Errorf(mayfly.EUNAVAILABLE, "read answer from %s: %v", c.Addr, err)
+		return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "read answer from %s: %v", c.Addr, err)
 	}
 	if resp.StatusCode >= 400 {
 		var eb errorBody
 		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
-			return &mayfly.Error{Code: eb.Error.Code, Message: eb.Error.Message}
+			return nil, &mayfly.Error{Code: eb.Error.Code, Message: eb.Error.Message}
 		}
-		return mayfly.Errorf(mayfly.EINTERNAL, "server answered %s", resp.Status)
+		return nil, mayfly.Errorf(mayfly.EINTERNAL, "server answered %s", resp.Status)
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("decode answer of %s %s: %w", method, path, err)
+			return nil, fmt.Errorf("decode answer of %s %s: %w", method, path, err)
 		}
 	}
-	return nil
+	return resp.Header, nil
 }
 
 func unwrapURLError(err error) error {
