@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -161,6 +162,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		"&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)" +
 		"&_pragma=wal_autocheckpoint(" + strconv.Itoa(walBackstop) + ")" +
+		"&_pragma=journal_size_limit(" + strconv.Itoa(walLimit) + ")" +
 		"&_pragma=cache_size(-32768)" +
 		"&_pragma=foreign_keys(1)" +
 		"&_pragma=temp_store(MEMORY)"
@@ -169,6 +171,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		"&_pragma=temp_store(MEMORY)" +
 		"&_pragma=query_only(1)"
 
+	if err := createOwnerOnly(path); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	db := &DB{path: path, rslots: make(chan *conn, readers), closing: make(chan struct{})}
 	var err error
 	if db.wdb, err = sql.Open("sqlite", wdsn); err != nil {
@@ -217,6 +222,22 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	db.ckDone = make(chan struct{})
 	go db.checkpointLoop(db.cdb)
 	return db, nil
+}
+
+// createOwnerOnly creates the database file, when it does not exist yet,
+// readable and writable by its owner only, whatever the umask and the
+// directory. SQLite gives the -wal and -shm files it creates the mode of
+// the database file.
+func createOwnerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(0o600) // the umask may have taken the owner's bits too
+	return errors.Join(err, f.Close())
 }
 
 type migration struct {
