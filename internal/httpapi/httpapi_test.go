@@ -446,6 +446,24 @@ func TestMetricsScrapeDoesNotReadHistory(t *testing.T) {
 	if read := after - before; read > 2 {
 		t.Errorf("a scrape listed %d leases; want at most the 2 active ones", read)
 	}
+	// The counts follow a change of state.
+	err := w.store.Update(context.Background(), func(tx mayfly.Tx) error {
+		l, err := tx.GetLease("live-0000")
+		if err != nil {
+			return err
+		}
+		l.State = mayfly.LeaseRevoked
+		return tx.UpdateLease(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = scrape()
+	for _, want := range []string{`mayfly_leases{state="revoked"} 601`, `mayfly_leases{state="active"} 1`, `mayfly_leases_active{grant="ro",target="pg"} 1`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics after a revocation lacks %s", want)
+		}
+	}
 }
 
 // TestErrorStatus checks the code-to-status table, through the server:

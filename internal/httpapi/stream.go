@@ -51,8 +51,8 @@ func (s *server) handleAuditStream() http.Handler {
 				return
 			}
 		}
-		// A stream outlives the server's read and write timeouts, which
-		// are meant for ordinary requests.
+		// A stream lives as long as its client: lift any read or write
+		// deadline the server sets for ordinary requests.
 		rc := http.NewResponseController(w)
 		rc.SetReadDeadline(time.Time{})
 		rc.SetWriteDeadline(time.Time{})
