@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -523,8 +524,18 @@ func benchRevoke(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	var lags []time.Duration
 	for wait := 0; wait < 100; wait++ {
 		var ls []httpapi.LeaseView
-		if err := b.client.Do(ctx, "GET", "/v1/leases", nil, nil, &ls); err != nil {
-			return err
+		q := url.Values{"limit": {strconv.Itoa(httpapi.MaxPageSize)}}
+		for {
+			var page []httpapi.LeaseView
+			next, err := b.client.ListPage(ctx, "/v1/leases", q, &page)
+			if err != nil {
+				return err
+			}
+			ls = append(ls, page...)
+			if next == "" {
+				break
+			}
+			q.Set("cursor", next)
 		}
 		lags = lags[:0]
 		for _, l := range ls {
