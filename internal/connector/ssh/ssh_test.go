@@ -106,10 +106,13 @@ func TestConformanceHostUsers(t *testing.T) {
 	ca := sharedCA(t)
 	srv := startSSHD(t, ca)
 	const prefix = "mf_sst_"
-	c := newConnector(t, hostTarget(srv, prefix), ca, t.TempDir())
+	c := newMarkedConnector(t, hostTarget(srv, prefix), ca, t.TempDir(), "this installation's key")
 	h := harness(t, srv, c, prefix, mayfly.Grant{Name: "shell", HostUser: true})
 	h.TerminatesSessions = true
 	h.ReportsActivity = true
+	h.Marks = true
+	h.Other = newMarkedConnector(t, hostTarget(srv, prefix), ca, t.TempDir(), "another installation's key")
+	h.CreateByHand = createHostUserByHand
 	connectortest.Run(t, h)
 }
 
@@ -415,9 +418,13 @@ func TestHostUserDetails(t *testing.T) {
 	var names []string
 	for _, a := range accts {
 		names = append(names, a.Name)
+		if a.Name == foreign && a.Marked {
+			t.Errorf("foreign user %s is listed as marked by this installation", foreign)
+		}
 	}
-	if !slices.Equal(names, []string{name}) {
-		t.Errorf("Accounts() = %q; want [%q] (not the foreign user)", names, name)
+	// The foreign user is listed, so that it can be reported, never marked.
+	if want := []string{name, foreign}; !slices.Equal(names, slices.Sorted(slices.Values(want))) {
+		t.Errorf("Accounts() = %q; want %q", names, slices.Sorted(slices.Values(want)))
 	}
 }
 
