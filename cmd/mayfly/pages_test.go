@@ -28,8 +28,9 @@ func (a adminAuth) Authenticate(sum string) (httpapi.Identity, bool) {
 }
 
 // TestListCommandsPage checks the paging flags of requests, leases and
-// audit: one page with a hint on stderr, --cursor to read on, --all for
-// every page, and -o json still one JSON array.
+// audit: the whole list by default (one page for audit), one page with a
+// hint on stderr with --limit, --cursor to read on, --all for every page,
+// and -o json still one JSON array.
 func TestListCommandsPage(t *testing.T) {
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "mayfly.db"))
@@ -51,10 +52,20 @@ func TestListCommandsPage(t *testing.T) {
 				return err
 			}
 		}
+		// More than one page of the largest size.
+		for i := range httpapi.MaxPageSize + 5 {
+			if err := tx.CreateRequest(&mayfly.Request{ID: fmt.Sprintf("s%04d", i), Requester: "bob", Target: "pg", Grant: "ro", State: mayfly.RequestDenied, CreatedAt: t0.Add(time.Hour)}); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	allRequests := []string{"r0", "r1", "r2", "r3", "r4"}
+	for i := range httpapi.MaxPageSize + 5 {
+		allRequests = append(allRequests, fmt.Sprintf("s%04d", i))
 	}
 	sum := sha256.Sum256([]byte("admin-token"))
 	b := broker.New(&broker.Config{}, broker.Options{Store: db})
@@ -91,7 +102,9 @@ func TestListCommandsPage(t *testing.T) {
 		limit string
 		want  []string
 	}{
-		{"requests", "--limit", []string{"r0", "r1", "r2", "r3", "r4"}},
+		// requests and leases print every page unless asked for one, as
+		// they printed the whole list before; audit prints one page.
+		{"requests", "--limit", allRequests},
 		{"leases", "--limit", []string{"l0", "l1", "l2", "l3", "l4"}},
 		{"audit", "--limit", []string{"1", "2", "3", "4", "5"}},
 	} {
