@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -94,10 +95,11 @@ func cmdReconcile(e *env, args []string) error {
 	}
 	var rows [][]string
 	for _, r := range res {
-		rows = append(rows, []string{r.Target, strconv.Itoa(r.Accounts), strings.Join(r.OrphansRemoved, ","), strings.Join(r.LeasesMissing, ","),
+		rows = append(rows, []string{r.Target, strconv.Itoa(r.Accounts), strings.Join(r.OrphansRemoved, ","),
+			strings.Join(append(slices.Clone(r.Unmanaged), r.SuperusersKept...), ","), strings.Join(r.LeasesMissing, ","),
 			strings.Join(r.ProvisioningFinished, ","), strings.Join(r.Errors, "; "), r.Duration})
 	}
-	e.table("TARGET\tMANAGED ACCOUNTS\tORPHANS REMOVED\tLEASES MISSING\tPROVISIONING UNDONE\tERRORS\tTOOK", rows)
+	e.table("TARGET\tACCOUNTS UNDER PREFIX\tORPHANS REMOVED\tNOT MAYFLY'S (KEPT)\tLEASES MISSING\tPROVISIONING UNDONE\tERRORS\tTOOK", rows)
 	return nil
 }
 
