@@ -125,13 +125,14 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 			continue
 		}
 		a := present[name]
-		issued, ended, err := b.issued(ctx, t.Name, name, listedAt)
+		issued, busy, err := b.issued(ctx, t.Name, name, listedAt)
 		switch {
 		case err != nil:
 			res.Errors = append(res.Errors, "look up leases of "+name+": "+err.Error())
-		case ended:
-			// A lease for it ended after the listing: its revocation
-			// raced the listing.
+		case busy:
+			// A lease for it ended after the listing (its revocation
+			// raced the listing), or a live lease of another target on
+			// the same server holds it.
 		case a.Superuser:
 			res.SuperusersKept = append(res.SuperusersKept, name)
 		case a.Marked:
@@ -218,23 +219,26 @@ func has(m map[string]mayfly.Account, name string) bool {
 }
 
 // issued reports whether a lease of this store on target was ever given
-// the account name (Mayfly issued it), and whether one of them ended after
-// t: its revocation raced the listing, so the account is no orphan.
-func (b *Broker) issued(ctx context.Context, target, username string, t time.Time) (issued, ended bool, err error) {
+// the account name (Mayfly issued it), and whether the account is busy: a
+// lease for it ended after t (its revocation raced the listing), or a live
+// lease of another target holds it (two targets on one server), so it is
+// no orphan.
+func (b *Broker) issued(ctx context.Context, target, username string, t time.Time) (issued, busy bool, err error) {
 	err = b.store.View(ctx, func(tx mayfly.Tx) error {
 		ls, err := tx.ListLeases(mayfly.LeaseFilter{Username: username})
 		for _, l := range ls {
-			if l.Target != target {
-				continue
+			if l.State.Live() {
+				busy = busy || l.Target != target
+			} else if !l.EndedAt.Before(t) {
+				busy = true
 			}
-			issued = true
-			if !l.State.Live() && !l.EndedAt.Before(t) {
-				ended = true
+			if l.Target == target {
+				issued = true
 			}
 		}
 		return err
 	})
-	return issued, ended, err
+	return issued, busy, err
 }
 
 // alertUnmanaged raises an alert for each account in names (unmanaged

@@ -473,3 +473,28 @@ func TestReconcileMissingAccountIsRevoked(t *testing.T) {
 		t.Errorf("lease %s = %s (%s); want %s revoked (%s)", got.ID, got.State, got.EndReason, l.ID, mayfly.EndMissing)
 	}
 }
+
+// TestReconcileTwoTargetsOneServer: two targets of one installation on the
+// same server and prefix see each other's accounts, marked alike; an
+// account a live lease of the other target holds is no orphan.
+func TestReconcileTwoTargetsOneServer(t *testing.T) {
+	k := kinds[0]
+	prefix := uniquePrefix()
+	pg1, pg2 := k.target(prefix), k.target(prefix)
+	pg1.Name, pg2.Name = "pg1", "pg2"
+	in := newInstallation(t, k, pg1, keyA, broker.Hooks{}, nil)
+	other := newInstallation(t, k, pg2, keyA, broker.Hooks{}, nil) // its connector
+	name := prefix + "carol_x"
+	t.Cleanup(func() { k.drop(t, name) })
+	other.provision(t, name)
+	now := time.Now().UTC()
+	l := &mayfly.Lease{ID: "lse_pg2", RequestID: "req_pg2", Requester: "carol", Target: "pg2", Grant: "read", Username: name,
+		State: mayfly.LeaseActive, CreatedAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour), DueAt: now.Add(time.Hour)}
+	if err := in.store.Update(ctxT(t), func(tx mayfly.Tx) error { return tx.CreateLease(l) }); err != nil {
+		t.Fatalf("CreateLease = %v", err)
+	}
+	res := in.reconcile(t)
+	if slices.Contains(res.OrphansRemoved, name) || !k.exists(t, name) {
+		t.Errorf("reconciling pg1 removed %s, held by a live lease of pg2 (result %+v)", name, res)
+	}
+}
