@@ -265,12 +265,15 @@ func (b *Broker) provision(ctx context.Context, c Caller, l *mayfly.Lease, grant
 	if err != nil {
 		return nil, b.provisionFailed(ctx, c, l, err)
 	}
-	a, err := b.activate(ctx, c, l, res, o)
+	a, ended, err := b.activate(ctx, c, l, res, o)
+	if ended != nil {
+		b.undoEnded(ctx, ended)
+	}
 	if err != nil {
 		// The account exists but is not recorded active: either the lease
-		// ended meanwhile (activate undid the account), or the store failed
-		// and the lease stays provisioning, which the scheduler undoes at
-		// its deadline and recovery at start-up.
+		// ended meanwhile (undone above), or the store failed and the
+		// lease stays provisioning, which the scheduler undoes at its
+		// deadline and recovery at start-up.
 		return nil, err
 	}
 	return a, nil
@@ -294,12 +297,27 @@ func (b *Broker) commitStaged(ctx context.Context, c Caller, l *mayfly.Lease, o 
 	if err != nil {
 		return nil, true, b.provisionFailed(ctx, c, l, err)
 	}
+	// Until the target has committed, a revocation of this lease (an end
+	// recorded meanwhile) would find no account and pass, and the commit
+	// would then make one: revocations of the lease wait for it.
+	release := b.holdRevocations(l.ID)
 	committed := st.p.Commit()
-	a, aerr := b.activate(ctx, c, l, res, o)
-	if err := committed(); err != nil {
+	a, ended, aerr := b.activate(ctx, c, l, res, o)
+	cerr := committed()
+	release()
+	if ended != nil {
+		// Ended while the account was being made: undone now that it is
+		// committed (or rolled back).
+		b.undoEnded(ctx, ended)
+	}
+	if cerr != nil {
 		// The outcome is unknown: undo whatever may exist, whether or not
 		// the activation was recorded.
-		return nil, true, b.provisionFailed(ctx, c, l, err)
+		failed := l
+		if a != nil {
+			failed = a.Lease
+		}
+		return nil, true, b.provisionFailed(ctx, c, failed, cerr)
 	}
 	if aerr != nil {
 		// As in provision: the account was undone, or the lease stays
@@ -309,14 +327,39 @@ func (b *Broker) commitStaged(ctx context.Context, c Caller, l *mayfly.Lease, o 
 	return a, true, nil
 }
 
+// holdRevocations makes revocations of lease id wait until the returned
+// function is called: the lease's account is being committed on its
+// target.
+func (b *Broker) holdRevocations(id string) (release func()) {
+	ch := make(chan struct{})
+	b.committing.Store(id, ch)
+	return func() {
+		b.committing.Delete(id)
+		close(ch)
+	}
+}
+
+// awaitCommit waits while lease id's account is being committed on its
+// target (see holdRevocations).
+func (b *Broker) awaitCommit(ctx context.Context, id string) {
+	if ch, ok := b.committing.Load(id); ok {
+		select {
+		case <-ch.(chan struct{}):
+		case <-ctx.Done():
+		}
+	}
+}
+
 // provisionFailed records that creating l's account failed and hands the
 // lease to the scheduler, which revokes whatever may exist and marks it
 // failed. It returns the error for the caller.
 //
-// It is a compare-and-set: only a lease still provisioning becomes revoking
-// (provisioning_failed). A lease that something else ended meanwhile (a
-// suspension, revoke or done) keeps its state and end reason; it is only
-// made due now, since its activation is over.
+// It is a compare-and-set on the state the caller knows l in: provisioning,
+// or active when the caller recorded the activation itself and then learnt
+// that the target's commit failed. Only then does the lease become
+// revoking (provisioning_failed). A lease that something else ended
+// meanwhile (a suspension, revoke or done) keeps its state and end reason;
+// it is only made due now, since its activation is over.
 func (b *Broker) provisionFailed(ctx context.Context, c Caller, l *mayfly.Lease, perr error) error {
 	b.log.Error("provision failed", "lease", l.ID, "target", l.Target, "err", Scrub(perr.Error()))
 	uerr := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
@@ -325,10 +368,10 @@ func (b *Broker) provisionFailed(ctx context.Context, c Caller, l *mayfly.Lease,
 			return err
 		}
 		now := b.clock.Now().UTC()
-		switch cur.State {
-		case mayfly.LeaseProvisioning:
+		switch {
+		case cur.State == l.State && (cur.State == mayfly.LeaseProvisioning || cur.State == mayfly.LeaseActive):
 			cur.State, cur.EndReason, cur.DueAt = mayfly.LeaseRevoking, mayfly.EndFailed, now
-		case mayfly.LeaseRevoking:
+		case cur.State == mayfly.LeaseRevoking:
 			if !cur.DueAt.After(now) {
 				return nil
 			}
@@ -355,7 +398,11 @@ func (b *Broker) provisionFailed(ctx context.Context, c Caller, l *mayfly.Lease,
 
 // activate records l active with cred's fingerprint and returns the
 // activation.
-func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res mayfly.ProvisionResponse, o ActivateOptions) (*Activation, error) {
+//
+// When something else ended the lease meanwhile, nothing is recorded and
+// ended is the lease as it is now: the caller must undo the account
+// (undoEnded) once the target's creation is final.
+func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res mayfly.ProvisionResponse, o ActivateOptions) (a *Activation, ended *mayfly.Lease, err error) {
 	cred := res.Credential
 	if cred.Username == "" {
 		cred.Username = l.Username
@@ -373,8 +420,8 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res ma
 	// Compare-and-set: the lease becomes active only if it is still
 	// provisioning. A suspension, revoke or done that reached it meanwhile
 	// wins, and the account just made is undone.
-	var active, ended *mayfly.Lease
-	err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+	var active *mayfly.Lease
+	err = b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
 		active, ended = nil, nil
 		cur, err := tx.GetLease(l.ID)
 		if err != nil {
@@ -404,16 +451,15 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res ma
 		return b.audit(tx, c, "lease.activate", nil, cur, "", data)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("record activation of lease %s: %w", l.ID, err)
+		return nil, nil, fmt.Errorf("record activation of lease %s: %w", l.ID, err)
 	}
 	if ended != nil {
-		b.undoEnded(ctx, ended)
-		return nil, mayfly.Errorf(mayfly.ECONFLICT, "lease %s was ended (%s) while its account was being created; the account was removed and no credential is issued",
+		return nil, ended, mayfly.Errorf(mayfly.ECONFLICT, "lease %s was ended (%s) while its account was being created; the account was removed and no credential is issued",
 			l.ID, orUnknown(ended.EndReason))
 	}
 	b.pokeAt(active.DueAt)
 	b.committed()
-	return &Activation{Lease: active, Credential: cred}, nil
+	return &Activation{Lease: active, Credential: cred}, nil, nil
 }
 
 // undoEnded removes the account just created for a lease that something

@@ -96,6 +96,9 @@ type Broker struct {
 	users    userStatuses
 	overdue  overdue
 	idle     idleTracker
+	// committing holds a channel per lease whose account is being
+	// committed on its target; revocations of it wait for it to close.
+	committing sync.Map
 }
 
 // New returns a Broker.

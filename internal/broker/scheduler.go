@@ -362,6 +362,9 @@ func (b *Broker) revokeBatch(ctx context.Context, batch []*mayfly.Lease, timeout
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*timeout)
 		defer cancel()
+		for _, l := range batch {
+			b.awaitCommit(rctx, l.ID) // see holdRevocations
+		}
 		errs := br.RevokeBatch(rctx, reqs)
 		for i, l := range batch {
 			out = append(out, outcome{l, errs[i]})
