@@ -8,9 +8,11 @@
 //
 // Each line of the file is
 //
-//	name:bcrypt-hash:perms=read,write expires=2026-01-02T15:04:05Z
+//	name:bcrypt-hash:perms=read,write expires=2026-01-02T15:04:05Z mark=<64 hex digits>
 //
-// where the third field is a comment both servers ignore; the application
+// where the third field is a comment both servers ignore (mark is the
+// installation's mark Mayfly sent, listed back so Mayfly recognises its own
+// accounts); the application
 // behind the proxy may read it to decide what the user can do. Lines
 // Mayfly did not write are kept as they are.
 //
@@ -50,6 +52,7 @@ const bcryptCost = bcrypt.MinCost
 var (
 	validName  = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
 	validPerms = regexp.MustCompile(`^[a-z]+(,[a-z]+)*$`)
+	validMark  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 // request is the JSON document Mayfly writes on stdin.
@@ -60,6 +63,7 @@ type request struct {
 	Params    map[string]string `json:"params"`
 	ExpiresAt string            `json:"expires_at"`
 	Prefix    *string           `json:"prefix"`
+	Mark      string            `json:"mark"`
 }
 
 type account struct {
@@ -68,6 +72,7 @@ type account struct {
 	Superuser  bool     `json:"superuser"`
 	Privileges []string `json:"privileges,omitempty"`
 	Sessions   int      `json:"sessions"`
+	Mark       string   `json:"mark,omitempty"`
 }
 
 func main() {
@@ -128,6 +133,14 @@ func handle(file string, req request, stdout io.Writer) error {
 			}
 			comment += " expires=" + req.ExpiresAt
 		}
+		if req.Mark != "" {
+			// Kept with the account and listed back, so Mayfly knows it
+			// made the account even after losing its store.
+			if !validMark.MatchString(req.Mark) {
+				return fmt.Errorf("invalid mark %q", req.Mark)
+			}
+			comment += " mark=" + req.Mark
+		}
 		line := req.Username + ":" + string(hash) + ":" + comment
 		return update(file, func(lines []string) []string {
 			if i := find(lines, req.Username); i >= 0 {
@@ -157,6 +170,7 @@ func handle(file string, req request, stdout io.Writer) error {
 				CanLogin:   hash != "" && !strings.HasPrefix(hash, "!"),
 				Superuser:  slices.Contains(perms, "admin"),
 				Privileges: perms,
+				Mark:       field(comment, "mark"),
 			})
 		}
 		return json.NewEncoder(stdout).Encode(accts)
@@ -190,12 +204,20 @@ func find(lines []string, name string) int {
 }
 
 func permsOf(comment string) []string {
-	for f := range strings.FieldsSeq(comment) {
-		if p, ok := strings.CutPrefix(f, "perms="); ok {
-			return strings.Split(p, ",")
-		}
+	if p := field(comment, "perms"); p != "" {
+		return strings.Split(p, ",")
 	}
 	return nil
+}
+
+// field returns the value of key=value in comment, "" when absent.
+func field(comment, key string) string {
+	for f := range strings.FieldsSeq(comment) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // read returns the lines of file; a missing file has none.

@@ -112,14 +112,32 @@ func (s *htSession) Close() error { return nil }
 
 func TestConformanceHtpasswd(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "htpasswd")
-	c, err := New(htpasswdTarget(file), nil)
-	if err != nil {
-		t.Fatalf("New() = %v", err)
+	marked := func(secret string) *Connector {
+		tg := htpasswdTarget(file)
+		tg.InstanceKeyEnv = "MAYFLY_INSTANCE_KEY"
+		c, err := New(tg, func(string) string { return secret })
+		if err != nil {
+			t.Fatalf("New() = %v", err)
+		}
+		return c
 	}
+	c := marked("this installation's key")
 	prefix := "mf_sct_"
 	pwned := prefix + "pwned"
 	connectortest.Run(t, connectortest.Harness{
-		Connector:  c,
+		Connector: c,
+		Marks:     true,
+		Other:     marked("another installation's key"),
+		CreateByHand: func(t *testing.T, name string) {
+			f, err := os.OpenFile(file, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := fmt.Fprintf(f, "%s:$2a$04$byhandbyhandbyhandbyhaO:perms=read\n", name); err != nil {
+				t.Fatal(err)
+			}
+		},
 		Prefix:     prefix,
 		MaxNameLen: MaxNameLen,
 		Grant:      mayfly.Grant{Name: "reader", Params: map[string]string{"permissions": "read"}},
