@@ -7,9 +7,18 @@ import (
 
 // Store keeps requests, leases and the audit trail. Every state change and
 // its audit event are written in one Update transaction.
+//
+// Durability: a commit survives a crash of the broker once Update returns.
+// A transaction that creates a lease in state provisioning (the intent of
+// an account) survives an OS crash or a power loss too, unless its context
+// comes from SkipIntentSync; other commits made just before such a crash
+// may be lost.
 type Store interface {
 	// Update runs fn in a read-write transaction, committed when fn returns
-	// nil and rolled back otherwise.
+	// nil and rolled back otherwise. It returns nil exactly when the
+	// transaction committed, whatever other callers do meanwhile; the one
+	// exception is an intent that committed but could not be made durable
+	// (see Store), which returns an error.
 	Update(ctx context.Context, fn func(tx Tx) error) error
 	// View runs fn in a read-only transaction.
 	View(ctx context.Context, fn func(tx Tx) error) error
@@ -71,6 +80,24 @@ type Tx interface {
 	ListSettings(prefix string) (map[string]string, error)
 	// DeleteSetting removes a setting; a missing key is not an error.
 	DeleteSetting(key string) error
+}
+
+type skipIntentSyncKey struct{}
+
+// SkipIntentSync returns a context for Store.Update under which an intent
+// is made durable against a crash of the broker only, not against an OS
+// crash or a power loss, saving the sync of the store's log. It is for
+// targets where an intent lost that way leaves nothing undetected: the
+// account carries a marker the reconciler recognises, committed with the
+// account, and expires by itself.
+func SkipIntentSync(ctx context.Context) context.Context {
+	return context.WithValue(ctx, skipIntentSyncKey{}, true)
+}
+
+// IntentSyncSkipped reports whether ctx comes from SkipIntentSync.
+func IntentSyncSkipped(ctx context.Context) bool {
+	v, _ := ctx.Value(skipIntentSyncKey{}).(bool)
+	return v
 }
 
 // RequestFilter selects requests; zero fields match everything.

@@ -2,8 +2,10 @@ package broker_test
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -86,6 +88,91 @@ func BenchmarkIssue(b *testing.B) {
 	for _, n := range names {
 		conn.Revoke(ctx, mayfly.RevokeRequest{Username: n})
 	}
+}
+
+// BenchmarkIssueVsBaselines measures a one-call issue (request, automatic
+// approval, intent, account, activation, credential; no HTTP) against its
+// two baselines on the same server, in the same run, strictly interleaved
+// so that a slower spell of the machine weighs on all three alike: the
+// bare CREATE ROLE with a plaintext password the server hashes (what a
+// broker that lets the server hash pays), and the bare statement with a
+// verifier computed by the client (the floor). It reports the median of
+// each and the ratios of the issue's median to both. Sub-benchmarks: the
+// store as it is (intent-sync, the intent's commit is synced to stable
+// storage) and without that sync (normal).
+//
+//	go test -run '^$' -bench IssueVsBaselines -benchtime 1000x -count 3 ./internal/broker/
+func BenchmarkIssueVsBaselines(b *testing.B) {
+	for _, mode := range []string{"intent-sync", "normal"} {
+		b.Run(mode, func(b *testing.B) {
+			br, conn := newBenchBroker(b)
+			if mode == "normal" {
+				br.Store().(*sqlite.DB).SetIntentSync(false)
+			}
+			benchIssueVsBaselines(b, br, conn)
+		})
+	}
+}
+
+func benchIssueVsBaselines(b *testing.B, br *broker.Broker, conn mayfly.Connector) {
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, testenv.PostgresDSN())
+	if err != nil {
+		testenv.Unavailable(b, "PostgreSQL", err)
+	}
+	defer pg.Close(ctx)
+	c := broker.Caller{User: "bench", Groups: []string{"eng"}}
+	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	prefix := fmt.Sprintf("mf_benchbase_%d_", time.Now().UnixNano())
+	var issued, bare []string
+	defer func() {
+		for _, n := range bare {
+			pg.Exec(ctx, "DROP ROLE "+n)
+		}
+		for _, n := range issued {
+			conn.Revoke(ctx, mayfly.RevokeRequest{Username: n})
+		}
+	}()
+	var plain, verifier, issue []time.Duration
+	salt := make([]byte, 16)
+	for i := 0; b.Loop(); i++ {
+		name := fmt.Sprintf("%sp%d", prefix, i)
+		bare = append(bare, name)
+		t0 := time.Now()
+		if _, err := pg.Exec(ctx, "CREATE ROLE "+name+" LOGIN PASSWORD '"+postgres.GeneratePassword()+"' VALID UNTIL '"+until+"' IN ROLE pg_read_all_data"); err != nil {
+			b.Fatal(err)
+		}
+		plain = append(plain, time.Since(t0))
+
+		name = fmt.Sprintf("%sv%d", prefix, i)
+		bare = append(bare, name)
+		t0 = time.Now()
+		rand.Read(salt)
+		v := postgres.SCRAMVerifier(postgres.GeneratePassword(), salt, 1)
+		if _, err := pg.Exec(ctx, "CREATE ROLE "+name+" LOGIN PASSWORD '"+v+"' VALID UNTIL '"+until+"' IN ROLE pg_read_all_data"); err != nil {
+			b.Fatal(err)
+		}
+		verifier = append(verifier, time.Since(t0))
+
+		t0 = time.Now()
+		_, _, a, err := br.CreateAndActivate(ctx, c, broker.RequestInput{Target: "pg", Grant: "readonly", Duration: time.Hour, Reason: "bench"}, broker.ActivateOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		issue = append(issue, time.Since(t0))
+		issued = append(issued, a.Lease.Username)
+	}
+	b.StopTimer()
+	med := func(ds []time.Duration) float64 {
+		slices.Sort(ds)
+		return float64(ds[len(ds)/2].Microseconds())
+	}
+	mp, mv, mi := med(plain), med(verifier), med(issue)
+	b.ReportMetric(mp, "plain-p50-µs")
+	b.ReportMetric(mv, "verifier-p50-µs")
+	b.ReportMetric(mi, "issue-p50-µs")
+	b.ReportMetric(mi/mp, "issue/plain")
+	b.ReportMetric(mi/mv, "issue/verifier")
 }
 
 // BenchmarkRevokeBurst measures the scheduler revoking b.N leases that

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -161,4 +162,64 @@ func TestBatchTransactionLost(t *testing.T) {
 		t.Errorf("next event: prev %q; want the hash of the event before it, %+v", ed.PrevHash, last)
 	}
 	verifyChain(t, db, "after the next update")
+}
+
+// A commit that records an intent (a lease created as provisioning) syncs
+// the log before Update returns, once per batch; other commits do not.
+func TestIntentCommitSyncsLog(t *testing.T) {
+	ctx := context.Background()
+	db := openTemp(t)
+	syncs := func() int {
+		db.wmu.Lock()
+		defer db.wmu.Unlock()
+		return db.logSyncs
+	}
+	lease := func(id string, st mayfly.LeaseState) func(tx mayfly.Tx) error {
+		return func(tx mayfly.Tx) error {
+			return tx.CreateLease(&mayfly.Lease{ID: id, State: st, CreatedAt: time.Now(), DueAt: time.Now()})
+		}
+	}
+	steps := []struct {
+		name string
+		run  func() error
+		want int // syncs after the step
+	}{
+		{"setting", func() error { return db.Update(ctx, func(tx mayfly.Tx) error { return tx.PutSetting("k", "v") }) }, 0},
+		{"active lease", func() error { return db.Update(ctx, lease("l1", mayfly.LeaseActive)) }, 0},
+		{"intent", func() error { return db.Update(ctx, lease("l2", mayfly.LeaseProvisioning)) }, 1},
+		{"failed intent", func() error {
+			db.Update(ctx, func(tx mayfly.Tx) error { lease("l3", mayfly.LeaseProvisioning)(tx); return errors.New("refused") })
+			return nil
+		}, 1},
+		{"batch with two intents", func() error {
+			ps := []*pendingUpdate{
+				{ctx: ctx, fn: lease("l4", mayfly.LeaseProvisioning)},
+				{ctx: ctx, fn: lease("l5", mayfly.LeaseActive)},
+				{ctx: ctx, fn: lease("l6", mayfly.LeaseProvisioning)},
+			}
+			runBatchOf(db, ps...)
+			return errors.Join(ps[0].err, ps[1].err, ps[2].err)
+		}, 2},
+		{"batch without intents", func() error {
+			ps := []*pendingUpdate{{ctx: ctx, fn: lease("l7", mayfly.LeaseActive)}, {ctx: ctx, fn: lease("l8", mayfly.LeaseActive)}}
+			runBatchOf(db, ps...)
+			return errors.Join(ps[0].err, ps[1].err)
+		}, 2},
+		{"intent, sync skipped", func() error {
+			return db.Update(mayfly.SkipIntentSync(ctx), lease("l10", mayfly.LeaseProvisioning))
+		}, 2},
+		{"intent, sync off", func() error {
+			db.SetIntentSync(false)
+			defer db.SetIntentSync(true)
+			return db.Update(ctx, lease("l9", mayfly.LeaseProvisioning))
+		}, 2},
+	}
+	for _, s := range steps {
+		if err := s.run(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if got := syncs(); got != s.want {
+			t.Errorf("after %s: %d syncs of the log; want %d", s.name, got, s.want)
+		}
+	}
 }

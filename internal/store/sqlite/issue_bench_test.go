@@ -27,14 +27,32 @@ var issueGap = flag.Duration("issue-gap", 0, "idle time before each issue in Ben
 // BenchmarkIssueTransactions measures the two transactions on the critical
 // path of issuing a lease: the request with the lease intent (tx1), and the
 // activation (tx2), each with their audit events, on a store already
-// holding 20,000 leases.
+// holding 20,000 leases. Its sub-benchmarks differ in durability: the
+// store as it is (intent-sync: the intent's commit syncs the log), no
+// sync at all (normal: synchronous=NORMAL alone, an OS crash may lose the
+// last commits), and every commit synced (full: synchronous=FULL).
 func BenchmarkIssueTransactions(b *testing.B) {
+	for _, mode := range []string{"normal", "intent-sync", "full"} {
+		b.Run(mode, func(b *testing.B) { benchIssueTransactions(b, mode) })
+	}
+}
+
+func benchIssueTransactions(b *testing.B, mode string) {
 	ctx := context.Background()
 	db, err := Open(ctx, filepath.Join(b.TempDir(), "mayfly.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer db.Close()
+	switch mode {
+	case "normal":
+		db.SetIntentSync(false)
+	case "full":
+		db.SetIntentSync(false)
+		if err := db.ExecForTest(ctx, "PRAGMA synchronous = FULL"); err != nil {
+			b.Fatal(err)
+		}
+	}
 	issue := func(gap time.Duration) (time.Duration, time.Duration) {
 		now := time.Now().UTC()
 		r := &mayfly.Request{ID: issueBenchID("req_"), Requester: "bench", Target: "pg", Grant: "readonly", Reason: "bench",

@@ -19,6 +19,8 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,6 +43,10 @@ const readers = 4
 const maxCachedStmts = 256
 
 var errClosed = errors.New("sqlite: database is closed")
+
+// errNotDurable is the error of an update that recorded an intent and
+// committed, but whose commit could not be made durable.
+var errNotDurable = errors.New("sqlite: committed, but the log could not be synced to stable storage")
 
 // errRolledBack is the error of an update whose transaction SQLite rolled
 // back on its own (after an I/O error, a full disk, an interrupted write):
@@ -70,6 +76,12 @@ type DB struct {
 	rslots  chan *conn // idle reader connections (nil: not opened yet)
 	closing chan struct{}
 	once    sync.Once
+
+	// Whether a commit that records an intent syncs the log (syncLog),
+	// and whether the directory was synced since the log was created.
+	noIntentSync bool
+	dirSynced    bool
+	logSyncs     int // how many times, for tests
 
 	// The background checkpointer (see checkpointLoop): its connection,
 	// whether anything was committed since its last pass, and its end.
@@ -347,6 +359,8 @@ type pendingUpdate struct {
 	panic any
 	done  bool
 	tail  auditTail // the audit tail after fn, while the batch runs
+	// intent: fn created a provisioning lease (see tx.intent).
+	intent bool
 }
 
 // Update runs fn in a read-write transaction, committed when fn returns nil
@@ -399,10 +413,12 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 			db.tail = auditTail{}
 			if p.err = db.w.run(p.ctx, "BEGIN IMMEDIATE", t, p.fn); p.err == nil {
 				db.tail = t.last
+				p.intent = t.intent
 			}
 		}()
 		if p.err == nil && p.panic == nil {
 			db.appended.Store(true)
+			db.syncIntents(batch)
 		}
 		return
 	}
@@ -444,7 +460,7 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 			p.err = p.fn(t)
 			if p.err == nil {
 				// Kept only if this update is, below.
-				p.tail = t.last
+				p.tail, p.intent = t.last, t.intent
 			}
 		}()
 		if p.err == nil && p.panic == nil {
@@ -488,6 +504,65 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 	}
 	db.tail = running
 	db.appended.Store(true)
+	db.syncIntents(ok)
+}
+
+// syncIntents makes the committed updates of ps durable when one of them
+// records an intent, and fails those when it cannot. It runs with wmu held.
+func (db *DB) syncIntents(ps []*pendingUpdate) {
+	if db.noIntentSync || !slices.ContainsFunc(ps, func(p *pendingUpdate) bool { return p.intent }) {
+		return
+	}
+	if err := db.syncLog(); err != nil {
+		for _, p := range ps {
+			if p.intent {
+				p.err = fmt.Errorf("%w: %w", errNotDurable, err)
+			}
+		}
+	}
+}
+
+// syncLog makes every commit so far survive an OS crash or a power loss,
+// not only a crash of the process. With synchronous=NORMAL, SQLite writes
+// a commit to the log without syncing it and syncs the log only before a
+// checkpoint; the store syncs it here for the commits that need it, so
+// the others do not pay for it. It runs with wmu held, so no checkpoint
+// truncates the log meanwhile.
+func (db *DB) syncLog() error {
+	db.logSyncs++
+	f, err := os.Open(db.path + "-wal")
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || db.dirSynced {
+		return err
+	}
+	// The log's entry in its directory, once.
+	d, err := os.Open(filepath.Dir(db.path))
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	db.dirSynced = err == nil
+	return err
+}
+
+// SetIntentSync sets whether a commit that records an intent (creates a
+// lease in state provisioning) is made durable before Update returns; it
+// is on unless turned off. Off, an OS crash or power loss may lose an
+// intent whose account was created on its target. It exists to measure
+// that cost (docs/benchmarks.md, Durability).
+func (db *DB) SetIntentSync(on bool) {
+	db.wmu.Lock()
+	db.noIntentSync = !on
+	db.wmu.Unlock()
 }
 
 // View runs fn in a read-only transaction that sees one consistent snapshot.

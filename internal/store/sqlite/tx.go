@@ -24,6 +24,10 @@ type tx struct {
 	// The last audit event appended: from the store's memory of the last
 	// one committed, or read on the first append.
 	last auditTail
+
+	// intent: the transaction created a provisioning lease, so its commit
+	// must be durable before Update returns (see DB.syncLog).
+	intent bool
 }
 
 // auditTail is the sequence number and hash of the last audit event, when
@@ -448,6 +452,9 @@ func (t *tx) CreateLease(l *mayfly.Lease) error {
 		return fmt.Errorf("create lease %s: %w", l.ID, err)
 	} else if n == 0 {
 		return mayfly.Errorf(mayfly.ECONFLICT, "lease %q already exists", l.ID)
+	}
+	if l.State == mayfly.LeaseProvisioning && !mayfly.IntentSyncSkipped(t.ctx) {
+		t.intent = true
 	}
 	return nil
 }
