@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mayflyhq/mayfly"
@@ -40,7 +41,7 @@ func createRoleByHand(t *testing.T, name string) {
 	t.Cleanup(func() { conn.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgIdent(name)) })
 }
 
-func pgIdent(s string) string { return `"` + s + `"` }
+func pgIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // roleMemberships returns the roles name is a member of, directly or not.
 func roleMemberships(ctx context.Context, t testing.TB, name string) ([]string, error) {
@@ -63,15 +64,15 @@ func roleMemberships(ctx context.Context, t testing.TB, name string) ([]string, 
 }
 
 // holdsOnlyRead checks that name is a member of no role beyond those of
-// readGrant (pg_read_all_data), and has no notable attribute.
-func holdsOnlyRead(t testing.TB) func(ctx context.Context, name string) error {
+// readGrant (pg_read_all_data) and also, and has no notable attribute.
+func holdsOnlyRead(t testing.TB, also ...string) func(ctx context.Context, name string) error {
 	return func(ctx context.Context, name string) error {
 		roles, err := roleMemberships(ctx, t, name)
 		if err != nil {
 			return err
 		}
 		for _, r := range roles {
-			if !slices.Contains(readGrant.Roles, r) {
+			if !slices.Contains(readGrant.Roles, r) && !slices.Contains(also, r) {
 				return fmt.Errorf("role %s is a member of %s (all: %v); want only %v", name, r, roles, readGrant.Roles)
 			}
 		}

@@ -178,12 +178,19 @@ func TestConformance(t *testing.T) {
 	prefix := testPrefix()
 	c := newMarkedConnector(t, prefix, "this installation's key")
 	pwned := prefix + "pwned"
+	// A role whose name is the escalation attempt of a hostile grant
+	// below: quoted, the grant joins this harmless role, never
+	// pg_write_all_data, and GrantHolds checks the memberships.
+	bait := `mayfly_pgt_read" IN ROLE "pg_write_all_data`
+	conn := admin(t, "")
+	exec(t, conn, "DROP ROLE IF EXISTS "+pgIdent(bait), "CREATE ROLE "+pgIdent(bait)+" NOLOGIN")
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgIdent(bait)) })
 	connectortest.Run(t, connectortest.Harness{
 		Connector:    c,
 		Marks:        true,
 		Other:        newMarkedConnector(t, prefix, "another installation's key"),
 		CreateByHand: createRoleByHand,
-		GrantHolds:   holdsOnlyRead(t),
+		GrantHolds:   holdsOnlyRead(t, bait),
 		Prefix:       prefix,
 		MaxNameLen:   postgres.MaxNameLen,
 		Grant:        readGrant,
@@ -194,7 +201,7 @@ func TestConformance(t *testing.T) {
 		},
 		HostileGrants: []mayfly.Grant{
 			{Roles: []string{`pg_read_all_data"; CREATE ROLE ` + pwned + ` LOGIN; --`}},
-			{Roles: []string{`pg_read_all_data" IN ROLE "pg_write_all_data`}},
+			{Roles: []string{bait}},
 			{Roles: []string{`a'b`}},
 			{Roles: []string{`a\'; CREATE ROLE ` + pwned + `; --`}},
 			{Roles: []string{"pg_read_all_data\x00; CREATE ROLE " + pwned}},
