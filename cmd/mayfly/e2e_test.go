@@ -61,13 +61,25 @@ func requirePG(t *testing.T) {
 	if err != nil {
 		testenv.Unavailable(t, "PostgreSQL", err)
 	}
-	c.Close(ctx)
-	// Trust auth would let any password in and prove nothing.
+	defer c.Close(ctx)
+	// Trust auth would let any password in and prove nothing: a role that
+	// exists, with a password, must be refused a wrong one.
+	const probe = "mf_test_password_probe"
+	if _, err := c.Exec(ctx, `DO $$BEGIN
+		IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '`+probe+`') THEN
+			CREATE ROLE `+probe+` LOGIN PASSWORD 'right-password';
+		END IF; END$$`); err != nil {
+		t.Fatalf("create the password probe role: %v", err)
+	}
 	u, _ := url.Parse(testenv.PostgresDSN())
-	u.User = url.UserPassword("mf_no_such_role", "wrong")
-	if c2, err := pgx.Connect(ctx, u.String()); err == nil {
+	u.User = url.UserPassword(probe, "wrong")
+	c2, err := pgx.Connect(ctx, u.String())
+	if err == nil {
 		c2.Close(ctx)
 		t.Fatalf("PostgreSQL lets a wrong password in over %s; run scripts/services.sh so it checks passwords", u.Host)
+	}
+	if !strings.Contains(err.Error(), "password authentication failed") {
+		t.Fatalf("wrong password for %s: %v; want a password authentication failure", probe, err)
 	}
 }
 
