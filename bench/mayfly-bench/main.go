@@ -48,7 +48,9 @@ var (
 	revokeN       = flag.Int("revoke-n", 10000, "leases expiring in the same second")
 	revokeConc    = flag.Int("revoke-conc", 16, "revocation concurrency (broker and bare loop)")
 	startupN      = flag.Int("startup-rows", 1000000, "lease rows in the store for the start-up measurement (0 skips)")
-	skip          = flag.String("skip", "", "comma-separated parts to skip: latency,throughput,revoke,startup,suspend,reconcile")
+	skip          = flag.String("skip", "", "comma-separated parts to skip: latency,throughput,revoke,startup,suspend,reconcile,isolation")
+	isolationN    = flag.Int("isolation-n", 500, "due leases on the targets that stop answering, in the isolation measurement")
+	isolationOK   = flag.Int("isolation-healthy", 300, "leases on the healthy PostgreSQL, MariaDB and Redis expiring meanwhile, in the isolation measurement")
 	suspendN      = flag.Int("suspend-n", 100, "leases (spread over PostgreSQL, MariaDB and Redis) held by the suspended user")
 	reconcileN    = flag.Int("reconcile-n", 10000, "managed accounts on the target for the reconcile measurement")
 	mysqlDSN      = flag.String("mysql", "root@tcp(127.0.0.1:3306)/", "admin DSN of the MariaDB for the suspension measurement")
@@ -97,6 +99,12 @@ func freePort() string {
 }
 
 func startBroker(bin, dir, dbPath string, conc int) (*broker, error) {
+	return startBrokerWith(bin, dir, dbPath, conc, "")
+}
+
+// startBrokerWith starts a broker whose configuration has the extra
+// targets (YAML list items) after the usual ones.
+func startBrokerWith(bin, dir, dbPath string, conc int, extraTargets string) (*broker, error) {
 	tok := make([]byte, 24)
 	rand.Read(tok)
 	token := hex.EncodeToString(tok)
@@ -122,10 +130,11 @@ targets:
       readonly: {roles: [pg_read_all_data]}
   - {name: maria, kind: mysql, dsn: %q, prefix: mfb_, grants: {readonly: {statements: ["GRANT SELECT ON test.* TO {{name}}"]}}}
   - {name: cache, kind: redis, address: %q, prefix: mfb_, grants: {read: {acl: "~app:* +@read"}}}
+%s
 policies:
-  - {name: bench, groups: [eng], targets: [pg, maria, cache], grants: ["*"], max_duration: 2h, approvals: 0}
+  - {name: bench, groups: [eng], targets: ["*"], grants: ["*"], max_duration: 2h, approvals: 0}
 reconcile: {interval: 0s}
-`, addr, dbPath, hex.EncodeToString(sum[:]), hex.EncodeToString(lsum[:]), hex.EncodeToString(bsum[:]), conc, *pgDSN, conc+*clients, *mysqlDSN, *redisAddr)
+`, addr, dbPath, hex.EncodeToString(sum[:]), hex.EncodeToString(lsum[:]), hex.EncodeToString(bsum[:]), conc, *pgDSN, conc+*clients, *mysqlDSN, *redisAddr, extraTargets)
 	path := filepath.Join(dir, "mayfly.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -302,6 +311,11 @@ func runAll(ctx context.Context) error {
 		}
 	}
 	b.stop()
+	if !skipped("isolation") {
+		if err := benchIsolation(ctx, pool, bin, dir); err != nil {
+			return err
+		}
+	}
 	if !skipped("startup") && *startupN > 0 {
 		if err := benchStartup(ctx, bin, dir); err != nil {
 			return err

@@ -169,7 +169,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if err != nil {
 		return err
 	}
-	defer conns.Close()
+	// A driver may wait on a target that stopped answering as it closes
+	// (pgx pings a pooled connection with no deadline): the stop does not.
+	defer closeWithin(conns.Close, 2*time.Second, log)
 	bc, err := brokerConfig(cfg)
 	if err != nil {
 		return err
@@ -358,6 +360,21 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			log.Info("mayfly stopped")
 			return nil
 		}
+	}
+}
+
+// closeWithin runs closeAll and waits for it at most d; the process is on its
+// way out, so what is left is dropped.
+func closeWithin(closeAll func(), d time.Duration, log *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		closeAll()
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		log.Warn("connectors still closing at stop; leaving them", "waited", d.String())
 	}
 }
 

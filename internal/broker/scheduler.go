@@ -30,7 +30,7 @@ type SchedulerOptions struct {
 	// time or cannot connect marks its target down.
 	AttemptTimeout time.Duration
 	// ShutdownGrace is how long a stop waits for attempts in flight
-	// before cancelling them (default 2s). RunScheduler returns at most
+	// before cancelling them (default 1s). RunScheduler returns at most
 	// about a second after that, even when a target hangs.
 	ShutdownGrace time.Duration
 }
@@ -110,7 +110,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		o.AttemptTimeout = 30 * time.Second
 	}
 	if o.ShutdownGrace <= 0 {
-		o.ShutdownGrace = 2 * time.Second
+		o.ShutdownGrace = time.Second
 	}
 	var mu sync.Mutex
 	inflight := map[string]bool{}
