@@ -534,7 +534,7 @@ func (db *DB) syncLog() error {
 	if err != nil {
 		return err
 	}
-	err = f.Sync()
+	err = syncData(f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
