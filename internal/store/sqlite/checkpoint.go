@@ -16,13 +16,28 @@ const checkpointEvery = 100 * time.Millisecond
 // passive checkpoint never catches up while commits keep coming, and the
 // log starts over from its beginning only when no reader is using it, so
 // under a steady load of writers and overlapping readers it would grow
-// without end. Truncating holds the writer (wmu: waiting for SQLite's own
-// lock would lose every race to the next batch), waits for the readers of
-// the moment and copies what is left, so the log stays within about
+// without end. Truncating holds the writer (wmu) and the reader
+// connections once the Views running end (waiting for SQLite's locks
+// instead would lose every race to the next batch or View), then copies
+// what is left and empties the log, so the log stays within about
 // walLimit plus what one checkpointEvery of commits writes. Whenever the
 // log starts over by itself, the writer's journal_size_limit trims the
 // file to walLimit.
 const walLimit = 4 << 20
+
+// truncateWait bounds how long a truncating checkpoint waits for the
+// readers of the moment: for the Views running, while commits go on, and
+// for readers in other processes, holding commits off (the busy timeout
+// of the checkpointer's connection). A reader that stays longer in its
+// transaction keeps the log from starting over anyway: after a truncation
+// that could not finish, the checkpointer only copies for a while, twice
+// as long after each failure in a row (from checkpointEvery up to
+// maxTruncateBackoff), so a long reader holds commits off for a small
+// share of the time.
+const (
+	truncateWait       = 250 * time.Millisecond
+	maxTruncateBackoff = 5 * time.Second
+)
 
 // walBackstop is the size, in pages, at which the writer checkpoints on
 // its own; it is reached only when the background checkpointer falls far
@@ -37,6 +52,8 @@ func (db *DB) checkpointLoop(cdb *sql.DB) {
 	defer close(db.ckDone)
 	t := time.NewTicker(checkpointEvery)
 	defer t.Stop()
+	var noTruncateUntil time.Time
+	backoff := time.Duration(0)
 	for {
 		select {
 		case <-db.closing:
@@ -46,23 +63,70 @@ func (db *DB) checkpointLoop(cdb *sql.DB) {
 		if !db.appended.Swap(false) {
 			continue // nothing committed since the last pass
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		mode := "PASSIVE"
-		if fi, err := os.Stat(db.path + "-wal"); err == nil && fi.Size() > walLimit {
-			mode = "TRUNCATE"
-		}
-		var busy, logged, copied int
-		if mode == "TRUNCATE" {
-			db.wmu.Lock()
+		truncate := false
+		if fi, err := os.Stat(db.path + "-wal"); err == nil && fi.Size() > walLimit && time.Now().After(noTruncateUntil) {
+			truncate = true
 		}
 		// A failed pass is retried at the next tick; the writer's own
 		// checkpoint at walBackstop pages bounds the log meanwhile.
-		if err := cdb.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &logged, &copied); err != nil || busy != 0 || copied < logged {
-			db.appended.Store(true)
+		if !truncate {
+			if busy, logged, copied, err := checkpoint(cdb, "PASSIVE"); err != nil || busy != 0 || copied < logged {
+				db.appended.Store(true)
+			}
+			continue
 		}
-		if mode == "TRUNCATE" {
+		// Readers of this process are held off the way commits are: left
+		// to SQLite's busy handler, the truncation would lose the race for
+		// their locks as it would the writer's.
+		held, ok := db.holdReaders(truncateWait)
+		if ok {
+			db.wmu.Lock()
+			busy, _, _, err := checkpoint(cdb, "TRUNCATE")
 			db.wmu.Unlock()
+			db.releaseReaders(held)
+			ok = err == nil && busy == 0
 		}
-		cancel()
+		if ok {
+			backoff = 0
+		} else {
+			db.appended.Store(true)
+			backoff = min(max(2*backoff, checkpointEvery), maxTruncateBackoff)
+			noTruncateUntil = time.Now().Add(backoff)
+		}
+	}
+}
+
+// checkpoint runs PRAGMA wal_checkpoint(mode) on cdb.
+func checkpoint(cdb *sql.DB, mode string) (busy, logged, copied int, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = cdb.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &logged, &copied)
+	return busy, logged, copied, err
+}
+
+// holdReaders takes every reader connection, waiting at most d for the
+// Views running; ok is false, and none is held, when one takes longer or
+// the database closes.
+func (db *DB) holdReaders(d time.Duration) (held []*conn, ok bool) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for len(held) < readers {
+		select {
+		case c := <-db.rslots:
+			held = append(held, c)
+		case <-timer.C:
+			db.releaseReaders(held)
+			return nil, false
+		case <-db.closing:
+			db.releaseReaders(held)
+			return nil, false
+		}
+	}
+	return held, true
+}
+
+func (db *DB) releaseReaders(held []*conn) {
+	for _, c := range held {
+		db.rslots <- c
 	}
 }

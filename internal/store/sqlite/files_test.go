@@ -121,3 +121,46 @@ func TestWALBoundedUnderLoad(t *testing.T) {
 		t.Errorf("-wal file reached %d bytes; want under %d", n, walBound)
 	}
 }
+
+// A reader that stays in its transaction keeps the log from being
+// truncated; the checkpointer's attempts must not hold commits off for
+// long meanwhile.
+func TestLongReaderDoesNotStallCommits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes about 40 MB")
+	}
+	ctx := context.Background()
+	db := openTemp(t)
+	reading, release := make(chan struct{}), make(chan struct{})
+	viewDone := make(chan error, 1)
+	go func() {
+		viewDone <- db.View(ctx, func(tx mayfly.Tx) error {
+			if _, err := tx.ListAudit(mayfly.AuditFilter{Limit: 1}); err != nil {
+				return err
+			}
+			close(reading)
+			<-release
+			return nil
+		})
+	}()
+	<-reading
+	reason := strings.Repeat("r", 4096)
+	var slowest time.Duration
+	for i := range 3000 {
+		t0 := time.Now()
+		if err := db.Update(ctx, func(tx mayfly.Tx) error {
+			return tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Actor: "u", Action: "load", Subject: fmt.Sprint(i), Reason: reason})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		slowest = max(slowest, time.Since(t0))
+	}
+	close(release)
+	if err := <-viewDone; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("slowest commit: %v", slowest)
+	if slowest > 2*time.Second {
+		t.Errorf("a commit took %v while a reader held the log", slowest)
+	}
+}

@@ -224,7 +224,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	for range readers {
 		db.rslots <- nil
 	}
-	if db.cdb, err = sql.Open("sqlite", name+"?_pragma=busy_timeout(10000)"); err != nil {
+	if db.cdb, err = sql.Open("sqlite", name+"?_pragma=busy_timeout("+strconv.Itoa(int(truncateWait.Milliseconds()))+")"); err != nil {
 		db.rdb.Close()
 		c.Close()
 		db.wdb.Close()
