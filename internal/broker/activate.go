@@ -58,7 +58,18 @@ func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInpu
 	var l *mayfly.Lease
 	var grant mayfly.Grant
 	var st *staged
-	r, d, err := b.createRequest(ctx, c, in, func(r *mayfly.Request) (func(mayfly.Tx) error, error) {
+	uctx := ctx
+	if t, ok := b.cfg.Load().Targets[in.Target]; ok && t.Kind == mayfly.KindPostgres && t.InstanceKeyEnv != "" {
+		// A PostgreSQL role carries this installation's mark in its
+		// comment, committed with the role, and VALID UNTIL: an intent lost
+		// to an OS crash leaves a role the reconciler recognises as its own
+		// and that expires by itself, so the intent need not wait for the
+		// log's sync (docs/benchmarks.md, Durability). Without an
+		// installation key the role would only be reported, so the intent
+		// is synced.
+		uctx = mayfly.SkipIntentSync(ctx)
+	}
+	r, d, err := b.createRequest(uctx, c, in, func(r *mayfly.Request) (func(mayfly.Tx) error, error) {
 		if r.State != mayfly.RequestApproved {
 			return nil, nil
 		}
