@@ -20,6 +20,12 @@ import (
 )
 
 func newBenchBroker(b *testing.B) (*broker.Broker, mayfly.Connector) {
+	return newBenchBrokerKeyed(b, false)
+}
+
+// newBenchBrokerKeyed is newBenchBroker with, when keyed, an installation
+// key: roles carry the installation's mark, as in a production set-up.
+func newBenchBrokerKeyed(b *testing.B, keyed bool) (*broker.Broker, mayfly.Connector) {
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "m.db"))
 	if err != nil {
@@ -28,7 +34,17 @@ func newBenchBroker(b *testing.B) (*broker.Broker, mayfly.Connector) {
 	b.Cleanup(func() { st.Close() })
 	tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: "mf_", DSN: testenv.PostgresDSN(),
 		Grants: map[string]mayfly.Grant{"readonly": {Name: "readonly", Roles: []string{"pg_read_all_data"}}}}
-	conn, err := postgres.New(tgt, func(string) string { return "" })
+	getenv := func(string) string { return "" }
+	if keyed {
+		tgt.InstanceKeyEnv = "MAYFLY_BENCH_INSTANCE_KEY"
+		getenv = func(k string) string {
+			if k == tgt.InstanceKeyEnv {
+				return "bench-installation-key-0123456789"
+			}
+			return ""
+		}
+	}
+	conn, err := postgres.New(tgt, getenv)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -99,13 +115,15 @@ func BenchmarkIssue(b *testing.B) {
 // verifier computed by the client (the floor). It reports the median of
 // each and the ratios of the issue's median to both. Sub-benchmarks: the
 // store as it is (intent-sync, the intent's commit is synced to stable
-// storage) and without that sync (normal).
+// storage), without that sync (normal), and as configured in production
+// with an installation key (marked: roles carry the installation's mark,
+// so a one-call PostgreSQL issue skips the intent's sync).
 //
 //	go test -run '^$' -bench IssueVsBaselines -benchtime 1000x -count 3 ./internal/broker/
 func BenchmarkIssueVsBaselines(b *testing.B) {
-	for _, mode := range []string{"intent-sync", "normal"} {
+	for _, mode := range []string{"marked", "intent-sync", "normal"} {
 		b.Run(mode, func(b *testing.B) {
-			br, conn := newBenchBroker(b)
+			br, conn := newBenchBrokerKeyed(b, mode == "marked")
 			if mode == "normal" {
 				br.Store().(*sqlite.DB).SetIntentSync(false)
 			}
