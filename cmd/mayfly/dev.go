@@ -18,6 +18,7 @@ users:
   - {name: bob, groups: [dba], token_sha256: "%s"}
   - {name: carol, groups: [dba, admin], token_sha256: "%s"}
 admins: {groups: [admin]}
+instance_key_env: MAYFLY_DEV_INSTANCE_KEY
 targets:
   - name: local-pg
     kind: postgres
@@ -63,6 +64,12 @@ func cmdDev(e *env, args []string) error {
 		t, s := newToken()
 		users = append(users, demoUser{n, t, s})
 	}
+	// The installation's key lives beside the store, so a dev broker
+	// restarted on the same --dir recognises the accounts it made.
+	key, err := devInstanceKey(filepath.Join(*dir, "instance.key"))
+	if err != nil {
+		return err
+	}
 	path := filepath.Join(*dir, "mayfly.yaml")
 	text := fmt.Sprintf(devConfigTemplate, *listen, filepath.Join(*dir, "mayfly.db"), users[0].sum, users[1].sum, users[2].sum)
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
@@ -83,8 +90,11 @@ func cmdDev(e *env, args []string) error {
 		}
 	}
 	getenv := func(k string) string {
-		if k == "MAYFLY_DEV_PG_DSN" {
+		switch k {
+		case "MAYFLY_DEV_PG_DSN":
 			return *dsn
+		case "MAYFLY_DEV_INSTANCE_KEY":
+			return key
 		}
 		return e.getenv(k)
 	}
@@ -100,4 +110,17 @@ Try:
   MAYFLY_TOKEN=$MAYFLY_TOKEN_CAROL mayfly audit
 `, addr, *dir, exports.String())
 	})
+}
+
+// devInstanceKey reads the dev broker's installation key from path, making
+// a random one (0600) the first time.
+func devInstanceKey(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	k, _ := newToken()
+	if err := os.WriteFile(path, []byte(k+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write the dev installation key: %w", err)
+	}
+	return k, nil
 }

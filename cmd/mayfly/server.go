@@ -234,6 +234,10 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	for _, w := range groupWarnings(cfg, scimDir) {
 		log.Warn("configuration: " + w)
 	}
+	if cfg.InstanceKeyEnv == "" && len(cfg.Targets) > 0 {
+		log.Warn("configuration: instance_key_env is not set, so the accounts Mayfly makes carry no mark of this installation; " +
+			"if the store is ever lost, the reconciler can only report its leftover accounts, not remove them (README, orphans)")
+	}
 
 	var schedErr error
 	schedDone := make(chan struct{})
