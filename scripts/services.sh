@@ -75,6 +75,12 @@ if ! mariadb -h 127.0.0.1 -uroot -e 'select 1' >/dev/null 2>&1; then
 fi
 wait_for MariaDB mariadb -h 127.0.0.1 -uroot -e 'select 1'
 mariadb -h 127.0.0.1 -uroot -e 'create database if not exists test'
+# The expiry events (defense in depth) need the event scheduler; the tests
+# expect it on and never switch it themselves.
+if [ "$(mariadb -h 127.0.0.1 -uroot -Nse 'select @@global.event_scheduler')" != "ON" ]; then
+  log "turning MariaDB's event scheduler on"
+  mariadb -h 127.0.0.1 -uroot -e 'SET GLOBAL event_scheduler = ON'
+fi
 fi
 
 # Redis

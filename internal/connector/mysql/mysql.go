@@ -63,6 +63,9 @@ type Connector struct {
 	mariaDB    bool
 	flavorKnow bool
 	key        mark.Key // marks the users this installation creates
+	// noEvents makes the connector behave as with the event scheduler off,
+	// so tests need not switch a shared server's global setting.
+	noEvents bool
 }
 
 // New validates the target's configuration and grants and returns a
@@ -384,6 +387,9 @@ func (c *Connector) marked(maria bool, name, marks string) bool {
 
 // eventSchedulerOn reports whether the server runs events.
 func (c *Connector) eventSchedulerOn(ctx context.Context) (bool, error) {
+	if c.noEvents {
+		return false, nil
+	}
 	var v string
 	if err := c.db.QueryRowContext(ctx, "SELECT @@GLOBAL.event_scheduler").Scan(&v); err != nil {
 		return false, fmt.Errorf("read event_scheduler: %w", err)
