@@ -1,7 +1,9 @@
 // Command mayfly-bench measures Mayfly against the raw operations it wraps,
 // in one run against the same PostgreSQL: issue latency and throughput
 // through the HTTP API vs a bare CREATE ROLE, revocation throughput and lag
-// for leases expiring in the same second vs a bare DROP ROLE loop, and
+// for leases expiring in the same second vs a bare DROP ROLE loop, the
+// removal lag on healthy targets while targets that stopped answering have
+// hundreds of leases due vs the same load with every target answering, and
 // start-up time and memory with a large store.
 //
 // Usage: go run ./bench/mayfly-bench [-quick] (see -help). It builds and

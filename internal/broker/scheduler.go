@@ -293,11 +293,23 @@ func (b *Broker) commitOutcomes(results <-chan outcome, abandon <-chan struct{},
 			b.log.Error("scheduler: record revocations", "count", len(batch), "err", err)
 		}
 		ids := make([]string, len(batch))
+		var retry time.Time
 		for i, r := range batch {
 			ids[i] = r.lease.ID
+			if r.err != nil && (retry.IsZero() || r.lease.DueAt.Before(retry)) {
+				retry = r.lease.DueAt
+			}
 		}
 		done(ids)
-		b.poke()
+		// The scheduler is woken only when this moves a deadline before
+		// its wake-up: waking it after every commit of a burst would have
+		// it read every lease in flight again each time.
+		switch {
+		case err != nil:
+			b.poke()
+		case !retry.IsZero():
+			b.pokeAt(retry)
+		}
 		b.committed()
 	}
 }
