@@ -114,7 +114,7 @@ func (b *Broker) overdueLeases(ctx context.Context, cutoff time.Time) ([]*mayfly
 // WatchOverdue counts overdue leases (see CountOverdue) every interval
 // until ctx ends, handing each count to report.
 func (b *Broker) WatchOverdue(ctx context.Context, every, grace time.Duration, report func(Overdue)) {
-	t := time.NewTicker(every)
+	t := mayfly.NewTicker(b.clock, every)
 	defer t.Stop()
 	for {
 		o, err := b.CountOverdue(ctx, grace)
@@ -126,7 +126,7 @@ func (b *Broker) WatchOverdue(ctx context.Context, every, grace time.Duration, r
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/broker"
+	"github.com/mayflyhq/mayfly/internal/clocktest"
 	"github.com/mayflyhq/mayfly/internal/connector/mysql"
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
 	redisconn "github.com/mayflyhq/mayfly/internal/connector/redis"
@@ -447,4 +448,63 @@ func TestIsolationStopIsBounded(t *testing.T) {
 	if len(alerts) != len(hungIDs) {
 		t.Errorf("%d revocation_overdue alerts after two checks; want one per lease active past its expiry, %d", len(alerts), len(hungIDs))
 	}
+}
+
+// TestIsolationWatchOverdueOnFakeClock counts a lease as overdue only once
+// the clock passes its expiry by the grace, recounting on each tick of the
+// broker's clock, without sleeping.
+func TestIsolationWatchOverdueOnFakeClock(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	clock := clocktest.New(start)
+	b := broker.New(&broker.Config{}, broker.Options{Store: st, Clock: clock, HMACKey: []byte("k"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	exp := start.Add(time.Second)
+	err = st.Update(ctx, func(tx mayfly.Tx) error {
+		return tx.CreateLease(&mayfly.Lease{ID: "lse_a", RequestID: "req_a", Requester: "alice", Target: "pg", Grant: "ro", Username: "mf_a",
+			State: mayfly.LeaseActive, CreatedAt: start, ExpiresAt: exp, DueAt: exp})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports := make(chan broker.Overdue)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.WatchOverdue(ctx, time.Second, broker.OverdueGrace, func(o broker.Overdue) { reports <- o })
+	}()
+	tests := []struct {
+		advance time.Duration
+		want    int
+	}{
+		{0, 0},                   // not expired
+		{time.Second, 0},         // expired, within the grace
+		{broker.OverdueGrace, 1}, // past the grace
+		{time.Hour - broker.OverdueGrace, 1},
+	}
+	for _, tt := range tests {
+		if tt.advance > 0 {
+			clock.WaitTickers(1)
+			clock.Advance(tt.advance)
+		}
+		var o broker.Overdue
+		select {
+		case o = <-reports:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no count within 10s of advancing the clock to %s", clock.Now().Sub(start))
+		}
+		if o.Count != tt.want {
+			t.Errorf("at %s: overdue = %d; want %d", clock.Now().Sub(start), o.Count, tt.want)
+		}
+		if tt.want > 0 && !o.Oldest.Equal(exp) {
+			t.Errorf("at %s: oldest = %s; want %s", clock.Now().Sub(start), o.Oldest, exp)
+		}
+	}
+	cancel()
+	<-done
 }
