@@ -191,6 +191,17 @@ func (e *casEnv) approvedRequest(t *testing.T) *mayfly.Request {
 	return r
 }
 
+// activeLease requests and activates a lease for alice.
+func (e *casEnv) activeLease(t *testing.T) *Activation {
+	t.Helper()
+	r := e.approvedRequest(t)
+	a, err := e.b.Activate(context.Background(), e.alice, r.ID, ActivateOptions{})
+	if err != nil {
+		t.Fatalf("activate %s: %v", r.ID, err)
+	}
+	return a
+}
+
 type activation struct {
 	a   *Activation
 	err error
@@ -332,11 +343,7 @@ func TestProvisionFailedAfterEnd(t *testing.T) {
 func TestStaleRevocationOutcomeIgnored(t *testing.T) {
 	e := newCASEnv(t)
 	ctx := context.Background()
-	r := e.approvedRequest(t)
-	a, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := e.activeLease(t)
 	stale := *a.Lease
 	stale.State = mayfly.LeaseProvisioning
 	if err := e.b.store.Update(ctx, func(tx mayfly.Tx) error { return e.b.recordRevocation(tx, &stale, nil) }); err != nil {
@@ -376,11 +383,7 @@ func TestActivateAfterSuspension(t *testing.T) {
 func TestReconfigureEndsRemovedUsers(t *testing.T) {
 	e := newCASEnv(t)
 	ctx := context.Background()
-	r := e.approvedRequest(t)
-	a, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := e.activeLease(t)
 	pending, _, err := e.b.CreateRequest(ctx, e.alice, RequestInput{Target: "t", Grant: "rw", Duration: 30 * time.Minute, Reason: "x"})
 	if err != nil || pending.State != mayfly.RequestPending {
 		t.Fatalf("pending request = %+v, %v", pending, err)
@@ -455,11 +458,7 @@ func TestActivateRechecksPolicy(t *testing.T) {
 // away mid-way.
 func TestEndLeaseDetachedFromCaller(t *testing.T) {
 	e := newCASEnv(t)
-	r := e.approvedRequest(t)
-	a, err := e.b.Activate(context.Background(), e.alice, r.ID, ActivateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := e.activeLease(t)
 	entered := make(chan string, 1)
 	gate := make(chan struct{})
 	e.conn.mu.Lock()
@@ -489,11 +488,7 @@ func TestEndLeaseDetachedFromCaller(t *testing.T) {
 func TestFailingRevocationAuditedAtBoundedRate(t *testing.T) {
 	e := newCASEnv(t)
 	ctx := context.Background()
-	r := e.approvedRequest(t)
-	a, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := e.activeLease(t)
 	e.conn.revErr = errors.New("connection refused")
 	if _, err := e.b.EndLease(ctx, e.alice, a.Lease.ID, mayfly.EndDone, ""); err != nil {
 		t.Fatal(err)
@@ -539,11 +534,7 @@ func TestConnectorAccountIsRecorded(t *testing.T) {
 	e := newCASEnv(t)
 	ctx := context.Background()
 	e.conn.rename = "mf_named_by_target"
-	r := e.approvedRequest(t)
-	a, err := e.b.Activate(ctx, e.alice, r.ID, ActivateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := e.activeLease(t)
 	if a.Lease.Username != e.conn.rename || a.Credential.Username != e.conn.rename {
 		t.Fatalf("activation recorded %q, credential %q; want %q", a.Lease.Username, a.Credential.Username, e.conn.rename)
 	}

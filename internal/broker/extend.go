@@ -128,20 +128,14 @@ func (b *Broker) endExtensions(tx mayfly.Tx, c Caller, leaseID, why string) erro
 	if err != nil {
 		return fmt.Errorf("end extensions of lease %s: %w", leaseID, err)
 	}
-	now := b.clock.Now().UTC()
+	if c.User == "" {
+		c = System
+	}
 	for _, r := range rs {
 		if r.ExtendsLease != leaseID || r.State != mayfly.RequestPending {
 			continue
 		}
-		r.State = mayfly.RequestCancelled
-		r.Decider, r.DecisionReason, r.DecidedAt = c.User, why, now
-		if r.Decider == "" {
-			r.Decider = System.User
-		}
-		if err := tx.UpdateRequest(r); err != nil {
-			return fmt.Errorf("end extension request %s: %w", r.ID, err)
-		}
-		if err := b.audit(tx, c, "request.cancel", r, nil, why, map[string]string{"extends_lease": leaseID}); err != nil {
+		if err := b.closeRequest(tx, c, r, mayfly.RequestCancelled, "request.cancel", why, map[string]string{"extends_lease": leaseID}); err != nil {
 			return err
 		}
 	}

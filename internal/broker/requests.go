@@ -545,12 +545,7 @@ func (b *Broker) Deny(ctx context.Context, c Caller, id, reason string) (*mayfly
 		if !c.Admin && !b.canDecide(c, r) {
 			return mayfly.Errorf(mayfly.EFORBIDDEN, "%s may not deny request %s now: it waits for %s", c.User, id, stepText(r))
 		}
-		r.State = mayfly.RequestDenied
-		r.Decider, r.DecisionReason, r.DecidedAt = c.User, reason, b.clock.Now().UTC()
-		if err := tx.UpdateRequest(r); err != nil {
-			return err
-		}
-		return b.audit(tx, c, "request.deny", r, nil, reason, nil)
+		return b.closeRequest(tx, c, r, mayfly.RequestDenied, "request.deny", reason, nil)
 	})
 	if err != nil {
 		return nil, err
@@ -580,16 +575,22 @@ func (b *Broker) Cancel(ctx context.Context, c Caller, id, reason string) (*mayf
 		if r.State != mayfly.RequestPending && !(r.State == mayfly.RequestApproved && r.LeaseID == "") {
 			return mayfly.Errorf(mayfly.ECONFLICT, "request %s is %s; only a pending request, or an approved one not yet used, can be cancelled", id, r.State)
 		}
-		r.State = mayfly.RequestCancelled
-		r.Decider, r.DecisionReason, r.DecidedAt = c.User, reason, b.clock.Now().UTC()
-		if err := tx.UpdateRequest(r); err != nil {
-			return err
-		}
-		return b.audit(tx, c, "request.cancel", r, nil, reason, nil)
+		return b.closeRequest(tx, c, r, mayfly.RequestCancelled, "request.cancel", reason, nil)
 	})
 	if err != nil {
 		return nil, err
 	}
 	b.decided(r)
 	return r, nil
+}
+
+// closeRequest records, in tx, that c ended request r in state (denied,
+// cancelled) for reason, with its audit event.
+func (b *Broker) closeRequest(tx mayfly.Tx, c Caller, r *mayfly.Request, state mayfly.RequestState, action, reason string, data map[string]string) error {
+	r.State = state
+	r.Decider, r.DecisionReason, r.DecidedAt = c.User, reason, b.clock.Now().UTC()
+	if err := tx.UpdateRequest(r); err != nil {
+		return fmt.Errorf("%s request %s: %w", action, r.ID, err)
+	}
+	return b.audit(tx, c, action, r, nil, reason, data)
 }

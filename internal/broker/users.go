@@ -189,11 +189,7 @@ func (b *Broker) endUserAccess(tx mayfly.Tx, c Caller, name, endReason, why stri
 		if r.State == mayfly.RequestApproved && r.LeaseID != "" {
 			continue // its lease is handled above
 		}
-		r.State, r.Decider, r.DecisionReason, r.DecidedAt = mayfly.RequestCancelled, c.User, why, now
-		if err := tx.UpdateRequest(r); err != nil {
-			return nil, 0, err
-		}
-		if err := b.audit(tx, c, "request.cancel", r, nil, why, nil); err != nil {
+		if err := b.closeRequest(tx, c, r, mayfly.RequestCancelled, "request.cancel", why, nil); err != nil {
 			return nil, 0, err
 		}
 		requests++
