@@ -489,7 +489,7 @@ func TestIsolationWatchOverdueOnFakeClock(t *testing.T) {
 	}
 	for _, tt := range tests {
 		if tt.advance > 0 {
-			clock.WaitTickers(1)
+			waitTicker(t, clock)
 			clock.Advance(tt.advance)
 		}
 		var o broker.Overdue
@@ -507,4 +507,19 @@ func TestIsolationWatchOverdueOnFakeClock(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// waitTicker waits for the code under test to make a ticker on clock.
+func waitTicker(t *testing.T, clock *clocktest.Fake) {
+	t.Helper()
+	made := make(chan struct{})
+	go func() {
+		clock.WaitTickers(1)
+		close(made)
+	}()
+	select {
+	case <-made:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ticker made on the broker's clock within 10s")
+	}
 }
