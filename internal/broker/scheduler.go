@@ -230,8 +230,8 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 const busyPoll = 250 * time.Millisecond
 
 // untilNextFutureDue returns how long until the earliest deadline after
-// read, the time due leases were last read (MaxSleep-bounded by the caller
-// through busyPoll); an error sleeps busyPoll.
+// read, the time due leases were last read, or busyPoll when there is none
+// that soon (or the store fails).
 func (b *Broker) untilNextFutureDue(ctx context.Context, read time.Time) time.Duration {
 	var next []*mayfly.Lease
 	err := b.store.View(ctx, func(tx mayfly.Tx) error {
