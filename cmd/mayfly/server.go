@@ -463,7 +463,7 @@ func checkTargets(ctx context.Context, conns map[string]mayfly.Connector, m *met
 				v = 1
 				if seen && !was {
 					b.Alert(ctx, "alert.target_recovered", name, "", "Target "+name+" is reachable again",
-						"Mayfly can reach "+name+" with its admin credential again.", "Nothing: pending revocations on it are retried now.")
+						"Mayfly can reach "+name+" with its admin credential again.", "Nothing: pending revocations on it are retried as their backoff runs out (within scheduler.max_backoff).")
 				}
 			} else if !seen || was {
 				msg := broker.Scrub(mayfly.ErrorMessageOrText(err))
