@@ -201,6 +201,41 @@ func NewTicker(c Clock, d time.Duration) Ticker {
 	return realTicker{time.NewTicker(d)}
 }
 
+// TimerClock is a Clock that also makes timers, so that the scheduler
+// sleeps on it until the next deadline and runs on a fake clock in tests.
+// SystemClock implements it.
+type TimerClock interface {
+	Clock
+	NewTimer(d time.Duration) Timer
+}
+
+// Timer delivers the clock's time on C once, d after it was made or last
+// reset, like time.Timer (Go 1.23 semantics: Stop and Reset leave no stale
+// value to drain).
+type Timer interface {
+	C() <-chan time.Time
+	Stop() bool
+	Reset(d time.Duration) bool
+}
+
+// NewTimer returns a timer of clock c: its own when it makes them, a real
+// one otherwise.
+func NewTimer(c Clock, d time.Duration) Timer {
+	if tc, ok := c.(TimerClock); ok {
+		return tc.NewTimer(d)
+	}
+	return realTimer{time.NewTimer(d)}
+}
+
+// NewTimer returns a real timer.
+func (SystemClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
+
+type realTimer struct{ t *time.Timer }
+
+func (r realTimer) C() <-chan time.Time        { return r.t.C }
+func (r realTimer) Stop() bool                 { return r.t.Stop() }
+func (r realTimer) Reset(d time.Duration) bool { return r.t.Reset(d) }
+
 type realTicker struct{ t *time.Ticker }
 
 func (r realTicker) C() <-chan time.Time { return r.t.C }

@@ -104,3 +104,49 @@ func TestIdleCheckerRunsOnTheClock(t *testing.T) {
 		t.Fatalf("lease after 11 idle minutes = %+v, %v; want revoking/idle", l, err)
 	}
 }
+
+// The scheduler sleeps on the broker's clock until the nearest deadline,
+// not polling, and revokes the lease when the clock reaches its expiry.
+func TestSchedulerRunsOnTheClock(t *testing.T) {
+	policies := []policy.Policy{{Name: "auto", Groups: []string{"eng"}, Targets: []string{"t"}, Grants: []string{"ro"}, MaxDuration: 8 * time.Hour}}
+	b, clk, conn := periodicEnv(t, policies)
+	ctx := context.Background()
+	alice := Caller{User: "alice", Groups: []string{"eng"}}
+	_, _, a, err := b.CreateAndActivate(ctx, alice, RequestInput{Target: "t", Grant: "ro", Duration: 10 * time.Minute, Reason: "x"}, ActivateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runLoop(t, func(ctx context.Context) error { return b.RunScheduler(ctx, SchedulerOptions{MaxSleep: time.Hour}) })
+
+	if when := clk.WaitArmed(); !when.Equal(a.Lease.ExpiresAt) {
+		t.Fatalf("scheduler sleeps until %s; want the lease's expiry %s", when, a.Lease.ExpiresAt)
+	}
+	// A second before expiry nothing fires: the scheduler is still asleep
+	// until the same deadline and the account is there.
+	clk.Advance(a.Lease.ExpiresAt.Sub(clk.Now()) - time.Second)
+	if when := clk.WaitArmed(); !when.Equal(a.Lease.ExpiresAt) {
+		t.Fatalf("a second before expiry the scheduler sleeps until %s; want %s", when, a.Lease.ExpiresAt)
+	}
+	if l, _ := b.getLease(ctx, a.Lease.ID); l.State != mayfly.LeaseActive || !conn.exists(l.Username) {
+		t.Fatalf("lease a second before its expiry = %s, account present %v; want active and present", l.State, conn.exists(l.Username))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	changed := b.Changed()
+	clk.Advance(time.Second)
+	for {
+		l, _ := b.getLease(ctx, a.Lease.ID)
+		if l.State == mayfly.LeaseRevoked {
+			if l.EndReason != mayfly.EndExpired || !l.EndedAt.Equal(a.Lease.ExpiresAt) || conn.exists(l.Username) {
+				t.Fatalf("lease after expiry = %s/%s ended %s, account present %v; want revoked/expired at %s and gone",
+					l.State, l.EndReason, l.EndedAt, conn.exists(l.Username), a.Lease.ExpiresAt)
+			}
+			return
+		}
+		select {
+		case <-changed:
+			changed = b.Changed()
+		case <-time.After(time.Until(deadline)):
+			t.Fatalf("lease still %s 10s after the clock reached its expiry", l.State)
+		}
+	}
+}

@@ -132,7 +132,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	}()
 	defer ln.stop(cancelAttempts, committerDone)
 
-	timer := time.NewTimer(0)
+	timer := mayfly.NewTimer(b.clock, 0)
 	defer timer.Stop()
 	// While more are due than one pass takes, each pass reads on from where
 	// the previous one stopped (cursor), rather than reading the leases
@@ -208,19 +208,14 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			// held by a slow target are not read again and again.
 			sleep = min(b.untilNextFutureDue(ctx, now), busyPoll)
 		}
-		b.nextWake.Store(time.Now().Add(sleep).UnixNano())
+		b.nextWake.Store(b.clock.Now().Add(sleep).UnixNano())
 		timer.Reset(sleep)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-timer.C:
+		case <-timer.C():
 		case <-b.wake:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
+			timer.Stop()
 		}
 	}
 }

@@ -15,12 +15,14 @@ type Fake struct {
 	mu      sync.Mutex
 	now     time.Time
 	tickers []*ticker
+	timers  []*timer
 	added   chan struct{}
+	armed   chan struct{}
 }
 
 // New returns a fake clock at now.
 func New(now time.Time) *Fake {
-	return &Fake{now: now, added: make(chan struct{}, 64)}
+	return &Fake{now: now, added: make(chan struct{}, 64), armed: make(chan struct{}, 1)}
 }
 
 // Now returns the fake time.
@@ -63,7 +65,99 @@ func (f *Fake) Advance(d time.Duration) {
 		}
 	}
 	f.tickers = live
+	for _, t := range f.timers {
+		if t.active && !now.Before(t.when) {
+			t.fire(now)
+		}
+	}
 	f.mu.Unlock()
+}
+
+// WaitArmed blocks until some timer of the clock is armed with a deadline
+// after the clock's time: the loop under test is asleep, waiting for time
+// to pass. It returns that deadline, or the zero time when no timer is
+// armed within 10 seconds of real time (the loop sleeps on another clock,
+// or not at all).
+func (f *Fake) WaitArmed() time.Time {
+	giveUp := time.After(10 * time.Second)
+	for {
+		f.mu.Lock()
+		for _, t := range f.timers {
+			if t.active && t.when.After(f.now) {
+				when := t.when
+				f.mu.Unlock()
+				return when
+			}
+		}
+		f.mu.Unlock()
+		select {
+		case <-f.armed:
+		case <-giveUp:
+			return time.Time{}
+		}
+	}
+}
+
+// NewTimer returns a timer that fires once Advance reaches its deadline (at
+// once when d <= 0).
+func (f *Fake) NewTimer(d time.Duration) mayfly.Timer {
+	t := &timer{f: f, c: make(chan time.Time, 1)}
+	f.mu.Lock()
+	f.timers = append(f.timers, t)
+	f.mu.Unlock()
+	t.Reset(d)
+	return t
+}
+
+type timer struct {
+	f      *Fake
+	c      chan time.Time
+	when   time.Time
+	active bool
+}
+
+// fire delivers now and disarms the timer; f.mu is held.
+func (t *timer) fire(now time.Time) {
+	t.active = false
+	select {
+	case t.c <- now:
+	default:
+	}
+}
+
+func (t *timer) C() <-chan time.Time { return t.c }
+
+// Stop disarms the timer and drops a value not yet received, as
+// time.Timer does since Go 1.23.
+func (t *timer) Stop() bool {
+	t.f.mu.Lock()
+	defer t.f.mu.Unlock()
+	was := t.active
+	t.active = false
+	select {
+	case <-t.c:
+	default:
+	}
+	return was
+}
+
+func (t *timer) Reset(d time.Duration) bool {
+	t.f.mu.Lock()
+	was := t.active
+	select {
+	case <-t.c:
+	default:
+	}
+	t.when, t.active = t.f.now.Add(d), true
+	if d <= 0 {
+		t.fire(t.f.now)
+	}
+	t.f.mu.Unlock()
+	select {
+	case t.f.armed <- struct{}{}:
+	default:
+	}
+	return was
 }
 
 // WaitTickers blocks until at least n tickers were made on the clock, so
