@@ -5,112 +5,19 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mayflyhq/mayfly/internal/freezeproxy"
 	"github.com/mayflyhq/mayfly/internal/httpapi"
 )
-
-// freezer is a TCP proxy in front of a real server that can stop
-// answering: once frozen it forwards nothing more on open connections and
-// holds new ones without a word, like a target that hangs with its port
-// open.
-type freezer struct {
-	ln       net.Listener
-	upstream string
-	frozen   atomic.Bool
-	done     chan struct{}
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func newFreezer(upstream string) (*freezer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	f := &freezer{ln: ln, upstream: upstream, done: make(chan struct{})}
-	go f.serve()
-	return f, nil
-}
-
-func (f *freezer) addr() string { return f.ln.Addr().String() }
-
-func (f *freezer) track(c net.Conn) {
-	f.mu.Lock()
-	f.conns = append(f.conns, c)
-	f.mu.Unlock()
-}
-
-func (f *freezer) serve() {
-	for {
-		c, err := f.ln.Accept()
-		if err != nil {
-			return
-		}
-		f.track(c)
-		if f.frozen.Load() {
-			continue // held, never answered
-		}
-		up, err := net.Dial("tcp", f.upstream)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		f.track(up)
-		go f.pipe(up, c)
-		go f.pipe(c, up)
-	}
-}
-
-// pipe copies src to dst until either closes, or, once frozen, stops
-// forwarding and waits for the end.
-func (f *freezer) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if f.frozen.Load() {
-			<-f.done
-			return
-		}
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			dst.Close()
-			return
-		}
-	}
-}
-
-// reset closes every connection and answers again.
-func (f *freezer) reset() {
-	f.mu.Lock()
-	for _, c := range f.conns {
-		c.Close()
-	}
-	f.conns = nil
-	f.mu.Unlock()
-	f.frozen.Store(false)
-}
-
-func (f *freezer) close() {
-	f.ln.Close()
-	close(f.done)
-	f.reset()
-}
 
 type isoLease struct {
 	id, target string
@@ -127,20 +34,20 @@ func benchIsolation(ctx context.Context, pool *pgxpool.Pool, bin, dir string) er
 	if err != nil {
 		return fmt.Errorf("parse -pg: %w", err)
 	}
-	pgFr, err := newFreezer(u.Host)
+	pgFr, err := freezeproxy.New(u.Host)
 	if err != nil {
 		return err
 	}
-	defer pgFr.close()
-	rdFr, err := newFreezer(*redisAddr)
+	defer pgFr.Close()
+	rdFr, err := freezeproxy.New(*redisAddr)
 	if err != nil {
 		return err
 	}
-	defer rdFr.close()
+	defer rdFr.Close()
 	fu := *u
-	fu.Host = pgFr.addr()
+	fu.Host = pgFr.Addr()
 	extra := fmt.Sprintf(`  - {name: pg-flaky, kind: postgres, dsn: %q, prefix: mfx_, grants: {readonly: {roles: [pg_read_all_data]}}}
-  - {name: cache-flaky, kind: redis, address: %q, prefix: mfx_, grants: {read: {acl: "~app:* +@read"}}}`, fu.String(), rdFr.addr())
+  - {name: cache-flaky, kind: redis, address: %q, prefix: mfx_, grants: {read: {acl: "~app:* +@read"}}}`, fu.String(), rdFr.Addr())
 	sub := filepath.Join(dir, "isolation")
 	if err := os.MkdirAll(sub, 0o700); err != nil {
 		return err
@@ -159,7 +66,7 @@ func benchIsolation(ctx context.Context, pool *pgxpool.Pool, bin, dir string) er
 	fmt.Println("| the other two targets | healthy leases | removed within 1 s | p50 | p99 | max |")
 	fmt.Println("|---|---|---|---|---|---|")
 	for _, freeze := range []bool{false, true} {
-		if err := isolationPhase(ctx, b, []*freezer{pgFr, rdFr}, freeze); err != nil {
+		if err := isolationPhase(ctx, b, []*freezeproxy.Proxy{pgFr, rdFr}, freeze); err != nil {
 			return err
 		}
 	}
@@ -181,8 +88,8 @@ func benchIsolation(ctx context.Context, pool *pgxpool.Pool, bin, dir string) er
 	fmt.Printf("- stop (SIGINT → exit) with revocations hung on the frozen targets: %s\n", time.Since(start).Round(time.Millisecond))
 
 	// The frozen targets answer again; a restart finishes their leases.
-	pgFr.reset()
-	rdFr.reset()
+	pgFr.Thaw()
+	rdFr.Thaw()
 	start = time.Now()
 	b, err = startBrokerWith(bin, sub, db, *revokeConc, extra)
 	if err != nil {
@@ -212,7 +119,7 @@ func benchIsolation(ctx context.Context, pool *pgxpool.Pool, bin, dir string) er
 // T and isolationOK on the healthy ones expiring over the 10 s after T,
 // freezes the flaky targets just before T when freeze is set, and prints
 // the removal lag of the healthy leases.
-func isolationPhase(ctx context.Context, b *broker, frs []*freezer, freeze bool) error {
+func isolationPhase(ctx context.Context, b *broker, frs []*freezeproxy.Proxy, freeze bool) error {
 	type job struct {
 		target, grant string
 		exp           time.Time
@@ -274,7 +181,7 @@ func isolationPhase(ctx context.Context, b *broker, frs []*freezer, freeze bool)
 	time.Sleep(time.Until(T.Add(-200 * time.Millisecond)))
 	if freeze {
 		for _, f := range frs {
-			f.frozen.Store(true)
+			f.Freeze()
 		}
 	}
 	time.Sleep(time.Until(last.Add(3 * time.Second)))

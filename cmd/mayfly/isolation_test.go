@@ -6,110 +6,28 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mayflyhq/mayfly/internal/freezeproxy"
 	"github.com/mayflyhq/mayfly/internal/httpapi"
 	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
-// freezingProxy forwards TCP to a real server until frozen; then it
-// forwards nothing more on open connections and holds new ones without a
-// word: a target that hangs with its port open.
-type freezingProxy struct {
-	ln       net.Listener
-	upstream string
-	frozen   atomic.Bool
-	done     chan struct{}
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func newFreezingProxy(t *testing.T, upstream string) *freezingProxy {
+// newFreezingProxy is a freezeproxy.Proxy to upstream, closed with the test.
+func newFreezingProxy(t *testing.T, upstream string) *freezeproxy.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freezeproxy.New(upstream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &freezingProxy{ln: ln, upstream: upstream, done: make(chan struct{})}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.track(c)
-			if p.frozen.Load() {
-				continue
-			}
-			up, err := net.Dial("tcp", upstream)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.track(up)
-			go p.pipe(up, c)
-			go p.pipe(c, up)
-		}
-	}()
-	t.Cleanup(p.close)
+	t.Cleanup(p.Close)
 	return p
-}
-
-func (p *freezingProxy) track(c net.Conn) {
-	p.mu.Lock()
-	p.conns = append(p.conns, c)
-	p.mu.Unlock()
-}
-
-func (p *freezingProxy) pipe(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if p.frozen.Load() {
-			<-p.done
-			return
-		}
-		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-		if err != nil {
-			dst.Close()
-			return
-		}
-	}
-}
-
-// thaw drops every connection and forwards again.
-func (p *freezingProxy) thaw() {
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-	p.frozen.Store(false)
-}
-
-func (p *freezingProxy) close() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.ln.Close()
-	close(p.done)
-	p.thaw()
 }
 
 // TestIsolationHungTargetsEndToEnd runs the server with a PostgreSQL and
@@ -144,12 +62,12 @@ func TestIsolationHungTargetsEndToEnd(t *testing.T) {
 	pgProxy := newFreezingProxy(t, pgURL.Host)
 	rdProxy := newFreezingProxy(t, testenv.RedisAddr())
 	flakyURL := *pgURL
-	flakyURL.Host = pgProxy.ln.Addr().String()
+	flakyURL.Host = pgProxy.Addr()
 	targets := fmt.Sprintf(`  - {name: local-maria, kind: mysql, dsn: %q, prefix: mfi_, grants: {readonly: {statements: ["GRANT SELECT ON test.* TO {{name}}"]}}}
   - {name: local-redis, kind: redis, address: %q, prefix: mfi_, grants: {read: {acl: "~app:* +@read"}}}
   - {name: flaky-pg, kind: postgres, dsn: %q, prefix: mfz_, grants: {readonly: {roles: [pg_read_all_data]}}}
   - {name: flaky-redis, kind: redis, address: %q, prefix: mfz_, grants: {read: {acl: "~app:* +@read"}}}
-`, testenv.MySQLDSN(), testenv.RedisAddr(), flakyURL.String(), rdProxy.ln.Addr().String())
+`, testenv.MySQLDSN(), testenv.RedisAddr(), flakyURL.String(), rdProxy.Addr())
 	extra := `  - {name: iso, groups: [eng], targets: [local-maria, local-redis, flaky-pg, flaky-redis], grants: ["*"], max_duration: 1h}
 `
 	w := startWorld(t, worldOpts{targets: targets, extraYAML: extra})
@@ -190,8 +108,8 @@ func TestIsolationHungTargetsEndToEnd(t *testing.T) {
 	// Wall-clock alignment, not synchronisation: the targets stop
 	// answering just before their leases expire.
 	time.Sleep(time.Until(T.Add(-200 * time.Millisecond)))
-	pgProxy.frozen.Store(true)
-	rdProxy.frozen.Store(true)
+	pgProxy.Freeze()
+	rdProxy.Freeze()
 
 	for _, c := range healthy {
 		var l leaseOut
@@ -249,8 +167,8 @@ func TestIsolationHungTargetsEndToEnd(t *testing.T) {
 	}
 
 	// The targets answer again; after a restart nothing is left.
-	pgProxy.thaw()
-	rdProxy.thaw()
+	pgProxy.Thaw()
+	rdProxy.Thaw()
 	w.startInProcess()
 	for _, id := range flaky {
 		waitFor(t, "lease "+id+" on a thawed target to be revoked", 30*time.Second, func() bool {
