@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mayflyhq/mayfly/internal/connector/mark"
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
 	"github.com/mayflyhq/mayfly/internal/httpapi"
 	"github.com/mayflyhq/mayfly/internal/store/sqlite"
@@ -121,6 +122,7 @@ users:
   - {name: leaver, groups: [eng], token_sha256: "%s"}
   - {name: burst, groups: [eng], token_sha256: "%s"}
 admins: {users: [bench]}
+instance_key_env: MAYFLY_BENCH_INSTANCE_KEY
 scheduler: {concurrency: %d}
 log: {format: text, level: warn}
 targets:
@@ -143,7 +145,7 @@ reconcile: {interval: 0s}
 	}
 	cmd := exec.Command(bin, "server", "--config", path)
 	cmd.Stderr = os.Stderr
-	cmd.Env = append(os.Environ(), "MAYFLY_PPROF_ADDR="+os.Getenv("BENCH_PPROF_ADDR"))
+	cmd.Env = append(os.Environ(), "MAYFLY_PPROF_ADDR="+os.Getenv("BENCH_PPROF_ADDR"), "MAYFLY_BENCH_INSTANCE_KEY="+benchInstanceKey)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -724,6 +726,9 @@ func benchSuspend(ctx context.Context, b *broker) error {
 	return nil
 }
 
+// benchInstanceKey is the installation key of the broker under test.
+const benchInstanceKey = "mayfly-bench-installation-key"
+
 // benchReconcile measures one reconcile pass over a target with
 // reconcileN managed accounts: first all explained by live leases, then
 // all orphans (created directly on the server) to be removed.
@@ -763,9 +768,17 @@ func benchReconcile(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	}
 	fmt.Printf("## Reconcile of one PostgreSQL target\n\n")
 	fmt.Printf("- %v managed accounts, every one with a live lease: pass took %s (nothing to do)\n", res[0]["accounts"], clean.Round(time.Millisecond))
-	// Orphans: roles with the managed prefix that no lease explains.
+	// Orphans: roles with the managed prefix that no lease of the store
+	// explains but that carry this installation's mark, as a lost store
+	// leaves them (a role without the mark is reported, never removed).
+	key, err := mark.NewKey(benchInstanceKey)
+	if err != nil {
+		return err
+	}
 	for i := 0; i < n; i++ {
-		if _, err := pool.Exec(ctx, fmt.Sprintf("CREATE ROLE mf_orphan_%d_%d", os.Getpid(), i)); err != nil {
+		name := fmt.Sprintf("mf_orphan_%d_%d", os.Getpid(), i)
+		comment := "mayfly lease lse_lost" + fmt.Sprint(i) + " mark " + key.Tag(name)
+		if _, err := pool.Exec(ctx, "CREATE ROLE "+pgx.Identifier{name}.Sanitize()+"; COMMENT ON ROLE "+pgx.Identifier{name}.Sanitize()+" IS '"+comment+"'"); err != nil {
 			return err
 		}
 	}
