@@ -243,7 +243,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	schedDone := make(chan struct{})
 	go func() {
 		defer close(schedDone)
-		schedErr = b.RunScheduler(ctx, broker.SchedulerOptions{Concurrency: cfg.Scheduler.Concurrency, BatchSize: cfg.Scheduler.BatchSize})
+		schedErr = b.RunScheduler(ctx, broker.SchedulerOptions{Concurrency: cfg.Scheduler.Concurrency, PerTarget: cfg.Scheduler.PerTarget, BatchSize: cfg.Scheduler.BatchSize})
 	}()
 	var bg sync.WaitGroup
 	defer bg.Wait()

@@ -91,6 +91,9 @@ type Admins struct {
 type Scheduler struct {
 	// Concurrency is how many revocations run at once (default 16).
 	Concurrency int `yaml:"concurrency"`
+	// PerTarget is how many revocations run at once on one target
+	// (default 4), so a target that hangs holds no more than that.
+	PerTarget int `yaml:"per_target"`
 	// BatchSize is how many due leases one pass claims (default 500).
 	BatchSize int `yaml:"batch_size"`
 	// MaxBackoff caps the delay between revocation retries (default 1m).
@@ -330,10 +333,13 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	if c.Scheduler.BatchSize == 0 {
 		c.Scheduler.BatchSize = 500
 	}
+	if c.Scheduler.PerTarget == 0 {
+		c.Scheduler.PerTarget = 4
+	}
 	if c.Scheduler.MaxBackoff == 0 {
 		c.Scheduler.MaxBackoff = time.Minute
 	}
-	if c.Scheduler.Concurrency < 0 || c.Scheduler.BatchSize < 0 || c.Scheduler.MaxBackoff < 0 {
+	if c.Scheduler.Concurrency < 0 || c.Scheduler.PerTarget < 0 || c.Scheduler.BatchSize < 0 || c.Scheduler.MaxBackoff < 0 {
 		return lineErr(f, lines["scheduler"].at(0), "scheduler settings must be positive")
 	}
 	switch c.Log.Format {

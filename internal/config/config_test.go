@@ -66,6 +66,7 @@ func TestParseErrors(t *testing.T) {
 		{"instance key env name", base + "instance_key_env: \"A-B\"\n", `f.yaml:2: instance_key_env "A-B"`},
 		{"bad duration", base + "policies:\n  - {name: p, max_duration: forever}\n", "f.yaml:3"},
 		{"unknown admin", base + "admins: {users: [zed]}\n", `unknown user "zed"`},
+		{"negative per_target", base + "scheduler: {per_target: -1}\n", "f.yaml:2: scheduler settings must be positive"},
 		{"syntax", base + "targets: [\n", "f.yaml"},
 	}
 	for _, tt := range tests {
