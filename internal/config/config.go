@@ -49,6 +49,9 @@ type Config struct {
 	SCIM SCIM `yaml:"scim"`
 	// Metrics protects /metrics with a token when TokenSHA256 is set.
 	Metrics Metrics `yaml:"metrics"`
+	// Auth configures how people authenticate: single sign-on with OIDC
+	// and the sessions it opens.
+	Auth Auth `yaml:"auth"`
 	// InstanceKeyEnv names the environment variable holding this broker
 	// installation's key (at least 16 bytes). Connectors mark every
 	// account they create with an HMAC of its name under this key, so the
@@ -317,6 +320,9 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	c.SCIM.TokenSHA256 = strings.ToLower(c.SCIM.TokenSHA256)
 	if c.SCIM.TokenSHA256 != "" && !hexRE.MatchString(c.SCIM.TokenSHA256) {
 		return lineErr(f, lines["scim"].at(0), "scim.token_sha256 must be 64 hex digits")
+	}
+	if err := c.Auth.validate(f, lines["auth"].at(0)); err != nil {
+		return err
 	}
 	if c.InstanceKeyEnv != "" && !envNameRE.MatchString(c.InstanceKeyEnv) {
 		return lineErr(f, lines["instance_key_env"].at(0), "instance_key_env %q is not an environment variable name", c.InstanceKeyEnv)
