@@ -80,6 +80,23 @@ type Tx interface {
 	ListSettings(prefix string) (map[string]string, error)
 	// DeleteSetting removes a setting; a missing key is not an error.
 	DeleteSetting(key string) error
+
+	// CreateToken stores t (its hash, never a plaintext); ECONFLICT when
+	// its id or hash exists.
+	CreateToken(t *Token) error
+	// GetToken returns the token with id; ENOTFOUND when there is none.
+	GetToken(id string) (*Token, error)
+	// GetTokenByHash returns the token whose Hash is hash; ENOTFOUND when
+	// there is none.
+	GetTokenByHash(hash string) (*Token, error)
+	// ListTokens returns the tokens matching f, oldest first.
+	ListTokens(f TokenFilter) ([]*Token, error)
+	// UpdateToken writes t's LastUsedAt and RevokedAt; ENOTFOUND when
+	// there is no such token.
+	UpdateToken(t *Token) error
+	// RevokeUserTokens sets RevokedAt to at on every token of user not yet
+	// revoked and returns how many it revoked.
+	RevokeUserTokens(user string, at time.Time) (int, error)
 }
 
 type skipIntentSyncKey struct{}

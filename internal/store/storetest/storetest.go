@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) mayfly.Store) {
 		{"CancelAmongConcurrentUpdates", testCancelAmongConcurrentUpdates},
 		{"Settings", testSettings},
 		{"UserStatus", testUserStatus},
+		{"Tokens", testTokens},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
