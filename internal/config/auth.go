@@ -13,6 +13,9 @@ type Auth struct {
 	// SessionTTL is how long a session opened by a login lasts
 	// (default 12h).
 	SessionTTL time.Duration `yaml:"session_ttl"`
+	// MaxTokenTTL bounds the lifetime of API tokens (mayfly tokens
+	// create; default 720h, 30 days).
+	MaxTokenTTL time.Duration `yaml:"max_token_ttl"`
 }
 
 // OIDC configures single sign-on with an OpenID Connect provider.
@@ -44,6 +47,12 @@ func (a *Auth) validate(f string, line int) error {
 	}
 	if a.SessionTTL == 0 {
 		a.SessionTTL = 12 * time.Hour
+	}
+	if a.MaxTokenTTL < 0 {
+		return lineErr(f, line, "auth.max_token_ttl %s must not be negative", a.MaxTokenTTL)
+	}
+	if a.MaxTokenTTL == 0 {
+		a.MaxTokenTTL = 30 * 24 * time.Hour
 	}
 	o := a.OIDC
 	if o == nil {
