@@ -99,6 +99,29 @@ type Broker struct {
 	// committing holds a channel per lease whose account is being
 	// committed on its target; revocations of it wait for it to close.
 	committing sync.Map
+	// targetsDown holds, per target the scheduler found not answering,
+	// the error it last saw (see setTargetDown).
+	targetsDown sync.Map
+}
+
+// setTargetDown records whether the scheduler finds target down, with the
+// error its last attempt saw.
+func (b *Broker) setTargetDown(target string, down bool, lastErr string) {
+	if down {
+		b.targetsDown.Store(target, lastErr)
+	} else {
+		b.targetsDown.Delete(target)
+	}
+}
+
+// targetDown reports whether the scheduler last found target not
+// answering, and why.
+func (b *Broker) targetDown(target string) (string, bool) {
+	v, ok := b.targetsDown.Load(target)
+	if !ok {
+		return "", false
+	}
+	return v.(string), true
 }
 
 // New returns a Broker.

@@ -548,3 +548,32 @@ func TestConnectorAccountIsRecorded(t *testing.T) {
 		t.Errorf("the account the target created survived the end of its lease")
 	}
 }
+
+// Ending a lease on a target the scheduler found not answering does not
+// wait on the target: the lease is marked revoking with the reason, and the
+// scheduler retries it.
+func TestEndLeaseOnDownTargetDoesNotWait(t *testing.T) {
+	e := newCASEnv(t)
+	a := e.activeLease(t)
+	entered := make(chan string, 1)
+	e.conn.mu.Lock()
+	e.conn.revGate, e.conn.revIn = make(chan struct{}), entered // a Revoke would hang
+	e.conn.mu.Unlock()
+	e.b.setTargetDown("t", true, "i/o timeout")
+
+	l, err := e.b.EndLease(context.Background(), e.alice, a.Lease.ID, mayfly.EndDone, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.State != mayfly.LeaseRevoking || l.EndReason != mayfly.EndDone || !strings.Contains(l.LastError, "not answering") {
+		t.Errorf("lease = %s/%s (%q); want revoking/done saying the target is not answering", l.State, l.EndReason, l.LastError)
+	}
+	select {
+	case <-entered:
+		t.Errorf("EndLease called the target the scheduler found down")
+	default:
+	}
+	if l.DueAt.After(e.clk.Now()) {
+		t.Errorf("lease due %s; want due now for the scheduler", l.DueAt)
+	}
+}

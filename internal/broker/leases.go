@@ -85,6 +85,13 @@ func (b *Broker) EndLease(ctx context.Context, c Caller, id, endReason, note str
 		switch l.State {
 		case mayfly.LeaseActive:
 			l.DueAt, revokeNow = b.clock.Now().UTC(), true
+			if why, down := b.targetDown(l.Target); down {
+				// The scheduler found the target not answering: the call
+				// does not wait on it; the scheduler retries as it comes
+				// back.
+				revokeNow = false
+				l.LastError = "not attempted: target " + l.Target + " is not answering (" + why + ")"
+			}
 		case mayfly.LeaseRevoking:
 			return nil // already on its way out
 		case mayfly.LeaseProvisioning:
@@ -112,6 +119,8 @@ func (b *Broker) EndLease(ctx context.Context, c Caller, id, endReason, note str
 	}
 	if revokeNow {
 		b.RevokeNow(ctx, l)
+	} else {
+		b.poke()
 	}
 	return b.getLease(ctx, l.ID)
 }

@@ -548,6 +548,9 @@ func (p *lanes) attempt(target string, batch []*mayfly.Lease) {
 		p.b.log.Info("scheduler: target answering again", "target", target)
 		q.failures, q.downUntil = 0, time.Time{}
 	}
+	if !stopping {
+		p.b.setTargetDown(target, q.failures > 0, q.lastErr)
+	}
 	p.mu.Unlock()
 	if stopping {
 		// A failure caused by the stop is not recorded: the lease stays
