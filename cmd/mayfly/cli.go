@@ -41,7 +41,7 @@ func init() {
 	// Assigned in init to break the reference cycle help → commands.
 	commands = map[string]command{
 		"server":    {"run the broker", "server --config FILE", cmdServer},
-		"dev":       {"run a throw-away broker against the local PostgreSQL, with demo users", "dev [--listen ADDR] [--pg-dsn DSN] [--env-file FILE]", cmdDev},
+		"dev":       {"run a throw-away broker against the local PostgreSQL, with demo users", "dev [--listen ADDR] [--pg-dsn DSN] [--env-file FILE] [--dir DIR] [--tls]", cmdDev},
 		"request":   {"ask for access to TARGET/GRANT", "request TARGET/GRANT --for DURATION --reason TEXT [--creds] [--break-glass] [-o json]", cmdRequest},
 		"requests":  {"list requests you may see (--pending: waiting for a decision)", "requests [--pending] [-o json]", cmdRequests},
 		"approve":   {"approve a pending request", "approve REQUEST_ID [--reason TEXT] [-o json]", cmdApprove},
@@ -88,6 +88,10 @@ Commands:
 Client environment:
   MAYFLY_ADDR   server URL (default http://127.0.0.1:8765)
   MAYFLY_TOKEN  your bearer token
+  MAYFLY_CA_CERT  PEM file of the CA that signed the server's certificate
+                  (trusted besides the system's roots)
+  MAYFLY_CLIENT_CERT, MAYFLY_CLIENT_KEY  PEM client certificate and key,
+                  for servers that require one (mutual TLS)
 
 Run "mayfly COMMAND --help" for a command's flags.
 `)
@@ -212,7 +216,15 @@ func (e *env) client() (*httpapi.Client, error) {
 	if tok == "" {
 		return nil, mayfly.Errorf(mayfly.EUNAUTHORIZED, "MAYFLY_TOKEN is not set")
 	}
-	return httpapi.NewClient(addr, tok), nil
+	if err := httpapi.CheckClearText(addr); err != nil {
+		return nil, err
+	}
+	c := httpapi.NewClient(addr, tok)
+	if err := c.UseTLS(httpapi.TLSOptions{CAFile: e.getenv("MAYFLY_CA_CERT"),
+		CertFile: e.getenv("MAYFLY_CLIENT_CERT"), KeyFile: e.getenv("MAYFLY_CLIENT_KEY")}); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 func (e *env) printJSON(v any) error {

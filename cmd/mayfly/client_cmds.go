@@ -562,7 +562,7 @@ func followAudit(e *env, c *httpapi.Client, after, format string) error {
 			return err
 		}
 		req.Header.Set("Authorization", "Bearer "+c.Token)
-		resp, err := (&http.Client{}).Do(req)
+		resp, err := (&http.Client{Transport: c.HTTP.Transport}).Do(req)
 		if err != nil {
 			if e.ctx.Err() != nil {
 				return nil

@@ -2,10 +2,14 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
+	"github.com/mayflyhq/mayfly/internal/certgen"
 	"github.com/mayflyhq/mayfly/internal/config"
 )
 
@@ -39,6 +43,7 @@ func cmdDev(e *env, args []string) error {
 	dsn := f.String("pg-dsn", "", "admin DSN of the PostgreSQL to create accounts on (default $MAYFLY_DEV_PG_DSN or postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)")
 	envFile := f.String("env-file", "", "also write the demo users' tokens to this file as shell variables")
 	dir := f.String("dir", "", "directory for the store and config (default: a new temporary directory)")
+	useTLS := f.Bool("tls", false, "serve HTTPS with a throw-away CA and certificate made in the directory (printed exports trust it)")
 	if err := f.parse(e, args); err != nil {
 		return err
 	}
@@ -72,6 +77,15 @@ func cmdDev(e *env, args []string) error {
 	}
 	path := filepath.Join(*dir, "mayfly.yaml")
 	text := fmt.Sprintf(devConfigTemplate, *listen, filepath.Join(*dir, "mayfly.db"), users[0].sum, users[1].sum, users[2].sum)
+	scheme, caFile := "http", ""
+	if *useTLS {
+		var tlsYAML string
+		if caFile, tlsYAML, err = devTLS(*dir, *listen); err != nil {
+			return err
+		}
+		scheme = "https"
+		text += tlsYAML
+	}
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		return err
 	}
@@ -80,7 +94,10 @@ func cmdDev(e *env, args []string) error {
 		return err
 	}
 	var exports strings.Builder
-	fmt.Fprintf(&exports, "export MAYFLY_ADDR=http://%s\n", *listen)
+	fmt.Fprintf(&exports, "export MAYFLY_ADDR=%s://%s\n", scheme, *listen)
+	if caFile != "" {
+		fmt.Fprintf(&exports, "export MAYFLY_CA_CERT=%s\n", caFile)
+	}
 	for _, u := range users {
 		fmt.Fprintf(&exports, "export MAYFLY_TOKEN_%s=%s\n", strings.ToUpper(u.name), u.token)
 	}
@@ -101,14 +118,18 @@ func cmdDev(e *env, args []string) error {
 	dev := *e
 	dev.getenv = getenv
 	return serve(&dev, cfg, path, func(addr string) {
-		fmt.Fprintf(e.stdout, `Mayfly dev server on http://%s (config and store in %s)
+		trust := ""
+		if caFile != "" {
+			trust = fmt.Sprintf("HTTPS with a throw-away CA made for this directory: MAYFLY_CA_CERT below makes the CLI trust it\n(curl --cacert %s; browsers: import it as an authority, and remove it after).\n", caFile)
+		}
+		fmt.Fprintf(e.stdout, `Mayfly dev server on %s://%s (config and store in %s)
 Demo users: alice (eng, requester), bob (dba, approver), carol (dba, admin).
-%s
+%s%s
 Try:
   MAYFLY_TOKEN=$MAYFLY_TOKEN_ALICE mayfly request local-pg/readonly --for 5m --reason "INC-1 look at a slow query"
   MAYFLY_TOKEN=$MAYFLY_TOKEN_ALICE mayfly creds REQUEST_ID
   MAYFLY_TOKEN=$MAYFLY_TOKEN_CAROL mayfly audit
-`, addr, *dir, exports.String())
+`, scheme, addr, *dir, trust, exports.String())
 	})
 }
 
@@ -123,4 +144,38 @@ func devInstanceKey(path string) (string, error) {
 		return "", fmt.Errorf("write the dev installation key: %w", err)
 	}
 	return k, nil
+}
+
+// devTLS makes, in dir, a throw-away CA (ca.pem; its key is not kept) and
+// a server certificate it signs for the loopback names and the host of
+// listen (tls-cert.pem, tls-key.pem 0600), or keeps those a previous run
+// made. It returns the CA file and the configuration's tls line.
+func devTLS(dir, listen string) (caFile, yamlLine string, err error) {
+	caFile = filepath.Join(dir, "ca.pem")
+	certFile, keyFile := filepath.Join(dir, "tls-cert.pem"), filepath.Join(dir, "tls-key.pem")
+	yamlLine = fmt.Sprintf("tls: {cert_file: %q, key_file: %q}\n", certFile, keyFile)
+	if _, _, err := config.LoadTLS(config.TLS{CertFile: certFile, KeyFile: keyFile}); err == nil {
+		if _, err := os.Stat(caFile); err == nil {
+			return caFile, yamlLine, nil
+		}
+	}
+	ca, err := certgen.NewCA("Mayfly dev CA (throw-away)", 90*24*time.Hour)
+	if err != nil {
+		return "", "", fmt.Errorf("make the dev CA: %w", err)
+	}
+	hosts := []string{"127.0.0.1", "::1", "localhost"}
+	if h, _, err := net.SplitHostPort(listen); err == nil && h != "" && !slices.Contains(hosts, h) {
+		hosts = append(hosts, h)
+	}
+	cert, key, err := ca.Issue(certgen.Leaf{CommonName: "mayfly dev server", Hosts: hosts, NotAfter: time.Now().Add(90 * 24 * time.Hour)})
+	if err != nil {
+		return "", "", fmt.Errorf("make the dev server certificate: %w", err)
+	}
+	if err := certgen.WriteFiles(certFile, cert, keyFile, key); err != nil {
+		return "", "", fmt.Errorf("write the dev server certificate: %w", err)
+	}
+	if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
+		return "", "", fmt.Errorf("write the dev CA: %w", err)
+	}
+	return caFile, yamlLine, nil
 }

@@ -27,6 +27,9 @@ func needsRestart(old, next *config.Config) []string {
 	if old.StateDir != next.StateDir {
 		out = append(out, "state_dir changed")
 	}
+	if old.TLS.Enabled() != next.TLS.Enabled() || old.InsecureHTTP != next.InsecureHTTP {
+		out = append(out, "tls turned on or off, or insecure_http changed")
+	}
 	out = append(out, notificationChanges(old.Notifications, next.Notifications)...)
 	for _, s := range []struct {
 		name      string

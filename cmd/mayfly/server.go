@@ -275,6 +275,15 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		}()
 	}
 
+	tlsState, err := newServerTLS(cfg.TLS)
+	if err != nil {
+		cancel()
+		<-schedDone
+		return mayfly.Errorf(mayfly.EINVALID, "%v", err)
+	}
+	if tlsState == nil && !config.IsLoopback(cfg.Listen) {
+		log.Warn(clearHTTPWarning(cfg.Listen))
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		cancel()
@@ -286,6 +295,13 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			return httpapi.ReloadResult{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "no configuration file to reload")
 		}
 		nc, err := config.Load(path)
+		if err == nil && tlsState != nil && nc.TLS.Enabled() {
+			// Certificates rotate on reload; a pair that does not load
+			// leaves the last good one serving.
+			if err = tlsState.reload(nc.TLS); err != nil {
+				err = mayfly.Errorf(mayfly.EINVALID, "%v", err)
+			}
+		}
 		if err == nil {
 			var nb *broker.Config
 			if nb, err = brokerConfig(nc); err == nil {
@@ -336,8 +352,8 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	}
 	srv := newHTTPServer(h, defaultHTTPTimeouts())
 	srvErr := make(chan error, 1)
-	go func() { srvErr <- srv.Serve(ln) }()
-	log.Info("mayfly ready", "listen", ln.Addr().String(), "targets", len(cfg.Targets), "startup", time.Since(start).String())
+	go func() { srvErr <- serveHTTP(srv, ln, tlsState, log) }()
+	log.Info("mayfly ready", "listen", ln.Addr().String(), "tls", tlsState != nil, "targets", len(cfg.Targets), "startup", time.Since(start).String())
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

@@ -59,6 +59,12 @@ type Config struct {
 	// even after the store was lost. Keep it with the configuration, not in
 	// the store; give every installation its own.
 	InstanceKeyEnv string `yaml:"instance_key_env"`
+	// TLS makes the server speak HTTPS (and, with a client CA, require
+	// client certificates).
+	TLS TLS `yaml:"tls"`
+	// InsecureHTTP allows listening without TLS on an address that is not
+	// loopback (the server then warns at every start).
+	InsecureHTTP bool `yaml:"insecure_http"`
 
 	// Tests are policy test cases kept beside the policies (`mayfly policy
 	// test`); the server ignores them.
@@ -326,6 +332,9 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	}
 	if c.InstanceKeyEnv != "" && !envNameRE.MatchString(c.InstanceKeyEnv) {
 		return lineErr(f, lines["instance_key_env"].at(0), "instance_key_env %q is not an environment variable name", c.InstanceKeyEnv)
+	}
+	if err := c.validateTLS(lines); err != nil {
+		return err
 	}
 	if c.SSHCA.Dir == "" {
 		c.SSHCA.Dir = filepath.Join(c.StateDir, "ssh-ca")

@@ -71,7 +71,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "cannot reach the Mayfly server at %s (set MAYFLY_ADDR): %v", c.Addr, unwrapURLError(err))
+		return nil, transportError(c.Addr, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -79,6 +79,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "read answer from %s: %v", c.Addr, err)
 	}
 	if resp.StatusCode >= 400 {
+		if err := httpsHint(c.Addr, resp.StatusCode, data); err != nil {
+			return nil, err
+		}
 		var eb errorBody
 		if json.Unmarshal(data, &eb) == nil && eb.Error.Code != "" {
 			return nil, &mayfly.Error{Code: eb.Error.Code, Message: eb.Error.Message}
