@@ -65,7 +65,10 @@ func (a *authenticator) Authenticate(h string) (httpapi.Identity, bool) {
 	a.mu.RLock()
 	id, ok := a.users[h]
 	a.mu.RUnlock()
-	if !ok || (a.status != nil && a.status(id.Name) != broker.UserActive) {
+	if !ok {
+		return a.stored(h)
+	}
+	if a.status != nil && a.status(id.Name) != broker.UserActive {
 		return httpapi.Identity{}, false
 	}
 	if a.extraGroups != nil {
@@ -78,13 +81,46 @@ func (a *authenticator) Authenticate(h string) (httpapi.Identity, bool) {
 	return id, true
 }
 
+// stored resolves a token kept by the store: the token's user, with the
+// groups a session carries or, for an API token, the user's configured
+// groups, and the groups SCIM manages.
+func (a *authenticator) stored(h string) (httpapi.Identity, bool) {
+	if a.tokens == nil {
+		return httpapi.Identity{}, false
+	}
+	t, ok := a.tokens(context.Background(), h)
+	if !ok {
+		return httpapi.Identity{}, false
+	}
+	a.mu.RLock()
+	groups, isAdmin := a.groups[t.User], a.isAdmin
+	a.mu.RUnlock()
+	if t.Kind == mayfly.TokenSession {
+		groups = t.Groups
+	}
+	if a.extraGroups != nil {
+		if extra := a.extraGroups(t.User); len(extra) > 0 {
+			groups = append(slices.Clone(groups), extra...)
+			slices.Sort(groups)
+			groups = slices.Compact(groups)
+		}
+	}
+	id := httpapi.Identity{Name: t.User, Groups: groups}
+	if isAdmin != nil {
+		id.Admin = isAdmin(t.User, groups)
+	}
+	return id, true
+}
+
 func (a *authenticator) load(cfg *config.Config) {
 	m := map[string]httpapi.Identity{}
+	g := map[string][]string{}
 	for _, u := range cfg.Users {
 		m[u.TokenSHA256] = httpapi.Identity{Name: u.Name, Groups: u.Groups, Admin: cfg.IsAdmin(u.Name, u.Groups)}
+		g[u.Name] = u.Groups
 	}
 	a.mu.Lock()
-	a.users = m
+	a.users, a.groups, a.isAdmin = m, g, cfg.IsAdmin
 	a.mu.Unlock()
 }
 
@@ -93,7 +129,8 @@ func brokerConfig(cfg *config.Config) (*broker.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	bc := &broker.Config{Targets: map[string]mayfly.Target{}, Policies: set, Users: map[string][]string{}}
+	bc := &broker.Config{Targets: map[string]mayfly.Target{}, Policies: set, Users: map[string][]string{},
+		MaxTokenTTL: cfg.Auth.MaxTokenTTL}
 	for _, t := range cfg.Targets {
 		bc.Targets[t.Name] = t
 	}
@@ -218,7 +255,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if err := b.LoadUserStatuses(ctx); err != nil {
 		return fmt.Errorf("load user statuses: %w", err)
 	}
-	auth := &authenticator{status: b.UserStatus}
+	auth := &authenticator{status: b.UserStatus, tokens: b.ResolveToken}
 	auth.load(cfg)
 	var scimHandler http.Handler
 	var scimDir *scimDirectory

@@ -38,6 +38,8 @@ type Config struct {
 	Users map[string][]string
 	// UserOrder lists user names in configuration order.
 	UserOrder []string
+	// MaxTokenTTL bounds API tokens (default DefaultMaxTokenTTL).
+	MaxTokenTTL time.Duration
 }
 
 // Options tune a Broker.
@@ -88,6 +90,7 @@ type Broker struct {
 	cfg         atomic.Pointer[Config]
 	afterIntent func(l *mayfly.Lease)
 	hooks       Hooks
+	tokens      tokenCache
 
 	wake     chan struct{}
 	nextWake atomic.Int64 // unix ns the scheduler sleeps until; 0 while awake

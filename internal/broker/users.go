@@ -131,12 +131,18 @@ func (b *Broker) SetUserStatus(ctx context.Context, c Caller, name, status, reas
 		}
 		var err error
 		ended, requests, err = b.endUserAccess(tx, c, name, mayfly.EndUserSuspended, "user "+status)
-		return err
+		if err != nil {
+			return err
+		}
+		return b.revokeUserTokens(tx, c, name, "user "+status)
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("set status of user %s: %w", name, err)
 	}
 	b.users.set(name, status)
+	if status != UserActive {
+		b.tokens.dropUser(name)
+	}
 	b.poke()
 	return len(ended), requests, nil
 }
@@ -225,11 +231,17 @@ func (b *Broker) Reconfigure(ctx context.Context, cfg *Config) (int, error) {
 				return err
 			}
 			n += len(ended)
+			if err := b.revokeUserTokens(tx, System, name, "user removed from the configuration"); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("end access of users removed from the configuration: %w", err)
+	}
+	for _, name := range removed {
+		b.tokens.dropUser(name)
 	}
 	b.poke()
 	b.committed()
