@@ -63,6 +63,7 @@ func init() {
 		"inventory": {"list every account on a target, marking those Mayfly manages (admins)", "inventory TARGET [--unmanaged] [-o json]", cmdInventory},
 		"whoami":    {"show who your token authenticates as", "whoami [-o json]", cmdWhoami},
 		"token":     {"generate a bearer token and the token_sha256 line for the config", "token", cmdToken},
+		"tokens":    {"create, list and revoke expiring API tokens", "tokens create|list|revoke [--help]", cmdTokens},
 	}
 }
 

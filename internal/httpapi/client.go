@@ -117,3 +117,31 @@ func (c *Client) WaitHealthy(ctx context.Context) error {
 		}
 	}
 }
+
+// CreateToken creates an API token (POST /v1/tokens); the answer holds its
+// plaintext, shown this once.
+func (c *Client) CreateToken(ctx context.Context, body TokenBody) (*CreatedToken, error) {
+	var out CreatedToken
+	if err := c.Do(ctx, "POST", "/v1/tokens", nil, body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ListTokens lists tokens (GET /v1/tokens), of one user when user is set.
+func (c *Client) ListTokens(ctx context.Context, user string) ([]*mayfly.Token, error) {
+	var q url.Values
+	if user != "" {
+		q = url.Values{"user": {user}}
+	}
+	var out []*mayfly.Token
+	if err := c.Do(ctx, "GET", "/v1/tokens", q, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RevokeToken revokes a token (DELETE /v1/tokens/{id}).
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.Do(ctx, "DELETE", "/v1/tokens/"+url.PathEscape(id), nil, nil, nil)
+}

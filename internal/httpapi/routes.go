@@ -50,6 +50,10 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("POST /v1/users/{name}/suspend", a(adminOnly(s.handleUserStatus("suspended"))))
 	mux.Handle("POST /v1/users/{name}/resume", a(adminOnly(s.handleUserStatus("active"))))
 	mux.Handle("POST /v1/users/{name}/remove", a(adminOnly(s.handleUserStatus("deprovisioned"))))
+	mux.Handle("POST /v1/tokens", a(s.handleCreateToken()))
+	mux.Handle("GET /v1/tokens", a(s.handleListTokens()))
+	mux.Handle("DELETE /v1/tokens/{id}", a(s.handleRevokeToken()))
+	mux.Handle("POST /v1/tokens/{id}/revoke", a(s.handleRevokeToken()))
 	mux.Handle("POST /v1/reconcile", a(adminOnly(s.handleReconcile())))
 	mux.Handle("GET /v1/targets/{name}/inventory", a(adminOnly(s.handleInventory())))
 	mux.Handle("/v1/", a(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
