@@ -53,6 +53,9 @@ func (c *Client) UseTLS(o TLSOptions) error {
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = cfg
+	// HTTP/1.1: a server's refusal of the client certificate then comes
+	// back as its TLS alert, which HTTP/2 would hide.
+	t.ForceAttemptHTTP2 = false
 	c.HTTP.Transport = t
 	return nil
 }
@@ -86,7 +89,6 @@ func transportError(addr string, err error) error {
 	var unknown x509.UnknownAuthorityError
 	var host x509.HostnameError
 	var invalid x509.CertificateInvalidError
-	var alert tls.AlertError
 	var rhe tls.RecordHeaderError
 	switch {
 	case errors.As(err, &unknown):
@@ -97,14 +99,34 @@ func transportError(addr string, err error) error {
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "the server's certificate has expired or is not yet valid (%s): the server needs a new one", invalid.Detail)
 	case errors.As(err, &invalid):
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "the server's certificate is not valid: %v", invalid)
-	case errors.As(err, &alert) && (alert == 116 || alert == 42 || alert == 48 || alert == 43 || alert == 45):
-		// certificate_required, bad_certificate, unknown_ca,
-		// unsupported_certificate, certificate_expired.
-		return mayfly.Errorf(mayfly.EUNAUTHORIZED, "the server at %s refused the connection for want of a client certificate it trusts (tls: %v): set MAYFLY_CLIENT_CERT and MAYFLY_CLIENT_KEY to your certificate and key", addr, alert)
+	case clientCertRefused(err):
+		return mayfly.Errorf(mayfly.EUNAUTHORIZED, "the server at %s requires a client certificate it trusts and got none it accepts (%v): set MAYFLY_CLIENT_CERT and MAYFLY_CLIENT_KEY to your certificate and key", addr, err)
 	case errors.As(err, &rhe) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "the server at %s does not speak HTTPS: check MAYFLY_ADDR", addr)
 	}
 	return mayfly.Errorf(mayfly.EUNAVAILABLE, "cannot reach the Mayfly server at %s (set MAYFLY_ADDR): %v", addr, err)
+}
+
+// clientCertRefused reports whether err is the server's TLS alert that it
+// wants a client certificate or does not accept the one sent.
+func clientCertRefused(err error) bool {
+	var op *net.OpError
+	var alert tls.AlertError
+	msg := ""
+	switch {
+	case errors.As(err, &alert):
+		msg = alert.Error()
+	case errors.As(err, &op) && op.Op == "remote error":
+		msg = op.Err.Error()
+	default:
+		return false
+	}
+	for _, s := range []string{"certificate required", "bad certificate", "unknown certificate authority", "unsupported certificate", "expired certificate", "certificate revoked"} {
+		if strings.HasSuffix(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // certNames lists the names a certificate is valid for.
