@@ -105,7 +105,7 @@ func (a *authenticator) stored(h string) (httpapi.Identity, bool) {
 			groups = slices.Compact(groups)
 		}
 	}
-	id := httpapi.Identity{Name: t.User, Groups: groups}
+	id := httpapi.Identity{Name: t.User, Groups: groups, Method: t.Method, ExpiresAt: t.ExpiresAt}
 	if isAdmin != nil {
 		id.Admin = isAdmin(t.User, groups)
 	}
@@ -257,6 +257,10 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	}
 	auth := &authenticator{status: b.UserStatus, tokens: b.ResolveToken}
 	auth.load(cfg)
+	login, err := oidcLogin(cfg, e.getenv, b, log)
+	if err != nil {
+		return err
+	}
 	var scimHandler http.Handler
 	var scimDir *scimDirectory
 	if cfg.SCIM.TokenSHA256 != "" {
@@ -378,7 +382,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		sshSvc = sshService{conns}
 	}
 	h := httpapi.NewServer(httpapi.Deps{
-		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Reload: reload, SCIM: scimHandler,
+		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Reload: reload, SCIM: scimHandler, Login: login,
 		ArchiveDir: filepath.Join(cfg.StateDir, "audit-archive"), Metrics: m, MetricsTokenSHA256: cfg.Metrics.TokenSHA256,
 		Ready: readyCheck,
 	})

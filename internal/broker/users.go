@@ -147,15 +147,20 @@ func (b *Broker) SetUserStatus(ctx context.Context, c Caller, name, status, reas
 	return len(ended), requests, nil
 }
 
-// knownUser reports whether the store knows a status for name.
+// knownUser reports whether the store knows a status for name, or a
+// token of name (a user known from single sign-on has sessions).
 func (b *Broker) knownUser(ctx context.Context, name string) bool {
 	var st string
+	var toks []*mayfly.Token
 	b.store.View(ctx, func(tx mayfly.Tx) error {
 		var err error
-		st, err = tx.GetUserStatus(name)
+		if st, err = tx.GetUserStatus(name); err != nil || st != "" {
+			return err
+		}
+		toks, err = tx.ListTokens(mayfly.TokenFilter{User: name})
 		return err
 	})
-	return st != ""
+	return st != "" || len(toks) > 0
 }
 
 // endUserAccess ends, in tx, every live lease of user (end reason

@@ -37,6 +37,10 @@ type OIDC struct {
 	// GroupsClaim names the claim holding the user's groups (default
 	// groups).
 	GroupsClaim string `yaml:"groups_claim"`
+	// RedirectURL is the browser flow's redirect URI to register at the
+	// provider, https://MAYFLY/v1/auth/callback (default: built from the
+	// request's host).
+	RedirectURL string `yaml:"redirect_url"`
 	// AllowedGroups, when set, admits only users in one of these groups.
 	AllowedGroups []string `yaml:"allowed_groups"`
 }

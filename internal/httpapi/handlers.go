@@ -197,7 +197,12 @@ func (s *server) handleWhoami() http.Handler {
 		if groups == nil {
 			groups = []string{}
 		}
-		return 200, map[string]any{"name": c.User, "groups": groups, "admin": c.Admin}, nil
+		out := map[string]any{"name": c.User, "groups": groups, "admin": c.Admin, "method": "token"}
+		if id, _ := r.Context().Value(identityKey{}).(Identity); id.Method != "" {
+			out["method"] = id.Method
+			out["expires_at"] = id.ExpiresAt
+		}
+		return 200, out, nil
 	})
 }
 

@@ -40,6 +40,11 @@ type Identity struct {
 	Name   string
 	Groups []string
 	Admin  bool
+	// Method is how the token was obtained ("oidc", "oidc-device",
+	// "oidc-browser", "token"); "" for a token of the configuration.
+	Method string
+	// ExpiresAt is when the token expires; zero for one that does not.
+	ExpiresAt time.Time
 }
 
 // Authenticator resolves the hex SHA-256 of a bearer token to an identity.
@@ -69,6 +74,9 @@ type Deps struct {
 	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer token
 	// /metrics requires.
 	MetricsTokenSHA256 string
+	// Login, when set, serves /v1/auth/ (single sign-on; it authenticates
+	// itself where it needs to).
+	Login http.Handler
 }
 
 // SSHService is the SSH certificate authority as the API exposes it.
@@ -99,6 +107,9 @@ func NewServer(d Deps) http.Handler {
 
 type ctxKey struct{}
 
+// identityKey keys the request's Identity in its context.
+type identityKey struct{}
+
 func callerFrom(r *http.Request) broker.Caller {
 	c, _ := r.Context().Value(ctxKey{}).(broker.Caller)
 	return c
@@ -107,9 +118,9 @@ func callerFrom(r *http.Request) broker.Caller {
 // authed wraps h so it runs only with a valid bearer token.
 func (s *server) authed(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || tok == "" {
-			writeError(w, mayfly.Errorf(mayfly.EUNAUTHORIZED, "missing bearer token (set MAYFLY_TOKEN)"))
+		tok, err := RequestToken(r)
+		if err != nil {
+			writeError(w, err)
 			return
 		}
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
@@ -123,9 +134,44 @@ func (s *server) authed(h http.Handler) http.Handler {
 			host = r.RemoteAddr
 		}
 		c := broker.Caller{User: id.Name, Groups: id.Groups, Admin: id.Admin, Source: host}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
+		ctx := context.WithValue(context.WithValue(r.Context(), ctxKey{}, c), identityKey{}, id)
+		h.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// SessionCookie holds a browser's session token.
+const SessionCookie = "mayfly_session"
+
+// CSRFHeader must accompany every state-changing request authenticated by
+// the session cookie: a browser sends a custom header cross-site only after
+// a CORS preflight, which the API never grants.
+const CSRFHeader = "X-Mayfly-CSRF"
+
+// RequestToken returns the bearer token of r, or else its session cookie
+// (for a state-changing method only with the CSRFHeader).
+func RequestToken(r *http.Request) (string, error) {
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && strings.TrimSpace(tok) != "" {
+		return tok, nil
+	}
+	ck, err := r.Cookie(SessionCookie)
+	if err != nil || ck.Value == "" {
+		return "", mayfly.Errorf(mayfly.EUNAUTHORIZED, "missing bearer token (set MAYFLY_TOKEN or run mayfly login)")
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		if r.Header.Get(CSRFHeader) == "" {
+			return "", mayfly.Errorf(mayfly.EFORBIDDEN, "a request authenticated by the session cookie that changes state needs the %s header", CSRFHeader)
+		}
+	}
+	return ck.Value, nil
+}
+
+// WriteError writes err as the API's error body with its status.
+func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
+
+// WriteJSON writes v as a JSON answer with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
 
 // adminOnly wraps h so only admins reach it.
 func adminOnly(h http.Handler) http.Handler {

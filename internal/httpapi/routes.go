@@ -17,6 +17,9 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	if s.SCIM != nil {
 		mux.Handle("/scim/v2/", http.StripPrefix("/scim/v2", s.SCIM))
 	}
+	if s.Login != nil {
+		mux.Handle("/v1/auth/", s.Login)
+	}
 	a := s.authed
 	mux.Handle("GET /v1/whoami", a(s.handleWhoami()))
 	mux.Handle("POST /v1/requests", a(s.handleCreateRequest()))
