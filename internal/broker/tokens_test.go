@@ -205,3 +205,32 @@ func TestTokenLifecycle(t *testing.T) {
 		t.Errorf("alice listing svc's tokens: %v; want forbidden", err)
 	}
 }
+
+// BenchmarkResolveToken: a live token served from memory, and an unknown
+// token (a store read every time).
+func BenchmarkResolveToken(b *testing.B) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "m.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	br := New(&Config{}, Options{Store: st})
+	ctx := context.Background()
+	plain, _, err := br.CreateToken(ctx, Caller{User: "alice"}, TokenInput{Name: "bench", TTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name string
+		hash string
+		ok   bool
+	}{{"cached", mayfly.TokenHash(plain), true}, {"unknown", mayfly.TokenHash("mft_unknown"), false}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, ok := br.ResolveToken(ctx, bc.hash); ok != bc.ok {
+					b.Fatalf("ResolveToken = %v; want %v", ok, bc.ok)
+				}
+			}
+		})
+	}
+}
