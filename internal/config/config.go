@@ -72,6 +72,9 @@ type Config struct {
 
 	// Path is the file the configuration came from ("" when parsed from bytes).
 	Path string `yaml:"-"`
+	// offline: read for policy checks, not to serve (files it names, such
+	// as tls certificates, need not be on this machine).
+	offline bool
 }
 
 // Store selects the store.
@@ -231,6 +234,7 @@ func parse(data []byte, file string, requireStore bool) (*Config, error) {
 	if !requireStore && c.Store.SQLite == "" {
 		c.Store.SQLite = "unused.db"
 	}
+	c.offline = !requireStore
 	if err := c.validate(lines); err != nil {
 		return nil, err
 	}

@@ -76,3 +76,16 @@ func TestParseTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyFileTLSOffline: policy check and test read a server's
+// configuration without its certificate files.
+func TestPolicyFileTLSOffline(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "mayfly.yaml")
+	os.WriteFile(p, []byte("listen: 0.0.0.0:8765\nstore: {sqlite: a.db}\ntls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}\n"), 0o600)
+	if _, err := LoadPolicyFile(p); err != nil {
+		t.Errorf("LoadPolicyFile = %v", err)
+	}
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "cert.pem") {
+		t.Errorf("Load = %v; want the missing certificate named", err)
+	}
+}
