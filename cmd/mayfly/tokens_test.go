@@ -23,7 +23,7 @@ type tokenOut struct {
 	RevokedAt  time.Time `json:"revoked_at"`
 }
 
-type whoOut struct {
+type tokenWho struct {
 	Name   string   `json:"name"`
 	Groups []string `json:"groups"`
 	Admin  bool     `json:"admin"`
@@ -65,7 +65,7 @@ func TestAPITokens(t *testing.T) {
 	}
 	plains = append(plains, ci.Token)
 	w.tokens["alice-ci"] = ci.Token
-	var who whoOut
+	var who tokenWho
 	w.ok("alice-ci", &who, "whoami", "-o", "json")
 	if who.Name != "alice" || !slices.Equal(who.Groups, []string{"eng"}) || who.Admin {
 		t.Errorf("whoami with alice's API token = %+v; want alice, [eng], not admin", who)
