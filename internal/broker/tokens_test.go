@@ -234,3 +234,35 @@ func BenchmarkResolveToken(b *testing.B) {
 		})
 	}
 }
+
+// TestTokensOfRemovedUsers: a user dropped from the configuration loses
+// their tokens at the reload; the others keep theirs.
+func TestTokensOfRemovedUsers(t *testing.T) {
+	b, _ := newTokenBroker(t)
+	ctx := context.Background()
+	pa, _, err := b.CreateToken(ctx, Caller{User: "alice"}, TokenInput{Name: "a", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, _, err := b.CreateToken(ctx, Caller{User: "svc"}, TokenInput{Name: "s", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{pa, ps} {
+		if _, ok := b.ResolveToken(ctx, mayfly.TokenHash(p)); !ok {
+			t.Fatal("token refused")
+		}
+	}
+	if _, err := b.Reconfigure(ctx, &Config{Users: map[string][]string{"svc": nil}, UserOrder: []string{"svc"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.ResolveToken(ctx, mayfly.TokenHash(pa)); ok {
+		t.Error("token of a removed user accepted")
+	}
+	if _, ok := b.ResolveToken(ctx, mayfly.TokenHash(ps)); !ok {
+		t.Error("token of a kept user refused")
+	}
+	if got := auditActions(t, b, "user:alice"); len(got) != 1 || got[0] != "token.revoke" {
+		t.Errorf("audit of alice = %v; want [token.revoke]", got)
+	}
+}
