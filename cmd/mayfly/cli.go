@@ -61,7 +61,9 @@ func init() {
 		"users":     {"list users, or `users suspend|resume|remove NAME` (admins): suspending revokes every lease at once", "users [suspend|resume|remove NAME] [--reason TEXT] [-o json]", cmdUsers},
 		"reconcile": {"compare targets' managed accounts with leases now: remove orphans, end missing leases (admins)", "reconcile [TARGET] [-o json]", cmdReconcile},
 		"inventory": {"list every account on a target, marking those Mayfly manages (admins)", "inventory TARGET [--unmanaged] [-o json]", cmdInventory},
-		"whoami":    {"show who your token authenticates as", "whoami [-o json]", cmdWhoami},
+		"whoami":    {"show who you are: user, groups, how you authenticated and until when", "whoami [-o json]", cmdWhoami},
+		"login":     {"log in with single sign-on (OIDC) and keep the session for this server", "login [--device] [--no-browser] [-o json]", cmdLogin},
+		"logout":    {"end the session of mayfly login on the server and forget it", "logout", cmdLogout},
 		"token":     {"generate a bearer token and the token_sha256 line for the config", "token", cmdToken},
 		"tokens":    {"create, list and revoke expiring API tokens", "tokens create|list|revoke [--help]", cmdTokens},
 	}
@@ -88,7 +90,7 @@ Commands:
 	fmt.Fprint(w, `
 Client environment:
   MAYFLY_ADDR   server URL (default http://127.0.0.1:8765)
-  MAYFLY_TOKEN  your bearer token
+  MAYFLY_TOKEN  your bearer token (default: the session of mayfly login)
   MAYFLY_CA_CERT  PEM file of the CA that signed the server's certificate
                   (trusted besides the system's roots)
   MAYFLY_CLIENT_CERT, MAYFLY_CLIENT_KEY  PEM client certificate and key,
@@ -215,7 +217,12 @@ func (e *env) client() (*httpapi.Client, error) {
 	}
 	tok := e.getenv("MAYFLY_TOKEN")
 	if tok == "" {
-		return nil, mayfly.Errorf(mayfly.EUNAUTHORIZED, "MAYFLY_TOKEN is not set")
+		if s, ok := e.loadSession(addr); ok {
+			tok = s.Token // from mayfly login
+		}
+	}
+	if tok == "" {
+		return nil, mayfly.Errorf(mayfly.EUNAUTHORIZED, "MAYFLY_TOKEN is not set and you are not logged in to %s (run mayfly login)", addr)
 	}
 	if err := httpapi.CheckClearText(addr); err != nil {
 		return nil, err

@@ -508,6 +508,12 @@ func cmdWhoami(e *env, args []string) error {
 		return e.printJSON(who)
 	}
 	fmt.Fprintf(e.stdout, "%v (groups: %v, admin: %v)\n", who["name"], who["groups"], who["admin"])
+	if exp, _ := who["expires_at"].(string); exp != "" {
+		t, _ := time.Parse(time.RFC3339Nano, exp)
+		fmt.Fprintf(e.stdout, "authenticated by %v, until %s\n", who["method"], fmtTime(t))
+	} else {
+		fmt.Fprintf(e.stdout, "authenticated by %v\n", who["method"])
+	}
 	return nil
 }
 
