@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -419,5 +421,69 @@ func TestSSOSessionExpiry(t *testing.T) {
 	}
 	if _, err := s.as("erin", "whoami"); mayfly.ErrorCode(err) != mayfly.EUNAUTHORIZED {
 		t.Errorf("whoami with the expired session: %v; want unauthorized", err)
+	}
+}
+
+// TestSSORefusesBadIDTokens: the running server refuses, at
+// POST /v1/auth/oidc/session, ID tokens that are expired, signed by
+// another key, for another audience or from another issuer, and a nonce
+// used twice; a good token signed by the provider opens a session.
+func TestSSORefusesBadIDTokens(t *testing.T) {
+	s := startSSOWorld(t, "12h")
+	base := "http://" + s.addr
+	post := func(path string, body any) (int, map[string]any) {
+		b, _ := json.Marshal(body)
+		resp, err := http.Post(base+path, "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	claims := func(mod func(map[string]any)) map[string]any {
+		c := map[string]any{"iss": s.p.Issuer, "aud": oidctest.PublicClient, "sub": "erin", "preferred_username": "erin",
+			"groups": []string{"eng"}, "iat": now.Unix(), "exp": now.Add(5 * time.Minute).Unix()}
+		if mod != nil {
+			mod(c)
+		}
+		return c
+	}
+	for name, tok := range map[string]string{
+		"expired":        s.p.Sign(t, claims(func(c map[string]any) { c["exp"] = now.Add(-time.Minute).Unix() })),
+		"wrongly signed": oidctest.SignWith(t, other, s.p.KeyID, claims(nil)),
+		"wrong audience": s.p.Sign(t, claims(func(c map[string]any) { c["aud"] = "another-app" })),
+		"wrong issuer":   s.p.Sign(t, claims(func(c map[string]any) { c["iss"] = "https://idp.evil.example" })),
+	} {
+		if code, out := post("/v1/auth/oidc/session", map[string]string{"id_token": tok}); code != http.StatusUnauthorized {
+			t.Errorf("%s ID token: %d %v; want 401", name, code, out)
+		}
+	}
+	// A nonce the server issued works once.
+	_, start := post("/v1/auth/oidc/start", nil)
+	nonce, _ := start["nonce"].(string)
+	if nonce == "" {
+		t.Fatalf("start: %v", start)
+	}
+	tok := s.p.Sign(t, claims(func(c map[string]any) { c["nonce"] = nonce }))
+	code, out := post("/v1/auth/oidc/session", map[string]string{"id_token": tok, "nonce": nonce})
+	if code != http.StatusOK || out["user"] != "erin" {
+		t.Fatalf("good token with its nonce: %d %v", code, out)
+	}
+	if code, out := post("/v1/auth/oidc/session", map[string]string{"id_token": tok, "nonce": nonce}); code != http.StatusUnauthorized {
+		t.Errorf("replayed nonce: %d %v; want 401", code, out)
+	}
+	// The session works, as erin with eng from the claims.
+	s.tokens["erin-sso"], _ = out["token"].(string)
+	var who whoOut
+	s.ok("erin-sso", &who, "whoami", "-o", "json")
+	if who.Name != "erin" || strings.Join(who.Groups, ",") != "eng" {
+		t.Errorf("whoami = %+v", who)
 	}
 }

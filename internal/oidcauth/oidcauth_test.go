@@ -104,8 +104,13 @@ func browse(t *testing.T, u string) *url.URL {
 // nonce) and returns what it would post to the session endpoint.
 func (f *fixture) cliCode(t *testing.T, nonce string) SessionInput {
 	t.Helper()
+	return f.cliCodeFor(t, oidctest.PublicClient, nonce)
+}
+
+func (f *fixture) cliCodeFor(t *testing.T, clientID, nonce string) SessionInput {
+	t.Helper()
 	redirect := "http://127.0.0.1:45678/callback"
-	cfg := &oauth2.Config{ClientID: oidctest.PublicClient, RedirectURL: redirect, Scopes: []string{"openid", "profile", "email"},
+	cfg := &oauth2.Config{ClientID: clientID, RedirectURL: redirect, Scopes: []string{"openid", "profile", "email"},
 		Endpoint: oauth2.Endpoint{AuthURL: f.p.Issuer + "/authorize"}}
 	verifier := oauth2.GenerateVerifier()
 	u := cfg.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", nonce))
@@ -318,5 +323,36 @@ func TestBrowserFlow(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("return to another host: %s; want 400", resp.Status)
+	}
+}
+
+// TestConfidentialClient: with a client secret the server's code exchange
+// authenticates with it; a wrong secret is refused by the provider.
+func TestConfidentialClient(t *testing.T) {
+	for _, tc := range []struct {
+		secret string
+		ok     bool
+	}{{oidctest.ClientSecret, true}, {"wrong-secret", false}} {
+		f := newFixture(t, func(o *config.OIDC) { o.ClientID = oidctest.ConfidentialClient })
+		f.svc.o.Secret = tc.secret
+		resp, err := http.Get(f.api.URL + "/v1/auth/oidc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info Info
+		json.NewDecoder(resp.Body).Decode(&info)
+		resp.Body.Close()
+		if !info.Confidential || info.ClientID != oidctest.ConfidentialClient {
+			t.Errorf("info = %+v; want the confidential client", info)
+		}
+		n := f.nonce(t)
+		in := f.cliCodeFor(t, oidctest.ConfidentialClient, n)
+		s, err := f.svc.Session(context.Background(), in)
+		if tc.ok && (err != nil || s.User != "alice") {
+			t.Errorf("secret %q: %+v, %v; want alice's session", tc.secret, s, err)
+		}
+		if !tc.ok && mayfly.ErrorCode(err) != mayfly.EUNAUTHORIZED {
+			t.Errorf("secret %q: %v; want refused", tc.secret, err)
+		}
 	}
 }
