@@ -42,6 +42,8 @@ func needsRestart(old, next *config.Config) []string {
 		{"reconcile", old.Reconcile, next.Reconcile},
 		{"scim", old.SCIM, next.SCIM},
 		{"metrics", old.Metrics, next.Metrics},
+		{"auth.oidc", old.Auth.OIDC, next.Auth.OIDC},
+		{"auth.session_ttl", old.Auth.SessionTTL, next.Auth.SessionTTL},
 	} {
 		if !reflect.DeepEqual(s.old, s.next) {
 			out = append(out, s.name+" settings changed")
