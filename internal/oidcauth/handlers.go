@@ -65,7 +65,10 @@ func (s *Service) handleInfo(w http.ResponseWriter, r *http.Request) {
 // handleStart issues a nonce for a CLI login: single-use, for 10 minutes.
 func (s *Service) handleStart(w http.ResponseWriter, r *http.Request) {
 	nonce := randomString(32)
-	s.pending.put(s.o.Now(), "nonce:"+nonce, pending{nonce: nonce, expires: s.o.Now().Add(pendingTTL)})
+	if !s.pending.put(s.o.Now(), "nonce:"+nonce, pending{nonce: nonce, expires: s.o.Now().Add(pendingTTL)}) {
+		httpapi.WriteError(w, errBusy)
+		return
+	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"nonce": nonce})
 }
 
@@ -135,7 +138,9 @@ func (s *Service) Session(ctx context.Context, in SessionInput) (*Session, error
 		if s.used.has(now, key) {
 			return nil, errLogin("this ID token has already opened a session")
 		}
-		s.used.put(now, key, pending{expires: tok.Expiry})
+		if !s.used.put(now, key, pending{expires: tok.Expiry}) {
+			return nil, errBusy
+		}
 		return s.finish(ctx, tok, MethodDevice)
 	}
 	return nil, mayfly.Errorf(mayfly.EINVALID, "send code (with code_verifier, redirect_uri and nonce) or id_token")
@@ -221,7 +226,10 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := randomString(32)
-	s.pending.put(s.o.Now(), "state:"+state, p)
+	if !s.pending.put(s.o.Now(), "state:"+state, p) {
+		httpapi.WriteError(w, errBusy)
+		return
+	}
 	u := cfg.AuthCodeURL(state, oidc.Nonce(p.nonce), oauth2.S256ChallengeOption(p.verifier))
 	http.Redirect(w, r, u, http.StatusFound)
 }

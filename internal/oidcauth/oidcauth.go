@@ -257,20 +257,34 @@ type pendingSet struct {
 	m  map[string]pending
 }
 
-// put stores p under key, dropping expired entries.
-func (ps *pendingSet) put(now time.Time, key string, p pending) {
+// maxPending bounds the logins in progress (and the device-flow ID tokens
+// remembered), so unauthenticated callers cannot grow them without end.
+const maxPending = 100_000
+
+// put stores p under key, dropping expired entries; false when the set is
+// full.
+func (ps *pendingSet) put(now time.Time, key string, p pending) bool {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.m == nil {
 		ps.m = map[string]pending{}
 	}
-	for k, v := range ps.m {
-		if now.After(v.expires) {
-			delete(ps.m, k)
+	if len(ps.m) >= maxPending/2 {
+		for k, v := range ps.m {
+			if now.After(v.expires) {
+				delete(ps.m, k)
+			}
 		}
 	}
+	if len(ps.m) >= maxPending {
+		return false
+	}
 	ps.m[key] = p
+	return true
 }
+
+// errBusy refuses a login when too many are in progress.
+var errBusy = mayfly.Errorf(mayfly.EUNAVAILABLE, "too many logins in progress; try again in a few minutes")
 
 // take removes and returns the entry under key; false when there is none
 // or it expired. Each entry is taken once.
