@@ -62,7 +62,7 @@ func init() {
 		"reconcile": {"compare targets' managed accounts with leases now: remove orphans, end missing leases (admins)", "reconcile [TARGET] [-o json]", cmdReconcile},
 		"inventory": {"list every account on a target, marking those Mayfly manages (admins)", "inventory TARGET [--unmanaged] [-o json]", cmdInventory},
 		"whoami":    {"show who you are: user, groups, how you authenticated and until when", "whoami [-o json]", cmdWhoami},
-		"login":     {"log in with single sign-on (OIDC) and keep the session for this server", "login [--device] [--no-browser] [-o json]", cmdLogin},
+		"login":     {"log in with single sign-on (OIDC) and keep the session for this server", "login [--device | --server-callback] [--no-browser] [-o json]", cmdLogin},
 		"logout":    {"end the session of mayfly login on the server and forget it", "logout", cmdLogout},
 		"token":     {"generate a bearer token and the token_sha256 line for the config", "token", cmdToken},
 		"tokens":    {"create, list and revoke expiring API tokens", "tokens create|list|revoke [--help]", cmdTokens},

@@ -136,6 +136,7 @@ func cmdLogin(e *env, args []string) error {
 	f := newFlags(e, "login", true)
 	device := f.Bool("device", false, "use the device authorization grant (for a machine without a browser): enter a code on another device")
 	noBrowser := f.Bool("no-browser", false, "do not open a browser; only print the address to visit")
+	viaServer := f.Bool("server-callback", false, "for a machine where the CLI cannot listen on 127.0.0.1: the browser returns to the server, which shows a code to type here")
 	if err := f.parse(e, args); err != nil {
 		return err
 	}
@@ -159,23 +160,29 @@ func cmdLogin(e *env, args []string) error {
 		}
 		return err
 	}
-	prov, err := oidc.NewProvider(ctx, info.Issuer)
-	if err != nil {
-		return mayfly.Errorf(mayfly.EUNAVAILABLE, "reach the identity provider %s: %v", info.Issuer, err)
-	}
-	cfg := &oauth2.Config{ClientID: info.ClientID, Endpoint: prov.Endpoint(), Scopes: info.Scopes}
-	var in oidcauth.SessionInput
-	if *device {
-		in, err = deviceLogin(ctx, e, cfg, info)
-	} else {
-		in, err = loopbackLogin(ctx, e, c, cfg, !*noBrowser)
-	}
-	if err != nil {
-		return err
-	}
 	var s oidcauth.Session
-	if err := c.Do(ctx, "POST", "/v1/auth/oidc/session", nil, in, &s); err != nil {
-		return err
+	if *viaServer {
+		if err := serverCallbackLogin(ctx, e, c, !*noBrowser, &s); err != nil {
+			return err
+		}
+	} else {
+		prov, err := oidc.NewProvider(ctx, info.Issuer)
+		if err != nil {
+			return mayfly.Errorf(mayfly.EUNAVAILABLE, "reach the identity provider %s: %v", info.Issuer, err)
+		}
+		cfg := &oauth2.Config{ClientID: info.ClientID, Endpoint: prov.Endpoint(), Scopes: info.Scopes}
+		var in oidcauth.SessionInput
+		if *device {
+			in, err = deviceLogin(ctx, e, cfg, info)
+		} else {
+			in, err = loopbackLogin(ctx, e, c, cfg, !*noBrowser)
+		}
+		if err != nil {
+			return err
+		}
+		if err := c.Do(ctx, "POST", "/v1/auth/oidc/session", nil, in, &s); err != nil {
+			return err
+		}
 	}
 	saved := &savedSession{Server: addr, Token: s.Token, User: s.User, Groups: s.Groups, Method: s.Method, ExpiresAt: s.ExpiresAt}
 	path, err := e.saveSession(addr, saved)
@@ -206,7 +213,7 @@ func loopbackLogin(ctx context.Context, e *env, c *httpapi.Client, cfg *oauth2.C
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return oidcauth.SessionInput{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "listen on 127.0.0.1 for the login's redirect: %v (use mayfly login --device)", err)
+		return oidcauth.SessionInput{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "listen on 127.0.0.1 for the login's redirect: %v (use mayfly login --server-callback or --device)", err)
 	}
 	defer ln.Close()
 	cfg.RedirectURL = fmt.Sprintf("http://%s/callback", ln.Addr())
@@ -265,6 +272,36 @@ func loopbackLogin(ctx context.Context, e *env, c *httpapi.Client, cfg *oauth2.C
 	case <-ctx.Done():
 		return oidcauth.SessionInput{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "no login within %s", loginTimeout)
 	}
+}
+
+// serverCallbackLogin logs in through the server's callback: the browser
+// goes to the provider and back to the server, whose page shows a code the
+// person types here; the CLI hands it in to collect the session.
+func serverCallbackLogin(ctx context.Context, e *env, c *httpapi.Client, openBrowser bool, s *oidcauth.Session) error {
+	var start oidcauth.RemoteStart
+	if err := c.Do(ctx, "POST", "/v1/auth/oidc/remote", nil, nil, &start); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "To log in, visit:\n\n  %s\n\nthen enter the code the page shows: ", start.URL)
+	if openBrowser {
+		openURL(start.URL)
+	}
+	line := make(chan string, 1)
+	go func() {
+		var code string
+		fmt.Fscanln(e.stdin, &code)
+		line <- code
+	}()
+	var code string
+	select {
+	case code = <-line:
+	case <-ctx.Done():
+		return mayfly.Errorf(mayfly.EUNAVAILABLE, "no code entered within %s", loginTimeout)
+	}
+	if strings.TrimSpace(code) == "" {
+		return usageErr("login: no code entered")
+	}
+	return c.Do(ctx, "POST", "/v1/auth/oidc/remote/session", nil, oidcauth.RemoteSessionInput{LoginID: start.LoginID, Code: code}, s)
 }
 
 // deviceLogin runs the device authorization grant: the person enters a

@@ -487,3 +487,62 @@ func TestSSORefusesBadIDTokens(t *testing.T) {
 		t.Errorf("whoami = %+v", who)
 	}
 }
+
+// TestSSOServerCallbackLogin: mayfly login --server-callback, for a CLI
+// that cannot listen: the browser comes back to the server, whose page
+// shows a code the person types into the CLI; a wrong code ends the login.
+func TestSSOServerCallbackLogin(t *testing.T) {
+	s := startSSOWorld(t, "12h")
+	s.p.SetUser("erin")
+	codeRE := regexp.MustCompile(`<code id="mayfly-code">([A-Z0-9-]+)</code>`)
+	attempt := func(typed func(shown string) string) (loginOut, error) {
+		stdin, typeIn := io.Pipe()
+		defer typeIn.Close()
+		w := newWatcher(authURLRE)
+		var out bytes.Buffer
+		done := make(chan error, 1)
+		go func() {
+			done <- run(context.Background(), []string{"login", "--server-callback", "--no-browser", "-o", "json"}, s.env("erin"), stdin, &out, w)
+		}()
+		select {
+		case u := <-w.found:
+			resp, err := http.Get(u) // the browser, through the provider, back to the server
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			m := codeRE.FindSubmatch(page)
+			if resp.StatusCode != http.StatusOK || m == nil {
+				t.Fatalf("callback page: %s %s; want a code", resp.Status, page)
+			}
+			if !strings.HasPrefix(resp.Request.URL.String(), "http://"+s.addr+"/v1/auth/callback") {
+				t.Errorf("the browser ended at %s; want the server's callback", resp.Request.URL)
+			}
+			io.WriteString(typeIn, typed(string(m[1]))+"\n")
+		case err := <-done:
+			return loginOut{}, err
+		}
+		err := <-done
+		var lo loginOut
+		if err == nil {
+			json.Unmarshal(out.Bytes(), &lo)
+		}
+		return lo, err
+	}
+	if _, err := attempt(func(string) string { return "BBBB-BBBB" }); mayfly.ErrorCode(err) != mayfly.EUNAUTHORIZED || !strings.Contains(err.Error(), "wrong code") {
+		t.Errorf("wrong code: %v; want refused", err)
+	}
+	if _, err := s.as("erin", "whoami"); err == nil {
+		t.Errorf("whoami after a refused login succeeded")
+	}
+	lo, err := attempt(func(shown string) string { return strings.ToLower(shown) })
+	if err != nil || lo.User != "erin" || lo.Method != "oidc" {
+		t.Fatalf("login with the shown code: %+v %v", lo, err)
+	}
+	var who whoOut
+	s.asOK("erin", &who, "whoami", "-o", "json")
+	if who.Name != "erin" || strings.Join(who.Groups, ",") != "eng" {
+		t.Errorf("whoami = %+v", who)
+	}
+}

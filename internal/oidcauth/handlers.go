@@ -2,10 +2,13 @@ package oidcauth
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -48,6 +51,8 @@ func (s *Service) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/auth/oidc", s.handleInfo)
 	mux.HandleFunc("POST /v1/auth/oidc/start", s.handleStart)
 	mux.HandleFunc("POST /v1/auth/oidc/session", s.handleSession)
+	mux.HandleFunc("POST /v1/auth/oidc/remote", s.handleRemoteStart)
+	mux.HandleFunc("POST /v1/auth/oidc/remote/session", s.handleRemoteSession)
 	mux.HandleFunc("GET /v1/auth/login", s.handleLogin)
 	mux.HandleFunc("GET /v1/auth/callback", s.handleCallback)
 	mux.HandleFunc("POST /v1/auth/logout", s.handleLogout)
@@ -237,11 +242,13 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 // handleCallback ends the browser flow with a session cookie.
 func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	var pollID string
 	err := func() error {
 		p, ok := s.pending.take(s.o.Now(), "state:"+q.Get("state"))
 		if !ok {
 			return errLogin("state unknown, expired or already used (start again at /v1/auth/login)")
 		}
+		pollID = p.poll
 		if e := q.Get("error"); e != "" {
 			return errLogin("the provider answered %s: %s", e, q.Get("error_description"))
 		}
@@ -251,6 +258,19 @@ func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 		tok, err := s.exchange(r.Context(), p.redirect, q.Get("code"), p.verifier, p.nonce)
 		if err != nil {
 			return err
+		}
+		if p.poll != "" {
+			l, err := s.login(tok, MethodCLI)
+			if err != nil {
+				return err
+			}
+			code := confirmCode()
+			s.setResult(p.poll, polled{login: l, code: code, expires: s.o.Now().Add(pendingTTL)})
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			fmt.Fprintf(w, "<p>To finish logging in to Mayfly, enter this code in your terminal:</p>\n<p><code id=\"mayfly-code\">%s</code></p>\n"+
+				"<p>If you did not start <code>mayfly login</code> yourself just now, close this window: someone may be trying to use your login.</p>\n", code)
+			return nil
 		}
 		sess, err := s.finish(r.Context(), tok, MethodBrowser)
 		if err != nil {
@@ -266,6 +286,10 @@ func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 		return nil
 	}()
 	if err != nil {
+		if pollID != "" {
+			// The polling CLI learns why, too.
+			s.setResult(pollID, polled{err: err, expires: s.o.Now().Add(pendingTTL)})
+		}
 		s.refused(r, err)
 		httpapi.WriteError(w, err)
 	}
@@ -286,4 +310,108 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{Name: httpapi.SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode})
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// RemoteStart is the answer of POST /v1/auth/oidc/remote.
+type RemoteStart struct {
+	// URL is where the person's browser goes: the provider, which
+	// redirects to this server's callback.
+	URL string `json:"url"`
+	// LoginID, kept secret by the CLI, names this login at
+	// POST /v1/auth/oidc/remote/session.
+	LoginID string `json:"login_id"`
+}
+
+// RemoteSessionInput is the body of POST /v1/auth/oidc/remote/session.
+type RemoteSessionInput struct {
+	LoginID string `json:"login_id"`
+	// Code is what the server's callback page showed the person.
+	Code string `json:"code"`
+}
+
+// handleRemoteStart starts a CLI login that comes back to the server's
+// callback, for a CLI that cannot listen on loopback. The browser flow's
+// state, nonce and PKCE verifier stay on the server. The callback page
+// shows a code the person types into the CLI, which hands it in with the
+// login id to collect the session: a login link someone else started and
+// sent round gives them nothing unless the victim also reads them the code.
+func (s *Service) handleRemoteStart(w http.ResponseWriter, r *http.Request) {
+	p := pending{nonce: randomString(32), verifier: oauth2.GenerateVerifier(), redirect: s.browserRedirect(r),
+		poll: randomString(32), expires: s.o.Now().Add(pendingTTL)}
+	cfg, err := s.oauth2Config(r.Context(), p.redirect)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	state := randomString(32)
+	if !s.pending.put(s.o.Now(), "state:"+state, p) {
+		httpapi.WriteError(w, errBusy)
+		return
+	}
+	u := cfg.AuthCodeURL(state, oidc.Nonce(p.nonce), oauth2.S256ChallengeOption(p.verifier))
+	httpapi.WriteJSON(w, http.StatusOK, RemoteStart{URL: u, LoginID: p.poll})
+}
+
+// confirmCode is a code a person types: 8 characters from an alphabet
+// without look-alikes (40 bits).
+func confirmCode() string {
+	const alphabet = "BCDFGHJKLMNPQRSTVWXZ23456789"
+	b := make([]byte, 8)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b[:4]) + "-" + string(b[4:])
+}
+
+func (s *Service) setResult(id string, res polled) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if s.results == nil {
+		s.results = map[string]polled{}
+	}
+	now := s.o.Now()
+	for k, v := range s.results {
+		if now.After(v.expires) {
+			delete(s.results, k)
+		}
+	}
+	s.results[id] = res
+}
+
+// handleRemoteSession hands the session of a finished remote login to
+// the CLI that started it, once, against the code its callback showed: the
+// session is opened then. A wrong code ends the login.
+func (s *Service) handleRemoteSession(w http.ResponseWriter, r *http.Request) {
+	var in RemoteSessionInput
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<10)).Decode(&in); err != nil || in.LoginID == "" {
+		httpapi.WriteError(w, mayfly.Errorf(mayfly.EINVALID, "want {\"login_id\": \"...\", \"code\": \"...\"}"))
+		return
+	}
+	s.rmu.Lock()
+	res, ok := s.results[in.LoginID]
+	delete(s.results, in.LoginID)
+	s.rmu.Unlock()
+	norm := func(c string) string { return strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(c), "-", "")) }
+	var err error
+	switch {
+	case !ok:
+		err = errLogin("no finished login with this id (not finished in the browser yet, expired, or already collected)")
+	case res.err != nil:
+		err = res.err
+	case s.o.Now().After(res.expires):
+		err = errLogin("the login finished over %s ago; log in again", pendingTTL)
+	case subtle.ConstantTimeCompare([]byte(norm(in.Code)), []byte(norm(res.code))) != 1:
+		err = errLogin("wrong code; log in again")
+	}
+	var sess *Session
+	if err == nil {
+		sess, err = s.open(r.Context(), res.login)
+	}
+	if err != nil {
+		s.refused(r, err)
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, sess)
 }

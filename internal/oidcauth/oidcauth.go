@@ -90,6 +90,18 @@ type Service struct {
 	verif   *oidc.IDTokenVerifier
 	pending pendingSet // server-issued nonces and browser states
 	used    pendingSet // ID tokens that opened a session without a nonce
+
+	rmu     sync.Mutex
+	results map[string]polled // sessions waiting for a CLI to collect them, by login id
+}
+
+// polled is the outcome of a login a CLI polls for.
+type polled struct {
+	login Login
+	err   error
+	// code is what the browser showed; the CLI must send it back.
+	code    string
+	expires time.Time
 }
 
 // New returns the service. It discovers the provider at o.Config.Issuer
@@ -248,7 +260,10 @@ type pending struct {
 	verifier string
 	redirect string
 	returnTo string
-	expires  time.Time
+	// poll, for a CLI login through the server's callback, is where the
+	// CLI collects the session.
+	poll    string
+	expires time.Time
 }
 
 // pendingSet holds single-use entries until they expire.
