@@ -146,6 +146,9 @@ func cmdLogin(e *env, args []string) error {
 	if err := f.checkOutput(); err != nil {
 		return err
 	}
+	if *device && *viaServer {
+		return usageErr("login: --device and --server-callback are two different ways to log in; pick one")
+	}
 	addr := e.serverAddr()
 	c, err := e.anonClient(addr)
 	if err != nil {
