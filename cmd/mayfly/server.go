@@ -50,13 +50,19 @@ func cmdServer(e *env, args []string) error {
 	return serve(e, cfg, *path, nil)
 }
 
-// authenticator resolves token hashes to identities from the configuration.
+// authenticator resolves token hashes to identities: the static tokens of
+// the configuration first, then the tokens and sessions in the store.
 type authenticator struct {
 	mu     sync.RWMutex
 	users  map[string]httpapi.Identity // by token hash
 	status func(name string) string
 	// extraGroups adds groups the identity provider manages (SCIM).
 	extraGroups func(name string) []string
+	// tokens resolves stored API tokens and sessions (nil: none).
+	tokens func(ctx context.Context, hash string) (*mayfly.Token, bool)
+	// groups are the configured users' groups; isAdmin decides admins.
+	groups  map[string][]string
+	isAdmin func(name string, groups []string) bool
 }
 
 // Authenticate resolves a token hash; tokens of suspended or deprovisioned
