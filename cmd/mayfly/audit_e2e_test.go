@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -131,9 +132,25 @@ notifications:
 		HMAC   string   `json:"hmac"`
 		Leases []string `json:"leases"`
 	}
-	w.ok("carol", &h, "audit", "hash", c.Password, "-o", "json")
+	// As an argument after "--" (a password may start with "-"), and from
+	// standard input, which keeps it out of shell history.
+	w.ok("carol", &h, "audit", "hash", "-o", "json", "--", c.Password)
 	if len(h.Leases) != 1 || h.Leases[0] != c.LeaseID {
 		t.Errorf("audit hash = %+v; want lease %s", h, c.LeaseID)
+	}
+	var out, errb bytes.Buffer
+	getenv := func(k string) string {
+		return map[string]string{"MAYFLY_ADDR": "http://" + w.addr, "MAYFLY_TOKEN": w.tokens["carol"]}[k]
+	}
+	if err := run(context.Background(), []string{"audit", "hash", "-o", "json"}, getenv, strings.NewReader(c.Password+"\n"), &out, &errb); err != nil {
+		t.Fatalf("audit hash from standard input: %v (%s)", err, errb.String())
+	}
+	var hs struct {
+		HMAC   string   `json:"hmac"`
+		Leases []string `json:"leases"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &hs); err != nil || hs.HMAC != h.HMAC || len(hs.Leases) != 1 {
+		t.Errorf("audit hash from standard input = %s, %v; want %+v", out.String(), err, h)
 	}
 	// The password is nowhere: not in the store, the log, the sink or the notifications.
 	for _, p := range []string{filepath.Join(w.dir, "mayfly.db"), filepath.Join(w.dir, "mayfly.db-wal"), sinkPath} {

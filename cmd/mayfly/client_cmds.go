@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -618,15 +619,30 @@ func cmdAuditHash(e *env, args []string) error {
 	if err := f.parse(e, args); err != nil {
 		return err
 	}
-	if err := f.exactArgs(1); err != nil {
-		return err
+	if len(f.pos) > 1 {
+		return usageErr("audit hash: want at most one value (or none, to read it from standard input)")
+	}
+	// The value is a secret: read from standard input unless given, so it
+	// stays out of shell history.
+	var value string
+	if len(f.pos) == 1 && f.pos[0] != "-" {
+		value = f.pos[0]
+	} else {
+		line, err := bufio.NewReader(io.LimitReader(e.stdin, 64<<10)).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("audit hash: read the value from standard input: %w", err)
+		}
+		value = strings.TrimRight(line, "\r\n")
+		if value == "" {
+			return usageErr("audit hash: no value on standard input (echo the leaked secret into it, or give it as an argument)")
+		}
 	}
 	c, err := e.client()
 	if err != nil {
 		return err
 	}
 	var res httpapi.AuditHashResult
-	if err := c.Do(e.ctx, "POST", "/v1/audit/hash", nil, httpapi.AuditHashBody{Value: f.pos[0]}, &res); err != nil {
+	if err := c.Do(e.ctx, "POST", "/v1/audit/hash", nil, httpapi.AuditHashBody{Value: value}, &res); err != nil {
 		return err
 	}
 	if f.json() {
