@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -228,6 +229,7 @@ func loopbackLogin(ctx context.Context, e *env, c *httpapi.Client, cfg *oauth2.C
 		err  error
 	}
 	done := make(chan result, 1)
+	var answered atomic.Bool
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/callback" {
 			http.NotFound(w, r)
@@ -245,22 +247,32 @@ func loopbackLogin(ctx context.Context, e *env, c *httpapi.Client, cfg *oauth2.C
 		default:
 			res.code = q.Get("code")
 		}
-		select {
-		case done <- res:
-		default: // a second redirect: the login already has its answer
+		if !answered.CompareAndSwap(false, true) {
+			// A second redirect: the login already has its answer.
 			http.Error(w, "this login is over", http.StatusBadRequest)
 			return
 		}
+		// The page is written before the login goes on, so the browser
+		// gets it before the listener closes.
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		if res.err != nil {
 			w.WriteHeader(http.StatusBadRequest)
 			fmt.Fprintf(w, "<p>Mayfly login failed: %s</p>", html.EscapeString(mayfly.ErrorMessage(res.err)))
-			return
+		} else {
+			fmt.Fprint(w, "<p>Mayfly received your login. You may close this window and return to the terminal.</p>")
 		}
-		fmt.Fprint(w, "<p>Mayfly received your login. You may close this window and return to the terminal.</p>")
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		done <- res
 	})}
 	go srv.Serve(ln)
-	defer srv.Close()
+	defer func() {
+		// Let the page in flight reach the browser, briefly.
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
 
 	fmt.Fprintf(e.stderr, "To log in, visit:\n\n  %s\n\nWaiting for the login to finish...\n", authURL)
 	if openBrowser {
