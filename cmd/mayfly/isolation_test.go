@@ -40,20 +40,8 @@ func newFreezingProxy(t *testing.T, upstream string) *freezeproxy.Proxy {
 // targets answering again the leases left due are revoked.
 func TestIsolationHungTargetsEndToEnd(t *testing.T) {
 	ctx := context.Background()
-	mdb, err := sql.Open("mysql", testenv.MySQLDSN())
-	if err == nil {
-		err = mdb.PingContext(ctx)
-	}
-	if err != nil {
-		testenv.Unavailable(t, "MariaDB", err)
-	}
-	mdb.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
-	err = rdb.Ping(ctx).Err()
-	rdb.Close()
-	if err != nil {
-		testenv.Unavailable(t, "Redis", err)
-	}
+	requireMariaDB(t)
+	requireRedis(t)
 	requirePG(t)
 	pgURL, err := url.Parse(testenv.PostgresDSN())
 	if err != nil {

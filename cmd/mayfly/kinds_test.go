@@ -23,19 +23,7 @@ import (
 // contract of each and that the account is gone afterwards.
 func TestEveryKindThroughTheBroker(t *testing.T) {
 	ctx := context.Background()
-	mdb, err := sql.Open("mysql", testenv.MySQLDSN())
-	if err == nil {
-		err = mdb.PingContext(ctx)
-	}
-	if err != nil {
-		testenv.Unavailable(t, "MariaDB", err)
-	}
-	defer mdb.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		testenv.Unavailable(t, "Redis", err)
-	}
+	mdb, rdb := requireMariaDB(t), requireRedis(t)
 	dir := t.TempDir()
 	ht := filepath.Join(dir, "htpasswd-target")
 	if out, err := exec.Command("go", "build", "-o", ht, "../../examples/script-htpasswd").CombinedOutput(); err != nil {

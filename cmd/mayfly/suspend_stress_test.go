@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -22,19 +21,7 @@ import (
 // an activation, whatever the interleaving.
 func TestSuspendDuringConcurrentActivations(t *testing.T) {
 	ctx := context.Background()
-	mdb, err := sql.Open("mysql", testenv.MySQLDSN())
-	if err == nil {
-		err = mdb.PingContext(ctx)
-	}
-	if err != nil {
-		testenv.Unavailable(t, "MariaDB", err)
-	}
-	defer mdb.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
-	defer rdb.Close()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		testenv.Unavailable(t, "Redis", err)
-	}
+	mdb, rdb := requireMariaDB(t), requireRedis(t)
 	const prefix = "mfss_"
 	targets := fmt.Sprintf(`  - {name: local-maria, kind: mysql, dsn: %q, prefix: %s,
      grants: {readonly: {statements: ["GRANT SELECT ON test.* TO {{name}}"]}}}
