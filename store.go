@@ -97,6 +97,51 @@ type Tx interface {
 	// RevokeUserTokens sets RevokedAt to at on every token of user not yet
 	// revoked and returns how many it revoked.
 	RevokeUserTokens(user string, at time.Time) (int, error)
+
+	// ClaimDue is DueLeases for replicas sharing the store: it returns the
+	// due leases not claimed by another holder (a claim lapses at its
+	// until), claims each for holder until until in the same transaction
+	// (renewing the claims holder already has), so that no two holders
+	// revoke one lease at once. Recording an outcome clears a lease's
+	// claim: an UpdateLease that changes RevokeAttempts, or moves the lease
+	// out of the states active, revoking and provisioning, removes it.
+	ClaimDue(now time.Time, states []LeaseState, holder string, until time.Time, after DueCursor, limit int) ([]*Lease, error)
+
+	// AcquireLeader takes or renews the leader lease of the singleton
+	// name for holder until now+ttl, when it is free, lapsed (its until is
+	// before now) or already holder's, and reports whether holder has it.
+	AcquireLeader(name, holder string, now time.Time, ttl time.Duration) (bool, error)
+	// ReleaseLeader gives up holder's leader lease of name; it is not an
+	// error when holder does not hold it.
+	ReleaseLeader(name, holder string) error
+	// ListLeaders returns the leader leases, lapsed or not, by name.
+	ListLeaders() ([]*Leader, error)
+
+	// Heartbeat records r (by r.ID), replacing what was recorded.
+	Heartbeat(r *Replica) error
+	// ListReplicas returns the replicas recorded, by id.
+	ListReplicas() ([]*Replica, error)
+	// DeleteReplica removes a replica's record; a missing one is not an
+	// error.
+	DeleteReplica(id string) error
+}
+
+// Replica is one server process sharing the store, as its heartbeats
+// record it.
+type Replica struct {
+	ID        string    `json:"id"`
+	Address   string    `json:"address"`
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+// Leader is the leader lease of a singleton (work that runs on one replica
+// at a time): Holder has it until Until.
+type Leader struct {
+	Name   string    `json:"name"`
+	Holder string    `json:"holder"`
+	Until  time.Time `json:"until"`
 }
 
 type skipIntentSyncKey struct{}

@@ -49,6 +49,9 @@ func Run(t *testing.T, open func(t *testing.T) mayfly.Store) {
 		{"Settings", testSettings},
 		{"UserStatus", testUserStatus},
 		{"Tokens", testTokens},
+		{"LeaderLeases", testLeaderLeases},
+		{"ClaimDue", testClaimDue},
+		{"Replicas", testReplicas},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
