@@ -1,0 +1,268 @@
+// Package postgres is a mayfly.Store on PostgreSQL, for several replicas
+// of the broker sharing one store. It passes the same conformance suite
+// (internal/store/storetest) as the embedded SQLite store.
+//
+// Every Update is one transaction at READ COMMITTED. Where the SQLite
+// store relies on its single writer, this one takes row locks: an audit
+// append locks the one-row audit_head table, so the appends of every
+// replica chain to the true previous event, in one total order. A
+// transaction that fails on a serialization failure or a deadlock is run
+// again, a bounded number of times.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// migrationLock is the key of the advisory lock held while migrations are
+// applied, so replicas starting at once apply each migration once.
+const migrationLock = 0x6d617966_6c790001 // "mayfly" + 1
+
+// DefaultMaxConns is the size of the connection pool when Open is given 0.
+const DefaultMaxConns = 10
+
+// retries is how many times Update runs a transaction that failed on a
+// serialization failure or a deadlock before it returns the error.
+const retries = 5
+
+// DB is a PostgreSQL store.
+type DB struct {
+	pool   *pgxpool.Pool
+	closed atomic.Bool
+}
+
+var _ mayfly.Store = (*DB)(nil)
+
+// Open connects to the database dsn names (a postgres:// URL or a
+// key=value connection string) with a pool of at most maxConns
+// connections (DefaultMaxConns when 0) and applies the migrations it
+// lacks. Replicas may open the same database at once.
+func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx quotes the connection string in some errors: keep a password
+		// out of them.
+		return nil, mayfly.Errorf(mayfly.EINVALID, "postgres store: invalid connection string (%s)", scrubDSN(err.Error(), dsn))
+	}
+	if maxConns < 0 {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "postgres store: max_conns %d is negative", maxConns)
+	}
+	if maxConns == 0 {
+		maxConns = DefaultMaxConns
+	}
+	cfg.MaxConns = int32(maxConns)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres store: %s", scrubDSN(err.Error(), dsn))
+	}
+	db := &DB{pool: pool}
+	if err := db.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func scrubDSN(msg, dsn string) string {
+	if dsn != "" {
+		msg = strings.ReplaceAll(msg, dsn, "<dsn>")
+	}
+	return msg
+}
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func migrations() ([]migration, error) {
+	ents, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var out []migration
+	for _, e := range ents {
+		n, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(n)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with a number and '_'", e.Name())
+		}
+		b, err := migrationFS.ReadFile(path.Join("migrations", e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	return out, nil
+}
+
+// SchemaVersion is the version of the newest migration this build knows.
+func SchemaVersion() int {
+	ms, err := migrations()
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].version
+}
+
+// migrate applies the migrations the database lacks, in one transaction
+// holding an advisory lock, so that of replicas starting at once one
+// applies them and the others find them applied. It refuses a database
+// migrated by a newer build.
+func (db *DB) migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return fmt.Errorf("postgres store: %w", err)
+	}
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres store: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(migrationLock)); err != nil {
+		return fmt.Errorf("postgres store: lock for migrations: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER NOT NULL PRIMARY KEY,
+		name       TEXT    NOT NULL,
+		applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("postgres store: create schema_migrations: %w", err)
+	}
+	rows, err := tx.Query(ctx, "SELECT version FROM schema_migrations")
+	if err != nil {
+		return fmt.Errorf("postgres store: read schema_migrations: %w", err)
+	}
+	have, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return fmt.Errorf("postgres store: read schema_migrations: %w", err)
+	}
+	applied := map[int]bool{}
+	latest := SchemaVersion()
+	for _, v := range have {
+		if int(v) > latest {
+			return mayfly.Errorf(mayfly.EINVALID, "postgres store: the database has schema version %d, newer than this build's %d: run a newer mayfly", v, latest)
+		}
+		applied[int(v)] = true
+	}
+	for _, m := range ms {
+		if applied[m.version] {
+			continue
+		}
+		if _, err := tx.Exec(ctx, m.sql); err != nil {
+			return fmt.Errorf("postgres store: migration %s: %w", m.name, err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name); err != nil {
+			return fmt.Errorf("postgres store: record migration %s: %w", m.name, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres store: commit migrations: %w", err)
+	}
+	return nil
+}
+
+var errClosed = errors.New("postgres store: closed")
+
+// Update runs fn in a read-write transaction and commits it when fn
+// returns nil. A transaction that fails on a serialization failure or a
+// deadlock runs again (fn included), up to a few times. Commits are
+// durable when Update returns, so mayfly.SkipIntentSync changes nothing
+// here.
+func (db *DB) Update(ctx context.Context, fn func(tx mayfly.Tx) error) error {
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = db.run(ctx, true, fn)
+		if attempt+1 >= retries || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		// Let the transaction that won go on before trying again.
+		time.Sleep(time.Duration(attempt+1) * time.Millisecond)
+	}
+}
+
+// View runs fn in a read-only transaction.
+func (db *DB) View(ctx context.Context, fn func(tx mayfly.Tx) error) error {
+	return db.run(ctx, false, fn)
+}
+
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) (err error) {
+	if db.closed.Load() {
+		return errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	opts := pgx.TxOptions{AccessMode: pgx.ReadWrite}
+	if !write {
+		opts.AccessMode = pgx.ReadOnly
+	}
+	ptx, err := db.pool.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("postgres store: begin: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			// Rolled back even when ctx ended, or fn panicked.
+			ptx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	t := &tx{ctx: ctx, tx: ptx, write: write}
+	if err := fn(t); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Once sent, the commit is waited for, so that Update returns nil
+	// exactly when it committed.
+	if err := ptx.Commit(context.WithoutCancel(ctx)); err != nil {
+		committed = true // nothing left to roll back
+		return fmt.Errorf("postgres store: commit: %w", err)
+	}
+	committed = true
+	return nil
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	if db.closed.Load() {
+		return errClosed
+	}
+	return db.pool.Ping(ctx)
+}
+
+// Close closes the pool; later calls fail.
+func (db *DB) Close() error {
+	if db.closed.Swap(true) {
+		return nil
+	}
+	db.pool.Close()
+	return nil
+}

@@ -1,0 +1,181 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/audit"
+	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+	"github.com/mayflyhq/mayfly/internal/store/storetest"
+)
+
+func open(t testing.TB, dsn string) *DB {
+	t.Helper()
+	db, err := Open(context.Background(), dsn, 4)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) mayfly.Store { return open(t, pgtest.NewDatabase(t)) })
+}
+
+// TestChainAcrossReplicas appends audit events from many goroutines
+// through two handles on one database, as two replicas would, each event
+// in a transaction with a state change: the trail is one intact chain
+// holding every event, each lease's creation audited once.
+func TestChainAcrossReplicas(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	dbs := []*DB{open(t, dsn), open(t, dsn)}
+	const workers, each = 16, 25
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	start := make(chan struct{})
+	for w := range workers {
+		db := dbs[w%2]
+		wg.Go(func() {
+			<-start
+			for i := range each {
+				id := fmt.Sprintf("l-%d-%d", w, i)
+				errs <- db.Update(ctx, func(tx mayfly.Tx) error {
+					if err := tx.CreateLease(&mayfly.Lease{ID: id, State: mayfly.LeaseActive, Target: fmt.Sprintf("t%d", i%3)}); err != nil {
+						return err
+					}
+					if err := tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Action: "lease.create", LeaseID: id}); err != nil {
+						return err
+					}
+					return tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Action: "lease.note", LeaseID: id})
+				})
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+	}
+	res, err := audit.Verify(ctx, dbs[1], 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.OK || res.Checked != 2*workers*each || res.First != 1 || res.Last != 2*workers*each {
+		t.Fatalf("audit.Verify = %+v; want an intact chain of events 1 to %d", res, 2*workers*each)
+	}
+	var es []*mayfly.AuditEvent
+	var counts map[mayfly.LeaseState]int
+	if err := dbs[0].View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		if es, err = tx.ListAudit(mayfly.AuditFilter{}); err != nil {
+			return err
+		}
+		counts, err = tx.CountLeases()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The two events of one transaction are adjacent: appends of other
+	// transactions wait for the head of the chain.
+	created := map[string]bool{}
+	for i := 0; i+1 < len(es); i += 2 {
+		a, b := es[i], es[i+1]
+		if a.Action != "lease.create" || b.Action != "lease.note" || a.LeaseID != b.LeaseID || created[a.LeaseID] {
+			t.Fatalf("events %d and %d: %s %s, %s %s; want one transaction's create and note", a.Seq, b.Seq, a.Action, a.LeaseID, b.Action, b.LeaseID)
+		}
+		created[a.LeaseID] = true
+	}
+	if len(created) != workers*each || counts[mayfly.LeaseActive] != workers*each {
+		t.Errorf("%d leases audited, %d counted active; want %d", len(created), counts[mayfly.LeaseActive], workers*each)
+	}
+}
+
+// TestConcurrentOpen opens one fresh database from several handles at
+// once, as replicas starting together: each migration is applied once and
+// every handle works.
+func TestConcurrentOpen(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	const n = 4
+	dbs := make([]*DB, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range dbs {
+		wg.Go(func() {
+			<-start
+			dbs[i], errs[i] = Open(context.Background(), dsn, 2)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Open %d: %v", i, err)
+		}
+		t.Cleanup(func() { dbs[i].Close() })
+	}
+	var versions []int32
+	rows, err := dbs[0].pool.Query(context.Background(), "SELECT version FROM schema_migrations ORDER BY version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var v int32
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		versions = append(versions, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := migrations()
+	if len(versions) != len(ms) || int(versions[len(versions)-1]) != SchemaVersion() {
+		t.Errorf("schema_migrations versions = %v; want each of %d migrations once", versions, len(ms))
+	}
+	for i, db := range dbs {
+		if err := db.Update(context.Background(), func(tx mayfly.Tx) error {
+			return tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Action: fmt.Sprintf("open.%d", i)})
+		}); err != nil {
+			t.Errorf("Update through handle %d: %v", i, err)
+		}
+	}
+}
+
+// TestNewerSchema: a database migrated by a newer build is refused with a
+// clear error, not changed.
+func TestNewerSchema(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	db := open(t, dsn)
+	if _, err := db.pool.Exec(context.Background(), "INSERT INTO schema_migrations (version, name) VALUES ($1, 'future')", SchemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(context.Background(), dsn, 1)
+	if mayfly.ErrorCode(err) != mayfly.EINVALID {
+		t.Fatalf("Open of a newer schema = %v; want an EINVALID error", err)
+	}
+}
+
+// TestClosed: a closed store refuses work.
+func TestClosed(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	if err := db.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	db.Close()
+	if err := db.View(context.Background(), func(mayfly.Tx) error { return nil }); err == nil {
+		t.Errorf("View after Close succeeded")
+	}
+	if err := db.Update(context.Background(), func(mayfly.Tx) error { return nil }); err == nil {
+		t.Errorf("Update after Close succeeded")
+	}
+}

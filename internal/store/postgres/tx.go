@@ -1,0 +1,794 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// tx is a transaction; it lives for one call of Update or View.
+type tx struct {
+	ctx   context.Context
+	tx    pgx.Tx
+	write bool
+
+	// The head of the audit chain, once locked and read by the first
+	// append of this transaction.
+	head struct {
+		ok   bool
+		seq  int64
+		hash string
+	}
+}
+
+var _ mayfly.Tx = (*tx)(nil)
+
+var errReadOnly = errors.New("postgres store: write in a read-only transaction")
+
+func (t *tx) exec(q string, args ...any) (pgconn.CommandTag, error) {
+	if !t.write {
+		return pgconn.CommandTag{}, errReadOnly
+	}
+	return t.tx.Exec(t.ctx, q, args...)
+}
+
+func (t *tx) query(q string, args ...any) (pgx.Rows, error) {
+	return t.tx.Query(t.ctx, q, args...)
+}
+
+// queryRow scans the first row of q into dest and reports whether there
+// was one.
+func (t *tx) queryRow(q string, args []any, dest ...any) (bool, error) {
+	err := t.tx.QueryRow(t.ctx, q, args...).Scan(dest...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Times are stored as Unix nanoseconds, NULL for the zero time, as in the
+// SQLite store.
+var (
+	minTime = time.Unix(0, -1<<63)
+	maxTime = time.Unix(0, 1<<63-1)
+)
+
+func timeArg(name string, t time.Time) (any, error) {
+	if t.IsZero() {
+		return nil, nil
+	}
+	if t.Before(minTime) || t.After(maxTime) {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "%s %s is out of the supported range (years 1678 to 2262)", name, t.UTC().Format(time.RFC3339))
+	}
+	return t.UnixNano(), nil
+}
+
+func timeOf(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, v.Int64).UTC()
+}
+
+// jsonArg encodes a list or map, NULL when it is nil.
+func jsonArg[T any](v T, isNil bool) (any, error) {
+	if isNil {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+func jsonOf[T any](s sql.NullString, v *T) error {
+	if !s.Valid {
+		return nil
+	}
+	return json.Unmarshal([]byte(s.String), v)
+}
+
+// where accumulates the conditions and arguments of a query, numbering
+// the placeholders.
+type where struct {
+	conds []string
+	args  []any
+}
+
+// arg adds an argument and returns its placeholder.
+func (w *where) arg(v any) string {
+	w.args = append(w.args, v)
+	return "$" + strconv.Itoa(len(w.args))
+}
+
+func (w *where) add(cond string) { w.conds = append(w.conds, cond) }
+
+func addIn[T ~string](w *where, col string, vals []T) {
+	if len(vals) == 0 {
+		return
+	}
+	ss := make([]string, len(vals))
+	for i, v := range vals {
+		ss[i] = string(v)
+	}
+	w.add(col + " = ANY(" + w.arg(ss) + ")")
+}
+
+func (w *where) String() string {
+	if len(w.conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(w.conds, " AND ")
+}
+
+// addAfter keeps the rows after c in the (created_at, id) order. Rows
+// without a creation time (NULL) sort first.
+func addAfter(w *where, what string, c mayfly.PageCursor) error {
+	if c.IsZero() {
+		return nil
+	}
+	at, err := timeArg(what+" cursor", c.CreatedAt)
+	if err != nil {
+		return err
+	}
+	if at == nil {
+		w.add("(created_at IS NOT NULL OR id > " + w.arg(c.ID) + ")")
+		return nil
+	}
+	w.add("(created_at, id) > (" + w.arg(at) + ", " + w.arg(c.ID) + ")")
+	return nil
+}
+
+func (w *where) limit(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return " LIMIT " + w.arg(n)
+}
+
+// The order of lists: NULL creation times first, as on SQLite.
+const createdOrder = " ORDER BY created_at NULLS FIRST, id"
+
+// Requests.
+
+const requestCols = `id, requester, target, grant_name, created_at, reason, duration_ns, state, policy,
+	approvals_required, approver_groups, steps, step, step_approvals, approvers, decider, decision_reason,
+	decided_at, lease_id, extends_lease, break_glass`
+
+// requestFixed is how many leading columns of requestCols never change
+// after creation.
+const requestFixed = 5
+
+func requestArgs(r *mayfly.Request) ([]any, error) {
+	created, err := timeArg("created_at", r.CreatedAt)
+	if err != nil {
+		return nil, err
+	}
+	decided, err := timeArg("decided_at", r.DecidedAt)
+	if err != nil {
+		return nil, err
+	}
+	groups, err := jsonArg(r.ApproverGroups, r.ApproverGroups == nil)
+	if err != nil {
+		return nil, err
+	}
+	steps, err := jsonArg(r.Steps, r.Steps == nil)
+	if err != nil {
+		return nil, err
+	}
+	approvers, err := jsonArg(r.Approvers, r.Approvers == nil)
+	if err != nil {
+		return nil, err
+	}
+	return []any{r.ID, r.Requester, r.Target, r.Grant, created, r.Reason, int64(r.Duration), string(r.State), r.Policy,
+		r.ApprovalsRequired, groups, steps, r.Step, r.StepApprovals, approvers, r.Decider, r.DecisionReason,
+		decided, r.LeaseID, r.ExtendsLease, r.BreakGlass}, nil
+}
+
+func scanRequest(rows pgx.Rows) (*mayfly.Request, error) {
+	var (
+		r                        mayfly.Request
+		dur                      int64
+		state                    string
+		groups, steps, approvers sql.NullString
+		created, decided         sql.NullInt64
+	)
+	if err := rows.Scan(&r.ID, &r.Requester, &r.Target, &r.Grant, &created, &r.Reason, &dur, &state, &r.Policy,
+		&r.ApprovalsRequired, &groups, &steps, &r.Step, &r.StepApprovals, &approvers, &r.Decider, &r.DecisionReason,
+		&decided, &r.LeaseID, &r.ExtendsLease, &r.BreakGlass); err != nil {
+		return nil, err
+	}
+	r.Duration, r.State = time.Duration(dur), mayfly.RequestState(state)
+	r.CreatedAt, r.DecidedAt = timeOf(created), timeOf(decided)
+	if err := jsonOf(groups, &r.ApproverGroups); err != nil {
+		return nil, fmt.Errorf("request %s: approver groups: %w", r.ID, err)
+	}
+	if err := jsonOf(steps, &r.Steps); err != nil {
+		return nil, fmt.Errorf("request %s: steps: %w", r.ID, err)
+	}
+	if err := jsonOf(approvers, &r.Approvers); err != nil {
+		return nil, fmt.Errorf("request %s: approvers: %w", r.ID, err)
+	}
+	return &r, nil
+}
+
+func placeholders(from, n int) string {
+	ps := make([]string, n)
+	for i := range ps {
+		ps[i] = "$" + strconv.Itoa(from+i)
+	}
+	return strings.Join(ps, ", ")
+}
+
+// CreateRequest inserts r; ECONFLICT when its id exists.
+func (t *tx) CreateRequest(r *mayfly.Request) error {
+	args, err := requestArgs(r)
+	if err != nil {
+		return err
+	}
+	tag, err := t.exec(`INSERT INTO requests (`+requestCols+`) VALUES (`+placeholders(1, len(args))+`)
+		ON CONFLICT (id) DO NOTHING`, args...)
+	if err != nil {
+		return fmt.Errorf("create request %s: %w", r.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return mayfly.Errorf(mayfly.ECONFLICT, "request %q already exists", r.ID)
+	}
+	return nil
+}
+
+// UpdateRequest writes every field of r but those fixed at creation (ID,
+// Requester, Target, Grant, CreatedAt); ENOTFOUND when there is no such
+// request.
+func (t *tx) UpdateRequest(r *mayfly.Request) error {
+	args, err := requestArgs(r)
+	if err != nil {
+		return err
+	}
+	args = append(args[requestFixed:], r.ID)
+	tag, err := t.exec(`UPDATE requests SET reason = $1, duration_ns = $2, state = $3, policy = $4,
+		approvals_required = $5, approver_groups = $6, steps = $7, step = $8, step_approvals = $9, approvers = $10,
+		decider = $11, decision_reason = $12, decided_at = $13, lease_id = $14, extends_lease = $15, break_glass = $16
+		WHERE id = $17`, args...)
+	if err != nil {
+		return fmt.Errorf("update request %s: %w", r.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return mayfly.Errorf(mayfly.ENOTFOUND, "request %q not found", r.ID)
+	}
+	return nil
+}
+
+// GetRequest returns the request with id; ENOTFOUND when there is none.
+func (t *tx) GetRequest(id string) (*mayfly.Request, error) {
+	rs, err := t.listRequests("SELECT "+requestCols+" FROM requests WHERE id = $1", id)
+	if err != nil {
+		return nil, fmt.Errorf("get request %s: %w", id, err)
+	}
+	if len(rs) == 0 {
+		return nil, mayfly.Errorf(mayfly.ENOTFOUND, "request %q not found", id)
+	}
+	return rs[0], nil
+}
+
+// ListRequests returns the requests matching f, oldest first (by creation
+// time, then id); with a Limit, the first Limit of them.
+func (t *tx) ListRequests(f mayfly.RequestFilter) ([]*mayfly.Request, error) {
+	var w where
+	addIn(&w, "id", f.IDs)
+	if f.Requester != "" {
+		w.add("requester = " + w.arg(f.Requester))
+	}
+	addIn(&w, "state", f.States)
+	if f.Open {
+		// Literally the condition of the requests_open partial index.
+		w.add("(state = 'pending' OR (state = 'approved' AND lease_id = ''))")
+	}
+	if f.Viewer != "" {
+		v := w.arg(f.Viewer)
+		cond := "requester = " + v + " OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(requests.approvers::jsonb) AS a WHERE a = " + v + ")"
+		if len(f.ViewerGroups) > 0 {
+			gs := w.arg(f.ViewerGroups)
+			cond += " OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(requests.approver_groups::jsonb) AS g WHERE g = ANY(" + gs + "))" +
+				" OR EXISTS (SELECT 1 FROM jsonb_array_elements(requests.steps::jsonb) AS s," +
+				" jsonb_array_elements_text(CASE WHEN jsonb_typeof(s->'approver_groups') = 'array' THEN s->'approver_groups' END) AS g" +
+				" WHERE g = ANY(" + gs + "))"
+		}
+		w.add("(" + cond + ")")
+	}
+	if err := addAfter(&w, "request", f.After); err != nil {
+		return nil, err
+	}
+	q := "SELECT " + requestCols + " FROM requests" + w.String() + createdOrder + w.limit(f.Limit)
+	rs, err := t.listRequests(q, w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	return rs, nil
+}
+
+func (t *tx) listRequests(q string, args ...any) ([]*mayfly.Request, error) {
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*mayfly.Request
+	for rows.Next() {
+		r, err := scanRequest(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Leases.
+
+const leaseCols = `id, request_id, requester, target, grant_name, username, created_at,
+	state, expires_at, due_at, ended_at, end_reason, revoke_attempts, last_error, secret_hmac`
+
+// leaseFixed is how many leading columns of leaseCols never change after
+// creation.
+const leaseFixed = 7
+
+func leaseArgs(l *mayfly.Lease) ([]any, error) {
+	var ts [4]any
+	for i, x := range []struct {
+		name string
+		t    time.Time
+	}{{"created_at", l.CreatedAt}, {"expires_at", l.ExpiresAt}, {"due_at", l.DueAt}, {"ended_at", l.EndedAt}} {
+		v, err := timeArg(x.name, x.t)
+		if err != nil {
+			return nil, err
+		}
+		ts[i] = v
+	}
+	return []any{l.ID, l.RequestID, l.Requester, l.Target, l.Grant, l.Username, ts[0], string(l.State),
+		ts[1], ts[2], ts[3], l.EndReason, l.RevokeAttempts, l.LastError, l.SecretHMAC}, nil
+}
+
+func scanLease(rows pgx.Rows) (*mayfly.Lease, error) {
+	var (
+		l                           mayfly.Lease
+		state                       string
+		created, expires, due, ende sql.NullInt64
+	)
+	if err := rows.Scan(&l.ID, &l.RequestID, &l.Requester, &l.Target, &l.Grant, &l.Username, &created, &state,
+		&expires, &due, &ende, &l.EndReason, &l.RevokeAttempts, &l.LastError, &l.SecretHMAC); err != nil {
+		return nil, err
+	}
+	l.State = mayfly.LeaseState(state)
+	l.CreatedAt, l.ExpiresAt, l.DueAt, l.EndedAt = timeOf(created), timeOf(expires), timeOf(due), timeOf(ende)
+	return &l, nil
+}
+
+// CreateLease inserts l; ECONFLICT when its id exists.
+func (t *tx) CreateLease(l *mayfly.Lease) error {
+	args, err := leaseArgs(l)
+	if err != nil {
+		return err
+	}
+	tag, err := t.exec(`INSERT INTO leases (`+leaseCols+`) VALUES (`+placeholders(1, len(args))+`)
+		ON CONFLICT (id) DO NOTHING`, args...)
+	if err != nil {
+		return fmt.Errorf("create lease %s: %w", l.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return mayfly.Errorf(mayfly.ECONFLICT, "lease %q already exists", l.ID)
+	}
+	return nil
+}
+
+// UpdateLease writes every field of l but those fixed at creation (ID,
+// RequestID, Requester, Target, Grant, Username, CreatedAt); ENOTFOUND when
+// there is no such lease.
+func (t *tx) UpdateLease(l *mayfly.Lease) error {
+	args, err := leaseArgs(l)
+	if err != nil {
+		return err
+	}
+	args = append(args[leaseFixed:], l.ID)
+	tag, err := t.exec(`UPDATE leases SET state = $1, expires_at = $2, due_at = $3, ended_at = $4, end_reason = $5,
+		revoke_attempts = $6, last_error = $7, secret_hmac = $8 WHERE id = $9`, args...)
+	if err != nil {
+		return fmt.Errorf("update lease %s: %w", l.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return mayfly.Errorf(mayfly.ENOTFOUND, "lease %q not found", l.ID)
+	}
+	return nil
+}
+
+// SetLeaseUsername records the account a connector created for lease id.
+func (t *tx) SetLeaseUsername(id, username string) error {
+	tag, err := t.exec(`UPDATE leases SET username = $1 WHERE id = $2`, username, id)
+	if err != nil {
+		return fmt.Errorf("set username of lease %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return mayfly.Errorf(mayfly.ENOTFOUND, "lease %q not found", id)
+	}
+	return nil
+}
+
+// GetLease returns the lease with id; ENOTFOUND when there is none.
+func (t *tx) GetLease(id string) (*mayfly.Lease, error) {
+	ls, err := t.listLeases("SELECT "+leaseCols+" FROM leases WHERE id = $1", id)
+	if err != nil {
+		return nil, fmt.Errorf("get lease %s: %w", id, err)
+	}
+	if len(ls) == 0 {
+		return nil, mayfly.Errorf(mayfly.ENOTFOUND, "lease %q not found", id)
+	}
+	return ls[0], nil
+}
+
+// ListLeases returns the leases matching f, oldest first (by creation
+// time, then id); with a Limit, the first Limit of them.
+func (t *tx) ListLeases(f mayfly.LeaseFilter) ([]*mayfly.Lease, error) {
+	var w where
+	addIn(&w, "id", f.IDs)
+	if f.RequestID != "" {
+		w.add("request_id = " + w.arg(f.RequestID))
+	}
+	if f.Requester != "" {
+		w.add("requester = " + w.arg(f.Requester))
+	}
+	if f.Target != "" {
+		w.add("target = " + w.arg(f.Target))
+	}
+	if f.Username != "" {
+		w.add("username = " + w.arg(f.Username))
+	}
+	addIn(&w, "state", f.States)
+	if err := addAfter(&w, "lease", f.After); err != nil {
+		return nil, err
+	}
+	q := "SELECT " + leaseCols + " FROM leases" + w.String() + createdOrder + w.limit(f.Limit)
+	ls, err := t.listLeases(q, w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("list leases: %w", err)
+	}
+	return ls, nil
+}
+
+func (t *tx) listLeases(q string, args ...any) ([]*mayfly.Lease, error) {
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*mayfly.Lease
+	for rows.Next() {
+		l, err := scanLease(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// DueLeases returns up to limit leases (no bound when limit <= 0) in the
+// given states whose DueAt is at or before now, earliest DueAt first, ties
+// by id, starting after the cursor after unless it is zero. It reads each
+// state's range of the (state, due_at, id) index.
+func (t *tx) DueLeases(now time.Time, states []mayfly.LeaseState, after mayfly.DueCursor, limit int) ([]*mayfly.Lease, error) {
+	nowArg, err := timeArg("now", now)
+	if err != nil {
+		return nil, err
+	}
+	if nowArg == nil {
+		return nil, nil
+	}
+	afterArg, err := timeArg("cursor", after.DueAt)
+	if err != nil {
+		return nil, err
+	}
+	var lim any // NULL: no limit
+	if limit > 0 {
+		lim = limit
+	}
+	var out []*mayfly.Lease
+	for i, s := range states {
+		if slices.Contains(states[:i], s) {
+			continue
+		}
+		var ls []*mayfly.Lease
+		if afterArg == nil {
+			ls, err = t.listLeases("SELECT "+leaseCols+` FROM leases
+				WHERE state = $1 AND due_at <= $2 ORDER BY due_at, id LIMIT $3`, string(s), nowArg, lim)
+		} else {
+			ls, err = t.listLeases("SELECT "+leaseCols+` FROM leases
+				WHERE state = $1 AND due_at <= $2 AND (due_at, id) > ($3, $4)
+				ORDER BY due_at, id LIMIT $5`, string(s), nowArg, afterArg, after.ID, lim)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("due leases: %w", err)
+		}
+		out = append(out, ls...)
+	}
+	if len(states) > 1 {
+		slices.SortFunc(out, func(a, b *mayfly.Lease) int {
+			if c := a.DueAt.Compare(b.DueAt); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// NextDue returns the earliest DueAt of leases in the given states; ok is
+// false when there is none.
+func (t *tx) NextDue(states []mayfly.LeaseState) (time.Time, bool, error) {
+	var best sql.NullInt64
+	for _, s := range states {
+		var v int64
+		ok, err := t.queryRow(`SELECT due_at FROM leases WHERE state = $1 AND due_at IS NOT NULL
+			ORDER BY due_at LIMIT 1`, []any{string(s)}, &v)
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("next due: %w", err)
+		}
+		if ok && (!best.Valid || v < best.Int64) {
+			best = sql.NullInt64{Int64: v, Valid: true}
+		}
+	}
+	if !best.Valid {
+		return time.Time{}, false, nil
+	}
+	return timeOf(best), true, nil
+}
+
+// CountLeases counts leases by state from the lease_counts table the
+// triggers keep; states without leases are absent.
+func (t *tx) CountLeases() (map[mayfly.LeaseState]int, error) {
+	rows, err := t.query("SELECT state, SUM(n)::bigint FROM lease_counts GROUP BY state HAVING SUM(n) > 0")
+	if err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	defer rows.Close()
+	out := map[mayfly.LeaseState]int{}
+	for rows.Next() {
+		var s string
+		var n int64
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, fmt.Errorf("count leases: %w", err)
+		}
+		out[mayfly.LeaseState(s)] = int(n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	return out, nil
+}
+
+// Audit events.
+
+const auditCols = `seq, time, actor, action, subject, target, request_id, lease_id, reason, source,
+	data, prev_hash, hash`
+
+// AppendAudit chains e to the head of the chain and inserts it: e.Seq is
+// the head's sequence number plus one, e.PrevHash its hash ("" for the
+// first event) and e.Hash e.ComputeHash(). The first append of a
+// transaction locks the head row until the transaction ends, so appends
+// from every connection and replica are serialized in one chain.
+func (t *tx) AppendAudit(e *mayfly.AuditEvent) error {
+	if !t.write {
+		return errReadOnly
+	}
+	at, err := timeArg("audit time", e.Time)
+	if err != nil {
+		return err
+	}
+	data, err := jsonArg(e.Data, e.Data == nil)
+	if err != nil {
+		return err
+	}
+	if !t.head.ok {
+		ok, err := t.queryRow("SELECT seq, hash FROM audit_head FOR UPDATE", nil, &t.head.seq, &t.head.hash)
+		if err != nil {
+			return fmt.Errorf("append audit: lock the head of the chain: %w", err)
+		}
+		if !ok {
+			return errors.New("append audit: the audit_head row is missing")
+		}
+		t.head.ok = true
+	}
+	e.Seq, e.PrevHash = t.head.seq+1, t.head.hash
+	e.Hash = e.ComputeHash()
+	if _, err := t.exec(`INSERT INTO audit_events (`+auditCols+`) VALUES (`+placeholders(1, 13)+`)`,
+		e.Seq, at, e.Actor, e.Action, e.Subject, e.Target, e.RequestID, e.LeaseID, e.Reason, e.Source,
+		data, e.PrevHash, e.Hash); err != nil {
+		return fmt.Errorf("append audit event %d: %w", e.Seq, err)
+	}
+	if _, err := t.exec("UPDATE audit_head SET seq = $1, hash = $2", e.Seq, e.Hash); err != nil {
+		return fmt.Errorf("append audit event %d: move the head: %w", e.Seq, err)
+	}
+	t.head.seq, t.head.hash = e.Seq, e.Hash
+	return nil
+}
+
+// ListAudit returns the events matching f in sequence order (newest first
+// with f.Newest). Since is inclusive and Until exclusive.
+func (t *tx) ListAudit(f mayfly.AuditFilter) ([]*mayfly.AuditEvent, error) {
+	var w where
+	if f.AfterSeq > 0 {
+		w.add("seq > " + w.arg(f.AfterSeq))
+	}
+	if f.UntilSeq > 0 {
+		w.add("seq <= " + w.arg(f.UntilSeq))
+	}
+	if f.Actor != "" {
+		w.add("actor = " + w.arg(f.Actor))
+	}
+	if f.Action != "" {
+		w.add("action = " + w.arg(f.Action))
+	}
+	if f.Target != "" {
+		w.add("target = " + w.arg(f.Target))
+	}
+	if f.LeaseID != "" {
+		// The redundant condition lets the planner use the partial index.
+		w.add("lease_id = " + w.arg(f.LeaseID) + " AND lease_id <> ''")
+	}
+	if f.RequestID != "" {
+		w.add("request_id = " + w.arg(f.RequestID) + " AND request_id <> ''")
+	}
+	if !f.Since.IsZero() {
+		v, err := timeArg("since", f.Since)
+		if err != nil {
+			return nil, err
+		}
+		w.add("time >= " + w.arg(v))
+	}
+	if !f.Until.IsZero() {
+		v, err := timeArg("until", f.Until)
+		if err != nil {
+			return nil, err
+		}
+		w.add("time < " + w.arg(v))
+	}
+	if f.Involving != "" {
+		p := w.arg(f.Involving)
+		w.add("(actor = " + p + " OR (request_id <> '' AND request_id IN (SELECT id FROM requests WHERE requester = " + p + ")))")
+	}
+	order := " ORDER BY seq"
+	if f.Newest {
+		order += " DESC"
+	}
+	rows, err := t.query("SELECT "+auditCols+" FROM audit_events"+w.String()+order+w.limit(f.Limit), w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	defer rows.Close()
+	var out []*mayfly.AuditEvent
+	for rows.Next() {
+		var (
+			e    mayfly.AuditEvent
+			at   sql.NullInt64
+			data sql.NullString
+		)
+		if err := rows.Scan(&e.Seq, &at, &e.Actor, &e.Action, &e.Subject, &e.Target, &e.RequestID, &e.LeaseID,
+			&e.Reason, &e.Source, &data, &e.PrevHash, &e.Hash); err != nil {
+			return nil, fmt.Errorf("list audit: %w", err)
+		}
+		e.Time = timeOf(at)
+		if err := jsonOf(data, &e.Data); err != nil {
+			return nil, fmt.Errorf("list audit: event %d: data: %w", e.Seq, err)
+		}
+		out = append(out, &e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteAuditBefore removes the events with seq below the given one. The
+// head of the chain stays where it is.
+func (t *tx) DeleteAuditBefore(seq int64) (int64, error) {
+	tag, err := t.exec("DELETE FROM audit_events WHERE seq < $1", seq)
+	if err != nil {
+		return 0, fmt.Errorf("delete audit events before %d: %w", seq, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Users and settings.
+
+// GetUserStatus returns the stored status of a user, "" when none is stored.
+func (t *tx) GetUserStatus(name string) (string, error) {
+	var s string
+	if _, err := t.queryRow("SELECT status FROM users WHERE name = $1", []any{name}, &s); err != nil {
+		return "", fmt.Errorf("get user status: %w", err)
+	}
+	return s, nil
+}
+
+// SetUserStatus stores the status of a user.
+func (t *tx) SetUserStatus(name, status string) error {
+	if _, err := t.exec(`INSERT INTO users (name, status) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET status = excluded.status`, name, status); err != nil {
+		return fmt.Errorf("set user status: %w", err)
+	}
+	return nil
+}
+
+// UserStatuses returns every stored user status by name.
+func (t *tx) UserStatuses() (map[string]string, error) {
+	return t.pairs("list user statuses", "SELECT name, status FROM users")
+}
+
+// GetSetting returns the value stored under key; ENOTFOUND when there is
+// none.
+func (t *tx) GetSetting(key string) (string, error) {
+	var v string
+	ok, err := t.queryRow("SELECT value FROM settings WHERE key = $1", []any{key}, &v)
+	if err != nil {
+		return "", fmt.Errorf("get setting %s: %w", key, err)
+	}
+	if !ok {
+		return "", mayfly.Errorf(mayfly.ENOTFOUND, "setting %q not found", key)
+	}
+	return v, nil
+}
+
+// PutSetting stores value under key, replacing any previous value.
+func (t *tx) PutSetting(key, value string) error {
+	if _, err := t.exec(`INSERT INTO settings (key, value) VALUES ($1, $2)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value); err != nil {
+		return fmt.Errorf("put setting %s: %w", key, err)
+	}
+	return nil
+}
+
+// ListSettings returns the settings whose key starts with prefix.
+func (t *tx) ListSettings(prefix string) (map[string]string, error) {
+	return t.pairs("list settings "+prefix, "SELECT key, value FROM settings WHERE left(key, $1) = $2", len([]rune(prefix)), prefix)
+}
+
+func (t *tx) pairs(what, q string, args ...any) (map[string]string, error) {
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out[k] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}
+
+// DeleteSetting removes a setting; a missing key is not an error.
+func (t *tx) DeleteSetting(key string) error {
+	if _, err := t.exec("DELETE FROM settings WHERE key = $1", key); err != nil {
+		return fmt.Errorf("delete setting %s: %w", key, err)
+	}
+	return nil
+}
