@@ -33,6 +33,16 @@ type SchedulerOptions struct {
 	// before cancelling them (default 1s). RunScheduler returns at most
 	// about a second after that, even when a target hangs.
 	ShutdownGrace time.Duration
+	// Holder names this scheduler in its claims of due leases (the
+	// replica's id; a random one by default). Schedulers of replicas
+	// sharing one store never attempt the same lease at once.
+	Holder string
+	// ClaimFor is how long a claim of a due lease lasts (default twice
+	// AttemptTimeout, and at least a minute). Claims of leases in flight
+	// are renewed by every pass of the scheduler, an outcome recorded
+	// clears them, and the claims of a scheduler that died lapse after
+	// ClaimFor, when another replica takes those leases over.
+	ClaimFor time.Duration
 }
 
 var dueStates = []mayfly.LeaseState{mayfly.LeaseActive, mayfly.LeaseRevoking, mayfly.LeaseProvisioning}
@@ -112,6 +122,12 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = time.Second
 	}
+	if o.Holder == "" {
+		o.Holder = NewID("sched_")
+	}
+	if o.ClaimFor <= 0 {
+		o.ClaimFor = max(2*o.AttemptTimeout, time.Minute)
+	}
 	var mu sync.Mutex
 	inflight := map[string]bool{}
 	results := make(chan outcome, o.Concurrency*4)
@@ -149,9 +165,9 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		}
 		now := b.clock.Now().UTC()
 		var due []*mayfly.Lease
-		err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		err := b.store.Update(ctx, func(tx mayfly.Tx) error {
 			var err error
-			due, err = tx.DueLeases(now, dueStates, cursor, limit)
+			due, err = tx.ClaimDue(now, dueStates, o.Holder, now.Add(o.ClaimFor), cursor, limit)
 			return err
 		})
 		if err != nil && ctx.Err() == nil {
