@@ -218,10 +218,11 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		mu.Lock()
 		busy := len(inflight)
 		mu.Unlock()
-		if sleep <= 0 && busy > 0 {
-			// The earliest due leases are in flight (their completion wakes
-			// us): sleep until the first deadline after them, so that leases
-			// held by a slow target are not read again and again.
+		if sleep <= 0 && (busy > 0 || len(due) == 0) {
+			// The earliest due leases are in flight here or claimed by
+			// another replica (their completion wakes us, or their claims
+			// lapse): sleep until the first deadline after them, so that
+			// leases held by a slow target are not read again and again.
 			sleep = min(b.untilNextFutureDue(ctx, now), busyPoll)
 		}
 		b.nextWake.Store(b.clock.Now().Add(sleep).UnixNano())
