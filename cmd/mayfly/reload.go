@@ -21,8 +21,8 @@ func needsRestart(old, next *config.Config) []string {
 	if old.Listen != next.Listen {
 		out = append(out, fmt.Sprintf("listen: %s → %s", old.Listen, next.Listen))
 	}
-	if old.Store != next.Store {
-		out = append(out, "store: the database file changed")
+	if !old.Store.Equal(next.Store) {
+		out = append(out, "store: the database changed")
 	}
 	if old.StateDir != next.StateDir {
 		out = append(out, "state_dir changed")

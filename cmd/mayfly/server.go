@@ -28,7 +28,6 @@ import (
 	"github.com/mayflyhq/mayfly/internal/notify"
 	"github.com/mayflyhq/mayfly/internal/policy"
 	"github.com/mayflyhq/mayfly/internal/scim"
-	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
 func cmdServer(e *env, args []string) error {
@@ -196,12 +195,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	log := newLogger(e, cfg)
 	start := time.Now()
 
-	if err := os.MkdirAll(filepath.Dir(cfg.Store.SQLite), 0o700); err != nil {
-		return fmt.Errorf("create store directory: %w", err)
-	}
-	st, err := sqlite.Open(ctx, cfg.Store.SQLite)
+	st, err := openStore(ctx, cfg.Store, e.getenv)
 	if err != nil {
-		return fmt.Errorf("open store %s: %w", cfg.Store.SQLite, err)
+		return err
 	}
 	defer st.Close()
 	key, err := hmacKey(ctx, st)

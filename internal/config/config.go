@@ -77,10 +77,66 @@ type Config struct {
 	offline bool
 }
 
-// Store selects the store.
+// Store selects the store: exactly one of SQLite and Postgres.
 type Store struct {
 	// SQLite is the path of the embedded database file.
 	SQLite string `yaml:"sqlite"`
+	// Postgres is a PostgreSQL database, which several replicas may share.
+	Postgres *PostgresStore `yaml:"postgres"`
+}
+
+// PostgresStore locates a PostgreSQL store.
+type PostgresStore struct {
+	// DSN is a postgres:// URL or key=value connection string.
+	DSN string `yaml:"dsn"`
+	// DSNEnv names the environment variable holding the DSN instead, to
+	// keep a password out of the file.
+	DSNEnv string `yaml:"dsn_env"`
+	// MaxConns bounds the connections of this replica (default 10).
+	MaxConns int `yaml:"max_conns"`
+}
+
+// ResolveDSN returns the DSN, from the environment when DSNEnv is set.
+func (p *PostgresStore) ResolveDSN(getenv func(string) string) (string, error) {
+	if p.DSNEnv == "" {
+		return p.DSN, nil
+	}
+	v := getenv(p.DSNEnv)
+	if v == "" {
+		return "", mayfly.Errorf(mayfly.EINVALID, "store.postgres.dsn_env: environment variable %s is not set", p.DSNEnv)
+	}
+	return v, nil
+}
+
+// Equal reports whether s and o name the same store the same way.
+func (s Store) Equal(o Store) bool {
+	if s.SQLite != o.SQLite || (s.Postgres == nil) != (o.Postgres == nil) {
+		return false
+	}
+	return s.Postgres == nil || *s.Postgres == *o.Postgres
+}
+
+func (s *Store) validate(file string, line int) error {
+	if s.Postgres == nil {
+		if s.SQLite == "" {
+			return lineErr(file, line, "store: set store.sqlite (path of the database file) or store.postgres")
+		}
+		return nil
+	}
+	p := s.Postgres
+	switch {
+	case s.SQLite != "":
+		return lineErr(file, line, "store: set one of store.sqlite and store.postgres, not both")
+	case p.DSN == "" && p.DSNEnv == "":
+		return lineErr(file, line, "store.postgres: dsn or dsn_env is required")
+	case p.DSN != "" && p.DSNEnv != "":
+		return lineErr(file, line, "store.postgres: set one of dsn and dsn_env, not both")
+	case p.DSNEnv != "" && !envNameRE.MatchString(p.DSNEnv):
+		return lineErr(file, line, "store.postgres.dsn_env %q is not an environment variable name", p.DSNEnv)
+	case p.MaxConns < 0:
+		return lineErr(file, line, "store.postgres.max_conns must not be negative (0: the default, 10)")
+	}
+	return nil
 }
 
 // User is a person or automation identity and the SHA-256 of its bearer token.
@@ -231,7 +287,7 @@ func parse(data []byte, file string, requireStore bool) (*Config, error) {
 	for i := range c.Tests {
 		c.Tests[i].Line = lines["tests"].at(i)
 	}
-	if !requireStore && c.Store.SQLite == "" {
+	if !requireStore && c.Store.SQLite == "" && c.Store.Postgres == nil {
 		c.Store.SQLite = "unused.db"
 	}
 	c.offline = !requireStore
@@ -289,11 +345,14 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8765"
 	}
-	if c.Store.SQLite == "" {
-		return lineErr(f, lines["store"].at(0), "store.sqlite: path of the database file is required")
+	if err := c.Store.validate(f, lines["store"].at(0)); err != nil {
+		return err
 	}
-	if c.StateDir == "" {
+	if c.StateDir == "" && c.Store.SQLite != "" {
 		c.StateDir = filepath.Join(filepath.Dir(c.Store.SQLite), "mayfly-state")
+	} else if c.StateDir == "" {
+		// With a PostgreSQL store: beside the configuration file.
+		c.StateDir = filepath.Join(filepath.Dir(c.Path), "mayfly-state")
 	}
 	if err := notify.Validate(c.Notifications); err != nil {
 		return lineErr(f, lines["notifications"].at(0), "notifications: %s", mayfly.ErrorMessageOrText(err))
