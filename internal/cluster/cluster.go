@@ -1,0 +1,260 @@
+// Package cluster coordinates the server processes (replicas) that share
+// one store: each has a random id made at start and records heartbeats in
+// the store, and the work that must run on one replica at a time (the
+// reconciler, audit sinks, notifications, the idle checker, the lapser)
+// runs only while its replica holds that work's leader lease in the store.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// Defaults of a replica.
+const (
+	// LeaderTTL is how long a leader lease lasts unless renewed; it is
+	// renewed every LeaderTTL/3, so the work moves to another replica
+	// within LeaderTTL + LeaderTTL/3 of its holder's death, and within
+	// LeaderTTL/3 when its holder stops cleanly (it releases its leases).
+	LeaderTTL = 10 * time.Second
+	// HeartbeatEvery is how often a replica records that it is alive.
+	HeartbeatEvery = 5 * time.Second
+	// forgetAfter is how long a replica that stopped heartbeating stays
+	// listed.
+	forgetAfter = time.Hour
+)
+
+// Replica is this server process among those sharing the store.
+type Replica struct {
+	store mayfly.Store
+	clock mayfly.Clock
+	log   *slog.Logger
+	info  mayfly.Replica
+}
+
+// NewID returns a new random replica id.
+func NewID() string {
+	b := make([]byte, 10)
+	rand.Read(b)
+	return "rep_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+}
+
+// New returns the replica id, serving at address with version, on st.
+func New(st mayfly.Store, clk mayfly.Clock, log *slog.Logger, id, address, version string) *Replica {
+	if clk == nil {
+		clk = mayfly.SystemClock{}
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Replica{store: st, clock: clk, log: log,
+		info: mayfly.Replica{ID: id, Address: address, Version: version, StartedAt: clk.Now().UTC()}}
+}
+
+// ID is the replica's id.
+func (r *Replica) ID() string { return r.info.ID }
+
+// Beat records one heartbeat.
+func (r *Replica) Beat(ctx context.Context) error {
+	info := r.info
+	info.LastSeen = r.clock.Now().UTC()
+	return r.store.Update(ctx, func(tx mayfly.Tx) error { return tx.Heartbeat(&info) })
+}
+
+// RunHeartbeat records a heartbeat at once and then every every until ctx
+// ends, forgets the replicas silent for an hour, and removes this
+// replica's record when it stops.
+func (r *Replica) RunHeartbeat(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = HeartbeatEvery
+	}
+	t := mayfly.NewTicker(r.clock, every)
+	defer t.Stop()
+	for {
+		if err := r.Beat(ctx); err != nil && ctx.Err() == nil {
+			r.log.Error("cluster: heartbeat", "replica", r.info.ID, "err", err)
+		} else if err == nil {
+			r.forget(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := r.store.Update(sctx, func(tx mayfly.Tx) error { return tx.DeleteReplica(r.info.ID) }); err != nil {
+				r.log.Warn("cluster: removing this replica's record at stop", "replica", r.info.ID, "err", err)
+			}
+			return
+		case <-t.C():
+		}
+	}
+}
+
+// forget removes the records of replicas silent for forgetAfter.
+func (r *Replica) forget(ctx context.Context) {
+	cut := r.clock.Now().Add(-forgetAfter)
+	err := r.store.Update(ctx, func(tx mayfly.Tx) error {
+		rs, err := tx.ListReplicas()
+		if err != nil {
+			return err
+		}
+		for _, x := range rs {
+			if x.LastSeen.Before(cut) {
+				if err := tx.DeleteReplica(x.ID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("cluster: forgetting silent replicas", "err", err)
+	}
+}
+
+// RunWhileLeader runs fn while this replica holds the leader lease name,
+// until ctx ends. It tries to take the lease at once and then every ttl/3,
+// renewing it while held. When the lease is lost (another replica has it,
+// or the store does not answer, so it may lapse) fn's context is cancelled
+// and RunWhileLeader waits for fn to return before trying again. When fn
+// returns by itself while the lease is held, it is run again at the next
+// renewal. When ctx ends, fn is cancelled and waited for, and the lease is
+// released so another replica takes the work over at once.
+func (r *Replica) RunWhileLeader(ctx context.Context, name string, ttl time.Duration, fn func(ctx context.Context) error) {
+	if ttl <= 0 {
+		ttl = LeaderTTL
+	}
+	t := mayfly.NewTicker(r.clock, ttl/3)
+	defer t.Stop()
+	var w *work // the run of fn while this replica leads, or nil
+	for {
+		var held bool
+		err := r.store.Update(ctx, func(tx mayfly.Tx) error {
+			var err error
+			held, err = tx.AcquireLeader(name, r.info.ID, r.clock.Now().UTC(), ttl)
+			return err
+		})
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			r.log.Error("cluster: leader lease", "work", name, "replica", r.info.ID, "err", err)
+		}
+		switch {
+		case held && w != nil && w.returned():
+			w = nil // fn returned by itself: run it again
+		case !held && w != nil:
+			r.log.Info("cluster: leader lease lost; stopping the work here", "work", name, "replica", r.info.ID)
+			w.stop()
+			w = nil
+		}
+		if held && w == nil {
+			r.log.Info("cluster: this replica leads the work", "work", name, "replica", r.info.ID)
+			w = start(ctx, name, fn, r.log)
+		}
+		select {
+		case <-ctx.Done():
+		case <-t.C():
+			continue
+		}
+		break
+	}
+	if w == nil {
+		return
+	}
+	w.stop()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := r.store.Update(sctx, func(tx mayfly.Tx) error { return tx.ReleaseLeader(name, r.info.ID) }); err != nil {
+		r.log.Warn("cluster: releasing the leader lease at stop", "work", name, "err", err)
+	}
+}
+
+// work is one run of a leader's fn.
+type work struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func start(ctx context.Context, name string, fn func(ctx context.Context) error, log *slog.Logger) *work {
+	fctx, cancel := context.WithCancel(ctx)
+	w := &work{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		if err := fn(fctx); err != nil && fctx.Err() == nil {
+			log.Error("cluster: work stopped", "work", name, "err", err)
+		}
+	}()
+	return w
+}
+
+// returned reports whether fn has returned (and then releases w).
+func (w *work) returned() bool {
+	select {
+	case <-w.done:
+		w.cancel()
+		return true
+	default:
+		return false
+	}
+}
+
+// stop cancels fn and waits for it to return.
+func (w *work) stop() {
+	w.cancel()
+	<-w.done
+}
+
+// Status is what GET /v1/cluster shows: the replicas sharing the store,
+// each with the work it leads.
+type Status struct {
+	// Self is the id of the replica that answered.
+	Self     string          `json:"self"`
+	Replicas []ReplicaStatus `json:"replicas"`
+}
+
+// ReplicaStatus is one replica in a Status.
+type ReplicaStatus struct {
+	mayfly.Replica
+	// Alive is false when the replica has not recorded a heartbeat for
+	// three heartbeat intervals.
+	Alive bool `json:"alive"`
+	// Leads lists the work whose leader lease the replica holds.
+	Leads []string `json:"leads"`
+}
+
+// Status reads the replicas and the leader leases from the store.
+func (r *Replica) Status(ctx context.Context) (Status, error) {
+	var rs []*mayfly.Replica
+	var ls []*mayfly.Leader
+	err := r.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		if rs, err = tx.ListReplicas(); err != nil {
+			return err
+		}
+		ls, err = tx.ListLeaders()
+		return err
+	})
+	if err != nil {
+		return Status{}, err
+	}
+	now := r.clock.Now()
+	st := Status{Self: r.info.ID, Replicas: []ReplicaStatus{}}
+	for _, x := range rs {
+		rs := ReplicaStatus{Replica: *x, Alive: now.Sub(x.LastSeen) < 3*HeartbeatEvery, Leads: []string{}}
+		for _, l := range ls {
+			if l.Holder == x.ID && l.Until.After(now) {
+				rs.Leads = append(rs.Leads, l.Name)
+			}
+		}
+		slices.Sort(rs.Leads)
+		st.Replicas = append(st.Replicas, rs)
+	}
+	return st, nil
+}

@@ -1,0 +1,195 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/clocktest"
+	"github.com/mayflyhq/mayfly/internal/store/sqlite"
+)
+
+// replicaStore is one replica's view of the shared store: it reports the
+// outcome of each leader-lease attempt, and once dead it answers nothing
+// (a replica frozen or cut off, which cannot release its leases).
+type replicaStore struct {
+	mayfly.Store
+	dead     atomic.Bool
+	attempts chan bool // whether an attempt took the lease
+}
+
+func (s *replicaStore) Update(ctx context.Context, fn func(tx mayfly.Tx) error) error {
+	if s.dead.Load() {
+		s.attempts <- false
+		return errors.New("store unreachable")
+	}
+	acquired := -1
+	err := s.Store.Update(ctx, func(tx mayfly.Tx) error { return fn(spyTx{tx, &acquired}) })
+	if acquired >= 0 {
+		s.attempts <- err == nil && acquired == 1
+	}
+	return err
+}
+
+type spyTx struct {
+	mayfly.Tx
+	acquired *int
+}
+
+func (t spyTx) AcquireLeader(name, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	ok, err := t.Tx.AcquireLeader(name, holder, now, ttl)
+	*t.acquired = 0
+	if ok {
+		*t.acquired = 1
+	}
+	return ok, err
+}
+
+func wait[T any](t *testing.T, c <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s within 10s", what)
+		panic("unreachable")
+	}
+}
+
+// TestRunWhileLeaderFailover runs one singleton on two replicas over one
+// store on a fake clock: only the first runs it; the other is refused
+// while the lease is held; when the first dies without releasing, its
+// work stops and the second takes the lease over once it lapses, within
+// ttl + ttl/3; when the second stops cleanly it releases the lease and the
+// first (alive again) takes over at its next renewal.
+func TestRunWhileLeaderFailover(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	t0 := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	clk := clocktest.New(t0)
+	const ttl = 9 * time.Second
+	type event struct {
+		who     string
+		running bool
+	}
+	events := make(chan event, 16)
+	fn := func(who string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			events <- event{who, true}
+			<-ctx.Done()
+			events <- event{who, false}
+			return nil
+		}
+	}
+	sa := &replicaStore{Store: st, attempts: make(chan bool, 16)}
+	sb := &replicaStore{Store: st, attempts: make(chan bool, 16)}
+	a := New(sa, clk, nil, "A", "a:1", "test")
+	b := New(sb, clk, nil, "B", "b:1", "test")
+	run := func(r *Replica) (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); r.RunWhileLeader(ctx, "reconciler", ttl, fn(r.ID())) }()
+		return func() { cancel(); <-done }
+	}
+
+	stopA := run(a)
+	t.Cleanup(stopA)
+	if !wait(t, sa.attempts, "first attempt of A") {
+		t.Fatal("A did not take the free lease")
+	}
+	if e := wait(t, events, "start of A's work"); e != (event{"A", true}) {
+		t.Fatalf("event %+v; want A running", e)
+	}
+	stopB := run(b)
+	if wait(t, sb.attempts, "first attempt of B") {
+		t.Fatal("B took the lease A holds")
+	}
+	clk.WaitTickers(2)
+
+	// A renews; B is refused.
+	clk.Advance(ttl / 3)
+	if !wait(t, sa.attempts, "renewal by A") {
+		t.Fatal("A could not renew its own lease")
+	}
+	if wait(t, sb.attempts, "attempt of B") {
+		t.Fatal("B took the lease while A renews it")
+	}
+	renewed := clk.Now() // A's lease runs until renewed+ttl
+
+	// A dies (its store answers nothing): its work stops at its next
+	// renewal; B gets the lease only once it has lapsed.
+	sa.dead.Store(true)
+	for {
+		clk.Advance(ttl / 3)
+		wait(t, sa.attempts, "attempt of A")
+		took := wait(t, sb.attempts, "attempt of B")
+		if !took {
+			if clk.Now().After(renewed.Add(ttl)) {
+				t.Fatalf("B still refused at %s, after A's lease lapsed at %s", clk.Now().Sub(t0), renewed.Add(ttl).Sub(t0))
+			}
+			continue
+		}
+		if !clk.Now().After(renewed.Add(ttl)) {
+			t.Fatalf("B took the lease at %s, before A's lapsed at %s", clk.Now().Sub(t0), renewed.Add(ttl).Sub(t0))
+		}
+		if lag := clk.Now().Sub(renewed); lag > ttl+ttl/3 {
+			t.Fatalf("B took over %s after A's last renewal; want at most %s", lag, ttl+ttl/3)
+		}
+		break
+	}
+	got := map[event]bool{}
+	for range 2 {
+		got[wait(t, events, "A stopping and B starting")] = true
+	}
+	if !got[event{"A", false}] || !got[event{"B", true}] {
+		t.Fatalf("events %v; want A stopped and B running", got)
+	}
+
+	// A comes back: refused while B holds the lease. B stops cleanly and
+	// releases it: A takes it at its next attempt.
+	sa.dead.Store(false)
+	clk.Advance(ttl / 3)
+	if wait(t, sa.attempts, "attempt of A") {
+		t.Fatal("A took the lease B holds")
+	}
+	wait(t, sb.attempts, "renewal by B")
+	stopB()
+	if e := wait(t, events, "B stopping"); e != (event{"B", false}) {
+		t.Fatalf("event %+v; want B stopped", e)
+	}
+	clk.Advance(ttl / 3)
+	if !wait(t, sa.attempts, "attempt of A") {
+		t.Fatal("A did not take the lease B released")
+	}
+	if e := wait(t, events, "A starting again"); e != (event{"A", true}) {
+		t.Fatalf("event %+v; want A running", e)
+	}
+
+	// The status lists the replicas that beat, with the work each leads.
+	for _, r := range []*Replica{a, b} {
+		if err := r.Beat(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status, err := b.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status.Self != "B" || len(status.Replicas) != 2 {
+		t.Fatalf("status = %+v; want self B and two replicas", status)
+	}
+	for _, r := range status.Replicas {
+		want := map[string]string{"A": "reconciler", "B": ""}[r.ID]
+		if !r.Alive || strings.Join(r.Leads, ",") != want || r.Address != strings.ToLower(r.ID)+":1" {
+			t.Errorf("replica %+v; want alive, leading %q", r, want)
+		}
+	}
+}
