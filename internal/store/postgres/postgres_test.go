@@ -179,3 +179,72 @@ func TestClosed(t *testing.T) {
 		t.Errorf("Update after Close succeeded")
 	}
 }
+
+// TestReadModifyWriteAcrossReplicas: what a write transaction reads by key
+// stays as it read it until it commits, as on SQLite, so replicas that
+// change one request at once (approvals) all count, and replicas that set
+// a missing setting at once (a key made at first start) agree on one
+// value.
+func TestReadModifyWriteAcrossReplicas(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	dbs := []*DB{open(t, dsn), open(t, dsn)}
+	ctx := context.Background()
+	if err := dbs[0].Update(ctx, func(tx mayfly.Tx) error {
+		return tx.CreateRequest(&mayfly.Request{ID: "r1", State: mayfly.RequestPending, CreatedAt: time.Now()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	got := make([]string, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			errs[i] = dbs[i%2].Update(ctx, func(tx mayfly.Tx) error {
+				r, err := tx.GetRequest("r1")
+				if err != nil {
+					return err
+				}
+				r.Approvers = append(r.Approvers, fmt.Sprintf("u%d", i))
+				if err := tx.UpdateRequest(r); err != nil {
+					return err
+				}
+				v, err := tx.GetSetting("key")
+				if mayfly.ErrorCode(err) == mayfly.ENOTFOUND {
+					v = fmt.Sprintf("v%d", i)
+					err = tx.PutSetting("key", v)
+				}
+				got[i] = v
+				return err
+			})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Update %d: %v", i, err)
+		}
+	}
+	var r *mayfly.Request
+	var stored string
+	if err := dbs[1].View(ctx, func(tx mayfly.Tx) (err error) {
+		if r, err = tx.GetRequest("r1"); err != nil {
+			return err
+		}
+		stored, err = tx.GetSetting("key")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Approvers) != n {
+		t.Errorf("approvers = %v; want all %d (none lost)", r.Approvers, n)
+	}
+	for i, v := range got {
+		if v != stored {
+			t.Errorf("update %d used setting %q; stored %q", i, v, stored)
+		}
+	}
+}

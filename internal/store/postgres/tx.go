@@ -57,6 +57,23 @@ func (t *tx) queryRow(q string, args []any, dest ...any) (bool, error) {
 	return err == nil, err
 }
 
+// forUpdate is the locking clause of a read in a write transaction: the
+// SQLite store has one writer, so what a write transaction reads stays as
+// it read it until it commits; here the rows it reads by key are locked,
+// so that read-modify-write sequences of replicas (two approvals of one
+// request, say) apply one after the other instead of one overwriting the
+// other.
+func (t *tx) forUpdate() string {
+	if t.write {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+// settingLockSpace is the first key of the advisory locks GetSetting takes
+// on missing keys.
+const settingLockSpace = 0x6d66_7374 // "mfst"
+
 // Times are stored as Unix nanoseconds, NULL for the zero time, as in the
 // SQLite store.
 var (
@@ -273,7 +290,7 @@ func (t *tx) UpdateRequest(r *mayfly.Request) error {
 
 // GetRequest returns the request with id; ENOTFOUND when there is none.
 func (t *tx) GetRequest(id string) (*mayfly.Request, error) {
-	rs, err := t.listRequests("SELECT "+requestCols+" FROM requests WHERE id = $1", id)
+	rs, err := t.listRequests("SELECT "+requestCols+" FROM requests WHERE id = $1"+t.forUpdate(), id)
 	if err != nil {
 		return nil, fmt.Errorf("get request %s: %w", id, err)
 	}
@@ -427,7 +444,7 @@ func (t *tx) SetLeaseUsername(id, username string) error {
 
 // GetLease returns the lease with id; ENOTFOUND when there is none.
 func (t *tx) GetLease(id string) (*mayfly.Lease, error) {
-	ls, err := t.listLeases("SELECT "+leaseCols+" FROM leases WHERE id = $1", id)
+	ls, err := t.listLeases("SELECT "+leaseCols+" FROM leases WHERE id = $1"+t.forUpdate(), id)
 	if err != nil {
 		return nil, fmt.Errorf("get lease %s: %w", id, err)
 	}
@@ -717,7 +734,7 @@ func (t *tx) DeleteAuditBefore(seq int64) (int64, error) {
 // GetUserStatus returns the stored status of a user, "" when none is stored.
 func (t *tx) GetUserStatus(name string) (string, error) {
 	var s string
-	if _, err := t.queryRow("SELECT status FROM users WHERE name = $1", []any{name}, &s); err != nil {
+	if _, err := t.queryRow("SELECT status FROM users WHERE name = $1"+t.forUpdate(), []any{name}, &s); err != nil {
 		return "", fmt.Errorf("get user status: %w", err)
 	}
 	return s, nil
@@ -741,9 +758,21 @@ func (t *tx) UserStatuses() (map[string]string, error) {
 // none.
 func (t *tx) GetSetting(key string) (string, error) {
 	var v string
-	ok, err := t.queryRow("SELECT value FROM settings WHERE key = $1", []any{key}, &v)
+	ok, err := t.queryRow("SELECT value FROM settings WHERE key = $1"+t.forUpdate(), []any{key}, &v)
 	if err != nil {
 		return "", fmt.Errorf("get setting %s: %w", key, err)
+	}
+	if !ok && t.write {
+		// No row to lock: lock the key itself until the transaction ends,
+		// and read again, so that of replicas setting a missing key at
+		// once (such as a key generated at first start) the later one
+		// finds the earlier one's value instead of replacing it.
+		if _, err := t.tx.Exec(t.ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", settingLockSpace, key); err != nil {
+			return "", fmt.Errorf("get setting %s: lock: %w", key, err)
+		}
+		if ok, err = t.queryRow("SELECT value FROM settings WHERE key = $1 FOR UPDATE", []any{key}, &v); err != nil {
+			return "", fmt.Errorf("get setting %s: %w", key, err)
+		}
 	}
 	if !ok {
 		return "", mayfly.Errorf(mayfly.ENOTFOUND, "setting %q not found", key)
