@@ -126,6 +126,17 @@ type Tx interface {
 	DeleteReplica(id string) error
 }
 
+// ClaimReleaser is a Tx that can give claims up before they lapse. A
+// scheduler stopping with attempts not recorded releases their claims
+// when its store's Tx is one, so that a replica (this one restarted, or
+// another) revokes those leases at once rather than after the claims'
+// term.
+type ClaimReleaser interface {
+	// ReleaseClaims removes holder's claims of the leases ids; claims of
+	// other holders stay.
+	ReleaseClaims(holder string, ids []string) error
+}
+
 // Replica is one server process sharing the store, as its heartbeats
 // record it.
 type Replica struct {

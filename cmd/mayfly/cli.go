@@ -66,6 +66,7 @@ func init() {
 		"logout":    {"end the session of mayfly login on the server and forget it", "logout", cmdLogout},
 		"token":     {"generate a bearer token and the token_sha256 line for the config", "token", cmdToken},
 		"tokens":    {"create, list and revoke expiring API tokens", "tokens create|list|revoke [--help]", cmdTokens},
+		"cluster":   {"list the replicas sharing the store, their last heartbeat and the work each leads (admins)", "cluster [-o json]", cmdCluster},
 		"store":     {"`store migrate` copies a SQLite store into a new PostgreSQL store (server stopped)", "store migrate --from sqlite:PATH --to postgres:DSN [-o json]", cmdStore},
 	}
 }

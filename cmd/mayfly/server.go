@@ -22,6 +22,7 @@ import (
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/audit/sink"
 	"github.com/mayflyhq/mayfly/internal/broker"
+	"github.com/mayflyhq/mayfly/internal/cluster"
 	"github.com/mayflyhq/mayfly/internal/config"
 	"github.com/mayflyhq/mayfly/internal/httpapi"
 	"github.com/mayflyhq/mayfly/internal/metrics"
@@ -247,6 +248,15 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	}
 	b := broker.New(bc, opts)
 	dir.store = st
+	// This process among the replicas sharing the store: the scheduler
+	// claims due leases under its id, and the work that must run once runs
+	// only while it holds that work's leader lease.
+	rep := cluster.New(st, nil, log, cluster.NewID(), "", version)
+	leader := func(name string, fn func(ctx context.Context)) func() {
+		return func() {
+			rep.RunWhileLeader(ctx, name, cluster.LeaderTTL, func(ctx context.Context) error { fn(ctx); return nil })
+		}
+	}
 	n, err := b.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("recover interrupted leases: %w", err)
@@ -286,7 +296,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	schedDone := make(chan struct{})
 	go func() {
 		defer close(schedDone)
-		schedErr = b.RunScheduler(ctx, broker.SchedulerOptions{Concurrency: cfg.Scheduler.Concurrency, PerTarget: cfg.Scheduler.PerTarget, BatchSize: cfg.Scheduler.BatchSize})
+		schedErr = b.RunScheduler(ctx, broker.SchedulerOptions{Concurrency: cfg.Scheduler.Concurrency, PerTarget: cfg.Scheduler.PerTarget, BatchSize: cfg.Scheduler.BatchSize, Holder: rep.ID()})
 	}()
 	var bg sync.WaitGroup
 	defer bg.Wait()
@@ -294,16 +304,27 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	go func() {
 		defer bg.Done()
 		if notifier != nil {
-			notifier.Run(ctx)
+			leader("notifications", func(ctx context.Context) { notifier.Run(ctx) })()
 		}
 	}()
-	go func() { defer bg.Done(); runSinks(ctx, sinks, m, b, cfg.Audit.BacklogAlert) }()
-	go func() { defer bg.Done(); b.RunIdleChecker(ctx, cfg.Reconcile.IdleInterval) }()
 	go func() {
 		defer bg.Done()
-		b.RunLapser(ctx, min(5*time.Second, cfg.Audit.RevocationOverdueAlert/2), cfg.Audit.RevocationOverdueAlert)
+		leader("audit-sinks", func(ctx context.Context) { runSinks(ctx, sinks, m, b, cfg.Audit.BacklogAlert) })()
 	}()
-	go func() { defer bg.Done(); b.RunReconciler(ctx, *cfg.Reconcile.Interval) }()
+	go func() {
+		defer bg.Done()
+		leader("idle-checker", func(ctx context.Context) { b.RunIdleChecker(ctx, cfg.Reconcile.IdleInterval) })()
+	}()
+	go func() {
+		defer bg.Done()
+		leader("lapser", func(ctx context.Context) {
+			b.RunLapser(ctx, min(5*time.Second, cfg.Audit.RevocationOverdueAlert/2), cfg.Audit.RevocationOverdueAlert)
+		})()
+	}()
+	go func() {
+		defer bg.Done()
+		leader("reconciler", func(ctx context.Context) { b.RunReconciler(ctx, *cfg.Reconcile.Interval) })()
+	}()
 	go func() { defer bg.Done(); checkTargets(ctx, conns.all, m, b, cfg.Reconcile.HealthInterval, log) }()
 	bg.Add(1)
 	go func() {
@@ -314,7 +335,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
-			retain(ctx, b, cfg.Audit.Retention, filepath.Join(cfg.StateDir, "audit-archive"), log)
+			leader("audit-retention", func(ctx context.Context) {
+				retain(ctx, b, cfg.Audit.Retention, filepath.Join(cfg.StateDir, "audit-archive"), log)
+			})()
 		}()
 	}
 
@@ -386,9 +409,16 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	h := httpapi.NewServer(httpapi.Deps{
 		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Reload: reload, SCIM: scimHandler, Login: login,
 		ArchiveDir: filepath.Join(cfg.StateDir, "audit-archive"), Metrics: m, MetricsTokenSHA256: cfg.Metrics.TokenSHA256,
-		Ready: readyCheck,
+		Ready: readyCheck, ReplicaID: rep.ID(),
+		Cluster: func(ctx context.Context) (any, error) { return rep.Status(ctx) },
 	})
-	h = overdueReadyz(h, b, readyCheck)
+	h = overdueReadyz(h, b, readyCheck, rep.ID())
+	rep.SetAddress(advertisedAddr(ln.Addr()))
+	if err := rep.Beat(ctx); err != nil {
+		log.Warn("cluster: first heartbeat", "replica", rep.ID(), "err", err)
+	}
+	bg.Add(1)
+	go func() { defer bg.Done(); rep.RunHeartbeat(ctx, cluster.HeartbeatEvery) }()
 	if addr := e.getenv("MAYFLY_PPROF_ADDR"); addr != "" {
 		// Debugging aid: Go's profiler on a separate, explicitly chosen address.
 		go http.ListenAndServe(addr, pprofMux())
@@ -448,7 +478,7 @@ func closeWithin(closeAll func(), d time.Duration, log *slog.Logger) {
 // that people can see and end access while a target is down. Not ready
 // (503) stays for the broker's own failures: a stopped scheduler, an
 // unreachable store.
-func overdueReadyz(h http.Handler, b *broker.Broker, ready func(context.Context) error) http.Handler {
+func overdueReadyz(h http.Handler, b *broker.Broker, ready func(context.Context) error, replica string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o := b.LastOverdue()
 		if r.Method != http.MethodGet || r.URL.Path != "/readyz" || o.Count == 0 {
@@ -462,10 +492,26 @@ func overdueReadyz(h http.Handler, b *broker.Broker, ready func(context.Context)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"status": "degraded", "leases_overdue": o.Count,
+		json.NewEncoder(w).Encode(map[string]any{"status": "degraded", "replica": replica, "leases_overdue": o.Count,
 			"reason": fmt.Sprintf("%d leases are past their expiry and not yet revoked (the oldest expired %s ago); see mayfly_leases_overdue and mayfly leases",
 				o.Count, time.Since(o.Oldest).Round(time.Second))})
 	})
+}
+
+// advertisedAddr is the address other replicas and operators know this
+// one by: the listening address, with the host name in place of an
+// unspecified IP.
+func advertisedAddr(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // keepConnectedTargets drops targets added by a reload that have no

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -145,6 +147,28 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			}
 			mu.Unlock()
 		})
+	}()
+	defer func() {
+		// After the lanes stopped: the claims of leases whose outcome was
+		// not recorded are released, so that this replica restarted, or
+		// another, revokes them at once.
+		mu.Lock()
+		ids := slices.Collect(maps.Keys(inflight))
+		mu.Unlock()
+		if len(ids) == 0 {
+			return
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		err := b.store.Update(rctx, func(tx mayfly.Tx) error {
+			if r, ok := tx.(mayfly.ClaimReleaser); ok {
+				return r.ReleaseClaims(o.Holder, ids)
+			}
+			return nil
+		})
+		if err != nil {
+			b.log.Warn("scheduler: releasing claims at stop; they lapse by themselves", "leases", len(ids), "claim_for", o.ClaimFor.String(), "err", err)
+		}
 	}()
 	defer ln.stop(cancelAttempts, committerDone)
 

@@ -258,3 +258,7 @@ func (r *Replica) Status(ctx context.Context) (Status, error) {
 	}
 	return st, nil
 }
+
+// SetAddress sets the address the heartbeats record; call it before
+// RunHeartbeat.
+func (r *Replica) SetAddress(addr string) { r.info.Address = addr }

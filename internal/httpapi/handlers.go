@@ -182,11 +182,26 @@ func (s *server) handleReadyz() http.Handler {
 			ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 			defer cancel()
 			if err := s.Ready(ctx); err != nil {
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": mayfly.ErrorMessage(err)})
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "replica": s.ReplicaID, "reason": mayfly.ErrorMessage(err)})
 				return
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "replica": s.ReplicaID})
+	})
+}
+
+// handleCluster lists the replicas sharing the store and the work each
+// leads (admins).
+func (s *server) handleCluster() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		if s.Cluster == nil {
+			return 0, nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "this server keeps no cluster status")
+		}
+		st, err := s.Cluster(r.Context())
+		if err != nil {
+			return 0, nil, err
+		}
+		return http.StatusOK, st, nil
 	})
 }
 

@@ -77,6 +77,12 @@ type Deps struct {
 	// Login, when set, serves /v1/auth/ (single sign-on; it authenticates
 	// itself where it needs to).
 	Login http.Handler
+	// ReplicaID is this server's id among the replicas sharing the store
+	// (shown by /readyz).
+	ReplicaID string
+	// Cluster, when set, returns the replicas sharing the store and the
+	// work each leads (GET /v1/cluster).
+	Cluster func(ctx context.Context) (any, error)
 }
 
 // SSHService is the SSH certificate authority as the API exposes it.

@@ -59,6 +59,7 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("POST /v1/tokens/{id}/revoke", a(s.handleRevokeToken()))
 	mux.Handle("POST /v1/reconcile", a(adminOnly(s.handleReconcile())))
 	mux.Handle("GET /v1/targets/{name}/inventory", a(adminOnly(s.handleInventory())))
+	mux.Handle("GET /v1/cluster", a(adminOnly(s.handleCluster())))
 	mux.Handle("/v1/", a(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNoRoute(r))
 	})))

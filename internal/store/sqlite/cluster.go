@@ -87,6 +87,18 @@ func (t *tx) ClaimDue(now time.Time, states []mayfly.LeaseState, holder string, 
 	return out, nil
 }
 
+var _ mayfly.ClaimReleaser = (*tx)(nil)
+
+// ReleaseClaims removes holder's claims of the leases ids.
+func (t *tx) ReleaseClaims(holder string, ids []string) error {
+	for _, id := range ids {
+		if _, err := t.exec(`UPDATE leases SET claimed_by = NULL, claim_until = NULL WHERE id = ? AND claimed_by = ?`, id, holder); err != nil {
+			return fmt.Errorf("release claim of lease %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // AcquireLeader takes or renews the leader lease name for holder.
 func (t *tx) AcquireLeader(name, holder string, now time.Time, ttl time.Duration) (bool, error) {
 	if name == "" || holder == "" {

@@ -179,6 +179,23 @@ func testClaimDue(t *testing.T, s mayfly.Store) {
 		t.Fatalf("ClaimDue(r1) after r3 took its leases = %v; want none", got)
 	}
 
+	// A store whose Tx can release claims: r3 gives k1 up (and a2, which
+	// r2 holds, stays r2's); r1 may then take k1 at once.
+	var releases bool
+	update(t, s, func(tx mayfly.Tx) error {
+		r, ok := tx.(mayfly.ClaimReleaser)
+		if !ok {
+			return nil
+		}
+		releases = true
+		return r.ReleaseClaims("r3", []string{"k1", "a2"})
+	})
+	if releases {
+		if got := claim(t, s, later, "r1", later.Add(term), 0); !slices.Equal(got, []string{"k1"}) {
+			t.Fatalf("ClaimDue(r1) after r3 released k1 = %v; want [k1]", got)
+		}
+	}
+
 	err := s.Update(t.Context(), func(tx mayfly.Tx) error {
 		_, err := tx.ClaimDue(now, []mayfly.LeaseState{mayfly.LeaseActive}, "", at(term), mayfly.DueCursor{}, 0)
 		return err
