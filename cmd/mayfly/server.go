@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -233,10 +234,18 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			return err
 		}
 	}
+	// The audit sinks and notifications run on the replica leading them
+	// (see leader below). Each term of leadership after the first runs
+	// fresh ones, which read their cursors from the store, where the
+	// replica that led meanwhile moved them.
+	var sinksNow atomic.Pointer[sink.Runner]
+	var notifierNow atomic.Pointer[notify.Notifier]
 	hooks.Committed = func() {
-		sinks.Notify()
-		if notifier != nil {
-			notifier.Notify()
+		if r := sinksNow.Load(); r != nil {
+			r.Notify()
+		}
+		if n := notifierNow.Load(); n != nil {
+			n.Notify()
 		}
 	}
 	opts := broker.Options{Store: st, Logger: log, Connectors: conns.all, HMACKey: key, MaxBackoff: cfg.Scheduler.MaxBackoff,
@@ -304,12 +313,38 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	go func() {
 		defer bg.Done()
 		if notifier != nil {
-			leader("notifications", func(ctx context.Context) { notifier.Run(ctx) })()
+			first := notifier
+			leader("notifications", func(ctx context.Context) {
+				n := first
+				if first = nil; n == nil {
+					var err error
+					if n, err = notify.New(st, cfg.Notifications, dir, e.getenv, log); err != nil {
+						log.Error("notifications: not started on this replica", "err", err)
+						return
+					}
+				}
+				notifierNow.Store(n)
+				defer notifierNow.Store(nil)
+				n.Run(ctx)
+			})()
 		}
 	}()
 	go func() {
 		defer bg.Done()
-		leader("audit-sinks", func(ctx context.Context) { runSinks(ctx, sinks, m, b, cfg.Audit.BacklogAlert) })()
+		first := sinks
+		leader("audit-sinks", func(ctx context.Context) {
+			r := first
+			if first = nil; r == nil {
+				var err error
+				if r, err = sink.New(st, cfg.Audit.Sinks, e.getenv, log); err != nil {
+					log.Error("audit sinks: not started on this replica", "err", err)
+					return
+				}
+			}
+			sinksNow.Store(r)
+			defer sinksNow.Store(nil)
+			runSinks(ctx, r, m, b, cfg.Audit.BacklogAlert)
+		})()
 	}()
 	go func() {
 		defer bg.Done()
