@@ -266,12 +266,27 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			rep.RunWhileLeader(ctx, name, cluster.LeaderTTL, func(ctx context.Context) error { fn(ctx); return nil })
 		}
 	}
-	n, err := b.Recover(ctx)
-	if err != nil {
-		return fmt.Errorf("recover interrupted leases: %w", err)
+	// Recovery at start undoes every lease left in provisioning at once,
+	// which is right only when no other replica may be provisioning one
+	// now. With other replicas alive on a shared (PostgreSQL) store,
+	// leases interrupted by a stop are finished by the schedulers at their
+	// deadlines instead. (A SQLite store serves one process.)
+	var others []string
+	if cfg.Store.Postgres != nil {
+		if others, err = cluster.OthersAlive(ctx, st, time.Now(), rep.ID()); err != nil {
+			return fmt.Errorf("read the replicas sharing the store: %w", err)
+		}
 	}
-	if n > 0 {
-		log.Info("recovering leases interrupted by a stop", "count", n)
+	if len(others) == 0 {
+		n, err := b.Recover(ctx)
+		if err != nil {
+			return fmt.Errorf("recover interrupted leases: %w", err)
+		}
+		if n > 0 {
+			log.Info("recovering leases interrupted by a stop", "count", n)
+		}
+	} else {
+		log.Info("other replicas serve this store: leases interrupted by a stop are finished at their deadlines", "replicas", others)
 	}
 	if err := b.LoadUserStatuses(ctx); err != nil {
 		return fmt.Errorf("load user statuses: %w", err)

@@ -262,3 +262,24 @@ func (r *Replica) Status(ctx context.Context) (Status, error) {
 // SetAddress sets the address the heartbeats record; call it before
 // RunHeartbeat.
 func (r *Replica) SetAddress(addr string) { r.info.Address = addr }
+
+// OthersAlive returns the ids of the replicas other than self that
+// recorded a heartbeat within three heartbeat intervals of now.
+func OthersAlive(ctx context.Context, st mayfly.Store, now time.Time, self string) ([]string, error) {
+	var rs []*mayfly.Replica
+	err := st.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		rs, err = tx.ListReplicas()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range rs {
+		if r.ID != self && now.Sub(r.LastSeen) < 3*HeartbeatEvery {
+			out = append(out, r.ID)
+		}
+	}
+	return out, nil
+}

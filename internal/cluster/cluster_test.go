@@ -193,3 +193,29 @@ func TestRunWhileLeaderFailover(t *testing.T) {
 		}
 	}
 }
+
+// TestOthersAlive: a replica sees the others that beat recently, not
+// itself nor one silent for three heartbeat intervals.
+func TestOthersAlive(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clk := clocktest.New(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))
+	for _, id := range []string{"A", "B", "C"} {
+		if err := New(st, clk, nil, id, id+":1", "test").Beat(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if id == "A" {
+			clk.Advance(3 * HeartbeatEvery) // A falls silent
+		}
+	}
+	got, err := OthersAlive(context.Background(), st, clk.Now(), "B")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "C" {
+		t.Errorf("OthersAlive(B) = %v; want [C]", got)
+	}
+}
