@@ -211,6 +211,15 @@ func retryable(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
 }
 
+// Transactions begin by hand on a pooled connection, so that the commit
+// can be sent in one round trip with the audit events it carries (see
+// tx.commit). Writes run at READ COMMITTED with row locks; a View reads
+// one snapshot (REPEATABLE READ), as on SQLite.
+const (
+	beginWrite = "BEGIN ISOLATION LEVEL READ COMMITTED"
+	beginRead  = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+)
+
 func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) (err error) {
 	if db.closed.Load() {
 		return errClosed
@@ -218,35 +227,40 @@ func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	opts := pgx.TxOptions{AccessMode: pgx.ReadWrite}
-	if !write {
-		opts.AccessMode = pgx.ReadOnly
-	}
-	ptx, err := db.pool.BeginTx(ctx, opts)
+	c, err := db.pool.Acquire(ctx)
 	if err != nil {
+		return fmt.Errorf("postgres store: %w", err)
+	}
+	begin := beginRead
+	if write {
+		begin = beginWrite
+	}
+	if _, err := c.Exec(ctx, begin); err != nil {
+		c.Release()
 		return fmt.Errorf("postgres store: begin: %w", err)
 	}
-	committed := false
+	done := false
 	defer func() {
-		if !committed {
-			// Rolled back even when ctx ended, or fn panicked.
-			ptx.Rollback(context.WithoutCancel(ctx))
+		if !done {
+			// Rolled back even when ctx ended, or fn panicked. A
+			// connection that cannot roll back is closed, not reused.
+			if _, err := c.Exec(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+				c.Conn().Close(context.WithoutCancel(ctx))
+			}
 		}
+		c.Release()
 	}()
-	t := &tx{ctx: ctx, tx: ptx, write: write}
+	t := &tx{ctx: ctx, q: c, write: write}
 	if err := fn(t); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// Once sent, the commit is waited for, so that Update returns nil
-	// exactly when it committed.
-	if err := ptx.Commit(context.WithoutCancel(ctx)); err != nil {
-		committed = true // nothing left to roll back
-		return fmt.Errorf("postgres store: commit: %w", err)
+	if err := t.commit(); err != nil {
+		return err
 	}
-	committed = true
+	done = true
 	return nil
 }
 

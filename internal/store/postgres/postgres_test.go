@@ -248,3 +248,36 @@ func TestReadModifyWriteAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditReadOwnAppends: events appended are written at commit, but a
+// transaction that lists the trail after appending sees its own events,
+// chained, and appends after that continue the chain.
+func TestAuditReadOwnAppends(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	a, b, c := &mayfly.AuditEvent{Action: "a"}, &mayfly.AuditEvent{Action: "b"}, &mayfly.AuditEvent{Action: "c"}
+	if err := db.Update(ctx, func(tx mayfly.Tx) error {
+		if err := tx.AppendAudit(a); err != nil {
+			return err
+		}
+		if err := tx.AppendAudit(b); err != nil {
+			return err
+		}
+		es, err := tx.ListAudit(mayfly.AuditFilter{})
+		if err != nil {
+			return err
+		}
+		if len(es) != 2 || es[0].Action != "a" || es[1].Action != "b" || es[1].PrevHash != es[0].Hash {
+			t.Errorf("ListAudit in the appending transaction = %d events; want a and b, chained", len(es))
+		}
+		return tx.AppendAudit(c)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if a.Seq != 1 || b.Seq != 2 || c.Seq != 3 || c.PrevHash != b.Hash || b.PrevHash != a.Hash || a.PrevHash != "" {
+		t.Errorf("seqs %d %d %d; want 1 2 3, chained", a.Seq, b.Seq, c.Seq)
+	}
+	if res, err := audit.Verify(ctx, db, 0, 0); err != nil || !res.OK || res.Checked != 3 {
+		t.Errorf("audit.Verify = %+v, %v; want 3 events intact", res, err)
+	}
+}

@@ -20,16 +20,33 @@ import (
 // tx is a transaction; it lives for one call of Update or View.
 type tx struct {
 	ctx   context.Context
-	tx    pgx.Tx
+	q     querier
 	write bool
 
-	// The head of the audit chain, once locked and read by the first
-	// append of this transaction.
+	// The head of the audit chain, once locked and read in this
+	// transaction.
 	head struct {
 		ok   bool
 		seq  int64
 		hash string
 	}
+	// Audit events appended and not yet written (see AppendAudit).
+	pending []pendingEvent
+}
+
+// querier runs statements on the transaction's connection.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// pendingEvent is an audit event appended in this transaction, with its
+// time and data already encoded.
+type pendingEvent struct {
+	e        *mayfly.AuditEvent
+	at, data any
 }
 
 var _ mayfly.Tx = (*tx)(nil)
@@ -40,17 +57,17 @@ func (t *tx) exec(q string, args ...any) (pgconn.CommandTag, error) {
 	if !t.write {
 		return pgconn.CommandTag{}, errReadOnly
 	}
-	return t.tx.Exec(t.ctx, q, args...)
+	return t.q.Exec(t.ctx, q, args...)
 }
 
 func (t *tx) query(q string, args ...any) (pgx.Rows, error) {
-	return t.tx.Query(t.ctx, q, args...)
+	return t.q.Query(t.ctx, q, args...)
 }
 
 // queryRow scans the first row of q into dest and reports whether there
 // was one.
 func (t *tx) queryRow(q string, args []any, dest ...any) (bool, error) {
-	err := t.tx.QueryRow(t.ctx, q, args...).Scan(dest...)
+	err := t.q.QueryRow(t.ctx, q, args...).Scan(dest...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -602,11 +619,17 @@ func (t *tx) CountLeases() (map[mayfly.LeaseState]int, error) {
 const auditCols = `seq, time, actor, action, subject, target, request_id, lease_id, reason, source,
 	data, prev_hash, hash`
 
-// AppendAudit chains e to the head of the chain and inserts it: e.Seq is
-// the head's sequence number plus one, e.PrevHash its hash ("" for the
-// first event) and e.Hash e.ComputeHash(). The first append of a
-// transaction locks the head row until the transaction ends, so appends
-// from every connection and replica are serialized in one chain.
+// AppendAudit appends e to the chain: e.Seq is the sequence number of
+// the event before it plus one, e.PrevHash that event's hash ("" for the
+// first event) and e.Hash e.ComputeHash().
+//
+// The events of a transaction are written when it commits, in the round
+// trip of the commit, after the head of the chain (a one-row table) is
+// locked and read: the lock is held only while the transaction commits,
+// and appends from every connection and replica form one chain in commit
+// order. e's Seq, PrevHash and Hash are set then, before Update returns;
+// a ListAudit or DeleteAuditBefore in the same transaction writes them
+// first, so the transaction reads its own events.
 func (t *tx) AppendAudit(e *mayfly.AuditEvent) error {
 	if !t.write {
 		return errReadOnly
@@ -619,33 +642,109 @@ func (t *tx) AppendAudit(e *mayfly.AuditEvent) error {
 	if err != nil {
 		return err
 	}
+	t.pending = append(t.pending, pendingEvent{e: e, at: at, data: data})
+	return nil
+}
+
+// chainPending locks and reads the head of the chain (once per
+// transaction), chains the pending events to it, and returns the
+// statement that inserts them and moves the head, and its arguments.
+func (t *tx) chainPending() (string, []any, error) {
 	if !t.head.ok {
 		ok, err := t.queryRow("SELECT seq, hash FROM audit_head FOR UPDATE", nil, &t.head.seq, &t.head.hash)
 		if err != nil {
-			return fmt.Errorf("append audit: lock the head of the chain: %w", err)
+			return "", nil, fmt.Errorf("append audit: lock the head of the chain: %w", err)
 		}
 		if !ok {
-			return errors.New("append audit: the audit_head row is missing")
+			return "", nil, errors.New("append audit: the audit_head row is missing")
 		}
 		t.head.ok = true
 	}
-	e.Seq, e.PrevHash = t.head.seq+1, t.head.hash
-	e.Hash = e.ComputeHash()
-	if _, err := t.exec(`INSERT INTO audit_events (`+auditCols+`) VALUES (`+placeholders(1, 13)+`)`,
-		e.Seq, at, e.Actor, e.Action, e.Subject, e.Target, e.RequestID, e.LeaseID, e.Reason, e.Source,
-		data, e.PrevHash, e.Hash); err != nil {
-		return fmt.Errorf("append audit event %d: %w", e.Seq, err)
+	var b strings.Builder
+	b.WriteString("WITH ins AS (INSERT INTO audit_events (" + auditCols + ") VALUES ")
+	args := make([]any, 0, 13*len(t.pending)+2)
+	seq, hash := t.head.seq, t.head.hash
+	for i, p := range t.pending {
+		e := p.e
+		e.Seq, e.PrevHash = seq+1, hash
+		e.Hash = e.ComputeHash()
+		seq, hash = e.Seq, e.Hash
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(" + placeholders(len(args)+1, 13) + ")")
+		args = append(args, e.Seq, p.at, e.Actor, e.Action, e.Subject, e.Target, e.RequestID, e.LeaseID, e.Reason, e.Source,
+			p.data, e.PrevHash, e.Hash)
 	}
-	if _, err := t.exec("UPDATE audit_head SET seq = $1, hash = $2", e.Seq, e.Hash); err != nil {
-		return fmt.Errorf("append audit event %d: move the head: %w", e.Seq, err)
+	b.WriteString(") UPDATE audit_head SET seq = " + placeholders(len(args)+1, 1) + ", hash = " + placeholders(len(args)+2, 1))
+	args = append(args, seq, hash)
+	return b.String(), args, nil
+}
+
+// flushAudit writes the pending audit events now.
+func (t *tx) flushAudit() error {
+	if len(t.pending) == 0 {
+		return nil
 	}
-	t.head.seq, t.head.hash = e.Seq, e.Hash
+	q, args, err := t.chainPending()
+	if err != nil {
+		return err
+	}
+	if _, err := t.exec(q, args...); err != nil {
+		return fmt.Errorf("append audit events %d to %d: %w", t.pending[0].e.Seq, t.pending[len(t.pending)-1].e.Seq, err)
+	}
+	last := t.pending[len(t.pending)-1].e
+	t.head.seq, t.head.hash = last.Seq, last.Hash
+	t.pending = t.pending[:0]
+	return nil
+}
+
+// commit commits the transaction; the pending audit events are written
+// in the same round trip as the COMMIT. Once sent, the commit is waited
+// for whatever the caller's context does, so that Update returns nil
+// exactly when it committed.
+func (t *tx) commit() error {
+	wctx := context.WithoutCancel(t.ctx)
+	if len(t.pending) == 0 {
+		tag, err := t.q.Exec(wctx, "COMMIT")
+		return commitResult(tag, err)
+	}
+	q, args, err := t.chainPending()
+	if err != nil {
+		return err
+	}
+	var batch pgx.Batch
+	batch.Queue(q, args...)
+	batch.Queue("COMMIT")
+	br := t.q.SendBatch(wctx, &batch)
+	_, err = br.Exec()
+	if err != nil {
+		br.Close()
+		return fmt.Errorf("append audit events %d to %d: %w", t.pending[0].e.Seq, t.pending[len(t.pending)-1].e.Seq, err)
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return commitResult(tag, err)
+}
+
+func commitResult(tag pgconn.CommandTag, err error) error {
+	if err != nil {
+		return fmt.Errorf("postgres store: commit: %w", err)
+	}
+	if tag.String() != "COMMIT" {
+		return fmt.Errorf("postgres store: commit: the transaction was rolled back (%s)", tag.String())
+	}
 	return nil
 }
 
 // ListAudit returns the events matching f in sequence order (newest first
 // with f.Newest). Since is inclusive and Until exclusive.
 func (t *tx) ListAudit(f mayfly.AuditFilter) ([]*mayfly.AuditEvent, error) {
+	if err := t.flushAudit(); err != nil {
+		return nil, err
+	}
 	var w where
 	if f.AfterSeq > 0 {
 		w.add("seq > " + w.arg(f.AfterSeq))
@@ -722,6 +821,9 @@ func (t *tx) ListAudit(f mayfly.AuditFilter) ([]*mayfly.AuditEvent, error) {
 // DeleteAuditBefore removes the events with seq below the given one. The
 // head of the chain stays where it is.
 func (t *tx) DeleteAuditBefore(seq int64) (int64, error) {
+	if err := t.flushAudit(); err != nil {
+		return 0, err
+	}
 	tag, err := t.exec("DELETE FROM audit_events WHERE seq < $1", seq)
 	if err != nil {
 		return 0, fmt.Errorf("delete audit events before %d: %w", seq, err)
@@ -767,7 +869,7 @@ func (t *tx) GetSetting(key string) (string, error) {
 		// and read again, so that of replicas setting a missing key at
 		// once (such as a key generated at first start) the later one
 		// finds the earlier one's value instead of replacing it.
-		if _, err := t.tx.Exec(t.ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", settingLockSpace, key); err != nil {
+		if _, err := t.q.Exec(t.ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", settingLockSpace, key); err != nil {
 			return "", fmt.Errorf("get setting %s: lock: %w", key, err)
 		}
 		if ok, err = t.queryRow("SELECT value FROM settings WHERE key = $1 FOR UPDATE", []any{key}, &v); err != nil {

@@ -1,0 +1,50 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+)
+
+// BenchmarkUpdate measures one Update of the shape of a lease change: a
+// lease written and an audit event appended, and an empty one.
+//
+//	go test -run '^$' -bench Update -benchtime 2000x ./internal/store/postgres/
+func BenchmarkUpdate(b *testing.B) {
+	db := open(b, pgtest.NewDatabase(b))
+	ctx := context.Background()
+	b.Run("empty", func(b *testing.B) {
+		for b.Loop() {
+			if err := db.Update(ctx, func(tx mayfly.Tx) error { return nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("lease+audit", func(b *testing.B) {
+		run := time.Now().UnixNano()
+		i := 0
+		for b.Loop() {
+			i++
+			id := fmt.Sprintf("l%d-%d", run, i)
+			if err := db.Update(ctx, func(tx mayfly.Tx) error {
+				if err := tx.CreateLease(&mayfly.Lease{ID: id, State: mayfly.LeaseProvisioning, Target: "t", Grant: "g", CreatedAt: time.Now()}); err != nil {
+					return err
+				}
+				return tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Action: "lease.create", LeaseID: id})
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("view", func(b *testing.B) {
+		for b.Loop() {
+			if err := db.View(ctx, func(tx mayfly.Tx) error { _, err := tx.CountLeases(); return err }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
