@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly/internal/cluster"
+	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 )
 
 // TestClusterCommand: a running server lists itself with its address,
@@ -60,5 +61,121 @@ func TestClusterCommand(t *testing.T) {
 	}
 	if !strings.Contains(msg, "admin") {
 		t.Errorf("mayfly cluster as a non-admin: %q; want a refusal naming admins", msg)
+	}
+}
+
+// singletons is the work a server runs on one replica at a time (without
+// notification channels, which these tests configure none of).
+var singletons = []string{"audit-sinks", "idle-checker", "lapser", "reconciler"}
+
+// waitLeaders polls `mayfly cluster` through w until the replicas listed
+// are alive, number n, and every singleton is led by exactly one of them;
+// it returns the status and which replica leads each singleton.
+func waitLeaders(t *testing.T, w *world, n int) (cluster.Status, map[string]string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st cluster.Status
+		w.ok("carol", &st, "cluster", "-o", "json")
+		leaders := map[string]string{}
+		twice := false
+		alive := 0
+		for _, r := range st.Replicas {
+			if r.Alive {
+				alive++
+			}
+			for _, l := range r.Leads {
+				if leaders[l] != "" {
+					twice = true
+				}
+				leaders[l] = r.ID
+			}
+		}
+		if twice {
+			t.Fatalf("a singleton led by two replicas at once: %+v", st)
+		}
+		done := alive == n && len(st.Replicas) == n
+		for _, name := range singletons {
+			done = done && leaders[name] != ""
+		}
+		if done {
+			return st, leaders
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster status after 30s: %+v; want %d alive replicas leading each of %v once", st, n, singletons)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestReplicasCoordinateOnPostgres runs two servers on one PostgreSQL
+// store: `mayfly cluster` through either lists both with their addresses
+// and each singleton led by exactly one; leases issued through both expire
+// and each is revoked exactly once (one lease.revoked event); when the
+// replica leading work stops, the other takes all of it over.
+func TestReplicasCoordinateOnPostgres(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	requirePG(t)
+	a := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
+	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, worldOpts{})
+	a.usePostgresStore(dsn, a.addr)
+	a.startInProcess()
+	t.Cleanup(a.stop)
+	b := replicaOf(t, a)
+
+	st, leaders := waitLeaders(t, b, 2)
+	addrs := map[string]string{}
+	for _, r := range st.Replicas {
+		addrs[r.ID] = r.Address
+	}
+	if got := []string{addrs[st.Replicas[0].ID], addrs[st.Replicas[1].ID]}; !slices.Contains(got, a.addr) || !slices.Contains(got, b.addr) {
+		t.Fatalf("replica addresses %v; want %s and %s", got, a.addr, b.addr)
+	}
+
+	// Leases through both servers, expiring together.
+	var ids []string
+	for i, w := range []*world{a, b, a, b, a, b} {
+		var r reqOut
+		w.ok("alice", &r, "request", "local-pg/readonly", "--for", "3s", "--reason", "INC-"+string(rune('1'+i))+" replicas", "-o", "json")
+		var c credsOut
+		w.ok("alice", &c, "creds", r.ID, "-o", "json")
+		ids = append(ids, c.LeaseID)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var ls []leaseOut
+		a.ok("carol", &ls, "leases", "--active", "-o", "json")
+		if len(ls) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d leases still active 30s after they expired", len(ls))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var es []struct {
+		LeaseID string `json:"lease_id"`
+	}
+	b.ok("carol", &es, "audit", "--action", "lease.revoked", "-o", "json")
+	count := map[string]int{}
+	for _, e := range es {
+		count[e.LeaseID]++
+	}
+	for _, id := range ids {
+		if count[id] != 1 {
+			t.Errorf("lease %s: %d lease.revoked events; want 1", id, count[id])
+		}
+	}
+
+	// The replica leading the reconciler stops (it releases its leases):
+	// the other takes over all the work.
+	gone, stay := a, b
+	if addrs[leaders["reconciler"]] == b.addr {
+		gone, stay = b, a
+	}
+	gone.stop()
+	st, leaders = waitLeaders(t, stay, 1)
+	if st.Replicas[0].Address != stay.addr || leaders["reconciler"] != st.Self {
+		t.Errorf("after %s stopped: %+v; want %s alone, leading everything", gone.addr, st, stay.addr)
 	}
 }
