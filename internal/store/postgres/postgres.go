@@ -187,8 +187,9 @@ var errClosed = errors.New("postgres store: closed")
 // Update runs fn in a read-write transaction and commits it when fn
 // returns nil. A transaction that fails on a serialization failure or a
 // deadlock runs again (fn included), up to a few times. Commits are
-// durable when Update returns, so mayfly.SkipIntentSync changes nothing
-// here.
+// durable when Update returns; under a context from mayfly.SkipIntentSync
+// the commit does not wait for the log's flush (synchronous_commit off
+// for that transaction).
 func (db *DB) Update(ctx context.Context, fn func(tx mayfly.Tx) error) error {
 	var err error
 	for attempt := 0; ; attempt++ {
@@ -234,6 +235,12 @@ func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) 
 	begin := beginRead
 	if write {
 		begin = beginWrite
+		if mayfly.IntentSyncSkipped(ctx) {
+			// Durable against a crash of the broker, not of the database
+			// server's machine: what mayfly.SkipIntentSync asks for. The
+			// commit returns without waiting for the log's flush.
+			begin += "; SET LOCAL synchronous_commit = off"
+		}
 	}
 	if _, err := c.Exec(ctx, begin); err != nil {
 		c.Release()

@@ -281,3 +281,28 @@ func TestAuditReadOwnAppends(t *testing.T) {
 		t.Errorf("audit.Verify = %+v, %v; want 3 events intact", res, err)
 	}
 }
+
+// TestSkipIntentSync: an Update under mayfly.SkipIntentSync commits
+// without waiting for the log's flush, and only that Update.
+func TestSkipIntentSync(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	setting := func(ctx context.Context) string {
+		var v string
+		if err := db.Update(ctx, func(mtx mayfly.Tx) error {
+			_, err := mtx.(*tx).queryRow("SHOW synchronous_commit", nil, &v)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	ctx := context.Background()
+	if v := setting(mayfly.SkipIntentSync(ctx)); v != "off" {
+		t.Errorf("synchronous_commit under SkipIntentSync = %q; want off", v)
+	}
+	for range 3 { // whichever pooled connection runs it
+		if v := setting(ctx); v != "on" {
+			t.Errorf("synchronous_commit of an ordinary Update = %q; want on", v)
+		}
+	}
+}
