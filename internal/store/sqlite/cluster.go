@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -76,13 +77,26 @@ func (t *tx) ClaimDue(now time.Time, states []mayfly.LeaseState, holder string, 
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	// One statement (of one text, so it is prepared once) for all the
+	// leases; a claim of holder's own that still runs past half of the
+	// new term is left as it is.
+	ids := make([]string, len(out))
+	for i, l := range out {
+		ids[i] = l.ID
+	}
+	idsJSON, err := json.Marshal(ids)
+	if err != nil {
+		return nil, err
+	}
 	half := now.Add(until.Sub(now) / 2).UnixNano()
-	for _, l := range out {
-		if _, err := t.exec(`UPDATE leases SET claimed_by = ?, claim_until = ?
-			WHERE id = ? AND (claimed_by IS NOT ? OR claim_until IS NULL OR claim_until < ?)`,
-			holder, untilArg, l.ID, holder, half); err != nil {
-			return nil, fmt.Errorf("claim lease %s: %w", l.ID, err)
-		}
+	if _, err := t.exec(`UPDATE leases SET claimed_by = ?, claim_until = ?
+		WHERE id IN (SELECT value FROM json_each(?))
+		AND (claimed_by IS NOT ? OR claim_until IS NULL OR claim_until < ?)`,
+		holder, untilArg, string(idsJSON), holder, half); err != nil {
+		return nil, fmt.Errorf("claim due leases: %w", err)
 	}
 	return out, nil
 }
