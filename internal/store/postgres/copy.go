@@ -37,7 +37,7 @@ func (db *DB) CopyFrom(ctx context.Context, src mayfly.Store) (CopyCounts, error
 		t := mtx.(*tx)
 		for _, table := range []string{"requests", "leases", "audit_events", "users", "settings", "tokens"} {
 			var some bool
-			if err := t.q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+table+")").Scan(&some); err != nil {
+			if _, err := t.queryRow("SELECT EXISTS (SELECT 1 FROM "+table+")", nil, &some); err != nil {
 				return fmt.Errorf("check destination: %w", err)
 			}
 			if some {
@@ -47,7 +47,7 @@ func (db *DB) CopyFrom(ctx context.Context, src mayfly.Store) (CopyCounts, error
 		// Lock the head of the chain: no server may append meanwhile.
 		var seq int64
 		var hash string
-		if err := t.q.QueryRow(ctx, "SELECT seq, hash FROM audit_head FOR UPDATE").Scan(&seq, &hash); err != nil {
+		if _, err := t.queryRow("SELECT seq, hash FROM audit_head FOR UPDATE", nil, &seq, &hash); err != nil {
 			return fmt.Errorf("lock the audit chain: %w", err)
 		}
 		if seq != 0 {

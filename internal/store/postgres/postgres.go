@@ -232,23 +232,21 @@ func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) 
 	if err != nil {
 		return fmt.Errorf("postgres store: %w", err)
 	}
-	begin := beginRead
+	begin := []string{beginRead}
 	if write {
-		begin = beginWrite
+		begin = []string{beginWrite}
 		if mayfly.IntentSyncSkipped(ctx) {
 			// Durable against a crash of the broker, not of the database
 			// server's machine: what mayfly.SkipIntentSync asks for. The
 			// commit returns without waiting for the log's flush.
-			begin += "; SET LOCAL synchronous_commit = off"
+			begin = append(begin, "SET LOCAL synchronous_commit = off")
 		}
 	}
-	if _, err := c.Exec(ctx, begin); err != nil {
-		c.Release()
-		return fmt.Errorf("postgres store: begin: %w", err)
-	}
+	// The transaction begins with its first statement, in its round trip.
+	t := &tx{ctx: ctx, q: c, write: write, begin: begin, beginN: len(begin)}
 	done := false
 	defer func() {
-		if !done {
+		if !done && t.begun {
 			// Rolled back even when ctx ended, or fn panicked. A
 			// connection that cannot roll back is closed, not reused.
 			if _, err := c.Exec(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
@@ -257,7 +255,6 @@ func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) 
 		}
 		c.Release()
 	}()
-	t := &tx{ctx: ctx, q: c, write: write}
 	if err := fn(t); err != nil {
 		return err
 	}

@@ -22,6 +22,12 @@ type tx struct {
 	ctx   context.Context
 	q     querier
 	write bool
+	// begin holds the statements that begin the transaction until they
+	// are sent with its first statement (beginN of them); begun is set
+	// then.
+	begin  []string
+	beginN int
+	begun  bool
 
 	// The head of the audit chain, once locked and read in this
 	// transaction.
@@ -38,7 +44,6 @@ type tx struct {
 type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
@@ -57,21 +62,87 @@ func (t *tx) exec(q string, args ...any) (pgconn.CommandTag, error) {
 	if !t.write {
 		return pgconn.CommandTag{}, errReadOnly
 	}
-	return t.q.Exec(t.ctx, q, args...)
+	if len(t.begin) == 0 {
+		return t.q.Exec(t.ctx, q, args...)
+	}
+	br := t.sendWithBegin(q, args)
+	defer br.Close()
+	if err := t.beginResults(br); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return br.Exec()
 }
 
 func (t *tx) query(q string, args ...any) (pgx.Rows, error) {
-	return t.q.Query(t.ctx, q, args...)
+	if len(t.begin) == 0 {
+		return t.q.Query(t.ctx, q, args...)
+	}
+	br := t.sendWithBegin(q, args)
+	if err := t.beginResults(br); err != nil {
+		br.Close()
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		br.Close()
+		return nil, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+// sendWithBegin sends the statements that begin the transaction and q in
+// one round trip: a transaction begins with its first statement.
+func (t *tx) sendWithBegin(q string, args []any) pgx.BatchResults {
+	var b pgx.Batch
+	for _, s := range t.begin {
+		b.Queue(s)
+	}
+	b.Queue(q, args...)
+	t.begin = nil
+	t.begun = true
+	return t.q.SendBatch(t.ctx, &b)
+}
+
+// beginResults reads the results of the statements that begin the
+// transaction.
+func (t *tx) beginResults(br pgx.BatchResults) error {
+	for range t.beginN {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("postgres store: begin: %w", err)
+		}
+	}
+	return nil
+}
+
+// batchRows are the rows of the last statement of a batch; closing them
+// closes the batch.
+type batchRows struct {
+	pgx.Rows
+	br pgx.BatchResults
+}
+
+func (r *batchRows) Close() {
+	r.Rows.Close()
+	r.br.Close()
 }
 
 // queryRow scans the first row of q into dest and reports whether there
 // was one.
 func (t *tx) queryRow(q string, args []any, dest ...any) (bool, error) {
-	err := t.q.QueryRow(t.ctx, q, args...).Scan(dest...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
+	rows, err := t.query(q, args...)
+	if err != nil {
+		return false, err
 	}
-	return err == nil, err
+	defer rows.Close()
+	if !rows.Next() {
+		rows.Close()
+		return false, rows.Err()
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return false, err
+	}
+	rows.Close()
+	return true, rows.Err()
 }
 
 // forUpdate is the locking clause of a read in a write transaction: the
@@ -706,6 +777,9 @@ func (t *tx) flushAudit() error {
 func (t *tx) commit() error {
 	wctx := context.WithoutCancel(t.ctx)
 	if len(t.pending) == 0 {
+		if !t.begun {
+			return nil // no statement ran: nothing to commit
+		}
 		tag, err := t.q.Exec(wctx, "COMMIT")
 		return commitResult(tag, err)
 	}
@@ -869,7 +943,7 @@ func (t *tx) GetSetting(key string) (string, error) {
 		// and read again, so that of replicas setting a missing key at
 		// once (such as a key generated at first start) the later one
 		// finds the earlier one's value instead of replacing it.
-		if _, err := t.q.Exec(t.ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", settingLockSpace, key); err != nil {
+		if _, err := t.exec("SELECT pg_advisory_xact_lock($1, hashtext($2))", settingLockSpace, key); err != nil {
 			return "", fmt.Errorf("get setting %s: lock: %w", key, err)
 		}
 		if ok, err = t.queryRow("SELECT value FROM settings WHERE key = $1 FOR UPDATE", []any{key}, &v); err != nil {
