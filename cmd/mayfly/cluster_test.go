@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -177,5 +178,61 @@ func TestReplicasCoordinateOnPostgres(t *testing.T) {
 	st, leaders = waitLeaders(t, stay, 1)
 	if st.Replicas[0].Address != stay.addr || leaders["reconciler"] != st.Self {
 		t.Errorf("after %s stopped: %+v; want %s alone, leading everything", gone.addr, st, stay.addr)
+	}
+}
+
+// TestAuditStreamAcrossReplicas: a live audit stream through one replica
+// shows, within seconds, an event committed through the other (the
+// stream's keepalive, which would also catch it, comes only after 15 s).
+func TestAuditStreamAcrossReplicas(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	requirePG(t)
+	a := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
+	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, worldOpts{})
+	a.usePostgresStore(dsn, a.addr)
+	a.startInProcess()
+	t.Cleanup(a.stop)
+	b := replicaOf(t, a)
+
+	req, err := http.NewRequestWithContext(t.Context(), "GET", "http://"+a.addr+"/v1/audit/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+a.tokens["carol"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("audit stream: %s", resp.Status)
+	}
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	if l := <-lines; !strings.HasPrefix(l, ": mayfly audit stream") {
+		t.Fatalf("stream opened with %q", l)
+	}
+
+	var r reqOut
+	b.ok("alice", &r, "request", "local-pg/readonly", "--for", "2h", "--reason", "INC-9 stream across replicas", "-o", "json")
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			if strings.HasPrefix(l, "data: ") && strings.Contains(l, r.ID) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no event of %s (made through %s) on the stream of %s within 5s", r.ID, b.addr, a.addr)
+		}
 	}
 }

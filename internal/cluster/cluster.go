@@ -283,3 +283,37 @@ func OthersAlive(ctx context.Context, st mayfly.Store, now time.Time, self strin
 	}
 	return out, nil
 }
+
+// WatchAudit reads the sequence number of the newest audit event every
+// every until ctx ends, and calls changed each time it has moved: other
+// replicas' commits then wake this one's live views (audit streams, sinks,
+// notifications) within every, as its own commits do at once.
+func WatchAudit(ctx context.Context, st mayfly.Store, clk mayfly.Clock, every time.Duration, changed func()) {
+	if clk == nil {
+		clk = mayfly.SystemClock{}
+	}
+	t := mayfly.NewTicker(clk, every)
+	defer t.Stop()
+	last := int64(-1)
+	for {
+		var head int64
+		err := st.View(ctx, func(tx mayfly.Tx) error {
+			es, err := tx.ListAudit(mayfly.AuditFilter{Newest: true, Limit: 1})
+			if len(es) > 0 {
+				head = es[0].Seq
+			}
+			return err
+		})
+		if err == nil {
+			if last >= 0 && head != last {
+				changed()
+			}
+			last = head
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+	}
+}
