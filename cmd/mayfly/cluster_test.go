@@ -19,7 +19,7 @@ import (
 // non-admin is refused (exit code 3).
 func TestClusterCommand(t *testing.T) {
 	w := startWorld(t, worldOpts{})
-	want := []string{"audit-sinks", "idle-checker", "lapser", "reconciler"}
+	want := []string{"audit-sinks", "idle-checker", "lapser", "reconciler", "target-alerts"}
 	var st cluster.Status
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -67,7 +67,7 @@ func TestClusterCommand(t *testing.T) {
 
 // singletons is the work a server runs on one replica at a time (without
 // notification channels, which these tests configure none of).
-var singletons = []string{"audit-sinks", "idle-checker", "lapser", "reconciler"}
+var singletons = []string{"audit-sinks", "idle-checker", "lapser", "reconciler", "target-alerts"}
 
 // waitLeaders polls `mayfly cluster` through w until the replicas listed
 // are alive, number n, and every singleton is led by exactly one of them;

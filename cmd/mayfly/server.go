@@ -375,7 +375,22 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		defer bg.Done()
 		leader("reconciler", func(ctx context.Context) { b.RunReconciler(ctx, *cfg.Reconcile.Interval) })()
 	}()
-	go func() { defer bg.Done(); checkTargets(ctx, conns.all, m, b, cfg.Reconcile.HealthInterval, log) }()
+	go func() {
+		defer bg.Done()
+		select { // the first check knows whether it alerts
+		case <-rep.Attempted("target-alerts"):
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+		}
+		checkTargets(ctx, conns.all, m, b, cfg.Reconcile.HealthInterval, log, func() bool { return rep.Leads("target-alerts") })
+	}()
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		// Every replica checks the targets for its own mayfly_target_up;
+		// the one holding this lease raises the alerts.
+		leader("target-alerts", func(ctx context.Context) { <-ctx.Done() })()
+	}()
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
@@ -607,9 +622,14 @@ func metricHooks(m *metrics.Metrics) broker.Hooks {
 }
 
 // checkTargets checks every target's reachability each interval and
-// publishes it as mayfly_target_up.
-func checkTargets(ctx context.Context, conns map[string]mayfly.Connector, m *metrics.Metrics, b *broker.Broker, every time.Duration, log *slog.Logger) {
-	up := map[string]bool{}
+// publishes it as mayfly_target_up; while alerting reports true (one
+// replica of those sharing the store), a target going down or coming back
+// raises an alert.
+func checkTargets(ctx context.Context, conns map[string]mayfly.Connector, m *metrics.Metrics, b *broker.Broker, every time.Duration, log *slog.Logger, alerting func() bool) {
+	// alerted holds the targets this replica raised alert.target_unreachable
+	// for and not yet alert.target_recovered; a replica that takes the
+	// alerts over raises them for a target still down.
+	alerted := map[string]bool{}
 	check := func() {
 		for name, c := range conns {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -619,20 +639,20 @@ func checkTargets(ctx context.Context, conns map[string]mayfly.Connector, m *met
 				return
 			}
 			v := 0.0
-			was, seen := up[name]
 			if err == nil {
 				v = 1
-				if seen && !was {
+				if alerted[name] && alerting() {
 					b.Alert(ctx, "alert.target_recovered", name, "", "Target "+name+" is reachable again",
 						"Mayfly can reach "+name+" with its admin credential again.", "Nothing: pending revocations on it are retried as their backoff runs out (within scheduler.max_backoff).")
+					alerted[name] = false
 				}
-			} else if !seen || was {
+			} else if !alerted[name] && alerting() {
 				msg := broker.Scrub(mayfly.ErrorMessageOrText(err))
 				b.Alert(ctx, "alert.target_unreachable", name, "", "Target "+name+" is unreachable",
 					"Mayfly cannot reach "+name+" with its admin credential: "+msg,
 					"New access to it fails and its revocations are retried until it answers. Check the target and the admin credential in the configuration; mayfly_target_up shows when it is back.")
+				alerted[name] = true
 			}
-			up[name] = err == nil
 			m.TargetUp.WithLabelValues(name).Set(v)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
@@ -37,6 +38,10 @@ type Replica struct {
 	clock mayfly.Clock
 	log   *slog.Logger
 	info  mayfly.Replica
+
+	mu        sync.Mutex
+	leading   map[string]bool          // the work this replica runs now
+	attempted map[string]chan struct{} // closed after a work's first leader-lease attempt
 }
 
 // NewID returns a new random replica id.
@@ -55,11 +60,39 @@ func New(st mayfly.Store, clk mayfly.Clock, log *slog.Logger, id, address, versi
 		log = slog.Default()
 	}
 	return &Replica{store: st, clock: clk, log: log,
-		info: mayfly.Replica{ID: id, Address: address, Version: version, StartedAt: clk.Now().UTC()}}
+		info: mayfly.Replica{ID: id, Address: address, Version: version, StartedAt: clk.Now().UTC()}, leading: map[string]bool{}, attempted: map[string]chan struct{}{}}
 }
 
 // ID is the replica's id.
 func (r *Replica) ID() string { return r.info.ID }
+
+// Leads reports whether this replica runs the work name now, under
+// RunWhileLeader.
+func (r *Replica) Leads(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.leading[name]
+}
+
+// Attempted returns a channel closed once RunWhileLeader made its first
+// attempt to take the leader lease name (and started the work if it took
+// it), so that what depends on Leads(name) may wait for it.
+func (r *Replica) Attempted(name string) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.attempted[name]
+	if !ok {
+		c = make(chan struct{})
+		r.attempted[name] = c
+	}
+	return c
+}
+
+func (r *Replica) setLeading(name string, on bool) {
+	r.mu.Lock()
+	r.leading[name] = on
+	r.mu.Unlock()
+}
 
 // Beat records one heartbeat.
 func (r *Replica) Beat(ctx context.Context) error {
@@ -133,6 +166,7 @@ func (r *Replica) RunWhileLeader(ctx context.Context, name string, ttl time.Dura
 	t := mayfly.NewTicker(r.clock, ttl/3)
 	defer t.Stop()
 	var w *work // the run of fn while this replica leads, or nil
+	first := true
 	for {
 		var held bool
 		err := r.store.Update(ctx, func(tx mayfly.Tx) error {
@@ -151,12 +185,25 @@ func (r *Replica) RunWhileLeader(ctx context.Context, name string, ttl time.Dura
 			w = nil // fn returned by itself: run it again
 		case !held && w != nil:
 			r.log.Info("cluster: leader lease lost; stopping the work here", "work", name, "replica", r.info.ID)
+			r.setLeading(name, false)
 			w.stop()
 			w = nil
 		}
 		if held && w == nil {
 			r.log.Info("cluster: this replica leads the work", "work", name, "replica", r.info.ID)
 			w = start(ctx, name, fn, r.log)
+			r.setLeading(name, true)
+		}
+		if first {
+			first = false
+			r.mu.Lock()
+			c, ok := r.attempted[name]
+			if !ok {
+				c = make(chan struct{})
+				r.attempted[name] = c
+			}
+			r.mu.Unlock()
+			close(c)
 		}
 		select {
 		case <-ctx.Done():
@@ -168,6 +215,7 @@ func (r *Replica) RunWhileLeader(ctx context.Context, name string, ttl time.Dura
 	if w == nil {
 		return
 	}
+	r.setLeading(name, false)
 	w.stop()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
