@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"net/url"
 	"testing"
 	"time"
 
@@ -19,14 +20,27 @@ import (
 // same server as the target) instead of SQLite: the cost of one-call
 // issue when replicas share the store, against the bare CREATE ROLE. In
 // mode marked the roles carry an installation key's mark, as in
-// production; plain without one.
+// production; plain without one; marked-async is marked with every commit
+// of the store asynchronous (synchronous_commit off in the DSN's options:
+// the SQLite store's contract, where only intents wait for the log).
 //
 //	go test -run '^$' -bench IssueVsBaselinesPostgresStore -benchtime 1000x -count 3 ./internal/broker/
 func BenchmarkIssueVsBaselinesPostgresStore(b *testing.B) {
-	for _, mode := range []string{"marked", "plain"} {
+	for _, mode := range []string{"marked", "plain", "marked-async"} {
 		b.Run(mode, func(b *testing.B) {
 			ctx := context.Background()
-			st, err := pgstore.Open(ctx, pgtest.NewDatabase(b), 4)
+			dsn := pgtest.NewDatabase(b)
+			if mode == "marked-async" {
+				u, err := url.Parse(dsn)
+				if err != nil {
+					b.Fatal(err)
+				}
+				q := u.Query()
+				q.Set("options", "-c synchronous_commit=off")
+				u.RawQuery = q.Encode()
+				dsn = u.String()
+			}
+			st, err := pgstore.Open(ctx, dsn, 4)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -34,7 +48,7 @@ func BenchmarkIssueVsBaselinesPostgresStore(b *testing.B) {
 			tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: "mf_", DSN: testenv.PostgresDSN(),
 				Grants: map[string]mayfly.Grant{"readonly": {Name: "readonly", Roles: []string{"pg_read_all_data"}}}}
 			getenv := func(string) string { return "" }
-			if mode == "marked" {
+			if mode != "plain" {
 				tgt.InstanceKeyEnv = "MAYFLY_BENCH_INSTANCE_KEY"
 				getenv = func(k string) string {
 					if k == tgt.InstanceKeyEnv {
