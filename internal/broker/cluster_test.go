@@ -125,3 +125,63 @@ func (c *countingConnector) Revoke(ctx context.Context, req mayfly.RevokeRequest
 	c.calls.mu.Unlock()
 	return c.gateConnector.Revoke(ctx, req)
 }
+
+// TestClaimOfDeadReplicaLapses: a lease claimed by a replica that died
+// mid-attempt (its claim stays in the store) is left alone by another
+// replica's scheduler until the claim's deadline, then revoked by it.
+func TestClaimOfDeadReplicaLapses(t *testing.T) {
+	policies := []policy.Policy{{Name: "auto", Groups: []string{"eng"}, Targets: []string{"t"}, Grants: []string{"ro"}, MaxDuration: 8 * time.Hour}}
+	b, clk, conn := periodicEnv(t, policies)
+	ctx := context.Background()
+	alice := Caller{User: "alice", Groups: []string{"eng"}}
+	_, _, a, err := b.CreateAndActivate(ctx, alice, RequestInput{Target: "t", Grant: "ro", Duration: 10 * time.Minute, Reason: "x"}, ActivateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(11 * time.Minute)
+	const claimFor = 2 * time.Minute
+	deadline := clk.Now().Add(claimFor)
+	err = b.store.Update(ctx, func(tx mayfly.Tx) error {
+		ls, err := tx.ClaimDue(clk.Now(), dueStates, "dead", deadline, mayfly.DueCursor{}, 0)
+		if err == nil && (len(ls) != 1 || ls[0].ID != a.Lease.ID) {
+			err = fmt.Errorf("the dead replica claimed %d leases; want %s", len(ls), a.Lease.ID)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runLoop(t, func(ctx context.Context) error {
+		return b.RunScheduler(ctx, SchedulerOptions{Holder: "alive", MaxSleep: time.Hour})
+	})
+	// Asleep with the lease claimed elsewhere: nothing revoked.
+	for clk.Now().Before(deadline) {
+		if when := clk.WaitArmed(); when.IsZero() {
+			t.Fatal("the scheduler does not sleep while the due lease is claimed by another replica")
+		}
+		if l, _ := b.getLease(ctx, a.Lease.ID); l.State != mayfly.LeaseActive || !conn.exists(l.Username) {
+			t.Fatalf("at %s, before the dead replica's claim lapsed: lease %s, account present %v; want active and present",
+				clk.Now().Sub(deadline), l.State, conn.exists(l.Username))
+		}
+		clk.Advance(time.Minute)
+	}
+	// The claim has lapsed (at the deadline exactly it still holds).
+	changed := b.Changed()
+	clk.Advance(time.Second)
+	stop := time.After(10 * time.Second)
+	for {
+		l, _ := b.getLease(ctx, a.Lease.ID)
+		if l.State == mayfly.LeaseRevoked {
+			if conn.exists(l.Username) {
+				t.Fatal("lease revoked but its account is still on the target")
+			}
+			return
+		}
+		select {
+		case <-changed:
+			changed = b.Changed()
+		case <-stop:
+			t.Fatalf("lease still %s 10s after the dead replica's claim lapsed", l.State)
+		}
+	}
+}
