@@ -78,15 +78,35 @@ func (t *tx) ClaimDue(now time.Time, states []mayfly.LeaseState, holder string, 
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	// One statement for all the leases; a claim of holder's own that
+	// still runs past half of the new term is left as it is.
+	ids := make([]string, len(out))
+	for i, l := range out {
+		ids[i] = l.ID
+	}
 	half := now.Add(until.Sub(now) / 2).UnixNano()
-	for _, l := range out {
-		if _, err := t.exec(`UPDATE leases SET claimed_by = $1, claim_until = $2
-			WHERE id = $3 AND (claimed_by IS DISTINCT FROM $1 OR claim_until IS NULL OR claim_until < $4)`,
-			holder, untilArg, l.ID, half); err != nil {
-			return nil, fmt.Errorf("claim lease %s: %w", l.ID, err)
-		}
+	if _, err := t.exec(`UPDATE leases SET claimed_by = $1, claim_until = $2
+		WHERE id = ANY($3) AND (claimed_by IS DISTINCT FROM $1 OR claim_until IS NULL OR claim_until < $4)`,
+		holder, untilArg, ids, half); err != nil {
+		return nil, fmt.Errorf("claim due leases: %w", err)
 	}
 	return out, nil
+}
+
+var _ mayfly.ClaimReleaser = (*tx)(nil)
+
+// ReleaseClaims removes holder's claims of the leases ids.
+func (t *tx) ReleaseClaims(holder string, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := t.exec(`UPDATE leases SET claimed_by = NULL, claim_until = NULL WHERE id = ANY($1) AND claimed_by = $2`, ids, holder); err != nil {
+		return fmt.Errorf("release claims of %s: %w", holder, err)
+	}
+	return nil
 }
 
 // AcquireLeader takes or renews the leader lease name for holder.
