@@ -306,3 +306,73 @@ func TestSkipIntentSync(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadlockRetried: two updates that lock two requests in opposite
+// orders deadlock; PostgreSQL aborts one, and Update runs it again, so
+// both succeed and both changes are kept.
+func TestDeadlockRetried(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	if err := db.Update(ctx, func(tx mayfly.Tx) error {
+		for _, id := range []string{"r1", "r2"} {
+			if err := tx.CreateRequest(&mayfly.Request{ID: id, State: mayfly.RequestPending}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var holding sync.WaitGroup // each first attempt holds its first lock
+	holding.Add(2)
+	attempts := make([]int, 2)
+	update := func(i int, first, second string) error {
+		return db.Update(ctx, func(tx mayfly.Tx) error {
+			attempts[i]++
+			r, err := tx.GetRequest(first)
+			if err != nil {
+				return err
+			}
+			if attempts[i] == 1 {
+				holding.Done()
+				holding.Wait()
+			}
+			r2, err := tx.GetRequest(second)
+			if err != nil {
+				return err
+			}
+			for _, r := range []*mayfly.Request{r, r2} {
+				r.Approvers = append(r.Approvers, fmt.Sprintf("u%d", i))
+				if err := tx.UpdateRequest(r); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	wg.Go(func() { errs[0] = update(0, "r1", "r2") })
+	wg.Go(func() { errs[1] = update(1, "r2", "r1") })
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("updates = %v, %v; want both to succeed", errs[0], errs[1])
+	}
+	if attempts[0]+attempts[1] != 3 {
+		t.Errorf("attempts = %v; want one update run again after the deadlock", attempts)
+	}
+	if err := db.View(ctx, func(tx mayfly.Tx) error {
+		for _, id := range []string{"r1", "r2"} {
+			r, err := tx.GetRequest(id)
+			if err != nil {
+				return err
+			}
+			if len(r.Approvers) != 2 {
+				t.Errorf("%s approvers = %v; want both updates' (u0, u1)", id, r.Approvers)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
