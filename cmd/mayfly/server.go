@@ -486,9 +486,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	go func() { defer bg.Done(); rep.RunHeartbeat(ctx, cluster.HeartbeatEvery) }()
 	if cfg.Store.Postgres != nil {
 		// Other replicas' commits wake this one's audit streams, sinks and
-		// notifications within a second.
+		// notifications as they commit (LISTEN/NOTIFY; a slow poll besides).
 		bg.Add(1)
-		go func() { defer bg.Done(); cluster.WatchAudit(ctx, st, nil, time.Second, b.ChangedElsewhere) }()
+		go func() { defer bg.Done(); cluster.WatchAudit(ctx, st, nil, time.Second, log, b.ChangedElsewhere) }()
 	}
 	if addr := e.getenv("MAYFLY_PPROF_ADDR"); addr != "" {
 		// Debugging aid: Go's profiler on a separate, explicitly chosen address.

@@ -332,18 +332,74 @@ func OthersAlive(ctx context.Context, st mayfly.Store, now time.Time, self strin
 	return out, nil
 }
 
-// WatchAudit reads the sequence number of the newest audit event every
-// every until ctx ends, and calls changed each time it has moved: other
-// replicas' commits then wake this one's live views (audit streams, sinks,
-// notifications) within every, as its own commits do at once.
-func WatchAudit(ctx context.Context, st mayfly.Store, clk mayfly.Clock, every time.Duration, changed func()) {
+// AuditListener is a store that tells of the audit events committed
+// through any replica as they commit (the PostgreSQL store, with
+// LISTEN/NOTIFY). ListenAudit runs until ctx ends, calls appended with the
+// sequence number of the newest event of each commit, and appended(0)
+// each time it (re)starts listening, as notifications may have been
+// missed before; errors (a lost connection, reopened with backoff) go to
+// onErr.
+type AuditListener interface {
+	ListenAudit(ctx context.Context, appended func(seq int64), onErr func(error))
+}
+
+// SafetyPoll is how often WatchAudit still reads the newest audit event
+// when the store is an AuditListener, in case a notification is lost.
+const SafetyPoll = 10 * time.Second
+
+// WatchAudit calls changed each time the sequence number of the newest
+// audit event moves, until ctx ends: other replicas' commits then wake
+// this one's live views (audit streams, sinks, notifications), as its
+// own commits do at once. When st is an AuditListener, it is woken by the
+// store's notifications within milliseconds of a commit, and reads the
+// newest event every SafetyPoll besides; otherwise it reads it every
+// every.
+func WatchAudit(ctx context.Context, st mayfly.Store, clk mayfly.Clock, every time.Duration, log *slog.Logger, changed func()) {
 	if clk == nil {
 		clk = mayfly.SystemClock{}
 	}
+	if log == nil {
+		log = slog.Default()
+	}
+	var mu sync.Mutex
+	last := int64(-1) // the newest sequence number seen
+	// Wake-ups, coalesced: the head moved; read the head now.
+	moved, repoll := make(chan struct{}, 1), make(chan struct{}, 1)
+	signal := func(c chan struct{}) {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+	listen := func(seq int64) {
+		if seq == 0 {
+			signal(repoll)
+			return
+		}
+		mu.Lock()
+		newer := seq > last
+		if newer {
+			last = seq
+		}
+		mu.Unlock()
+		if newer {
+			signal(moved)
+		}
+	}
+	if l, ok := st.(AuditListener); ok {
+		every = SafetyPoll
+		listening := make(chan struct{})
+		defer func() { <-listening }() // returns when ctx ends
+		go func() {
+			defer close(listening)
+			l.ListenAudit(ctx, listen, func(err error) {
+				log.Warn("cluster: audit notifications interrupted; listening again", "err", err)
+			})
+		}()
+	}
 	t := mayfly.NewTicker(clk, every)
 	defer t.Stop()
-	last := int64(-1)
-	for {
+	poll := func() {
 		var head int64
 		err := st.View(ctx, func(tx mayfly.Tx) error {
 			es, err := tx.ListAudit(mayfly.AuditFilter{Newest: true, Limit: 1})
@@ -352,16 +408,30 @@ func WatchAudit(ctx context.Context, st mayfly.Store, clk mayfly.Clock, every ti
 			}
 			return err
 		})
-		if err == nil {
-			if last >= 0 && head != last {
-				changed()
-			}
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		differs := last >= 0 && head != last
+		if head > last || differs {
 			last = head
 		}
+		mu.Unlock()
+		if differs {
+			changed()
+		}
+	}
+	poll()
+	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-moved:
+			changed()
+		case <-repoll:
+			poll()
 		case <-t.C():
+			poll()
 		}
 	}
 }

@@ -38,6 +38,9 @@ type tx struct {
 	}
 	// Audit events appended and not yet written (see AppendAudit).
 	pending []pendingEvent
+	// notifySeq is the sequence number of the newest audit event written
+	// by this transaction (0 if none), notified on AuditChannel at commit.
+	notifySeq int64
 }
 
 // querier runs statements on the transaction's connection.
@@ -766,9 +769,15 @@ func (t *tx) flushAudit() error {
 	}
 	last := t.pending[len(t.pending)-1].e
 	t.head.seq, t.head.hash = last.Seq, last.Hash
+	t.notifySeq = last.Seq
 	t.pending = t.pending[:0]
 	return nil
 }
+
+// notifyStmt is queued before the COMMIT of a transaction that wrote
+// audit events: PostgreSQL delivers the notification to the listeners of
+// every replica when, and only if, the transaction commits.
+const notifyStmt = "SELECT pg_notify('" + AuditChannel + "', $1)"
 
 // commit commits the transaction; the pending audit events are written
 // in the same round trip as the COMMIT. Once sent, the commit is waited
@@ -776,25 +785,34 @@ func (t *tx) flushAudit() error {
 // exactly when it committed.
 func (t *tx) commit() error {
 	wctx := context.WithoutCancel(t.ctx)
-	if len(t.pending) == 0 {
+	if len(t.pending) == 0 && t.notifySeq == 0 {
 		if !t.begun {
 			return nil // no statement ran: nothing to commit
 		}
 		tag, err := t.q.Exec(wctx, "COMMIT")
 		return commitResult(tag, err)
 	}
-	q, args, err := t.chainPending()
-	if err != nil {
-		return err
-	}
 	var batch pgx.Batch
-	batch.Queue(q, args...)
+	if len(t.pending) > 0 {
+		q, args, err := t.chainPending()
+		if err != nil {
+			return err
+		}
+		batch.Queue(q, args...)
+		t.notifySeq = t.pending[len(t.pending)-1].e.Seq
+	}
+	batch.Queue(notifyStmt, strconv.FormatInt(t.notifySeq, 10))
 	batch.Queue("COMMIT")
 	br := t.q.SendBatch(wctx, &batch)
-	_, err = br.Exec()
-	if err != nil {
+	if len(t.pending) > 0 {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("append audit events %d to %d: %w", t.pending[0].e.Seq, t.pending[len(t.pending)-1].e.Seq, err)
+		}
+	}
+	if _, err := br.Exec(); err != nil {
 		br.Close()
-		return fmt.Errorf("append audit events %d to %d: %w", t.pending[0].e.Seq, t.pending[len(t.pending)-1].e.Seq, err)
+		return fmt.Errorf("postgres store: notify %s: %w", AuditChannel, err)
 	}
 	tag, err := br.Exec()
 	if cerr := br.Close(); err == nil {
