@@ -219,3 +219,79 @@ func TestOthersAlive(t *testing.T) {
 		t.Errorf("OthersAlive(B) = %v; want [C]", got)
 	}
 }
+
+// listeningStore is a store whose audit notifications the test sends.
+type listeningStore struct {
+	mayfly.Store
+	notes chan int64
+}
+
+func (s listeningStore) ListenAudit(ctx context.Context, appended func(seq int64), onErr func(error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case seq := <-s.notes:
+			appended(seq)
+		}
+	}
+}
+
+// TestWatchAuditListens: on a store that notifies audit appends,
+// WatchAudit calls changed at a notification of a newer event, without
+// waiting for its poll (the fake clock never ticks), not at one it has
+// seen; when the listener (re)starts it reads the newest event and calls
+// changed if it moved meanwhile.
+func TestWatchAuditListens(t *testing.T) {
+	sq, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sq.Close() })
+	appendOne := func() int64 {
+		e := &mayfly.AuditEvent{Time: time.Now(), Action: "test.event"}
+		if err := sq.Update(context.Background(), func(tx mayfly.Tx) error { return tx.AppendAudit(e) }); err != nil {
+			t.Fatal(err)
+		}
+		return e.Seq
+	}
+	appendOne()
+	st := listeningStore{Store: sq, notes: make(chan int64)}
+	ctx, cancel := context.WithCancel(context.Background())
+	changed := make(chan struct{}, 8)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		WatchAudit(ctx, st, clocktest.New(time.Now()), time.Second, nil, func() { changed <- struct{}{} })
+	}()
+	expect := func(want bool, what string) {
+		t.Helper()
+		wait := 5 * time.Second
+		if !want {
+			wait = 100 * time.Millisecond
+		}
+		select {
+		case <-changed:
+			if !want {
+				t.Fatalf("%s: changed called", what)
+			}
+		case <-time.After(wait):
+			if want {
+				t.Fatalf("%s: changed not called within %v", what, wait)
+			}
+		}
+	}
+	st.notes <- 0 // listening: reads the head, which has not moved
+	st.notes <- 0 // (sent once the first one was taken)
+	expect(false, "listening, nothing new")
+	seq := appendOne()
+	st.notes <- seq
+	expect(true, "notified of a new event")
+	st.notes <- seq
+	expect(false, "notified again of the same event")
+	appendOne()
+	st.notes <- 0 // listening again after missing the notification
+	expect(true, "listening again after an event was missed")
+	cancel()
+	<-done
+}
