@@ -1,8 +1,9 @@
 // Package freezeproxy is a TCP proxy in front of a real server that can
 // stop answering on command: once frozen it forwards nothing more on open
 // connections and holds new ones without a word, like a target that hangs
-// with its port open. Tests and the load tool use it to hang a real
-// PostgreSQL or Redis on loopback.
+// with its port open. Cut instead drops every connection and refuses new
+// ones, like a server that went away. Tests and the load tool use it to
+// hang or cut off a real PostgreSQL or Redis on loopback.
 package freezeproxy
 
 import (
@@ -16,6 +17,7 @@ type Proxy struct {
 	ln       net.Listener
 	upstream string
 	frozen   atomic.Bool
+	cut      atomic.Bool
 	done     chan struct{}
 	once     sync.Once
 
@@ -41,15 +43,28 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // Freeze stops all forwarding: open connections hang, new ones are held.
 func (p *Proxy) Freeze() { p.frozen.Store(true) }
 
-// Thaw drops every connection and forwards again.
+// Thaw ends a Freeze or a Cut: it drops every connection and forwards
+// again.
 func (p *Proxy) Thaw() {
+	p.dropAll()
+	p.frozen.Store(false)
+	p.cut.Store(false)
+}
+
+// Cut drops every connection and refuses new ones (each is closed as soon
+// as accepted), like a server that went away, until Thaw.
+func (p *Proxy) Cut() {
+	p.cut.Store(true)
+	p.dropAll()
+}
+
+func (p *Proxy) dropAll() {
 	p.mu.Lock()
 	for _, c := range p.conns {
 		c.Close()
 	}
 	p.conns = nil
 	p.mu.Unlock()
-	p.frozen.Store(false)
 }
 
 // Close stops listening and drops every connection. It is safe to call
@@ -73,6 +88,10 @@ func (p *Proxy) serve() {
 		c, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		if p.cut.Load() {
+			c.Close()
+			continue
 		}
 		p.track(c)
 		if p.frozen.Load() {
