@@ -18,12 +18,15 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"path"
 	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -225,6 +228,7 @@ const (
 )
 
 func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) (err error) {
+	defer func() { err = unreachable(ctx, err) }()
 	if db.closed.Load() {
 		return errClosed
 	}
@@ -276,7 +280,43 @@ func (db *DB) Ping(ctx context.Context) error {
 	if db.closed.Load() {
 		return errClosed
 	}
-	return db.pool.Ping(ctx)
+	return unreachable(ctx, db.pool.Ping(ctx))
+}
+
+// errUnreachable is what callers see of a store that cannot be reached:
+// 503 through the API, exit code 5 on the command line.
+var errUnreachable = mayfly.Errorf(mayfly.EUNAVAILABLE, "store unavailable: the PostgreSQL store cannot be reached (connection refused or lost); try again when it is back")
+
+// unreachable returns err as an unavailable error when it says the
+// database could not be reached or dropped the connection (refused,
+// reset, closed, shutting down), so a store outage is not answered as an
+// internal error. The driver's text stays in the chain for the log; the
+// message users see names neither host nor credentials.
+func unreachable(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	var me *mayfly.Error
+	if errors.As(err, &me) {
+		return err
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// Class 08: connection exception; 57P01-57P03: the server is
+		// shutting down or not yet accepting connections.
+		if !strings.HasPrefix(pe.Code, "08") && pe.Code != "57P01" && pe.Code != "57P02" && pe.Code != "57P03" {
+			return err
+		}
+	} else {
+		var ce *pgconn.ConnectError
+		var ne net.Error
+		if !errors.As(err, &ce) && !errors.As(err, &ne) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) &&
+			!errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.ECONNREFUSED) &&
+			!errors.Is(err, syscall.EPIPE) && !pgconn.SafeToRetry(err) && !strings.Contains(err.Error(), "conn closed") {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: %w", errUnreachable, err)
 }
 
 // Close closes the pool; later calls fail.
