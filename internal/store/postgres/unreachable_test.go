@@ -1,0 +1,59 @@
+package postgres
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/freezeproxy"
+	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+)
+
+// TestUnreachable: while the store's connections are cut (dropped, new
+// ones refused), Ping, View and Update fail with code unavailable and a
+// message naming the store but not its address or user; once it answers
+// again, they succeed on fresh connections.
+func TestUnreachable(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := freezeproxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	u.Host = p.Addr()
+	db := open(t, u.String())
+	ctx := context.Background()
+	calls := map[string]func() error{
+		"Ping": func() error { return db.Ping(ctx) },
+		"View": func() error { return db.View(ctx, func(tx mayfly.Tx) error { _, err := tx.CountLeases(); return err }) },
+		"Update": func() error {
+			return db.Update(ctx, func(tx mayfly.Tx) error { _, err := tx.GetLease("lse_none"); return err })
+		},
+	}
+	for name, call := range calls {
+		if err := call(); err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			t.Fatalf("%s before the cut: %v", name, err)
+		}
+	}
+	p.Cut()
+	for name, call := range calls {
+		err := call()
+		msg := mayfly.ErrorMessage(err)
+		if mayfly.ErrorCode(err) != mayfly.EUNAVAILABLE || !strings.Contains(msg, "store unavailable") ||
+			strings.Contains(msg, p.Addr()) || strings.Contains(msg, u.User.Username()) {
+			t.Errorf("%s while cut off: code %q, message %q (%v); want unavailable naming the store, not its address", name, mayfly.ErrorCode(err), msg, err)
+		}
+	}
+	p.Thaw()
+	for name, call := range calls {
+		if err := call(); err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			t.Errorf("%s once the store is back: %v", name, err)
+		}
+	}
+}
