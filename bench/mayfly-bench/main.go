@@ -4,7 +4,9 @@
 // for leases expiring in the same second vs a bare DROP ROLE loop, the
 // removal lag on healthy targets while targets that stopped answering have
 // hundreds of leases due vs the same load with every target answering, and
-// start-up time and memory with a large store.
+// start-up time and memory with a large store; with -store postgres
+// -replicas N, the same against N servers sharing a PostgreSQL store, and
+// a failover: a replica SIGKILLed while leases it claimed are due.
 //
 // Usage: go run ./bench/mayfly-bench [-quick] (see -help). It builds and
 // starts the mayfly binary itself.
@@ -58,6 +60,9 @@ var (
 	reconcileN    = flag.Int("reconcile-n", 10000, "managed accounts on the target for the reconcile measurement")
 	mysqlDSN      = flag.String("mysql", "root@tcp(127.0.0.1:3306)/", "admin DSN of the MariaDB for the suspension measurement")
 	redisAddr     = flag.String("redis", "127.0.0.1:6379", "Redis address for the suspension measurement")
+	storeKind     = flag.String("store", "sqlite", "the broker's store: sqlite, or postgres (database "+storeDB+" on the -pg server, made afresh; the isolation and startup parts are skipped)")
+	replicas      = flag.Int("replicas", 1, "with -store postgres: server processes sharing the store; API calls go to each in turn")
+	failoverN     = flag.Int("failover-n", 1000, "with -replicas > 1: leases expiring together while one replica is killed, in the failover measurement")
 )
 
 func main() {
@@ -85,6 +90,48 @@ type broker struct {
 	addr   string
 	client *httpapi.Client
 	dir    string
+	// The other replicas (-replicas), sharing the store.
+	peers     []*exec.Cmd
+	peerAddrs []string
+}
+
+// storeDB is the database of the PostgreSQL store (-store postgres).
+const storeDB = "mayfly_bench_store"
+
+// storeLine is the configuration's store line.
+func storeLine(dbPath string, conns int) string {
+	if *storeKind != "postgres" {
+		return fmt.Sprintf("store: {sqlite: %s}", dbPath)
+	}
+	u, err := url.Parse(*pgDSN)
+	if err != nil {
+		panic(err)
+	}
+	u.Path = "/" + storeDB
+	return fmt.Sprintf("store: {postgres: {dsn: %q, max_conns: %d}}", u.String(), conns)
+}
+
+// freshStoreDB drops and creates the PostgreSQL store's database.
+func freshStoreDB(ctx context.Context, pool *pgxpool.Pool) error {
+	if _, err := pool.Exec(ctx, "DROP DATABASE IF EXISTS "+storeDB+" WITH (FORCE)"); err != nil {
+		return err
+	}
+	_, err := pool.Exec(ctx, "CREATE DATABASE "+storeDB)
+	return err
+}
+
+// roundRobin sends each request to the next of addrs in turn.
+type roundRobin struct {
+	addrs []string
+	n     atomic.Uint64
+	next  http.RoundTripper
+}
+
+func (r *roundRobin) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.URL.Host = r.addrs[r.n.Add(1)%uint64(len(r.addrs))]
+	req.Host = req.URL.Host
+	return r.next.RoundTrip(req)
 }
 
 func buildBinary(dir string) (string, error) {
@@ -116,7 +163,7 @@ func startBrokerWith(bin, dir, dbPath string, conc int, extraTargets string) (*b
 	bsum := sha256.Sum256([]byte(token + "-burst"))
 	addr := freePort()
 	cfg := fmt.Sprintf(`listen: %s
-store: {sqlite: %s}
+%s
 users:
   - {name: bench, groups: [eng], token_sha256: "%s"}
   - {name: leaver, groups: [eng], token_sha256: "%s"}
@@ -138,7 +185,7 @@ targets:
 policies:
   - {name: bench, groups: [eng], targets: ["*"], grants: ["*"], max_duration: 2h, approvals: 0}
 reconcile: {interval: 0s}
-`, addr, dbPath, hex.EncodeToString(sum[:]), hex.EncodeToString(lsum[:]), hex.EncodeToString(bsum[:]), conc, *pgDSN, conc+*clients, *mysqlDSN, *redisAddr, extraTargets)
+`, addr, storeLine(dbPath, conc+*clients), hex.EncodeToString(sum[:]), hex.EncodeToString(lsum[:]), hex.EncodeToString(bsum[:]), conc, *pgDSN, conc+*clients, *mysqlDSN, *redisAddr, extraTargets)
 	path := filepath.Join(dir, "mayfly.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -152,23 +199,65 @@ reconcile: {interval: 0s}
 	b := &broker{cmd: cmd, addr: addr, client: httpapi.NewClient("http://"+addr, token), dir: dir,
 		leaver: httpapi.NewClient("http://"+addr, token+"-leaver"), burst: httpapi.NewClient("http://"+addr, token+"-burst")}
 	b.client.HTTP.Transport = &http.Transport{MaxIdleConnsPerHost: 64}
+	if err := waitReady(addr); err != nil {
+		cmd.Process.Kill()
+		return nil, err
+	}
+	if *storeKind == "postgres" {
+		for i := 1; i < *replicas; i++ {
+			a := freePort()
+			p := filepath.Join(dir, fmt.Sprintf("mayfly-%d.yaml", i))
+			if err := os.WriteFile(p, []byte(strings.Replace(cfg, "listen: "+addr, "listen: "+a, 1)), 0o600); err != nil {
+				b.stop()
+				return nil, err
+			}
+			c := exec.Command(bin, "server", "--config", p)
+			c.Stderr, c.Env = os.Stderr, cmd.Env
+			if err := c.Start(); err != nil {
+				b.stop()
+				return nil, err
+			}
+			b.peers, b.peerAddrs = append(b.peers, c), append(b.peerAddrs, a)
+			if err := waitReady(a); err != nil {
+				b.stop()
+				return nil, err
+			}
+		}
+		if len(b.peers) > 0 {
+			rr := &roundRobin{addrs: append([]string{addr}, b.peerAddrs...), next: &http.Transport{MaxIdleConnsPerHost: 64}}
+			for _, c := range []*httpapi.Client{b.client, b.leaver, b.burst} {
+				c.HTTP = &http.Client{Transport: rr}
+			}
+		}
+	}
+	return b, nil
+}
+
+func waitReady(addr string) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return b, nil
+				return nil
 			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	cmd.Process.Kill()
-	return nil, fmt.Errorf("broker did not become ready")
+	return fmt.Errorf("broker at %s did not become ready", addr)
 }
 
 func (b *broker) stop() {
-	b.cmd.Process.Signal(os.Interrupt)
-	b.cmd.Wait()
+	for _, c := range append([]*exec.Cmd{b.cmd}, b.peers...) {
+		if c.ProcessState == nil {
+			c.Process.Signal(os.Interrupt)
+		}
+	}
+	for _, c := range append([]*exec.Cmd{b.cmd}, b.peers...) {
+		if c.ProcessState == nil {
+			c.Wait()
+		}
+	}
 }
 
 // issue asks for access with immediate activation: one API round trip from
@@ -286,6 +375,16 @@ func runAll(ctx context.Context) error {
 		fmt.Printf("autovacuum is %s on this server: the role catalogs are vacuumed before each part, or the dead rows of every run's created and dropped roles would slow the next (pg_authid grew to 339 MB over a day of runs without it)\n\n", autovacuum)
 	}
 
+	storeDesc := "SQLite store"
+	if *storeKind == "postgres" {
+		if err := freshStoreDB(ctx, pool); err != nil {
+			return fmt.Errorf("make the store's database: %w", err)
+		}
+		storeDesc = fmt.Sprintf("PostgreSQL store (database %s on the same server), %d replica(s)", storeDB, max(*replicas, 1))
+	} else if *storeKind != "sqlite" {
+		return fmt.Errorf("-store %q: want sqlite or postgres", *storeKind)
+	}
+	fmt.Printf("Broker: %s\n\n", storeDesc)
 	b, err := startBroker(bin, dir, filepath.Join(dir, "mayfly.db"), *revokeConc)
 	if err != nil {
 		return err
@@ -301,6 +400,7 @@ func runAll(ctx context.Context) error {
 		{"revoke", func() error { return benchRevoke(ctx, pool, b) }},
 		{"suspend", func() error { return benchSuspend(ctx, b) }},
 		{"reconcile", func() error { return benchReconcile(ctx, pool, b) }},
+		{"failover", func() error { return benchFailover(ctx, pool, b) }},
 	} {
 		if skipped(part.name) {
 			continue
@@ -315,6 +415,9 @@ func runAll(ctx context.Context) error {
 		}
 	}
 	b.stop()
+	if *storeKind == "postgres" {
+		return nil // the parts below start brokers of their own on SQLite
+	}
 	if !skipped("isolation") {
 		if err := benchIsolation(ctx, pool, bin, dir); err != nil {
 			return err
@@ -788,5 +891,124 @@ func benchReconcile(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	}
 	removed, _ := res[0]["orphans_removed"].([]any)
 	fmt.Printf("- %v managed accounts of which %d orphans: pass took %s, removing %d orphans (each audited)\n\n", res[0]["accounts"], n, dirty.Round(time.Millisecond), len(removed))
+	return nil
+}
+
+// benchFailover (with -replicas > 1): failoverN leases expire together
+// while the replica that leads the most singleton work is SIGKILLed
+// 100 ms after their expiry, with some of them claimed: the time until
+// every account is gone, and until the singleton work it led runs on
+// another replica.
+func benchFailover(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
+	if len(b.peers) == 0 {
+		return nil
+	}
+	type status struct {
+		Replicas []struct {
+			ID      string   `json:"id"`
+			Address string   `json:"address"`
+			Alive   bool     `json:"alive"`
+			Leads   []string `json:"leads"`
+		} `json:"replicas"`
+	}
+	cluster := func() (status, error) {
+		var st status
+		err := b.client.Do(ctx, "GET", "/v1/cluster", nil, nil, &st)
+		return st, err
+	}
+	n := *failoverN
+	T := time.Now().Add(time.Duration(n)*3*time.Millisecond + 5*time.Second).Truncate(time.Second)
+	var wg sync.WaitGroup
+	ch := make(chan int)
+	var firstErr atomic.Value
+	for i := 0; i < *clients; i++ {
+		wg.Go(func() {
+			for range ch {
+				if _, err := b.issueAs(ctx, b.burst, time.Until(T).Round(time.Millisecond)); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		})
+	}
+	for i := range n {
+		ch <- i
+	}
+	close(ch)
+	wg.Wait()
+	if e, ok := firstErr.Load().(error); ok {
+		return fmt.Errorf("issuing leases for the failover run: %w", e)
+	}
+	if time.Now().After(T) {
+		return fmt.Errorf("issuing %d leases took past their common expiry", n)
+	}
+	st, err := cluster()
+	if err != nil {
+		return err
+	}
+	// The victim: the replica leading the most work.
+	procs, addrs := append([]*exec.Cmd{b.cmd}, b.peers...), append([]string{b.addr}, b.peerAddrs...)
+	port := func(a string) string { return a[strings.LastIndex(a, ":"):] }
+	victim, most := -1, -1
+	var led []string
+	for i, a := range addrs {
+		for _, r := range st.Replicas {
+			if strings.HasSuffix(r.Address, port(a)) && len(r.Leads) > most {
+				victim, most, led = i, len(r.Leads), r.Leads
+			}
+		}
+	}
+	if victim < 0 {
+		return fmt.Errorf("no replica of the cluster status matches an address of %v", addrs)
+	}
+	countLive := func() int {
+		var k int
+		pool.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname LIKE 'mf\_burst\_%'`).Scan(&k)
+		return k
+	}
+	time.Sleep(time.Until(T.Add(100 * time.Millisecond)))
+	killedAt := time.Now()
+	procs[victim].Process.Kill()
+	procs[victim].Wait()
+	leftAtKill := countLive()
+	// Survivors only from here on.
+	var alive []string
+	for i, a := range addrs {
+		if i != victim {
+			alive = append(alive, a)
+		}
+	}
+	for _, c := range []*httpapi.Client{b.client, b.leaver, b.burst} {
+		c.HTTP = &http.Client{Transport: &roundRobin{addrs: alive, next: &http.Transport{MaxIdleConnsPerHost: 64}}}
+	}
+	var takeover time.Duration
+	var gone time.Duration
+	for takeover == 0 || gone == 0 {
+		if time.Since(killedAt) > 3*time.Minute {
+			return fmt.Errorf("failover did not finish in 3 minutes (accounts left %d, takeover %v)", countLive(), takeover)
+		}
+		if gone == 0 && countLive() == 0 {
+			gone = time.Since(T)
+		}
+		if takeover == 0 {
+			st, err := cluster()
+			if err == nil {
+				moved := 0
+				for _, r := range st.Replicas {
+					for _, w := range r.Leads {
+						if slices.Contains(led, w) && r.Alive && !strings.HasSuffix(r.Address, port(addrs[victim])) {
+							moved++
+						}
+					}
+				}
+				if moved == len(led) {
+					takeover = time.Since(killedAt)
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Printf("## Failover: %d leases expiring together across %d replicas; the replica leading %v SIGKILLed 100 ms after their expiry\n\n", n, len(b.peers)+1, led)
+	fmt.Printf("Accounts left when it was killed: %d. All accounts gone %s after the expiry. Its singleton work running elsewhere %s after the kill.\n\n",
+		leftAtKill, gone.Round(time.Millisecond), takeover.Round(time.Millisecond))
 	return nil
 }
