@@ -125,10 +125,11 @@ func leadersOf(st cluster.Status) map[string]string {
 // audit chain verifies; and every singleton is led by a live replica, the
 // killed holder's work having been taken over.
 //
-// It runs about 85 s on 2 cores under -race (the server binary is built
-// without it): issuing takes 11 to 16 s, the kills about 12 s, and the
-// leases a killed replica had claimed for revocation wait out the claim's
-// term (60 s) before another replica revokes them.
+// It runs 75 to 85 s on 2 cores under -race (the server binary is built
+// without it): issuing takes 10 to 30 s, the kills (5 or more, until
+// issuing ends) about 10 s from the first expiry, and the leases a killed
+// replica had claimed for revocation wait out the claim's term (60 s)
+// before another replica revokes them.
 func TestReplicasSurviveSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three server processes and 3,000 leases; skipped with -short")
@@ -136,7 +137,7 @@ func TestReplicasSurviveSIGKILL(t *testing.T) {
 	const (
 		leases  = 3000
 		workers = 24
-		kills   = 4
+		kills   = 5
 	)
 	dsn := pgtest.NewDatabase(t)
 	b := make([]byte, 3)
@@ -153,16 +154,21 @@ func TestReplicasSurviveSIGKILL(t *testing.T) {
 
 	_, before := waitLeaders(t, reps[0].world, 3)
 
-	// Issue the leases. They begin to expire while the last are issued;
-	// the kills begin once all are issued, in the expiry wave, so none
-	// interrupts an activation (whose lease, with other replicas alive,
-	// would wait out its 2-minute provisioning deadline; docs/ha.md).
+	// Issue the leases, 24 at a time. They begin to expire while the last
+	// are issued, and the kills begin with the expiry wave. Issuing pauses
+	// while a replica is killed and started again (kill takes pause), so
+	// no activation is cut off midway: its lease, with other replicas
+	// alive, would wait out its 2-minute provisioning deadline
+	// (docs/ha.md). Revocations in flight are cut off; that is the point.
 	start := time.Now()
-	var next atomic.Int64
-	var mu sync.Mutex
-	issued := map[string]string{} // lease id → username
-	var firstErr error
-	var wg sync.WaitGroup
+	var (
+		next, done atomic.Int64
+		pause      sync.RWMutex
+		mu         sync.Mutex
+		issued     = map[string]string{} // lease id → username
+		firstErr   error
+		wg         sync.WaitGroup
+	)
 	for i := range workers {
 		wg.Add(1)
 		go func() {
@@ -172,6 +178,7 @@ func TestReplicasSurviveSIGKILL(t *testing.T) {
 				if n > leases {
 					return
 				}
+				pause.RLock()
 				w := reps[(n+i)%len(reps)].world
 				out, err := w.try("alice", "request", "local-pg/readonly", "--for", "12s", "--reason", fmt.Sprintf("HA-%d chaos", n), "-o", "json")
 				var r reqOut
@@ -185,6 +192,7 @@ func TestReplicasSurviveSIGKILL(t *testing.T) {
 				if err == nil {
 					err = json.Unmarshal([]byte(out), &c)
 				}
+				pause.RUnlock()
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = fmt.Errorf("lease %d through %s: %w", n, w.addr, err)
@@ -196,24 +204,34 @@ func TestReplicasSurviveSIGKILL(t *testing.T) {
 				if err != nil {
 					return
 				}
+				done.Add(1)
 			}
 		}()
 	}
-	wg.Wait()
-	if firstErr != nil {
-		t.Fatal(firstErr)
+	stopped := make(chan struct{})
+	var issuedIn time.Duration
+	go func() { wg.Wait(); issuedIn = time.Since(start); close(stopped) }()
+	finished := func() bool {
+		select {
+		case <-stopped:
+			return true
+		default:
+			return false
+		}
 	}
-	t.Logf("issued %d leases through 3 replicas in %s", len(issued), time.Since(start).Round(time.Millisecond))
 
-	// The expiry wave: kill replicas at random and start them again. The
-	// first one killed leads the lapser.
-	waitFor(t, "the expiry wave to begin", 30*time.Second, func() bool {
-		return rolesLike(t, prefix) < len(issued)
+	// The expiry wave: once the first leases are revoked, kill replicas at
+	// random and start them again, every second or two, while leases are
+	// issued and at least `kills` times. The first one killed leads the
+	// lapser.
+	waitFor(t, "the expiry wave to begin", 60*time.Second, func() bool {
+		d := int(done.Load()) // before the count: each role is made before its lease counts
+		return finished() || rolesLike(t, prefix) < d
 	})
 	var st0 cluster.Status
 	reps[0].ok("carol", &st0, "cluster", "-o", "json")
 	killedLeads := map[string][]string{} // killed replica id → what it led
-	for k := range kills {
+	for k := 0; k < kills || (!finished() && k < 3*kills); k++ {
 		var victim *procReplica
 		if k == 0 {
 			holder := leadersOf(st0)["lapser"]
@@ -236,12 +254,19 @@ func TestReplicasSurviveSIGKILL(t *testing.T) {
 				killedLeads[r.ID] = r.Leads
 			}
 		}
-		time.Sleep(time.Duration(500+randIntn(1500)) * time.Millisecond)
+		time.Sleep(time.Duration(300+randIntn(1200)) * time.Millisecond)
+		pause.Lock()
 		victim.kill()
-		t.Logf("%s: SIGKILLed replica %s (%s) leading %v", time.Since(start).Round(time.Millisecond), victim.id, victim.addr, killedLeads[victim.id])
-		time.Sleep(time.Duration(200+randIntn(1000)) * time.Millisecond)
+		t.Logf("%s: SIGKILLed replica %s (%s) leading %v; %d leases issued", time.Since(start).Round(time.Millisecond), victim.id, victim.addr, killedLeads[victim.id], done.Load())
+		time.Sleep(time.Duration(200+randIntn(800)) * time.Millisecond)
 		victim.start()
+		pause.Unlock()
 	}
+	<-stopped
+	if firstErr != nil {
+		t.Fatal(firstErr)
+	}
+	t.Logf("issued %d leases through 3 replicas in %s", len(issued), issuedIn.Round(time.Millisecond))
 
 	// Every lease ends revoked, once.
 	ids := make([]string, 0, len(issued))
@@ -313,6 +338,13 @@ func TestReplicasSurviveSIGKILL(t *testing.T) {
 		var st cluster.Status
 		reps[0].ok("carol", &st, "cluster", "-o", "json")
 		now := leadersOf(st)
+		n := 0
+		for _, r := range st.Replicas {
+			n += len(r.Leads)
+		}
+		if n != len(now) {
+			t.Fatalf("a singleton led by two replicas at once: %+v", st)
+		}
 		for name := range before {
 			if !live[now[name]] {
 				return false
