@@ -950,10 +950,11 @@ func benchFailover(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	port := func(a string) string { return a[strings.LastIndex(a, ":"):] }
 	victim, most := -1, -1
 	var led []string
+	var victimID string
 	for i, a := range addrs {
 		for _, r := range st.Replicas {
 			if strings.HasSuffix(r.Address, port(a)) && len(r.Leads) > most {
-				victim, most, led = i, len(r.Leads), r.Leads
+				victim, most, led, victimID = i, len(r.Leads), r.Leads, r.ID
 			}
 		}
 	}
@@ -970,6 +971,20 @@ func benchFailover(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	procs[victim].Process.Kill()
 	procs[victim].Wait()
 	leftAtKill := countLive()
+	// The leases it had claimed and not finished: they wait for their
+	// claims to lapse.
+	var claimed int
+	u, _ := url.Parse(*pgDSN)
+	u.Path = "/" + storeDB
+	c, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		return err
+	}
+	err = c.QueryRow(ctx, "SELECT count(*) FROM leases WHERE claimed_by = $1 AND claim_until > $2", victimID, time.Now().UnixNano()).Scan(&claimed)
+	c.Close(ctx)
+	if err != nil {
+		return fmt.Errorf("count the killed replica's claims: %w", err)
+	}
 	// Survivors only from here on.
 	var alive []string
 	for i, a := range addrs {
@@ -1008,7 +1023,7 @@ func benchFailover(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	fmt.Printf("## Failover: %d leases expiring together across %d replicas; the replica leading %v SIGKILLed 100 ms after their expiry\n\n", n, len(b.peers)+1, led)
-	fmt.Printf("Accounts left when it was killed: %d. All accounts gone %s after the expiry. Its singleton work running elsewhere %s after the kill.\n\n",
-		leftAtKill, gone.Round(time.Millisecond), takeover.Round(time.Millisecond))
+	fmt.Printf("Accounts left when it was killed: %d; leases it had claimed and not finished: %d. All accounts gone %s after the expiry. Its singleton work running elsewhere %s after the kill.\n\n",
+		leftAtKill, claimed, gone.Round(time.Millisecond), takeover.Round(time.Millisecond))
 	return nil
 }
