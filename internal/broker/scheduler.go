@@ -132,6 +132,12 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	}
 	var mu sync.Mutex
 	inflight := map[string]bool{}
+	// finished remembers, for a lease whose outcome was recorded, the
+	// epoch at which it left inflight. A read that began before that saw
+	// the lease still due: it must not be taken as a fresh due lease and
+	// revoked again.
+	var epoch uint64
+	finished := map[string]uint64{}
 	results := make(chan outcome, o.Concurrency*4)
 	abandon := make(chan struct{})
 	actx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
@@ -142,8 +148,10 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		defer close(committerDone)
 		b.commitOutcomes(results, abandon, func(ids []string) {
 			mu.Lock()
+			epoch++
 			for _, id := range ids {
 				delete(inflight, id)
+				finished[id] = epoch
 			}
 			mu.Unlock()
 		})
@@ -188,21 +196,37 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			mu.Unlock()
 		}
 		now := b.clock.Now().UTC()
+		mu.Lock()
+		readAt := epoch
+		mu.Unlock()
 		var due []*mayfly.Lease
 		err := b.store.Update(ctx, func(tx mayfly.Tx) error {
 			var err error
 			due, err = tx.ClaimDue(now, dueStates, o.Holder, now.Add(o.ClaimFor), cursor, limit)
 			return err
 		})
-		if err != nil && ctx.Err() == nil {
-			b.log.Error("scheduler: due leases", "err", err)
+		if err != nil {
+			// The claims were not committed: another replica may hold
+			// these leases now.
+			due = nil
+			if ctx.Err() == nil {
+				b.log.Error("scheduler: due leases", "err", err)
+			}
 		}
 		var fresh []*mayfly.Lease
 		mu.Lock()
 		for _, l := range due {
+			if done, ok := finished[l.ID]; ok && done > readAt {
+				continue // recorded after this read began: stale
+			}
 			if !inflight[l.ID] {
 				inflight[l.ID] = true
 				fresh = append(fresh, l)
+			}
+		}
+		for id, done := range finished {
+			if done <= readAt {
+				delete(finished, id) // this read saw its outcome
 			}
 		}
 		mu.Unlock()
