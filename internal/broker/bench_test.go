@@ -26,12 +26,18 @@ func newBenchBroker(b *testing.B) (*broker.Broker, mayfly.Connector) {
 // newBenchBrokerKeyed is newBenchBroker with, when keyed, an installation
 // key: roles carry the installation's mark, as in a production set-up.
 func newBenchBrokerKeyed(b *testing.B, keyed bool) (*broker.Broker, mayfly.Connector) {
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "m.db"))
+	st, err := sqlite.Open(context.Background(), filepath.Join(b.TempDir(), "m.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { st.Close() })
+	return newBenchBrokerOn(b, st, keyed)
+}
+
+// newBenchBrokerOn is a broker on store st with the local PostgreSQL as
+// its one target, keyed as newBenchBrokerKeyed says.
+func newBenchBrokerOn(b *testing.B, st mayfly.Store, keyed bool) (*broker.Broker, mayfly.Connector) {
+	ctx := context.Background()
 	tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: "mf_", DSN: testenv.PostgresDSN(),
 		Grants: map[string]mayfly.Grant{"readonly": {Name: "readonly", Roles: []string{"pg_read_all_data"}}}}
 	getenv := func(string) string { return "" }

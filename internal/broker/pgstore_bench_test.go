@@ -5,15 +5,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/mayflyhq/mayfly"
-	"github.com/mayflyhq/mayfly/internal/broker"
-	"github.com/mayflyhq/mayfly/internal/connector/postgres"
-	"github.com/mayflyhq/mayfly/internal/policy"
 	pgstore "github.com/mayflyhq/mayfly/internal/store/postgres"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
-	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // BenchmarkIssueVsBaselinesPostgresStore is BenchmarkIssueVsBaselines with
@@ -47,33 +41,7 @@ func BenchmarkIssueVsBaselinesPostgresStore(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { st.Close() })
-			tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: "mf_", DSN: testenv.PostgresDSN(),
-				Grants: map[string]mayfly.Grant{"readonly": {Name: "readonly", Roles: []string{"pg_read_all_data"}}}}
-			getenv := func(string) string { return "" }
-			if mode != "plain" {
-				tgt.InstanceKeyEnv = "MAYFLY_BENCH_INSTANCE_KEY"
-				getenv = func(k string) string {
-					if k == tgt.InstanceKeyEnv {
-						return "bench-installation-key-0123456789"
-					}
-					return ""
-				}
-			}
-			conn, err := postgres.New(tgt, getenv)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := conn.Check(ctx); err != nil {
-				testenv.Unavailable(b, "PostgreSQL", err)
-			}
-			b.Cleanup(func() { conn.Close() })
-			set, err := policy.Compile([]policy.Policy{{Name: "p", Groups: []string{"eng"}, Targets: []string{"pg"}, Grants: []string{"readonly"}, MaxDuration: time.Hour}},
-				[]policy.TargetInfo{{Name: "pg", Kind: "postgres", Grants: []string{"readonly"}}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			br := broker.New(&broker.Config{Targets: map[string]mayfly.Target{"pg": tgt}, Policies: set},
-				broker.Options{Store: st, Connectors: map[string]mayfly.Connector{"pg": conn}, HMACKey: []byte("k")})
+			br, conn := newBenchBrokerOn(b, st, mode != "plain")
 			benchIssueVsBaselines(b, br, conn)
 		})
 	}
