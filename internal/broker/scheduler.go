@@ -266,11 +266,13 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		mu.Lock()
 		busy := len(inflight)
 		mu.Unlock()
-		if sleep <= 0 && (busy > 0 || len(due) == 0) {
+		if sleep <= 0 && (busy > 0 || len(due) == 0) && !next.After(now) {
 			// The earliest due leases are in flight here or claimed by
 			// another replica (their completion wakes us, or their claims
 			// lapse): sleep until the first deadline after them, so that
 			// leases held by a slow target are not read again and again.
+			// A deadline that passed after this pass read (next > now) is
+			// read again at once instead.
 			sleep = min(b.untilNextFutureDue(ctx, now), busyPoll)
 		}
 		b.nextWake.Store(b.clock.Now().Add(sleep).UnixNano())
