@@ -124,6 +124,18 @@ type Tx interface {
 	// DeleteReplica removes a replica's record; a missing one is not an
 	// error.
 	DeleteReplica(id string) error
+
+	// PutChatMessage records where the chat message about m.RequestID is,
+	// replacing what was recorded.
+	PutChatMessage(m *ChatMessage) error
+	// GetChatMessage returns the chat message about a request; ENOTFOUND
+	// when none was recorded.
+	GetChatMessage(requestID string) (*ChatMessage, error)
+	// UseNonce records that key (a signature of a signed request) was
+	// seen, until until: ECONFLICT when it is recorded already with an
+	// until at or after now, so a request replayed to any replica sharing
+	// the store is refused. Keys whose until is before now are removed.
+	UseNonce(key string, now, until time.Time) error
 }
 
 // ClaimReleaser is a Tx that can give claims up before they lapse. A

@@ -189,9 +189,17 @@ func (n *Notifier) newMessage(typ string, e *mayfly.AuditEvent, r *mayfly.Reques
 	return m
 }
 
+// link points m at the web app (served under /app/): approvers at their
+// approvals inbox, requesters at their access page, on the request.
 func (n *Notifier) link(m *message) {
-	if n.baseURL != "" && m.Request != nil {
-		m.Link = n.baseURL + "/requests/" + url.PathEscape(m.Request.ID)
+	if n.baseURL == "" || m.Request == nil {
+		return
+	}
+	switch m.Type {
+	case TypeApprovalNeeded, TypeBreakGlass, TypeCancelled:
+		m.Link = n.baseURL + "/app/approvals"
+	default:
+		m.Link = n.baseURL + "/app/access#req-" + url.PathEscape(m.Request.ID)
 	}
 }
 

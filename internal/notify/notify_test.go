@@ -54,12 +54,12 @@ func TestWebhookApprovalFlow(t *testing.T) {
 		t.Errorf("request = %+v; want req_1 readonly on pg-prod for 1h with its reason", need.Request)
 	}
 	for _, s := range []string{"alice asks for readonly on pg-prod for 1h", "investigate INC-42", "req_1",
-		"mayfly approve req_1", `mayfly deny req_1 --reason "WHY"`, "https://mayfly.example.com/requests/req_1"} {
+		"mayfly approve req_1", `mayfly deny req_1 --reason "WHY"`, "https://mayfly.example.com/app/approvals"} {
 		if !strings.Contains(need.Text, s) {
 			t.Errorf("approval_needed text lacks %q:\n%s", s, need.Text)
 		}
 	}
-	if need.URL != "https://mayfly.example.com/requests/req_1" {
+	if need.URL != "https://mayfly.example.com/app/approvals" {
 		t.Errorf("url = %q", need.URL)
 	}
 	if need.Urgent {

@@ -52,6 +52,8 @@ func Run(t *testing.T, open func(t *testing.T) mayfly.Store) {
 		{"LeaderLeases", testLeaderLeases},
 		{"ClaimDue", testClaimDue},
 		{"Replicas", testReplicas},
+		{"ChatMessages", testChatMessages},
+		{"Nonces", testNonces},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
