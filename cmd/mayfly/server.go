@@ -30,6 +30,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/notify"
 	"github.com/mayflyhq/mayfly/internal/policy"
 	"github.com/mayflyhq/mayfly/internal/scim"
+	"github.com/mayflyhq/mayfly/internal/webapp"
 )
 
 func cmdServer(e *env, args []string) error {
@@ -478,6 +479,12 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		Cluster: func(ctx context.Context) (any, error) { return rep.Status(ctx) },
 	})
 	h = overdueReadyz(h, b, readyCheck, rep.ID())
+	// The web app at /app/ (and / redirecting to it) calls the API in-process.
+	web, err := webapp.New(webapp.Options{API: h, Changed: b.Changed, SingleSignOn: login != nil, Logger: log})
+	if err != nil {
+		return fmt.Errorf("web app: %w", err)
+	}
+	h = web.Mount(h)
 	rep.SetAddress(advertisedAddr(ln.Addr()))
 	if err := rep.Beat(ctx); err != nil {
 		log.Warn("cluster: first heartbeat", "replica", rep.ID(), "err", err)

@@ -40,6 +40,7 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("POST /v1/audit/hash", a(adminOnly(s.handleAuditHash())))
 	mux.Handle("POST /v1/audit/prune", a(adminOnly(s.handleAuditPrune())))
 	mux.Handle("POST /v1/policy/explain", a(s.handleExplain()))
+	mux.Handle("GET /v1/catalog", a(s.handleCatalog()))
 	mux.Handle("GET /v1/ssh/ca", a(s.handleSSHCA()))
 	mux.Handle("POST /v1/ssh/ca/rotate", a(adminOnly(s.handleSSHRotate())))
 	mux.Handle("GET /v1/ssh/revoked-keys", a(s.handleRevokedKeys()))
