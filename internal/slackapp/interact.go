@@ -1,0 +1,277 @@
+package slackapp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/broker"
+)
+
+// maxBody bounds an interaction request's body.
+const maxBody = 1 << 20
+
+// ParseInteraction decodes the JSON payload of an interaction (the
+// payload form field over HTTP, the envelope's payload over Socket Mode)
+// and checks the fields Mayfly relies on.
+func ParseInteraction(payload []byte) (*slack.InteractionCallback, error) {
+	if len(payload) == 0 {
+		return nil, errors.New("no payload")
+	}
+	if len(payload) > maxBody {
+		return nil, fmt.Errorf("payload is larger than %d bytes", maxBody)
+	}
+	var cb slack.InteractionCallback
+	if err := json.Unmarshal(payload, &cb); err != nil {
+		return nil, fmt.Errorf("payload is not an interaction: %v", err)
+	}
+	if cb.Type == "" {
+		return nil, errors.New("payload has no type")
+	}
+	if cb.Type == slack.InteractionTypeBlockActions && !ValidUserID(cb.User.ID) {
+		return nil, fmt.Errorf("payload's user id %q is not a Slack user id", cut(cb.User.ID, 40))
+	}
+	return &cb, nil
+}
+
+// ParseBody decodes the body of an interaction request over HTTP: a form
+// whose payload field holds the interaction's JSON.
+func ParseBody(body []byte) (*slack.InteractionCallback, error) {
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, errors.New("body is not form-encoded")
+	}
+	return ParseInteraction([]byte(form.Get("payload")))
+}
+
+// Handler serves POST /v1/integrations/slack/interactions. It refuses a
+// request whose signature does not verify with the signing secret, whose
+// timestamp is more than five minutes from now, or that was seen before
+// (by any replica sharing the store), and answers 200 to what Slack sent,
+// whatever Mayfly made of it: a refusal of the clicker is told to them
+// privately.
+func (a *App) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeError(w, http.StatusMethodNotAllowed, mayfly.EINVALID, "use POST")
+			return
+		}
+		if a.secret == "" {
+			writeError(w, http.StatusNotFound, mayfly.ENOTFOUND, "Slack interactions over HTTP are not enabled (slack.signing_secret_env)")
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, mayfly.EINVALID, "cannot read the request body")
+			return
+		}
+		if len(body) > maxBody {
+			writeError(w, http.StatusRequestEntityTooLarge, mayfly.EINVALID, "request body is too large")
+			return
+		}
+		if err := a.verify(r.Context(), r.Header, body); err != nil {
+			code := mayfly.ErrorCode(err)
+			status := http.StatusUnauthorized
+			if code == mayfly.EUNAVAILABLE || code == mayfly.EINTERNAL {
+				status = http.StatusServiceUnavailable
+			}
+			a.log.Warn("slack: interaction refused", "remote", r.RemoteAddr, "reason", mayfly.ErrorMessageOrText(err))
+			writeError(w, status, code, mayfly.ErrorMessage(err))
+			return
+		}
+		cb, err := ParseBody(body)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, mayfly.EINVALID, "interaction: "+err.Error())
+			return
+		}
+		a.Interact(r.Context(), cb)
+		w.WriteHeader(http.StatusOK)
+	})
+}
+
+// verify checks a request's Slack signature and timestamp and that it was
+// not seen before.
+func (a *App) verify(ctx context.Context, h http.Header, body []byte) error {
+	sv, err := slack.NewSecretsVerifier(h, a.secret)
+	if err != nil {
+		if errors.Is(err, slack.ErrExpiredTimestamp) {
+			return mayfly.Errorf(mayfly.EUNAUTHORIZED, "request timestamp is more than 5 minutes from now (a replay, or a clock out of step)")
+		}
+		return mayfly.Errorf(mayfly.EUNAUTHORIZED, "request is not signed by Slack: missing or malformed X-Slack-Signature or X-Slack-Request-Timestamp")
+	}
+	if _, err := sv.Write(body); err != nil {
+		return mayfly.Errorf(mayfly.EUNAUTHORIZED, "request signature: %v", err)
+	}
+	if err := sv.Ensure(); err != nil {
+		return mayfly.Errorf(mayfly.EUNAUTHORIZED, "request signature does not match the signing secret")
+	}
+	now := a.clock.Now().UTC()
+	key := "slack:" + h.Get("X-Slack-Signature")
+	err = a.store.Update(ctx, func(tx mayfly.Tx) error { return tx.UseNonce(key, now, now.Add(ReplayWindow)) })
+	if mayfly.ErrorCode(err) == mayfly.ECONFLICT {
+		return mayfly.Errorf(mayfly.EUNAUTHORIZED, "request was seen before: a replay is refused")
+	}
+	if err != nil {
+		return mayfly.Errorf(mayfly.EUNAVAILABLE, "cannot record the request's signature now: %v", err)
+	}
+	return nil
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// DenyReason is the reason recorded for a denial made with the Deny
+// button; the requester is told who denied it.
+const DenyReason = "denied in Slack"
+
+// Interact acts on an interaction, from HTTP or Socket Mode: a click on
+// Approve or Deny of an approval message. The clicker is told privately
+// what happened (through the interaction's response_url); other
+// interactions are ignored.
+func (a *App) Interact(ctx context.Context, cb *slack.InteractionCallback) {
+	if cb.Type != slack.InteractionTypeBlockActions {
+		return
+	}
+	for _, act := range cb.ActionCallback.BlockActions {
+		if act == nil || (act.ActionID != ActionApprove && act.ActionID != ActionDeny) {
+			continue
+		}
+		text := a.decide(ctx, cb.User.ID, act.ActionID, act.Value)
+		a.reply(ctx, cb.ResponseURL, text)
+	}
+}
+
+// decide approves or denies request id as the Mayfly user behind the
+// Slack user, and returns what to tell the clicker.
+func (a *App) decide(ctx context.Context, slackUser, action, id string) string {
+	if id == "" || len(id) > 200 {
+		return ":warning: This button names no request."
+	}
+	user, err := a.mayflyUser(ctx, slackUser)
+	if err != nil {
+		a.log.Info("slack: click refused", "slack_user", slackUser, "request", id, "reason", mayfly.ErrorMessageOrText(err))
+		return ":no_entry_sign: " + slackEscape(mayfly.ErrorMessage(err)) + " Nothing was changed."
+	}
+	groups, admin, _ := a.dir.User(user)
+	c := broker.Caller{User: user, Groups: groups, Admin: admin, Source: "slack:" + slackUser}
+	var r *mayfly.Request
+	if action == ActionApprove {
+		r, err = a.b.Approve(ctx, c, id, "")
+	} else {
+		r, err = a.b.Deny(ctx, c, id, DenyReason+" by "+user)
+	}
+	if mayfly.ErrorCode(err) == mayfly.ENOTFOUND {
+		// The broker hides a request from whoever may not see it, as the
+		// API does; the clicker saw it in the channel.
+		err = mayfly.Errorf(mayfly.EFORBIDDEN, "%s may not decide request %s: it waits for approvers from %s, and you are not one of them.",
+			user, id, strings.Join(a.groupsOf(ctx, id), ", "))
+	}
+	if err != nil {
+		if mayfly.ErrorCode(err) == mayfly.EINTERNAL {
+			a.log.Error("slack: decision failed", "user", user, "request", id, "err", err)
+		}
+		return ":no_entry_sign: " + slackEscape(mayfly.ErrorMessage(err)) + " Nothing was changed."
+	}
+	a.Notify()
+	switch {
+	case action == ActionDeny:
+		return fmt.Sprintf(":no_entry: You denied request %s of %s.", esc(r.ID), esc(r.Requester))
+	case r.State == mayfly.RequestApproved:
+		return fmt.Sprintf(":white_check_mark: You approved request %s of %s; it is approved.", esc(r.ID), esc(r.Requester))
+	default:
+		return fmt.Sprintf(":white_check_mark: You approved request %s of %s. %s", esc(r.ID), esc(r.Requester), waiting(r))
+	}
+}
+
+// mayflyUser maps a Slack user to an active Mayfly user: by the slack_id
+// configured on the user or, when the administrator opted in with
+// match_email, by the Slack account's confirmed email address.
+func (a *App) mayflyUser(ctx context.Context, slackUser string) (string, error) {
+	if !ValidUserID(slackUser) {
+		return "", mayfly.Errorf(mayfly.EUNAUTHORIZED, "The interaction names no Slack user.")
+	}
+	name, ok := a.dir.BySlackID(slackUser)
+	if !ok && a.cfg.MatchEmail {
+		u, err := a.api.GetUserInfoContext(ctx, slackUser)
+		if err != nil {
+			return "", mayfly.Errorf(mayfly.EUNAVAILABLE, "Mayfly could not look your Slack account up (%v); try again.", slackErr("users.info", err))
+		}
+		switch {
+		case u.Deleted || u.IsBot:
+			return "", mayfly.Errorf(mayfly.EFORBIDDEN, "Your Slack account is deactivated or a bot.")
+		case u.Profile.Email == "" || !u.IsEmailConfirmed:
+			return "", mayfly.Errorf(mayfly.EFORBIDDEN, "Your Slack account has no confirmed email address to match with a Mayfly user; ask an administrator to set slack_id %s on your Mayfly user.", slackUser)
+		}
+		name, ok = a.dir.ByEmail(strings.ToLower(u.Profile.Email))
+		if !ok {
+			return "", mayfly.Errorf(mayfly.EFORBIDDEN, "No Mayfly user has the email address of your Slack account; ask an administrator to set slack_id %s on your Mayfly user.", slackUser)
+		}
+	}
+	if !ok {
+		return "", mayfly.Errorf(mayfly.EFORBIDDEN, "Your Slack account (%s) is not linked to a Mayfly user; ask an administrator to set slack_id %s on your Mayfly user.", slackUser, slackUser)
+	}
+	if _, _, known := a.dir.User(name); !known {
+		return "", mayfly.Errorf(mayfly.EFORBIDDEN, "Your Slack account is linked to %s, who is not a Mayfly user.", name)
+	}
+	if st := a.b.UserStatus(name); st != broker.UserActive {
+		return "", mayfly.Errorf(mayfly.EFORBIDDEN, "Mayfly user %s is %s.", name, st)
+	}
+	return name, nil
+}
+
+// reply tells the clicker text privately through the interaction's
+// response_url, which must be Slack's (or, with api_url, the fake's).
+func (a *App) reply(ctx context.Context, responseURL, text string) {
+	if responseURL == "" {
+		return
+	}
+	if !a.responseURLAllowed(responseURL) {
+		a.log.Warn("slack: response_url is not Slack's; reply dropped")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, _, _, err := a.api.SendMessageContext(ctx, "", slack.MsgOptionResponseURL(responseURL, slack.ResponseTypeEphemeral),
+		slack.MsgOptionText(text, false))
+	if err != nil {
+		a.log.Warn("slack: private reply failed", "err", slackErr("response_url", err))
+	}
+}
+
+func (a *App) responseURLAllowed(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil || u.User != nil {
+		return false
+	}
+	if a.cfg.APIURL != "" {
+		api, err := url.Parse(a.cfg.APIURL)
+		return err == nil && u.Scheme == api.Scheme && u.Host == api.Host
+	}
+	return u.Scheme == "https" && u.Host == "hooks.slack.com"
+}
+
+// groupsOf returns the approver groups of request id's current step.
+func (a *App) groupsOf(ctx context.Context, id string) []string {
+	var r *mayfly.Request
+	if err := a.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		r, err = tx.GetRequest(id)
+		return err
+	}); err != nil {
+		return []string{"(unknown)"}
+	}
+	return r.ApproverGroups
+}
