@@ -136,6 +136,8 @@ type Tx interface {
 	// until at or after now, so a request replayed to any replica sharing
 	// the store is refused. Keys whose until is before now are removed.
 	UseNonce(key string, now, until time.Time) error
+
+	SessionTx
 }
 
 // ClaimReleaser is a Tx that can give claims up before they lapse. A

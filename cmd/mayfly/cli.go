@@ -67,6 +67,7 @@ func init() {
 		"token":     {"generate a bearer token and the token_sha256 line for the config", "token", cmdToken},
 		"tokens":    {"create, list and revoke expiring API tokens", "tokens create|list|revoke [--help]", cmdTokens},
 		"cluster":   {"list the replicas sharing the store, their last heartbeat and the work each leads (admins)", "cluster [-o json]", cmdCluster},
+		"sessions":  {"gateway sessions: list them, `sessions show ID` with every statement, `sessions verify ID` the chain", "sessions [--lease ID] [--user U] [--kind K] [--open] [-o json|text] | sessions show ID [--events] [-o json|text] | sessions verify ID [-o json]", cmdSessions},
 		"store":     {"`store migrate` copies a SQLite store into a new PostgreSQL store (server stopped)", "store migrate --from sqlite:PATH --to postgres:DSN [-o json]", cmdStore},
 	}
 }

@@ -61,6 +61,9 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("POST /v1/reconcile", a(adminOnly(s.handleReconcile())))
 	mux.Handle("GET /v1/targets/{name}/inventory", a(adminOnly(s.handleInventory())))
 	mux.Handle("GET /v1/cluster", a(adminOnly(s.handleCluster())))
+	mux.Handle("GET /v1/sessions", a(s.handleListSessions()))
+	mux.Handle("GET /v1/sessions/{id}", a(s.handleGetSession()))
+	mux.Handle("GET /v1/sessions/{id}/verify", a(s.handleVerifySession()))
 	mux.Handle("/v1/", a(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNoRoute(r))
 	})))

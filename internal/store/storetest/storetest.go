@@ -54,6 +54,9 @@ func Run(t *testing.T, open func(t *testing.T) mayfly.Store) {
 		{"Replicas", testReplicas},
 		{"ChatMessages", testChatMessages},
 		{"Nonces", testNonces},
+		{"Sessions", testSessions},
+		{"SessionEvents", testSessionEvents},
+		{"ConcurrentSessionAppends", testConcurrentSessionAppends},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,192 @@
+package mayfly
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+)
+
+// Session kinds: the gateway a session went through.
+const (
+	SessionPostgres = "postgres"
+	SessionSSH      = "ssh"
+)
+
+// Session is one connection a user made through a gateway, under a lease.
+// What happened in it is a chain of SessionEvents; the session keeps the
+// head of that chain (Events, LastHash), so an event removed from the end
+// is detected too.
+type Session struct {
+	ID        string `json:"id"`
+	Kind      string `json:"kind"`
+	LeaseID   string `json:"lease_id"`
+	RequestID string `json:"request_id,omitempty"`
+	User      string `json:"user"`
+	Target    string `json:"target"`
+	Grant     string `json:"grant,omitempty"`
+	// Account is the account on the target the gateway connected as.
+	Account string `json:"account,omitempty"`
+	// ClientAddr is the address the client connected from.
+	ClientAddr string    `json:"client_addr,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	EndedAt    time.Time `json:"ended_at,omitzero"`
+	EndReason  string    `json:"end_reason,omitempty"`
+	// Data holds kind-specific details (database, application name, SSH
+	// command); never a secret.
+	Data map[string]string `json:"data,omitempty"`
+	// Events is the sequence number of the last event appended, LastHash
+	// its hash.
+	Events   int64  `json:"events"`
+	LastHash string `json:"last_hash,omitempty"`
+}
+
+// Session event kinds common to every session kind; a gateway adds its
+// own (the PostgreSQL gateway: "statement").
+const (
+	SessionEventStart     = "start"
+	SessionEventStatement = "statement"
+	SessionEventEnd       = "end"
+)
+
+// SessionEvent is one entry of a session's log, chained to the one before
+// it by hash. Body is a JSON object whose fields depend on Kind (for a
+// statement, a Statement).
+type SessionEvent struct {
+	SessionID string          `json:"session_id"`
+	Seq       int64           `json:"seq"`
+	Time      time.Time       `json:"time"`
+	Kind      string          `json:"kind"`
+	Body      json.RawMessage `json:"body,omitempty"`
+	PrevHash  string          `json:"prev_hash"`
+	Hash      string          `json:"hash"`
+}
+
+// ComputeHash returns the hash of e chained to e.PrevHash: SHA-256 over
+// the previous hash and a canonical JSON encoding of every other field
+// (Body as it is stored: compact JSON).
+func (e *SessionEvent) ComputeHash() string {
+	body := e.Body
+	if len(body) == 0 {
+		body = json.RawMessage("null")
+	}
+	v := struct {
+		SessionID string          `json:"session_id"`
+		Seq       int64           `json:"seq"`
+		Time      string          `json:"time"`
+		Kind      string          `json:"kind"`
+		Body      json.RawMessage `json:"body"`
+	}{e.SessionID, e.Seq, e.Time.UTC().Format(time.RFC3339Nano), e.Kind, body}
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Body is not valid JSON: hash its bytes as a string instead, so
+		// the hash still covers them (and never matches a valid body's).
+		b, _ = json.Marshal(struct {
+			V   any    `json:"v"`
+			Raw string `json:"raw"`
+		}{[]any{e.SessionID, e.Seq, v.Time, e.Kind}, string(e.Body)})
+	}
+	h := sha256.New()
+	h.Write([]byte(e.PrevHash))
+	h.Write([]byte{'\n'})
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// CompactBody returns body as compact JSON, the form events are stored and
+// hashed in; EINVALID when it is not JSON.
+func CompactBody(body []byte) (json.RawMessage, error) {
+	if len(body) == 0 {
+		return nil, nil
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, body); err != nil {
+		return nil, Errorf(EINVALID, "session event body is not JSON: %v", err)
+	}
+	return b.Bytes(), nil
+}
+
+// Statement is the body of a "statement" session event: one statement a
+// client ran through the PostgreSQL gateway.
+type Statement struct {
+	Text string `json:"text"`
+	// Protocol is "simple" or "extended".
+	Protocol string    `json:"protocol"`
+	Start    time.Time `json:"start"`
+	// DurationUS is how long the statement took, in microseconds.
+	DurationUS int64 `json:"duration_us"`
+	// Tag is the command tag ("SELECT 3", "INSERT 0 1", "COPY 10").
+	Tag  string `json:"tag,omitempty"`
+	Rows int64  `json:"rows"`
+	// Error is the server's error, "SQLSTATE: message".
+	Error string `json:"error,omitempty"`
+	// Params are the bind parameters: in clear when the grant records
+	// them so, otherwise ParamsHMAC (hex HMAC-SHA-256 of each, keyed with
+	// the installation key) and never the values.
+	Params     []*string `json:"params,omitempty"`
+	ParamsHMAC []string  `json:"params_hmac,omitempty"`
+}
+
+// SessionFilter selects sessions; zero fields match everything.
+type SessionFilter struct {
+	IDs     []string
+	LeaseID string
+	User    string
+	Kind    string
+	// Open selects the sessions not ended.
+	Open  bool
+	Limit int
+	// After, when not zero, starts the list after this position in the
+	// (StartedAt, ID) order.
+	After PageCursor
+}
+
+// SessionTx is the part of a store transaction that keeps the session log.
+// Getters return an *Error with ENOTFOUND when nothing matches.
+type SessionTx interface {
+	// CreateSession stores s with no events (s.Events and s.LastHash are
+	// ignored); ECONFLICT when its id exists.
+	CreateSession(s *Session) error
+	// GetSession returns the session with id.
+	GetSession(id string) (*Session, error)
+	// ListSessions returns the sessions matching f in (StartedAt, ID)
+	// order.
+	ListSessions(f SessionFilter) ([]*Session, error)
+	// AppendSessionEvents appends evs, in order, to the chain of session
+	// id: each gets SessionID, Seq (the last one's plus one), PrevHash
+	// (the last one's hash, "" for the first) and Hash, and its Body is
+	// compacted; the session's head moves to the last. ENOTFOUND when
+	// there is no such session, ECONFLICT when it has ended.
+	AppendSessionEvents(id string, evs []*SessionEvent) error
+	// ListSessionEvents returns up to limit (all when 0) events of session
+	// id with Seq > afterSeq, in Seq order.
+	ListSessionEvents(id string, afterSeq int64, limit int) ([]*SessionEvent, error)
+	// EndSession records that session id ended at at, for reason;
+	// ENOTFOUND when there is none, ECONFLICT when it has already ended.
+	EndSession(id string, at time.Time, reason string) error
+}
+
+// ChainSessionEvents prepares evs for appending to session id's chain
+// whose last event is seq with hash: it sets each event's SessionID, Seq,
+// PrevHash and Hash, in order, after compacting its Body. Both stores use
+// it, so their chains are the same.
+func ChainSessionEvents(id string, seq int64, hash string, evs []*SessionEvent) error {
+	for _, e := range evs {
+		if e.Kind == "" {
+			return Errorf(EINVALID, "session %s: an event needs a kind", id)
+		}
+		if e.Time.IsZero() {
+			return Errorf(EINVALID, "session %s: an event needs a time", id)
+		}
+		body, err := CompactBody(e.Body)
+		if err != nil {
+			return err
+		}
+		seq++
+		e.SessionID, e.Seq, e.PrevHash, e.Body = id, seq, hash, body
+		e.Hash = e.ComputeHash()
+		hash = e.Hash
+	}
+	return nil
+}
