@@ -42,6 +42,7 @@ func needsRestart(old, next *config.Config) []string {
 		{"reconcile", old.Reconcile, next.Reconcile},
 		{"scim", old.SCIM, next.SCIM},
 		{"metrics", old.Metrics, next.Metrics},
+		{"slack", old.Slack, next.Slack},
 		{"auth.oidc", old.Auth.OIDC, next.Auth.OIDC},
 		{"auth.session_ttl", old.Auth.SessionTTL, next.Auth.SessionTTL},
 	} {

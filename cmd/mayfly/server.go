@@ -309,6 +309,10 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		scimDir = sd
 		scimHandler = scim.NewHandler(sd, cfg.SCIM.TokenSHA256, log)
 	}
+	slackApp, slackDir, err := newSlackApp(ctx, cfg, st, b, scimDir, e.getenv, log)
+	if err != nil {
+		return err
+	}
 	for _, w := range groupWarnings(cfg, scimDir) {
 		log.Warn("configuration: " + w)
 	}
@@ -397,6 +401,16 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		defer bg.Done()
 		b.WatchOverdue(ctx, time.Second, broker.OverdueGrace, func(o broker.Overdue) { m.LeasesOverdue.Set(float64(o.Count)) })
 	}()
+	if slackApp != nil {
+		// The Slack sender runs on one replica; Socket Mode on each (Slack
+		// hands every interaction to one connection).
+		bg.Add(1)
+		go func() { defer bg.Done(); leader("slack", func(ctx context.Context) { slackApp.Run(ctx) })() }()
+		if slackApp.SocketMode() {
+			bg.Add(1)
+			go func() { defer bg.Done(); slackApp.RunSocketMode(ctx) }()
+		}
+	}
 	if cfg.Audit.Retention > 0 {
 		bg.Add(1)
 		go func() {
@@ -444,6 +458,10 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 				}
 				auth.load(nc)
 				dir.load(nc)
+				if slackApp != nil {
+					slackDir.load(nc)
+					slackApp.SetChannels(nc.SlackChannels())
+				}
 				// What the server set up at start stays as it was.
 				res := httpapi.ReloadResult{NeedsRestart: needsRestart(cfg, nc), Warnings: groupWarnings(nc, scimDir)}
 				for _, w := range res.Warnings {
@@ -479,6 +497,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		Cluster: func(ctx context.Context) (any, error) { return rep.Status(ctx) },
 	})
 	h = overdueReadyz(h, b, readyCheck, rep.ID())
+	h = slackRoute(h, slackApp)
 	// The web app at /app/ (and / redirecting to it) calls the API in-process.
 	web, err := webapp.New(webapp.Options{API: h, Changed: b.Changed, SingleSignOn: login != nil, Logger: log})
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/audit/sink"
 	"github.com/mayflyhq/mayfly/internal/notify"
 	"github.com/mayflyhq/mayfly/internal/policy"
+	"github.com/mayflyhq/mayfly/internal/slackapp"
 )
 
 // Config is the whole configuration file.
@@ -41,6 +42,8 @@ type Config struct {
 	SSHCA SSHCA `yaml:"ssh_ca"`
 	// Notifications reach approvers and requesters (webhook, Slack, e-mail).
 	Notifications notify.Config `yaml:"notifications"`
+	// Slack lets approvers decide requests in Slack (docs/slack.md).
+	Slack slackapp.Config `yaml:"slack"`
 	// Audit configures where the audit trail is delivered.
 	Audit Audit `yaml:"audit"`
 	// Reconcile sets how often targets are compared with leases.
@@ -146,7 +149,11 @@ type User struct {
 	TokenSHA256 string   `yaml:"token_sha256"`
 	// Email receives notifications.
 	Email string `yaml:"email"`
-	line  int
+	// SlackID is the user's Slack member id (U0123ABCD): their clicks on
+	// Slack approval messages act as this user, and direct messages reach
+	// them there.
+	SlackID string `yaml:"slack_id"`
+	line    int
 }
 
 // Admins names who may act on everything (revoke any lease, read all).
@@ -366,6 +373,9 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	if c.Audit.RevocationOverdueAlert <= 0 {
 		c.Audit.RevocationOverdueAlert = 10 * time.Minute
 	}
+	if err := slackapp.Validate(c.Slack); err != nil {
+		return lineErr(f, lines["slack"].at(0), "%s", mayfly.ErrorMessageOrText(err))
+	}
 	if err := sink.Validate(c.Audit.Sinks); err != nil {
 		return lineErr(f, lines["audit"].at(0), "audit.sinks: %s", mayfly.ErrorMessageOrText(err))
 	}
@@ -433,6 +443,7 @@ func (c *Config) validate(lines map[string]seqLines) error {
 
 	users := map[string]bool{}
 	tokens := map[string]string{}
+	slackIDs := map[string]string{}
 	for i := range c.Users {
 		u := &c.Users[i]
 		if !nameRE.MatchString(u.Name) {
@@ -454,6 +465,15 @@ func (c *Config) validate(lines map[string]seqLines) error {
 			if !nameRE.MatchString(g) {
 				return lineErr(f, u.line, "user %q: group name %q is not valid", u.Name, g)
 			}
+		}
+		if u.SlackID != "" {
+			if !slackapp.ValidUserID(u.SlackID) {
+				return lineErr(f, u.line, "user %q: slack_id %q is not a Slack member id (like U0123ABCD: in Slack, the profile's ⋮ menu, Copy member ID)", u.Name, u.SlackID)
+			}
+			if other, dup := slackIDs[u.SlackID]; dup {
+				return lineErr(f, u.line, "users %q and %q share slack_id %s", other, u.Name, u.SlackID)
+			}
+			slackIDs[u.SlackID] = u.Name
 		}
 	}
 
@@ -514,6 +534,9 @@ func (c *Config) validate(lines map[string]seqLines) error {
 		}
 	}
 	for _, p := range c.Policies {
+		if p.SlackChannel != "" && !slackapp.ValidChannel(p.SlackChannel) {
+			return lineErr(f, p.Line, "policy %q: slack_channel %q: give a channel id (C0123ABCD) or #name", p.Name, p.SlackChannel)
+		}
 		for _, u := range p.Users {
 			if !users[u] {
 				return lineErr(f, p.Line, "policy %q: unknown user %q", p.Name, u)
@@ -602,3 +625,14 @@ func (c *Config) IsAdmin(name string, groups []string) bool {
 
 // TokenHash returns the hex SHA-256 form a token is configured by.
 func TokenHash(sum [32]byte) string { return hex.EncodeToString(sum[:]) }
+
+// SlackChannels maps each policy with a slack_channel to it.
+func (c *Config) SlackChannels() map[string]string {
+	m := map[string]string{}
+	for _, p := range c.Policies {
+		if p.SlackChannel != "" {
+			m[p.Name] = p.SlackChannel
+		}
+	}
+	return m
+}

@@ -68,6 +68,14 @@ func TestParseErrors(t *testing.T) {
 		{"unknown admin", base + "admins: {users: [zed]}\n", `unknown user "zed"`},
 		{"negative per_target", base + "scheduler: {per_target: -1}\n", "f.yaml:2: scheduler settings must be positive"},
 		{"syntax", base + "targets: [\n", "f.yaml"},
+		{"slack without bot token", base + "slack: {default_channel: \"#x\"}\n", "f.yaml:2: slack: bot_token_env is required"},
+		{"slack without a way in", base + "slack: {bot_token_env: SLACK_BOT}\n", "signing_secret_env (clicks arrive over HTTP) or app_token_env"},
+		{"slack env name", base + "slack: {bot_token_env: \"xoxb-123\", signing_secret_env: S}\n", `bot_token_env "xoxb-123" is not an environment variable name`},
+		{"slack channel", base + "slack: {bot_token_env: B, signing_secret_env: S, default_channel: \"general chat\"}\n", `default_channel "general chat"`},
+		{"slack api url", base + "slack: {bot_token_env: B, app_token_env: A, api_url: \"ftp://x\"}\n", "api_url"},
+		{"slack id", base + "users:\n  - {name: a, token_sha256: \"" + h + "\", slack_id: \"bob\"}\n", `f.yaml:3: user "a": slack_id "bob" is not a Slack member id`},
+		{"shared slack id", base + "users:\n  - {name: a, token_sha256: \"" + h + "\", slack_id: U0A}\n  - {name: b, token_sha256: \"" + strings.Replace(h, "1", "2", 1) + "\", slack_id: U0A}\n", "share slack_id U0A"},
+		{"policy slack channel", base + "policies:\n  - {name: p, slack_channel: \"<!channel>\"}\n", `f.yaml:3: policy "p": slack_channel "<!channel>"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,6 +87,30 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("Parse error = %q; want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseSlack(t *testing.T) {
+	y := issueExample + `slack:
+  bot_token_env: SLACK_BOT_TOKEN
+  signing_secret_env: SLACK_SIGNING_SECRET
+  default_channel: "#access"
+  match_email: true
+`
+	y = strings.Replace(y, `approver_groups: [dba]}`, `approver_groups: [dba], slack_channel: C0DBA}`, 1)
+	y = strings.Replace(y, `{name: bob, groups: [dba],`, `{name: bob, slack_id: U0BOB, groups: [dba],`, 1)
+	c, err := Parse([]byte(y), "mayfly.yaml")
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if !c.Slack.Enabled() || !c.Slack.MatchEmail || c.Slack.DefaultChannel != "#access" {
+		t.Errorf("slack = %+v", c.Slack)
+	}
+	if got := c.SlackChannels(); len(got) != 1 || got["eng-read-long"] != "C0DBA" {
+		t.Errorf("SlackChannels() = %v; want eng-read-long: C0DBA", got)
+	}
+	if c.Users[1].SlackID != "U0BOB" {
+		t.Errorf("bob's slack_id = %q", c.Users[1].SlackID)
 	}
 }
 

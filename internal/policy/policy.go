@@ -78,6 +78,10 @@ type Policy struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// BreakGlass allows emergency access without approval.
 	BreakGlass *BreakGlass `yaml:"break_glass"`
+	// SlackChannel is the Slack channel where the approval messages of
+	// this policy's requests go (a channel id or #name; default:
+	// slack.default_channel). The policy engine does not use it.
+	SlackChannel string `yaml:"slack_channel"`
 	// Line is the policy's line in the configuration file, for messages.
 	Line int `yaml:"-"`
 }
