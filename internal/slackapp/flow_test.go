@@ -308,3 +308,40 @@ func FuzzParseBody(f *testing.F) {
 		}
 	})
 }
+
+// TestSuspendedApproverDecidesNothing: a suspended user's clicks are
+// refused, as their tokens are.
+func TestSuspendedApproverDecidesNothing(t *testing.T) {
+	e := newEnv(t, openSQLite(t), nil)
+	r := e.request("alice", "readonly", "while bob is away")
+	e.fake.waitCalls("chat.postMessage", 1)
+	if _, _, err := e.b.SetUserStatus(e.ctx, broker.System, "bob", broker.UserSuspended, "left the team"); err != nil {
+		t.Fatal(err)
+	}
+	wantContains(t, "reply to suspended bob", e.click("U0BOB", ActionApprove, r.ID), "bob is suspended", "Nothing was changed")
+	e.unchanged(r.ID, "a suspended approver's click")
+}
+
+func TestResponseURLAllowed(t *testing.T) {
+	a := &App{}
+	fake := &App{cfg: Config{APIURL: "http://127.0.0.1:4567/api/"}}
+	tests := []struct {
+		app  *App
+		url  string
+		want bool
+	}{
+		{a, "https://hooks.slack.com/actions/T0/1/abc", true},
+		{a, "http://hooks.slack.com/actions/T0/1/abc", false},
+		{a, "https://hooks.slack.com.evil.example/x", false},
+		{a, "https://user@hooks.slack.com/x", false},
+		{a, "https://169.254.169.254/latest", false},
+		{a, "::", false},
+		{fake, "http://127.0.0.1:4567/response/1", true},
+		{fake, "http://127.0.0.1:9999/response/1", false},
+	}
+	for _, tt := range tests {
+		if got := tt.app.responseURLAllowed(tt.url); got != tt.want {
+			t.Errorf("responseURLAllowed(%q) with api_url %q = %v; want %v", tt.url, tt.app.cfg.APIURL, got, tt.want)
+		}
+	}
+}
