@@ -111,6 +111,9 @@ type Grant struct {
 	HostUser bool `yaml:"host_user" json:"host_user,omitempty"`
 	// HostGroups the ephemeral host user joins (ssh).
 	HostGroups []string `yaml:"host_groups" json:"host_groups,omitempty"`
+	// Via is how users reach the target: "direct" (the default) or
+	// "gateway", only through Mayfly's gateway, which records the session.
+	Via string `yaml:"via" json:"via,omitempty"`
 	// Params are passed to scripted targets (script).
 	Params map[string]string `yaml:"params" json:"params,omitempty"`
 }

@@ -72,7 +72,8 @@ type Connector struct {
 	port    int
 	prefix  string
 	krlFile string
-	admin   *hostAdmin // nil without AdminUser
+	admin   *hostAdmin      // nil without AdminUser
+	hostKey gossh.PublicKey // pinned host_key, nil without
 	now     func() time.Time
 
 	mu         sync.Mutex // guards reg and the KRL cache
@@ -80,6 +81,9 @@ type Connector struct {
 	krlGen     uint64
 	krlVersion uint64
 	krlData    []byte
+	// gwHost and gwPort are the SSH gateway's address (SetGateway).
+	gwHost string
+	gwPort int
 }
 
 // New returns the connector for target t, whose certificates ca signs. The
@@ -107,6 +111,11 @@ func New(t mayfly.Target, ca *CA, stateDir string, getenv func(string) string) (
 	c := &Connector{target: t, ca: ca, host: host, port: port, prefix: t.Prefix, krlFile: t.KRLFile, now: time.Now}
 	if c.prefix == "" {
 		c.prefix = mayfly.DefaultPrefix
+	}
+	if t.HostKey != "" {
+		if c.hostKey, _, _, _, err = gossh.ParseAuthorizedKey([]byte(t.HostKey)); err != nil {
+			return nil, mayfly.Errorf(mayfly.EINVALID, "ssh target %q: host_key is not a public key in authorized_keys format", t.Name)
+		}
 	}
 	if t.AdminUser != "" {
 		pass := t.AdminPassword
@@ -164,8 +173,18 @@ func validateTarget(t mayfly.Target) error {
 	if (t.AdminUser == "") != (t.AdminKeyFile == "") {
 		return mayfly.Errorf(mayfly.EINVALID, "ssh target %q: admin_user and admin_key_file go together", t.Name)
 	}
-	if t.AdminUser == "" && (t.HostKey != "" || t.AdminPassword != "" || t.AdminPasswordEnv != "") {
-		return mayfly.Errorf(mayfly.EINVALID, "ssh target %q: host_key and admin_password need admin_user and admin_key_file", t.Name)
+	viaGateway := false
+	for _, g := range t.Grants {
+		viaGateway = viaGateway || g.Via == ViaGateway
+	}
+	if t.AdminUser == "" && (t.AdminPassword != "" || t.AdminPasswordEnv != "") {
+		return mayfly.Errorf(mayfly.EINVALID, "ssh target %q: admin_password needs admin_user and admin_key_file", t.Name)
+	}
+	if t.AdminUser == "" && t.HostKey != "" && !viaGateway {
+		return mayfly.Errorf(mayfly.EINVALID, "ssh target %q: host_key needs admin_user and admin_key_file, or a grant via the gateway", t.Name)
+	}
+	if viaGateway && t.HostKey == "" {
+		return mayfly.Errorf(mayfly.EINVALID, "ssh target %q: grants via the gateway need host_key (the host's public key, which the gateway pins)", t.Name)
 	}
 	if t.AdminUser != "" && !validName(t.AdminUser) {
 		return mayfly.Errorf(mayfly.EINVALID, "ssh target %q: admin_user %q is not a valid user name", t.Name, t.AdminUser)
@@ -225,6 +244,9 @@ func parseGrant(g mayfly.Grant) (grantSpec, error) {
 		if f.set {
 			return bad("%s does not apply to ssh targets", f.name)
 		}
+	}
+	if err := validVia(g); err != nil {
+		return grantSpec{}, err
 	}
 	var s grantSpec
 	s.hostUser = g.HostUser
@@ -340,6 +362,17 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 			return mayfly.ProvisionResponse{}, err
 		}
 	}
+	login := principals[0]
+	host, port := c.host, c.port
+	if req.Grant.Via == ViaGateway {
+		// The certificate is good only at the gateway, which logs in to
+		// the host with a certificate of its own.
+		principals = []string{GatewayPrincipal(req.Username)}
+		host, port = c.gateway()
+		if host == "" {
+			return mayfly.ProvisionResponse{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "grant %q is reached through the SSH gateway, which is not configured (gateway.ssh.listen)", req.Grant.Name)
+		}
+	}
 	cert, err := c.ca.Sign(CertRequest{
 		Key: pub, KeyID: req.LeaseID, Principals: principals,
 		ValidAfter: now.Add(-backdate), ValidBefore: req.ExpiresAt,
@@ -385,8 +418,8 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 		return mayfly.ProvisionResponse{}, fmt.Errorf("record certificate: %w", err)
 	}
 
-	cred.Username = principals[0]
-	cred.Host, cred.Port = c.host, c.port
+	cred.Username = login
+	cred.Host, cred.Port = host, port
 	cred.Certificate = authorizedLine(cert)
 	return mayfly.ProvisionResponse{Credential: cred}, nil
 }

@@ -44,6 +44,16 @@ func TestNewRejects(t *testing.T) {
 		{"host-user grant without admin", func(t *mayfly.Target) {
 			t.Grants = map[string]mayfly.Grant{"shell": {HostUser: true}}
 		}},
+		{"gateway grant without host key", func(t *mayfly.Target) {
+			t.Grants = map[string]mayfly.Grant{"shell": {Principals: []string{"deploy"}, Via: ViaGateway}}
+		}},
+		{"gateway grant with a bad host key", func(t *mayfly.Target) {
+			t.HostKey = "not a key"
+			t.Grants = map[string]mayfly.Grant{"shell": {Principals: []string{"deploy"}, Via: ViaGateway}}
+		}},
+		{"unknown via", func(t *mayfly.Target) {
+			t.Grants = map[string]mayfly.Grant{"shell": {Principals: []string{"deploy"}, Via: "tunnel"}}
+		}},
 		{"bad grant", func(t *mayfly.Target) {
 			t.Grants = map[string]mayfly.Grant{"x": {Principals: []string{"a b"}}}
 		}},
