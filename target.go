@@ -57,6 +57,11 @@ type Target struct {
 	PublicPort int    `yaml:"public_port" json:"public_port,omitempty"`
 	// MaxConns caps the admin connection pool (default 16).
 	MaxConns int `yaml:"max_conns" json:"max_conns,omitempty"`
+	// RotateEvery, when set, makes Mayfly change the password of its own
+	// admin account on the target this often, to a random one it stores
+	// sealed (postgres, mysql, redis; the credential must be stored with
+	// `mayfly targets set-credential`).
+	RotateEvery time.Duration `yaml:"rotate_every" json:"rotate_every,omitempty"`
 
 	// Address is host:port (redis, ssh).
 	Address string `yaml:"address" json:"address,omitempty"`

@@ -68,6 +68,8 @@ func init() {
 		"tokens":    {"create, list and revoke expiring API tokens", "tokens create|list|revoke [--help]", cmdTokens},
 		"cluster":   {"list the replicas sharing the store, their last heartbeat and the work each leads (admins)", "cluster [-o json]", cmdCluster},
 		"sessions":  {"gateway sessions: list them, `sessions show ID` with every statement, `sessions verify ID` the chain", "sessions [--lease ID] [--user U] [--kind K] [--open] [-o json|text] | sessions show ID [--events] [-o json|text] | sessions verify ID [-o json]", cmdSessions},
+		"targets":   {"admin credentials of targets, kept sealed: `targets set-credential TARGET`, `targets rotate-credential TARGET` (admins)", "targets set-credential|rotate-credential TARGET [--help]", cmdTargets},
+		"seal":      {"the master key that seals stored credentials: `seal new-key`, `seal rotate-key` (server's machine)", "seal new-key|rotate-key [--help]", cmdSeal},
 		"store":     {"`store migrate` copies a SQLite store into a new PostgreSQL store (server stopped)", "store migrate --from sqlite:PATH --to postgres:DSN [-o json]", cmdStore},
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/connector/redis"
 	"github.com/mayflyhq/mayfly/internal/connector/script"
 	"github.com/mayflyhq/mayfly/internal/connector/ssh"
+	"github.com/mayflyhq/mayfly/internal/credential"
 )
 
 // connectors holds one connector per target, and the SSH pieces the API
@@ -20,11 +22,66 @@ type connectors struct {
 	all map[string]mayfly.Connector
 	ca  *ssh.CA
 	ssh map[string]*ssh.Connector
+	// creds made the connectors of the kinds whose admin credential may
+	// be kept sealed in the store (nil: none).
+	creds *credential.Manager
 }
 
 func (c *connectors) Close() {
 	for _, x := range c.all {
 		x.Close()
+	}
+	if c.creds != nil {
+		c.creds.Close()
+	}
+}
+
+// credentialKinds is the registry of the target kinds whose admin
+// credential Mayfly can keep sealed and rotate: where the credential goes
+// in the target, and how its password is replaced.
+func credentialKinds() map[string]credential.Kind {
+	dsnInConfig := func(t mayfly.Target) bool { return t.DSN != "" || t.DSNEnv != "" }
+	applyDSN := func(t *mayfly.Target, cred string) { t.DSN, t.DSNEnv = cred, "" }
+	return map[string]credential.Kind{
+		mayfly.KindPostgres: {
+			New: func(t mayfly.Target, getenv func(string) string) (mayfly.Connector, error) {
+				c, err := postgres.New(t, getenv)
+				if err != nil {
+					return nil, err
+				}
+				return c, nil
+			},
+			InConfig: dsnInConfig, Apply: applyDSN, WithPassword: postgres.WithPassword,
+			Describe: "dsn or dsn_env: the admin DSN",
+		},
+		mayfly.KindMySQL: {
+			New: func(t mayfly.Target, getenv func(string) string) (mayfly.Connector, error) {
+				c, err := mysql.New(t, getenv)
+				if err != nil {
+					return nil, err
+				}
+				return c, nil
+			},
+			InConfig: dsnInConfig, Apply: applyDSN, WithPassword: mysql.WithPassword,
+			Describe: "dsn or dsn_env: the admin DSN",
+		},
+		mayfly.KindRedis: {
+			New: func(t mayfly.Target, getenv func(string) string) (mayfly.Connector, error) {
+				c, err := redis.New(t, getenv)
+				if err != nil {
+					return nil, err
+				}
+				return c, nil
+			},
+			// Without admin_user, Mayfly logs in as the default user,
+			// which may need no password.
+			InConfig: func(t mayfly.Target) bool {
+				return t.AdminPassword != "" || t.AdminPasswordEnv != "" || t.AdminUser == ""
+			},
+			Apply:        func(t *mayfly.Target, cred string) { t.AdminPassword, t.AdminPasswordEnv = cred, "" },
+			WithPassword: func(_, password string) (string, error) { return password, nil },
+			Describe:     "admin_password or admin_password_env: the admin_user's password",
+		},
 	}
 }
 
@@ -45,8 +102,10 @@ func openCA(cfg *config.Config, getenv func(string) string) (*ssh.CA, error) {
 
 // buildConnectors creates one connector per configured target. This is
 // the registry of connector kinds.
-func buildConnectors(cfg *config.Config, getenv func(string) string) (*connectors, error) {
-	out := &connectors{all: map[string]mayfly.Connector{}, ssh: map[string]*ssh.Connector{}}
+// Targets whose kind creds supports get their connector from it, with the
+// admin credential stored sealed when there is one.
+func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string) string, creds *credential.Manager) (*connectors, error) {
+	out := &connectors{all: map[string]mayfly.Connector{}, ssh: map[string]*ssh.Connector{}, creds: creds}
 	fail := func(err error) (*connectors, error) {
 		out.Close()
 		return nil, err
@@ -55,14 +114,10 @@ func buildConnectors(cfg *config.Config, getenv func(string) string) (*connector
 	for _, t := range cfg.Targets {
 		var c mayfly.Connector
 		var err error
-		switch t.Kind {
-		case mayfly.KindPostgres:
-			c, err = postgres.New(t, getenv)
-		case mayfly.KindMySQL:
-			c, err = mysql.New(t, getenv)
-		case mayfly.KindRedis:
-			c, err = redis.New(t, getenv)
-		case mayfly.KindScript:
+		switch {
+		case creds != nil && creds.Supports(t.Kind):
+			c, err = creds.Connector(ctx, t)
+		case t.Kind == mayfly.KindScript:
 			// Relative command paths are relative to the config file.
 			for _, argv := range []*[]string{&t.Commands.Provision, &t.Commands.Revoke, &t.Commands.Accounts, &t.Commands.Check} {
 				if len(*argv) > 0 && strings.Contains((*argv)[0], "/") && !filepath.IsAbs((*argv)[0]) {
@@ -70,7 +125,7 @@ func buildConnectors(cfg *config.Config, getenv func(string) string) (*connector
 				}
 			}
 			c, err = script.New(t, getenv)
-		case mayfly.KindSSH:
+		case t.Kind == mayfly.KindSSH:
 			if out.ca == nil {
 				if out.ca, err = openCA(cfg, getenv); err != nil {
 					return fail(err)

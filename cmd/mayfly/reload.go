@@ -43,6 +43,7 @@ func needsRestart(old, next *config.Config) []string {
 		{"scim", old.SCIM, next.SCIM},
 		{"metrics", old.Metrics, next.Metrics},
 		{"slack", old.Slack, next.Slack},
+		{"seal", old.Seal, next.Seal},
 		{"auth.oidc", old.Auth.OIDC, next.Auth.OIDC},
 		{"auth.session_ttl", old.Auth.SessionTTL, next.Auth.SessionTTL},
 	} {

@@ -207,7 +207,18 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if err != nil {
 		return fmt.Errorf("load secret hashing key: %w", err)
 	}
-	conns, err := buildConnectors(cfg, e.getenv)
+	// This process among the replicas sharing the store (see rep below).
+	repID := cluster.NewID()
+	var onCommit func() // set once the hooks are
+	creds, err := openCredentials(ctx, cfg, st, e.getenv, log, repID, func() {
+		if onCommit != nil {
+			onCommit()
+		}
+	})
+	if err != nil {
+		return err
+	}
+	conns, err := buildConnectors(ctx, cfg, e.getenv, creds)
 	if err != nil {
 		return err
 	}
@@ -249,6 +260,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			n.Notify()
 		}
 	}
+	onCommit = hooks.Committed
 	opts := broker.Options{Store: st, Logger: log, Connectors: conns.all, HMACKey: key, MaxBackoff: cfg.Scheduler.MaxBackoff,
 		Hooks: hooks}
 	if e.getenv("MAYFLY_FAILPOINT") == "crash-after-intent" {
@@ -261,7 +273,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	// This process among the replicas sharing the store: the scheduler
 	// claims due leases under its id, and the work that must run once runs
 	// only while it holds that work's leader lease.
-	rep := cluster.New(st, nil, log, cluster.NewID(), "", version)
+	rep := cluster.New(st, nil, log, repID, "", version)
 	leader := func(name string, fn func(ctx context.Context)) func() {
 		return func() {
 			rep.RunWhileLeader(ctx, name, cluster.LeaderTTL, func(ctx context.Context) error { fn(ctx); return nil })
@@ -411,6 +423,17 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			go func() { defer bg.Done(); slackApp.RunSocketMode(ctx) }()
 		}
 	}
+	if creds.Sealing() {
+		// Every replica follows the credentials stored by the others and
+		// finishes rotations a crash interrupted; scheduled rotations
+		// (rotate_every) run on one.
+		bg.Add(2)
+		go func() { defer bg.Done(); creds.Watch(ctx, credentialSyncEvery) }()
+		go func() {
+			defer bg.Done()
+			leader("credential-rotation", func(ctx context.Context) { creds.RunRotations(ctx, time.Minute) })()
+		}()
+	}
 	if cfg.Audit.Retention > 0 {
 		bg.Add(1)
 		go func() {
@@ -493,7 +516,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	h := httpapi.NewServer(httpapi.Deps{
 		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Reload: reload, SCIM: scimHandler, Login: login,
 		ArchiveDir: filepath.Join(cfg.StateDir, "audit-archive"), Metrics: m, MetricsTokenSHA256: cfg.Metrics.TokenSHA256,
-		Ready: readyCheck, ReplicaID: rep.ID(),
+		Ready: readyCheck, ReplicaID: rep.ID(), Credentials: credentialService{creds},
 		Cluster: func(ctx context.Context) (any, error) { return rep.Status(ctx) },
 	})
 	h = overdueReadyz(h, b, readyCheck, rep.ID())

@@ -22,6 +22,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/audit/sink"
 	"github.com/mayflyhq/mayfly/internal/notify"
 	"github.com/mayflyhq/mayfly/internal/policy"
+	"github.com/mayflyhq/mayfly/internal/seal"
 	"github.com/mayflyhq/mayfly/internal/slackapp"
 )
 
@@ -62,6 +63,9 @@ type Config struct {
 	// even after the store was lost. Keep it with the configuration, not in
 	// the store; give every installation its own.
 	InstanceKeyEnv string `yaml:"instance_key_env"`
+	// Seal locates the master key that seals the admin credentials kept in
+	// the store (`mayfly targets set-credential`): key_file or key_env.
+	Seal seal.Config `yaml:"seal"`
 	// TLS makes the server speak HTTPS (and, with a client CA, require
 	// client certificates).
 	TLS TLS `yaml:"tls"`
@@ -406,6 +410,9 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	if c.InstanceKeyEnv != "" && !envNameRE.MatchString(c.InstanceKeyEnv) {
 		return lineErr(f, lines["instance_key_env"].at(0), "instance_key_env %q is not an environment variable name", c.InstanceKeyEnv)
 	}
+	if err := c.Seal.Validate(); err != nil {
+		return lineErr(f, lines["seal"].at(0), "%s", mayfly.ErrorMessage(err))
+	}
 	if err := c.validateTLS(lines); err != nil {
 		return err
 	}
@@ -523,6 +530,16 @@ func (c *Config) validate(lines map[string]seqLines) error {
 			gnames = append(gnames, name)
 		}
 		slices.Sort(gnames)
+		if t.RotateEvery != 0 {
+			switch {
+			case t.Kind != mayfly.KindPostgres && t.Kind != mayfly.KindMySQL && t.Kind != mayfly.KindRedis:
+				return lineErr(f, line, "target %q: rotate_every applies to postgres, mysql and redis targets only", t.Name)
+			case t.RotateEvery < time.Minute:
+				return lineErr(f, line, "target %q: rotate_every %s: at least 1m", t.Name, t.RotateEvery)
+			case !c.Seal.Enabled():
+				return lineErr(f, line, "target %q: rotate_every needs a master key to seal the new credential (seal.key_file or seal.key_env)", t.Name)
+			}
+		}
 		if t.Timeout < 0 || t.ConnectionLimit < 0 || t.SCRAMIterations < 0 || t.MaxConns < 0 {
 			return lineErr(f, line, "target %q: timeout, connection_limit, scram_iterations and max_conns must not be negative", t.Name)
 		}

@@ -83,6 +83,9 @@ type Deps struct {
 	// Cluster, when set, returns the replicas sharing the store and the
 	// work each leads (GET /v1/cluster).
 	Cluster func(ctx context.Context) (any, error)
+	// Credentials, when set, keeps targets' admin credentials sealed
+	// (PUT /v1/targets/{name}/credential and its rotation).
+	Credentials CredentialService
 }
 
 // SSHService is the SSH certificate authority as the API exposes it.

@@ -27,6 +27,7 @@ func targetSettings(t mayfly.Target) []setting {
 		{"connection_limit", t.ConnectionLimit != 0},
 		{"scram_iterations", t.SCRAMIterations != 0},
 		{"max_conns", t.MaxConns != 0},
+		{"rotate_every", t.RotateEvery != 0},
 		{"commands", len(t.Commands.Provision)+len(t.Commands.Revoke)+len(t.Commands.Accounts)+len(t.Commands.Check) > 0},
 		{"timeout", t.Timeout != 0},
 	}

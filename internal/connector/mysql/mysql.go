@@ -162,7 +162,7 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 // rejectUnused refuses settings that belong to other kinds, so a
 // misplaced key is an error rather than silently ignored.
 func rejectUnused(t mayfly.Target) error {
-	return kindcheck.Target(t, mayfly.KindMySQL, "dsn", "dsn_env", "connection_limit", "max_conns")
+	return kindcheck.Target(t, mayfly.KindMySQL, "dsn", "dsn_env", "connection_limit", "max_conns", "rotate_every")
 }
 
 func hostPort(cfg *mysql.Config) (string, int) {

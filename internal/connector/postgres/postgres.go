@@ -170,7 +170,7 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 // rejectUnused refuses settings that belong to other kinds, so a misplaced
 // key is an error rather than silently ignored.
 func rejectUnused(t mayfly.Target) error {
-	return kindcheck.Target(t, mayfly.KindPostgres, "dsn", "dsn_env", "connection_limit", "scram_iterations", "max_conns")
+	return kindcheck.Target(t, mayfly.KindPostgres, "dsn", "dsn_env", "connection_limit", "scram_iterations", "max_conns", "rotate_every")
 }
 
 // validGrant checks that g uses only the fields of this kind, names at least

@@ -47,6 +47,8 @@ type Connector struct {
 	prefix string
 	grants map[string]mayfly.Grant
 
+	adminUser string // the ACL user Mayfly logs in as ("": default)
+
 	mu      sync.Mutex
 	aclFile *bool // whether the server persists ACLs to a file; nil until asked
 }
@@ -93,6 +95,8 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 		port:   port,
 		prefix: t.Prefix,
 		grants: make(map[string]mayfly.Grant, len(t.Grants)),
+
+		adminUser: t.AdminUser,
 	}
 	if t.PublicHost != "" {
 		c.host = t.PublicHost
@@ -129,7 +133,7 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 
 // rejectUnused refuses settings that belong to other kinds.
 func rejectUnused(t mayfly.Target) error {
-	return kindcheck.Target(t, mayfly.KindRedis, "address", "admin_user", "admin_password", "admin_password_env", "max_conns")
+	return kindcheck.Target(t, mayfly.KindRedis, "address", "admin_user", "admin_password", "admin_password_env", "max_conns", "rotate_every")
 }
 
 // splitAddress returns the dial address and its host and port, adding the

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/config"
+	"github.com/mayflyhq/mayfly/internal/credential"
+	"github.com/mayflyhq/mayfly/internal/seal"
+)
+
+// credentialSyncEvery is how often a replica reads the stored credentials
+// to follow a change made on another.
+const credentialSyncEvery = 2 * time.Second
+
+// openCredentials opens the sealed credentials of the store: with the
+// configured master key, which must match the store's key check, or
+// without one (then only the configuration's credentials are usable).
+func openCredentials(ctx context.Context, cfg *config.Config, st mayfly.Store, getenv func(string) string, log *slog.Logger, holder string, committed func()) (*credential.Manager, error) {
+	var keys *seal.Keyring
+	if cfg.Seal.Enabled() {
+		master, err := seal.LoadKey(cfg.Seal, getenv)
+		if err != nil {
+			return nil, err
+		}
+		if keys, err = seal.Open(ctx, st, master); err != nil {
+			if mayfly.ErrorCode(err) == mayfly.EINVALID {
+				return nil, mayfly.Errorf(mayfly.EINVALID, "%s: %s: %s", cfg.Path, cfg.Seal.Source(), mayfly.ErrorMessage(err))
+			}
+			return nil, err
+		}
+	}
+	return credential.New(credential.Options{Store: st, Keys: keys, Kinds: credentialKinds(), Getenv: getenv, Logger: log,
+		Holder: holder, Committed: committed}), nil
+}
+
+// credentialService adapts the credential manager to the API.
+type credentialService struct{ m *credential.Manager }
+
+func (s credentialService) SetCredential(ctx context.Context, actor, source, target, cred string, check bool) error {
+	return s.m.Set(ctx, actor, source, target, cred, check)
+}
+
+func (s credentialService) RotateCredential(ctx context.Context, actor, source, target string) (time.Time, error) {
+	return s.m.Rotate(ctx, actor, source, target)
+}

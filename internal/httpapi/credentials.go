@@ -1,0 +1,79 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// CredentialService keeps targets' admin credentials sealed in the store.
+// No answer of it, and no error, ever holds a credential.
+type CredentialService interface {
+	// SetCredential stores cred sealed as target's admin credential,
+	// after checking that it logs in when check is true.
+	SetCredential(ctx context.Context, actor, source, target, cred string, check bool) error
+	// RotateCredential changes the admin password on target to a new
+	// random one, verifies it and stores it sealed.
+	RotateCredential(ctx context.Context, actor, source, target string) (time.Time, error)
+}
+
+// CredentialBody is the body of PUT /v1/targets/{name}/credential.
+type CredentialBody struct {
+	// Credential is what the target's configuration would otherwise
+	// hold: the admin DSN (postgres, mysql) or the admin password (redis).
+	Credential string `json:"credential"`
+	// SkipCheck stores it without logging in with it first.
+	SkipCheck bool `json:"skip_check,omitempty"`
+}
+
+// CredentialResult answers a credential change; it never holds the
+// credential.
+type CredentialResult struct {
+	Target    string    `json:"target"`
+	Status    string    `json:"status"`
+	RotatedAt time.Time `json:"rotated_at,omitzero"`
+}
+
+func (s *server) credentials() (CredentialService, error) {
+	if s.Credentials == nil {
+		return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "this server keeps no sealed credentials")
+	}
+	return s.Credentials, nil
+}
+
+func (s *server) handleSetCredential() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		cs, err := s.credentials()
+		if err != nil {
+			return 0, nil, err
+		}
+		var body CredentialBody
+		if err := decode(r, &body); err != nil {
+			return 0, nil, err
+		}
+		c := callerFrom(r)
+		name := r.PathValue("name")
+		if err := cs.SetCredential(r.Context(), c.User, c.Source, name, body.Credential, !body.SkipCheck); err != nil {
+			return 0, nil, err
+		}
+		return 200, CredentialResult{Target: name, Status: "credential set"}, nil
+	})
+}
+
+func (s *server) handleRotateCredential() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		cs, err := s.credentials()
+		if err != nil {
+			return 0, nil, err
+		}
+		c := callerFrom(r)
+		name := r.PathValue("name")
+		at, err := cs.RotateCredential(r.Context(), c.User, c.Source, name)
+		if err != nil {
+			return 0, nil, err
+		}
+		return 200, CredentialResult{Target: name, Status: "credential rotated", RotatedAt: at}, nil
+	})
+}
