@@ -125,7 +125,7 @@ func (tb *tab) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
-		tb.shot("failed-" + tb.name)
+		tb.viewShot("failed-" + tb.name)
 		body, _ := evalIn[string](tb, `document.location.href + "\n" + document.body.innerText`)
 		tb.t.Fatalf("%s: %s: %v\npage: %s", tb.name, what, err, body)
 	}
@@ -166,6 +166,15 @@ func (tb *tab) shot(name string) {
 	}
 	if err := os.WriteFile(filepath.Join(tb.dir, name+".png"), png, 0o644); err != nil {
 		tb.t.Error(err)
+	}
+}
+
+// viewShot saves a screenshot of what the window shows as NAME.png.
+func (tb *tab) viewShot(name string) {
+	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+	defer cancel()
+	if png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot()); err == nil {
+		os.WriteFile(filepath.Join(tb.dir, name+".png"), png, 0o644)
 	}
 }
 

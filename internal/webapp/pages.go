@@ -347,6 +347,10 @@ func (a *App) extendLease(w http.ResponseWriter, r *http.Request, s *session) er
 	return nil
 }
 
+// maxInbox bounds the requests the inbox shows at once, oldest first;
+// deciding them brings the next.
+const maxInbox = 50
+
 // inboxRow is a request the person may decide now.
 type inboxRow struct {
 	httpapi.RequestView
@@ -382,7 +386,9 @@ func (a *App) approvalsPage(w http.ResponseWriter, r *http.Request, s *session) 
 		rows = append(rows, row)
 	}
 	slices.SortFunc(rows, func(x, y inboxRow) int { return x.CreatedAt.Compare(y.CreatedAt) })
-	a.render(w, r, http.StatusOK, "approvals", s, map[string]any{"Title": "Approvals", "Rows": rows, "Notice": notice(r.URL.Query())})
+	total := len(rows)
+	rows = rows[:min(len(rows), maxInbox)]
+	a.render(w, r, http.StatusOK, "approvals", s, map[string]any{"Title": "Approvals", "Rows": rows, "Total": total, "Notice": notice(r.URL.Query())})
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -410,7 +411,8 @@ func randomToken() string {
 
 // safeReturn keeps a post-sign-in destination on the app.
 func safeReturn(p string) string {
-	if !strings.HasPrefix(p, Prefix) || strings.HasPrefix(p, "//") || strings.ContainsAny(p, "\\\r\n") {
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(p, Prefix) || strings.ContainsAny(p, "\\\r\n") {
 		return Prefix
 	}
 	return p

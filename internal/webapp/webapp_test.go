@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -359,5 +360,34 @@ func TestPreview(t *testing.T) {
 	_, page := b.do("GET", "/app/request", nil, nil)
 	if !strings.Contains(page, "break-glass") || !strings.Contains(page, "1 from dba") {
 		t.Errorf("request page lacks the catalog's terms:\n%s", page)
+	}
+}
+
+// FuzzSafeReturn: a post-sign-in destination always stays on the app.
+func FuzzSafeReturn(f *testing.F) {
+	for _, s := range []string{"/app/access", "//evil.example/app/", "/app/\\evil", "https://evil.example/app/", "/app/x\r\nSet-Cookie: a=b", "", "/v1/whoami"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := safeReturn(s)
+		u, err := url.Parse(got)
+		if !strings.HasPrefix(got, Prefix) || err != nil || u.Host != "" || u.Scheme != "" || strings.ContainsAny(got, "\\\r\n") {
+			t.Errorf("safeReturn(%q) = %q; want a path under %s", s, got, Prefix)
+		}
+	})
+}
+
+// TestShellQuote: the connection command survives any password a shell
+// would otherwise interpret.
+func TestShellQuote(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	for _, s := range []string{"plain", "it's", `a"b$c` + "`d`", "x'; rm -rf / #", "", "multi\nline"} {
+		out, err := exec.Command(sh, "-c", "printf %s "+shellQuote(s)).Output()
+		if err != nil || string(out) != s {
+			t.Errorf("sh printf %s = %q, %v; want %q", shellQuote(s), out, err, s)
+		}
 	}
 }
