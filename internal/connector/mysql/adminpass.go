@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"strings"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -9,10 +10,26 @@ import (
 )
 
 // ChangeAdminPassword sets the password of the account the connector logs
-// in as (ALTER USER CURRENT_USER()) to password, quoted as a string
-// literal. Sessions already open stay open.
+// in as to password: ALTER USER 'user'@'host' IDENTIFIED BY 'password',
+// every part quoted as a string literal, for the account CURRENT_USER()
+// names (MariaDB 10.11 accepts ALTER USER CURRENT_USER() and changes
+// nothing). Sessions already open stay open.
 func (c *Connector) ChangeAdminPassword(ctx context.Context, password string) error {
-	if _, err := c.db.ExecContext(ctx, "ALTER USER CURRENT_USER() IDENTIFIED BY "+quoteString(password)); err != nil {
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return mayfly.Errorf(mayfly.EUNAVAILABLE, "mysql target: change the admin password: %s", safeDriverMessage(err))
+	}
+	defer conn.Close()
+	var cur string
+	if err := conn.QueryRowContext(ctx, "SELECT CURRENT_USER()").Scan(&cur); err != nil {
+		return mayfly.Errorf(mayfly.EUNAVAILABLE, "mysql target: change the admin password: %s", safeDriverMessage(err))
+	}
+	i := strings.LastIndexByte(cur, '@')
+	if i < 0 {
+		return mayfly.Errorf(mayfly.EINTERNAL, "mysql target: CURRENT_USER() is not user@host")
+	}
+	stmt := "ALTER USER " + quoteString(cur[:i]) + "@" + quoteString(cur[i+1:]) + " IDENTIFIED BY " + quoteString(password)
+	if _, err := conn.ExecContext(ctx, stmt); err != nil {
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "mysql target: change the admin password: %s", safeDriverMessage(err))
 	}
 	return nil
