@@ -530,20 +530,8 @@ func (b *Broker) Deny(ctx context.Context, c Caller, id, reason string) (*mayfly
 	var r *mayfly.Request
 	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
 		var err error
-		if r, err = tx.GetRequest(id); err != nil {
+		if r, err = b.deniable(tx, c, id); err != nil {
 			return err
-		}
-		if r.Requester == c.User {
-			return mayfly.Errorf(mayfly.EFORBIDDEN, "you cannot deny your own request %s; withdraw it with cancel", id)
-		}
-		if !b.canSee(c, r) {
-			return mayfly.Errorf(mayfly.ENOTFOUND, "request %q not found", id)
-		}
-		if r.State != mayfly.RequestPending {
-			return mayfly.Errorf(mayfly.ECONFLICT, "request %s is %s, not pending", id, r.State)
-		}
-		if !c.Admin && !b.canDecide(c, r) {
-			return mayfly.Errorf(mayfly.EFORBIDDEN, "%s may not deny request %s now: it waits for %s", c.User, id, stepText(r))
 		}
 		return b.closeRequest(tx, c, r, mayfly.RequestDenied, "request.deny", reason, nil)
 	})
@@ -551,6 +539,37 @@ func (b *Broker) Deny(ctx context.Context, c Caller, id, reason string) (*mayfly
 		return nil, err
 	}
 	b.decided(r)
+	return r, nil
+}
+
+// CanDeny reports, with the error Deny would return, whether c may deny
+// request id now; it changes nothing (a form asking for the reason is
+// shown only to someone who may deny).
+func (b *Broker) CanDeny(ctx context.Context, c Caller, id string) error {
+	return b.store.View(ctx, func(tx mayfly.Tx) error {
+		_, err := b.deniable(tx, c, id)
+		return err
+	})
+}
+
+// deniable re-reads request id and checks that c may deny it now.
+func (b *Broker) deniable(tx mayfly.Tx, c Caller, id string) (*mayfly.Request, error) {
+	r, err := tx.GetRequest(id)
+	if err != nil {
+		return nil, err
+	}
+	if r.Requester == c.User {
+		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "you cannot deny your own request %s; withdraw it with cancel", id)
+	}
+	if !b.canSee(c, r) {
+		return nil, mayfly.Errorf(mayfly.ENOTFOUND, "request %q not found", id)
+	}
+	if r.State != mayfly.RequestPending {
+		return nil, mayfly.Errorf(mayfly.ECONFLICT, "request %s is %s, not pending", id, r.State)
+	}
+	if !c.Admin && !b.canDecide(c, r) {
+		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "%s may not deny request %s now: it waits for %s", c.User, id, stepText(r))
+	}
 	return r, nil
 }
 

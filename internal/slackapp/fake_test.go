@@ -138,6 +138,8 @@ func (f *fakeSlack) serve(w http.ResponseWriter, r *http.Request) {
 				out = map[string]any{"ok": true, "user": map[string]any{"id": u.ID, "profile": map[string]any{"email": u.Email}}}
 			}
 		}
+	case "views.open":
+		out = map[string]any{"ok": true, "view": map[string]any{"id": "V0DENY"}}
 	case "apps.connections.open":
 		out = map[string]any{"ok": true, "url": "ws" + strings.TrimPrefix(f.srv.URL, "http") + "/ws"}
 	default:

@@ -107,13 +107,37 @@ func testApproveAndDeny(t *testing.T, st mayfly.Store) {
 		t.Errorf("replayed approval: status %d (%s); want 401 naming the replay", status, out)
 	}
 
-	// bob denies another request in Slack.
+	// bob denies another request in Slack: Deny opens a form for the
+	// reason; submitting it denies.
 	r2 := e.request("alice", "readonly", "read the orders table")
 	e.fake.waitCalls("chat.postMessage", 3)
-	wantContains(t, "reply to bob's deny", e.click("U0BOB", ActionDeny, r2.ID), "You denied request")
+	if n := len(e.fake.callsOf("views.open")); n != 0 {
+		t.Errorf("%d denial forms opened for people who may not deny; want none", n)
+	}
+	if status, out := e.send(e.payload("U0BOB", ActionDeny, r2.ID)); status != http.StatusOK {
+		t.Fatalf("bob's Deny click: %d %s", status, out)
+	}
+	form := e.fake.waitCalls("views.open", 1)[0].JSON
+	if form["trigger_id"] != "12345.98765.abcd" {
+		t.Errorf("views.open trigger_id = %v; want the click's", form["trigger_id"])
+	}
+	goldenJSON(t, "deny_form", form["view"])
+	if got := e.get(r2.ID); got.State != mayfly.RequestPending {
+		t.Fatalf("opening the denial form changed the request to %s", got.State)
+	}
+	if status, out := e.submit("U0BOB", r2.ID, "   "); status != http.StatusOK || !strings.Contains(out, `"response_action":"errors"`) || !strings.Contains(out, "a denial needs a reason") {
+		t.Errorf("denial without a reason: %d %s; want the form to show the error", status, out)
+	}
+	if status, out := e.submit("U0DAVE", r2.ID, "no"); !strings.Contains(out, "dave may not decide") {
+		t.Errorf("denial form submitted by dave: %d %s; want the form to show he may not decide", status, out)
+	}
+	e.unchanged(r2.ID, "refused denials")
+	if status, out := e.submit("U0BOB", r2.ID, "not during the freeze <@U0ALL>"); status != http.StatusOK || strings.TrimSpace(out) != "" {
+		t.Errorf("bob's denial: %d %q; want 200 with an empty body (the form closes)", status, out)
+	}
 	got := e.get(r2.ID)
-	if got.State != mayfly.RequestDenied || got.Decider != "bob" || got.DecisionReason != "denied in Slack by bob" {
-		t.Errorf("after bob's deny: %s by %q for %q; want denied by bob for %q", got.State, got.Decider, got.DecisionReason, "denied in Slack by bob")
+	if got.State != mayfly.RequestDenied || got.Decider != "bob" || got.DecisionReason != "not during the freeze <@U0ALL>" {
+		t.Errorf("after bob's deny: %s by %q for %q; want denied by bob for his reason", got.State, got.Decider, got.DecisionReason)
 	}
 	golden(t, "approval_denied", e.fake.waitCalls("chat.update", 2)[1])
 	golden(t, "dm_denied", e.fake.waitCalls("chat.postMessage", 4)[3])
@@ -238,9 +262,15 @@ func TestSocketMode(t *testing.T) {
 	e.fake.waitCalls("chat.postMessage", 1)
 	acks := make(chan map[string]any, 4)
 	payload := e.payloadJSON("U0BOB", ActionApprove, r.ID)
+	r2 := e.request("alice", "readonly", "the form over a socket")
+	e.fake.waitCalls("chat.postMessage", 2)
+	form, _ := json.Marshal(map[string]any{"type": "view_submission", "user": map[string]any{"id": "U0BOB"},
+		"view": map[string]any{"id": "V0DENY", "type": "modal", "callback_id": "mayfly_deny", "private_metadata": r2.ID,
+			"state": map[string]any{"values": map[string]any{"reason": map[string]any{"reason": map[string]any{"type": "plain_text_input", "value": " "}}}}}})
 	e.fake.ws = func(c *websocket.Conn) {
 		c.WriteJSON(map[string]any{"type": "hello", "num_connections": 1})
 		c.WriteJSON(map[string]any{"type": "interactive", "envelope_id": "env-1", "payload": json.RawMessage(payload), "accepts_response_payload": false})
+		c.WriteJSON(map[string]any{"type": "interactive", "envelope_id": "env-2", "payload": json.RawMessage(form), "accepts_response_payload": true})
 		for {
 			var m map[string]any
 			if err := c.ReadJSON(&m); err != nil {
@@ -269,6 +299,16 @@ func TestSocketMode(t *testing.T) {
 			methods = append(methods, c.Method)
 		}
 		t.Fatalf("no acknowledgement over the socket within 10s; calls %v log:\n%s", methods, e.logs.String())
+	}
+	select {
+	case m := <-acks:
+		b, _ := json.Marshal(m)
+		wantContains(t, "acknowledgement of a denial form without a reason", string(b), `"envelope_id":"env-2"`, `"response_action":"errors"`, "a denial needs a reason")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no acknowledgement of the form over the socket within 10s")
+	}
+	if got := e.get(r2.ID); got.State != mayfly.RequestPending {
+		t.Errorf("a denial form without a reason left the request %s; want pending", got.State)
 	}
 	wantContains(t, "reply over socket mode", e.fake.waitCalls("response_url", 1)[0].JSON["text"].(string), "You approved request")
 	if got := e.get(r.ID); got.State != mayfly.RequestApproved || got.Approvers[0] != "bob" {

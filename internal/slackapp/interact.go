@@ -94,8 +94,13 @@ func (a *App) Handler() http.Handler {
 			writeError(w, http.StatusBadRequest, mayfly.EINVALID, "interaction: "+err.Error())
 			return
 		}
-		a.Interact(r.Context(), cb)
-		w.WriteHeader(http.StatusOK)
+		resp := a.Interact(r.Context(), cb)
+		if resp == nil {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(resp)
 	})
 }
 
@@ -133,60 +138,90 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
 
-// DenyReason is the reason recorded for a denial made with the Deny
-// button; the requester is told who denied it.
-const DenyReason = "denied in Slack"
-
-// Interact acts on an interaction, from HTTP or Socket Mode: a click on
-// Approve or Deny of an approval message. The clicker is told privately
-// what happened (through the interaction's response_url); other
-// interactions are ignored.
-func (a *App) Interact(ctx context.Context, cb *slack.InteractionCallback) {
-	if cb.Type != slack.InteractionTypeBlockActions {
-		return
-	}
-	for _, act := range cb.ActionCallback.BlockActions {
-		if act == nil || (act.ActionID != ActionApprove && act.ActionID != ActionDeny) {
-			continue
+// Interact acts on an interaction, from HTTP or Socket Mode, and returns
+// what to answer Slack with (nil: nothing). A click on Approve approves;
+// a click on Deny opens a form asking for the reason, and submitting the
+// form denies. The clicker is told privately what happened (through the
+// interaction's response_url, or in the form); other interactions are
+// ignored.
+func (a *App) Interact(ctx context.Context, cb *slack.InteractionCallback) any {
+	switch cb.Type {
+	case slack.InteractionTypeBlockActions:
+		for _, act := range cb.ActionCallback.BlockActions {
+			if act == nil {
+				continue
+			}
+			switch act.ActionID {
+			case ActionApprove:
+				a.reply(ctx, cb.ResponseURL, a.decide(ctx, cb.User.ID, ActionApprove, act.Value, ""))
+			case ActionDeny:
+				if text := a.askReason(ctx, cb.User.ID, cb.TriggerID, act.Value); text != "" {
+					a.reply(ctx, cb.ResponseURL, text)
+				}
+			}
 		}
-		text := a.decide(ctx, cb.User.ID, act.ActionID, act.Value)
-		a.reply(ctx, cb.ResponseURL, text)
+	case slack.InteractionTypeViewSubmission:
+		if cb.View.CallbackID != denyCallback {
+			return nil
+		}
+		reason := ""
+		if cb.View.State != nil {
+			reason = cb.View.State.Values[reasonBlock][reasonAction].Value
+		}
+		if err := a.decideErr(ctx, cb.User.ID, ActionDeny, cb.View.PrivateMetadata, strings.TrimSpace(reason)); err != nil {
+			return slack.NewErrorsViewSubmissionResponse(map[string]string{reasonBlock: cut(mayfly.ErrorMessage(err), 300)})
+		}
 	}
+	return nil
+}
+
+// askReason opens the form asking for the reason of a denial, when the
+// clicker may deny the request; otherwise, or when the form cannot be
+// opened, it returns what to tell the clicker.
+func (a *App) askReason(ctx context.Context, slackUser, triggerID, id string) string {
+	c, err := a.caller(ctx, slackUser)
+	if err == nil {
+		err = a.b.CanDeny(ctx, c, id)
+	}
+	if err != nil {
+		return refusalText(a.refusal(ctx, c.User, id, err))
+	}
+	var r *mayfly.Request
+	if err := a.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		r, err = tx.GetRequest(id)
+		return err
+	}); err != nil {
+		return refusalText(a.refusal(ctx, c.User, id, err))
+	}
+	if _, err := a.api.OpenViewContext(ctx, triggerID, denyForm(r)); err != nil {
+		a.log.Warn("slack: cannot open the denial form", "err", slackErr("views.open", err))
+		return fmt.Sprintf(":warning: Slack did not open the form for the reason; deny it with `mayfly deny %s --reason \"WHY\"` or in the web app.", esc(id))
+	}
+	return ""
+}
+
+// caller maps a Slack user to the broker's caller.
+func (a *App) caller(ctx context.Context, slackUser string) (broker.Caller, error) {
+	user, err := a.mayflyUser(ctx, slackUser)
+	if err != nil {
+		a.log.Info("slack: click refused", "slack_user", slackUser, "reason", mayfly.ErrorMessageOrText(err))
+		return broker.Caller{}, err
+	}
+	groups, admin, _ := a.dir.User(user)
+	return broker.Caller{User: user, Groups: groups, Admin: admin, Source: "slack:" + slackUser}, nil
 }
 
 // decide approves or denies request id as the Mayfly user behind the
 // Slack user, and returns what to tell the clicker.
-func (a *App) decide(ctx context.Context, slackUser, action, id string) string {
-	if id == "" || len(id) > 200 {
-		return ":warning: This button names no request."
+func (a *App) decide(ctx context.Context, slackUser, action, id, reason string) string {
+	if err := a.decideErr(ctx, slackUser, action, id, reason); err != nil {
+		return refusalText(err)
 	}
-	user, err := a.mayflyUser(ctx, slackUser)
-	if err != nil {
-		a.log.Info("slack: click refused", "slack_user", slackUser, "request", id, "reason", mayfly.ErrorMessageOrText(err))
-		return ":no_entry_sign: " + slackEscape(mayfly.ErrorMessage(err)) + " Nothing was changed."
-	}
-	groups, admin, _ := a.dir.User(user)
-	c := broker.Caller{User: user, Groups: groups, Admin: admin, Source: "slack:" + slackUser}
-	var r *mayfly.Request
-	if action == ActionApprove {
-		r, err = a.b.Approve(ctx, c, id, "")
-	} else {
-		r, err = a.b.Deny(ctx, c, id, DenyReason+" by "+user)
-	}
-	if mayfly.ErrorCode(err) == mayfly.ENOTFOUND {
-		// The broker hides a request from whoever may not see it, as the
-		// API does; the clicker saw it in the channel.
-		err = mayfly.Errorf(mayfly.EFORBIDDEN, "%s may not decide request %s: it waits for approvers from %s, and you are not one of them.",
-			user, id, strings.Join(a.groupsOf(ctx, id), ", "))
-	}
-	if err != nil {
-		if mayfly.ErrorCode(err) == mayfly.EINTERNAL {
-			a.log.Error("slack: decision failed", "user", user, "request", id, "err", err)
-		}
-		return ":no_entry_sign: " + slackEscape(mayfly.ErrorMessage(err)) + " Nothing was changed."
-	}
-	a.Notify()
+	r, err := a.read(ctx, id)
 	switch {
+	case err != nil:
+		return ":white_check_mark: Done."
 	case action == ActionDeny:
 		return fmt.Sprintf(":no_entry: You denied request %s of %s.", esc(r.ID), esc(r.Requester))
 	case r.State == mayfly.RequestApproved:
@@ -194,6 +229,63 @@ func (a *App) decide(ctx context.Context, slackUser, action, id string) string {
 	default:
 		return fmt.Sprintf(":white_check_mark: You approved request %s of %s. %s", esc(r.ID), esc(r.Requester), waiting(r))
 	}
+}
+
+// decideErr calls the broker's Approve or Deny as the Mayfly user behind
+// the Slack user; the error says, to the clicker, why nothing changed.
+func (a *App) decideErr(ctx context.Context, slackUser, action, id, reason string) error {
+	if id == "" || len(id) > 200 {
+		return mayfly.Errorf(mayfly.EINVALID, "This names no request.")
+	}
+	c, err := a.caller(ctx, slackUser)
+	if err == nil {
+		if action == ActionApprove {
+			_, err = a.b.Approve(ctx, c, id, reason)
+		} else {
+			_, err = a.b.Deny(ctx, c, id, reason)
+		}
+	}
+	if err != nil {
+		return a.refusal(ctx, c.User, id, err)
+	}
+	a.Notify()
+	return nil
+}
+
+// refusal turns an error of the broker into what the clicker is told,
+// in plain text.
+func (a *App) refusal(ctx context.Context, user, id string, err error) error {
+	switch mayfly.ErrorCode(err) {
+	case mayfly.ENOTFOUND:
+		if user != "" {
+			// The broker hides a request from whoever may not see it, as
+			// the API does; the clicker saw it in the channel.
+			return mayfly.Errorf(mayfly.EFORBIDDEN, "%s may not decide request %s: it waits for approvers from %s, and you are not one of them.",
+				user, id, strings.Join(a.groupsOf(ctx, id), ", "))
+		}
+	case mayfly.EINTERNAL:
+		a.log.Error("slack: decision failed", "user", user, "request", id, "err", err)
+	}
+	return err
+}
+
+// refusalText is what a clicker is told when nothing changed.
+func refusalText(err error) string {
+	msg := mayfly.ErrorMessage(err)
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return ":no_entry_sign: " + slackEscape(msg) + " Nothing was changed."
+}
+
+func (a *App) read(ctx context.Context, id string) (*mayfly.Request, error) {
+	var r *mayfly.Request
+	err := a.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		r, err = tx.GetRequest(id)
+		return err
+	})
+	return r, err
 }
 
 // mayflyUser maps a Slack user to an active Mayfly user: by the slack_id

@@ -75,13 +75,8 @@ func approvalMessage(r *mayfly.Request, baseURL string) rendered {
 	if pending {
 		approve := slack.NewButtonBlockElement(ActionApprove, r.ID, slack.NewTextBlockObject(slack.PlainTextType, "Approve", false, false)).
 			WithStyle(slack.StylePrimary)
-		deny := slack.NewButtonBlockElement(ActionDeny, r.ID, slack.NewTextBlockObject(slack.PlainTextType, "Deny", false, false)).
-			WithStyle(slack.StyleDanger).
-			WithConfirm(slack.NewConfirmationBlockObject(
-				slack.NewTextBlockObject(slack.PlainTextType, "Deny this request?", false, false),
-				mrkdwn(fmt.Sprintf("%s is told that you denied it in Slack. To give your own reason, deny it with `mayfly deny %s --reason \"WHY\"` or in the web app instead.", who, esc(r.ID))),
-				slack.NewTextBlockObject(slack.PlainTextType, "Deny", false, false),
-				slack.NewTextBlockObject(slack.PlainTextType, "Cancel", false, false)))
+		deny := slack.NewButtonBlockElement(ActionDeny, r.ID, slack.NewTextBlockObject(slack.PlainTextType, "Deny…", false, false)).
+			WithStyle(slack.StyleDanger)
 		buttons = append(buttons, approve, deny)
 	}
 	if baseURL != "" {
@@ -93,6 +88,34 @@ func approvalMessage(r *mayfly.Request, baseURL string) rendered {
 		blocks = append(blocks, slack.NewActionBlock("mayfly_actions", buttons...))
 	}
 	return rendered{Text: slackEscape(title), Blocks: blocks}
+}
+
+// Ids of the form that asks for a denial's reason.
+const (
+	denyCallback = "mayfly_deny"
+	reasonBlock  = "reason"
+	reasonAction = "reason"
+)
+
+// denyForm renders the form (a modal) that asks the approver why they
+// deny r; submitting it denies r with that reason.
+func denyForm(r *mayfly.Request) slack.ModalViewRequest {
+	input := slack.NewPlainTextInputBlockElement(
+		slack.NewTextBlockObject(slack.PlainTextType, "Why? The requester is told.", false, false), reasonAction).
+		WithMaxLength(1024)
+	input.Multiline = true
+	return slack.ModalViewRequest{
+		Type:            slack.VTModal,
+		CallbackID:      denyCallback,
+		PrivateMetadata: r.ID,
+		Title:           slack.NewTextBlockObject(slack.PlainTextType, "Deny request", false, false),
+		Submit:          slack.NewTextBlockObject(slack.PlainTextType, "Deny", false, false),
+		Close:           slack.NewTextBlockObject(slack.PlainTextType, "Cancel", false, false),
+		Blocks: slack.Blocks{BlockSet: []slack.Block{
+			slack.NewSectionBlock(mrkdwn(cut(fmt.Sprintf("Deny *%s*'s request for %s?\nReason given: %s", esc(r.Requester), askedFor(r), orNone(r.Reason)), 3000)), nil, nil),
+			slack.NewInputBlock(reasonBlock, slack.NewTextBlockObject(slack.PlainTextType, "Reason for the denial", false, false), nil, input),
+		}},
+	}
 }
 
 // waiting says what a pending request waits for.

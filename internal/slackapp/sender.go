@@ -128,11 +128,25 @@ func (a *App) pass(ctx context.Context, cursor *int64) error {
 		if err != nil {
 			return fmt.Errorf("read audit events after %d: %w", *cursor, err)
 		}
+		unsaved := false
 		for _, e := range events {
-			if err := a.handle(ctx, e); err != nil {
+			acted, err := a.handle(ctx, e)
+			if err != nil {
 				return err
 			}
 			*cursor = e.Seq
+			unsaved = true
+			// After a message went out the cursor is saved at once, so a
+			// crash repeats as little as possible; other events are
+			// passed over in a batch.
+			if acted {
+				if err := a.saveCursor(ctx, *cursor); err != nil {
+					return fmt.Errorf("save cursor: %w", err)
+				}
+				unsaved = false
+			}
+		}
+		if unsaved {
 			if err := a.saveCursor(ctx, *cursor); err != nil {
 				return fmt.Errorf("save cursor: %w", err)
 			}
@@ -144,13 +158,18 @@ func (a *App) pass(ctx context.Context, cursor *int64) error {
 	return a.expiring(ctx)
 }
 
-// handle acts on one audit event: an error means it must be tried again.
-func (a *App) handle(ctx context.Context, e *mayfly.AuditEvent) error {
+// handle acts on one audit event and reports whether it concerned Slack;
+// an error means it must be tried again.
+func (a *App) handle(ctx context.Context, e *mayfly.AuditEvent) (bool, error) {
 	switch e.Action {
 	case "request.create", "request.approval", "request.approve", "request.deny", "request.cancel", "request.lapse":
 	default:
-		return nil
+		return false, nil
 	}
+	return true, a.handleRequest(ctx, e)
+}
+
+func (a *App) handleRequest(ctx context.Context, e *mayfly.AuditEvent) error {
 	var r *mayfly.Request
 	err := a.store.View(ctx, func(tx mayfly.Tx) error {
 		var err error

@@ -270,6 +270,31 @@ func (e *env) post(body string, ts int64, sig string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// send signs and posts an interaction body, as Slack does, and returns
+// the status and body of the answer.
+func (e *env) send(body string) (int, string) {
+	e.t.Helper()
+	ts := time.Now().Unix()
+	return e.post(body, ts, sign(signingSecret, ts, body))
+}
+
+// submit sends the submission of the denial form of request id by
+// slackUser with reason, as Slack does.
+func (e *env) submit(slackUser, id, reason string) (int, string) {
+	e.t.Helper()
+	p := map[string]any{
+		"type":       "view_submission",
+		"team":       map[string]any{"id": "T0TEAM", "domain": "example"},
+		"user":       map[string]any{"id": slackUser, "team_id": "T0TEAM"},
+		"api_app_id": "A0MAYFLY",
+		"trigger_id": "12345.98765.efgh",
+		"view": map[string]any{"id": "V0DENY", "type": "modal", "callback_id": "mayfly_deny", "private_metadata": id,
+			"state": map[string]any{"values": map[string]any{"reason": map[string]any{"reason": map[string]any{"type": "plain_text_input", "value": reason}}}}},
+	}
+	b, _ := json.Marshal(p)
+	return e.send("payload=" + url.QueryEscape(string(b)))
+}
+
 // click signs and posts a click, as Slack does, and returns the private
 // reply the clicker got.
 func (e *env) click(slackUser, action, id string) string {
@@ -291,6 +316,16 @@ func (e *env) click(slackUser, action, id string) string {
 
 var reqIDRE = regexp.MustCompile(`req_[a-z0-9]+`)
 
+// goldenJSON compares v, indented, with testdata/name.golden.
+func goldenJSON(t *testing.T, name string, v any) {
+	t.Helper()
+	got, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareGolden(t, name, got)
+}
+
 // golden compares a recorded chat call (channel, text and Block Kit
 // blocks, request ids replaced by REQ) with testdata/name.golden.
 func golden(t *testing.T, name string, c call) {
@@ -304,6 +339,11 @@ func golden(t *testing.T, name string, c call) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	compareGolden(t, name, got)
+}
+
+func compareGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
 	got = append(reqIDRE.ReplaceAll(got, []byte("REQ")), '\n')
 	path := filepath.Join("testdata", name+".golden")
 	if *update {

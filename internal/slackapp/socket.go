@@ -59,21 +59,30 @@ func (a *App) socketSession(ctx context.Context) error {
 			case socketmode.EventTypeInvalidAuth:
 				a.log.Error("slack: Socket Mode refused the app-level token (invalid_auth)")
 			case socketmode.EventTypeInteractive:
-				cb, ok := evt.Data.(slack.InteractionCallback)
-				if !ok || evt.Request == nil {
+				if evt.Request == nil {
 					continue
-				}
-				if err := c.AckCtx(ctx, evt.Request.EnvelopeID, nil); err != nil {
-					a.log.Warn("slack: Socket Mode acknowledgement failed", "err", err)
 				}
 				// The envelope's payload passes the same checks as an
 				// HTTP one.
 				parsed, err := ParseInteraction(evt.Request.Payload)
 				if err != nil {
 					a.log.Warn("slack: Socket Mode interaction refused", "reason", err.Error())
+					c.AckCtx(ctx, evt.Request.EnvelopeID, nil)
 					continue
 				}
-				_ = cb
+				if parsed.Type == slack.InteractionTypeViewSubmission {
+					// The answer to a form goes back with the
+					// acknowledgement (its errors, or nothing to close it).
+					if err := c.AckCtx(ctx, evt.Request.EnvelopeID, a.Interact(ctx, parsed)); err != nil {
+						a.log.Warn("slack: Socket Mode acknowledgement failed", "err", err)
+					}
+					continue
+				}
+				// A click is acknowledged at once (Slack waits 3 seconds),
+				// then handled.
+				if err := c.AckCtx(ctx, evt.Request.EnvelopeID, nil); err != nil {
+					a.log.Warn("slack: Socket Mode acknowledgement failed", "err", err)
+				}
 				a.Interact(ctx, parsed)
 			}
 		}
