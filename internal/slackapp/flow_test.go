@@ -385,3 +385,36 @@ func TestResponseURLAllowed(t *testing.T) {
 		}
 	}
 }
+
+// TestSenderResumesAfterRestart: a decision made while the sender was
+// stopped updates the message posted before, from the cursor and the
+// message's place kept in the store, without posting it again.
+func TestSenderResumesAfterRestart(t *testing.T) {
+	e := newEnv(t, openSQLite(t), nil)
+	r := e.request("alice", "readonly", "across a restart")
+	posted := e.fake.waitCalls("chat.postMessage", 1)
+	e.stop()
+	if _, err := e.b.Approve(e.ctx, broker.Caller{User: "bob", Groups: users["bob"].groups}, r.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(e.fake.callsOf("chat.update")); n != 0 {
+		t.Fatalf("%d updates while the sender was stopped", n)
+	}
+	e.start()
+	upd := e.fake.waitCalls("chat.update", 1)[0]
+	if upd.Form.Get("ts") != "1700000000.000001" || !strings.Contains(upd.Form.Get("blocks"), "Approved* by bob") {
+		t.Errorf("update after the restart: ts %q %s; want the first message approved by bob", upd.Form.Get("ts"), upd.Form.Get("blocks"))
+	}
+	e.fake.waitCalls("chat.postMessage", 2) // the DM to alice
+	time.Sleep(200 * time.Millisecond)
+	approvals := 0
+	for _, c := range e.fake.callsOf("chat.postMessage") {
+		if strings.HasPrefix(c.Form.Get("text"), "Approval needed") {
+			approvals++
+		}
+	}
+	if approvals != 1 || len(posted) != 1 {
+		t.Errorf("%d approval messages posted; want 1 (none again after the restart)", approvals)
+	}
+}

@@ -92,6 +92,8 @@ type env struct {
 	fake  *fakeSlack
 	srv   *httptest.Server
 	logs  *syncBuffer
+	cfg   Config
+	stop  func() // stops the sender
 }
 
 type syncBuffer struct {
@@ -156,32 +158,16 @@ func newBroker(t *testing.T, st mayfly.Store) *broker.Broker {
 // newEnv starts the sender on st and serves the interactions endpoint.
 func newEnv(t *testing.T, st mayfly.Store, mod func(*Config)) *env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	e := &env{t: t, ctx: ctx, store: st, b: newBroker(t, st), fake: newFakeSlack(t), logs: &syncBuffer{}}
-	cfg := Config{BotTokenEnv: "SLACK_BOT", SigningSecretEnv: "SLACK_SIGNING", DefaultChannel: "#access-requests",
+	e := &env{t: t, ctx: context.Background(), store: st, b: newBroker(t, st), fake: newFakeSlack(t), logs: &syncBuffer{}}
+	e.cfg = Config{BotTokenEnv: "SLACK_BOT", SigningSecretEnv: "SLACK_SIGNING", DefaultChannel: "#access-requests",
 		APIURL: e.fake.apiURL(), PollInterval: 50 * time.Millisecond, BaseURL: "https://mayfly.example.com"}
 	if mod != nil {
-		mod(&cfg)
+		mod(&e.cfg)
 	}
-	getenv := func(k string) string {
-		return map[string]string{"SLACK_BOT": e.fake.botToken, "SLACK_SIGNING": signingSecret, "SLACK_APP": e.fake.appToken}[k]
-	}
-	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	app, err := New(cfg, Options{Store: st, Broker: e.b, Dir: users, Channels: map[string]string{"db-read": "#db-approvals"},
-		Getenv: getenv, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.app = app
-	if err := app.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); app.Run(ctx) }()
-	e.srv = httptest.NewServer(app.Handler())
+	e.start()
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { e.app.Handler().ServeHTTP(w, r) }))
 	t.Cleanup(func() {
-		cancel()
-		<-done
+		e.stop()
 		e.srv.Close()
 		for _, secret := range []string{e.fake.botToken, signingSecret, e.fake.appToken} {
 			if strings.Contains(e.logs.String(), secret) {
@@ -190,6 +176,32 @@ func newEnv(t *testing.T, st mayfly.Store, mod func(*Config)) *env {
 		}
 	})
 	return e
+}
+
+// start makes a new App, as a server starting does, and runs its sender.
+func (e *env) start() {
+	e.t.Helper()
+	getenv := func(k string) string {
+		return map[string]string{"SLACK_BOT": e.fake.botToken, "SLACK_SIGNING": signingSecret, "SLACK_APP": e.fake.appToken}[k]
+	}
+	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	app, err := New(e.cfg, Options{Store: e.store, Broker: e.b, Dir: users, Channels: map[string]string{"db-read": "#db-approvals"},
+		Getenv: getenv, Logger: log})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := app.Start(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); app.Run(ctx) }()
+	e.app = app
+	e.stop = func() {
+		cancel()
+		<-done
+		e.stop = func() {}
+	}
 }
 
 func (e *env) request(user, grant, reason string) *mayfly.Request {
