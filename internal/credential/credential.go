@@ -311,8 +311,15 @@ func (m *Manager) Connector(ctx context.Context, t mayfly.Target) (mayfly.Connec
 	var version int64
 	switch {
 	case rec == nil && !k.InConfig(t):
-		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: no admin credential: the configuration gives none (%s) and none is stored sealed; "+
+		// The target waits for `set-credential`; until then every use of
+		// it fails with this error.
+		err := mayfly.Errorf(mayfly.EUNAVAILABLE, "target %q: no admin credential: the configuration gives none (%s) and none is stored sealed; "+
 			"store one with `mayfly targets set-credential %s` (it needs seal.key_file or seal.key_env)", t.Name, k.Describe, t.Name)
+		if m.o.Keys == nil {
+			return nil, mayfly.Errorf(mayfly.EINVALID, "%s", err.Message)
+		}
+		m.o.Logger.Warn("credential: target has no admin credential yet; it is unusable until one is stored", "target", t.Name)
+		inner = missing{err}
 	case rec == nil:
 		if inner, err = k.New(t, m.o.Getenv); err != nil {
 			return nil, err

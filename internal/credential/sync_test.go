@@ -76,6 +76,7 @@ func TestSetRefusesWithoutSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	noKeys := New(Options{Store: e.st, Kinds: testKinds(), Holder: "x"})
 	const secret = "Sup3rSecretValue"
 	for _, tc := range []struct{ cred, want string }{
 		{"postgres://rotadm_none:" + secret + "@127.0.0.1:5432/postgres?sslmode=disable", "logging in with it failed"},
@@ -93,15 +94,31 @@ func TestSetRefusesWithoutSecrets(t *testing.T) {
 	if err := m.Set(ctx, "admin", "", "nope", fx.cred, true); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
 		t.Errorf("Set on an unknown target = %v; want not found", err)
 	}
-	noKeys := New(Options{Store: e.st, Kinds: testKinds(), Holder: "x"})
 	if err := noKeys.Set(ctx, "admin", "", fx.target.Name, fx.cred, true); err == nil || !strings.Contains(err.Error(), "seal.key_file") {
 		t.Errorf("Set without a master key = %v; want an error naming seal.key_file", err)
 	}
 	// A target with neither a configured nor a stored credential.
 	bare := fx.target
 	bare.Name, bare.DSN = "bare", ""
-	if _, err := m.Connector(ctx, bare); err == nil || !strings.Contains(err.Error(), "set-credential bare") {
-		t.Errorf("Connector without any credential = %v; want an error pointing at set-credential", err)
+	bc, err := m.Connector(ctx, bare)
+	if err != nil {
+		t.Fatalf("Connector without any credential = %v; want one that waits for set-credential", err)
+	}
+	if err := bc.Check(ctx); err == nil || !strings.Contains(err.Error(), "set-credential bare") {
+		t.Errorf("Check of a target without any credential = %v; want an error pointing at set-credential", err)
+	}
+	if _, err := bc.Provision(ctx, mayfly.ProvisionRequest{Username: "mfr_x"}); err == nil || !strings.Contains(err.Error(), "no admin credential") {
+		t.Errorf("Provision on a target without any credential = %v", err)
+	}
+	if _, err := noKeys.Connector(ctx, bare); err == nil || !strings.Contains(err.Error(), "set-credential bare") {
+		t.Errorf("Connector without any credential or key = %v; want an error pointing at set-credential", err)
+	}
+	// Once stored, the waiting target works.
+	if err := m.Set(ctx, "admin", "", "bare", fx.cred, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Check(ctx); err != nil {
+		t.Errorf("after set-credential: Check = %v", err)
 	}
 	// Rotation needs a stored credential.
 	if _, err := m.Rotate(ctx, "admin", "", fx.target.Name); err == nil || !strings.Contains(err.Error(), "set-credential") {
