@@ -12,55 +12,47 @@ import (
 )
 
 func cmdUsers(e *env, args []string) error {
-	action := ""
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		action, args = args[0], args[1:]
-	}
 	f := newFlags(e, "users", true)
-	reason := f.String("reason", "", "why (recorded in the audit trail)")
-	if err := f.parse(e, args); err != nil {
-		return err
-	}
-	if err := f.checkOutput(); err != nil {
-		return err
-	}
-	c, err := e.client()
+	c, err := f.start(e, args, 0)
 	if err != nil {
 		return err
 	}
-	switch action {
-	case "":
-		if err := f.exactArgs(0); err != nil {
-			return err
-		}
-		var us []broker.UserView
-		if err := c.Do(e.ctx, "GET", "/v1/users", nil, nil, &us); err != nil {
-			return err
-		}
-		if f.json() {
-			return e.printJSON(us)
-		}
-		var rows [][]string
-		for _, u := range us {
-			rows = append(rows, []string{u.Name, strings.Join(u.Groups, ","), u.Status, strconv.Itoa(u.Leases)})
-		}
-		e.table("NAME\tGROUPS\tSTATUS\tLIVE LEASES", rows)
-		return nil
-	case "suspend", "resume", "remove":
-		if err := f.exactArgs(1); err != nil {
-			return err
-		}
-		var res httpapi.UserStatusResult
-		if err := c.Do(e.ctx, "POST", "/v1/users/"+url.PathEscape(f.pos[0])+"/"+action, nil, httpapi.DecisionBody{Reason: *reason}, &res); err != nil {
-			return err
-		}
-		if f.json() {
-			return e.printJSON(res)
-		}
-		fmt.Fprintf(e.stdout, "user %s: %s (%d lease(s) revoked, %d request(s) cancelled)\n", res.Name, res.Status, res.LeasesRevoked, res.RequestsCancelled)
-		return nil
+	var us []broker.UserView
+	if err := c.Do(e.ctx, "GET", "/v1/users", nil, nil, &us); err != nil {
+		return err
 	}
-	return usageErr("users: unknown action %q (want suspend, resume or remove)", action)
+	if f.json() {
+		return e.printJSON(us)
+	}
+	var rows [][]string
+	for _, u := range us {
+		rows = append(rows, []string{u.Name, strings.Join(u.Groups, ","), u.Status, strconv.Itoa(u.Leases)})
+	}
+	e.table("NAME\tGROUPS\tSTATUS\tLIVE LEASES", rows)
+	return nil
+}
+
+func cmdUsersSuspend(e *env, args []string) error { return userStatus(e, "suspend", args) }
+func cmdUsersResume(e *env, args []string) error  { return userStatus(e, "resume", args) }
+func cmdUsersRemove(e *env, args []string) error  { return userStatus(e, "remove", args) }
+
+// userStatus suspends, resumes or removes a user.
+func userStatus(e *env, action string, args []string) error {
+	f := newFlags(e, "users "+action, true)
+	reason := f.String("reason", "", "why (recorded in the audit trail)")
+	c, err := f.start(e, args, 1)
+	if err != nil {
+		return err
+	}
+	var res httpapi.UserStatusResult
+	if err := c.Do(e.ctx, "POST", "/v1/users/"+url.PathEscape(f.pos[0])+"/"+action, nil, httpapi.DecisionBody{Reason: *reason}, &res); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(res)
+	}
+	fmt.Fprintf(e.stdout, "user %s: %s (%d lease(s) revoked, %d request(s) cancelled)\n", res.Name, res.Status, res.LeasesRevoked, res.RequestsCancelled)
+	return nil
 }
 
 func cmdReconcile(e *env, args []string) error {

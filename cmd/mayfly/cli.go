@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,6 +23,8 @@ import (
 )
 
 type env struct {
+	// dryRun: commands stop once their arguments parse (errDryRun).
+	dryRun bool
 	ctx    context.Context
 	getenv func(string) string
 	stdin  io.Reader
@@ -29,49 +32,248 @@ type env struct {
 	stderr io.Writer
 }
 
+// command is one entry of the command table: what `mayfly help` lists,
+// what `--help` prints, what completion offers, and what runs.
 type command struct {
 	summary string
-	usage   string
+	usage   string // starts with the command's path, e.g. "policy explain --target T ..."
 	run     func(e *env, args []string) error
 }
 
-var commands map[string]command
+// commands are the top-level commands; subcommands holds the subcommands
+// of a command by its path ("policy", "ssh ca"). A command with
+// subcommands dispatches to them; its own run (nil for a pure group)
+// handles arguments that name no subcommand. Everything that walks the
+// command tree (help, completion, the --help test) reads these two tables:
+// register every subcommand here rather than switching on args[0].
+var (
+	commands    map[string]command
+	subcommands map[string]map[string]command
+)
 
 func init() {
 	// Assigned in init to break the reference cycle help → commands.
 	commands = map[string]command{
 		"server":    {"run the broker", "server --config FILE", cmdServer},
 		"dev":       {"run a throw-away broker against the local PostgreSQL, with demo users", "dev [--listen ADDR] [--pg-dsn DSN] [--env-file FILE] [--dir DIR] [--tls]", cmdDev},
-		"request":   {"ask for access to TARGET/GRANT", "request TARGET/GRANT --for DURATION --reason TEXT [--creds] [--break-glass] [-o json]", cmdRequest},
-		"requests":  {"list requests you may see (--pending: waiting for a decision)", "requests [--pending] [-o json]", cmdRequests},
-		"approve":   {"approve a pending request", "approve REQUEST_ID [--reason TEXT] [-o json]", cmdApprove},
-		"deny":      {"deny a pending request", "deny REQUEST_ID --reason TEXT [-o json]", cmdDeny},
-		"cancel":    {"withdraw your own request", "cancel REQUEST_ID [--reason TEXT]", cmdCancel},
-		"creds":     {"create the account now and print its credential (once)", "creds REQUEST_ID [--public-key FILE] [-o json|env]", cmdCreds},
-		"connect":   {"request access, wait for approval, run the client with the credential, revoke when it exits", "connect TARGET/GRANT [--for D] [--reason R] [--heartbeat 60s] [-- COMMAND ARGS]", cmdConnect},
-		"done":      {"end the lease of a request (or a lease id) now", "done ID [--reason TEXT] [-o json]", cmdDone},
-		"revoke":    {"revoke a lease (admins: anyone's)", "revoke LEASE_ID [--reason TEXT] [-o json]", cmdRevoke},
-		"leases":    {"list leases (admins: all; others: their own)", "leases [--active] [--target T] [--user U] [-o json]", cmdLeases},
-		"audit":     {"show the audit trail, or `audit verify` the hash chain", "audit [verify [--from SEQ] [--to SEQ]] [--actor U] [--action A] [--target T] [--lease ID] [--request ID] [--since T] [--until T] [--after SEQ] [--limit N] [-o json|jsonl|csv]", cmdAudit},
-		"policy":    {"`policy explain` a decision; `policy check FILE`, `policy test FILE` offline; `policy reload` (admins)", "policy explain [--user U] --target T --grant G [--for D] [--reason R] [--break-glass] [-o json] | policy check FILE | policy test FILE [--config FILE] | policy reload", cmdPolicy},
-		"extend":    {"extend an active lease, through policy", "extend LEASE_ID --for DURATION --reason TEXT [-o json]", cmdExtend},
+		"request":   {"ask for access to TARGET/GRANT", "request TARGET/GRANT --for DURATION --reason TEXT [--creds] [--public-key FILE] [--break-glass] [-o table|json]", cmdRequest},
+		"requests":  {"list requests you may see (--pending: waiting for a decision)", "requests [--pending] [--limit N] [--cursor C] [--all] [-o table|json]", cmdRequests},
+		"approve":   {"approve a pending request", "approve REQUEST_ID [--reason TEXT] [-o table|json]", cmdApprove},
+		"deny":      {"deny a pending request", "deny REQUEST_ID --reason TEXT [-o table|json]", cmdDeny},
+		"cancel":    {"withdraw your own request", "cancel REQUEST_ID [--reason TEXT] [-o table|json]", cmdCancel},
+		"creds":     {"create the account now and print its credential (once)", "creds REQUEST_ID [--public-key FILE] [-o table|json|env]", cmdCreds},
+		"connect":   {"request access, wait for approval, run the client with the credential, revoke when it exits", "connect TARGET/GRANT [--for D] [--reason R] [--heartbeat 60s] [--wait 30m] [-- COMMAND ARGS]", cmdConnect},
+		"done":      {"end the lease of a request (or a lease id) now", "done ID [--reason TEXT] [-o table|json]", cmdDone},
+		"revoke":    {"revoke a lease (admins: anyone's)", "revoke LEASE_ID [--reason TEXT] [-o table|json]", cmdRevoke},
+		"leases":    {"list leases (admins: all; others: their own)", "leases [--active] [--target T] [--user U] [--limit N] [--cursor C] [--all] [-o table|json]", cmdLeases},
+		"audit":     {"show the audit trail; `audit verify` checks the hash chain, `audit hash` traces a leaked secret, `audit prune` (admins)", "audit [--actor U] [--action A] [--target T] [--lease ID] [--request ID] [--since T] [--until T] [--after SEQ] [--limit N] [--cursor C] [--all] [--follow] [-o table|json|jsonl|csv]", cmdAudit},
+		"policy":    {"`policy explain` a decision; `policy check FILE`, `policy test FILE` offline; `policy reload` (admins)", "policy explain|check|test|reload ...", nil},
+		"extend":    {"extend an active lease, through policy", "extend LEASE_ID --for DURATION --reason TEXT [-o table|json]", cmdExtend},
 		"review":    {"record the review of a break-glass lease (admins)", "review LEASE_ID --note TEXT", cmdReview},
-		"report":    {"access review: every lease in a period, with totals", "report access --from DATE --to DATE [--target T] [--user U] [-o table|csv|json|html] [--out FILE]", cmdReport},
-		"ssh":       {"SSH CA: `ssh ca` prints its public keys, `ssh ca rotate` (admins), `ssh revoked-keys --target T`", "ssh ca [rotate] | ssh revoked-keys --target T [--out FILE]", cmdSSH},
-		"users":     {"list users, or `users suspend|resume|remove NAME` (admins): suspending revokes every lease at once", "users [suspend|resume|remove NAME] [--reason TEXT] [-o json]", cmdUsers},
-		"reconcile": {"compare targets' managed accounts with leases now: remove orphans, end missing leases (admins)", "reconcile [TARGET] [-o json]", cmdReconcile},
-		"inventory": {"list every account on a target, marking those Mayfly manages (admins)", "inventory TARGET [--unmanaged] [-o json]", cmdInventory},
-		"whoami":    {"show who you are: user, groups, how you authenticated and until when", "whoami [-o json]", cmdWhoami},
-		"login":     {"log in with single sign-on (OIDC) and keep the session for this server", "login [--device | --server-callback] [--no-browser] [-o json]", cmdLogin},
+		"report":    {"`report access`: every lease in a period, with totals; `report standing`: standing privileges on every target (admins)", "report access|standing ...", nil},
+		"ssh":       {"SSH CA: `ssh ca` prints its public keys, `ssh ca rotate` (admins), `ssh revoked-keys --target T`", "ssh ca|revoked-keys ...", nil},
+		"users":     {"list users, or `users suspend|resume|remove NAME` (admins): suspending revokes every lease at once", "users [-o table|json]", cmdUsers},
+		"reconcile": {"compare targets' managed accounts with leases now: remove orphans, end missing leases (admins)", "reconcile [TARGET] [-o table|json]", cmdReconcile},
+		"inventory": {"list every account on a target, marking those Mayfly manages (admins)", "inventory TARGET [--unmanaged] [-o table|json]", cmdInventory},
+		"whoami":    {"show who you are: user, groups, how you authenticated and until when", "whoami [-o table|json]", cmdWhoami},
+		"login":     {"log in with single sign-on (OIDC) and keep the session for this server", "login [--device | --server-callback] [--no-browser] [-o table|json]", cmdLogin},
 		"logout":    {"end the session of mayfly login on the server and forget it", "logout", cmdLogout},
 		"token":     {"generate a bearer token and the token_sha256 line for the config", "token", cmdToken},
-		"tokens":    {"create, list and revoke expiring API tokens", "tokens create|list|revoke [--help]", cmdTokens},
-		"cluster":   {"list the replicas sharing the store, their last heartbeat and the work each leads (admins)", "cluster [-o json]", cmdCluster},
-		"sessions":  {"gateway sessions: list them, `sessions show ID` with every statement, `sessions verify ID` the chain", "sessions [--lease ID] [--user U] [--kind K] [--open] [-o json|text] | sessions show ID [--events] [-o json|text] | sessions verify ID [-o json]", cmdSessions},
-		"targets":   {"admin credentials of targets, kept sealed: `targets set-credential TARGET`, `targets rotate-credential TARGET` (admins)", "targets set-credential|rotate-credential TARGET [--help]", cmdTargets},
-		"seal":      {"the master key that seals stored credentials: `seal new-key`, `seal rotate-key` (server's machine)", "seal new-key|rotate-key [--help]", cmdSeal},
-		"store":     {"`store migrate` copies a SQLite store into a new PostgreSQL store (server stopped)", "store migrate --from sqlite:PATH --to postgres:DSN [-o json]", cmdStore},
+		"tokens":    {"create, list and revoke expiring API tokens", "tokens create|list|revoke ...", nil},
+		"cluster":   {"list the replicas sharing the store, their last heartbeat and the work each leads (admins)", "cluster [-o table|json]", cmdCluster},
+		"sessions":  {"gateway sessions: list them; `sessions show ID` with every statement, `sessions verify ID` checks the chain", "sessions [--lease ID] [--user U] [--kind K] [--open] [--limit N] [--cursor C] [--all] [-o table|json|text]", cmdSessions},
+		"targets":   {"admin credentials of targets, kept sealed: `targets set-credential TARGET`, `targets rotate-credential TARGET` (admins)", "targets set-credential|rotate-credential ...", nil},
+		"seal":      {"the master key that seals stored credentials: `seal new-key`, `seal rotate-key` (server's machine)", "seal new-key|rotate-key ...", nil},
+		"store":     {"`store migrate` copies a SQLite store into a new PostgreSQL store (server stopped)", "store migrate ...", nil},
+		"version":   {"print the version, commit and build date (also `mayfly --version`)", "version [-o table|json]", cmdVersion},
+		"help":      {"show the commands, or a command's usage and flags", "help [COMMAND [SUBCOMMAND]]", cmdHelp},
 	}
+	subcommands = map[string]map[string]command{
+		"audit": {
+			"verify": {"check the hash chain; exits 0 only when intact, otherwise names the first broken event", "audit verify [--from SEQ] [--to SEQ] [-o table|json]", cmdAuditVerify},
+			"hash":   {"the keyed HMAC Mayfly recorded for an issued secret, and the lease it went to; the value is read from standard input unless given", "audit hash [VALUE|-] [-o table|json]", cmdAuditHash},
+			"prune":  {"archive and remove events older than a duration (admins)", "audit prune --older-than DURATION [-o table|json]", cmdAuditPrune},
+		},
+		"policy": {
+			"explain": {"explain the decision policy would make for a request", "policy explain [--user U] --target T --grant G [--for D] [--reason R] [--break-glass] [-o table|json]", cmdPolicyExplain},
+			"check":   {"validate a configuration or policy file offline", "policy check FILE [-o table|json]", cmdPolicyCheck},
+			"test":    {"run the tests: table of a file against its policies (or those of --config)", "policy test FILE [--config FILE] [-o table|json]", cmdPolicyTest},
+			"reload":  {"reload the server's configuration file now (admins)", "policy reload [-o table|json]", cmdPolicyReload},
+		},
+		"report": {
+			"access":   {"access review: every lease in a period, with totals (admins)", "report access --from DATE --to DATE [--target T] [--user U] [--out FILE] [-o table|json|csv|html]", cmdReportAccess},
+			"standing": {"standing privileges: unmanaged accounts that can log in on every target, beside Mayfly's leases (admins)", "report standing [-o table|json]", cmdStanding},
+		},
+		"ssh": {
+			"ca":           {"print the SSH CA's public keys, as lines for TrustedUserCAKeys", "ssh ca [-o table|json]", cmdSSHCA},
+			"revoked-keys": {"fetch a target's key revocation list (KRL) for RevokedKeys", "ssh revoked-keys --target T [--out FILE]", cmdSSHRevokedKeys},
+		},
+		"ssh ca": {
+			"rotate": {"make a new SSH CA key and sign with it from now on (admins)", "ssh ca rotate [-o table|json]", cmdSSHCARotate},
+		},
+		"users": {
+			"suspend": {"suspend a user: every lease revoked, every request cancelled, tokens refused (admins)", "users suspend NAME [--reason TEXT] [-o table|json]", cmdUsersSuspend},
+			"resume":  {"let a suspended user in again (admins)", "users resume NAME [--reason TEXT] [-o table|json]", cmdUsersResume},
+			"remove":  {"deprovision a user: like suspend, for good (admins)", "users remove NAME [--reason TEXT] [-o table|json]", cmdUsersRemove},
+		},
+		"tokens": {
+			"create": {"create an API token and print it, once. Use it as MAYFLY_TOKEN. Anyone may create tokens for themselves;\n" +
+				"admins also for other users (e.g. service users). The TTL is capped by auth.max_token_ttl (default 720h).",
+				"tokens create --name NAME --ttl DURATION [--user U] [-o table|json]", cmdTokensCreate},
+			"list":   {"list API tokens and sessions (admins: everyone's, or one user's with --user; others: their own)", "tokens list [--user U] [-o table|json]", cmdTokensList},
+			"revoke": {"revoke a token or session at once (admins: anyone's; others: their own)", "tokens revoke ID [-o table|json]", cmdTokensRevoke},
+		},
+		"sessions": {
+			"show":   {"one gateway session with every statement it ran", "sessions show ID [--events] [-o table|json|text]", cmdSessionShow},
+			"verify": {"check the hash chain of a gateway session's log", "sessions verify ID [-o table|json|text]", cmdSessionVerify},
+		},
+		"targets": {
+			"set-credential": {"store the admin credential of TARGET sealed in the store (admins), read from standard input: what the\n" +
+				"target's configuration would otherwise hold (postgres, mysql: the admin DSN; redis: the admin_user's\n" +
+				"password). Mayfly logs in with it first (--no-check: not). The configuration then needs no secret;\n" +
+				"no answer, log line or audit event ever shows it. Needs seal.key_file or seal.key_env on the server.",
+				"targets set-credential TARGET [--no-check] [-o table|json] < CREDENTIAL", cmdTargetsSetCredential},
+			"rotate-credential": {"change the password of Mayfly's own admin account on TARGET to a new random one nobody sees,\n" +
+				"verify it and store it sealed (admins; postgres, mysql, redis; the credential must be stored\n" +
+				"with set-credential). rotate_every in the target's configuration does it on a schedule.",
+				"targets rotate-credential TARGET [-o table|json]", cmdTargetsRotateCredential},
+		},
+		"seal": {
+			"new-key": {"make a new random master key (64 hex digits) for seal.key_file or seal.key_env; with --out, write it\n" +
+				"to FILE (created, mode 0600) instead of standard output", "seal new-key [--out FILE]", cmdSealNewKey},
+			"rotate-key": {"re-wrap the store's data keys under a new master key, in one store transaction (a crash leaves the\n" +
+				"old key in force). Reads the current key as the configuration says. Afterwards, point seal.key_file\n" +
+				"or seal.key_env at the new key and restart every replica: one started with the old key refuses to start.",
+				"seal rotate-key --config FILE (--new-key-file FILE | --new-key-env NAME) [-o table|json]", cmdSealRotateKey},
+		},
+		"store": {
+			"migrate": {"copy a SQLite store into a new, empty PostgreSQL store (stop the server first)", "store migrate --from sqlite:PATH --to postgres:DSN [-o table|json]", cmdStoreMigrate},
+		},
+	}
+}
+
+// lookupCommand finds the command at path ("policy explain").
+func lookupCommand(path string) (command, bool) {
+	parts := strings.Fields(path)
+	if len(parts) == 0 {
+		return command{}, false
+	}
+	c, ok := commands[parts[0]]
+	for i := 1; ok && i < len(parts); i++ {
+		c, ok = subcommands[strings.Join(parts[:i], " ")][parts[i]]
+	}
+	return c, ok
+}
+
+// commandPaths lists every command and subcommand path, sorted, parents
+// before their subcommands.
+func commandPaths() []string {
+	var out []string
+	var walk func(path string)
+	walk = func(path string) {
+		out = append(out, path)
+		for _, n := range sortedKeys(subcommands[path]) {
+			walk(path + " " + n)
+		}
+	}
+	for _, n := range sortedKeys(commands) {
+		walk(n)
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func isHelpArg(a string) bool { return a == "-h" || a == "--help" || a == "-help" }
+
+// dispatch runs the command at path with args: a subcommand when args[0]
+// names one, else the command's own run; a group without one prints its
+// help.
+func dispatch(e *env, path string, c command, args []string) error {
+	subs := subcommands[path]
+	if len(args) > 0 {
+		if sc, ok := subs[args[0]]; ok {
+			return dispatch(e, path+" "+args[0], sc, args[1:])
+		}
+	}
+	if c.run != nil {
+		return c.run(e, args)
+	}
+	if len(args) > 0 && isHelpArg(args[0]) {
+		e.commandHelp(path, nil)
+		return errHelp
+	}
+	want := strings.Join(sortedKeys(subs), ", ")
+	if len(args) == 0 {
+		e.commandHelp(path, nil)
+		return usageErr("%s: want a subcommand: %s", path, want)
+	}
+	return usageErr("%s: unknown subcommand %q (want %s; run `mayfly %s --help`)", path, args[0], want, path)
+}
+
+// commandHelp prints the usage, summary, subcommands and flags of the
+// command at path.
+func (e *env) commandHelp(path string, fs *flag.FlagSet) {
+	c, _ := lookupCommand(path)
+	w := e.stdout
+	fmt.Fprintf(w, "Usage: mayfly %s\n\n%s\n", c.usage, c.summary)
+	if subs := subcommands[path]; len(subs) > 0 {
+		fmt.Fprintf(w, "\nSubcommands:\n")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, n := range sortedKeys(subs) {
+			s := subs[n].summary
+			if i := strings.IndexByte(s, '\n'); i >= 0 {
+				s = s[:i]
+			}
+			fmt.Fprintf(tw, "  %s %s\t%s\n", path, n, s)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "\nRun \"mayfly %s SUBCOMMAND --help\" for its flags.\n", path)
+	}
+	if fs != nil {
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintf(w, "\nFlags:\n")
+			fs.SetOutput(w)
+			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
+		}
+	}
+}
+
+// cmdHelp runs `mayfly help [COMMAND...]`.
+func cmdHelp(e *env, args []string) error {
+	if len(args) == 0 {
+		e.usage()
+		return nil
+	}
+	if len(args) == 1 && isHelpArg(args[0]) {
+		e.commandHelp("help", nil)
+		return errHelp
+	}
+	path := strings.Join(args, " ")
+	if _, ok := lookupCommand(path); !ok {
+		return usageErr("help: unknown command %q; run `mayfly help`", path)
+	}
+	// The command's own --help, so its flags are listed.
+	return runPath(e, append(args, "--help"))
+}
+
+// runPath dispatches args (a command line without "mayfly").
+func runPath(e *env, args []string) error {
+	c, ok := commands[args[0]]
+	if !ok {
+		return usageErr("unknown command %q; run `mayfly help`", args[0])
+	}
+	return dispatch(e, args[0], c, args[1:])
 }
 
 func (e *env) usage() {
@@ -82,13 +284,8 @@ Usage: mayfly COMMAND [ARGS]
 
 Commands:
 `)
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, n := range names {
+	for _, n := range sortedKeys(commands) {
 		fmt.Fprintf(tw, "  %s\t%s\n", n, commands[n].summary)
 	}
 	tw.Flush()
@@ -111,11 +308,13 @@ func usageErr(format string, args ...any) error {
 }
 
 // flags is a flag set that accepts flags before, between and after
-// positional arguments.
+// positional arguments. name is the command's path ("policy explain"),
+// which names its usage in the command table.
 type flags struct {
 	*flag.FlagSet
 	name   string
 	output *string
+	extra  []string // output formats besides table and json
 	pos    []string
 }
 
@@ -130,6 +329,50 @@ func newFlags(e *env, name string, withOutput bool) *flags {
 	return f
 }
 
+// outputs adds output formats besides table and json, before parsing, so
+// --help lists what -o accepts.
+func (f *flags) outputs(extra ...string) *flags {
+	f.extra = append(f.extra, extra...)
+	if fl := f.Lookup("o"); fl != nil {
+		all := append([]string{"table", "json"}, f.extra...)
+		fl.Usage = "output format: " + strings.Join(all[:len(all)-1], ", ") + " or " + all[len(all)-1]
+	}
+	return f
+}
+
+// durationValue is a flag.Value for durations that also takes days (1d).
+type durationValue time.Duration
+
+func (d *durationValue) Set(s string) error {
+	v, err := mayfly.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want %s", mayfly.DurationSyntax)
+	}
+	*d = durationValue(v)
+	return nil
+}
+
+func (d *durationValue) String() string { return time.Duration(*d).String() }
+
+// Duration defines a duration flag that also takes days (1d, 2d12h).
+func (f *flags) Duration(name string, value time.Duration, usage string) *time.Duration {
+	p := new(time.Duration)
+	*p = value
+	f.Var((*durationValue)(p), name, usage)
+	return p
+}
+
+func (f *flags) usageLine() string {
+	if c, ok := lookupCommand(f.name); ok {
+		return c.usage
+	}
+	return f.name
+}
+
+// errDryRun ends a command whose arguments parsed, in a dry run (the
+// documentation test): nothing runs.
+var errDryRun = &helpErr{"dry run: arguments parsed"}
+
 func (f *flags) parse(e *env, args []string) error {
 	// Everything after "--" is positional (a command to run).
 	var tail []string
@@ -143,37 +386,42 @@ func (f *flags) parse(e *env, args []string) error {
 	for {
 		if err := f.FlagSet.Parse(args); err != nil {
 			if err == flag.ErrHelp {
-				fmt.Fprintf(e.stdout, "Usage: mayfly %s\n\n%s\n\nFlags:\n", commands[f.name].usage, commands[f.name].summary)
-				f.FlagSet.SetOutput(e.stdout)
-				f.FlagSet.PrintDefaults()
+				e.commandHelp(f.name, f.FlagSet)
 				return errHelp
 			}
-			return usageErr("%s: %v (usage: mayfly %s)", f.name, err, commands[f.name].usage)
+			return usageErr("%s: %v (usage: mayfly %s)", f.name, err, f.usageLine())
 		}
 		rest := f.FlagSet.Args()
 		if len(rest) == 0 {
-			return nil
+			break
 		}
 		if rest[0] == "--" {
 			f.pos = append(f.pos, rest[1:]...)
-			return nil
+			break
 		}
 		f.pos = append(f.pos, rest[0])
 		args = rest[1:]
 	}
+	if e.dryRun {
+		if err := f.checkOutput(); err != nil {
+			return err
+		}
+		return errDryRun
+	}
+	return nil
 }
 
 // errHelp ends a command after printing its help.
-var errHelp = &helpErr{}
+var errHelp = &helpErr{"help requested"}
 
-type helpErr struct{}
+type helpErr struct{ msg string }
 
-func (*helpErr) Error() string { return "help requested" }
+func (h *helpErr) Error() string { return h.msg }
 
 // exactArgs checks the number of positional arguments.
 func (f *flags) exactArgs(n int) error {
 	if len(f.pos) != n {
-		return usageErr("%s: want %d argument(s), got %d (usage: mayfly %s)", f.name, n, len(f.pos), commands[f.name].usage)
+		return usageErr("%s: want %d argument(s), got %d (usage: mayfly %s)", f.name, n, len(f.pos), f.usageLine())
 	}
 	return nil
 }
@@ -182,13 +430,14 @@ func (f *flags) exactArgs(n int) error {
 // and the output format (table, json and any extra), and returns an API
 // client: the opening of every client command.
 func (f *flags) start(e *env, args []string, nargs int, extraOutputs ...string) (*httpapi.Client, error) {
+	f.outputs(extraOutputs...)
 	if err := f.parse(e, args); err != nil {
 		return nil, err
 	}
 	if err := f.exactArgs(nargs); err != nil {
 		return nil, err
 	}
-	if err := f.checkOutput(extraOutputs...); err != nil {
+	if err := f.checkOutput(); err != nil {
 		return nil, err
 	}
 	return e.client()
@@ -200,6 +449,7 @@ func (f *flags) checkOutput(allowed ...string) error {
 	if f.output == nil {
 		return nil
 	}
+	allowed = append(slices.Clone(f.extra), allowed...)
 	for _, a := range append([]string{"table", "json"}, allowed...) {
 		if *f.output == a {
 			return nil

@@ -32,7 +32,7 @@ type requestOut struct {
 
 func cmdRequest(e *env, args []string) error {
 	f := newFlags(e, "request", true)
-	dur := f.String("for", "", "how long the access should last (Go syntax: 90s, 30m, 8h); default: the policy's default")
+	dur := f.String("for", "", "how long the access should last (90s, 30m, 8h, 1d); default: the policy's default")
 	reason := f.String("reason", "", "why you need it (a ticket id, an incident)")
 	creds := f.Bool("creds", false, "when approved at once, create the account and print the credential in the same step")
 	bg := f.Bool("break-glass", false, "take emergency access without approval (designated groups only; reason required)")
@@ -59,8 +59,8 @@ func cmdRequest(e *env, args []string) error {
 		body.PublicKey = k
 	}
 	if *dur != "" {
-		if _, err := time.ParseDuration(*dur); err != nil {
-			return usageErr("--for %q: want Go syntax such as 90s, 30m or 8h", *dur)
+		if _, err := mayfly.ParseDuration(*dur); err != nil {
+			return usageErr("--for %q: want %s", *dur, mayfly.DurationSyntax)
 		}
 	}
 	c, err := e.client()
@@ -172,7 +172,7 @@ func cmdDeny(e *env, args []string) error    { return decide(e, "deny", "deny", 
 func cmdCancel(e *env, args []string) error  { return decide(e, "cancel", "cancel", args, false) }
 
 func cmdCreds(e *env, args []string) error {
-	f := newFlags(e, "creds", true)
+	f := newFlags(e, "creds", true).outputs("env")
 	pub := f.String("public-key", "", "SSH grants: sign this public key file instead of generating a key pair")
 	if err := f.parse(e, args); err != nil {
 		return err
@@ -180,7 +180,7 @@ func cmdCreds(e *env, args []string) error {
 	if err := f.exactArgs(1); err != nil {
 		return err
 	}
-	if err := f.checkOutput("env"); err != nil {
+	if err := f.checkOutput(); err != nil {
 		return err
 	}
 	body := httpapi.ActivateBody{}
@@ -320,20 +320,21 @@ func cmdLeases(e *env, args []string) error {
 }
 
 func cmdAudit(e *env, args []string) error {
-	if len(args) > 0 && args[0] == "verify" {
-		return cmdAuditVerify(e, args[1:])
-	}
-	if len(args) > 0 && args[0] == "hash" {
-		return cmdAuditHash(e, args[1:])
-	}
-	if len(args) > 0 && args[0] == "prune" {
-		return cmdAuditPrune(e, args[1:])
-	}
 	f := newFlags(e, "audit", true)
 	follow := f.Bool("follow", false, "stream new events as they happen (admins)")
 	q := url.Values{}
-	for _, k := range []string{"actor", "action", "target", "lease", "request", "since", "until", "after", "limit"} {
-		f.Func(k, "filter: "+k, func(v string) error { q.Set(k, v); return nil })
+	for _, k := range [][2]string{
+		{"actor", "only events by this user"},
+		{"action", "only this action, e.g. lease.revoked"},
+		{"target", "only events on this target"},
+		{"lease", "only events of this lease"},
+		{"request", "only events of this request"},
+		{"since", "only events at or after this time: RFC 3339, a date (2006-01-02), or an age such as 1h, 7d"},
+		{"until", "only events before this time (same forms as --since)"},
+		{"after", "only events after this sequence number"},
+		{"limit", "at most this many events (one page; at most 10000)"},
+	} {
+		f.Func(k[0], k[1], func(v string) error { q.Set(k[0], v); return nil })
 	}
 	pf := addPageFlags(f, false)
 	c, err := f.start(e, args, 0, "jsonl", "csv")
@@ -379,7 +380,7 @@ func cmdAudit(e *env, args []string) error {
 }
 
 func cmdAuditVerify(e *env, args []string) error {
-	f := newFlags(e, "audit", true)
+	f := newFlags(e, "audit verify", true)
 	from := f.Int64("from", 0, "first event to check (default: the first retained)")
 	to := f.Int64("to", 0, "last event to check (default: the last)")
 	if err := f.parse(e, args); err != nil {
@@ -416,44 +417,48 @@ func cmdAuditVerify(e *env, args []string) error {
 	return nil
 }
 
-func cmdPolicy(e *env, args []string) error {
-	if len(args) > 0 && (args[0] == "check" || args[0] == "test") {
-		return cmdPolicyOffline(e, args[0], args[1:])
+// cmdPolicyReload asks the server to reload its configuration file.
+func cmdPolicyReload(e *env, args []string) error {
+	f := newFlags(e, "policy reload", true)
+	c, err := f.start(e, args, 0)
+	if err != nil {
+		return err
 	}
-	if len(args) > 0 && args[0] == "reload" {
-		c, err := e.client()
-		if err != nil {
-			return err
-		}
-		var res httpapi.ReloadResult
-		if err := c.Do(e.ctx, "POST", "/v1/policy/reload", nil, nil, &res); err != nil {
-			return err
-		}
-		for _, w := range res.Warnings {
-			fmt.Fprintf(e.stdout, "warning: %s\n", safeText(w))
-		}
-		if len(res.NeedsRestart) == 0 {
-			fmt.Fprintln(e.stdout, "configuration reloaded")
-			return nil
-		}
-		fmt.Fprintln(e.stdout, "configuration reloaded, except what only a restart applies:")
-		for _, s := range res.NeedsRestart {
-			fmt.Fprintf(e.stdout, "  %s\n", safeText(s))
-		}
-		fmt.Fprintln(e.stdout, "restart the server to apply these")
+	var res httpapi.ReloadResult
+	if err := c.Do(e.ctx, "POST", "/v1/policy/reload", nil, nil, &res); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(res)
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(e.stdout, "warning: %s\n", safeText(w))
+	}
+	if len(res.NeedsRestart) == 0 {
+		fmt.Fprintln(e.stdout, "configuration reloaded")
 		return nil
 	}
-	if len(args) == 0 || args[0] != "explain" {
-		return usageErr("policy: want `policy explain`, `policy check FILE`, `policy test FILE` or `policy reload`")
+	fmt.Fprintln(e.stdout, "configuration reloaded, except what only a restart applies:")
+	for _, s := range res.NeedsRestart {
+		fmt.Fprintf(e.stdout, "  %s\n", safeText(s))
 	}
-	f := newFlags(e, "policy", true)
+	fmt.Fprintln(e.stdout, "restart the server to apply these")
+	return nil
+}
+
+// cmdPolicyExplain explains the decision policy would make.
+func cmdPolicyExplain(e *env, args []string) error {
+	f := newFlags(e, "policy explain", true)
 	user := f.String("user", "", "explain for this user (admins; default: you)")
-	target := f.String("target", "", "target name")
-	grant := f.String("grant", "", "grant name")
-	dur := f.String("for", "", "duration")
-	reason := f.String("reason", "", "reason")
+	target := f.String("target", "", "target name (required)")
+	grant := f.String("grant", "", "grant name (required)")
+	dur := f.String("for", "", "the duration asked for, e.g. 30m, 8h or 1d (default: the policy's default)")
+	reason := f.String("reason", "", "the reason given")
 	bg := f.Bool("break-glass", false, "as a break-glass request")
-	if err := f.parse(e, args[1:]); err != nil {
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(0); err != nil {
 		return err
 	}
 	if err := f.checkOutput(); err != nil {
@@ -615,7 +620,7 @@ func followAudit(e *env, c *httpapi.Client, after, format string) error {
 }
 
 func cmdAuditHash(e *env, args []string) error {
-	f := newFlags(e, "audit", true)
+	f := newFlags(e, "audit hash", true)
 	if err := f.parse(e, args); err != nil {
 		return err
 	}
@@ -659,7 +664,7 @@ func cmdAuditHash(e *env, args []string) error {
 }
 
 func cmdAuditPrune(e *env, args []string) error {
-	f := newFlags(e, "audit", true)
+	f := newFlags(e, "audit prune", true)
 	older := f.String("older-than", "", "remove events older than this (Go duration, at least 24h, e.g. 2160h), after archiving them")
 	if err := f.parse(e, args); err != nil {
 		return err

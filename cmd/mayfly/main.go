@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/mayflyhq/mayfly"
@@ -52,23 +53,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		e.usage()
 		return usageErr("no command given")
 	}
-	cmd, rest := args[0], args[1:]
-	c, ok := commands[cmd]
-	if !ok {
-		switch cmd {
-		case "-h", "--help", "help":
-			e.usage()
-			return nil
-		case "version", "--version":
-			fmt.Fprintln(stdout, "mayfly", version)
-			return nil
-		}
-		return usageErr("unknown command %q; run `mayfly help`", cmd)
+	switch args[0] {
+	case "-h", "--help":
+		e.usage()
+		return nil
+	case "--version", "-version":
+		fmt.Fprintln(stdout, buildInfo())
+		return nil
 	}
-	if err := c.run(e, rest); err != nil && err != errHelp {
+	if err := runPath(e, args); err != nil && err != errHelp {
 		return err
 	}
 	return nil
 }
 
-var version = "dev"
+// parseOnly parses a command line as run would, without running anything:
+// nil when the arguments parse (or ask for help), the usage error
+// otherwise. The documentation test checks every example with it.
+func parseOnly(args []string) error {
+	e := &env{dryRun: true, ctx: context.Background(), getenv: func(string) string { return "" },
+		stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard}
+	if len(args) == 0 {
+		return usageErr("no command given")
+	}
+	err := runPath(e, args)
+	if err == errDryRun || err == errHelp {
+		return nil
+	}
+	return err
+}

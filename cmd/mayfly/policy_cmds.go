@@ -18,7 +18,7 @@ import (
 
 func cmdExtend(e *env, args []string) error {
 	f := newFlags(e, "extend", true)
-	dur := f.String("for", "", "how much longer (Go syntax: 30m)")
+	dur := f.String("for", "", "how much longer, e.g. 30m, 2h or 1d (required)")
 	reason := f.String("reason", "", "why")
 	if err := f.parse(e, args); err != nil {
 		return err
@@ -77,10 +77,18 @@ func cmdReview(e *env, args []string) error {
 	return nil
 }
 
+func cmdPolicyCheck(e *env, args []string) error { return cmdPolicyOffline(e, "check", args) }
+func cmdPolicyTest(e *env, args []string) error  { return cmdPolicyOffline(e, "test", args) }
+
 // cmdPolicyOffline runs `policy check FILE` and `policy test FILE`.
 func cmdPolicyOffline(e *env, sub string, args []string) error {
-	f := newFlags(e, "policy", true)
-	cfgPath := f.String("config", "", "policy test: take the policies from this file instead of FILE")
+	f := newFlags(e, "policy "+sub, true)
+	var cfgPath *string
+	if sub == "test" {
+		cfgPath = f.String("config", "", "take the policies (and users) from this file instead of FILE")
+	} else {
+		cfgPath = new(string)
+	}
 	if err := f.parse(e, args); err != nil {
 		return err
 	}
@@ -204,23 +212,21 @@ func orNone(s string) string {
 	return s
 }
 
-func cmdReport(e *env, args []string) error {
-	if len(args) > 0 && args[0] == "standing" {
-		return cmdStanding(e, args[1:])
-	}
-	if len(args) == 0 || args[0] != "access" {
-		return usageErr("report: want `report access --from DATE --to DATE` or `report standing`")
-	}
-	f := newFlags(e, "report", true)
+// cmdReportAccess prints the access review of a period.
+func cmdReportAccess(e *env, args []string) error {
+	f := newFlags(e, "report access", true).outputs("csv", "html")
 	from := f.String("from", "", "start of the period (2006-01-02 or RFC 3339)")
 	to := f.String("to", "", "end of the period, exclusive (2006-01-02 or RFC 3339)")
 	target := f.String("target", "", "only this target")
 	user := f.String("user", "", "only this requester")
 	out := f.String("out", "", "write to this file instead of stdout")
-	if err := f.parse(e, args[1:]); err != nil {
+	if err := f.parse(e, args); err != nil {
 		return err
 	}
-	if err := f.checkOutput("csv", "html"); err != nil {
+	if err := f.exactArgs(0); err != nil {
+		return err
+	}
+	if err := f.checkOutput(); err != nil {
 		return err
 	}
 	if *from == "" || *to == "" {
@@ -269,14 +275,8 @@ func cmdReport(e *env, args []string) error {
 // cmdStanding prints every target's standing privileges (unmanaged
 // accounts that can log in) beside the access Mayfly manages.
 func cmdStanding(e *env, args []string) error {
-	f := newFlags(e, "report", true)
-	if err := f.parse(e, args); err != nil {
-		return err
-	}
-	if err := f.checkOutput(); err != nil {
-		return err
-	}
-	c, err := e.client()
+	f := newFlags(e, "report standing", true)
+	c, err := f.start(e, args, 0)
 	if err != nil {
 		return err
 	}

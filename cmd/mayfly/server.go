@@ -273,7 +273,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	// This process among the replicas sharing the store: the scheduler
 	// claims due leases under its id, and the work that must run once runs
 	// only while it holds that work's leader lease.
-	rep := cluster.New(st, nil, log, repID, "", version)
+	rep := cluster.New(st, nil, log, repID, "", buildInfo().Version)
 	leader := func(name string, fn func(ctx context.Context)) func() {
 		return func() {
 			rep.RunWhileLeader(ctx, name, cluster.LeaderTTL, func(ctx context.Context) error { fn(ctx); return nil })

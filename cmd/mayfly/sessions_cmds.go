@@ -15,12 +15,6 @@ import (
 // cmdSessions lists gateway sessions, shows one with its statements, or
 // verifies one's chain.
 func cmdSessions(e *env, args []string) error {
-	if len(args) > 0 && args[0] == "show" {
-		return cmdSessionShow(e, args[1:])
-	}
-	if len(args) > 0 && args[0] == "verify" {
-		return cmdSessionVerify(e, args[1:])
-	}
 	f := newFlags(e, "sessions", true)
 	q := url.Values{}
 	for _, k := range []string{"lease", "user", "kind"} {
@@ -59,7 +53,7 @@ func cmdSessions(e *env, args []string) error {
 }
 
 func cmdSessionShow(e *env, args []string) error {
-	f := newFlags(e, "sessions", true)
+	f := newFlags(e, "sessions show", true)
 	events := f.Bool("events", false, "include every event of the chain (-o json)")
 	c, err := f.start(e, args, 1, "text")
 	if err != nil {
@@ -135,7 +129,7 @@ func paramsText(st mayfly.Statement) string {
 }
 
 func cmdSessionVerify(e *env, args []string) error {
-	f := newFlags(e, "sessions", true)
+	f := newFlags(e, "sessions verify", true)
 	c, err := f.start(e, args, 1, "text")
 	if err != nil {
 		return err

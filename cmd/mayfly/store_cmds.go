@@ -11,23 +11,13 @@ import (
 	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
-// cmdStore runs `mayfly store migrate`: it copies a SQLite store into a
+// cmdStoreMigrate runs `mayfly store migrate`: it copies a SQLite store into a
 // new PostgreSQL store, offline (stop the server first).
-func cmdStore(e *env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-		fmt.Fprintf(e.stdout, "Usage: mayfly %s\n\n%s\n\nRun \"mayfly store migrate --help\" for its flags.\n", commands["store"].usage, commands["store"].summary)
-		if len(args) == 0 {
-			return usageErr("store: want a subcommand: migrate")
-		}
-		return errHelp
-	}
-	if args[0] != "migrate" {
-		return usageErr("store: unknown subcommand %q (want migrate)", args[0])
-	}
-	f := newFlags(e, "store", true)
+func cmdStoreMigrate(e *env, args []string) error {
+	f := newFlags(e, "store migrate", true)
 	from := f.String("from", "", "the store to copy: sqlite:PATH (the server using it stopped)")
 	to := f.String("to", "", "the new, empty store: postgres:DSN (a password may come from PGPASSWORD or ~/.pgpass instead of the DSN)")
-	if err := f.parse(e, args[1:]); err != nil {
+	if err := f.parse(e, args); err != nil {
 		return err
 	}
 	if err := f.exactArgs(0); err != nil {

@@ -4,57 +4,26 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mayflyhq/mayfly"
+
 	"github.com/mayflyhq/mayfly/internal/httpapi"
 )
 
-// tokenSubcommands describes `mayfly tokens` subcommands for their --help.
-var tokenSubcommands = map[string]struct{ usage, summary string }{
-	"create": {"tokens create --name NAME --ttl DURATION [--user U] [-o json]",
-		"create an API token and print it, once. Use it as MAYFLY_TOKEN. Anyone may create tokens for themselves;\n" +
-			"admins also for other users (e.g. service users). The TTL is capped by auth.max_token_ttl (default 720h)."},
-	"list": {"tokens list [--user U] [-o json]",
-		"list API tokens and sessions (admins: everyone's, or one user's with --user; others: their own)"},
-	"revoke": {"tokens revoke ID [-o json]",
-		"revoke a token or session at once (admins: anyone's; others: their own)"},
-}
+func cmdTokensCreate(e *env, args []string) error { return tokensSub(e, "create", args) }
+func cmdTokensList(e *env, args []string) error   { return tokensSub(e, "list", args) }
+func cmdTokensRevoke(e *env, args []string) error { return tokensSub(e, "revoke", args) }
 
-func cmdTokens(e *env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
-		fmt.Fprintf(e.stdout, "Usage: mayfly %s\n\n%s\n\nSubcommands:\n", commands["tokens"].usage, commands["tokens"].summary)
-		for _, n := range []string{"create", "list", "revoke"} {
-			fmt.Fprintf(e.stdout, "  mayfly %s\n", tokenSubcommands[n].usage)
-		}
-		fmt.Fprintln(e.stdout, "\nRun \"mayfly tokens SUBCOMMAND --help\" for its flags.")
-		if len(args) == 0 {
-			return usageErr("tokens: want a subcommand: create, list or revoke")
-		}
-		return errHelp
-	}
-	sub, args := args[0], args[1:]
-	info, ok := tokenSubcommands[sub]
-	if !ok {
-		return usageErr("tokens: unknown subcommand %q (want create, list or revoke)", sub)
-	}
-	f := newFlags(e, "tokens", true)
+func tokensSub(e *env, sub string, args []string) error {
+	f := newFlags(e, "tokens "+sub, true)
+	usage := f.usageLine()
 	var name, ttl, user *string
 	switch sub {
 	case "create":
 		name = f.String("name", "", "what the token is for, e.g. ci or laptop (required)")
-		ttl = f.String("ttl", "", "how long the token lives, e.g. 1h or 720h (required)")
+		ttl = f.String("ttl", "", "how long the token lives, e.g. 1h, 720h or 30d (required)")
 		user = f.String("user", "", "the user the token authenticates as (admins; default: you)")
 	case "list":
 		user = f.String("user", "", "only this user's tokens (admins)")
-	}
-	for _, a := range args {
-		if a == "--" {
-			break
-		}
-		if a == "-h" || a == "--help" || a == "-help" {
-			fmt.Fprintf(e.stdout, "Usage: mayfly %s\n\n%s\n\nFlags:\n", info.usage, info.summary)
-			f.FlagSet.SetOutput(e.stdout)
-			f.FlagSet.PrintDefaults()
-			return errHelp
-		}
 	}
 	if err := f.parse(e, args); err != nil {
 		return err
@@ -64,7 +33,7 @@ func cmdTokens(e *env, args []string) error {
 		nargs = 1
 	}
 	if len(f.pos) != nargs {
-		return usageErr("tokens %s: want %d argument(s), got %d (usage: mayfly %s)", sub, nargs, len(f.pos), info.usage)
+		return usageErr("tokens %s: want %d argument(s), got %d (usage: mayfly %s)", sub, nargs, len(f.pos), usage)
 	}
 	if err := f.checkOutput(); err != nil {
 		return err
@@ -72,13 +41,13 @@ func cmdTokens(e *env, args []string) error {
 	switch sub {
 	case "create":
 		if *name == "" {
-			return usageErr("tokens create: --name is required (usage: mayfly %s)", info.usage)
+			return usageErr("tokens create: --name is required (usage: mayfly %s)", usage)
 		}
 		if *ttl == "" {
-			return usageErr("tokens create: --ttl is required, e.g. --ttl 24h (usage: mayfly %s)", info.usage)
+			return usageErr("tokens create: --ttl is required, e.g. --ttl 24h (usage: mayfly %s)", usage)
 		}
-		if d, err := time.ParseDuration(*ttl); err != nil || d <= 0 {
-			return usageErr("tokens create: --ttl %q: want a positive duration such as 1h or 720h", *ttl)
+		if d, err := mayfly.ParseDuration(*ttl); err != nil || d <= 0 {
+			return usageErr("tokens create: --ttl %q: want a positive duration such as 1h, 720h or 30d", *ttl)
 		}
 	}
 	c, err := e.client()
