@@ -11,6 +11,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -281,11 +282,15 @@ func parse(data []byte, file string, requireStore bool) (*Config, error) {
 	if len(root.Content) == 0 {
 		return nil, lineErr(file, 0, "empty configuration")
 	}
+	data, keys, err := prepareDurations(data, &root, reflect.TypeOf(Config{}), file)
+	if err != nil {
+		return nil, err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var c Config
 	if err := dec.Decode(&c); err != nil {
-		return nil, yamlErr(file, err)
+		return nil, yamlErrKeys(file, err, keys)
 	}
 	c.Path = file
 	lines := collectLines(root.Content[0])
@@ -308,7 +313,9 @@ func parse(data []byte, file string, requireStore bool) (*Config, error) {
 	return &c, nil
 }
 
-func yamlErr(file string, err error) error {
+func yamlErr(file string, err error) error { return yamlErrKeys(file, err, nil) }
+
+func yamlErrKeys(file string, err error, keys keyIndex) error {
 	var te *yaml.TypeError
 	msg := err.Error()
 	if errors.As(err, &te) && len(te.Errors) > 0 {
@@ -318,7 +325,7 @@ func yamlErr(file string, err error) error {
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		var n int
 		fmt.Sscan(m[1], &n)
-		return lineErr(file, n, "%s", m[2])
+		return lineErr(file, n, "%s", plainYAMLError(m[2], n, keys))
 	}
 	return lineErr(file, 0, "%s", msg)
 }

@@ -50,7 +50,7 @@ func TestParseErrors(t *testing.T) {
 	base := "store: {sqlite: a.db}\n"
 	tests := []struct{ name, yaml, want string }{
 		{"empty", "", "empty configuration"},
-		{"unknown field", base + "bogus: 1\n", "f.yaml:2: field bogus not found"},
+		{"unknown field", base + "bogus: 1\n", `f.yaml:2: unknown key "bogus" in the top level`},
 		{"no store", "listen: x\n", "store.sqlite"},
 		{"bad user name", base + "users:\n  - {name: \"al ice\", token_sha256: \"" + h + "\"}\n", `f.yaml:3: user name "al ice"`},
 		{"dup user", base + "users:\n  - {name: a, token_sha256: \"" + h + "\"}\n  - {name: a, token_sha256: \"" + strings.Replace(h, "1", "2", 1) + "\"}\n", `f.yaml:4: user "a" is defined twice`},

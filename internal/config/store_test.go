@@ -43,7 +43,7 @@ func TestParseStoreErrors(t *testing.T) {
 		{"listen: x\nstore:\n  postgres: {dsn: postgres://h/d, dsn_env: X}\n", "f.yaml:2: store.postgres: set one of dsn and dsn_env"},
 		{"listen: x\nstore:\n  postgres: {dsn_env: 'A B'}\n", `f.yaml:2: store.postgres.dsn_env "A B" is not an environment variable name`},
 		{"listen: x\nstore:\n  postgres: {dsn: postgres://h/d, max_conns: -1}\n", "f.yaml:2: store.postgres.max_conns must not be negative"},
-		{"listen: x\nstore:\n  postgres: {dsn: postgres://h/d, maxconns: 1}\n", "f.yaml:3: field maxconns not found"},
+		{"listen: x\nstore:\n  postgres: {dsn: postgres://h/d, maxconns: 1}\n", `f.yaml:3: unknown key "maxconns" in a postgres store`},
 	} {
 		_, err := Parse([]byte(tt.yaml), "f.yaml")
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
@@ -127,7 +128,7 @@ func heartbeatTimeout(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
-	d, err := time.ParseDuration(s)
+	d, err := mayfly.ParseDuration(s)
 	if err != nil || d < 5*time.Second || d > time.Hour {
 		return 0, mayfly.Errorf(mayfly.EINVALID, "heartbeat_timeout %q: want a duration between 5s and 1h", s)
 	}
@@ -160,9 +161,9 @@ func parseDuration(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
-	d, err := time.ParseDuration(s)
+	d, err := mayfly.ParseDuration(s)
 	if err != nil {
-		return 0, mayfly.Errorf(mayfly.EINVALID, "duration %q: want Go syntax such as 90s, 30m or 8h", s)
+		return 0, mayfly.Errorf(mayfly.EINVALID, "duration %q: want %s", s, mayfly.DurationSyntax)
 	}
 	if d <= 0 {
 		return 0, mayfly.Errorf(mayfly.EINVALID, "duration %q must be positive", s)
@@ -462,7 +463,11 @@ func parseTime(s string) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, mayfly.Errorf(mayfly.EINVALID, "time %q: want RFC 3339 or 2006-01-02", s)
+	// An age: "1h" is an hour ago.
+	if d, err := mayfly.ParseDuration(strings.TrimSuffix(s, " ago")); err == nil && d >= 0 {
+		return time.Now().Add(-d), nil
+	}
+	return time.Time{}, mayfly.Errorf(mayfly.EINVALID, "time %q: want RFC 3339 (2006-01-02T15:04:05Z), a date (2006-01-02) or an age such as 1h or 7d", s)
 }
 
 func (s *server) handleAudit() http.Handler {

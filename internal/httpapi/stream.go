@@ -149,9 +149,9 @@ func (s *server) handleAuditPrune() http.Handler {
 		if err := decode(r, &body); err != nil {
 			return 0, nil, err
 		}
-		d, err := time.ParseDuration(body.OlderThan)
+		d, err := mayfly.ParseDuration(body.OlderThan)
 		if err != nil {
-			return 0, nil, mayfly.Errorf(mayfly.EINVALID, "older_than %q: want a Go duration such as 2160h", body.OlderThan)
+			return 0, nil, mayfly.Errorf(mayfly.EINVALID, "older_than %q: want a duration such as 2160h or 90d", body.OlderThan)
 		}
 		if s.ArchiveDir == "" {
 			return 0, nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "no archive directory configured")

@@ -36,9 +36,9 @@ func (s *server) handleCreateToken() http.Handler {
 		if body.TTL == "" {
 			return 0, nil, mayfly.Errorf(mayfly.EINVALID, "ttl is required (e.g. 24h)")
 		}
-		ttl, err := time.ParseDuration(body.TTL)
+		ttl, err := mayfly.ParseDuration(body.TTL)
 		if err != nil || ttl <= 0 {
-			return 0, nil, mayfly.Errorf(mayfly.EINVALID, "ttl %q: want a positive duration in Go syntax such as 1h or 720h", body.TTL)
+			return 0, nil, mayfly.Errorf(mayfly.EINVALID, "ttl %q: want a positive duration such as 1h, 720h or 30d", body.TTL)
 		}
 		plain, t, err := s.Broker.CreateToken(r.Context(), callerFrom(r), broker.TokenInput{User: body.User, Name: body.Name, TTL: ttl})
 		if err != nil {
