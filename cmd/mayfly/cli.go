@@ -466,10 +466,7 @@ func prefixJoin(sep string, s []string) string {
 }
 
 func (e *env) client() (*httpapi.Client, error) {
-	addr := e.getenv("MAYFLY_ADDR")
-	if addr == "" {
-		addr = "http://127.0.0.1:8765"
-	}
+	addr := e.serverAddr()
 	tok := e.getenv("MAYFLY_TOKEN")
 	if tok == "" {
 		if s, ok := e.loadSession(addr); ok {

@@ -178,3 +178,19 @@ func TestOutputHelpMatchesAccepted(t *testing.T) {
 		}
 	}
 }
+
+func TestWithScheme(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:8765":              "http://127.0.0.1:8765",
+		"localhost:8765":              "http://localhost:8765",
+		"[::1]:8765":                  "http://[::1]:8765",
+		"mayfly.example.com":          "https://mayfly.example.com",
+		"mayfly.example.com:8443/":    "https://mayfly.example.com:8443",
+		"http://10.0.0.1:8765":        "http://10.0.0.1:8765",
+		"https://mayfly.example.com/": "https://mayfly.example.com",
+	} {
+		if got := withScheme(in); got != want {
+			t.Errorf("withScheme(%q) = %q; want %q", in, got, want)
+		}
+	}
+}

@@ -41,10 +41,29 @@ type savedSession struct {
 
 // serverAddr is the server the client talks to.
 func (e *env) serverAddr() string {
-	if a := e.getenv("MAYFLY_ADDR"); a != "" {
-		return a
+	if a := strings.TrimSpace(e.getenv("MAYFLY_ADDR")); a != "" {
+		return withScheme(a)
 	}
 	return "http://127.0.0.1:8765"
+}
+
+// withScheme completes an address given without a scheme: http:// for a
+// loopback host (127.0.0.1:8765, localhost:8765), https:// otherwise. A
+// trailing slash is dropped.
+func withScheme(addr string) string {
+	addr = strings.TrimRight(addr, "/")
+	if strings.Contains(addr, "://") {
+		return addr
+	}
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || strings.EqualFold(host, "localhost") {
+		return "http://" + addr
+	}
+	return "https://" + addr
 }
 
 var unsafePathRE = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
