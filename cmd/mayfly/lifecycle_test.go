@@ -49,6 +49,9 @@ func TestSuspendRevokesEverythingWithin5s(t *testing.T) {
 	w.ok("alice", &pending, "request", "local-pg/readonly", "--for", "4h", "--reason", "INC-6", "-o", "json")
 
 	w.fails("alice", "users", "suspend", "bob") // not an admin
+	if msg := w.fails("alice", "leases", "--user", "bob"); !strings.Contains(msg, "only admins may list another user's leases") {
+		t.Errorf("alice: leases --user bob = %q; want a refusal, not her own leases", msg)
+	}
 	start := time.Now()
 	var res struct {
 		Status            string `json:"status"`
@@ -59,8 +62,8 @@ func TestSuspendRevokesEverythingWithin5s(t *testing.T) {
 	if res.Status != "suspended" || res.LeasesRevoked != 3 || res.RequestsCancelled != 1 {
 		t.Errorf("suspend = %+v; want 3 leases revoked, 1 request cancelled", res)
 	}
-	// Her token is refused at once.
-	if msg := w.fails("alice", "leases"); !strings.Contains(msg, "unknown or revoked token") {
+	// Her token is refused at once, and she is told why.
+	if msg := w.fails("alice", "leases"); !strings.Contains(msg, "user alice is suspended") {
 		t.Errorf("suspended user's token: %q", msg)
 	}
 	waitFor(t, "every account of the suspended user to be gone", 5*time.Second, func() bool {

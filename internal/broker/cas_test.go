@@ -577,3 +577,20 @@ func TestEndLeaseOnDownTargetDoesNotWait(t *testing.T) {
 		t.Errorf("lease due %s; want due now for the scheduler", l.DueAt)
 	}
 }
+
+// TestListLeasesOfAnotherUserRefused checks that a non-admin asking for
+// another user's leases is refused, not silently shown their own.
+func TestListLeasesOfAnotherUserRefused(t *testing.T) {
+	e := newCASEnv(t)
+	ctx := context.Background()
+	_, err := e.b.ListLeases(ctx, e.alice, mayfly.LeaseFilter{Requester: "bob"})
+	if mayfly.ErrorCode(err) != mayfly.EFORBIDDEN || !strings.Contains(mayfly.ErrorMessage(err), "only admins") {
+		t.Fatalf("alice listing bob's leases: %v; want forbidden, saying only admins may", err)
+	}
+	if _, err := e.b.ListLeases(ctx, e.alice, mayfly.LeaseFilter{Requester: "alice"}); err != nil {
+		t.Errorf("alice listing her own leases by name: %v", err)
+	}
+	if _, err := e.b.ListLeases(ctx, e.admin, mayfly.LeaseFilter{Requester: "bob"}); err != nil {
+		t.Errorf("an admin listing bob's leases: %v", err)
+	}
+}

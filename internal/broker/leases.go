@@ -42,6 +42,9 @@ func (b *Broker) FindLease(ctx context.Context, c Caller, id string) (*mayfly.Le
 // ListLeases returns leases the caller may see: admins all, others their own.
 func (b *Broker) ListLeases(ctx context.Context, c Caller, f mayfly.LeaseFilter) ([]*mayfly.Lease, error) {
 	if !c.Admin {
+		if f.Requester != "" && f.Requester != c.User {
+			return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "only admins may list another user's leases (you asked for %s's; without a user you see your own)", f.Requester)
+		}
 		f.Requester = c.User
 	}
 	var out []*mayfly.Lease
