@@ -34,9 +34,9 @@ func TestClusterCommand(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	r := st.Replicas[0]
-	if r.ID != st.Self || !strings.HasPrefix(r.ID, "rep_") || r.Address != w.addr || r.Version != version || !r.Alive ||
+	if r.ID != st.Self || !strings.HasPrefix(r.ID, "rep_") || r.Address != w.addr || r.Version != buildInfo().Version || !r.Alive ||
 		time.Since(r.LastSeen) > time.Minute || r.StartedAt.After(r.LastSeen) {
-		t.Errorf("replica %+v; want self, address %s, version %s, alive with a fresh heartbeat", r, w.addr, version)
+		t.Errorf("replica %+v; want self, address %s, version %s, alive with a fresh heartbeat", r, w.addr, buildInfo().Version)
 	}
 
 	resp, err := http.Get("http://" + w.addr + "/readyz")

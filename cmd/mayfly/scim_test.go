@@ -62,7 +62,7 @@ func TestSCIMDeprovisioningRevokesAccess(t *testing.T) {
 	}
 	waitFor(t, "the deprovisioned user's account to be gone", 5*time.Second, func() bool { return !roleExists(t, c.Username) })
 	t.Logf("SCIM deactivate → account gone in %s", time.Since(start))
-	if msg := w.fails("alice", "leases"); !strings.Contains(msg, "revoked token") {
+	if msg := w.fails("alice", "leases"); !strings.Contains(msg, "user alice is suspended") {
 		t.Errorf("deprovisioned user's token: %q", msg)
 	}
 	if l := w.lease(c.LeaseID); l.EndReason != "user_suspended" {

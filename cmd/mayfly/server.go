@@ -62,6 +62,8 @@ type authenticator struct {
 	extraGroups func(name string) []string
 	// tokens resolves stored API tokens and sessions (nil: none).
 	tokens func(ctx context.Context, hash string) (*mayfly.Token, bool)
+	// holder names the user of a live stored token, whatever their status.
+	holder func(ctx context.Context, hash string) (string, bool)
 	// groups are the configured users' groups; isAdmin decides admins.
 	groups  map[string][]string
 	isAdmin func(name string, groups []string) bool
@@ -87,6 +89,31 @@ func (a *authenticator) Authenticate(h string) (httpapi.Identity, bool) {
 		}
 	}
 	return id, true
+}
+
+// Refusal says why a token Authenticate refused was refused, when it is
+// a valid token of a user who is suspended or removed.
+func (a *authenticator) Refusal(h string) string {
+	if a.status == nil {
+		return ""
+	}
+	a.mu.RLock()
+	id, ok := a.users[h]
+	a.mu.RUnlock()
+	user := id.Name
+	if !ok && a.holder != nil {
+		user, ok = a.holder(context.Background(), h)
+	}
+	if !ok {
+		return ""
+	}
+	switch a.status(user) {
+	case broker.UserSuspended:
+		return fmt.Sprintf("user %s is suspended: every token and session of theirs is refused until an admin runs `mayfly users resume %s`", user, user)
+	case broker.UserDeprovisioned:
+		return fmt.Sprintf("user %s was removed (deprovisioned): their tokens and sessions are refused", user)
+	}
+	return ""
 }
 
 // stored resolves a token kept by the store: the token's user, with the
@@ -304,7 +331,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if err := b.LoadUserStatuses(ctx); err != nil {
 		return fmt.Errorf("load user statuses: %w", err)
 	}
-	auth := &authenticator{status: b.UserStatus, tokens: b.ResolveToken}
+	auth := &authenticator{status: b.UserStatus, tokens: b.ResolveToken, holder: b.TokenHolder}
 	auth.load(cfg)
 	login, err := oidcLogin(cfg, e.getenv, b, log)
 	if err != nil {

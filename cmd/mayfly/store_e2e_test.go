@@ -226,7 +226,7 @@ func TestStoreMigrateSQLiteToPostgres(t *testing.T) {
 	if who.Name != "alice" {
 		t.Errorf("whoami with the migrated token = %q; want alice", who.Name)
 	}
-	if msg := w.fails("dave", "requests"); !strings.Contains(msg, "unknown or revoked token") {
+	if msg := w.fails("dave", "requests"); !strings.Contains(msg, "user dave is suspended") {
 		t.Errorf("suspended dave after migration: %q; want his token refused", msg)
 	}
 }

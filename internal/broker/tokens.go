@@ -275,6 +275,24 @@ func (b *Broker) ResolveToken(ctx context.Context, hash string) (*mayfly.Token, 
 	return t, true
 }
 
+// TokenHolder returns the user of the live stored token with this hash,
+// whatever the user's status: it says why ResolveToken refused a token.
+func (b *Broker) TokenHolder(ctx context.Context, hash string) (string, bool) {
+	if ct := b.tokens.get(hash); ct != nil {
+		return ct.tok.User, ct.tok.Live(b.clock.Now())
+	}
+	var t *mayfly.Token
+	err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		t, err = tx.GetTokenByHash(hash)
+		return err
+	})
+	if err != nil || !t.Live(b.clock.Now()) {
+		return "", false
+	}
+	return t.User, true
+}
+
 // recordTokenUse writes the use of t at now, auditing its first use. It
 // reports false when the store has the token revoked (by another broker
 // sharing the store); a store failure does not refuse the token.

@@ -52,6 +52,13 @@ type Authenticator interface {
 	Authenticate(tokenSHA256 string) (Identity, bool)
 }
 
+// RefusalExplainer is implemented by an Authenticator that can say why it
+// refused a valid token, e.g. that its user is suspended ("" when it
+// cannot: the token is unknown, expired or revoked).
+type RefusalExplainer interface {
+	Refusal(tokenSHA256 string) string
+}
+
 // Deps are what the server needs.
 type Deps struct {
 	Broker *broker.Broker
@@ -135,6 +142,12 @@ func (s *server) authed(h http.Handler) http.Handler {
 		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 		id, ok := s.Auth.Authenticate(hex.EncodeToString(sum[:]))
 		if !ok {
+			if re, ok := s.Auth.(RefusalExplainer); ok {
+				if msg := re.Refusal(hex.EncodeToString(sum[:])); msg != "" {
+					writeError(w, mayfly.Errorf(mayfly.EFORBIDDEN, "%s", msg))
+					return
+				}
+			}
 			writeError(w, mayfly.Errorf(mayfly.EUNAUTHORIZED, "unknown or revoked token"))
 			return
 		}
