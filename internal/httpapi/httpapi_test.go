@@ -543,7 +543,7 @@ func TestDecodeBodies(t *testing.T) {
 }
 
 // TestLeaseVisibility checks that a non-admin lists only their own leases,
-// whatever ?user= says, and cannot read another's lease.
+// is refused another user's (?user=), and cannot read another's lease.
 func TestLeaseVisibility(t *testing.T) {
 	w := newAPIWorld(t, false)
 	carols := w.addLeases("carol", "carol", 5, mayfly.LeaseActive)
@@ -554,7 +554,7 @@ func TestLeaseVisibility(t *testing.T) {
 		want []string
 	}{
 		{"alice", nil, alices},
-		{"alice", url.Values{"user": {"carol"}}, alices},
+		{"alice", url.Values{"user": {"alice"}}, alices},
 		{"admin", url.Values{"user": {"carol"}}, carols},
 		// Oldest first, by id within one creation time.
 		{"admin", url.Values{"limit": {"3"}}, []string{alices[0], alices[1], carols[0]}},
@@ -572,6 +572,10 @@ func TestLeaseVisibility(t *testing.T) {
 		}
 	}
 	var eb errorBody
+	if status, _ := w.get("alice", "/v1/leases", url.Values{"user": {"carol"}}, &eb); status != 403 || eb.Error.Code != "forbidden" {
+		t.Errorf("alice: GET /v1/leases?user=carol = %d %+v; want 403 forbidden", status, eb)
+	}
+	eb = errorBody{}
 	if status, _ := w.get("alice", "/v1/leases/"+carols[0], nil, &eb); status != 404 {
 		t.Errorf("alice: GET /v1/leases/%s = %d; want 404", carols[0], status)
 	}
