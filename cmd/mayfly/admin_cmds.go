@@ -26,10 +26,17 @@ func cmdUsers(e *env, args []string) error {
 	}
 	var rows [][]string
 	for _, u := range us {
-		rows = append(rows, []string{u.Name, strings.Join(u.Groups, ","), u.Status, strconv.Itoa(u.Leases)})
+		rows = append(rows, []string{u.Name, orDash(strings.Join(u.Groups, ",")), orDash(strings.Join(u.SCIMGroups, ",")), u.Status, strconv.Itoa(u.Leases)})
 	}
-	e.table("NAME\tGROUPS\tSTATUS\tLIVE LEASES", rows)
+	e.table("NAME\tGROUPS\tSCIM GROUPS\tSTATUS\tLIVE LEASES", rows)
 	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func cmdUsersSuspend(e *env, args []string) error { return userStatus(e, "suspend", args) }

@@ -52,6 +52,28 @@ func TestSCIMDeprovisioningRevokesAccess(t *testing.T) {
 		t.Errorf("malformed body = %d %v; want a SCIM 400", code, v)
 	}
 
+	// The identity provider's groups show in `mayfly users`.
+	if code, v := do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"oncall","members":[{"value":"`+id+`"}]}`); code != 201 {
+		t.Fatalf("create group = %d %v", code, v)
+	}
+	var listed []struct {
+		Name       string   `json:"name"`
+		SCIMGroups []string `json:"scim_groups"`
+	}
+	w.ok("carol", &listed, "users", "-o", "json")
+	found := false
+	for _, u := range listed {
+		if u.Name == "alice" {
+			found = strings.Join(u.SCIMGroups, ",") == "oncall"
+		}
+	}
+	if !found {
+		t.Errorf("users -o json = %+v; want alice with scim_groups [oncall]", listed)
+	}
+	if out := w.ok("carol", nil, "users"); !strings.Contains(out, "SCIM GROUPS") || !strings.Contains(out, "oncall") {
+		t.Errorf("users table:\n%s\nwant a SCIM GROUPS column with oncall", out)
+	}
+
 	var r reqOut
 	var c credsOut
 	w.ok("alice", &r, "request", "local-pg/readonly", "--for", "30m", "--reason", "INC-1", "-o", "json")

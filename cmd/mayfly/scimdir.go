@@ -49,6 +49,17 @@ func (d *scimDirectory) Groups(name string) []string {
 	return d.groups[name]
 }
 
+// All returns every active SCIM user's groups, by user name.
+func (d *scimDirectory) All() map[string][]string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	out := make(map[string][]string, len(d.groups))
+	for n, g := range d.groups {
+		out[n] = slices.Clone(g)
+	}
+	return out
+}
+
 func (d *scimDirectory) cache(u *scim.User) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

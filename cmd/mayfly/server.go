@@ -345,6 +345,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			return fmt.Errorf("load SCIM directory: %w", err)
 		}
 		auth.extraGroups = sd.Groups
+		b.SetDirectory(sd.All)
 		scimDir = sd
 		scimHandler = scim.NewHandler(sd, cfg.SCIM.TokenSHA256, log)
 	}

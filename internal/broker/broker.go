@@ -91,6 +91,9 @@ type Broker struct {
 	afterIntent func(l *mayfly.Lease)
 	hooks       Hooks
 	tokens      tokenCache
+	// directory gives the groups the identity provider manages (SCIM), by
+	// user name; nil without SCIM.
+	directory atomic.Pointer[func() map[string][]string]
 
 	wake     chan struct{}
 	nextWake atomic.Int64 // unix ns the scheduler sleeps until; 0 while awake

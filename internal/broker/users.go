@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/mayflyhq/mayfly"
@@ -59,9 +60,12 @@ func (b *Broker) UserStatus(name string) string { return b.users.get(name) }
 
 // UserView is a user as listed by the API.
 type UserView struct {
-	Name   string   `json:"name"`
+	Name string `json:"name"`
+	// Groups are the user's groups in the configuration file.
 	Groups []string `json:"groups"`
-	Status string   `json:"status"`
+	// SCIMGroups are the groups the identity provider manages (SCIM).
+	SCIMGroups []string `json:"scim_groups,omitempty"`
+	Status     string   `json:"status"`
 	// Leases counts the user's live leases.
 	Leases int `json:"live_leases"`
 }
@@ -86,16 +90,35 @@ func (b *Broker) ListUsers(ctx context.Context, c Caller) ([]UserView, error) {
 	if err != nil {
 		return nil, err
 	}
+	var dir map[string][]string
+	if f := b.directory.Load(); f != nil {
+		dir = (*f)()
+	}
 	out := []UserView{}
 	for _, name := range cfg.UserOrder {
 		g := cfg.Users[name]
 		if g == nil {
 			g = []string{}
 		}
-		out = append(out, UserView{Name: name, Groups: g, Status: b.users.get(name), Leases: live[name]})
+		out = append(out, UserView{Name: name, Groups: g, SCIMGroups: dir[name], Status: b.users.get(name), Leases: live[name]})
+	}
+	// Users only the identity provider knows.
+	names := make([]string, 0, len(dir))
+	for name := range dir {
+		if _, ok := cfg.Users[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		out = append(out, UserView{Name: name, Groups: []string{}, SCIMGroups: dir[name], Status: b.users.get(name), Leases: live[name]})
 	}
 	return out, nil
 }
+
+// SetDirectory makes ListUsers show the groups the identity provider
+// manages (SCIM): groups returns them by user name.
+func (b *Broker) SetDirectory(groups func() map[string][]string) { b.directory.Store(&groups) }
 
 // SetUserStatus suspends, resumes or deprovisions a user (admins only, or
 // the identity provider through SCIM). Suspending or deprovisioning
