@@ -665,7 +665,7 @@ func cmdAuditHash(e *env, args []string) error {
 
 func cmdAuditPrune(e *env, args []string) error {
 	f := newFlags(e, "audit prune", true)
-	older := f.String("older-than", "", "remove events older than this (Go duration, at least 24h, e.g. 2160h), after archiving them")
+	older := f.String("older-than", "", "remove events older than this (at least 24h, e.g. 2160h or 90d), after archiving them")
 	if err := f.parse(e, args); err != nil {
 		return err
 	}

@@ -572,7 +572,7 @@ func TestBadInput(t *testing.T) {
 		{"zero", "alice", []string{"request", "local-pg/readonly", "--for", "0s", "--reason", "x"}, "positive"},
 		{"negative", "alice", []string{"request", "local-pg/readonly", "--for", "-5m", "--reason", "x"}, "positive"},
 		{"absurd", "alice", []string{"request", "local-pg/readonly", "--for", "100000000h", "--reason", "x"}, ""},
-		{"garbage duration", "alice", []string{"request", "local-pg/readonly", "--for", "soon", "--reason", "x"}, "Go syntax"},
+		{"garbage duration", "alice", []string{"request", "local-pg/readonly", "--for", "soon", "--reason", "x"}, "want a duration such as 90s"},
 		{"sub-second", "alice", []string{"request", "local-pg/readonly", "--for", "10ms", "--reason", "x"}, "minimum"},
 		{"hostile grant", "alice", []string{"request", "local-pg/readonly'; DROP ROLE postgres; --", "--for", "1m", "--reason", "x"}, "no grant"},
 		{"hostile target", "alice", []string{"request", "local-pg\"x/readonly", "--for", "1m", "--reason", "x"}, "unknown target"},
