@@ -151,6 +151,17 @@ type ClaimReleaser interface {
 	ReleaseClaims(holder string, ids []string) error
 }
 
+// ClaimRenewer is a Tx that can extend claims. A scheduler whose store's
+// Tx is one keeps its claims short (seconds) and renews those of the
+// leases it has in flight, so that the claims of a replica that died lapse
+// within seconds and another replica revokes those leases then.
+type ClaimRenewer interface {
+	// RenewClaims extends to until holder's claims of the leases ids. A
+	// claim another holder took, or one cleared by a recorded outcome,
+	// is left as it is. It returns how many claims it extended.
+	RenewClaims(holder string, ids []string, until time.Time) (int, error)
+}
+
 // Replica is one server process sharing the store, as its heartbeats
 // record it.
 type Replica struct {

@@ -303,7 +303,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	rep := cluster.New(st, nil, log, repID, "", buildInfo().Version)
 	leader := func(name string, fn func(ctx context.Context)) func() {
 		return func() {
-			rep.RunWhileLeader(ctx, name, cluster.LeaderTTL, func(ctx context.Context) error { fn(ctx); return nil })
+			rep.RunWhileLeader(ctx, name, cfg.Cluster.LeaderTTL, func(ctx context.Context) error { fn(ctx); return nil })
 		}
 	}
 	// Recovery at start undoes every lease left in provisioning at once,
@@ -365,7 +365,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	schedDone := make(chan struct{})
 	go func() {
 		defer close(schedDone)
-		schedErr = b.RunScheduler(ctx, broker.SchedulerOptions{Concurrency: cfg.Scheduler.Concurrency, PerTarget: cfg.Scheduler.PerTarget, BatchSize: cfg.Scheduler.BatchSize, Holder: rep.ID()})
+		schedErr = b.RunScheduler(ctx, broker.SchedulerOptions{Concurrency: cfg.Scheduler.Concurrency, PerTarget: cfg.Scheduler.PerTarget, BatchSize: cfg.Scheduler.BatchSize, ClaimFor: cfg.Scheduler.ClaimFor, Holder: rep.ID()})
 	}()
 	var bg sync.WaitGroup
 	defer bg.Wait()
@@ -560,7 +560,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		log.Warn("cluster: first heartbeat", "replica", rep.ID(), "err", err)
 	}
 	bg.Add(1)
-	go func() { defer bg.Done(); rep.RunHeartbeat(ctx, cluster.HeartbeatEvery) }()
+	go func() { defer bg.Done(); rep.RunHeartbeat(ctx, cfg.Cluster.HeartbeatEvery) }()
 	if cfg.Store.Postgres != nil {
 		// Other replicas' commits wake this one's audit streams, sinks and
 		// notifications as they commit (LISTEN/NOTIFY; a slow poll besides).

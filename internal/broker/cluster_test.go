@@ -185,3 +185,87 @@ func TestClaimOfDeadReplicaLapses(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowRevocationKeepsItsClaim: a replica whose revocation takes many
+// claim terms keeps its claim renewed, so another replica's scheduler,
+// polling all along, never attempts that lease; once the attempt ends the
+// lease is revoked once. (Claims that were not renewed would lapse after
+// one term and the second replica would attempt the lease too.)
+func TestSlowRevocationKeepsItsClaim(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	conn := newGateConnector()
+	calls := &revokeCalls{n: map[string]int{}}
+	policies := []policy.Policy{{Name: "auto", Groups: []string{"eng"}, Targets: []string{"t"}, Grants: []string{"ro"}, MaxDuration: 8 * time.Hour}}
+	st, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var bs []*Broker
+	for range 2 {
+		bs = append(bs, New(casConfig(t, policies, map[string][]string{"alice": {"eng"}}), Options{
+			Store: st, Clock: mayfly.SystemClock{}, Connectors: map[string]mayfly.Connector{"t": &countingConnector{gateConnector: conn, calls: calls}}, HMACKey: []byte("k"),
+		}))
+	}
+	ctx := context.Background()
+	alice := Caller{User: "alice", Groups: []string{"eng"}}
+	_, _, a, err := bs[0].CreateAndActivate(ctx, alice, RequestInput{Target: "t", Grant: "ro", Duration: 10 * time.Minute, Reason: "slow"}, ActivateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	in := make(chan string, 8)
+	conn.mu.Lock()
+	conn.revGate, conn.revIn = gate, in
+	conn.mu.Unlock()
+	// Due now.
+	err = st.Update(ctx, func(tx mayfly.Tx) error {
+		l, err := tx.GetLease(a.Lease.ID)
+		if err != nil {
+			return err
+		}
+		l.ExpiresAt, l.DueAt = time.Now().UTC(), time.Now().UTC()
+		return tx.UpdateLease(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const claimFor = 900 * time.Millisecond
+	runLoop(t, func(ctx context.Context) error {
+		return bs[0].RunScheduler(ctx, SchedulerOptions{Holder: "r1", ClaimFor: claimFor, AttemptTimeout: time.Minute, MaxSleep: time.Second})
+	})
+	select {
+	case <-in:
+	case <-time.After(10 * time.Second):
+		t.Fatal("r1 did not attempt the due lease")
+	}
+	runLoop(t, func(ctx context.Context) error {
+		return bs[1].RunScheduler(ctx, SchedulerOptions{Holder: "r2", ClaimFor: claimFor, AttemptTimeout: time.Minute, MaxSleep: time.Second})
+	})
+	select {
+	case u := <-in:
+		t.Fatalf("r2 attempted %s while r1's attempt was running (its claim lapsed)", u)
+	case <-time.After(5 * claimFor):
+	}
+	close(gate)
+	stop := time.After(10 * time.Second)
+	for {
+		l, err := bs[1].getLease(ctx, a.Lease.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.State == mayfly.LeaseRevoked {
+			break
+		}
+		select {
+		case <-stop:
+			t.Fatalf("lease still %s 10s after its attempt was let go", l.State)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	calls.mu.Lock()
+	defer calls.mu.Unlock()
+	if n := calls.n[a.Lease.ID]; n != 1 {
+		t.Errorf("%d Revoke calls of the lease; want 1", n)
+	}
+}

@@ -39,13 +39,21 @@ type SchedulerOptions struct {
 	// replica's id; a random one by default). Schedulers of replicas
 	// sharing one store never attempt the same lease at once.
 	Holder string
-	// ClaimFor is how long a claim of a due lease lasts (default twice
-	// AttemptTimeout, and at least a minute). Claims of leases in flight
-	// are renewed by every pass of the scheduler, an outcome recorded
-	// clears them, and the claims of a scheduler that died lapse after
-	// ClaimFor, when another replica takes those leases over.
+	// ClaimFor is how long a claim of a due lease lasts. An outcome
+	// recorded clears it, and the claims of a scheduler that died lapse
+	// after ClaimFor, when another replica takes those leases over. On a
+	// store that renews claims (mayfly.ClaimRenewer) the default is
+	// DefaultClaimFor and the scheduler renews the claims of the leases
+	// it has in flight every ClaimFor/3, however long their attempts
+	// take; on another store it is twice AttemptTimeout, and at least a
+	// minute, renewed only by the passes that read those leases again.
 	ClaimFor time.Duration
 }
+
+// DefaultClaimFor is the term of a claim of a due lease on a store that
+// renews claims: a replica killed while revoking leaves them to another
+// within this term (and one poll of the scheduler, a quarter second).
+const DefaultClaimFor = 3 * time.Second
 
 var dueStates = []mayfly.LeaseState{mayfly.LeaseActive, mayfly.LeaseRevoking, mayfly.LeaseProvisioning}
 
@@ -127,8 +135,16 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	if o.Holder == "" {
 		o.Holder = NewID("sched_")
 	}
+	renews := false
+	_ = b.store.View(ctx, func(tx mayfly.Tx) error {
+		_, renews = tx.(mayfly.ClaimRenewer)
+		return nil
+	})
 	if o.ClaimFor <= 0 {
 		o.ClaimFor = max(2*o.AttemptTimeout, time.Minute)
+		if renews {
+			o.ClaimFor = DefaultClaimFor
+		}
 	}
 	var mu sync.Mutex
 	inflight := map[string]bool{}
@@ -178,6 +194,21 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			b.log.Warn("scheduler: releasing claims at stop; they lapse by themselves", "leases", len(ids), "claim_for", o.ClaimFor.String(), "err", err)
 		}
 	}()
+	if renews {
+		// Deferred before ln.stop, so it runs after it: the claims of
+		// attempts still finishing at stop stay renewed.
+		rctx, stopRenewing := context.WithCancel(context.WithoutCancel(ctx))
+		renewDone := make(chan struct{})
+		defer func() { stopRenewing(); <-renewDone }()
+		go func() {
+			defer close(renewDone)
+			b.renewClaims(rctx, o, func() []string {
+				mu.Lock()
+				defer mu.Unlock()
+				return slices.Collect(maps.Keys(inflight))
+			})
+		}()
+	}
 	defer ln.stop(cancelAttempts, committerDone)
 
 	timer := mayfly.NewTimer(b.clock, 0)
@@ -283,6 +314,36 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		case <-timer.C():
 		case <-b.wake:
 			timer.Stop()
+		}
+	}
+}
+
+// renewClaims extends the claims of the leases in flight every
+// o.ClaimFor/3 until ctx ends. A renewal that fails is retried at the next
+// tick; should the claims lapse meanwhile, another replica may attempt
+// those leases too: revocation on the target is idempotent, and recording
+// an outcome reads the lease locked, so only the first outcome counts.
+func (b *Broker) renewClaims(ctx context.Context, o SchedulerOptions, inflight func() []string) {
+	t := mayfly.NewTicker(b.clock, o.ClaimFor/3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		ids := inflight()
+		if len(ids) == 0 {
+			continue
+		}
+		slices.Sort(ids) // rows locked in one order by every replica
+		until := b.clock.Now().UTC().Add(o.ClaimFor)
+		err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+			_, err := tx.(mayfly.ClaimRenewer).RenewClaims(o.Holder, ids, until)
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			b.log.Warn("scheduler: renewing claims", "leases", len(ids), "err", err)
 		}
 	}
 }

@@ -39,6 +39,7 @@ type Config struct {
 	// lists); default: beside the SQLite database.
 	StateDir  string    `yaml:"state_dir"`
 	Scheduler Scheduler `yaml:"scheduler"`
+	Cluster   Cluster   `yaml:"cluster"`
 	Log       Log       `yaml:"log"`
 	// SSHCA locates the SSH user certificate authority (ssh targets).
 	SSHCA SSHCA `yaml:"ssh_ca"`
@@ -178,6 +179,22 @@ type Scheduler struct {
 	BatchSize int `yaml:"batch_size"`
 	// MaxBackoff caps the delay between revocation retries (default 1m).
 	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// ClaimFor is the term of a replica's claim of a due lease (default
+	// 3s, renewed every third of it while the lease is in flight): a
+	// replica that dies mid-revocation leaves its leases to another
+	// within this term.
+	ClaimFor time.Duration `yaml:"claim_for"`
+}
+
+// Cluster tunes how replicas sharing a store coordinate.
+type Cluster struct {
+	// LeaderTTL is the term of a leader lease of work that runs on one
+	// replica at a time (default 10s, renewed every third of it): the
+	// work moves within about 4/3 of it when its holder dies.
+	LeaderTTL time.Duration `yaml:"leader_ttl"`
+	// HeartbeatEvery is how often a replica records that it is alive
+	// (default 5s).
+	HeartbeatEvery time.Duration `yaml:"heartbeat_every"`
 }
 
 // SSHCA locates the SSH user certificate authority. Its keys are stored in
@@ -443,6 +460,21 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	}
 	if c.Scheduler.Concurrency < 0 || c.Scheduler.PerTarget < 0 || c.Scheduler.BatchSize < 0 || c.Scheduler.MaxBackoff < 0 {
 		return lineErr(f, lines["scheduler"].at(0), "scheduler settings must be positive")
+	}
+	if d := c.Scheduler.ClaimFor; d != 0 && (d < time.Second || d > time.Hour) {
+		return lineErr(f, lines["scheduler"].at(0), "scheduler.claim_for %s: want between 1s and 1h", d)
+	}
+	if c.Cluster.LeaderTTL == 0 {
+		c.Cluster.LeaderTTL = 10 * time.Second
+	}
+	if c.Cluster.HeartbeatEvery == 0 {
+		c.Cluster.HeartbeatEvery = 5 * time.Second
+	}
+	if d := c.Cluster.LeaderTTL; d < time.Second || d > 10*time.Minute {
+		return lineErr(f, lines["cluster"].at(0), "cluster.leader_ttl %s: want between 1s and 10m", d)
+	}
+	if d := c.Cluster.HeartbeatEvery; d < 100*time.Millisecond || d > 10*time.Minute {
+		return lineErr(f, lines["cluster"].at(0), "cluster.heartbeat_every %s: want between 100ms and 10m", d)
 	}
 	switch c.Log.Format {
 	case "", "json", "text":

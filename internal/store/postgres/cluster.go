@@ -96,7 +96,33 @@ func (t *tx) ClaimDue(now time.Time, states []mayfly.LeaseState, holder string, 
 	return out, nil
 }
 
-var _ mayfly.ClaimReleaser = (*tx)(nil)
+var (
+	_ mayfly.ClaimReleaser = (*tx)(nil)
+	_ mayfly.ClaimRenewer  = (*tx)(nil)
+)
+
+// RenewClaims extends holder's claims of the leases ids to until, in one
+// statement.
+func (t *tx) RenewClaims(holder string, ids []string, until time.Time) (int, error) {
+	if holder == "" {
+		return 0, mayfly.Errorf(mayfly.EINVALID, "renew claims: holder is required")
+	}
+	untilArg, err := timeArg("claim deadline", until)
+	if err != nil {
+		return 0, err
+	}
+	if untilArg == nil {
+		return 0, mayfly.Errorf(mayfly.EINVALID, "renew claims: a deadline is required")
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	tag, err := t.exec(`UPDATE leases SET claim_until = $1 WHERE id = ANY($2) AND claimed_by = $3`, untilArg, ids, holder)
+	if err != nil {
+		return 0, fmt.Errorf("renew claims of %s: %w", holder, err)
+	}
+	return int(tag.RowsAffected()), nil
+}
 
 // ReleaseClaims removes holder's claims of the leases ids.
 func (t *tx) ReleaseClaims(holder string, ids []string) error {

@@ -101,7 +101,33 @@ func (t *tx) ClaimDue(now time.Time, states []mayfly.LeaseState, holder string, 
 	return out, nil
 }
 
-var _ mayfly.ClaimReleaser = (*tx)(nil)
+var (
+	_ mayfly.ClaimReleaser = (*tx)(nil)
+	_ mayfly.ClaimRenewer  = (*tx)(nil)
+)
+
+// RenewClaims extends holder's claims of the leases ids to until.
+func (t *tx) RenewClaims(holder string, ids []string, until time.Time) (int, error) {
+	if holder == "" {
+		return 0, mayfly.Errorf(mayfly.EINVALID, "renew claims: holder is required")
+	}
+	if until.IsZero() {
+		return 0, mayfly.Errorf(mayfly.EINVALID, "renew claims: a deadline is required")
+	}
+	n := 0
+	for _, id := range ids {
+		res, err := t.exec(`UPDATE leases SET claim_until = ? WHERE id = ? AND claimed_by = ?`, until.UnixNano(), id, holder)
+		if err != nil {
+			return n, fmt.Errorf("renew claim of lease %s: %w", id, err)
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return n, fmt.Errorf("renew claim of lease %s: %w", id, err)
+		}
+		n += int(k)
+	}
+	return n, nil
+}
 
 // ReleaseClaims removes holder's claims of the leases ids.
 func (t *tx) ReleaseClaims(holder string, ids []string) error {

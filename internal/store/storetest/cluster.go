@@ -196,6 +196,44 @@ func testClaimDue(t *testing.T, s mayfly.Store) {
 		}
 	}
 
+	// A store whose Tx can renew claims: r1 renews what it holds (k1, if
+	// it took it back above; a2 is r2's and stays r2's); the renewed claim
+	// outlives its first term, and r3 takes k1 only once the renewal lapses.
+	var renewed int
+	var renews bool
+	update(t, s, func(tx mayfly.Tx) error {
+		r, ok := tx.(mayfly.ClaimRenewer)
+		if !ok {
+			return nil
+		}
+		renews = true
+		var err error
+		renewed, err = r.RenewClaims("r1", []string{"k1", "a2", "nope"}, later.Add(5*term))
+		return err
+	})
+	if renews {
+		want := 0
+		if releases {
+			want = 1
+		}
+		if renewed != want {
+			t.Fatalf("RenewClaims(r1, k1 a2 nope) = %d; want %d", renewed, want)
+		}
+		if releases {
+			if got := claim(t, s, later.Add(2*term), "r3", later.Add(3*term), 0); slices.Contains(got, "k1") {
+				t.Fatalf("ClaimDue(r3) before r1's renewed claim lapsed = %v; want k1 still claimed", got)
+			}
+			if got := claim(t, s, later.Add(5*term+time.Nanosecond), "r3", later.Add(6*term), 0); !slices.Contains(got, "k1") {
+				t.Fatalf("ClaimDue(r3) after r1's renewed claim lapsed = %v; want k1 among them", got)
+			}
+		}
+		err := s.Update(t.Context(), func(tx mayfly.Tx) error {
+			_, err := tx.(mayfly.ClaimRenewer).RenewClaims("", []string{"k1"}, later.Add(term))
+			return err
+		})
+		wantCode(t, "RenewClaims without a holder", err, mayfly.EINVALID)
+	}
+
 	err := s.Update(t.Context(), func(tx mayfly.Tx) error {
 		_, err := tx.ClaimDue(now, []mayfly.LeaseState{mayfly.LeaseActive}, "", at(term), mayfly.DueCursor{}, 0)
 		return err
