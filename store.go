@@ -273,3 +273,21 @@ type DueCursor struct {
 
 // DueCursorOf is the position of l in the order of Tx.DueLeases.
 func DueCursorOf(l *Lease) DueCursor { return DueCursor{DueAt: l.DueAt, ID: l.ID} }
+
+// LoginStateTx is a Tx that keeps the state of logins in progress (an
+// OpenID Connect login's state, nonce and PKCE verifier, a finished login
+// waiting for its CLI, an ID token already used), so that any replica
+// sharing the store can finish a login another one started. Each entry is
+// taken once and lapses at its expiry.
+type LoginStateTx interface {
+	// PutLoginState stores value under key until expires. It fails with
+	// ECONFLICT when an unexpired entry has the key, and with
+	// EUNAVAILABLE when max unexpired entries are stored already (expired
+	// ones are removed first).
+	PutLoginState(key string, value []byte, now, expires time.Time, max int) error
+	// TakeLoginState removes the entry under key and returns its value;
+	// ENOTFOUND when there is none or it expired.
+	TakeLoginState(key string, now time.Time) ([]byte, error)
+	// HasLoginState reports whether an unexpired entry has the key.
+	HasLoginState(key string, now time.Time) (bool, error)
+}

@@ -917,7 +917,7 @@ func benchFailover(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 		return st, err
 	}
 	n := *failoverN
-	T := time.Now().Add(time.Duration(n)*3*time.Millisecond + 5*time.Second).Truncate(time.Second)
+	T := time.Now().Add(time.Duration(n)*15*time.Millisecond + 5*time.Second).Truncate(time.Second)
 	var wg sync.WaitGroup
 	ch := make(chan int)
 	var firstErr atomic.Value

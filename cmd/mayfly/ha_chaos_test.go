@@ -128,7 +128,7 @@ func leadersOf(st cluster.Status) map[string]string {
 // It runs 75 to 85 s on 2 cores under -race (the server binary is built
 // without it): issuing takes 10 to 30 s, the kills (5 or more, until
 // issuing ends) about 10 s from the first expiry, and the leases a killed
-// replica had claimed for revocation wait out the claim's term (60 s)
+// replica had claimed for revocation wait out the claim's term (3 s)
 // before another replica revokes them.
 func TestReplicasSurviveSIGKILL(t *testing.T) {
 	if testing.Short() {

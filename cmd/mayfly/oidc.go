@@ -26,7 +26,7 @@ func oidcLogin(cfg *config.Config, getenv func(string) string, b *broker.Broker,
 		}
 	}
 	svc := oidcauth.New(oidcauth.Options{Config: o, Secret: secret, Logger: log,
-		Sessions: sessions{b: b, ttl: cfg.Auth.SessionTTL}})
+		Sessions: sessions{b: b, ttl: cfg.Auth.SessionTTL}, Store: b.Store()})
 	return svc.Handler(), nil
 }
 

@@ -70,8 +70,9 @@ func (s *Service) handleInfo(w http.ResponseWriter, r *http.Request) {
 // handleStart issues a nonce for a CLI login: single-use, for 10 minutes.
 func (s *Service) handleStart(w http.ResponseWriter, r *http.Request) {
 	nonce := randomString(32)
-	if !s.pending.put(s.o.Now(), "nonce:"+nonce, pending{nonce: nonce, expires: s.o.Now().Add(pendingTTL)}) {
-		httpapi.WriteError(w, errBusy)
+	p := pending{nonce: nonce, expires: s.o.Now().Add(pendingTTL)}
+	if err := s.states.put(s.o.Now(), "nonce:"+nonce, p, p.expires); err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"nonce": nonce})
@@ -107,7 +108,7 @@ func (s *Service) Session(ctx context.Context, in SessionInput) (*Session, error
 		if err := checkLoopback(in.RedirectURI); err != nil {
 			return nil, err
 		}
-		if _, ok := s.pending.take(now, "nonce:"+in.Nonce); !ok {
+		if !s.states.take(now, "nonce:"+in.Nonce, &pending{}) {
 			return nil, errLogin("nonce unknown, expired or already used (start again with mayfly login)")
 		}
 		tok, err := s.exchange(ctx, in.RedirectURI, in.Code, in.CodeVerifier, in.Nonce)
@@ -117,7 +118,7 @@ func (s *Service) Session(ctx context.Context, in SessionInput) (*Session, error
 		return s.finish(ctx, tok, MethodCLI)
 	case in.IDToken != "":
 		if in.Nonce != "" {
-			if _, ok := s.pending.take(now, "nonce:"+in.Nonce); !ok {
+			if !s.states.take(now, "nonce:"+in.Nonce, &pending{}) {
 				return nil, errLogin("nonce unknown, expired or already used (start again with mayfly login)")
 			}
 			tok, err := s.verify(ctx, in.IDToken, in.Nonce)
@@ -140,11 +141,14 @@ func (s *Service) Session(ctx context.Context, in SessionInput) (*Session, error
 		}
 		sum := sha256.Sum256([]byte(in.IDToken))
 		key := "idtoken:" + hex.EncodeToString(sum[:])
-		if s.used.has(now, key) {
+		if s.states.has(now, key) {
 			return nil, errLogin("this ID token has already opened a session")
 		}
-		if !s.used.put(now, key, pending{expires: tok.Expiry}) {
-			return nil, errBusy
+		if err := s.states.put(now, key, pending{expires: tok.Expiry}, tok.Expiry); err != nil {
+			if mayfly.ErrorCode(err) == mayfly.ECONFLICT {
+				return nil, errLogin("this ID token has already opened a session")
+			}
+			return nil, err
 		}
 		return s.finish(ctx, tok, MethodDevice)
 	}
@@ -231,8 +235,8 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := randomString(32)
-	if !s.pending.put(s.o.Now(), "state:"+state, p) {
-		httpapi.WriteError(w, errBusy)
+	if err := s.states.put(s.o.Now(), "state:"+state, p, p.expires); err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	u := cfg.AuthCodeURL(state, oidc.Nonce(p.nonce), oauth2.S256ChallengeOption(p.verifier))
@@ -244,8 +248,8 @@ func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var pollID string
 	err := func() error {
-		p, ok := s.pending.take(s.o.Now(), "state:"+q.Get("state"))
-		if !ok {
+		var p pending
+		if !s.states.take(s.o.Now(), "state:"+q.Get("state"), &p) {
 			return errLogin("state unknown, expired or already used (start again at /v1/auth/login)")
 		}
 		pollID = p.poll
@@ -344,8 +348,8 @@ func (s *Service) handleRemoteStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := randomString(32)
-	if !s.pending.put(s.o.Now(), "state:"+state, p) {
-		httpapi.WriteError(w, errBusy)
+	if err := s.states.put(s.o.Now(), "state:"+state, p, p.expires); err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	u := cfg.AuthCodeURL(state, oidc.Nonce(p.nonce), oauth2.S256ChallengeOption(p.verifier))
@@ -364,19 +368,11 @@ func confirmCode() string {
 	return string(b[:4]) + "-" + string(b[4:])
 }
 
+// setResult keeps the outcome of the login a CLI polls for under its id.
 func (s *Service) setResult(id string, res polled) {
-	s.rmu.Lock()
-	defer s.rmu.Unlock()
-	if s.results == nil {
-		s.results = map[string]polled{}
+	if err := s.states.put(s.o.Now(), "result:"+id, res, res.expires); err != nil {
+		s.o.Logger.Error("oidc: keeping a finished login for its CLI", "err", mayfly.ErrorMessage(err))
 	}
-	now := s.o.Now()
-	for k, v := range s.results {
-		if now.After(v.expires) {
-			delete(s.results, k)
-		}
-	}
-	s.results[id] = res
 }
 
 // handleRemoteSession hands the session of a finished remote login to
@@ -388,10 +384,8 @@ func (s *Service) handleRemoteSession(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, mayfly.Errorf(mayfly.EINVALID, "want {\"login_id\": \"...\", \"code\": \"...\"}"))
 		return
 	}
-	s.rmu.Lock()
-	res, ok := s.results[in.LoginID]
-	delete(s.results, in.LoginID)
-	s.rmu.Unlock()
+	var res polled
+	ok := s.states.take(s.o.Now(), "result:"+in.LoginID, &res)
 	norm := func(c string) string { return strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(c), "-", "")) }
 	var err error
 	switch {

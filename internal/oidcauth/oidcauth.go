@@ -80,6 +80,10 @@ type Options struct {
 	Now func() time.Time
 	// HTTPClient reaches the provider (default http.DefaultClient).
 	HTTPClient *http.Client
+	// Store keeps the logins in progress, shared by the replicas on it;
+	// without one (or on a store that keeps none) they stay in this
+	// process's memory.
+	Store mayfly.Store
 }
 
 // Service verifies logins and opens sessions.
@@ -88,11 +92,12 @@ type Service struct {
 	mu      sync.Mutex
 	prov    *oidc.Provider // nil until discovered
 	verif   *oidc.IDTokenVerifier
-	pending pendingSet // server-issued nonces and browser states
-	used    pendingSet // ID tokens that opened a session without a nonce
-
-	rmu     sync.Mutex
-	results map[string]polled // sessions waiting for a CLI to collect them, by login id
+	// states keeps the logins in progress: server-issued nonces and
+	// browser states ("nonce:", "state:"), ID tokens that opened a session
+	// without a nonce ("idtoken:"), and sessions waiting for a CLI to
+	// collect them ("result:" and the login id). In the store when there
+	// is one, so that any replica finishes a login another started.
+	states stateSet
 }
 
 // polled is the outcome of a login a CLI polls for.
@@ -114,7 +119,7 @@ func New(o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{o: o}
+	return &Service{o: o, states: stateSet{store: o.Store, log: o.Logger}}
 }
 
 // provider returns the discovered provider and its ID token verifier.
@@ -266,58 +271,5 @@ type pending struct {
 	expires time.Time
 }
 
-// pendingSet holds single-use entries until they expire.
-type pendingSet struct {
-	mu sync.Mutex
-	m  map[string]pending
-}
-
-// maxPending bounds the logins in progress (and the device-flow ID tokens
-// remembered), so unauthenticated callers cannot grow them without end.
-const maxPending = 100_000
-
-// put stores p under key, dropping expired entries; false when the set is
-// full.
-func (ps *pendingSet) put(now time.Time, key string, p pending) bool {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if ps.m == nil {
-		ps.m = map[string]pending{}
-	}
-	if len(ps.m) >= maxPending/2 {
-		for k, v := range ps.m {
-			if now.After(v.expires) {
-				delete(ps.m, k)
-			}
-		}
-	}
-	if len(ps.m) >= maxPending {
-		return false
-	}
-	ps.m[key] = p
-	return true
-}
-
 // errBusy refuses a login when too many are in progress.
 var errBusy = mayfly.Errorf(mayfly.EUNAVAILABLE, "too many logins in progress; try again in a few minutes")
-
-// take removes and returns the entry under key; false when there is none
-// or it expired. Each entry is taken once.
-func (ps *pendingSet) take(now time.Time, key string) (pending, bool) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	p, ok := ps.m[key]
-	delete(ps.m, key)
-	if !ok || now.After(p.expires) {
-		return pending{}, false
-	}
-	return p, true
-}
-
-// has reports whether key is present and unexpired.
-func (ps *pendingSet) has(now time.Time, key string) bool {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	p, ok := ps.m[key]
-	return ok && !now.After(p.expires)
-}

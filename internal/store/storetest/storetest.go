@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) mayfly.Store) {
 		{"Sessions", testSessions},
 		{"SessionEvents", testSessionEvents},
 		{"ConcurrentSessionAppends", testConcurrentSessionAppends},
+		{"LoginStates", testLoginStates},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
