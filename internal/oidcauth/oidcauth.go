@@ -88,10 +88,10 @@ type Options struct {
 
 // Service verifies logins and opens sessions.
 type Service struct {
-	o       Options
-	mu      sync.Mutex
-	prov    *oidc.Provider // nil until discovered
-	verif   *oidc.IDTokenVerifier
+	o     Options
+	mu    sync.Mutex
+	prov  *oidc.Provider // nil until discovered
+	verif *oidc.IDTokenVerifier
 	// states keeps the logins in progress: server-issued nonces and
 	// browser states ("nonce:", "state:"), ID tokens that opened a session
 	// without a nonce ("idtoken:"), and sessions waiting for a CLI to
