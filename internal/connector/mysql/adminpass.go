@@ -42,6 +42,9 @@ func WithPassword(dsn, password string) (string, error) {
 	if err != nil {
 		return "", mayfly.Errorf(mayfly.EINVALID, "the credential is not a valid MySQL DSN (user:password@tcp(host:port)/)")
 	}
+	if cfg.User == "" {
+		return "", mayfly.Errorf(mayfly.EINVALID, "the credential names no user")
+	}
 	cfg.Passwd = password
 	return cfg.FormatDSN(), nil
 }

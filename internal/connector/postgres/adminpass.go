@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mayflyhq/mayfly"
@@ -46,12 +47,21 @@ func WithPassword(dsn, password string) (string, error) {
 		q := u.Query()
 		if q.Has("password") {
 			q.Set("password", password)
-			u.RawQuery = q.Encode()
+			// pgx reads "+" as itself, not a space.
+			u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
 		} else {
 			u.User = url.UserPassword(u.User.Username(), password)
 		}
 		return u.String(), nil
 	}
-	// key=value: a later key overrides an earlier one.
-	return dsn + " password='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(password) + "'", nil
+	// key=value: a later key overrides an earlier one. Check the result
+	// means what it should, whatever the input's oddities.
+	out := dsn + " password='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(password) + "'"
+	before, _ := pgconn.ParseConfig(dsn)
+	after, err := pgconn.ParseConfig(out)
+	if err != nil || after.Password != password || after.User != before.User || after.Host != before.Host ||
+		after.Port != before.Port || after.Database != before.Database {
+		return "", mayfly.Errorf(mayfly.EINVALID, "the credential's key=value form cannot take a new password; give it as a postgres:// URL")
+	}
+	return out, nil
 }
