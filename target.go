@@ -121,4 +121,10 @@ type Grant struct {
 	Via string `yaml:"via" json:"via,omitempty"`
 	// Params are passed to scripted targets (script).
 	Params map[string]string `yaml:"params" json:"params,omitempty"`
+	// RecordParams says how the gateway records bind parameters: "hmac"
+	// (the default: a keyed hash of each) or "clear".
+	RecordParams string `yaml:"record_params" json:"record_params,omitempty"`
 }
+
+// ViaGateway is the Via of a grant reached only through a gateway.
+const ViaGateway = "gateway"

@@ -487,6 +487,12 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		<-schedDone
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "listen on %s: %v", cfg.Listen, err)
 	}
+	if err := startGateways(ctx, cfg, b, log, &bg); err != nil {
+		ln.Close()
+		cancel()
+		<-schedDone
+		return err
+	}
 	reload := func() (httpapi.ReloadResult, error) {
 		if path == "" {
 			return httpapi.ReloadResult{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "no configuration file to reload")

@@ -423,6 +423,19 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res ma
 		data["session_bound"] = "true"
 		data["heartbeat_timeout"] = o.SessionTimeout.String()
 	}
+	var verifier string
+	if b.viaGateway(l) {
+		// The user receives a gateway credential; the account's own
+		// stays with the gateway, in memory.
+		g := b.gatewayIssuer()
+		if g == nil {
+			return nil, nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "grant %s/%s is reached through the gateway, which is not running", l.Target, l.Grant)
+		}
+		if cred, verifier, err = g.Issue(l, cred); err != nil {
+			return nil, nil, err
+		}
+		data["via"] = mayfly.ViaGateway
+	}
 	var secretHMAC string
 	if s := cred.Secrets(); len(s) > 0 {
 		secretHMAC = b.HashSecret(s[0])
@@ -459,6 +472,11 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res ma
 			return err
 		}
 		active = cur
+		if verifier != "" {
+			if err := tx.PutSetting(GatewayVerifierKey(cur.ID), verifier); err != nil {
+				return err
+			}
+		}
 		return b.audit(tx, c, "lease.activate", nil, cur, "", data)
 	})
 	if err != nil {

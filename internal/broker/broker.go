@@ -108,6 +108,8 @@ type Broker struct {
 	// targetsDown holds, per target the scheduler found not answering,
 	// the error it last saw (see setTargetDown).
 	targetsDown sync.Map
+	// gateway issues the credentials of grants with via: gateway.
+	gateway atomic.Pointer[GatewayIssuer]
 }
 
 // setTargetDown records whether the scheduler finds target down, with the

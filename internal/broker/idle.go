@@ -116,6 +116,12 @@ func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 		for _, l := range ls {
 			a := byName[l.Username]
 			last := b.idle.touch(l.ID, l.CreatedAt)
+			if b.viaGateway(l) {
+				// Only the gateway's activity counts (TouchActivity): its
+				// own connection to the target is always there while
+				// the client is connected, busy or not.
+				a = mayfly.Account{}
+			}
 			if !a.LastActivity.IsZero() {
 				last = b.idle.touch(l.ID, a.LastActivity)
 			}

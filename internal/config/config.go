@@ -74,6 +74,8 @@ type Config struct {
 	// InsecureHTTP allows listening without TLS on an address that is not
 	// loopback (the server then warns at every start).
 	InsecureHTTP bool `yaml:"insecure_http"`
+	// Gateway configures the gateways of grants with via: gateway.
+	Gateway Gateway `yaml:"gateway"`
 
 	// Tests are policy test cases kept beside the policies (`mayfly policy
 	// test`); the server ignores them.
@@ -583,6 +585,9 @@ func (c *Config) validate(lines map[string]seqLines) error {
 			return lineErr(f, line, "target %q: timeout, connection_limit, scram_iterations and max_conns must not be negative", t.Name)
 		}
 		infos = append(infos, policy.TargetInfo{Name: t.Name, Kind: t.Kind, Labels: t.Labels, Grants: gnames})
+	}
+	if err := c.validateGateway(lines); err != nil {
+		return err
 	}
 	for _, a := range c.Admins.Users {
 		if !users[a] {

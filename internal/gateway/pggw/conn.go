@@ -1,0 +1,637 @@
+package pggw
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/broker"
+	"github.com/mayflyhq/mayfly/internal/sessionlog"
+)
+
+const (
+	// startupTimeout bounds the start of a connection: TLS, startup,
+	// authentication and the connection to the target.
+	startupTimeout = 30 * time.Second
+	// maxStartupBody bounds messages before authentication.
+	maxStartupBody = 64 << 10
+	// maxBody bounds messages after it, like PostgreSQL's own 1 GB.
+	maxBody = 1 << 30
+	// touchEvery throttles the activity reported to the idle check.
+	touchEvery = time.Second
+)
+
+// conn is one client connection.
+type conn struct {
+	g      *Gateway
+	client net.Conn
+	pid    uint32
+	key    []byte
+
+	leaseID string
+
+	mu          sync.Mutex
+	backend     net.Conn
+	backendAddr string
+	backendPID  uint32
+	backendKey  []byte
+	reason      string // why the gateway closed it
+	clientConn  net.Conn
+}
+
+// kill closes both sides now, for reason (the first one given wins).
+func (c *conn) kill(reason string) {
+	c.mu.Lock()
+	if c.reason == "" {
+		c.reason = reason
+	}
+	cl, be := c.clientConn, c.backend
+	c.mu.Unlock()
+	if cl != nil {
+		cl.Close()
+	}
+	c.client.Close()
+	if be != nil {
+		be.Close()
+	}
+}
+
+func (c *conn) killedFor() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
+}
+
+// flushReader flushes what is queued for the other side before each read
+// that may block: messages go out in as few writes as possible, and never
+// wait while the gateway waits for more input.
+type flushReader struct {
+	r     io.Reader
+	flush func() error
+}
+
+func (f *flushReader) Read(p []byte) (int, error) {
+	if f.flush != nil {
+		if err := f.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return f.r.Read(p)
+}
+
+// fatal sends a FATAL error to the client.
+func fatal(be *pgproto3.Backend, code, format string, args ...any) {
+	be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: fmt.Sprintf(format, args...)})
+	be.Flush()
+}
+
+func (g *Gateway) handle(ctx context.Context, nc net.Conn) {
+	c := &conn{g: g, client: nc, clientConn: nc}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(startupTimeout))
+	crd := &flushReader{r: nc}
+	be := pgproto3.NewBackend(crd, nc)
+	be.SetMaxBodyLen(maxStartupBody)
+	var cl net.Conn = nc
+	tlsOn := false
+	var startup *pgproto3.StartupMessage
+	for startup == nil {
+		msg, err := be.ReceiveStartupMessage()
+		if err != nil {
+			return
+		}
+		switch m := msg.(type) {
+		case *pgproto3.SSLRequest:
+			if g.o.TLS == nil || tlsOn {
+				if _, err := nc.Write([]byte{'N'}); err != nil {
+					return
+				}
+				continue
+			}
+			if _, err := nc.Write([]byte{'S'}); err != nil {
+				return
+			}
+			tc := tls.Server(nc, g.o.TLS)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return
+			}
+			cl, tlsOn = tc, true
+			c.mu.Lock()
+			c.clientConn = tc
+			c.mu.Unlock()
+			crd = &flushReader{r: tc}
+			be = pgproto3.NewBackend(crd, tc)
+			be.SetMaxBodyLen(maxStartupBody)
+		case *pgproto3.GSSEncRequest:
+			if _, err := nc.Write([]byte{'N'}); err != nil {
+				return
+			}
+		case *pgproto3.CancelRequest:
+			g.cancel(ctx, m)
+			return
+		case *pgproto3.StartupMessage:
+			startup = m
+		}
+	}
+	if g.o.TLS != nil && !tlsOn {
+		fatal(be, "28000", "the Mayfly gateway requires TLS: connect with sslmode=require (or verify-full)")
+		return
+	}
+	if startup.ProtocolVersion != pgproto3.ProtocolVersion30 {
+		// Only 3.0 is spoken; a client asking for a newer minor
+		// version is told so and continues with 3.0.
+		var opts []string
+		for k := range startup.Parameters {
+			if strings.HasPrefix(k, "_pq_.") {
+				opts = append(opts, k)
+			}
+		}
+		be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: opts})
+	}
+	user, database := startup.Parameters["user"], startup.Parameters["database"]
+	if startup.Parameters["replication"] != "" && startup.Parameters["replication"] != "false" {
+		fatal(be, "28000", "replication connections are not allowed through the Mayfly gateway")
+		return
+	}
+	l, err := g.authenticate(ctx, be, user)
+	if err != nil {
+		if msg := mayfly.ErrorMessage(err); err == errBadProof || errors.Is(err, errBadProof) {
+			fatal(be, "28P01", "password authentication failed for user %q", user)
+		} else if mayfly.ErrorCode(err) != mayfly.EINTERNAL {
+			fatal(be, "28000", "%s", msg)
+		} else {
+			g.log.Warn("postgres gateway: authentication", "user", user, "err", err)
+			fatal(be, "08006", "the Mayfly gateway could not authenticate you (see its log)")
+		}
+		return
+	}
+	be.SetMaxBodyLen(maxBody)
+
+	// Connect to the target as the lease's account.
+	hj, cred, err := g.connectTarget(ctx, l, database, startup.Parameters)
+	if err != nil {
+		g.log.Warn("postgres gateway: connect to target", "lease", l.ID, "target", l.Target, "err", err)
+		fatal(be, "08006", "the Mayfly gateway could not connect to target %s: %s", l.Target, targetErrorText(err))
+		return
+	}
+	c.mu.Lock()
+	c.leaseID = l.ID
+	c.backend, c.backendAddr = hj.Conn, hj.Conn.RemoteAddr().String()
+	c.backendPID, c.backendKey = hj.PID, hj.SecretKey
+	c.mu.Unlock()
+	defer hj.Conn.Close()
+
+	ses := &mayfly.Session{Kind: mayfly.SessionPostgres, LeaseID: l.ID, RequestID: l.RequestID, User: l.Requester,
+		Target: l.Target, Grant: l.Grant, Account: cred.Username, ClientAddr: nc.RemoteAddr().String(),
+		Data: map[string]string{"database": hj.Config.Database}}
+	if tlsOn {
+		ses.Data["tls"] = "true"
+	}
+	if a := startup.Parameters["application_name"]; a != "" {
+		ses.Data["application_name"] = a
+	}
+	rec, err := g.o.Log.Start(ctx, ses)
+	if err != nil {
+		g.log.Error("postgres gateway: start session log", "lease", l.ID, "err", err)
+		fatal(be, "08006", "the Mayfly gateway could not record the session, so it is refused")
+		return
+	}
+	g.register(c)
+	defer g.unregister(c)
+	if until := time.Until(l.ExpiresAt); until > 0 {
+		t := time.AfterFunc(until, func() { c.kill("expired") })
+		defer t.Stop()
+	} else {
+		c.kill("expired")
+	}
+	g.o.Broker.TouchActivity(l.ID, time.Now())
+
+	be.Send(&pgproto3.AuthenticationOk{})
+	for k, v := range hj.ParameterStatuses {
+		be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
+	}
+	be.Send(&pgproto3.BackendKeyData{ProcessID: c.pid, SecretKey: c.key})
+	be.Send(&pgproto3.ReadyForQuery{TxStatus: hj.TxStatus})
+	if err := be.Flush(); err != nil {
+		c.kill("client")
+	}
+	nc.SetDeadline(time.Time{})
+
+	reason := c.relay(cl, be, crd, hj, rec, l)
+	if r := c.killedFor(); r != "" {
+		reason = r
+	}
+	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := rec.End(ectx, reason); err != nil {
+		g.log.Error("postgres gateway: end session log", "session", rec.ID(), "err", err)
+	}
+}
+
+// authenticate runs SCRAM-SHA-256 with the client for login name user (a
+// lease id) and returns the lease when the client proved its secret and
+// the lease is live.
+func (g *Gateway) authenticate(ctx context.Context, be *pgproto3.Backend, user string) (*mayfly.Lease, error) {
+	var l *mayfly.Lease
+	var vs string
+	if user != "" {
+		err := g.o.Broker.Store().View(ctx, func(tx mayfly.Tx) error {
+			var err error
+			if l, err = tx.GetLease(user); err != nil {
+				return err
+			}
+			vs, err = tx.GetSetting(broker.GatewayVerifierKey(user))
+			return err
+		})
+		if err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			return nil, err
+		}
+	}
+	s := &scramServer{v: decoyVerifier()}
+	if v, err := parseVerifier(vs); err == nil {
+		s.v = v
+	}
+	be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{scramMechanism}})
+	if err := be.Flush(); err != nil {
+		return nil, err
+	}
+	be.SetAuthType(pgproto3.AuthTypeSASL)
+	msg, err := be.Receive()
+	if err != nil {
+		return nil, err
+	}
+	first, ok := msg.(*pgproto3.SASLInitialResponse)
+	if !ok || first.AuthMechanism != scramMechanism {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "the Mayfly gateway authenticates with SCRAM-SHA-256 only")
+	}
+	sf, err := s.clientFirst(first.Data)
+	if err != nil {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "%v", err)
+	}
+	be.Send(&pgproto3.AuthenticationSASLContinue{Data: []byte(sf)})
+	if err := be.Flush(); err != nil {
+		return nil, err
+	}
+	be.SetAuthType(pgproto3.AuthTypeSASLContinue)
+	msg, err = be.Receive()
+	if err != nil {
+		return nil, err
+	}
+	final, ok := msg.(*pgproto3.SASLResponse)
+	if !ok {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "expected a SCRAM response")
+	}
+	sfinal, err := s.clientFinal(final.Data)
+	if err == errBadProof || l == nil {
+		return nil, errBadProof
+	}
+	if err != nil {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "%v", err)
+	}
+	be.SetAuthType(pgproto3.AuthTypeOk)
+	switch {
+	case l.State != mayfly.LeaseActive:
+		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "lease %s is %s (%s): its gateway credential no longer works", l.ID, l.State, orUnknown(l.EndReason))
+	case !time.Now().Before(l.ExpiresAt):
+		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "lease %s has expired", l.ID)
+	}
+	t, ok := g.o.Broker.Config().Targets[l.Target]
+	if !ok || t.Grants[l.Grant].Via != mayfly.ViaGateway {
+		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "lease %s is not for a grant reached through the gateway", l.ID)
+	}
+	be.Send(&pgproto3.AuthenticationSASLFinal{Data: []byte(sfinal)})
+	return l, nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "no reason recorded"
+	}
+	return s
+}
+
+// connectTo connects to the target as lease l's account, passing the
+// client's run-time parameters on.
+func (g *Gateway) connectTarget(ctx context.Context, l *mayfly.Lease, database string, params map[string]string) (*pgconn.HijackedConn, mayfly.Credential, error) {
+	cctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		cred, t, err := g.targetCred(cctx, l, database, attempt > 0)
+		if err != nil {
+			return nil, cred, err
+		}
+		cfg := t.SessionConfig(cred)
+		if database != "" {
+			cfg.Database = database
+		}
+		for k, v := range params {
+			switch k {
+			case "user", "database", "replication":
+			default:
+				if !strings.HasPrefix(k, "_pq_.") {
+					cfg.RuntimeParams[k] = v
+				}
+			}
+		}
+		pc, err := pgconn.ConnectConfig(cctx, cfg)
+		if err != nil {
+			var pe *pgconn.PgError
+			if attempt == 0 && errors.As(err, &pe) && pe.Code == "28P01" {
+				// The password held was replaced (by another replica's
+				// gateway, or before a restart): set a new one.
+				continue
+			}
+			return nil, cred, err
+		}
+		hj, err := pc.Hijack()
+		if err != nil {
+			pc.Close(ctx)
+			return nil, cred, err
+		}
+		if hj.Frontend.ReadBufferLen() > 0 {
+			hj.Conn.Close()
+			return nil, cred, errors.New("unexpected data from the target after connecting")
+		}
+		return hj, cred, nil
+	}
+}
+
+// targetErrorText is what the client is told of a failure to reach the
+// target: the server's own message, never connection details.
+func targetErrorText(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code + ": " + pe.Message
+	}
+	if mayfly.ErrorCode(err) != mayfly.EINTERNAL {
+		return mayfly.ErrorMessage(err)
+	}
+	return "the target is unreachable"
+}
+
+// relay passes messages both ways until either side ends, recording
+// statements, and returns why it ended ("client" or "server").
+func (c *conn) relay(cl net.Conn, be *pgproto3.Backend, crd *flushReader, hj *pgconn.HijackedConn, rec *sessionlog.Recorder, l *mayfly.Lease) string {
+	fe := pgproto3.NewFrontend(&flushReader{r: hj.Conn, flush: be.Flush}, hj.Conn)
+	fe.SetMaxBodyLen(0)
+	crd.flush = fe.Flush
+	grant := c.g.o.Broker.Config().Targets[l.Target].Grants[l.Grant]
+	t := &tracker{rec: rec, clear: grant.RecordParams == "clear", hash: c.g.o.Broker.HashSecret,
+		statements: map[string]string{}, portals: map[string]portal{}}
+	done := make(chan string, 2)
+	go func() {
+		// Client to server.
+		lastTouch := time.Now()
+		for {
+			msg, err := be.Receive()
+			if err != nil {
+				done <- "client"
+				return
+			}
+			now := time.Now()
+			switch msg.(type) {
+			case *pgproto3.Query, *pgproto3.Execute:
+				if now.Sub(lastTouch) >= touchEvery {
+					c.g.o.Broker.TouchActivity(l.ID, now)
+					lastTouch = now
+				}
+			}
+			t.fromClient(msg, now)
+			fe.Send(msg)
+			if _, ok := msg.(*pgproto3.Terminate); ok {
+				fe.Flush()
+				done <- "client"
+				return
+			}
+		}
+	}()
+	go func() {
+		// Server to client.
+		for {
+			msg, err := fe.Receive()
+			if err != nil {
+				be.Flush()
+				done <- "server"
+				return
+			}
+			t.fromServer(msg, time.Now())
+			be.Send(msg)
+		}
+	}()
+	reason := <-done
+	c.kill(reason)
+	<-done
+	t.abandon(time.Now())
+	return reason
+}
+
+// portal is a bound statement.
+type portal struct {
+	text   string
+	params []*string
+	hmacs  []string
+}
+
+// pending is a statement sent to the server and not yet answered, or a
+// Sync.
+type pending struct {
+	sync     bool
+	simple   bool
+	stmt     mayfly.Statement
+	start    time.Time
+	executed bool
+}
+
+// tracker follows the conversation to record each statement once it is
+// answered. fromClient runs on the client-to-server goroutine, fromServer
+// on the other; the queue between them is locked.
+type tracker struct {
+	rec   *sessionlog.Recorder
+	clear bool
+	hash  func(string) string
+
+	// Client side only.
+	statements map[string]string
+	portals    map[string]portal
+	lastParse  string
+
+	mu     sync.Mutex
+	queue  []*pending
+	failed bool // an error in the current extended-protocol batch
+}
+
+func (t *tracker) push(p *pending) {
+	t.mu.Lock()
+	t.queue = append(t.queue, p)
+	t.mu.Unlock()
+}
+
+func (t *tracker) fromClient(msg pgproto3.FrontendMessage, now time.Time) {
+	switch m := msg.(type) {
+	case *pgproto3.Query:
+		t.push(&pending{simple: true, start: now, stmt: mayfly.Statement{Text: m.String, Protocol: "simple"}})
+	case *pgproto3.Parse:
+		t.statements[m.Name] = m.Query
+		t.lastParse = m.Query
+	case *pgproto3.Bind:
+		p := portal{text: t.statements[m.PreparedStatement]}
+		for i, v := range m.Parameters {
+			binary := formatOf(m.ParameterFormatCodes, i) == 1
+			switch {
+			case v == nil && t.clear:
+				p.params = append(p.params, nil)
+			case v == nil:
+				p.hmacs = append(p.hmacs, "")
+			case t.clear && binary:
+				s := `\x` + hex.EncodeToString(v)
+				p.params = append(p.params, &s)
+			case t.clear:
+				s := string(v)
+				p.params = append(p.params, &s)
+			default:
+				p.hmacs = append(p.hmacs, t.hash(string(v)))
+			}
+		}
+		t.portals[m.DestinationPortal] = p
+	case *pgproto3.Execute:
+		p := t.portals[m.Portal]
+		t.push(&pending{start: now, stmt: mayfly.Statement{Text: p.text, Protocol: "extended", Params: p.params, ParamsHMAC: p.hmacs}})
+	case *pgproto3.Sync:
+		t.push(&pending{sync: true})
+	case *pgproto3.Close:
+		if m.ObjectType == 'S' {
+			delete(t.statements, m.Name)
+		} else {
+			delete(t.portals, m.Name)
+		}
+	case *pgproto3.FunctionCall:
+		t.push(&pending{simple: true, start: now, stmt: mayfly.Statement{Text: fmt.Sprintf("(function call, oid %d)", m.Function), Protocol: "function"}})
+	}
+}
+
+func formatOf(codes []int16, i int) int16 {
+	switch len(codes) {
+	case 0:
+		return 0
+	case 1:
+		return codes[0]
+	}
+	if i < len(codes) {
+		return codes[i]
+	}
+	return 0
+}
+
+// head returns the first queued entry (nil when none); t.mu is held.
+func (t *tracker) head() *pending {
+	if len(t.queue) == 0 {
+		return nil
+	}
+	return t.queue[0]
+}
+
+func (t *tracker) fromServer(msg pgproto3.BackendMessage, now time.Time) {
+	var done []*pending
+	t.mu.Lock()
+	h := t.head()
+	switch m := msg.(type) {
+	case *pgproto3.CommandComplete:
+		if h != nil && !h.sync {
+			tag := pgconn.NewCommandTag(string(m.CommandTag))
+			h.stmt.Tag = tag.String()
+			h.stmt.Rows += tag.RowsAffected()
+			if !h.simple {
+				done = append(done, t.pop())
+			}
+		}
+	case *pgproto3.EmptyQueryResponse:
+		if h != nil && !h.simple && !h.sync {
+			done = append(done, t.pop())
+		}
+	case *pgproto3.PortalSuspended:
+		if h != nil && !h.simple && !h.sync {
+			h.stmt.Tag = "(suspended)"
+			done = append(done, t.pop())
+		}
+	case *pgproto3.ErrorResponse:
+		text := m.Code + ": " + m.Message
+		switch {
+		case h == nil:
+		case h.simple:
+			h.stmt.Error = text
+		case h.sync:
+			// A Parse, Bind or Describe failed with no Execute in its
+			// batch: recorded with the statement last parsed.
+			done = append(done, &pending{start: now, stmt: mayfly.Statement{Text: t.lastParse, Protocol: "extended", Error: text}})
+			t.failed = true
+		default:
+			h.stmt.Error = text
+			done = append(done, t.pop())
+			t.failed = true
+		}
+	case *pgproto3.ReadyForQuery:
+		for len(t.queue) > 0 {
+			p := t.pop()
+			if p.sync {
+				break
+			}
+			if !p.simple && p.stmt.Error == "" {
+				p.stmt.Error = "not executed: an earlier message of its batch failed"
+			}
+			done = append(done, p)
+			if p.simple {
+				break
+			}
+		}
+		t.failed = false
+	}
+	t.mu.Unlock()
+	for _, p := range done {
+		t.record(p, now)
+	}
+}
+
+// pop removes the head; t.mu is held.
+func (t *tracker) pop() *pending {
+	p := t.queue[0]
+	t.queue[0] = nil
+	t.queue = t.queue[1:]
+	return p
+}
+
+func (t *tracker) record(p *pending, now time.Time) {
+	p.stmt.Start = p.start.UTC()
+	p.stmt.DurationUS = now.Sub(p.start).Microseconds()
+	// Waits while the log is behind (back-pressure): the server's
+	// answers are not read meanwhile.
+	t.rec.Record(context.Background(), p.start, mayfly.SessionEventStatement, p.stmt)
+}
+
+// abandon records the statements still waiting for an answer when the
+// connection ended.
+func (t *tracker) abandon(now time.Time) {
+	t.mu.Lock()
+	q := t.queue
+	t.queue = nil
+	t.mu.Unlock()
+	for _, p := range q {
+		if p.sync {
+			continue
+		}
+		if p.stmt.Error == "" {
+			p.stmt.Error = "connection closed before the statement finished"
+		}
+		t.record(p, now)
+	}
+}
