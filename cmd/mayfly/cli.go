@@ -25,11 +25,13 @@ import (
 type env struct {
 	// dryRun: commands stop once their arguments parse (errDryRun).
 	dryRun bool
-	ctx    context.Context
-	getenv func(string) string
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
+	// flagNames, in a dry run, collects the names of the command's flags.
+	flagNames *[]string
+	ctx       context.Context
+	getenv    func(string) string
+	stdin     io.Reader
+	stdout    io.Writer
+	stderr    io.Writer
 }
 
 // command is one entry of the command table: what `mayfly help` lists,
@@ -54,39 +56,40 @@ var (
 func init() {
 	// Assigned in init to break the reference cycle help → commands.
 	commands = map[string]command{
-		"server":    {"run the broker", "server --config FILE", cmdServer},
-		"dev":       {"run a throw-away broker against the local PostgreSQL, with demo users", "dev [--listen ADDR] [--pg-dsn DSN] [--env-file FILE] [--dir DIR] [--tls]", cmdDev},
-		"request":   {"ask for access to TARGET/GRANT", "request TARGET/GRANT --for DURATION --reason TEXT [--creds] [--public-key FILE] [--break-glass] [-o table|json]", cmdRequest},
-		"requests":  {"list requests you may see (--pending: waiting for a decision)", "requests [--pending] [--limit N] [--cursor C] [--all] [-o table|json]", cmdRequests},
-		"approve":   {"approve a pending request", "approve REQUEST_ID [--reason TEXT] [-o table|json]", cmdApprove},
-		"deny":      {"deny a pending request", "deny REQUEST_ID --reason TEXT [-o table|json]", cmdDeny},
-		"cancel":    {"withdraw your own request", "cancel REQUEST_ID [--reason TEXT] [-o table|json]", cmdCancel},
-		"creds":     {"create the account now and print its credential (once)", "creds REQUEST_ID [--public-key FILE] [-o table|json|env]", cmdCreds},
-		"connect":   {"request access, wait for approval, run the client with the credential, revoke when it exits", "connect TARGET/GRANT [--for D] [--reason R] [--heartbeat 60s] [--wait 30m] [-- COMMAND ARGS]", cmdConnect},
-		"done":      {"end the lease of a request (or a lease id) now", "done ID [--reason TEXT] [-o table|json]", cmdDone},
-		"revoke":    {"revoke a lease (admins: anyone's)", "revoke LEASE_ID [--reason TEXT] [-o table|json]", cmdRevoke},
-		"leases":    {"list leases (admins: all; others: their own)", "leases [--active] [--target T] [--user U] [--limit N] [--cursor C] [--all] [-o table|json]", cmdLeases},
-		"audit":     {"show the audit trail; `audit verify` checks the hash chain, `audit hash` traces a leaked secret, `audit prune` (admins)", "audit [--actor U] [--action A] [--target T] [--lease ID] [--request ID] [--since T] [--until T] [--after SEQ] [--limit N] [--cursor C] [--all] [--follow] [-o table|json|jsonl|csv]", cmdAudit},
-		"policy":    {"`policy explain` a decision; `policy check FILE`, `policy test FILE` offline; `policy reload` (admins)", "policy explain|check|test|reload ...", nil},
-		"extend":    {"extend an active lease, through policy", "extend LEASE_ID --for DURATION --reason TEXT [-o table|json]", cmdExtend},
-		"review":    {"record the review of a break-glass lease (admins)", "review LEASE_ID --note TEXT", cmdReview},
-		"report":    {"`report access`: every lease in a period, with totals; `report standing`: standing privileges on every target (admins)", "report access|standing ...", nil},
-		"ssh":       {"SSH CA: `ssh ca` prints its public keys, `ssh ca rotate` (admins), `ssh revoked-keys --target T`", "ssh ca|revoked-keys ...", nil},
-		"users":     {"list users, or `users suspend|resume|remove NAME` (admins): suspending revokes every lease at once", "users [-o table|json]", cmdUsers},
-		"reconcile": {"compare targets' managed accounts with leases now: remove orphans, end missing leases (admins)", "reconcile [TARGET] [-o table|json]", cmdReconcile},
-		"inventory": {"list every account on a target, marking those Mayfly manages (admins)", "inventory TARGET [--unmanaged] [-o table|json]", cmdInventory},
-		"whoami":    {"show who you are: user, groups, how you authenticated and until when", "whoami [-o table|json]", cmdWhoami},
-		"login":     {"log in with single sign-on (OIDC) and keep the session for this server", "login [--device | --server-callback] [--no-browser] [-o table|json]", cmdLogin},
-		"logout":    {"end the session of mayfly login on the server and forget it", "logout", cmdLogout},
-		"token":     {"generate a bearer token and the token_sha256 line for the config", "token", cmdToken},
-		"tokens":    {"create, list and revoke expiring API tokens", "tokens create|list|revoke ...", nil},
-		"cluster":   {"list the replicas sharing the store, their last heartbeat and the work each leads (admins)", "cluster [-o table|json]", cmdCluster},
-		"sessions":  {"gateway sessions: list them; `sessions show ID` with every statement, `sessions verify ID` checks the chain", "sessions [--lease ID] [--user U] [--kind K] [--open] [--limit N] [--cursor C] [--all] [-o table|json|text]", cmdSessions},
-		"targets":   {"admin credentials of targets, kept sealed: `targets set-credential TARGET`, `targets rotate-credential TARGET` (admins)", "targets set-credential|rotate-credential ...", nil},
-		"seal":      {"the master key that seals stored credentials: `seal new-key`, `seal rotate-key` (server's machine)", "seal new-key|rotate-key ...", nil},
-		"store":     {"`store migrate` copies a SQLite store into a new PostgreSQL store (server stopped)", "store migrate ...", nil},
-		"version":   {"print the version, commit and build date (also `mayfly --version`)", "version [-o table|json]", cmdVersion},
-		"help":      {"show the commands, or a command's usage and flags", "help [COMMAND [SUBCOMMAND]]", cmdHelp},
+		"server":     {"run the broker", "server --config FILE", cmdServer},
+		"dev":        {"run a throw-away broker against the local PostgreSQL, with demo users", "dev [--listen ADDR] [--pg-dsn DSN] [--env-file FILE] [--dir DIR] [--tls]", cmdDev},
+		"request":    {"ask for access to TARGET/GRANT", "request TARGET/GRANT --for DURATION --reason TEXT [--creds] [--public-key FILE] [--break-glass] [-o table|json]", cmdRequest},
+		"requests":   {"list requests you may see (--pending: waiting for a decision)", "requests [--pending] [--limit N] [--cursor C] [--all] [-o table|json]", cmdRequests},
+		"approve":    {"approve a pending request", "approve REQUEST_ID [--reason TEXT] [-o table|json]", cmdApprove},
+		"deny":       {"deny a pending request", "deny REQUEST_ID --reason TEXT [-o table|json]", cmdDeny},
+		"cancel":     {"withdraw your own request", "cancel REQUEST_ID [--reason TEXT] [-o table|json]", cmdCancel},
+		"creds":      {"create the account now and print its credential (once)", "creds REQUEST_ID [--public-key FILE] [-o table|json|env]", cmdCreds},
+		"connect":    {"request access, wait for approval, run the client with the credential, revoke when it exits", "connect TARGET/GRANT [--for D] [--reason R] [--heartbeat 60s] [--wait 30m] [-- COMMAND ARGS]", cmdConnect},
+		"done":       {"end the lease of a request (or a lease id) now", "done ID [--reason TEXT] [-o table|json]", cmdDone},
+		"revoke":     {"revoke a lease (admins: anyone's)", "revoke LEASE_ID [--reason TEXT] [-o table|json]", cmdRevoke},
+		"leases":     {"list leases (admins: all; others: their own)", "leases [--active] [--target T] [--user U] [--limit N] [--cursor C] [--all] [-o table|json]", cmdLeases},
+		"audit":      {"show the audit trail; `audit verify` checks the hash chain, `audit hash` traces a leaked secret, `audit prune` (admins)", "audit [--actor U] [--action A] [--target T] [--lease ID] [--request ID] [--since T] [--until T] [--after SEQ] [--limit N] [--cursor C] [--all] [--follow] [-o table|json|jsonl|csv]", cmdAudit},
+		"policy":     {"`policy explain` a decision; `policy check FILE`, `policy test FILE` offline; `policy reload` (admins)", "policy explain|check|test|reload ...", nil},
+		"extend":     {"extend an active lease, through policy", "extend LEASE_ID --for DURATION --reason TEXT [-o table|json]", cmdExtend},
+		"review":     {"record the review of a break-glass lease (admins)", "review LEASE_ID --note TEXT", cmdReview},
+		"report":     {"`report access`: every lease in a period, with totals; `report standing`: standing privileges on every target (admins)", "report access|standing ...", nil},
+		"ssh":        {"SSH CA: `ssh ca` prints its public keys, `ssh ca rotate` (admins), `ssh revoked-keys --target T`", "ssh ca|revoked-keys ...", nil},
+		"users":      {"list users, or `users suspend|resume|remove NAME` (admins): suspending revokes every lease at once", "users [-o table|json]", cmdUsers},
+		"reconcile":  {"compare targets' managed accounts with leases now: remove orphans, end missing leases (admins)", "reconcile [TARGET] [-o table|json]", cmdReconcile},
+		"inventory":  {"list every account on a target, marking those Mayfly manages (admins)", "inventory TARGET [--unmanaged] [-o table|json]", cmdInventory},
+		"whoami":     {"show who you are: user, groups, how you authenticated and until when", "whoami [-o table|json]", cmdWhoami},
+		"login":      {"log in with single sign-on (OIDC) and keep the session for this server", "login [--device | --server-callback] [--no-browser] [-o table|json]", cmdLogin},
+		"logout":     {"end the session of mayfly login on the server and forget it", "logout", cmdLogout},
+		"token":      {"generate a bearer token and the token_sha256 line for the config", "token", cmdToken},
+		"tokens":     {"create, list and revoke expiring API tokens", "tokens create|list|revoke ...", nil},
+		"cluster":    {"list the replicas sharing the store, their last heartbeat and the work each leads (admins)", "cluster [-o table|json]", cmdCluster},
+		"sessions":   {"gateway sessions: list them; `sessions show ID` with every statement, `sessions verify ID` checks the chain", "sessions [--lease ID] [--user U] [--kind K] [--open] [--limit N] [--cursor C] [--all] [-o table|json|text]", cmdSessions},
+		"targets":    {"admin credentials of targets, kept sealed: `targets set-credential TARGET`, `targets rotate-credential TARGET` (admins)", "targets set-credential|rotate-credential ...", nil},
+		"seal":       {"the master key that seals stored credentials: `seal new-key`, `seal rotate-key` (server's machine)", "seal new-key|rotate-key ...", nil},
+		"store":      {"`store migrate` copies a SQLite store into a new PostgreSQL store (server stopped)", "store migrate ...", nil},
+		"completion": {"print a shell completion script: `completion bash`, `completion zsh`, `completion fish`", "completion bash|zsh|fish", nil},
+		"version":    {"print the version, commit and build date (also `mayfly --version`)", "version [-o table|json]", cmdVersion},
+		"help":       {"show the commands, or a command's usage and flags", "help [COMMAND [SUBCOMMAND]]", cmdHelp},
 	}
 	subcommands = map[string]map[string]command{
 		"audit": {
@@ -145,6 +148,11 @@ func init() {
 				"old key in force). Reads the current key as the configuration says. Afterwards, point seal.key_file\n" +
 				"or seal.key_env at the new key and restart every replica: one started with the old key refuses to start.",
 				"seal rotate-key --config FILE (--new-key-file FILE | --new-key-env NAME) [-o table|json]", cmdSealRotateKey},
+		},
+		"completion": {
+			"bash": {"bash completion: eval \"$(mayfly completion bash)\" in ~/.bashrc, or save it in /etc/bash_completion.d/mayfly", "completion bash", cmdCompletionBash},
+			"zsh":  {"zsh completion: eval \"$(mayfly completion zsh)\" in ~/.zshrc", "completion zsh", cmdCompletionZsh},
+			"fish": {"fish completion: mayfly completion fish > ~/.config/fish/completions/mayfly.fish", "completion fish", cmdCompletionFish},
 		},
 		"store": {
 			"migrate": {"copy a SQLite store into a new, empty PostgreSQL store (stop the server first)", "store migrate --from sqlite:PATH --to postgres:DSN [-o table|json]", cmdStoreMigrate},
@@ -403,6 +411,10 @@ func (f *flags) parse(e *env, args []string) error {
 		args = rest[1:]
 	}
 	if e.dryRun {
+		if e.flagNames != nil {
+			f.VisitAll(func(fl *flag.Flag) { *e.flagNames = append(*e.flagNames, fl.Name) })
+			return errDryRun
+		}
 		if err := f.checkOutput(); err != nil {
 			return err
 		}
