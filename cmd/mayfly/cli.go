@@ -58,7 +58,7 @@ func init() {
 	commands = map[string]command{
 		"server":     {"run the broker", "server --config FILE", cmdServer},
 		"dev":        {"run a throw-away broker against the local PostgreSQL, with demo users", "dev [--listen ADDR] [--pg-dsn DSN] [--env-file FILE] [--dir DIR] [--tls]", cmdDev},
-		"request":    {"ask for access to TARGET/GRANT", "request TARGET/GRANT --for DURATION --reason TEXT [--creds] [--public-key FILE] [--break-glass] [-o table|json]", cmdRequest},
+		"request":    {"ask for access to TARGET/GRANT", "request TARGET/GRANT --for DURATION --reason TEXT [--creds] [--public-key FILE] [--break-glass] [-o table|json|env]", cmdRequest},
 		"requests":   {"list requests you may see (--pending: waiting for a decision)", "requests [--pending] [--limit N] [--cursor C] [--all] [-o table|json]", cmdRequests},
 		"approve":    {"approve a pending request", "approve REQUEST_ID [--reason TEXT] [-o table|json]", cmdApprove},
 		"deny":       {"deny a pending request", "deny REQUEST_ID --reason TEXT [-o table|json]", cmdDeny},

@@ -31,7 +31,7 @@ type requestOut struct {
 }
 
 func cmdRequest(e *env, args []string) error {
-	f := newFlags(e, "request", true)
+	f := newFlags(e, "request", true).outputs("env")
 	dur := f.String("for", "", "how long the access should last (90s, 30m, 8h, 1d); default: the policy's default")
 	reason := f.String("reason", "", "why you need it (a ticket id, an incident)")
 	creds := f.Bool("creds", false, "when approved at once, create the account and print the credential in the same step")
@@ -75,6 +75,14 @@ func cmdRequest(e *env, args []string) error {
 		return e.printJSON(requestOut{RequestView: resp.RequestView, Decision: &resp.Decision, Credentials: resp.Credentials})
 	}
 	r := resp.RequestView
+	if *f.output == "env" {
+		// For eval in a script: the request, and the credential when issued.
+		fmt.Fprintf(e.stdout, "MAYFLY_REQUEST_ID=%s\nMAYFLY_REQUEST_STATE=%s\n", shellQuote(r.ID), shellQuote(string(r.State)))
+		if resp.Credentials != nil {
+			printCredsEnv(e, resp.Credentials)
+		}
+		return nil
+	}
 	fmt.Fprintf(e.stdout, "request %s: %s (policy %s, %s)\n", r.ID, r.State, r.Policy, r.Duration)
 	switch {
 	case resp.Credentials != nil:
@@ -203,15 +211,50 @@ func cmdCreds(e *env, args []string) error {
 	case "json":
 		return e.printJSON(cr)
 	case "env":
-		for _, kv := range [][2]string{{"MAYFLY_LEASE_ID", cr.LeaseID}, {"MAYFLY_USERNAME", cr.Username}, {"MAYFLY_PASSWORD", cr.Password},
-			{"MAYFLY_HOST", cr.Host}, {"MAYFLY_PORT", strconv.Itoa(cr.Port)}, {"MAYFLY_DATABASE", cr.Database},
-			{"MAYFLY_EXPIRES_AT", cr.ExpiresAt.Format(time.RFC3339)}} {
-			fmt.Fprintf(e.stdout, "%s=%s\n", kv[0], shellQuote(kv[1]))
-		}
+		printCredsEnv(e, &cr)
 		return nil
 	}
 	printCreds(e, &cr)
 	return nil
+}
+
+// printCredsEnv prints the credential as shell variable assignments.
+func printCredsEnv(e *env, cr *httpapi.CredsView) {
+	for _, kv := range [][2]string{{"MAYFLY_LEASE_ID", cr.LeaseID}, {"MAYFLY_USERNAME", cr.Username}, {"MAYFLY_PASSWORD", cr.Password},
+		{"MAYFLY_HOST", cr.Host}, {"MAYFLY_PORT", strconv.Itoa(cr.Port)}, {"MAYFLY_DATABASE", cr.Database},
+		{"MAYFLY_EXPIRES_AT", cr.ExpiresAt.Format(time.RFC3339)}} {
+		fmt.Fprintf(e.stdout, "%s=%s\n", kv[0], shellQuote(kv[1]))
+	}
+}
+
+// clientCommand is a command line that connects with the credential, the
+// password typed when the client asks (never on the command line), or ""
+// for a kind without a usual client.
+func clientCommand(c *httpapi.CredsView) string {
+	host, port, user := shellQuote(c.Host), strconv.Itoa(c.Port), shellQuote(c.Username)
+	switch c.Kind {
+	case mayfly.KindPostgres:
+		s := "psql -h " + host + " -p " + port + " -U " + user
+		if c.Database != "" {
+			s += " -d " + shellQuote(c.Database)
+		}
+		return s
+	case mayfly.KindMySQL:
+		s := "mysql -h " + host + " -P " + port + " -u " + user + " -p"
+		if c.Database != "" {
+			s += " " + shellQuote(c.Database)
+		}
+		return s
+	case mayfly.KindRedis:
+		return "redis-cli -h " + host + " -p " + port + " --user " + user + " --askpass"
+	case mayfly.KindSSH:
+		if c.PrivateKey != "" {
+			return "ssh -i id_mayfly -o CertificateFile=id_mayfly-cert.pub -p " + port + " " + user + "@" + host +
+				"   # after saving the private key as id_mayfly (chmod 600) and the certificate as id_mayfly-cert.pub"
+		}
+		return "ssh -o CertificateFile=YOUR_KEY-cert.pub -p " + port + " " + user + "@" + host + "   # after saving the certificate beside your key"
+	}
+	return ""
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
@@ -236,6 +279,12 @@ func printCreds(e *env, c *httpapi.CredsView) {
 		fmt.Fprintf(w, "private key:\n%s\n", c.PrivateKey)
 	}
 	fmt.Fprintf(w, "expires:   %s (in %s)\n", c.ExpiresAt.Local().Format(time.RFC3339), time.Until(c.ExpiresAt).Round(time.Second))
+	if cmd := clientCommand(c); cmd != "" && c.Host != "" {
+		fmt.Fprintf(w, "connect:   %s\n", cmd)
+		if c.Password != "" {
+			fmt.Fprintln(w, "           (paste the password when asked; `mayfly connect` does all of this for you)")
+		}
+	}
 	fmt.Fprintln(w, "This credential is shown once; Mayfly does not keep it.")
 }
 

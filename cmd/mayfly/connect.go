@@ -162,7 +162,7 @@ func runSession(e *env, c *httpapi.Client, cr *httpapi.CredsView, command []stri
 		}
 	}()
 	fmt.Fprintf(e.stderr, "mayfly: connected as %s on %s until %s; the account is removed when the command exits\n",
-		cr.Username, cr.Target, cr.ExpiresAt.Local().Format(time.Kitchen))
+		cr.Username, cr.Target, cr.ExpiresAt.Local().Format("2006-01-02 15:04:05 MST"))
 	cmd := exec.Command(command[0], command[1:]...)
 	cmd.Env = append(os.Environ(), envv...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.stdin, e.stdout, e.stderr
