@@ -82,6 +82,7 @@ func cmdStoreMigrate(e *env, args []string) error {
 		{"user statuses", fmt.Sprint(n.Users)},
 		{"settings", fmt.Sprint(n.Settings)},
 		{"tokens", fmt.Sprint(n.Tokens)},
+		{"slack messages", fmt.Sprint(n.ChatMessages)},
 	})
 	return nil
 }

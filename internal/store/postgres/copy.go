@@ -18,13 +18,16 @@ type CopyCounts struct {
 	Users       int   `json:"user_statuses"`
 	Settings    int   `json:"settings"`
 	Tokens      int   `json:"tokens"`
+	// ChatMessages counts the places of the Slack messages of open
+	// requests, so that their later decisions update those messages.
+	ChatMessages int `json:"chat_messages"`
 }
 
 // copyPage is how many rows CopyFrom reads from the source at a time.
 const copyPage = 1000
 
 // CopyFrom copies every request, lease, audit event, user status, setting
-// and token of src into db, in one transaction: all of them or nothing.
+// and token of src, and where the chat messages of open requests are, into db, in one transaction: all of them or nothing.
 // Audit events keep their sequence numbers and hashes, so the chain
 // verifies as it did, and the head of db's chain becomes src's last
 // event. db must be empty (ECONFLICT otherwise). Replica heartbeats,
@@ -57,9 +60,26 @@ func (db *DB) CopyFrom(ctx context.Context, src mayfly.Store) (CopyCounts, error
 		var after mayfly.PageCursor
 		for {
 			var rs []*mayfly.Request
+			var msgs []*mayfly.ChatMessage
 			if err := src.View(ctx, func(s mayfly.Tx) (err error) {
-				rs, err = s.ListRequests(mayfly.RequestFilter{After: after, Limit: copyPage})
-				return err
+				if rs, err = s.ListRequests(mayfly.RequestFilter{After: after, Limit: copyPage}); err != nil {
+					return err
+				}
+				msgs = msgs[:0]
+				for _, r := range rs {
+					if r.State != mayfly.RequestPending && r.State != mayfly.RequestApproved {
+						continue // its message shows its outcome for good
+					}
+					m, err := s.GetChatMessage(r.ID)
+					if mayfly.ErrorCode(err) == mayfly.ENOTFOUND {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					msgs = append(msgs, m)
+				}
+				return nil
 			}); err != nil {
 				return fmt.Errorf("read requests: %w", err)
 			}
@@ -68,6 +88,12 @@ func (db *DB) CopyFrom(ctx context.Context, src mayfly.Store) (CopyCounts, error
 					return err
 				}
 			}
+			for _, m := range msgs {
+				if err := t.PutChatMessage(m); err != nil {
+					return err
+				}
+			}
+			n.ChatMessages += len(msgs)
 			n.Requests += len(rs)
 			if len(rs) < copyPage {
 				break
