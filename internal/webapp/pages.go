@@ -228,6 +228,9 @@ func (a *App) list(r *http.Request, s *session, path string, out any) error {
 type accessRow struct {
 	httpapi.RequestView
 	Lease *httpapi.LeaseView
+	// TargetKind is the kind of the request's target ("ssh" asks for a
+	// public key at activation).
+	TargetKind string
 }
 
 func (a *App) accessPage(w http.ResponseWriter, r *http.Request, s *session) error {
@@ -255,12 +258,20 @@ func (a *App) accessPage(w http.ResponseWriter, r *http.Request, s *session) err
 			ended = append(ended, *l)
 		}
 	}
+	offers, err := a.catalog(r, s)
+	if err != nil {
+		return err
+	}
+	kinds := map[string]string{}
+	for _, o := range offers {
+		kinds[o.Target] = o.Kind
+	}
 	var open, past []accessRow
 	for _, rq := range reqs {
 		if rq.Requester != s.Name || rq.Kind == httpapi.KindExtension && rq.State != mayfly.RequestPending {
 			continue
 		}
-		row := accessRow{RequestView: rq, Lease: byID[rq.LeaseID]}
+		row := accessRow{RequestView: rq, Lease: byID[rq.LeaseID], TargetKind: kinds[rq.Target]}
 		if rq.State == mayfly.RequestPending || (rq.State == mayfly.RequestApproved && rq.LeaseID == "") {
 			open = append(open, row)
 		} else {
@@ -430,7 +441,11 @@ func connectCommand(c httpapi.CredsView) string {
 	case "redis":
 		return fmt.Sprintf("REDISCLI_AUTH=%s redis-cli -h %s -p %s --user %s", shellQuote(c.Password), shellQuote(c.Host), port(6379), shellQuote(c.Username))
 	case "ssh":
-		return fmt.Sprintf("ssh -o CertificateFile=mayfly-cert.pub -p %s %s@%s", port(22), shellQuote(c.Username), shellQuote(c.Host))
+		ssh := fmt.Sprintf("ssh -o CertificateFile=mayfly-cert.pub -p %s %s@%s", port(22), shellQuote(c.Username), shellQuote(c.Host))
+		if c.Certificate != "" {
+			ssh = fmt.Sprintf("printf '%%s\\n' %s > mayfly-cert.pub && %s", shellQuote(strings.TrimSpace(c.Certificate)), ssh)
+		}
+		return ssh
 	}
 	return ""
 }

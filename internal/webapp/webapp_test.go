@@ -58,7 +58,8 @@ func newAppWorld(t *testing.T) *appWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := broker.New(&broker.Config{Targets: targets, Policies: ps, Users: map[string][]string{"alice": {"eng", "oncall"}, "bob": {"dba"}}},
+	b := broker.New(&broker.Config{Targets: targets, Policies: ps, Users: map[string][]string{"alice": {"eng", "oncall"}, "bob": {"dba"}},
+		UserOrder: []string{"alice", "bob"}},
 		broker.Options{Store: db, HMACKey: []byte("k")})
 	auth := tokens{}
 	for _, id := range []httpapi.Identity{{Name: "alice", Groups: []string{"eng", "oncall"}}, {Name: "bob", Groups: []string{"dba"}}, {Name: "root", Admin: true}} {
@@ -388,6 +389,60 @@ func TestShellQuote(t *testing.T) {
 		out, err := exec.Command(sh, "-c", "printf %s "+shellQuote(s)).Output()
 		if err != nil || string(out) != s {
 			t.Errorf("sh printf %s = %q, %v; want %q", shellQuote(s), out, err, s)
+		}
+	}
+}
+
+// TestAdminSuspendResume: an admin suspends and resumes a user from the
+// users page, through the API's own suspend and resume.
+func TestAdminSuspendResume(t *testing.T) {
+	w := newAppWorld(t)
+	root, bob := w.browser(), w.browser()
+	tok := root.signIn("root")
+	bob.signIn("bob")
+	resp, page := root.do("GET", "/app/admin/users", nil, nil)
+	if resp.StatusCode != 200 || !strings.Contains(page, `id="user-bob"`) {
+		t.Fatalf("users page: %d\n%s", resp.StatusCode, page)
+	}
+	resp, _ = root.do("POST", "/app/admin/users/bob/suspend", url.Values{"csrf": {tok}, "reason": {"left the team"}}, nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("suspend: %d", resp.StatusCode)
+	}
+	if st := w.b.UserStatus("bob"); st != "suspended" {
+		t.Fatalf("bob is %s; want suspended", st)
+	}
+	_, page = root.do("GET", "/app/admin/users?user=bob&status=suspended", nil, nil)
+	if !strings.Contains(page, "User bob is now suspended.") || !strings.Contains(page, `action="/app/admin/users/bob/resume"`) {
+		t.Errorf("users page after suspending:\n%s", page)
+	}
+	resp, _ = root.do("POST", "/app/admin/users/bob/resume", url.Values{"csrf": {tok}}, nil)
+	if resp.StatusCode != http.StatusSeeOther || w.b.UserStatus("bob") != "active" {
+		t.Errorf("resume: %d, bob %s", resp.StatusCode, w.b.UserStatus("bob"))
+	}
+	resp, _ = root.do("POST", "/app/admin/users/bob/delete", url.Values{"csrf": {tok}}, nil)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown action: %d; want 404", resp.StatusCode)
+	}
+}
+
+// TestConnectCommand: the ready-to-paste commands quote what they carry.
+func TestConnectCommand(t *testing.T) {
+	for _, c := range []struct {
+		cv   httpapi.CredsView
+		want string
+	}{
+		{httpapi.CredsView{Kind: "postgres", Credential: mayfly.Credential{Username: "mf_a", Password: "p'w", Host: "db", Port: 5433, Database: "app"}},
+			`PGPASSWORD='p'\''w' psql -h 'db' -p 5433 -U 'mf_a' 'app'`},
+		{httpapi.CredsView{Kind: "mysql", Credential: mayfly.Credential{Username: "mf_a", Password: "pw", Host: "db"}},
+			`MYSQL_PWD='pw' mysql -h 'db' -P 3306 -u 'mf_a'`},
+		{httpapi.CredsView{Kind: "redis", Credential: mayfly.Credential{Username: "mf_a", Password: "pw", Host: "cache", Port: 6380}},
+			`REDISCLI_AUTH='pw' redis-cli -h 'cache' -p 6380 --user 'mf_a'`},
+		{httpapi.CredsView{Kind: "ssh", Credential: mayfly.Credential{Username: "alice", Host: "web1", Certificate: "ssh-ed25519-cert-v01@openssh.com AAAA\n"}},
+			`printf '%s\n' 'ssh-ed25519-cert-v01@openssh.com AAAA' > mayfly-cert.pub && ssh -o CertificateFile=mayfly-cert.pub -p 22 'alice'@'web1'`},
+		{httpapi.CredsView{Kind: "script"}, ``},
+	} {
+		if got := connectCommand(c.cv); got != c.want {
+			t.Errorf("connectCommand(%s) =\n%s\nwant\n%s", c.cv.Kind, got, c.want)
 		}
 	}
 }
