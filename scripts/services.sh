@@ -15,6 +15,8 @@ want postgres && { command -v pg_ctlcluster >/dev/null 2>&1 || need_pkgs+=(postg
 want mariadb && { [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server mariadb-client); }
 want redis && { command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server); }
 want postgres && { command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client); }
+# pgbench (docs/benchmarks.md, PostgreSQL gateway) comes with the client packages.
+want postgres && { command -v pgbench >/dev/null 2>&1 || need_pkgs+=(postgresql-client postgresql-contrib); }
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing ${need_pkgs[*]}"

@@ -38,6 +38,11 @@ type Log struct {
 	// MaxPending bounds the events of one session not yet written
 	// (DefaultMaxPending when 0).
 	MaxPending int
+
+	mu       sync.Mutex
+	cond     *sync.Cond // signalled when anything queued or written changes
+	dirty    []*Recorder
+	writerOn bool
 }
 
 // New returns a Log on store.
@@ -48,7 +53,9 @@ func New(store mayfly.Store, clock mayfly.Clock, logger *slog.Logger) *Log {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Log{store: store, clock: clock, logger: logger}
+	l := &Log{store: store, clock: clock, logger: logger}
+	l.cond = sync.NewCond(&l.mu)
+	return l
 }
 
 // NewID returns a new session id.
@@ -128,22 +135,17 @@ func (l *Log) Start(ctx context.Context, s *mayfly.Session) (*Recorder, error) {
 	if max <= 0 {
 		max = DefaultMaxPending
 	}
-	r := &Recorder{log: l, s: s, max: max, done: make(chan struct{})}
-	r.cond = sync.NewCond(&r.mu)
-	go r.run()
-	return r, nil
+	return &Recorder{log: l, s: s, max: max}, nil
 }
 
 // Recorder records the events of one session. Its methods are safe for
 // concurrent use.
 type Recorder struct {
-	log  *Log
-	s    *mayfly.Session
-	max  int
-	done chan struct{}
+	log *Log
+	s   *mayfly.Session
+	max int
 
-	mu      sync.Mutex
-	cond    *sync.Cond // signalled when pending changes or closing
+	// Under log.mu:
 	pending []*mayfly.SessionEvent
 	writing int // events taken by the writer, not yet written
 	written int64
@@ -157,6 +159,27 @@ func (r *Recorder) Session() *mayfly.Session { return r.s }
 // ID returns the session's id.
 func (r *Recorder) ID() string { return r.s.ID }
 
+// wait waits on the log's condition until ok holds or ctx ends; log.mu
+// is held.
+func (l *Log) wait(ctx context.Context, ok func() bool) error {
+	if ok() {
+		return nil
+	}
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	})
+	defer stop()
+	for !ok() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		l.cond.Wait()
+	}
+	return nil
+}
+
 // Record queues an event of kind with body (encoded as JSON) at t. It
 // waits while the session has MaxPending events not yet written, or until
 // ctx ends (then the event is not recorded and ctx's error is returned).
@@ -166,93 +189,101 @@ func (r *Recorder) Record(ctx context.Context, t time.Time, kind string, body an
 		return fmt.Errorf("record %s: %w", kind, err)
 	}
 	ev := &mayfly.SessionEvent{Time: t.UTC(), Kind: kind, Body: b}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	l := r.log
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.wait(ctx, func() bool { return r.closing || len(r.pending)+r.writing < r.max }); err != nil {
+		return err
+	}
 	if r.closing {
 		return mayfly.Errorf(mayfly.ECONFLICT, "session %s has ended", r.s.ID)
 	}
-	if len(r.pending)+r.writing >= r.max {
-		stop := context.AfterFunc(ctx, func() {
-			r.mu.Lock()
-			r.cond.Broadcast()
-			r.mu.Unlock()
-		})
-		defer stop()
-		for len(r.pending)+r.writing >= r.max && !r.closing {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			r.cond.Wait()
-		}
-		if r.closing {
-			return mayfly.Errorf(mayfly.ECONFLICT, "session %s has ended", r.s.ID)
-		}
+	if len(r.pending) == 0 {
+		l.dirty = append(l.dirty, r)
 	}
 	r.pending = append(r.pending, ev)
-	r.cond.Broadcast()
+	l.startWriter()
+	l.cond.Broadcast()
 	return nil
 }
 
 // Flush waits until every event recorded before it is written, or ctx
 // ends.
 func (r *Recorder) Flush(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	l := r.log
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	target := r.written + int64(len(r.pending)+r.writing)
-	stop := context.AfterFunc(ctx, func() {
-		r.mu.Lock()
-		r.cond.Broadcast()
-		r.mu.Unlock()
-	})
-	defer stop()
-	for r.written < target {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		r.cond.Wait()
-	}
-	return nil
+	return l.wait(ctx, func() bool { return r.written >= target })
 }
 
-// run writes pending events, all that are queued in one transaction,
-// until the recorder closes and nothing is left. A failed write is
-// retried, with backoff, with the same events: none is dropped.
-func (r *Recorder) run() {
-	defer close(r.done)
+// startWriter starts the log's writer when it is not running; log.mu is
+// held.
+func (l *Log) startWriter() {
+	if l.writerOn {
+		return
+	}
+	l.writerOn = true
+	go l.write()
+}
+
+// linger is how long the writer waits for more events before a write, so
+// that busy sessions share transactions.
+const linger = time.Millisecond
+
+// write writes the events queued by every session, all that are queued in
+// one transaction, until none is queued. A failed write is retried, with
+// backoff, with the same events: none is dropped.
+func (l *Log) write() {
 	backoff := 10 * time.Millisecond
 	for {
-		r.mu.Lock()
-		for len(r.pending) == 0 && !r.closing {
-			r.cond.Wait()
-		}
-		if len(r.pending) == 0 && r.closing {
-			r.mu.Unlock()
+		l.mu.Lock()
+		if len(l.dirty) == 0 {
+			l.writerOn = false
+			l.mu.Unlock()
 			return
 		}
-		batch := r.pending
-		r.pending = nil
-		r.writing = len(batch)
-		r.mu.Unlock()
+		l.mu.Unlock()
+		time.Sleep(linger)
+		l.mu.Lock()
+		type batch struct {
+			r   *Recorder
+			evs []*mayfly.SessionEvent
+		}
+		var bs []batch
+		for _, r := range l.dirty {
+			bs = append(bs, batch{r, r.pending})
+			r.writing, r.pending = len(r.pending), nil
+		}
+		l.dirty = nil
+		l.mu.Unlock()
 
 		for {
-			err := r.log.store.Update(context.Background(), func(tx mayfly.Tx) error {
-				return tx.AppendSessionEvents(r.s.ID, batch)
+			err := l.store.Update(context.Background(), func(tx mayfly.Tx) error {
+				for _, b := range bs {
+					if err := tx.AppendSessionEvents(b.r.s.ID, b.evs); err != nil {
+						return err
+					}
+				}
+				return nil
 			})
 			if err == nil {
 				break
 			}
-			r.log.logger.Error("session log: write failed; retrying", "session", r.s.ID, "events", len(batch), "err", err)
+			l.logger.Error("session log: write failed; retrying", "sessions", len(bs), "err", err)
 			time.Sleep(backoff)
 			backoff = min(2*backoff, 5*time.Second)
 		}
 		backoff = 10 * time.Millisecond
-		r.mu.Lock()
-		last := batch[len(batch)-1]
-		r.s.Events, r.s.LastHash = last.Seq, last.Hash
-		r.written += int64(len(batch))
-		r.writing = 0
-		r.cond.Broadcast()
-		r.mu.Unlock()
+		l.mu.Lock()
+		for _, b := range bs {
+			last := b.evs[len(b.evs)-1]
+			b.r.s.Events, b.r.s.LastHash = last.Seq, last.Hash
+			b.r.written += int64(len(b.evs))
+			b.r.writing = 0
+		}
+		l.cond.Broadcast()
+		l.mu.Unlock()
 	}
 }
 
@@ -260,19 +291,18 @@ func (r *Recorder) run() {
 // the audit event session.end (naming the head of its chain) in one
 // transaction. Calling it again does nothing.
 func (r *Recorder) End(ctx context.Context, reason string) error {
-	r.mu.Lock()
+	l := r.log
+	l.mu.Lock()
 	if r.ended {
-		r.mu.Unlock()
+		l.mu.Unlock()
 		return nil
 	}
-	r.ended = true
-	r.closing = true
-	r.cond.Broadcast()
-	r.mu.Unlock()
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		return ctx.Err()
+	r.ended, r.closing = true, true
+	l.cond.Broadcast()
+	err := l.wait(ctx, func() bool { return len(r.pending) == 0 && r.writing == 0 })
+	l.mu.Unlock()
+	if err != nil {
+		return err
 	}
 	at := r.log.clock.Now().UTC()
 	body, _ := json.Marshal(endBody{Reason: reason})
@@ -306,8 +336,8 @@ func (r *Recorder) End(ctx context.Context, reason string) error {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-	r.mu.Lock()
+	l.mu.Lock()
 	s.Events, s.LastHash, s.EndedAt, s.EndReason = ev.Seq, ev.Hash, at, reason
-	r.mu.Unlock()
+	l.mu.Unlock()
 	return nil
 }

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestGatewayBenchmark measures the PostgreSQL gateway against a direct
+// connection in the same run (docs/benchmarks.md): SELECT 1 round trips,
+// pgbench -S with 8 clients, and the memory of open gateway sessions. It
+// runs only with MAYFLY_GATEWAY_BENCH=1.
+func TestGatewayBenchmark(t *testing.T) {
+	if os.Getenv("MAYFLY_GATEWAY_BENCH") == "" {
+		t.Skip("set MAYFLY_GATEWAY_BENCH=1 to run the gateway benchmark")
+	}
+	ctx := context.Background()
+	adminExec(t, `SELECT 1`)
+	if out, err := exec.Command("psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SELECT 1 FROM pg_database WHERE datname = 'mf_bench'").Output(); err != nil || strings.TrimSpace(string(out)) != "1" {
+		adminExec(t, `CREATE DATABASE mf_bench`)
+	}
+	if b, err := exec.Command("pgbench", "-i", "-q", "-s", "1", "-h", "127.0.0.1", "-U", "postgres", "mf_bench").CombinedOutput(); err != nil {
+		t.Fatalf("pgbench -i: %v\n%s", err, b)
+	}
+	w := gatewayWorld(t, "")
+	gw := gatewayCreds(t, w)
+	var r struct {
+		Credentials *credsOut `json:"credentials"`
+	}
+	w.ok("alice", &r, "request", "local-pg/readonly", "--for", "30m", "--reason", "bench", "--creds", "-o", "json")
+	direct := *r.Credentials
+
+	// SELECT 1 round trips, alternating so both see the same load.
+	const n = 5000
+	connect := func(c credsOut) *pgx.Conn {
+		conn, err := pgx.Connect(ctx, gwDSN(c, c.Password))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return conn
+	}
+	dc, gc := connect(direct), connect(gw)
+	defer dc.Close(ctx)
+	defer gc.Close(ctx)
+	var dl, gl []time.Duration
+	var one int
+	for i := range 2 * n {
+		c, lat := dc, &dl
+		if i%2 == 1 {
+			c, lat = gc, &gl
+		}
+		start := time.Now()
+		if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			t.Fatal(err)
+		}
+		*lat = append(*lat, time.Since(start))
+	}
+	pct := func(ls []time.Duration, p float64) time.Duration {
+		s := slices.Clone(ls)
+		slices.Sort(s)
+		return s[int(float64(len(s)-1)*p)]
+	}
+	fmt.Printf("SELECT 1 (pgx, extended protocol), %d each: direct p50 %v p99 %v; gateway p50 %v p99 %v; p50 ratio %.2f\n",
+		n, pct(dl, .5), pct(dl, .99), pct(gl, .5), pct(gl, .99), float64(pct(gl, .5))/float64(pct(dl, .5)))
+
+	// pgbench -S -c 8.
+	tps := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	bench := func(c credsOut, mode string) string {
+		cmd := exec.Command("pgbench", "-n", "-S", "-c", "8", "-j", "2", "-T", "15", "-M", mode, "-h", c.Host, "-p", fmt.Sprint(c.Port), "-U", c.Username, "mf_bench")
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+c.Password, "PGSSLMODE=disable")
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("pgbench: %v\n%s", err, b)
+		}
+		m := tps.FindStringSubmatch(string(b))
+		if m == nil {
+			t.Fatalf("pgbench output has no tps:\n%s", b)
+		}
+		return m[1]
+	}
+	for _, mode := range []string{"simple", "extended"} {
+		d := bench(direct, mode)
+		g := bench(gw, mode)
+		var df, gf float64
+		fmt.Sscan(d, &df)
+		fmt.Sscan(g, &gf)
+		fmt.Printf("pgbench -S -c 8 -j 2 -T 15 -M %s: direct %s tps, gateway %s tps (%.0f%%)\n", mode, d, g, 100*gf/df)
+	}
+
+	// Memory of open gateway sessions: the server runs in this process.
+	var conns []*pgx.Conn
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const open = 9 // the role's connection limit is 10; gc holds one
+	for range open {
+		c := connect(gw)
+		if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	clientSide := 0 // pgx connections of the test itself are counted too; see docs
+	_ = clientSide
+	fmt.Printf("heap in use with %d more open gateway sessions (pgx clients in the same process included): +%d bytes, %d per session\n",
+		open, int64(after.HeapInuse)-int64(before.HeapInuse), (int64(after.HeapInuse)-int64(before.HeapInuse))/open)
+	for _, c := range conns {
+		c.Close(ctx)
+	}
+}
