@@ -391,8 +391,8 @@ func TestWebJourney(t *testing.T) {
 	c1 := alice.eval(`document.querySelector("#lease-` + leaseID + ` .countdown").textContent`)
 	time.Sleep(1100 * time.Millisecond)
 	c2 := alice.eval(`document.querySelector("#lease-` + leaseID + ` .countdown").textContent`)
-	if !regexp.MustCompile(`^(29m|30m) \d+s left$`).MatchString(c1) || c1 == c2 {
-		t.Errorf("countdown %q then %q; want it ticking from about 30m", c1, c2)
+	if m := regexp.MustCompile(`^(\d+)m \d+s left$`).FindStringSubmatch(c1); m == nil || len(m[1]) != 2 || m[1] < "20" || m[1] > "30" || c1 == c2 {
+		t.Errorf("countdown %q then %q; want it ticking down from under 30m", c1, c2)
 	}
 	alice.shot("07-countdown")
 

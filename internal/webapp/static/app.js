@@ -126,6 +126,12 @@
     const es = new EventSource("/app/events");
     es.addEventListener("changed", refresh);
     document.documentElement.dataset.live = "connecting";
-    es.addEventListener("open", function () { document.documentElement.dataset.live = "open"; });
+    let opened = false;
+    es.addEventListener("open", function () {
+      document.documentElement.dataset.live = "open";
+      // After a reconnect, catch up on what changed meanwhile.
+      if (opened) { refresh(); }
+      opened = true;
+    });
   }
 })();
