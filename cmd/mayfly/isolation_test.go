@@ -67,8 +67,11 @@ func TestIsolationHungTargetsEndToEnd(t *testing.T) {
 		var resp httpapi.CreateRequestResponse
 		err := api.Do(ctx, "POST", "/v1/requests", nil, httpapi.CreateRequestBody{Target: target, Grant: grant,
 			Duration: time.Until(exp).Round(time.Millisecond).String(), Reason: "isolation", Activate: true}, &resp)
-		if err != nil || resp.Credentials == nil {
-			t.Fatalf("issue %s: %v (state %s)", access, err, resp.State)
+		if err != nil {
+			t.Fatalf("issue %s: %v", access, err)
+		}
+		if resp.Credentials == nil {
+			t.Fatalf("issue %s: no credentials (state %s)", access, resp.State)
 		}
 		return resp.Credentials
 	}
