@@ -43,6 +43,9 @@ type Config struct {
 	Log       Log       `yaml:"log"`
 	// SSHCA locates the SSH user certificate authority (ssh targets).
 	SSHCA SSHCA `yaml:"ssh_ca"`
+	// Gateway configures the gateways users reach `via: gateway` grants
+	// through.
+	Gateway Gateway `yaml:"gateway"`
 	// Notifications reach approvers and requesters (webhook, Slack, e-mail).
 	Notifications notify.Config `yaml:"notifications"`
 	// Slack lets approvers decide requests in Slack (docs/slack.md).
@@ -86,6 +89,11 @@ type Config struct {
 	// offline: read for policy checks, not to serve (files it names, such
 	// as tls certificates, need not be on this machine).
 	offline bool
+}
+
+// Gateway holds the gateways' settings.
+type Gateway struct {
+	SSH SSHGateway `yaml:"ssh"`
 }
 
 // Store selects the store: exactly one of SQLite and Postgres.
@@ -444,6 +452,9 @@ func (c *Config) validate(lines map[string]seqLines) error {
 	}
 	if c.SSHCA.Dir == "" {
 		c.SSHCA.Dir = filepath.Join(c.StateDir, "ssh-ca")
+	}
+	if err := c.validateSSHGateway(lines); err != nil {
+		return err
 	}
 	if c.SSHCA.PassphraseEnv == "" {
 		c.SSHCA.PassphraseEnv = "MAYFLY_SSH_CA_PASSPHRASE"

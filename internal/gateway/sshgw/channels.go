@@ -34,7 +34,7 @@ func (c *gwConn) clientRequests(reqs <-chan *gossh.Request) {
 				ok = false
 			}
 			if ok && r.Type == "tcpip-forward" {
-				c.rec.add(c.s.o.Now(), EventForward, Refusal{What: "remote port forwarding", Detail: forwardTarget(r.Payload)})
+				c.record(EventForward, Refusal{What: "remote port forwarding", Detail: forwardTarget(r.Payload)})
 			}
 			r.Reply(ok, payload)
 		default:
@@ -56,7 +56,7 @@ func forwardTarget(p []byte) string {
 }
 
 func (c *gwConn) refuse(ch *int, what, detail string) {
-	c.rec.add(c.s.o.Now(), EventRefused, Refusal{Channel: ch, What: what, Detail: detail})
+	c.record(EventRefused, Refusal{Channel: ch, What: what, Detail: detail})
 }
 
 // channel handles a channel the client opens.
@@ -70,7 +70,7 @@ func (c *gwConn) channel(nch gossh.NewChannel) {
 			nch.Reject(gossh.Prohibited, "mayfly: port forwarding is not permitted by grant "+c.lease.Grant)
 			return
 		}
-		c.rec.add(c.s.o.Now(), EventForward, Refusal{What: "local port forwarding", Detail: forwardTarget(nch.ExtraData())})
+		c.record(EventForward, Refusal{What: "local port forwarding", Detail: forwardTarget(nch.ExtraData())})
 		c.bridge(nch, c.host)
 	default:
 		nch.Reject(gossh.UnknownChannelType, "mayfly: channel type "+nch.ChannelType()+" is not supported")
@@ -328,7 +328,7 @@ func (sc *sessionChan) clientRequests(reqs <-chan *gossh.Request) {
 				c.refuse(&sc.n, "agent forwarding", "")
 				forward = false
 			} else {
-				c.rec.add(c.s.o.Now(), EventForward, Refusal{Channel: &sc.n, What: "agent forwarding"})
+				c.record(EventForward, Refusal{Channel: &sc.n, What: "agent forwarding"})
 			}
 		case "x11-req":
 			c.refuse(&sc.n, "X11 forwarding", "")
@@ -366,7 +366,7 @@ func (sc *sessionChan) begin(typ, cmd, subsystem string) {
 	now := c.s.o.Now()
 	switch {
 	case subsystem == "sftp":
-		sc.sftp = newSFTPReader(sc.n, func(t Transfer) { c.rec.add(c.s.o.Now(), EventTransfer, t) })
+		sc.sftp = newSFTPReader(sc.n, func(t Transfer) { c.record(EventTransfer, t) })
 	case typ == "exec" && isSCP(cmd):
 		sc.scp = cmd
 	case subsystem != "":
@@ -379,13 +379,13 @@ func (sc *sessionChan) begin(typ, cmd, subsystem string) {
 		if info.Term != "" {
 			hdr.Env = map[string]string{"TERM": info.Term}
 		}
-		sc.cast = newCast(sc.n, now, hdr, func(b CastBody) error { return c.rec.add(c.s.o.Now(), EventCast, b) })
+		sc.cast = newCast(sc.n, now, hdr, func(b CastBody) error { return c.record(EventCast, b) })
 		c.castMu.Lock()
 		c.casts[sc.cast] = struct{}{}
 		c.castMu.Unlock()
 	}
 	sc.mu.Unlock()
-	c.rec.add(now, EventChannel, info)
+	c.record(EventChannel, info)
 }
 
 // isSCP reports whether a command runs scp in its legacy server modes.
@@ -455,7 +455,7 @@ func (sc *sessionChan) finish() {
 		} else {
 			t.BytesRead = sc.bytesOut.Load()
 		}
-		c.rec.add(now, EventTransfer, t)
+		c.record(EventTransfer, t)
 	}
 	if ex == nil {
 		ex = &Exit{Channel: sc.n}
@@ -464,7 +464,7 @@ func (sc *sessionChan) finish() {
 		return
 	}
 	ex.BytesIn, ex.BytesOut = sc.bytesIn.Load(), sc.bytesOut.Load()
-	c.rec.add(now, EventExit, ex)
+	c.record(EventExit, ex)
 }
 
 // scpSink reports whether scp runs in sink mode (-t: the client uploads).

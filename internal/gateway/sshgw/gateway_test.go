@@ -22,84 +22,96 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/ssh"
+	"github.com/mayflyhq/mayfly/internal/sessionlog"
+	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
-// memLog keeps sessions in memory: the store-backed log is tested by the
-// store conformance suite; here the gateway's recording is under test.
-type memLog struct {
-	mu       sync.Mutex
-	sessions map[string]*Session
-	events   map[string][]Event
-	ended    map[string]string
-	failing  bool
-}
+// sessions reads the session log of the rig's store.
+type sessions struct{ st mayfly.Store }
 
-func newMemLog() *memLog {
-	return &memLog{sessions: map[string]*Session{}, events: map[string][]Event{}, ended: map[string]string{}}
-}
-
-func (m *memLog) StartSession(_ context.Context, s Session) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.sessions[s.ID] = &s
-	return nil
-}
-
-func (m *memLog) AppendEvents(_ context.Context, id string, evs []Event) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.failing {
-		return errors.New("log down")
-	}
-	if _, ok := m.ended[id]; ok {
-		return errors.New("session ended")
-	}
-	m.events[id] = append(m.events[id], evs...)
-	return nil
-}
-
-func (m *memLog) EndSession(_ context.Context, id string, _ time.Time, reason string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.ended[id] = reason
-	return nil
-}
-
-// only returns the one session recorded for lease, waiting for it to end.
-func (m *memLog) only(t *testing.T, lease string) (Session, []Event, string) {
+// only returns the one session recorded for lease, its events and why it
+// ended, waiting for it to end; the chain must verify.
+func (m sessions) only(t *testing.T, lease string) (*mayfly.Session, []*mayfly.SessionEvent, string) {
 	t.Helper()
+	ctx := context.Background()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		m.mu.Lock()
-		var found []*Session
-		for _, s := range m.sessions {
-			if s.LeaseID == lease {
-				found = append(found, s)
-			}
+		var ss []*mayfly.Session
+		if err := m.st.View(ctx, func(tx mayfly.Tx) error {
+			var err error
+			ss, err = tx.ListSessions(mayfly.SessionFilter{LeaseID: lease})
+			return err
+		}); err != nil {
+			t.Fatal(err)
 		}
-		if len(found) == 1 {
-			if reason, ok := m.ended[found[0].ID]; ok {
-				evs := append([]Event(nil), m.events[found[0].ID]...)
-				s := *found[0]
-				m.mu.Unlock()
-				return s, evs, reason
+		if len(ss) == 1 && !ss[0].EndedAt.IsZero() {
+			s := ss[0]
+			if s.Kind != mayfly.SessionSSH {
+				t.Errorf("session kind %q", s.Kind)
 			}
+			res, err := sessionlog.Verify(ctx, m.st, s.ID)
+			if err != nil || !res.OK || !res.Anchored {
+				t.Errorf("session %s does not verify: %+v, %v", s.ID, res, err)
+			}
+			return s, m.events(t, s.ID), s.EndReason
 		}
-		m.mu.Unlock()
 		if time.Now().After(deadline) {
-			t.Fatalf("lease %s: want one ended session, have %d", lease, len(found))
+			t.Fatalf("lease %s: want one ended session, have %d", lease, len(ss))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func (m *memLog) reset() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.sessions, m.events, m.ended = map[string]*Session{}, map[string][]Event{}, map[string]string{}
+func (m sessions) events(t *testing.T, id string) []*mayfly.SessionEvent {
+	t.Helper()
+	var evs []*mayfly.SessionEvent
+	if err := m.st.View(context.Background(), func(tx mayfly.Tx) error {
+		var err error
+		evs, err = tx.ListSessionEvents(id, 0, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return evs
 }
 
-func bodies[T any](t *testing.T, evs []Event, kind string) []T {
+// all returns every event of every session, once every session ended.
+func (m sessions) all(t *testing.T) []*mayfly.SessionEvent {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var open []*mayfly.Session
+		if err := m.st.View(context.Background(), func(tx mayfly.Tx) error {
+			var err error
+			open, err = tx.ListSessions(mayfly.SessionFilter{Open: true})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(open) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions never ended", len(open))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var ss []*mayfly.Session
+	if err := m.st.View(context.Background(), func(tx mayfly.Tx) error {
+		var err error
+		ss, err = tx.ListSessions(mayfly.SessionFilter{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var out []*mayfly.SessionEvent
+	for _, s := range ss {
+		out = append(out, m.events(t, s.ID)...)
+	}
+	return out
+}
+
+func bodies[T any](t *testing.T, evs []*mayfly.SessionEvent, kind string) []T {
 	t.Helper()
 	var out []T
 	for _, e := range evs {
@@ -171,7 +183,7 @@ type rig struct {
 	dir    string
 	host   *targetHost
 	leases *fakeLeases
-	log    *memLog
+	log    sessions
 	gw     *Server
 	addr   string
 	port   int
@@ -215,9 +227,14 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, dir: dir, host: host, log: newMemLog(), addr: ln.Addr().String(), port: port}
+	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "mayfly.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r := &rig{t: t, dir: dir, host: host, log: sessions{st}, addr: ln.Addr().String(), port: port}
 	r.leases = &fakeLeases{sc: sc, grants: grants, leases: map[string]*mayfly.Lease{}, changed: make(chan struct{}), touched: map[string]time.Time{}}
-	r.gw, err = New(Options{HostKey: hk, CA: ca, Leases: r.leases, Log: r.log, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r.gw, err = New(Options{HostKey: hk, CA: ca, Leases: r.leases, Log: sessionlog.New(st, nil, nil), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +329,7 @@ func TestExecThroughGateway(t *testing.T) {
 }
 
 // castOf concatenates a channel's asciicast chunks.
-func castOf(t *testing.T, evs []Event, channel int) string {
+func castOf(t *testing.T, evs []*mayfly.SessionEvent, channel int) string {
 	t.Helper()
 	var b strings.Builder
 	part := 0
@@ -361,7 +378,7 @@ func parseCast(t *testing.T, cast string) (CastHeader, []castEvent) {
 	return h, evs
 }
 
-func outputOf(t *testing.T, evs []Event, channel int) string {
+func outputOf(t *testing.T, evs []*mayfly.SessionEvent, channel int) string {
 	t.Helper()
 	_, ce := parseCast(t, castOf(t, evs, channel))
 	var b strings.Builder
@@ -458,8 +475,15 @@ func TestInteractiveShellIsRecorded(t *testing.T) {
 	if code := exitCode(tm.cmd.Wait()); code != 7 {
 		t.Errorf("ssh exit = %d; want 7", code)
 	}
-	_, evs, _ := r.log.only(t, k.id)
-	h, ce := parseCast(t, castOf(t, evs, 0))
+	sess, evs, _ := r.log.only(t, k.id)
+	whole, err := Cast(context.Background(), r.log.st, sess.ID, 0)
+	if err != nil || string(whole) != castOf(t, evs, 0) {
+		t.Fatalf("Cast = %d bytes, %v; want the channel's chunks", len(whole), err)
+	}
+	if _, err := Cast(context.Background(), r.log.st, sess.ID, 5); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+		t.Errorf("Cast of a channel without a recording = %v; want not found", err)
+	}
+	h, ce := parseCast(t, string(whole))
 	if h.Width != 80 || h.Height != 24 || h.Env["TERM"] == "" {
 		t.Errorf("cast header = %+v; want 80x24 with TERM", h)
 	}
@@ -524,12 +548,7 @@ func TestFileTransfers(t *testing.T) {
 	// The legacy scp protocol, run as a command.
 	scp("-O", src, k.login+"@127.0.0.1:"+remote+".legacy")
 
-	r.log.mu.Lock()
-	var all []Event
-	for _, evs := range r.log.events {
-		all = append(all, evs...)
-	}
-	r.log.mu.Unlock()
+	all := r.log.all(t)
 	var wrote, read, legacy bool
 	for _, tr := range bodies[Transfer](t, all, EventTransfer) {
 		switch {
@@ -599,12 +618,7 @@ func TestForwardingNeedsTheGrant(t *testing.T) {
 	if got := withAgent(fwd); strings.Contains(got, "agent=none") {
 		t.Errorf("agent not forwarded with permit-agent-forwarding: %q", got)
 	}
-	r.log.mu.Lock()
-	var refused []Event
-	for _, evs := range r.log.events {
-		refused = append(refused, evs...)
-	}
-	r.log.mu.Unlock()
+	refused := r.log.all(t)
 	whats := map[string]bool{}
 	for _, x := range bodies[Refusal](t, refused, EventRefused) {
 		whats[x.What] = true
@@ -685,10 +699,7 @@ func TestGatewayRefusesWhatIsNotALiveLease(t *testing.T) {
 	if out, err := r.ssh(k, k.login+"@127.0.0.1", "true").CombinedOutput(); err == nil {
 		t.Fatalf("a certificate of a revoked lease logged in: %s", out)
 	}
-	r.log.mu.Lock()
-	n := len(r.log.sessions)
-	r.log.mu.Unlock()
-	if n != 0 {
+	if n := len(r.log.all(t)); n != 0 {
 		t.Errorf("%d sessions recorded for refused logins", n)
 	}
 }

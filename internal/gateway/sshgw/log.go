@@ -3,10 +3,8 @@ package sshgw
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"sync"
-	"time"
+
+	"github.com/mayflyhq/mayfly"
 )
 
 // Session event kinds the SSH gateway records, besides "start" and "end".
@@ -18,37 +16,6 @@ const (
 	EventRefused  = "refused"  // something the grant does not permit (Refusal)
 	EventForward  = "forward"  // a permitted port or agent forwarding (Refusal shape)
 )
-
-// Session is one connection through the gateway, as the session log keeps
-// it.
-type Session struct {
-	ID         string
-	LeaseID    string
-	RequestID  string
-	User       string
-	Target     string
-	Grant      string
-	Account    string
-	ClientAddr string
-	StartedAt  time.Time
-	Data       map[string]string
-}
-
-// Event is one entry of a session's log; Body is a JSON object.
-type Event struct {
-	Time time.Time
-	Kind string
-	Body json.RawMessage
-}
-
-// Log is the chained session log the gateway records into. AppendEvents
-// returns once the events are durable; the gateway blocks the session
-// meanwhile (never dropping), and ends it when the log fails.
-type Log interface {
-	StartSession(ctx context.Context, s Session) error
-	AppendEvents(ctx context.Context, id string, evs []Event) error
-	EndSession(ctx context.Context, id string, at time.Time, reason string) error
-}
 
 // ChannelInfo is the body of a "channel" event.
 type ChannelInfo struct {
@@ -82,113 +49,44 @@ type Refusal struct {
 	Detail  string `json:"detail,omitempty"`
 }
 
-// recordQueue is how many events wait for the log before senders block.
-const recordQueue = 256
-
-// recorder appends a connection's events to the log in order, in batches,
-// from one goroutine. add blocks when the queue is full: a slow log slows
-// the session, it never loses events. When the log fails, fail is called
-// once and add reports the error.
-type recorder struct {
-	log  Log
-	id   string
-	q    chan Event
-	done chan struct{}
-	fail func(error)
-
-	mu     sync.Mutex
-	err    error
-	failed chan struct{}
-	// qmu is held to send on q (read) and to close it (write).
-	qmu    sync.RWMutex
-	closed bool
-}
-
-func newRecorder(log Log, id string, fail func(error)) *recorder {
-	r := &recorder{log: log, id: id, q: make(chan Event, recordQueue), done: make(chan struct{}), fail: fail, failed: make(chan struct{})}
-	go r.run()
-	return r
-}
-
-// add records an event with body v at time at.
-func (r *recorder) add(at time.Time, kind string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("record %s: %w", kind, err)
-	}
-	r.qmu.RLock()
-	defer r.qmu.RUnlock()
-	if r.closed {
-		return errors.New("recording closed")
-	}
-	select {
-	case r.q <- Event{Time: at, Kind: kind, Body: b}:
-		return nil
-	case <-r.failed:
-		return r.error()
-	}
-}
-
-func (r *recorder) error() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.err
-}
-
-func (r *recorder) run() {
-	defer close(r.done)
-	for ev := range r.q {
-		batch := []Event{ev}
-	drain:
-		for len(batch) < 64 {
-			select {
-			case e, ok := <-r.q:
-				if !ok {
-					break drain
+// Cast returns the asciicast v2 recording of a channel of an SSH session
+// from the session log: its "cast" events' lines, in order. ENOTFOUND when
+// the session or the recording does not exist.
+func Cast(ctx context.Context, st mayfly.Store, sessionID string, channel int) ([]byte, error) {
+	var out []byte
+	err := st.View(ctx, func(tx mayfly.Tx) error {
+		if _, err := tx.GetSession(sessionID); err != nil {
+			return err
+		}
+		var after int64
+		for {
+			evs, err := tx.ListSessionEvents(sessionID, after, 1000)
+			if err != nil {
+				return err
+			}
+			for _, e := range evs {
+				after = e.Seq
+				if e.Kind != EventCast {
+					continue
 				}
-				batch = append(batch, e)
-			default:
-				break drain
+				var b CastBody
+				if err := json.Unmarshal(e.Body, &b); err != nil {
+					return mayfly.Errorf(mayfly.EINTERNAL, "session %s event %d: %v", sessionID, e.Seq, err)
+				}
+				if b.Channel == channel {
+					out = append(out, b.Cast...)
+				}
+			}
+			if len(evs) < 1000 {
+				return nil
 			}
 		}
-		if err := r.appendRetry(batch); err != nil {
-			r.mu.Lock()
-			r.err = fmt.Errorf("session log: %w", err)
-			r.mu.Unlock()
-			close(r.failed)
-			r.fail(err)
-			// Keep receiving so senders never block on a dead log.
-			for range r.q {
-			}
-			return
-		}
+	})
+	if err != nil {
+		return nil, err
 	}
-}
-
-func (r *recorder) appendRetry(batch []Event) error {
-	var err error
-	for i := range 4 {
-		if i > 0 {
-			time.Sleep(time.Duration(50<<i) * time.Millisecond)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = r.log.AppendEvents(ctx, r.id, batch)
-		cancel()
-		if err == nil {
-			return nil
-		}
+	if len(out) == 0 {
+		return nil, mayfly.Errorf(mayfly.ENOTFOUND, "session %s has no terminal recording on channel %d", sessionID, channel)
 	}
-	return err
-}
-
-// close waits until every event added is in the log.
-func (r *recorder) close() error {
-	r.qmu.Lock()
-	if !r.closed {
-		r.closed = true
-		close(r.q)
-	}
-	r.qmu.Unlock()
-	<-r.done
-	return r.error()
+	return out, nil
 }

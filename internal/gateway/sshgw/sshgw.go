@@ -22,8 +22,8 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/mayflyhq/mayfly"
-	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/connector/ssh"
+	"github.com/mayflyhq/mayfly/internal/sessionlog"
 )
 
 const (
@@ -36,6 +36,9 @@ const (
 	// touchEvery bounds how often activity is reported to the broker.
 	touchEvery  = 5 * time.Second
 	dialTimeout = 10 * time.Second
+	// closeWait is how long Close waits for connections to finish
+	// recording before it gives up on the session log.
+	closeWait = 15 * time.Second
 )
 
 // Leases is what the gateway needs from the broker.
@@ -56,8 +59,9 @@ type Options struct {
 	HostKey gossh.Signer
 	CA      *ssh.CA
 	Leases  Leases
-	Log     Log
-	Logger  *slog.Logger
+	// Log is the session log every session is recorded in.
+	Log    *sessionlog.Log
+	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -73,7 +77,10 @@ type Server struct {
 	closed bool
 	wg     sync.WaitGroup
 	stop   chan struct{}
-	nextID atomic.Uint64
+	// ctx bounds waits for the session log; cancelled when Close gives up
+	// waiting for the connections to finish recording.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // New returns a gateway; Serve starts it.
@@ -88,6 +95,7 @@ func New(o Options) (*Server, error) {
 		o.Now = time.Now
 	}
 	s := &Server{o: o, conns: map[string]map[*gwConn]struct{}{}, stop: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.cfg = &gossh.ServerConfig{
 		PublicKeyCallback: s.authenticate,
 		ServerVersion:     "SSH-2.0-Mayfly",
@@ -207,7 +215,16 @@ func (s *Server) Close() error {
 	for _, c := range all {
 		c.end("gateway shut down")
 	}
-	s.wg.Wait()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		// The session log does not answer: stop waiting for it.
+		s.cancel()
+		<-done
+	}
+	s.cancel()
 	return nil
 }
 
@@ -323,7 +340,6 @@ func (s *Server) handle(nc net.Conn) {
 		return
 	}
 	c := &gwConn{s: s, lease: l, route: route, client: sconn, ended: make(chan struct{})}
-	c.id = broker.NewID("ses_")
 	if !s.register(c) {
 		sconn.Close()
 		return
@@ -341,7 +357,7 @@ type gwConn struct {
 	client *gossh.ServerConn
 	hostMu sync.Mutex // guards host against end
 	host   gossh.Conn
-	rec    *recorder
+	rec    *sessionlog.Recorder
 
 	endOnce   sync.Once
 	ended     chan struct{}
@@ -379,31 +395,26 @@ func (c *gwConn) end(reason string) {
 
 func (c *gwConn) run(sc *ssh.Connector, chans <-chan gossh.NewChannel, reqs <-chan *gossh.Request) {
 	s := c.s
-	start := s.o.Now()
-	sess := Session{
-		ID: c.id, LeaseID: c.lease.ID, RequestID: c.lease.RequestID, User: c.lease.Requester, Target: c.lease.Target,
-		Grant: c.lease.Grant, Account: c.route.Login, ClientAddr: c.client.RemoteAddr().String(), StartedAt: start,
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	rec, err := s.o.Log.Start(ctx, &mayfly.Session{
+		Kind: mayfly.SessionSSH, LeaseID: c.lease.ID, RequestID: c.lease.RequestID, User: c.lease.Requester, Target: c.lease.Target,
+		Grant: c.lease.Grant, Account: c.route.Login, ClientAddr: c.client.RemoteAddr().String(), StartedAt: s.o.Now().UTC(),
 		Data: map[string]string{"client_version": string(c.client.ClientVersion()), "host": c.route.Address},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	err := s.o.Log.StartSession(ctx, sess)
+	})
 	cancel()
 	if err != nil {
 		s.o.Logger.Error("ssh gateway: cannot start the session log; refusing the connection", "lease", c.lease.ID, "err", err)
 		c.client.Close()
 		return
 	}
-	c.rec = newRecorder(s.o.Log, c.id, func(err error) {
-		s.o.Logger.Error("ssh gateway: session log failed; ending the session", "session", c.id, "err", err)
-		go c.end("session log failed")
-	})
+	c.rec, c.id = rec, rec.ID()
 	c.casts = map[*cast]struct{}{}
 	c.sessions = map[gossh.Channel]struct{}{}
 
 	host, hostChans, hostReqs, err := c.dialHost(sc)
 	if err != nil {
 		s.o.Logger.Warn("ssh gateway: cannot log in to the host", "lease", c.lease.ID, "host", c.route.Address, "err", err)
-		c.rec.add(s.o.Now(), EventRefused, Refusal{What: "host", Detail: "cannot log in to the host"})
+		c.record(EventRefused, Refusal{What: "host", Detail: "cannot log in to the host"})
 		c.end("cannot log in to the host")
 	} else {
 		c.hostMu.Lock()
@@ -442,16 +453,17 @@ func (c *gwConn) run(sc *ssh.Connector, chans <-chan gossh.NewChannel, reqs <-ch
 		k.close(s.o.Now())
 	}
 	c.castMu.Unlock()
-	recErr := c.rec.close()
-	reason := *c.endReason.Load()
-	if recErr != nil {
-		reason = "session log failed"
-	}
-	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel = context.WithTimeout(s.ctx, closeWait)
 	defer cancel()
-	if err := s.o.Log.EndSession(ctx, c.id, s.o.Now(), reason); err != nil {
+	if err := c.rec.End(ctx, *c.endReason.Load()); err != nil {
 		s.o.Logger.Error("ssh gateway: record session end", "session", c.id, "err", err)
 	}
+}
+
+// record records an event of the session now. It waits while the session
+// log catches up: nothing is dropped.
+func (c *gwConn) record(kind string, body any) error {
+	return c.rec.Record(c.s.ctx, c.s.o.Now(), kind, body)
 }
 
 func (c *gwConn) dialHost(sc *ssh.Connector) (gossh.Conn, <-chan gossh.NewChannel, <-chan *gossh.Request, error) {
