@@ -151,6 +151,9 @@ type Credential struct {
 	Database    string `json:"database,omitempty"`
 	Certificate string `json:"certificate,omitempty"`
 	PrivateKey  string `json:"private_key,omitempty"`
+	// HostKey is the public key (authorized_keys format) of the server to
+	// connect to, for pinning, when Mayfly knows it: the SSH gateway's.
+	HostKey string `json:"host_key,omitempty"`
 }
 
 // Secrets returns the secret values in c, for scrubbing and hashing.

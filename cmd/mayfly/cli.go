@@ -129,6 +129,7 @@ func init() {
 		"sessions": {
 			"show":   {"one gateway session with every statement it ran", "sessions show ID [--events] [-o table|json|text]", cmdSessionShow},
 			"verify": {"check the hash chain of a gateway session's log", "sessions verify ID [-o table|json|text]", cmdSessionVerify},
+			"play":   {"replay an SSH session's terminal at its original pace (--speed 2: twice as fast)", "sessions play ID [--speed F] [--channel N] [--idle-limit D]", cmdSessionPlay},
 		},
 		"targets": {
 			"set-credential": {"store the admin credential of TARGET sealed in the store (admins), read from standard input: what the\n" +

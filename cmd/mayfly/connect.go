@@ -218,6 +218,19 @@ func sessionEnv(cr *httpapi.CredsView, dir string) ([]string, []string, error) {
 			env = append(env, "MAYFLY_SSH_KEY="+k, "MAYFLY_SSH_CERT="+c)
 			args = append(args, "-i", k, "-o", "CertificateFile="+c, "-o", "IdentitiesOnly=yes")
 		}
+		if cr.HostKey != "" {
+			// Pin the server's key (the SSH gateway's) for this session.
+			name := cr.Host
+			if cr.Port != 22 {
+				name = "[" + cr.Host + "]:" + port
+			}
+			kh, err := write("known_hosts", name+" "+cr.HostKey+"\n")
+			if err != nil {
+				return nil, nil, err
+			}
+			env = append(env, "MAYFLY_SSH_KNOWN_HOSTS="+kh)
+			args = append(args, "-o", "UserKnownHostsFile="+kh, "-o", "StrictHostKeyChecking=yes")
+		}
 		return env, append(args, cr.Username+"@"+cr.Host), nil
 	}
 	env = append(env, "MAYFLY_PASSWORD="+cr.Password)

@@ -543,6 +543,13 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		}
 		return st.Ping(ctx)
 	}
+	stopSSHGateway, err := startSSHGateway(cfg, b, conns, log)
+	if err != nil {
+		cancel()
+		<-schedDone
+		return err
+	}
+	defer stopSSHGateway()
 	var sshSvc httpapi.SSHService
 	if conns.ca != nil {
 		sshSvc = sshService{conns}

@@ -76,6 +76,7 @@ func cmdSessionShow(e *env, args []string) error {
 		} else {
 			all.Statements = append(all.Statements, v.Statements...)
 			all.Events = append(all.Events, v.Events...)
+			mergeSSH(&all, v.SSH)
 		}
 		if v.NextAfter == 0 {
 			break
@@ -105,6 +106,10 @@ func cmdSessionShow(e *env, args []string) error {
 		rows = append(rows, []string{strconv.FormatInt(st.Seq, 10), st.Start.Local().Format("15:04:05.000"),
 			(time.Duration(st.DurationUS) * time.Microsecond).String(), strconv.FormatInt(st.Rows, 10), oneLine(res),
 			oneLine(st.Text) + paramsText(st.Statement)})
+	}
+	if all.SSH != nil {
+		printSSHSummary(e, all.Session, all.SSH)
+		return nil
 	}
 	e.table("SEQ\tSTART\tDURATION\tROWS\tRESULT\tSTATEMENT", rows)
 	return nil

@@ -175,3 +175,9 @@ func (b *Broker) RunIdleChecker(ctx context.Context, every time.Duration) error 
 		}
 	}
 }
+
+// TouchActivity records that lease id's account was in use at at, as a
+// gateway sees it: the idle check counts a lease reached through a gateway
+// idle from the last activity the gateway reported, not from the target's
+// own sessions (the gateway keeps one open while its client is connected).
+func (b *Broker) TouchActivity(id string, at time.Time) { b.idle.touch(id, at) }

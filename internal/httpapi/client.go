@@ -88,6 +88,10 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		return nil, mayfly.Errorf(mayfly.EINTERNAL, "server answered %s", resp.Status)
 	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = data
+		return resp.Header, nil
+	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
 			return nil, fmt.Errorf("decode answer of %s %s: %w", method, path, err)
@@ -144,4 +148,12 @@ func (c *Client) ListTokens(ctx context.Context, user string) ([]*mayfly.Token, 
 // RevokeToken revokes a token (DELETE /v1/tokens/{id}).
 func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.Do(ctx, "DELETE", "/v1/tokens/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// GetRaw gets path and returns the answer's body as it is (an asciicast);
+// API errors come back as *mayfly.Error.
+func (c *Client) GetRaw(ctx context.Context, path string, query url.Values) ([]byte, error) {
+	var raw []byte
+	_, err := c.do(ctx, "GET", path, query, nil, &raw)
+	return raw, err
 }

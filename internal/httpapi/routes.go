@@ -66,6 +66,7 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("GET /v1/sessions/{id}/verify", a(s.handleVerifySession()))
 	mux.Handle("PUT /v1/targets/{name}/credential", a(adminOnly(s.handleSetCredential())))
 	mux.Handle("POST /v1/targets/{name}/credential/rotate", a(adminOnly(s.handleRotateCredential())))
+	mux.Handle("GET /v1/sessions/{id}/cast", a(s.handleSessionCast()))
 	mux.Handle("/v1/", a(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNoRoute(r))
 	})))

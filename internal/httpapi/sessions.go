@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/gateway/sshgw"
 	"github.com/mayflyhq/mayfly/internal/sessionlog"
 )
 
@@ -25,9 +26,13 @@ type StatementView struct {
 // page starts.
 type SessionView struct {
 	mayfly.Session
-	Statements []StatementView        `json:"statements"`
-	Events     []*mayfly.SessionEvent `json:"events,omitempty"`
-	NextAfter  int64                  `json:"next_after,omitempty"`
+	Statements []StatementView `json:"statements"`
+	// SSH is what an SSH session's events say (channels with their
+	// commands and exits, transfers, refusals); the terminal recording is
+	// at /v1/sessions/{id}/cast.
+	SSH       *sshgw.Summary         `json:"ssh,omitempty"`
+	Events    []*mayfly.SessionEvent `json:"events,omitempty"`
+	NextAfter int64                  `json:"next_after,omitempty"`
 }
 
 const (
@@ -112,6 +117,10 @@ func (s *server) handleGetSession() http.Handler {
 				v.NextAfter = evs[limit-1].Seq
 			}
 			v.Statements = statementsOf(evs)
+			if ses.Kind == mayfly.SessionSSH {
+				sum := sshgw.Summarize(evs)
+				v.SSH = &sum
+			}
 			if withEvents {
 				v.Events = evs
 			}

@@ -50,18 +50,18 @@ type Route struct {
 // Allows reports whether the grant carries extension ext.
 func (r Route) Allows(ext string) bool { _, ok := r.Extensions[ext]; return ok }
 
-// SetGateway makes Provision hand out the gateway's address for grants
-// via the gateway.
-func (c *Connector) SetGateway(host string, port int) {
+// SetGateway makes Provision hand out the gateway's address and host key
+// (authorized_keys format) for grants via the gateway.
+func (c *Connector) SetGateway(host string, port int, hostKey string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gwHost, c.gwPort = host, port
+	c.gwHost, c.gwPort, c.gwKey = host, port, hostKey
 }
 
-func (c *Connector) gateway() (string, int) {
+func (c *Connector) gateway() (string, int, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.gwHost, c.gwPort
+	return c.gwHost, c.gwPort, c.gwKey
 }
 
 // Route returns where the gateway takes sessions of the lease whose

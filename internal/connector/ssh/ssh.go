@@ -84,6 +84,7 @@ type Connector struct {
 	// gwHost and gwPort are the SSH gateway's address (SetGateway).
 	gwHost string
 	gwPort int
+	gwKey  string
 }
 
 // New returns the connector for target t, whose certificates ca signs. The
@@ -363,12 +364,12 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 		}
 	}
 	login := principals[0]
-	host, port := c.host, c.port
+	host, port, hostKey := c.host, c.port, ""
 	if req.Grant.Via == ViaGateway {
 		// The certificate is good only at the gateway, which logs in to
 		// the host with a certificate of its own.
 		principals = []string{GatewayPrincipal(req.Username)}
-		host, port = c.gateway()
+		host, port, hostKey = c.gateway()
 		if host == "" {
 			return mayfly.ProvisionResponse{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "grant %q is reached through the SSH gateway, which is not configured (gateway.ssh.listen)", req.Grant.Name)
 		}
@@ -419,7 +420,7 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 	}
 
 	cred.Username = login
-	cred.Host, cred.Port = host, port
+	cred.Host, cred.Port, cred.HostKey = host, port, hostKey
 	cred.Certificate = authorizedLine(cert)
 	return mayfly.ProvisionResponse{Credential: cred}, nil
 }

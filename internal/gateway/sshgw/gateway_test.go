@@ -23,6 +23,7 @@ import (
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/ssh"
 	"github.com/mayflyhq/mayfly/internal/sessionlog"
+	"github.com/mayflyhq/mayfly/internal/sshdtest"
 	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
@@ -181,7 +182,7 @@ func (f *fakeLeases) end(t *testing.T, id string) {
 type rig struct {
 	t      *testing.T
 	dir    string
-	host   *targetHost
+	host   *sshdtest.Host
 	leases *fakeLeases
 	log    sessions
 	gw     *Server
@@ -196,7 +197,7 @@ type leaseKey struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	needSSHD(t)
+	sshdtest.Need(t)
 	dir := t.TempDir()
 	ca, err := ssh.OpenCA(filepath.Join(dir, "ca"), []byte("test passphrase"))
 	if err != nil {
@@ -205,11 +206,11 @@ func newRig(t *testing.T) *rig {
 	krl := filepath.Join(dir, "revoked.krl")
 	// sshd refuses every key while its RevokedKeys file is missing; the
 	// connector writes it when it opens.
-	write(t, krl, nil, 0o644)
-	host := startHost(t, ca.PublicKeys(), krl)
+	sshdtest.Write(t, krl, nil, 0o644)
+	host := sshdtest.Start(t, ca.PublicKeys(), krl)
 	grants := map[string]mayfly.Grant{
-		"shell":   {Name: "shell", Principals: []string{hostLogin}, Via: ssh.ViaGateway},
-		"forward": {Name: "forward", Principals: []string{hostLogin}, Via: ssh.ViaGateway, Extensions: []string{"permit-pty", "permit-port-forwarding", "permit-agent-forwarding"}},
+		"shell":   {Name: "shell", Principals: []string{sshdtest.Login}, Via: ssh.ViaGateway},
+		"forward": {Name: "forward", Principals: []string{sshdtest.Login}, Via: ssh.ViaGateway, Extensions: []string{"permit-pty", "permit-port-forwarding", "permit-agent-forwarding"}},
 	}
 	sc, err := ssh.New(mayfly.Target{Name: "web", Kind: mayfly.KindSSH, Address: host.Addr, HostKey: host.HostKey, KRLFile: krl, Grants: grants}, ca, filepath.Join(dir, "state"), nil)
 	if err != nil {
@@ -221,12 +222,12 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	sc.SetGateway("127.0.0.1", port)
-	_, hostPEM := newKey(t)
+	_, hostPEM := sshdtest.NewKey(t)
 	hk, err := gossh.ParsePrivateKey(hostPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
+	sc.SetGateway("127.0.0.1", port, sshdtest.Authorized(hk.PublicKey()))
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "mayfly.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +243,7 @@ func newRig(t *testing.T) *rig {
 	go func() { r.gw.Serve(ln); close(served) }()
 	t.Cleanup(func() { r.gw.Close(); <-served })
 	r.known = filepath.Join(dir, "known_hosts")
-	write(t, r.known, []byte("[127.0.0.1]:"+strconv.Itoa(port)+" "+authorized(hk.PublicKey())+"\n"), 0o600)
+	sshdtest.Write(t, r.known, []byte("[127.0.0.1]:"+strconv.Itoa(port)+" "+sshdtest.Authorized(hk.PublicKey())+"\n"), 0o600)
 	return r
 }
 
@@ -260,15 +261,15 @@ func (r *rig) lease(grant string) leaseKey {
 		r.t.Fatal(err)
 	}
 	cr := res.Credential
-	if cr.Host != "127.0.0.1" || cr.Port != r.port || cr.Username != hostLogin {
-		r.t.Fatalf("credential points at %s@%s:%d; want %s@127.0.0.1:%d (the gateway)", cr.Username, cr.Host, cr.Port, hostLogin, r.port)
+	if cr.Host != "127.0.0.1" || cr.Port != r.port || cr.Username != sshdtest.Login || cr.HostKey == "" {
+		r.t.Fatalf("credential points at %s@%s:%d; want %s@127.0.0.1:%d (the gateway)", cr.Username, cr.Host, cr.Port, sshdtest.Login, r.port)
 	}
 	r.leases.mu.Lock()
 	r.leases.leases[id] = &mayfly.Lease{ID: id, RequestID: "req_" + id, Requester: "alice", Target: "web", Grant: grant, Username: account, State: mayfly.LeaseActive, ExpiresAt: exp}
 	r.leases.mu.Unlock()
 	k := leaseKey{id: id, key: filepath.Join(r.dir, id), cert: filepath.Join(r.dir, id+"-cert.pub"), login: cr.Username, account: account}
-	write(r.t, k.key, []byte(cr.PrivateKey), 0o600)
-	write(r.t, k.cert, []byte(cr.Certificate+"\n"), 0o644)
+	sshdtest.Write(r.t, k.key, []byte(cr.PrivateKey), 0o600)
+	sshdtest.Write(r.t, k.cert, []byte(cr.Certificate+"\n"), 0o644)
 	return k
 }
 
@@ -302,11 +303,11 @@ func TestExecThroughGateway(t *testing.T) {
 	if got := exitCode(err); got != 3 {
 		t.Fatalf("ssh exit = %d (%v); want 3\n%s", got, err, out)
 	}
-	if !strings.Contains(string(out), "hello from "+hostLogin) || !strings.Contains(string(out), "oops") {
+	if !strings.Contains(string(out), "hello from "+sshdtest.Login) || !strings.Contains(string(out), "oops") {
 		t.Fatalf("output %q; want the command's stdout and stderr", out)
 	}
 	s, evs, reason := r.log.only(t, k.id)
-	if s.User != "alice" || s.Account != hostLogin || s.Target != "web" || !strings.HasPrefix(s.ClientAddr, "127.0.0.1:") {
+	if s.User != "alice" || s.Account != sshdtest.Login || s.Target != "web" || !strings.HasPrefix(s.ClientAddr, "127.0.0.1:") {
 		t.Errorf("session = %+v", s)
 	}
 	if reason != "client disconnected" {
@@ -320,7 +321,7 @@ func TestExecThroughGateway(t *testing.T) {
 	if len(exits) != 1 || exits[0].Status == nil || *exits[0].Status != 3 {
 		t.Fatalf("exit events = %+v; want status 3", exits)
 	}
-	if replay := outputOf(t, evs, 0); !strings.Contains(replay, "hello from "+hostLogin) {
+	if replay := outputOf(t, evs, 0); !strings.Contains(replay, "hello from "+sshdtest.Login) {
 		t.Errorf("recorded output %q lacks the command's output", replay)
 	}
 	if _, ok := r.leases.touched[k.id]; !ok {
@@ -526,7 +527,7 @@ func TestFileTransfers(t *testing.T) {
 	k := r.lease("shell")
 	payload := bytes.Repeat([]byte("mayfly transfer 0123456789\n"), 40000) // about 1 MB
 	src := filepath.Join(r.dir, "upload.bin")
-	write(t, src, payload, 0o644)
+	sshdtest.Write(t, src, payload, 0o644)
 	scp := func(extra ...string) {
 		t.Helper()
 		a := append([]string{"-P", strconv.Itoa(r.port)}, r.opts(k)...)
@@ -673,7 +674,7 @@ func TestGatewayRefusesWhatIsNotALiveLease(t *testing.T) {
 	k := r.lease("shell")
 	// The user's certificate is good only at the gateway: the host
 	// refuses it.
-	a := append([]string{"-p", r.host.Addr[strings.LastIndex(r.host.Addr, ":")+1:]}, r.opts(k)...)
+	a := append([]string{"-p", r.host.Port()}, r.opts(k)...)
 	a = append(a, "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no", k.login+"@127.0.0.1", "echo direct")
 	if out, err := exec.Command("ssh", a...).CombinedOutput(); err == nil || strings.Contains(string(out), "direct\n") {
 		t.Fatalf("the lease's certificate logged in to the host directly: %s", out)
@@ -686,7 +687,7 @@ func TestGatewayRefusesWhatIsNotALiveLease(t *testing.T) {
 	// the certificate beside it).
 	bare := filepath.Join(r.dir, "bare_key")
 	keyPEM, _ := os.ReadFile(k.key)
-	write(t, bare, keyPEM, 0o600)
+	sshdtest.Write(t, bare, keyPEM, 0o600)
 	if out, err := exec.Command("ssh", "-p", strconv.Itoa(r.port), "-F", "/dev/null", "-o", "UserKnownHostsFile="+r.known,
 		"-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=yes", "-i", bare, k.login+"@127.0.0.1", "true").CombinedOutput(); err == nil {
 		t.Fatalf("a key without its certificate logged in: %s", out)

@@ -1,4 +1,7 @@
-package sshgw
+// Package sshdtest starts a private OpenSSH server on loopback for tests:
+// it trusts given user CA keys, consults a revocation list and lets a test
+// user log in with a certificate; sftp and forwarding are on.
+package sshdtest
 
 import (
 	"crypto/ed25519"
@@ -22,16 +25,26 @@ import (
 
 const (
 	sshdPath = "/usr/sbin/sshd"
-	// hostLogin is the local user the gateway logs in as on the host.
-	hostLogin = "mfgwtest"
+	// Login is the local user certificates log in as.
+	Login = "mfgwtest"
 )
 
-// targetHost is a private sshd on loopback that trusts Mayfly's CA.
-type targetHost struct {
+// Host is a private sshd on loopback that trusts Mayfly's CA.
+type Host struct {
 	Addr    string
 	HostKey string // authorized_keys line
 	log     *lockedBuffer
+	dir     string
 }
+
+// Trust replaces the CA keys sshd trusts (it reads them at every login).
+func (h *Host) Trust(t testing.TB, caKeys []string) {
+	t.Helper()
+	Write(t, filepath.Join(h.dir, "trusted_ca"), []byte(strings.Join(caKeys, "\n")+"\n"), 0o644)
+}
+
+// Port returns the port sshd listens on.
+func (h *Host) Port() string { return h.Addr[strings.LastIndex(h.Addr, ":")+1:] }
 
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -50,7 +63,8 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func needSSHD(t testing.TB) {
+// Need stops the test unless sshd, ssh, scp and root are available.
+func Need(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(sshdPath); err != nil {
 		testenv.Unavailable(t, "sshd (run scripts/sshd.sh)", err)
@@ -65,7 +79,8 @@ func needSSHD(t testing.TB) {
 	}
 }
 
-func ensureUser(t testing.TB, name string) {
+// EnsureUser creates local user name when missing.
+func EnsureUser(t testing.TB, name string) {
 	t.Helper()
 	if exec.Command("getent", "passwd", name).Run() == nil {
 		return
@@ -76,7 +91,8 @@ func ensureUser(t testing.TB, name string) {
 	}
 }
 
-func newKey(t testing.TB) (gossh.PublicKey, []byte) {
+// NewKey returns a fresh ed25519 key and its OpenSSH private key file.
+func NewKey(t testing.TB) (gossh.PublicKey, []byte) {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -93,23 +109,25 @@ func newKey(t testing.TB) (gossh.PublicKey, []byte) {
 	return sp, pem.EncodeToMemory(block)
 }
 
-func authorized(k gossh.PublicKey) string {
+// Authorized returns k in authorized_keys format.
+func Authorized(k gossh.PublicKey) string {
 	return strings.TrimSpace(string(gossh.MarshalAuthorizedKey(k)))
 }
 
-// startHost starts sshd trusting the CA keys caKeys and consulting the
-// revocation list in krlFile.
-func startHost(t *testing.T, caKeys []string, krlFile string) *targetHost {
+// Start starts sshd trusting the CA keys caKeys (authorized_keys lines,
+// also written later with Trust) and consulting the revocation list in
+// krlFile, and stops it when the test ends.
+func Start(t *testing.T, caKeys []string, krlFile string) *Host {
 	t.Helper()
-	needSSHD(t)
-	ensureUser(t, hostLogin)
+	Need(t)
+	EnsureUser(t, Login)
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	hostPub, hostPEM := newKey(t)
-	write(t, filepath.Join(dir, "host_key"), hostPEM, 0o600)
-	write(t, filepath.Join(dir, "trusted_ca"), []byte(strings.Join(caKeys, "\n")+"\n"), 0o644)
+	hostPub, hostPEM := NewKey(t)
+	Write(t, filepath.Join(dir, "host_key"), hostPEM, 0o600)
+	Write(t, filepath.Join(dir, "trusted_ca"), []byte(strings.Join(caKeys, "\n")+"\n"), 0o644)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -138,8 +156,8 @@ MaxStartups 100:30:200
 MaxSessions 20
 LogLevel VERBOSE
 `, addr, filepath.Join(dir, "host_key"), filepath.Join(dir, "sshd.pid"), filepath.Join(dir, "trusted_ca"), krlFile)
-	write(t, filepath.Join(dir, "sshd_config"), []byte(cfg), 0o644)
-	h := &targetHost{Addr: addr, HostKey: authorized(hostPub), log: &lockedBuffer{}}
+	Write(t, filepath.Join(dir, "sshd_config"), []byte(cfg), 0o644)
+	h := &Host{Addr: addr, HostKey: Authorized(hostPub), log: &lockedBuffer{}, dir: dir}
 	cmd := exec.Command(sshdPath, "-D", "-e", "-f", filepath.Join(dir, "sshd_config"))
 	cmd.Stdout, cmd.Stderr = h.log, h.log
 	if err := cmd.Start(); err != nil {
@@ -177,7 +195,8 @@ LogLevel VERBOSE
 	}
 }
 
-func write(t testing.TB, path string, b []byte, mode os.FileMode) {
+// Write writes a file or fails the test.
+func Write(t testing.TB, path string, b []byte, mode os.FileMode) {
 	t.Helper()
 	if err := os.WriteFile(path, b, mode); err != nil {
 		t.Fatal(err)
