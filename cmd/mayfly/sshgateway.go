@@ -28,7 +28,7 @@ import (
 // until the returned stop is called; nothing when it is not configured.
 func startSSHGateway(cfg *config.Config, b *broker.Broker, conns *connectors, log *slog.Logger) (stop func(), err error) {
 	g := cfg.Gateway.SSH
-	if g.Listen == "" {
+	if g == nil {
 		return func() {}, nil
 	}
 	if conns.ca == nil {

@@ -116,7 +116,7 @@ func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 		for _, l := range ls {
 			a := byName[l.Username]
 			last := b.idle.touch(l.ID, l.CreatedAt)
-			if b.viaGateway(l) {
+			if b.throughGateway(l) {
 				// Only the gateway's activity counts (TouchActivity): its
 				// own connection to the target is always there while
 				// the client is connected, busy or not.
@@ -176,8 +176,9 @@ func (b *Broker) RunIdleChecker(ctx context.Context, every time.Duration) error 
 	}
 }
 
-// TouchActivity records that lease id's account was in use at at, as a
-// gateway sees it: the idle check counts a lease reached through a gateway
-// idle from the last activity the gateway reported, not from the target's
-// own sessions (the gateway keeps one open while its client is connected).
-func (b *Broker) TouchActivity(id string, at time.Time) { b.idle.touch(id, at) }
+// throughGateway reports whether lease l's grant is reached only through
+// a gateway (PostgreSQL or SSH), whose activity reports count for idleness.
+func (b *Broker) throughGateway(l *mayfly.Lease) bool {
+	t, ok := b.cfg.Load().Targets[l.Target]
+	return ok && t.Grants[l.Grant].Via == mayfly.ViaGateway
+}

@@ -43,9 +43,6 @@ type Config struct {
 	Log       Log       `yaml:"log"`
 	// SSHCA locates the SSH user certificate authority (ssh targets).
 	SSHCA SSHCA `yaml:"ssh_ca"`
-	// Gateway configures the gateways users reach `via: gateway` grants
-	// through.
-	Gateway Gateway `yaml:"gateway"`
 	// Notifications reach approvers and requesters (webhook, Slack, e-mail).
 	Notifications notify.Config `yaml:"notifications"`
 	// Slack lets approvers decide requests in Slack (docs/slack.md).
@@ -89,11 +86,6 @@ type Config struct {
 	// offline: read for policy checks, not to serve (files it names, such
 	// as tls certificates, need not be on this machine).
 	offline bool
-}
-
-// Gateway holds the gateways' settings.
-type Gateway struct {
-	SSH SSHGateway `yaml:"ssh"`
 }
 
 // Store selects the store: exactly one of SQLite and Postgres.

@@ -12,6 +12,8 @@ import (
 // via: gateway (docs/gateway.md).
 type Gateway struct {
 	Postgres *PostgresGateway `yaml:"postgres"`
+	// SSH is the SSH gateway (docs/ssh-gateway.md).
+	SSH *SSHGateway `yaml:"ssh"`
 }
 
 // PostgresGateway is the PostgreSQL wire-protocol gateway, run in the

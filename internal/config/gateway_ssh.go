@@ -24,7 +24,7 @@ type SSHGateway struct {
 }
 
 func (c *Config) validateSSHGateway(lines map[string]seqLines) error {
-	g := &c.Gateway.SSH
+	g := c.Gateway.SSH
 	line := lines["gateway"].at(0)
 	via := ""
 	for _, t := range c.Targets {
@@ -34,9 +34,12 @@ func (c *Config) validateSSHGateway(lines map[string]seqLines) error {
 			}
 		}
 	}
-	if g.Listen == "" {
+	if g == nil || g.Listen == "" {
 		if via != "" {
 			return lineErr(c.Path, line, "grant %s is reached via the gateway, but gateway.ssh.listen is not set", via)
+		}
+		if g != nil {
+			return lineErr(c.Path, line, "gateway.ssh.listen is required (host:port, e.g. 127.0.0.1:2222)")
 		}
 		return nil
 	}

@@ -15,7 +15,7 @@ import (
 
 // ViaGateway is the value of Grant.Via for grants reached only through
 // Mayfly's SSH gateway.
-const ViaGateway = "gateway"
+const ViaGateway = mayfly.ViaGateway
 
 // gatewayCertTTL bounds the certificate the gateway logs in to a host
 // with: it is needed only for the login itself.
