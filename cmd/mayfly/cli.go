@@ -419,9 +419,72 @@ func (f *flags) parse(e *env, args []string) error {
 		if err := f.checkOutput(); err != nil {
 			return err
 		}
+		if min, max := positionalBounds(f.name, f.usageLine()); len(f.pos) < min || len(f.pos) > max {
+			return usageErr("%s: want %s argument(s), got %d (usage: mayfly %s)", f.name, boundsText(min, max), len(f.pos), f.usageLine())
+		}
 		return errDryRun
 	}
 	return nil
+}
+
+// positionalBounds reads from a usage line how many positional arguments
+// the command takes: TARGET/GRANT and ID are required, [TARGET] is
+// optional, [-- COMMAND ARGS] is any number; flags and their values are
+// not positional.
+func positionalBounds(path, usage string) (min, max int) {
+	words := strings.Fields(strings.TrimPrefix(usage, path))
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		switch {
+		case strings.HasPrefix(w, "<"):
+			return min, max // standard input
+		case strings.HasPrefix(w, "[") || strings.HasPrefix(w, "("):
+			// An optional group: flags, or an optional positional.
+			inner := strings.TrimLeft(w, "[(")
+			if !strings.HasPrefix(inner, "-") {
+				max = 1 << 20
+				if isPlaceholder(strings.TrimRight(inner, "])")) && !strings.ContainsAny(inner, "]") {
+					max = 1 << 20
+				}
+			} else if inner == "--" {
+				max = 1 << 20
+			}
+			for depth := strings.Count(w, "[") + strings.Count(w, "(") - strings.Count(w, "]") - strings.Count(w, ")"); depth > 0 && i+1 < len(words); {
+				i++
+				depth += strings.Count(words[i], "[") + strings.Count(words[i], "(") - strings.Count(words[i], "]") - strings.Count(words[i], ")")
+			}
+			if !strings.HasPrefix(inner, "-") && strings.HasSuffix(w, "]") && isPlaceholder(strings.Trim(w, "[]")) {
+				max = min + 1 + (max - min - 1) // one optional positional
+				if max >= 1<<20 {
+					max = 1 << 20
+				}
+			}
+		case strings.HasPrefix(w, "-"):
+			if i+1 < len(words) && isPlaceholder(words[i+1]) {
+				i++ // the flag's value
+			}
+		case isPlaceholder(w):
+			min++
+			if max < min {
+				max = min
+			}
+		}
+	}
+	return min, max
+}
+
+func isPlaceholder(w string) bool {
+	return w != "" && strings.ToUpper(w) == w && strings.IndexFunc(w, func(r rune) bool { return r >= 'A' && r <= 'Z' }) >= 0
+}
+
+func boundsText(min, max int) string {
+	switch {
+	case max >= 1<<20:
+		return fmt.Sprintf("at least %d", min)
+	case min == max:
+		return fmt.Sprint(min)
+	}
+	return fmt.Sprintf("%d to %d", min, max)
 }
 
 // errHelp ends a command after printing its help.

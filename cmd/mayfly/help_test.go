@@ -169,11 +169,11 @@ func TestOutputHelpMatchesAccepted(t *testing.T) {
 			if !strings.Contains(c.usage, f) {
 				t.Errorf("%s: -o accepts %q but the usage %q does not say so", path, f, c.usage)
 			}
-			if err := parseOnly(append(strings.Fields(path), "-o", f)); err != nil && strings.Contains(err.Error(), "-o") {
+			if err := parseOnly(append(strings.Fields(path), "-o", f)); err != nil && strings.HasPrefix(err.Error(), "-o ") {
 				t.Errorf("%s -o %s: %v; --help lists it", path, f, err)
 			}
 		}
-		if err := parseOnly(append(strings.Fields(path), "-o", "yaml")); err == nil || !strings.Contains(err.Error(), "-o") {
+		if err := parseOnly(append(strings.Fields(path), "-o", "yaml")); err == nil || !strings.HasPrefix(err.Error(), "-o ") {
 			t.Errorf("%s -o yaml: %v; want it refused", path, err)
 		}
 	}
