@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mayflyhq/mayfly"
 )
@@ -21,6 +22,9 @@ type CopyCounts struct {
 	// ChatMessages counts the places of the Slack messages of open
 	// requests, so that their later decisions update those messages.
 	ChatMessages int `json:"chat_messages"`
+	// Sessions and SessionEvents count the session log of the gateways.
+	Sessions      int `json:"sessions"`
+	SessionEvents int `json:"session_events"`
 }
 
 // copyPage is how many rows CopyFrom reads from the source at a time.
@@ -182,7 +186,7 @@ func (db *DB) CopyFrom(ctx context.Context, src mayfly.Store) (CopyCounts, error
 			}
 		}
 		n.Users, n.Settings, n.Tokens = len(users), len(settings), len(tokens)
-		return nil
+		return t.copySessions(ctx, src, &n)
 	})
 	if err != nil {
 		var me *mayfly.Error
@@ -210,4 +214,64 @@ func (t *tx) insertAudit(e *mayfly.AuditEvent) error {
 		return fmt.Errorf("copy audit event %d: %w", e.Seq, err)
 	}
 	return nil
+}
+
+// copySessions copies the session log: each session, then its events
+// chained again in order (the chain depends only on their content, so
+// every hash comes out as it was), then its end.
+func (t *tx) copySessions(ctx context.Context, src mayfly.Store, n *CopyCounts) error {
+	var after mayfly.PageCursor
+	for {
+		var ss []*mayfly.Session
+		if err := src.View(ctx, func(s mayfly.Tx) (err error) {
+			ss, err = s.ListSessions(mayfly.SessionFilter{After: after, Limit: copyPage})
+			return err
+		}); err != nil {
+			return fmt.Errorf("read sessions: %w", err)
+		}
+		for _, ses := range ss {
+			c := *ses
+			c.EndedAt, c.EndReason = time.Time{}, ""
+			if err := t.CreateSession(&c); err != nil {
+				return err
+			}
+			for seq := int64(0); ; {
+				var evs []*mayfly.SessionEvent
+				if err := src.View(ctx, func(s mayfly.Tx) (err error) {
+					evs, err = s.ListSessionEvents(ses.ID, seq, copyPage)
+					return err
+				}); err != nil {
+					return fmt.Errorf("read events of session %s: %w", ses.ID, err)
+				}
+				if len(evs) == 0 {
+					break
+				}
+				want := make([]string, len(evs))
+				for i, e := range evs {
+					want[i] = e.Hash
+				}
+				if err := t.AppendSessionEvents(ses.ID, evs); err != nil {
+					return err
+				}
+				for i, e := range evs {
+					if e.Hash != want[i] {
+						return mayfly.Errorf(mayfly.ECONFLICT, "session %s: event %d does not chain as it did in the source (its log is broken there: run mayfly sessions verify)", ses.ID, e.Seq)
+					}
+				}
+				seq = evs[len(evs)-1].Seq
+				n.SessionEvents += len(evs)
+			}
+			if !ses.EndedAt.IsZero() {
+				if err := t.EndSession(ses.ID, ses.EndedAt, ses.EndReason); err != nil {
+					return err
+				}
+			}
+			n.Sessions++
+		}
+		if len(ss) < copyPage {
+			return nil
+		}
+		last := ss[len(ss)-1]
+		after = mayfly.PageCursor{CreatedAt: last.StartedAt, ID: last.ID}
+	}
 }
