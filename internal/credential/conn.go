@@ -49,7 +49,9 @@ func (w *Conn) acquire() (mayfly.Connector, func()) {
 	for {
 		b := w.cur.Load()
 		b.mu.RLock()
-		if !b.closed {
+		if !b.closed || w.cur.Load() == b {
+			// Not replaced (a Conn closed at shutdown answers as its
+			// closed connector does).
 			return b.c, b.mu.RUnlock
 		}
 		b.mu.RUnlock() // replaced meanwhile: take the new one
