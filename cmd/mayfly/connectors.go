@@ -51,7 +51,7 @@ func credentialKinds() map[string]credential.Kind {
 				}
 				return c, nil
 			},
-			InConfig: dsnInConfig, Apply: applyDSN, WithPassword: postgres.WithPassword,
+			InConfig: dsnInConfig, Apply: applyDSN, WithPassword: postgres.WithPassword, Full: true,
 			Describe: "dsn or dsn_env: the admin DSN",
 		},
 		mayfly.KindMySQL: {

@@ -11,9 +11,8 @@ import (
 // Conn is the connector of a target whose admin credential can change
 // while the broker runs: it passes every call to the connector built with
 // the credential in force, and closes a replaced one once the calls that
-// were using it have returned. It offers the optional connector interfaces
-// whatever the connector behind it implements, falling back to what the
-// broker does without them.
+// were using it have returned. FullConn adds the optional connector
+// interfaces, for kinds whose connectors implement them.
 type Conn struct {
 	cur atomic.Pointer[box]
 }
@@ -26,10 +25,16 @@ type box struct {
 
 var (
 	_ mayfly.Connector           = (*Conn)(nil)
-	_ mayfly.PreparedProvisioner = (*Conn)(nil)
-	_ mayfly.BatchRevoker        = (*Conn)(nil)
-	_ mayfly.Extender            = (*Conn)(nil)
+	_ mayfly.PreparedProvisioner = FullConn{}
+	_ mayfly.BatchRevoker        = FullConn{}
+	_ mayfly.Extender            = FullConn{}
 )
+
+// FullConn is a Conn for a kind whose connectors stage creations, revoke
+// in batches and extend target-side expiries (PostgreSQL). Each falls
+// back to what the broker does without it when the connector in force
+// lacks it (a target still waiting for its credential).
+type FullConn struct{ *Conn }
 
 // set puts c in force and returns the box it replaced.
 func (w *Conn) set(c mayfly.Connector) *box {
@@ -97,7 +102,7 @@ func (w *Conn) Close() error {
 // errNotPrepared makes the broker provision the usual way.
 var errNotPrepared = mayfly.Errorf(mayfly.EINVALID, "the connector cannot stage a creation")
 
-func (w *Conn) PrepareProvision(ctx context.Context, req mayfly.ProvisionRequest) (mayfly.PreparedProvision, error) {
+func (w FullConn) PrepareProvision(ctx context.Context, req mayfly.ProvisionRequest) (mayfly.PreparedProvision, error) {
 	c, done := w.acquire()
 	defer done()
 	pp, ok := c.(mayfly.PreparedProvisioner)
@@ -107,7 +112,7 @@ func (w *Conn) PrepareProvision(ctx context.Context, req mayfly.ProvisionRequest
 	return pp.PrepareProvision(ctx, req)
 }
 
-func (w *Conn) RevokeBatch(ctx context.Context, reqs []mayfly.RevokeRequest) []error {
+func (w FullConn) RevokeBatch(ctx context.Context, reqs []mayfly.RevokeRequest) []error {
 	c, done := w.acquire()
 	defer done()
 	if br, ok := c.(mayfly.BatchRevoker); ok {
@@ -120,7 +125,7 @@ func (w *Conn) RevokeBatch(ctx context.Context, reqs []mayfly.RevokeRequest) []e
 	return errs
 }
 
-func (w *Conn) Extend(ctx context.Context, req mayfly.ExtendRequest) error {
+func (w FullConn) Extend(ctx context.Context, req mayfly.ExtendRequest) error {
 	c, done := w.acquire()
 	defer done()
 	if ext, ok := c.(mayfly.Extender); ok {

@@ -85,10 +85,11 @@ func TestConnSwapWaitsForCalls(t *testing.T) {
 		t.Fatal("a call on a closed Conn did not return")
 	}
 	// The optional interfaces fall back when the connector lacks them.
-	if _, err := w.PrepareProvision(context.Background(), mayfly.ProvisionRequest{}); err == nil {
+	fw := FullConn{w}
+	if _, err := fw.PrepareProvision(context.Background(), mayfly.ProvisionRequest{}); err == nil {
 		t.Error("PrepareProvision on a connector that cannot stage succeeded")
 	}
-	if err := w.Extend(context.Background(), mayfly.ExtendRequest{}); err != nil {
+	if err := fw.Extend(context.Background(), mayfly.ExtendRequest{}); err != nil {
 		t.Errorf("Extend on a connector without target expiry = %v; want nil", err)
 	}
 }

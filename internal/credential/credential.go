@@ -58,6 +58,9 @@ type Kind struct {
 	WithPassword func(cred, password string) (string, error)
 	// Describe says what the credential is, for messages ("the admin DSN").
 	Describe string
+	// Full is true when the kind's connectors implement
+	// mayfly.PreparedProvisioner, BatchRevoker and Extender.
+	Full bool
 }
 
 // PasswordChanger is a connector that can change the password of the
@@ -345,6 +348,9 @@ func (m *Manager) Connector(ctx context.Context, t mayfly.Target) (mayfly.Connec
 	m.mu.Lock()
 	m.targets[t.Name] = &managed{cfg: t, kind: k, conn: c, version: version}
 	m.mu.Unlock()
+	if k.Full {
+		return FullConn{c}, nil
+	}
 	return c, nil
 }
 

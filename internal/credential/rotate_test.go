@@ -37,7 +37,7 @@ func testKinds() map[string]Kind {
 				return nil, err
 			}
 			return c, nil
-		}, InConfig: dsnIn, Apply: applyDSN, WithPassword: postgres.WithPassword, Describe: "dsn"},
+		}, InConfig: dsnIn, Apply: applyDSN, WithPassword: postgres.WithPassword, Full: true, Describe: "dsn"},
 		mayfly.KindMySQL: {New: func(t mayfly.Target, g func(string) string) (mayfly.Connector, error) {
 			c, err := mysql.New(t, g)
 			if err != nil {
