@@ -396,6 +396,37 @@ func TestWebJourney(t *testing.T) {
 	}
 	alice.shot("07-countdown")
 
+	// Extend: eng-write needs one approval for an extension too, so it waits
+	// for bob; he approves it from his open inbox, and the lease's end on
+	// alice's open page moves 10 minutes on.
+	expiresOf := func() time.Time {
+		v := alice.eval(`document.querySelector("#lease-` + leaseID + ` .countdown").dataset.expires`)
+		at, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			t.Fatalf("lease end %q: %v", v, err)
+		}
+		return at
+	}
+	exp1 := expiresOf()
+	alice.do("extend", chromedp.SendKeys(chromedp.ID("ext-d-"+leaseID), "10m"), chromedp.SendKeys(chromedp.ID("ext-r-"+leaseID), "INC-4711 more time"),
+		chromedp.Click(chromedp.CSS(`#lease-`+leaseID+` form.extend button`)), chromedp.WaitVisible(chromedp.CSS("p.notice")))
+	note := alice.eval(`document.querySelector("p.notice").textContent`)
+	m := regexp.MustCompile(`Extension requested \((req_[a-z0-9]+)\)`).FindStringSubmatch(note)
+	if m == nil {
+		t.Fatalf("after asking to extend, alice sees %q; want the extension waiting for approval", note)
+	}
+	ext := m[1]
+	bob.do("the extension arrives live", chromedp.WaitVisible(chromedp.ID("inbox-"+ext)))
+	if row := bob.eval(`document.getElementById("inbox-` + ext + `").innerText`); !strings.Contains(row, "extension of "+leaseID) || !strings.Contains(row, "INC-4711 more time") {
+		t.Errorf("inbox row of the extension %q; want it marked as extending %s, with its reason", row, leaseID)
+	}
+	bob.do("approve the extension", chromedp.Click(chromedp.ID("approve-"+ext)), chromedp.WaitVisible(chromedp.CSS("p.notice")))
+	alice.waitJS("the lease's end moves on", `document.querySelector("#lease-`+leaseID+` .countdown").dataset.expires !== "`+exp1.UTC().Format(time.RFC3339)+`"`)
+	if d := expiresOf().Sub(exp1); d < 10*time.Minute-time.Second || d > 10*time.Minute+time.Second {
+		t.Errorf("the extension moved the lease's end by %s; want 10m", d)
+	}
+	alice.shot("07b-extended")
+
 	// End now: the account is gone.
 	alice.do("end the lease", chromedp.Click(chromedp.ID("end-"+leaseID)), chromedp.WaitVisible(chromedp.CSS("p.notice")))
 	deadline := time.Now().Add(15 * time.Second)
