@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // TestBashCompletion loads the generated script into bash and completes
@@ -15,7 +17,7 @@ import (
 // own flags, all taken from the command table.
 func TestBashCompletion(t *testing.T) {
 	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("no bash")
+		testenv.Unavailable(t, "bash", err)
 	}
 	var script bytes.Buffer
 	if err := run(context.Background(), []string{"completion", "bash"}, func(string) string { return "" }, strings.NewReader(""), &script, &script); err != nil {

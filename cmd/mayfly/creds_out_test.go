@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // parseEnvLines reads NAME='value' lines as `mayfly ... -o env` prints them.
@@ -73,7 +75,7 @@ func TestRequestCredsEnvAndClientCommand(t *testing.T) {
 		t.Fatalf("creds printed connect line %q; want psql with host, port and user, and no password", line)
 	}
 	if _, err := exec.LookPath("psql"); err != nil {
-		t.Skip("psql not installed: the printed command is not run")
+		testenv.Unavailable(t, "psql (the printed command is run)", err)
 	}
 	// Run the printed command as a user would paste it, the password typed
 	// through PGPASSWORD here.
