@@ -114,19 +114,23 @@ func (t *tx) RenewClaims(holder string, ids []string, until time.Time) (int, err
 	if until.IsZero() {
 		return 0, mayfly.Errorf(mayfly.EINVALID, "renew claims: a deadline is required")
 	}
-	n := 0
-	for _, id := range ids {
-		res, err := t.exec(`UPDATE leases SET claim_until = ? WHERE id = ? AND claimed_by = ?`, until.UnixNano(), id, holder)
-		if err != nil {
-			return n, fmt.Errorf("renew claim of lease %s: %w", id, err)
-		}
-		k, err := res.RowsAffected()
-		if err != nil {
-			return n, fmt.Errorf("renew claim of lease %s: %w", id, err)
-		}
-		n += int(k)
+	if len(ids) == 0 {
+		return 0, nil
 	}
-	return n, nil
+	idsJSON, err := json.Marshal(ids)
+	if err != nil {
+		return 0, err
+	}
+	res, err := t.exec(`UPDATE leases SET claim_until = ? WHERE id IN (SELECT value FROM json_each(?)) AND claimed_by = ?`,
+		until.UnixNano(), string(idsJSON), holder)
+	if err != nil {
+		return 0, fmt.Errorf("renew claims of %s: %w", holder, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("renew claims of %s: %w", holder, err)
+	}
+	return int(n), nil
 }
 
 // ReleaseClaims removes holder's claims of the leases ids.
