@@ -52,6 +52,7 @@ func startSSHGateway(cfg *config.Config, b *broker.Broker, conns *connectors, lo
 	srv, err := sshgw.New(sshgw.Options{
 		HostKey: hostKey, CA: conns.ca, Leases: brokerLeases{b: b, ssh: conns.ssh},
 		Log: sessionlog.New(b.Store(), nil, log), Logger: log,
+		RecordWithoutPTY: g.RecordWithoutPTY,
 	})
 	if err != nil {
 		ln.Close()

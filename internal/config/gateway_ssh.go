@@ -21,7 +21,16 @@ type SSHGateway struct {
 	// connect to (default: the listen address; localhost for a wildcard).
 	PublicHost string `yaml:"public_host"`
 	PublicPort int    `yaml:"public_port"`
+	// RecordWithoutPTY is how many bytes of each stream (input, output)
+	// the recording keeps of a channel without a terminal (`ssh host cmd`,
+	// piped data): default 1 MiB (1048576); -1 keeps everything, at the
+	// cost of bulk transfers' speed. Terminals are always recorded whole;
+	// the exit event counts every byte either way.
+	RecordWithoutPTY int64 `yaml:"record_without_pty"`
 }
+
+// DefaultRecordWithoutPTY is gateway.ssh.record_without_pty's default.
+const DefaultRecordWithoutPTY = 1 << 20
 
 func (c *Config) validateSSHGateway(lines map[string]seqLines) error {
 	g := c.Gateway.SSH
@@ -50,6 +59,12 @@ func (c *Config) validateSSHGateway(lines map[string]seqLines) error {
 	}
 	if g.PublicPort < 0 || g.PublicPort > 65535 {
 		return lineErr(c.Path, line, "gateway.ssh.public_port %d: want 1 to 65535", g.PublicPort)
+	}
+	if g.RecordWithoutPTY < -1 {
+		return lineErr(c.Path, line, "gateway.ssh.record_without_pty %d: want a number of bytes, or -1 to record everything", g.RecordWithoutPTY)
+	}
+	if g.RecordWithoutPTY == 0 {
+		g.RecordWithoutPTY = DefaultRecordWithoutPTY
 	}
 	if g.PublicHost == "" {
 		g.PublicHost = host

@@ -103,6 +103,21 @@ func (c *cast) line(at time.Time, kind string, data []byte) {
 	c.buf.WriteString("]\n")
 }
 
+// marker records an asciicast marker ("m") with label at time at, after
+// what the streams hold back.
+func (c *cast) marker(at time.Time, label string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	c.line(at, "m", []byte(label))
+	if c.buf.Len() >= castChunk {
+		return c.flushLocked(at)
+	}
+	return nil
+}
+
 // flushIfStale hands on a partial chunk older than castFlush.
 func (c *cast) flushIfStale(now time.Time) error {
 	c.mu.Lock()

@@ -135,9 +135,14 @@ type sessionChan struct {
 	mu      sync.Mutex
 	started bool
 	cast    *cast
-	sftp    *sftpReader
-	scp     string // scp's command line, when the channel runs scp
-	exit    *Exit
+	// limit, when above 0, is how many bytes of each stream the terminal
+	// recording keeps (channels without a pty: bulk data, not a screen);
+	// kept counts them per stream ("i", "o").
+	limit int64
+	kept  map[string]int64
+	sftp  *sftpReader
+	scp   string // scp's command line, when the channel runs scp
+	exit  *Exit
 
 	bytesIn, bytesOut atomic.Int64
 	outputDone        chan struct{}
@@ -214,7 +219,7 @@ func (c *gwConn) session(nch gossh.NewChannel) {
 }
 
 func (sc *sessionChan) copyIn() {
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, 256<<10) // as in copyOut
 	for {
 		n, err := sc.ch.Read(buf)
 		if n > 0 {
@@ -233,7 +238,9 @@ func (sc *sessionChan) copyIn() {
 }
 
 func (sc *sessionChan) copyOut(dst io.Writer, src io.Reader) {
-	buf := make([]byte, 32<<10)
+	// A read takes all that has arrived, up to this: fewer, larger reads
+	// mean fewer window adjustments sent to the host.
+	buf := make([]byte, 256<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -260,12 +267,40 @@ func (sc *sessionChan) record(kind string, p []byte) {
 	sc.mu.Unlock()
 	switch {
 	case k != nil:
-		k.event(sc.c.s.o.Now(), kind, p)
+		p, full := sc.keep(kind, p)
+		if len(p) > 0 {
+			k.event(sc.c.s.o.Now(), kind, p)
+		}
+		if full {
+			what := map[string]string{"i": "input", "o": "output"}[kind]
+			k.marker(sc.c.s.o.Now(), fmt.Sprintf("mayfly: %s beyond %d bytes is not recorded without a terminal; the exit event counts every byte", what, sc.limit))
+		}
 	case f != nil && kind == "i":
 		f.fromClient(p)
 	case f != nil:
 		f.fromHost(p)
 	}
+}
+
+// keep returns what of p the recording keeps on stream kind: all of it on a
+// terminal, the first limit bytes without one. The first time a stream
+// reaches the limit, full is true: the recording then gets a marker saying
+// so. The exit event still counts every byte.
+func (sc *sessionChan) keep(kind string, p []byte) (kept []byte, full bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.limit <= 0 {
+		return p, false
+	}
+	room := sc.limit - sc.kept[kind]
+	if room <= 0 {
+		return nil, false
+	}
+	if int64(len(p)) >= room {
+		p, full = p[:room], true
+	}
+	sc.kept[kind] += int64(len(p))
+	return p, full
 }
 
 func (sc *sessionChan) clientRequests(reqs <-chan *gossh.Request) {
@@ -380,6 +415,9 @@ func (sc *sessionChan) begin(typ, cmd, subsystem string) {
 			hdr.Env = map[string]string{"TERM": info.Term}
 		}
 		sc.cast = newCast(sc.n, now, hdr, func(b CastBody) error { return c.record(EventCast, b) })
+		if info.Term == "" {
+			sc.limit, sc.kept = c.s.untermLimit(), map[string]int64{}
+		}
 		c.castMu.Lock()
 		c.casts[sc.cast] = struct{}{}
 		c.castMu.Unlock()

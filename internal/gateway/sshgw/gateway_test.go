@@ -189,6 +189,7 @@ type rig struct {
 	addr   string
 	port   int
 	known  string
+	ca     *ssh.CA
 }
 
 type leaseKey struct {
@@ -233,7 +234,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	r := &rig{t: t, dir: dir, host: host, log: sessions{st}, addr: ln.Addr().String(), port: port}
+	r := &rig{t: t, dir: dir, host: host, log: sessions{st}, addr: ln.Addr().String(), port: port, ca: ca}
 	r.leases = &fakeLeases{sc: sc, grants: grants, leases: map[string]*mayfly.Lease{}, changed: make(chan struct{}), touched: map[string]time.Time{}}
 	r.gw, err = New(Options{HostKey: hk, CA: ca, Leases: r.leases, Log: sessionlog.New(st, nil, nil), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -326,6 +327,41 @@ func TestExecThroughGateway(t *testing.T) {
 	}
 	if _, ok := r.leases.touched[k.id]; !ok {
 		t.Errorf("the gateway reported no activity for the lease")
+	}
+}
+
+// TestBulkOutputWithoutTerminal: a command without a terminal has the
+// first DefaultRecordWithoutPTY bytes of its output recorded, a marker
+// saying the rest is not, and every byte counted; the client gets it all.
+func TestBulkOutputWithoutTerminal(t *testing.T) {
+	r := newRig(t)
+	k := r.lease("shell")
+	const size = 3_000_000
+	out, err := r.ssh(k, k.login+"@127.0.0.1", "head -c "+strconv.Itoa(size)+" /dev/zero | tr '\\0' x").Output()
+	if err != nil || len(out) != size || strings.Trim(string(out), "x") != "" {
+		t.Fatalf("ssh: %v; got %d bytes, want %d x", err, len(out), size)
+	}
+	_, evs, _ := r.log.only(t, k.id)
+	_, ce := parseCast(t, castOf(t, evs, 0))
+	var o strings.Builder
+	var markers []string
+	for _, e := range ce {
+		switch e.kind {
+		case "o":
+			o.WriteString(e.data)
+		case "m":
+			markers = append(markers, e.data)
+		}
+	}
+	if o.Len() != DefaultRecordWithoutPTY || strings.Trim(o.String(), "x") != "" {
+		t.Errorf("recorded %d bytes of output; want the first %d", o.Len(), DefaultRecordWithoutPTY)
+	}
+	if len(markers) != 1 || !strings.Contains(markers[0], "not recorded") || ce[len(ce)-1].kind != "m" {
+		t.Errorf("markers %q; want one, after the last output recorded", markers)
+	}
+	exits := bodies[Exit](t, evs, EventExit)
+	if len(exits) != 1 || exits[0].BytesOut != size {
+		t.Errorf("exit events %+v; want bytes_out %d", exits, size)
 	}
 }
 
