@@ -127,7 +127,7 @@ func (s *server) handleAccessReport() http.Handler {
 					in.Requests[x.ID] = x
 				}
 			}
-			for _, action := range []string{"request.create", "request.approve", "lease.review", "lease.extend"} {
+			for _, action := range []string{"request.create", "request.approve", "lease.review", "lease.extend", "session.start"} {
 				evs, err := tx.ListAudit(mayfly.AuditFilter{Action: action})
 				if err != nil {
 					return err

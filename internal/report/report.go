@@ -24,6 +24,7 @@ const (
 	actionRequestApprove = "request.approve"
 	actionLeaseReview    = "lease.review"
 	actionLeaseExtend    = "lease.extend"
+	actionSessionStart   = "session.start"
 	dataBreakGlass       = "break_glass"
 	dataAuto             = "auto"
 	dataPolicy           = "policy"
@@ -89,6 +90,9 @@ type Access struct {
 	RevokeAttempts int `json:"revoke_attempts"`
 	// Extensions are the times the lease was lengthened, in order.
 	Extensions []Extension `json:"extensions"`
+	// Sessions are the IDs of the gateway sessions recorded under the
+	// lease, in the order they started (`mayfly sessions show ID`).
+	Sessions []string `json:"sessions"`
 }
 
 // Extension is one lengthening of a lease: approved by policy at once
@@ -216,6 +220,7 @@ func Build(in Input) Report {
 	reqs := map[string]*requestFacts{}
 	reviewed := map[string]bool{}
 	extensions := map[string][]Extension{}
+	sessions := map[string][]string{}
 	for _, e := range in.Events {
 		if e == nil {
 			continue
@@ -251,6 +256,10 @@ func Build(in Input) Report {
 			if id := subjectID(e.LeaseID, e.Subject, "lease:"); id != "" {
 				extensions[id] = append(extensions[id], extension(e))
 			}
+		case actionSessionStart:
+			if id := e.Data["session_id"]; id != "" && e.LeaseID != "" {
+				sessions[e.LeaseID] = append(sessions[e.LeaseID], id)
+			}
 		}
 	}
 
@@ -268,6 +277,9 @@ func Build(in Input) Report {
 		if x := extensions[l.ID]; len(x) > 0 {
 			sort.SliceStable(x, func(i, j int) bool { return x[i].At.Before(x[j].At) })
 			a.Extensions = x
+		}
+		if x := sessions[l.ID]; len(x) > 0 {
+			a.Sessions = x
 		}
 		r.Leases = append(r.Leases, a)
 	}
@@ -321,7 +333,7 @@ func access(l *mayfly.Lease, req *mayfly.Request, f *requestFacts, reviewed bool
 		f = &requestFacts{}
 	}
 	a := Access{
-		LeaseID: l.ID, Requester: l.Requester, Target: l.Target, Grant: l.Grant, Extensions: []Extension{},
+		LeaseID: l.ID, Requester: l.Requester, Target: l.Target, Grant: l.Grant, Extensions: []Extension{}, Sessions: []string{},
 		StartedAt: l.CreatedAt.UTC(), EndReason: l.EndReason, Approvers: []string{},
 		BreakGlass: f.breakGlass, AutoApproved: f.auto, RevokeAttempts: l.RevokeAttempts,
 		Reason: f.reason, Policy: f.policy,

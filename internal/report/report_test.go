@@ -143,13 +143,13 @@ func TestBuildRow(t *testing.T) {
 	want := []Access{
 		{LeaseID: "l1", Requester: "ann", Target: "pg", Grant: "dba", Reason: "INC-1 fix index", Approvers: []string{"bob", "cat"},
 			StartedAt: day0.Add(time.Hour), EndedAt: &l1End, EndReason: "done", DurationSeconds: 5400, Policy: "pol-pg", RevokeAttempts: 2,
-			Extensions: []Extension{}},
+			Extensions: []Extension{}, Sessions: []string{}},
 		{LeaseID: "l2", Requester: "dan", Target: "pg", Grant: "readonly", Reason: "outage", Approvers: []string{},
 			StartedAt: day0.Add(3 * time.Hour), DurationSeconds: int64((now.Sub(day0.Add(3 * time.Hour))) / time.Second),
-			BreakGlass: true, ReviewRequired: true, Policy: "pol-pg", Extensions: []Extension{}},
+			BreakGlass: true, ReviewRequired: true, Policy: "pol-pg", Extensions: []Extension{}, Sessions: []string{}},
 		{LeaseID: "l3", Requester: "eve", Target: "pg", Grant: "readonly", Reason: "cache", Approvers: []string{},
 			StartedAt: day0.Add(4 * time.Hour), EndedAt: ptr(day0.Add(4*time.Hour + time.Minute)), EndReason: "expired",
-			DurationSeconds: 60, BreakGlass: true, Policy: "pol-pg", AutoApproved: true, Extensions: []Extension{}},
+			DurationSeconds: 60, BreakGlass: true, Policy: "pol-pg", AutoApproved: true, Extensions: []Extension{}, Sessions: []string{}},
 	}
 	for i := range want {
 		if got := r.Leases[i]; !reflect.DeepEqual(got, want[i]) {
@@ -410,4 +410,25 @@ func manyLeases(n int) Input {
 			dur: dur, approvers: []string{"lead"}, auto: i%3 == 0, breakGlass: i%41 == 0, reviewed: i%82 == 0, retries: i % 5 / 4})
 	}
 	return f.in
+}
+
+// TestBuildLinksSessions: each lease lists the gateway sessions recorded
+// under it (session.start events), in order, and only its own.
+func TestBuildLinksSessions(t *testing.T) {
+	f := newFixture(day0, day1, day1,
+		spec{id: "l1", user: "alice", target: "db", start: day0.Add(time.Hour), dur: time.Hour},
+		spec{id: "l2", user: "bob", target: "db", start: day0.Add(2 * time.Hour), dur: time.Hour})
+	for _, e := range []struct{ lease, session string }{{"l1", "ses_a"}, {"l2", "ses_b"}, {"l1", "ses_c"}, {"", "ses_orphan"}} {
+		f.in.Events = append(f.in.Events, &mayfly.AuditEvent{Action: "session.start", Subject: "session:" + e.session,
+			LeaseID: e.lease, Data: map[string]string{"session_id": e.session}})
+	}
+	r := Build(f.in)
+	got := map[string][]string{}
+	for _, l := range r.Leases {
+		got[l.LeaseID] = l.Sessions
+	}
+	want := map[string][]string{"l1": {"ses_a", "ses_c"}, "l2": {"ses_b"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("sessions by lease = %v; want %v", got, want)
+	}
 }

@@ -145,7 +145,7 @@ func TestWriteJSON(t *testing.T) {
 		t.Errorf("from, to, generated_at = %v, %v, %v; want %v, %v, %v", got.From, got.To, got.GeneratedAt, day0, day1, day1)
 	}
 	keys := []string{"lease_id", "requester", "target", "grant", "reason", "approvers", "started_at", "ended_at",
-		"end_reason", "duration_seconds", "break_glass", "review_required", "policy", "auto_approved", "revoke_attempts", "extensions"}
+		"end_reason", "duration_seconds", "break_glass", "review_required", "policy", "auto_approved", "revoke_attempts", "extensions", "sessions"}
 	for _, l := range got.Leases {
 		var have []string
 		for k := range l {

@@ -17,8 +17,11 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05 UTC")
 	},
-	"iso":       func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"join":      strings.Join,
+	"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"join":  strings.Join,
+	"deref": func(p *int) int { return *p },
+	// sessionID is the session an audit subject names ("session:ID").
+	"sessionID": func(subject string) string { return strings.TrimPrefix(subject, "session:") },
 	"hasPrefix": strings.HasPrefix,
 	"secs":      func(s float64) string { return (time.Duration(s) * time.Second).String() },
 	"pct":       func(f float64) string { return fmt.Sprintf("%.0f%%", f*100) },

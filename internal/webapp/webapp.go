@@ -143,6 +143,9 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("POST /app/requests/{id}/approve", a.form(a.decide("approve")))
 	mux.HandleFunc("POST /app/requests/{id}/deny", a.form(a.decide("deny")))
 	mux.HandleFunc("GET /app/events", a.events)
+	mux.HandleFunc("GET /app/sessions", a.page(a.sessionsPage))
+	mux.HandleFunc("GET /app/sessions/{id}", a.page(a.sessionPage))
+	mux.HandleFunc("GET /app/sessions/{id}/cast", a.page(a.sessionCast))
 	mux.HandleFunc("GET /app/admin/{$}", a.page(a.admin(a.adminAudit)))
 	mux.HandleFunc("GET /app/admin/audit", a.page(a.admin(a.adminAudit)))
 	mux.HandleFunc("GET /app/admin/users", a.page(a.admin(a.adminUsers)))
@@ -267,7 +270,9 @@ func (a *App) callHeader(r *http.Request, s *session, method, path string, body,
 		}
 		return nil, &mayfly.Error{Code: eb.Error.Code, Message: eb.Error.Message}
 	}
-	if out != nil {
+	if raw, ok := out.(*[]byte); ok {
+		*raw = rec.body.Bytes()
+	} else if out != nil {
 		if err := json.Unmarshal(rec.body.Bytes(), out); err != nil {
 			return nil, mayfly.Errorf(mayfly.EINTERNAL, "decode the API's answer to %s %s: %v", method, path, err)
 		}
