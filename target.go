@@ -128,3 +128,9 @@ type Grant struct {
 
 // ViaGateway is the Via of a grant reached only through a gateway.
 const ViaGateway = "gateway"
+
+// GatewayActivityEvery is how often at most a gateway reports a lease's
+// activity to the idle check: the last report is at most this old when
+// the user was busy, so the idle check allows it on top of idle_timeout
+// (never ending a busy lease early).
+const GatewayActivityEvery = time.Second

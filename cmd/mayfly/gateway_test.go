@@ -25,6 +25,13 @@ import (
 // grant rw is reached only through it.
 func gatewayWorld(t *testing.T, extra string) *world {
 	t.Helper()
+	return gatewayWorldWith(t, extra, "", "")
+}
+
+// gatewayWorldWith is gatewayWorld with more keys for the gw policy
+// (", idle_timeout: 3s") and more top-level YAML.
+func gatewayWorldWith(t *testing.T, extra, policyExtra, moreYAML string) *world {
+	t.Helper()
 	adminExec(t, `CREATE TABLE IF NOT EXISTS mf_gw_items (id int, v text)`)
 	adminExec(t, `TRUNCATE mf_gw_items`)
 	return startWorld(t, worldOpts{
@@ -35,10 +42,10 @@ func gatewayWorld(t *testing.T, extra string) *world {
     grants:
       rw: {roles: [pg_read_all_data, pg_write_all_data], via: gateway%s}
 `, testenv.PostgresDSN(), extra),
-		extraYAML: `  - {name: gw, groups: [eng], targets: [gw-pg], grants: [rw], max_duration: 1h, approvals: 0}
+		extraYAML: `  - {name: gw, groups: [eng], targets: [gw-pg], grants: [rw], max_duration: 1h, approvals: 0` + policyExtra + `}
 gateway:
   postgres: {listen: "127.0.0.1:0"}
-`,
+` + moreYAML,
 	})
 }
 

@@ -30,6 +30,13 @@ type sshGatewayWorld struct {
 
 func startSSHGatewayWorld(t *testing.T) *sshGatewayWorld {
 	t.Helper()
+	return startSSHGatewayWorldWith(t, "", "")
+}
+
+// startSSHGatewayWorldWith is startSSHGatewayWorld with more keys for the
+// ssh-web policy (", idle_timeout: 3s") and more top-level YAML.
+func startSSHGatewayWorldWith(t *testing.T, policyExtra, moreYAML string) *sshGatewayWorld {
+	t.Helper()
 	sshdtest.Need(t)
 	t.Setenv("MAYFLY_SSH_CA_PASSPHRASE", "correct horse battery staple")
 	dir := t.TempDir()
@@ -45,10 +52,10 @@ func startSSHGatewayWorld(t *testing.T) *sshGatewayWorld {
       shell: {principals: [` + sshdtest.Login + `], via: gateway}
       tunnel: {principals: [` + sshdtest.Login + `], via: gateway, extensions: [permit-pty, permit-port-forwarding]}
 `
-	extra := `  - {name: ssh-web, groups: [eng], targets: [web], grants: [shell, tunnel], max_duration: 1h}
+	extra := `  - {name: ssh-web, groups: [eng], targets: [web], grants: [shell, tunnel], max_duration: 1h` + policyExtra + `}
 gateway:
   ssh: {listen: "127.0.0.1:0", host_key_file: ` + filepath.Join(dir, "gw_host_key") + `}
-`
+` + moreYAML
 	w := startWorld(t, worldOpts{targets: targets, extraYAML: extra})
 	// sshd trusts the CA the broker made at its start.
 	host.Trust(t, strings.Split(strings.TrimSpace(w.ok("carol", nil, "ssh", "ca")), "\n"))

@@ -116,7 +116,10 @@ func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 		for _, l := range ls {
 			a := byName[l.Username]
 			last := b.idle.touch(l.ID, l.CreatedAt)
+			grace := time.Duration(0)
 			if b.throughGateway(l) {
+				// The gateway's last report may lag the last activity.
+				grace = mayfly.GatewayActivityEvery
 				// Only the gateway's activity counts (TouchActivity): its
 				// own connection to the target is always there while
 				// the client is connected, busy or not.
@@ -128,7 +131,7 @@ func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 			if a.Sessions > 0 {
 				last = b.idle.touch(l.ID, now)
 			}
-			if now.Sub(last) > idleOf(l) {
+			if now.Sub(last) > idleOf(l)+grace {
 				idle = append(idle, l)
 			}
 		}

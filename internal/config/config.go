@@ -620,8 +620,8 @@ func (c *Config) validate(lines map[string]seqLines) error {
 
 // checkIdleTimeouts refuses an idle_timeout on a policy that covers a
 // grant whose target cannot report activity: a script target, or an SSH
-// grant without a host user (a certificate leaves no trace Mayfly can
-// read). Such leases would look idle while in use and be revoked.
+// grant without a host user reached directly (a certificate leaves no
+// trace Mayfly can read; through the gateway, the gateway sees it). Such leases would look idle while in use and be revoked.
 func (c *Config) checkIdleTimeouts() error {
 	for _, p := range c.Policies {
 		if p.IdleTimeout <= 0 {
@@ -648,8 +648,8 @@ func (c *Config) checkIdleTimeouts() error {
 				switch {
 				case t.Kind == mayfly.KindScript:
 					why = "a script target reports no activity Mayfly can rely on"
-				case t.Kind == mayfly.KindSSH && !t.Grants[gname].HostUser:
-					why = "an SSH certificate leaves no activity Mayfly can see (only host_user grants report sessions)"
+				case t.Kind == mayfly.KindSSH && !t.Grants[gname].HostUser && t.Grants[gname].Via != mayfly.ViaGateway:
+					why = "an SSH certificate leaves no activity Mayfly can see (only host_user grants and grants via the gateway report it)"
 				default:
 					continue
 				}

@@ -29,7 +29,7 @@ const (
 	// maxBody bounds messages after it, like PostgreSQL's own 1 GB.
 	maxBody = 1 << 30
 	// touchEvery throttles the activity reported to the idle check.
-	touchEvery = time.Second
+	touchEvery = mayfly.GatewayActivityEvery
 )
 
 // conn is one client connection.

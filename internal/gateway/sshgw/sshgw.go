@@ -34,7 +34,7 @@ const (
 	// replica that was missed).
 	recheckEvery = 2 * time.Second
 	// touchEvery bounds how often activity is reported to the broker.
-	touchEvery  = 5 * time.Second
+	touchEvery  = mayfly.GatewayActivityEvery
 	dialTimeout = 10 * time.Second
 	// closeWait is how long Close waits for connections to finish
 	// recording before it gives up on the session log.

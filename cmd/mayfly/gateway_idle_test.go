@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Idle time of leases via a gateway is measured at the gateway: a client
+// that keeps working keeps its lease past idle_timeout; one that stays
+// connected but does nothing loses it, and its connection, soon after.
+
+const idleYAML = "reconcile: {idle_interval: 500ms}\n"
+
+// leaseState returns alice's lease id as the API reports it.
+func leaseState(t *testing.T, w *world, id string) leaseOut {
+	t.Helper()
+	var ls []leaseOut
+	w.ok("alice", &ls, "leases", "-o", "json")
+	for _, l := range ls {
+		if l.ID == id {
+			return l
+		}
+	}
+	t.Fatalf("lease %s not listed", id)
+	return leaseOut{}
+}
+
+func TestPostgresGatewayIdleTimeout(t *testing.T) {
+	w := gatewayWorldWith(t, "", ", idle_timeout: 3s", idleYAML)
+	c := gatewayCreds(t, w)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, gwDSN(c, c.Password))
+	if err != nil {
+		t.Fatalf("connect through the gateway: %v", err)
+	}
+	defer conn.Close(ctx)
+
+	// Busy for twice the idle timeout: the lease stays.
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(400 * time.Millisecond) {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+			t.Fatalf("query while busy: %v (lease %+v)", err, leaseState(t, w, c.LeaseID))
+		}
+	}
+	if l := leaseState(t, w, c.LeaseID); l.State != "active" {
+		t.Fatalf("busy lease is %s (%s); want active", l.State, l.EndReason)
+	}
+
+	// Connected and silent: revoked as idle, the connection closed.
+	idleFrom := time.Now()
+	deadline := idleFrom.Add(15 * time.Second)
+	for {
+		l := leaseState(t, w, c.LeaseID)
+		if l.State == "revoked" {
+			if l.EndReason != "idle" {
+				t.Fatalf("lease ended %q; want idle", l.EndReason)
+			}
+			t.Logf("revoked as idle %s after the last query (idle_timeout 3s, checked every 500ms)", time.Since(idleFrom).Round(100*time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("silent lease still %s after %s", l.State, time.Since(idleFrom))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if time.Since(idleFrom) < 3*time.Second {
+		t.Errorf("revoked %s after the last query; want no sooner than idle_timeout (3s)", time.Since(idleFrom))
+	}
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var n int
+	if err := conn.QueryRow(qctx, "SELECT 1").Scan(&n); err == nil {
+		t.Errorf("the idle lease's connection still answers")
+	}
+	if _, err := pgx.Connect(ctx, gwDSN(c, c.Password)); err == nil {
+		t.Errorf("the idle lease's gateway secret still logs in")
+	}
+}
+
+func TestSSHGatewayIdleTimeout(t *testing.T) {
+	g := startSSHGatewayWorldWith(t, ", idle_timeout: 3s", idleYAML)
+	c, opts := g.issue("tunnel")
+	cmd := exec.Command("ssh", append(append([]string{"-tt"}, opts...), c.Username+"@"+c.Host)...)
+	cmd.Env = append(os.Environ(), "TERM=xterm")
+	tm := startPTY(t, cmd)
+	tm.send("echo ready-$((6*7))\n")
+	tm.expect("ready-42", 15*time.Second)
+
+	// Typing for twice the idle timeout: the lease stays.
+	i := 0
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(400 * time.Millisecond) {
+		i++
+		tm.send("echo tick\n")
+	}
+	tm.send("echo last-$((i=1+1))\n")
+	tm.expect("last-2", 5*time.Second)
+	if l := leaseState(t, g.world, c.LeaseID); l.State != "active" {
+		t.Fatalf("busy lease is %s (%s); want active", l.State, l.EndReason)
+	}
+
+	// Connected and silent: revoked as idle, the session ended.
+	idleFrom := time.Now()
+	select {
+	case <-tm.eof:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the silent session is still open after %s (lease %+v)", time.Since(idleFrom), leaseState(t, g.world, c.LeaseID))
+	}
+	took := time.Since(idleFrom)
+	t.Logf("session closed %s after the last keystroke (idle_timeout 3s, checked every 500ms)", took.Round(100*time.Millisecond))
+	if took < 3*time.Second {
+		t.Errorf("closed %s after the last keystroke; want no sooner than idle_timeout (3s)", took)
+	}
+	// The session closes when revocation starts; the account goes next.
+	l := leaseState(t, g.world, c.LeaseID)
+	for end := time.Now().Add(10 * time.Second); l.State != "revoked" && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		l = leaseState(t, g.world, c.LeaseID)
+	}
+	if l.State != "revoked" || l.EndReason != "idle" {
+		t.Errorf("lease %s (%s); want revoked as idle", l.State, l.EndReason)
+	}
+	if _, reason := g.endedSession(c.LeaseID); !strings.Contains(reason, "revok") && !strings.Contains(reason, "idle") {
+		t.Errorf("session end reason %q; want the lease's revocation", reason)
+	}
+	if out, err := exec.Command("ssh", append(opts, c.Username+"@"+c.Host, "true")...).CombinedOutput(); err == nil {
+		t.Errorf("the idle lease's certificate still gets in: %s", out)
+	}
+}
