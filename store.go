@@ -274,6 +274,19 @@ type DueCursor struct {
 // DueCursorOf is the position of l in the order of Tx.DueLeases.
 func DueCursorOf(l *Lease) DueCursor { return DueCursor{DueAt: l.DueAt, ID: l.ID} }
 
+// ActivityTx is a Tx that keeps when leases were last seen in use at a
+// gateway, so that the idle check, which runs on one replica, sees the
+// activity of connections served by any other.
+type ActivityTx interface {
+	// TouchLeases records the last activity of each lease in at; a time
+	// not after the one stored, or of a lease that does not exist, is
+	// ignored.
+	TouchLeases(at map[string]time.Time) error
+	// LeaseActivity returns the last activity recorded of each of the
+	// leases ids that has one.
+	LeaseActivity(ids []string) (map[string]time.Time, error)
+}
+
 // LoginStateTx is a Tx that keeps the state of logins in progress (an
 // OpenID Connect login's state, nonce and PKCE verifier, a finished login
 // waiting for its CLI, an ID token already used), so that any replica

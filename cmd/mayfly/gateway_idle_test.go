@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 )
 
 // Idle time of leases via a gateway is measured at the gateway: a client
@@ -130,4 +132,53 @@ func TestSSHGatewayIdleTimeout(t *testing.T) {
 	if out, err := exec.Command("ssh", append(opts, c.Username+"@"+c.Host, "true")...).CombinedOutput(); err == nil {
 		t.Errorf("the idle lease's certificate still gets in: %s", out)
 	}
+}
+
+// TestGatewayIdleAcrossReplicas: the idle check runs on one replica; a
+// lease used through the gateway of another stays while busy (its
+// activity reaches the checker through the store) and ends once silent.
+func TestGatewayIdleAcrossReplicas(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	requirePG(t)
+	a := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
+	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, gatewayOpts(t, "", ", idle_timeout: 3s", idleYAML))
+	a.usePostgresStore(dsn, a.addr)
+	a.startInProcess()
+	t.Cleanup(a.stop)
+	b := replicaOf(t, a)
+	st, leaders := waitLeaders(t, b, 2)
+	addrs := map[string]string{}
+	for _, r := range st.Replicas {
+		addrs[r.ID] = r.Address
+	}
+	// Through the replica that does not run the idle check.
+	w := a
+	if addrs[leaders["idle-checker"]] == a.addr {
+		w = b
+	}
+	t.Logf("idle check on %s; the lease is used through %s", addrs[leaders["idle-checker"]], w.addr)
+	c := gatewayCreds(t, w)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, gwDSN(c, c.Password))
+	if err != nil {
+		t.Fatalf("connect through the gateway: %v", err)
+	}
+	defer conn.Close(ctx)
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(400 * time.Millisecond) {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil {
+			t.Fatalf("query while busy: %v (lease %+v)", err, leaseState(t, w, c.LeaseID))
+		}
+	}
+	if l := leaseState(t, w, c.LeaseID); l.State != "active" {
+		t.Fatalf("busy lease is %s (%s); want active", l.State, l.EndReason)
+	}
+	idleFrom := time.Now()
+	for l := leaseState(t, w, c.LeaseID); l.State != "revoked"; l = leaseState(t, w, c.LeaseID) {
+		if time.Since(idleFrom) > 15*time.Second {
+			t.Fatalf("silent lease still %s after %s", l.State, time.Since(idleFrom))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("revoked %s after the last query", time.Since(idleFrom).Round(100*time.Millisecond))
 }

@@ -32,9 +32,15 @@ func gatewayWorld(t *testing.T, extra string) *world {
 // (", idle_timeout: 3s") and more top-level YAML.
 func gatewayWorldWith(t *testing.T, extra, policyExtra, moreYAML string) *world {
 	t.Helper()
+	return startWorld(t, gatewayOpts(t, extra, policyExtra, moreYAML))
+}
+
+// gatewayOpts are the world options of gatewayWorldWith (the table it
+// queries is made here).
+func gatewayOpts(t *testing.T, extra, policyExtra, moreYAML string) worldOpts {
 	adminExec(t, `CREATE TABLE IF NOT EXISTS mf_gw_items (id int, v text)`)
 	adminExec(t, `TRUNCATE mf_gw_items`)
-	return startWorld(t, worldOpts{
+	return worldOpts{
 		targets: fmt.Sprintf(`  - name: gw-pg
     kind: postgres
     prefix: mfgw_
@@ -46,7 +52,7 @@ func gatewayWorldWith(t *testing.T, extra, policyExtra, moreYAML string) *world 
 gateway:
   postgres: {listen: "127.0.0.1:0"}
 ` + moreYAML,
-	})
+	}
 }
 
 // gatewayCreds requests gw-pg/rw for alice and returns the credential.

@@ -369,7 +369,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	}()
 	var bg sync.WaitGroup
 	defer bg.Wait()
-	bg.Add(6)
+	bg.Add(7)
 	go func() {
 		defer bg.Done()
 		if notifier != nil {
@@ -409,6 +409,11 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	go func() {
 		defer bg.Done()
 		leader("idle-checker", func(ctx context.Context) { b.RunIdleChecker(ctx, cfg.Reconcile.IdleInterval) })()
+	}()
+	go func() {
+		defer bg.Done()
+		// Every replica: the gateways' activity, for the idle checker.
+		b.RunActivityFlusher(ctx)
 	}()
 	go func() {
 		defer bg.Done()

@@ -49,4 +49,8 @@ func (b *Broker) Connector(name string) mayfly.Connector { return b.connectors[n
 // gateway sees it: the idle check counts a lease reached through a gateway
 // idle from the last activity the gateway reported, not from the target's
 // own sessions (the gateway keeps one open while its client is connected).
-func (b *Broker) TouchActivity(id string, at time.Time) { b.idle.touch(id, at) }
+// It is cheap (memory only); RunActivityFlusher writes it to the store.
+func (b *Broker) TouchActivity(id string, at time.Time) {
+	b.idle.touch(id, at)
+	b.idle.mark(id, at)
+}

@@ -14,6 +14,39 @@ import (
 type idleTracker struct {
 	mu   sync.Mutex
 	seen map[string]time.Time
+	// unsaved holds gateway activity not yet written to the store, where
+	// the idle check of whichever replica runs it reads it.
+	unsaved map[string]time.Time
+}
+
+// activityFlushEvery is how often each replica writes the activity its
+// gateways saw to the store.
+const activityFlushEvery = time.Second
+
+// gatewayIdleGrace is how far behind the last activity of a lease via a
+// gateway the idle check may see it: one report interval at the gateway,
+// one flush to the store. A busy lease is never ended early.
+const gatewayIdleGrace = mayfly.GatewayActivityEvery + activityFlushEvery
+
+// mark records gateway activity to write to the store.
+func (t *idleTracker) mark(id string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.unsaved == nil {
+		t.unsaved = map[string]time.Time{}
+	}
+	if at.After(t.unsaved[id]) {
+		t.unsaved[id] = at
+	}
+}
+
+// takeUnsaved returns the activity to write and forgets it.
+func (t *idleTracker) takeUnsaved() map[string]time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	u := t.unsaved
+	t.unsaved = nil
+	return u
 }
 
 func (t *idleTracker) touch(id string, at time.Time) time.Time {
@@ -51,12 +84,24 @@ func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 	}
 	var active []*mayfly.Lease
 	reqs := map[string]*mayfly.Request{}
+	var stored map[string]time.Time // gateway activity any replica saw
 	err := b.store.View(ctx, func(tx mayfly.Tx) error {
 		var err error
 		// The active leases only, through the (state, due_at) index: the
 		// cost follows the live leases, not the history.
 		if active, err = tx.ListLeases(mayfly.LeaseFilter{States: []mayfly.LeaseState{mayfly.LeaseActive}}); err != nil {
 			return err
+		}
+		if at, ok := tx.(mayfly.ActivityTx); ok {
+			var gw []string
+			for _, l := range active {
+				if b.throughGateway(l) {
+					gw = append(gw, l.ID)
+				}
+			}
+			if stored, err = at.LeaseActivity(gw); err != nil {
+				return err
+			}
 		}
 		var ids []string
 		for _, l := range active {
@@ -118,8 +163,12 @@ func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 			last := b.idle.touch(l.ID, l.CreatedAt)
 			grace := time.Duration(0)
 			if b.throughGateway(l) {
-				// The gateway's last report may lag the last activity.
-				grace = mayfly.GatewayActivityEvery
+				// The gateway's last report may lag the last activity,
+				// and reach this replica through the store.
+				grace = gatewayIdleGrace
+				if at, ok := stored[l.ID]; ok {
+					last = b.idle.touch(l.ID, at)
+				}
 				// Only the gateway's activity counts (TouchActivity): its
 				// own connection to the target is always there while
 				// the client is connected, busy or not.
@@ -174,6 +223,49 @@ func (b *Broker) RunIdleChecker(ctx context.Context, every time.Duration) error 
 		case <-t.C():
 			if _, err := b.CheckIdle(ctx); err != nil && ctx.Err() == nil {
 				b.log.Error("idle check", "err", err)
+			}
+		}
+	}
+}
+
+// FlushActivity writes the gateway activity this replica saw since the
+// last flush to the store (when it keeps activity), for the idle check of
+// any replica. What cannot be written is kept for the next flush.
+func (b *Broker) FlushActivity(ctx context.Context) error {
+	u := b.idle.takeUnsaved()
+	if len(u) == 0 {
+		return nil
+	}
+	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+		at, ok := tx.(mayfly.ActivityTx)
+		if !ok {
+			return nil
+		}
+		return at.TouchLeases(u)
+	})
+	if err != nil {
+		for id, t := range u {
+			b.idle.mark(id, t)
+		}
+	}
+	return err
+}
+
+// RunActivityFlusher writes gateway activity to the store every second
+// until ctx ends, then once more. Every replica runs it.
+func (b *Broker) RunActivityFlusher(ctx context.Context) {
+	t := mayfly.NewTicker(b.clock, activityFlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			b.FlushActivity(fctx)
+			cancel()
+			return
+		case <-t.C():
+			if err := b.FlushActivity(ctx); err != nil && ctx.Err() == nil {
+				b.log.Warn("record gateway activity", "err", err)
 			}
 		}
 	}

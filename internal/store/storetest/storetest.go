@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) mayfly.Store) {
 		{"SessionEvents", testSessionEvents},
 		{"ConcurrentSessionAppends", testConcurrentSessionAppends},
 		{"LoginStates", testLoginStates},
+		{"LeaseActivity", testLeaseActivity},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

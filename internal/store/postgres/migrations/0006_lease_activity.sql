@@ -1,0 +1,3 @@
+-- When a lease was last seen in use at a gateway, so that the idle check
+-- on any replica sees activity served by another.
+ALTER TABLE leases ADD COLUMN activity_at BIGINT;
