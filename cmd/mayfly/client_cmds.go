@@ -288,12 +288,34 @@ func printCreds(e *env, c *httpapi.CredsView) {
 	fmt.Fprintln(w, "This credential is shown once; Mayfly does not keep it.")
 }
 
+// notGone is the outcome of done or revoke when the account is not yet
+// verified gone: Mayfly keeps retrying, and the command exits with
+// exitNotGone so that a script does not take access for removed.
+type notGone struct{ l httpapi.LeaseView }
+
+// exitNotGone is the exit status of done and revoke while the lease's
+// account is not yet verified gone.
+const exitNotGone = 6
+
+func (n *notGone) Error() string {
+	msg := fmt.Sprintf("lease %s is %s: its account is not yet verified gone; Mayfly keeps retrying", n.l.ID, n.l.State)
+	if n.l.LastError != "" {
+		msg += " (last error: " + n.l.LastError + ")"
+	}
+	return msg + "; `mayfly revoke " + n.l.ID + " --wait` waits until it is"
+}
+
 func endLease(e *env, name, path string, args []string) error {
 	f := newFlags(e, name, true)
 	reason := f.String("reason", "", "why")
+	wait := f.Bool("wait", false, "wait until the account is verified gone (exit status 6 if --timeout passes first)")
+	timeout := f.Duration("timeout", 5*time.Minute, "how long --wait waits")
 	c, err := f.start(e, args, 1)
 	if err != nil {
 		return err
+	}
+	if *timeout <= 0 {
+		return usageErr("--timeout must be positive")
 	}
 	id := f.pos[0]
 	p := "/v1/leases/" + url.PathEscape(id) + "/" + path
@@ -307,14 +329,32 @@ func endLease(e *env, name, path string, args []string) error {
 	if err := c.Do(e.ctx, "POST", p, nil, httpapi.DecisionBody{Reason: *reason}, &l); err != nil {
 		return err
 	}
-	if f.json() {
-		return e.printJSON(l)
+	if *wait && l.State != mayfly.LeaseRevoked {
+		deadline := time.Now().Add(*timeout)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for l.State != mayfly.LeaseRevoked && time.Now().Before(deadline) {
+			select {
+			case <-e.ctx.Done():
+				return e.ctx.Err()
+			case <-tick.C:
+			}
+			var cur httpapi.LeaseView
+			if err := c.Do(e.ctx, "GET", "/v1/leases/"+url.PathEscape(l.ID), nil, nil, &cur); err != nil {
+				return err
+			}
+			l = cur
+		}
 	}
-	switch l.State {
-	case mayfly.LeaseRevoked:
+	if f.json() {
+		if err := e.printJSON(l); err != nil {
+			return err
+		}
+	} else if l.State == mayfly.LeaseRevoked {
 		fmt.Fprintf(e.stdout, "lease %s: account %s removed (%s)\n", l.ID, l.Username, l.EndReason)
-	default:
-		fmt.Fprintf(e.stdout, "lease %s: %s; revocation is being retried (last error: %s)\n", l.ID, l.State, l.LastError)
+	}
+	if l.State != mayfly.LeaseRevoked {
+		return &notGone{l}
 	}
 	return nil
 }

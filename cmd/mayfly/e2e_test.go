@@ -950,3 +950,42 @@ func TestTargetDownAtExpiry(t *testing.T) {
 		})
 	}
 }
+
+// TestRevokeExitStatusWhileTargetIsDown: with the target unreachable,
+// `mayfly revoke` exits 6 naming the retry (not 0: access is not gone);
+// `--wait` blocks until the target is back and the account removed, then
+// exits 0; `--wait` with a short --timeout exits 6.
+func TestRevokeExitStatusWhileTargetIsDown(t *testing.T) {
+	requirePG(t)
+	u, _ := url.Parse(testenv.PostgresDSN())
+	px := newProxy(t, u.Host)
+	u.Host = px.ln.Addr().String()
+	w := startWorld(t, worldOpts{pgDSN: u.String()})
+	var r reqOut
+	var c credsOut
+	w.ok("alice", &r, "request", "local-pg/readonly", "--for", "10m", "--reason", "INC-6 exit status", "-o", "json")
+	w.ok("alice", &c, "creds", r.ID, "-o", "json")
+	px.setDown(true)
+	out, err := w.try("carol", "revoke", c.LeaseID)
+	if code := exitCode(err); code != exitNotGone || !strings.Contains(fmt.Sprint(err), "keeps retrying") {
+		t.Fatalf("revoke with the target down: exit %d, %q %v; want %d naming the retry", code, out, err, exitNotGone)
+	}
+	if !roleExists(t, c.Username) {
+		t.Fatalf("role vanished while the target was unreachable; the test proves nothing")
+	}
+	if _, err := w.try("carol", "revoke", c.LeaseID, "--wait", "--timeout", "1s"); exitCode(err) != exitNotGone {
+		t.Errorf("revoke --wait --timeout 1s with the target down: exit %d (%v); want %d", exitCode(err), err, exitNotGone)
+	}
+	go func() { time.Sleep(time.Second); px.setDown(false) }()
+	var l leaseOut
+	out, err = w.try("alice", "done", c.LeaseID, "--wait", "--timeout", "30s", "-o", "json")
+	if err != nil {
+		t.Fatalf("done --wait once the target is back: %v\n%s", err, out)
+	}
+	if err := json.Unmarshal([]byte(out), &l); err != nil || l.State != "revoked" {
+		t.Fatalf("done --wait printed %q; want the revoked lease", out)
+	}
+	if roleExists(t, c.Username) {
+		t.Errorf("role %s exists after done --wait returned 0", c.Username)
+	}
+}

@@ -31,8 +31,13 @@ func main() {
 
 // exitCode maps an error to the process exit status: 2 for usage and
 // invalid input, 3 for refusals (forbidden, unauthorized), 4 for not found
-// or conflicts, 5 for unavailable, 1 otherwise.
+// or conflicts, 5 for unavailable, 6 when done or revoke could not yet
+// verify the account gone, 1 otherwise.
 func exitCode(err error) int {
+	var ng *notGone
+	if errors.As(err, &ng) {
+		return exitNotGone
+	}
 	switch mayfly.ErrorCode(err) {
 	case mayfly.EINVALID:
 		return 2
