@@ -351,7 +351,13 @@ func endLease(e *env, name, path string, args []string) error {
 			return err
 		}
 	} else if l.State == mayfly.LeaseRevoked {
-		fmt.Fprintf(e.stdout, "lease %s: account %s removed (%s)\n", l.ID, l.Username, l.EndReason)
+		if l.Login != "" && l.Login != l.Username {
+			// An SSH certificate: nothing to remove on the host, the
+			// certificate is refused from now on.
+			fmt.Fprintf(e.stdout, "lease %s: access as %s ended, its certificate revoked (%s)\n", l.ID, l.Login, l.EndReason)
+		} else {
+			fmt.Fprintf(e.stdout, "lease %s: account %s removed (%s)\n", l.ID, l.Username, l.EndReason)
+		}
 	}
 	if l.State != mayfly.LeaseRevoked {
 		return &notGone{l}
@@ -402,9 +408,13 @@ func cmdLeases(e *env, args []string) error {
 		if l.BreakGlass {
 			kind = "BREAK-GLASS"
 		}
-		rows = append(rows, []string{l.ID, l.RequestID, kind, l.Requester, l.Target + "/" + l.Grant, l.Username, string(l.State), fmtTime(l.ExpiresAt), ended, l.EndReason})
+		login := l.Login
+		if login == "" {
+			login = l.Username
+		}
+		rows = append(rows, []string{l.ID, l.RequestID, kind, l.Requester, l.Target + "/" + l.Grant, login, string(l.State), fmtTime(l.ExpiresAt), ended, l.EndReason})
 	}
-	e.table("ID\tREQUEST\tKIND\tREQUESTER\tACCESS\tUSERNAME\tSTATE\tEXPIRES\tENDED\tEND REASON", rows)
+	e.table("ID\tREQUEST\tKIND\tREQUESTER\tACCESS\tLOGIN\tSTATE\tEXPIRES\tENDED\tEND REASON", rows)
 	return nil
 }
 

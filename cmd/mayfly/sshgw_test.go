@@ -336,3 +336,27 @@ func processExit(err error) int {
 	}
 	return 0
 }
+
+// TestCertificateLeaseNamesTheLogin: for an SSH certificate, leases and
+// done name the principal the user logs in as, not the internal name of
+// the certificate.
+func TestCertificateLeaseNamesTheLogin(t *testing.T) {
+	g := startSSHGatewayWorld(t)
+	c, _ := g.issue("shell")
+	var ls []struct {
+		ID       string `json:"id"`
+		Username string `json:"username"`
+		Login    string `json:"login"`
+	}
+	g.ok("alice", &ls, "leases", "-o", "json")
+	if len(ls) != 1 || ls[0].Login != sshdtest.Login || ls[0].Username == sshdtest.Login {
+		t.Fatalf("leases = %+v; want login %s (the principal), username the certificate's name", ls, sshdtest.Login)
+	}
+	if table := g.ok("alice", nil, "leases"); !strings.Contains(table, "LOGIN") || !strings.Contains(table, sshdtest.Login) || strings.Contains(table, ls[0].Username) {
+		t.Errorf("leases table:\n%s\nwant the login %s, not %s", table, sshdtest.Login, ls[0].Username)
+	}
+	out := g.ok("alice", nil, "done", c.LeaseID)
+	if !strings.Contains(out, "access as "+sshdtest.Login+" ended") || strings.Contains(out, ls[0].Username) {
+		t.Errorf("done printed %q; want the login %s named", out, sshdtest.Login)
+	}
+}

@@ -67,6 +67,37 @@ type LeaseView struct {
 	EndReason string     `json:"end_reason"`
 	// BreakGlass marks a lease of break-glass access.
 	BreakGlass bool `json:"break_glass"`
+	// Login is the name the holder logs in as: the account's username,
+	// or, for an SSH certificate, its principals (comma-separated; the
+	// username then only names the certificate in logs and the KRL).
+	Login string `json:"login"`
+}
+
+// view is leaseView with the login the holder uses.
+func (s *server) view(l *mayfly.Lease) LeaseView {
+	v := leaseView(l)
+	v.Login = loginOf(s.Broker.Config(), l)
+	return v
+}
+
+// setLogins sets the Login of each view.
+func (s *server) setLogins(vs []LeaseView) {
+	cfg := s.Broker.Config()
+	for i := range vs {
+		vs[i].Login = loginOf(cfg, vs[i].Lease)
+	}
+}
+
+func loginOf(cfg *broker.Config, l *mayfly.Lease) string {
+	t, ok := cfg.Targets[l.Target]
+	if !ok || t.Kind != mayfly.KindSSH {
+		return l.Username
+	}
+	g := t.Grants[l.Grant]
+	if g.HostUser || len(g.Principals) == 0 {
+		return l.Username
+	}
+	return strings.Join(g.Principals, ",")
 }
 
 // markBreakGlass sets BreakGlass on the views whose request was
@@ -384,7 +415,7 @@ func (s *server) handleEnd(reason string) http.Handler {
 		if err != nil {
 			return 0, nil, err
 		}
-		return 200, leaseView(l), nil
+		return 200, s.view(l), nil
 	})
 }
 
@@ -424,6 +455,7 @@ func (s *server) handleListLeases() http.Handler {
 			return encodeCursor(mayfly.PageCursor{CreatedAt: x.CreatedAt, ID: x.ID})
 		})
 		vs := views(ls, leaseView)
+		s.setLogins(vs)
 		if err := s.markBreakGlass(r.Context(), vs); err != nil {
 			return 0, nil, err
 		}
@@ -437,7 +469,8 @@ func (s *server) handleGetLease() http.Handler {
 		if err != nil {
 			return 0, nil, err
 		}
-		vs := []LeaseView{leaseView(l)}
+		vs := []LeaseView{s.view(l)}
+		s.setLogins(vs)
 		if err := s.markBreakGlass(r.Context(), vs); err != nil {
 			return 0, nil, err
 		}
@@ -597,6 +630,6 @@ func (s *server) handleHeartbeat() http.Handler {
 		if err != nil {
 			return 0, nil, err
 		}
-		return 200, leaseView(l), nil
+		return 200, s.view(l), nil
 	})
 }

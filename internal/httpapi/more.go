@@ -35,7 +35,7 @@ func (s *server) handleExtend() http.Handler {
 			// Needs approval: the extension request waits for its approvers.
 			return http.StatusAccepted, ExtendResponse{Request: ptr(requestView(req))}, nil
 		}
-		v := leaseView(l)
+		v := s.view(l)
 		return 200, ExtendResponse{LeaseView: &v}, nil
 	})
 }
