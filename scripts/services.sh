@@ -18,6 +18,8 @@ want postgres && { command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-cli
 # pgbench (docs/benchmarks.md, PostgreSQL gateway) comes with the client packages.
 want postgres && { command -v pgbench >/dev/null 2>&1 || need_pkgs+=(postgresql-client postgresql-contrib); }
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+# Apache's htpasswd checks the htpasswd example target's file as a web server would.
+command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   apt-get update -qq

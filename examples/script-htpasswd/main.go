@@ -6,14 +6,16 @@
 // authentication, so a Mayfly lease becomes a time-limited login to a web
 // application behind the proxy.
 //
-// Each line of the file is
+// Each account is two lines of the file:
 //
-//	name:bcrypt-hash:perms=read,write expires=2026-01-02T15:04:05Z mark=<64 hex digits>
+//	# mayfly name perms=read,write expires=2026-01-02T15:04:05Z mark=<64 hex digits>
+//	name:bcrypt-hash
 //
-// where the third field is a comment both servers ignore (mark is the
-// installation's mark Mayfly sent, listed back so Mayfly recognises its own
-// accounts); the application
-// behind the proxy may read it to decide what the user can do. Lines
+// The first is a comment, which Apache httpd, nginx and `htpasswd -v` all
+// skip (a third field after the hash would not do: `htpasswd -v` reads it
+// as part of the hash); mark is the installation's mark Mayfly sent,
+// listed back so Mayfly recognises its own accounts, and the application
+// behind the proxy may read perms to decide what the user can do. Lines
 // Mayfly did not write are kept as they are.
 //
 // Mayfly runs the command once per operation with a JSON request on stdin
@@ -141,26 +143,25 @@ func handle(file string, req request, stdout io.Writer) error {
 			}
 			comment += " mark=" + req.Mark
 		}
-		line := req.Username + ":" + string(hash) + ":" + comment
 		return update(file, func(lines []string) []string {
-			if i := find(lines, req.Username); i >= 0 {
-				lines[i] = line // the same lease again: replace the password
-				return lines
-			}
-			return append(lines, line)
+			// The same lease again replaces the password.
+			lines = remove(lines, req.Username)
+			return append(lines, metaPrefix+req.Username+" "+comment, req.Username+":"+string(hash))
 		})
 	case "revoke":
-		return update(file, func(lines []string) []string {
-			return slices.DeleteFunc(lines, func(l string) bool { return nameOf(l) == req.Username })
-		})
+		return update(file, func(lines []string) []string { return remove(lines, req.Username) })
 	case "accounts":
 		lines, err := read(file)
 		if err != nil {
 			return err
 		}
+		meta := metaOf(lines)
 		accts := []account{}
 		for _, l := range lines {
 			name, hash, comment := split(l)
+			if m, ok := meta[name]; ok {
+				comment = m
+			}
 			if name == "" || (req.Prefix != nil && !strings.HasPrefix(name, *req.Prefix)) {
 				continue
 			}
@@ -185,6 +186,35 @@ func handle(file string, req request, stdout io.Writer) error {
 	return fmt.Errorf("unknown operation %q", req.Operation)
 }
 
+// metaPrefix starts the comment line that describes the account on the
+// next line.
+const metaPrefix = "# mayfly "
+
+// metaOf returns the comments of the accounts Mayfly wrote, by name.
+func metaOf(lines []string) map[string]string {
+	m := map[string]string{}
+	for _, l := range lines {
+		if rest, ok := strings.CutPrefix(l, metaPrefix); ok {
+			name, comment, _ := strings.Cut(rest, " ")
+			m[name] = comment
+		}
+	}
+	return m
+}
+
+// remove drops the account name and its comment line.
+func remove(lines []string, name string) []string {
+	return slices.DeleteFunc(lines, func(l string) bool {
+		if rest, ok := strings.CutPrefix(l, metaPrefix); ok {
+			n, _, _ := strings.Cut(rest, " ")
+			return n == name
+		}
+		return nameOf(l) == name
+	})
+}
+
+// split reads an account line; a third field (written by earlier versions
+// of this example) is read as its comment.
 func split(line string) (name, hash, comment string) {
 	name, rest, ok := strings.Cut(line, ":")
 	if !ok || strings.HasPrefix(line, "#") {
@@ -197,10 +227,6 @@ func split(line string) (name, hash, comment string) {
 func nameOf(line string) string {
 	n, _, _ := split(line)
 	return n
-}
-
-func find(lines []string, name string) int {
-	return slices.IndexFunc(lines, func(l string) bool { return nameOf(l) == name })
 }
 
 func permsOf(comment string) []string {

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"slices"
@@ -324,8 +325,26 @@ func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([
 	return accts, nil
 }
 
-// Check runs the check command, if the target has one.
+// Check finds every command's executable, then runs the check command,
+// if the target has one: a missing or non-executable command makes the
+// target unhealthy before a request needs it.
 func (c *Connector) Check(ctx context.Context) error {
+	for _, cmd := range []struct {
+		key  string
+		argv []string
+	}{
+		{"commands.provision", c.cmds.Provision},
+		{"commands.revoke", c.cmds.Revoke},
+		{"commands.accounts", c.cmds.Accounts},
+		{"commands.check", c.cmds.Check},
+	} {
+		if len(cmd.argv) == 0 {
+			continue
+		}
+		if _, err := exec.LookPath(cmd.argv[0]); err != nil {
+			return mayfly.Errorf(mayfly.EUNAVAILABLE, "scripted target %s: %s: %s is missing or not executable (%v)", c.name, cmd.key, cmd.argv[0], unwrapExec(err))
+		}
+	}
 	if len(c.cmds.Check) == 0 {
 		return nil
 	}
@@ -333,6 +352,20 @@ func (c *Connector) Check(ctx context.Context) error {
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "scripted target %s: %s", c.name, err.Error())
 	}
 	return nil
+}
+
+// unwrapExec returns the cause of a LookPath error without repeating the
+// name.
+func unwrapExec(err error) error {
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		return ee.Err
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // Close does nothing: no command outlives its call.

@@ -1,10 +1,8 @@
 package script
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/connectortest"
@@ -65,30 +61,33 @@ type htSession struct {
 	file, user, pass string
 }
 
+// htAuth checks user's password with Apache's own `htpasswd -v` (as the
+// web server would) and returns the permissions Mayfly recorded in the
+// account's comment line.
 func htAuth(file, user, pass string) ([]string, error) {
-	f, err := os.Open(file)
+	bin, err := exec.LookPath("htpasswd")
+	if err != nil {
+		return nil, fmt.Errorf("htpasswd (apache2-utils, scripts/services.sh installs it): %w", err)
+	}
+	if out, err := exec.Command(bin, "-v", "-b", file, user, pass).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("401: %s", strings.TrimSpace(string(out)))
+	}
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name, rest, _ := strings.Cut(sc.Text(), ":")
-		if name != user {
+	for l := range strings.SplitSeq(string(b), "\n") {
+		rest, ok := strings.CutPrefix(l, "# mayfly "+user+" ")
+		if !ok {
 			continue
 		}
-		hash, comment, _ := strings.Cut(rest, ":")
-		if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(pass)); err != nil {
-			return nil, errors.New("401: wrong password")
-		}
-		for f := range strings.FieldsSeq(comment) {
+		for f := range strings.FieldsSeq(rest) {
 			if p, ok := strings.CutPrefix(f, "perms="); ok {
 				return strings.Split(p, ","), nil
 			}
 		}
-		return nil, nil
 	}
-	return nil, errors.New("401: no such user")
+	return nil, nil
 }
 
 func (s *htSession) can(perm string) error {
@@ -462,5 +461,41 @@ func TestHtpasswdCheck(t *testing.T) {
 	}
 	if err := c2.Check(context.Background()); mayfly.ErrorCode(err) != mayfly.EUNAVAILABLE {
 		t.Errorf("Check() on a missing directory = %v; want %s", err, mayfly.EUNAVAILABLE)
+	}
+}
+
+// TestCheckFindsEveryCommand: a target whose command is missing, or is not
+// executable, is unhealthy at once, naming the command; relative to PATH
+// works.
+func TestCheckFindsEveryCommand(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, revoke, want string
+	}{
+		{"missing", filepath.Join(dir, "nowhere"), "commands.revoke: " + filepath.Join(dir, "nowhere") + " is missing or not executable"},
+		{"not executable", plain, "commands.revoke: " + plain + " is missing or not executable"},
+		{"not on PATH", "mayfly-no-such-command", "commands.revoke: mayfly-no-such-command is missing"},
+		{"on PATH", "true", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(mayfly.Target{Name: "sw", Commands: mayfly.ScriptCommands{Provision: []string{"true"}, Revoke: []string{tt.revoke}, Accounts: []string{"true"}}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Check(context.Background())
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Check() = %v; want nil", err)
+				}
+				return
+			}
+			if mayfly.ErrorCode(err) != mayfly.EUNAVAILABLE || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Check() = %v; want %s naming %q", err, mayfly.EUNAVAILABLE, tt.want)
+			}
+		})
 	}
 }
