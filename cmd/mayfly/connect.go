@@ -123,7 +123,7 @@ func isTerminal(w any) bool {
 // runSession runs the command with the credential and ends the lease when
 // it exits, whatever happens.
 func runSession(e *env, c *httpapi.Client, cr *httpapi.CredsView, command []string, hb time.Duration) (err error) {
-	dir, err := os.MkdirTemp("", "mayfly-connect-")
+	dir, err := connectDir(e.getenv)
 	if err != nil {
 		return err
 	}
@@ -137,12 +137,14 @@ func runSession(e *env, c *httpapi.Client, cr *httpapi.CredsView, command []stri
 		}
 	}
 	defer done()
-	envv, defCmd, err := sessionEnv(cr, dir)
+	envv, defCmd, sshOpts, err := sessionEnv(cr, dir)
 	if err != nil {
 		return err
 	}
 	if len(command) == 0 {
 		command = defCmd
+	} else {
+		command = withSSHOptions(command, sshOpts)
 	}
 	if len(command) == 0 {
 		return usageErr("connect: no default client for target kind %q; give a command after --", cr.Kind)
@@ -177,8 +179,13 @@ func runSession(e *env, c *httpapi.Client, cr *httpapi.CredsView, command []stri
 }
 
 // sessionEnv returns the environment that hands the credential to the
-// target's client, never on its command line, and the default client.
-func sessionEnv(cr *httpapi.CredsView, dir string) ([]string, []string, error) {
+// target's client, never on its command line, the default client, and for
+// SSH the options that give ssh the lease's identity and pinned host key.
+func sessionEnv(cr *httpapi.CredsView, dir string) (env, defCmd, sshOpts []string, err error) {
+	return sessionEnvOf(cr, dir)
+}
+
+func sessionEnvOf(cr *httpapi.CredsView, dir string) ([]string, []string, []string, error) {
 	port := strconv.Itoa(cr.Port)
 	env := []string{"MAYFLY_LEASE_ID=" + cr.LeaseID, "MAYFLY_USERNAME=" + cr.Username, "MAYFLY_HOST=" + cr.Host,
 		"MAYFLY_PORT=" + port, "MAYFLY_DATABASE=" + cr.Database, "MAYFLY_EXPIRES_AT=" + cr.ExpiresAt.Format(time.RFC3339)}
@@ -189,7 +196,7 @@ func sessionEnv(cr *httpapi.CredsView, dir string) ([]string, []string, error) {
 	switch cr.Kind {
 	case mayfly.KindPostgres:
 		env = append(env, "PGHOST="+cr.Host, "PGPORT="+port, "PGUSER="+cr.Username, "PGPASSWORD="+cr.Password, "PGDATABASE="+cr.Database)
-		return env, []string{"psql"}, nil
+		return env, []string{"psql"}, nil, nil
 	case mayfly.KindMySQL:
 		opt := fmt.Sprintf("[client]\nuser=%s\npassword=%s\nhost=%s\nport=%s\n", cr.Username, cr.Password, cr.Host, port)
 		if cr.Database != "" {
@@ -197,26 +204,30 @@ func sessionEnv(cr *httpapi.CredsView, dir string) ([]string, []string, error) {
 		}
 		p, err := write("my.cnf", opt)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		env = append(env, "MAYFLY_MYSQL_DEFAULTS_FILE="+p)
-		return env, []string{"mysql", "--defaults-extra-file=" + p}, nil
+		return env, []string{"mysql", "--defaults-extra-file=" + p}, nil, nil
 	case mayfly.KindRedis:
 		env = append(env, "REDISCLI_AUTH="+cr.Password, "MAYFLY_REDIS_ADDR="+cr.Host+":"+port)
-		return env, []string{"redis-cli", "-h", cr.Host, "-p", port, "--user", cr.Username}, nil
+		return env, []string{"redis-cli", "-h", cr.Host, "-p", port, "--user", cr.Username}, nil, nil
 	case mayfly.KindSSH:
-		args := []string{"ssh", "-p", port}
+		var opts []string
+		// `ssh -F $MAYFLY_SSH_CONFIG mayfly` reaches the lease's host;
+		// any other host name gets the identity and pinned keys too.
+		conf := "Host mayfly\n  HostName " + cr.Host + "\n  Port " + port + "\n\nHost *\n  User " + cr.Username + "\n"
 		if cr.PrivateKey != "" {
 			k, err := write("id_mayfly", cr.PrivateKey)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			c, err := write("id_mayfly-cert.pub", cr.Certificate)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			env = append(env, "MAYFLY_SSH_KEY="+k, "MAYFLY_SSH_CERT="+c)
-			args = append(args, "-i", k, "-o", "CertificateFile="+c, "-o", "IdentitiesOnly=yes")
+			opts = append(opts, "-i", k, "-o", "CertificateFile="+c, "-o", "IdentitiesOnly=yes")
+			conf += "  IdentityFile " + k + "\n  CertificateFile " + c + "\n  IdentitiesOnly yes\n"
 		}
 		if cr.HostKey != "" {
 			// Pin the server's key (the SSH gateway's) for this session.
@@ -226,13 +237,20 @@ func sessionEnv(cr *httpapi.CredsView, dir string) ([]string, []string, error) {
 			}
 			kh, err := write("known_hosts", name+" "+cr.HostKey+"\n")
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			env = append(env, "MAYFLY_SSH_KNOWN_HOSTS="+kh)
-			args = append(args, "-o", "UserKnownHostsFile="+kh, "-o", "StrictHostKeyChecking=yes")
+			opts = append(opts, "-o", "UserKnownHostsFile="+kh, "-o", "StrictHostKeyChecking=yes")
+			conf += "  UserKnownHostsFile " + kh + "\n  StrictHostKeyChecking yes\n"
 		}
-		return env, append(args, cr.Username+"@"+cr.Host), nil
+		cf, err := write("ssh_config", conf)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		env = append(env, "MAYFLY_SSH_CONFIG="+cf)
+		args := append([]string{"ssh", "-p", port}, opts...)
+		return env, append(args, cr.Username+"@"+cr.Host), opts, nil
 	}
 	env = append(env, "MAYFLY_PASSWORD="+cr.Password)
-	return env, nil, nil
+	return env, nil, nil, nil
 }

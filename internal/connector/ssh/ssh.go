@@ -181,9 +181,6 @@ func validateTarget(t mayfly.Target) error {
 	if t.AdminUser == "" && (t.AdminPassword != "" || t.AdminPasswordEnv != "") {
 		return mayfly.Errorf(mayfly.EINVALID, "ssh target %q: admin_password needs admin_user and admin_key_file", t.Name)
 	}
-	if t.AdminUser == "" && t.HostKey != "" && !viaGateway {
-		return mayfly.Errorf(mayfly.EINVALID, "ssh target %q: host_key needs admin_user and admin_key_file, or a grant via the gateway", t.Name)
-	}
 	if viaGateway && t.HostKey == "" {
 		return mayfly.Errorf(mayfly.EINVALID, "ssh target %q: grants via the gateway need host_key (the host's public key, which the gateway pins)", t.Name)
 	}
@@ -365,6 +362,10 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 	}
 	login := principals[0]
 	host, port, hostKey := c.host, c.port, ""
+	if c.hostKey != nil {
+		// The client pins the host's key: no prompt, no trust on first use.
+		hostKey = authorizedLine(c.hostKey)
+	}
 	if req.Grant.Via == ViaGateway {
 		// The certificate is good only at the gateway, which logs in to
 		// the host with a certificate of its own.
