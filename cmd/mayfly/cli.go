@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/httpapi"
 )
 
@@ -32,6 +33,9 @@ type env struct {
 	stdin     io.Reader
 	stdout    io.Writer
 	stderr    io.Writer
+	// onStop, when set, runs as the server stops, before the connectors
+	// close (mayfly dev: end the leases it made).
+	onStop func(ctx context.Context, b *broker.Broker)
 }
 
 // command is one entry of the command table: what `mayfly help` lists,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/certgen"
 	"github.com/mayflyhq/mayfly/internal/config"
 )
@@ -117,6 +120,9 @@ func cmdDev(e *env, args []string) error {
 	}
 	dev := *e
 	dev.getenv = getenv
+	// A dev broker's leases end with it: stopping it must not leave roles
+	// on the real PostgreSQL (the next `mayfly dev` gets a new directory).
+	dev.onStop = func(ctx context.Context, b *broker.Broker) { endDevLeases(ctx, e, b, *dir) }
 	return serve(&dev, cfg, path, func(addr string) {
 		trust := ""
 		if caFile != "" {
@@ -131,6 +137,42 @@ Try:
   MAYFLY_TOKEN=$MAYFLY_TOKEN_CAROL mayfly audit
 `, scheme, addr, *dir, trust, exports.String())
 	})
+}
+
+// endDevLeases ends every live lease of the dev broker as it stops and
+// says what it did.
+func endDevLeases(ctx context.Context, e *env, b *broker.Broker, dir string) {
+	admin := broker.Caller{User: "mayfly-dev", Admin: true}
+	ls, err := b.ListLeases(ctx, admin, mayfly.LeaseFilter{States: []mayfly.LeaseState{mayfly.LeaseProvisioning, mayfly.LeaseActive, mayfly.LeaseRevoking}})
+	if err != nil {
+		fmt.Fprintf(e.stderr, "mayfly dev: could not list the leases to end: %s\n", mayfly.ErrorMessageOrText(err))
+		return
+	}
+	var left []string
+	for _, l := range ls {
+		if l.State != mayfly.LeaseRevoking {
+			ended, err := b.EndLease(ctx, admin, l.ID, mayfly.EndRevoked, "mayfly dev stopped")
+			if err != nil {
+				left = append(left, l.ID+" ("+mayfly.ErrorMessageOrText(err)+")")
+				continue
+			}
+			l = ended
+		} else {
+			b.RevokeNow(ctx, l)
+			if cur, err := b.FindLease(ctx, admin, l.ID); err == nil {
+				l = cur
+			}
+		}
+		if l.State != mayfly.LeaseRevoked {
+			left = append(left, l.ID+" ("+l.LastError+")")
+		}
+	}
+	if n := len(ls) - len(left); n > 0 {
+		fmt.Fprintf(e.stderr, "mayfly dev: stopped; ended %d live lease(s) and removed their accounts\n", n)
+	}
+	if len(left) > 0 {
+		fmt.Fprintf(e.stderr, "mayfly dev: could not remove the accounts of %s; run `mayfly dev --dir %s` again to finish\n", strings.Join(left, ", "), dir)
+	}
 }
 
 // devInstanceKey reads the dev broker's installation key from path, making

@@ -612,6 +612,11 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			shut, c2 := context.WithTimeout(context.Background(), 5*time.Second)
 			srv.Shutdown(shut)
 			c2()
+			if e.onStop != nil {
+				stopCtx, c3 := context.WithTimeout(context.Background(), 30*time.Second)
+				e.onStop(stopCtx, b)
+				c3()
+			}
 			<-schedDone
 			if schedErr != nil && !errors.Is(schedErr, context.Canceled) {
 				return schedErr

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -390,4 +391,74 @@ func (n *notifyWriter) Write(p []byte) (int, error) {
 		close(n.ready)
 	}
 	return k, err
+}
+
+// TestDevStopEndsItsLeases: stopping `mayfly dev` ends its live leases and
+// drops their roles on the real PostgreSQL, saying so.
+func TestDevStopEndsItsLeases(t *testing.T) {
+	requirePG(t)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	envFile := filepath.Join(dir, "env")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	stdout := &notifyWriter{ready: ready}
+	var errb syncBuffer
+	go func() {
+		done <- run(ctx, []string{"dev", "--listen", addr, "--dir", dir, "--env-file", envFile}, func(k string) string {
+			if k == "MAYFLY_DEV_PG_DSN" {
+				return testenv.PostgresDSN()
+			}
+			return ""
+		}, strings.NewReader(""), stdout, &errb)
+	}()
+	stopped := false
+	defer func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("mayfly dev exited: %v\n%s", err, errb.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("mayfly dev did not start\n%s", errb.String())
+	}
+	b, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(strings.TrimPrefix(l, "export "), "=")
+		env[k] = v
+	}
+	env["MAYFLY_TOKEN"] = env["MAYFLY_TOKEN_ALICE"]
+	var out bytes.Buffer
+	err = run(context.Background(), []string{"request", "local-pg/readonly", "--for", "1h", "--reason", "INC-1 dev stop", "--creds", "-o", "json"},
+		func(k string) string { return env[k] }, strings.NewReader(""), &out, &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("request --creds on the dev broker: %v\n%s", err, out.String())
+	}
+	var r struct {
+		Credentials credsOut `json:"credentials"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Credentials.Username == "" {
+		t.Fatalf("request output %q: %v", out.String(), err)
+	}
+	if !roleExists(t, r.Credentials.Username) {
+		t.Fatalf("role %s not created; the test proves nothing", r.Credentials.Username)
+	}
+	cancel()
+	<-done
+	stopped = true
+	if roleExists(t, r.Credentials.Username) {
+		t.Errorf("role %s still exists after mayfly dev stopped", r.Credentials.Username)
+	}
+	if !strings.Contains(errb.String(), "ended 1 live lease(s)") {
+		t.Errorf("mayfly dev did not say it ended the lease:\n%s", errb.String())
+	}
 }
