@@ -360,3 +360,38 @@ func TestCertificateLeaseNamesTheLogin(t *testing.T) {
 		t.Errorf("done printed %q; want the login %s named", out, sshdtest.Login)
 	}
 }
+
+// TestRevokedKeysToken: the revocation-list token reads the lists, as a
+// host fetching its list would, and is refused everywhere else.
+func TestRevokedKeysToken(t *testing.T) {
+	tok, sum := newToken()
+	g := startSSHGatewayWorldWith(t, "", "ssh_ca: {revoked_keys_token_sha256: "+sum+"}\n")
+	get := func(path, token string) (int, []byte) {
+		req, _ := http.NewRequest("GET", "http://"+g.addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	c, _ := g.issue("shell")
+	g.ok("carol", nil, "revoke", c.LeaseID)
+	code, krl := get("/v1/ssh/revoked-keys?target=web", tok)
+	if code != 200 || len(krl) == 0 {
+		t.Fatalf("revoked-keys with the host token: %d, %d bytes; want 200 and the list", code, len(krl))
+	}
+	if code, want := get("/v1/ssh/revoked-keys?target=web", g.tokens["alice"]); code != 200 || !bytes.Equal(want, krl) {
+		t.Errorf("the list differs between the host token and a user's (%d)", code)
+	}
+	for _, p := range []string{"/v1/leases", "/v1/ssh/ca", "/v1/whoami", "/v1/audit"} {
+		if code, body := get(p, tok); code != http.StatusUnauthorized {
+			t.Errorf("GET %s with the revocation-list token: %d %s; want 401", p, code, body)
+		}
+	}
+	if code, _ := get("/v1/ssh/revoked-keys?target=web", "mfy_wrong"); code != http.StatusUnauthorized {
+		t.Errorf("revoked-keys with a wrong token: %d; want 401", code)
+	}
+}

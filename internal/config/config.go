@@ -205,6 +205,10 @@ type Cluster struct {
 type SSHCA struct {
 	Dir           string `yaml:"dir"`            // default: <state_dir>/ssh-ca
 	PassphraseEnv string `yaml:"passphrase_env"` // default: MAYFLY_SSH_CA_PASSPHRASE
+	// RevokedKeysTokenSHA256 is the hex SHA-256 of a token that can read
+	// the revocation lists (GET /v1/ssh/revoked-keys) and nothing else:
+	// the one to put on hosts, which fetch their list on a timer.
+	RevokedKeysTokenSHA256 string `yaml:"revoked_keys_token_sha256"`
 }
 
 // Audit configures audit delivery, retention and alerts.
@@ -426,6 +430,10 @@ func (c *Config) validate(lines map[string]seqLines) error {
 		return lineErr(f, lines["metrics"].at(0), "metrics.token_sha256 must be 64 hex digits")
 	}
 	c.Metrics.TokenSHA256 = strings.ToLower(c.Metrics.TokenSHA256)
+	c.SSHCA.RevokedKeysTokenSHA256 = strings.ToLower(c.SSHCA.RevokedKeysTokenSHA256)
+	if c.SSHCA.RevokedKeysTokenSHA256 != "" && !hexRE.MatchString(c.SSHCA.RevokedKeysTokenSHA256) {
+		return lineErr(f, lines["ssh_ca"].at(0), "ssh_ca.revoked_keys_token_sha256 must be 64 hex digits (`mayfly token` makes one)")
+	}
 	c.SCIM.TokenSHA256 = strings.ToLower(c.SCIM.TokenSHA256)
 	if c.SCIM.TokenSHA256 != "" && !hexRE.MatchString(c.SCIM.TokenSHA256) {
 		return lineErr(f, lines["scim"].at(0), "scim.token_sha256 must be 64 hex digits")

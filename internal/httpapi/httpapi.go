@@ -81,6 +81,9 @@ type Deps struct {
 	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer token
 	// /metrics requires.
 	MetricsTokenSHA256 string
+	// RevokedKeysTokenSHA256, when set, is the hex SHA-256 of a token that
+	// reads the SSH revocation lists and nothing else (for hosts).
+	RevokedKeysTokenSHA256 string
 	// Login, when set, serves /v1/auth/ (single sign-on; it authenticates
 	// itself where it needs to).
 	Login http.Handler
@@ -318,6 +321,25 @@ func (s *server) handle(f func(w http.ResponseWriter, r *http.Request) (int, any
 		} else {
 			w.WriteHeader(status)
 		}
+	})
+}
+
+// revokedKeysAuth lets the revocation-list token read the lists; any
+// other caller is authenticated as everywhere else.
+func (s *server) revokedKeysAuth(h http.Handler) http.Handler {
+	authed := s.authed(h)
+	if s.RevokedKeysTokenSHA256 == "" {
+		return authed
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+			if subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(s.RevokedKeysTokenSHA256)) == 1 {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		authed.ServeHTTP(w, r)
 	})
 }
 

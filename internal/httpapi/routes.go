@@ -43,7 +43,7 @@ func (s *server) routes(mux0 *http.ServeMux) {
 	mux.Handle("GET /v1/catalog", a(s.handleCatalog()))
 	mux.Handle("GET /v1/ssh/ca", a(s.handleSSHCA()))
 	mux.Handle("POST /v1/ssh/ca/rotate", a(adminOnly(s.handleSSHRotate())))
-	mux.Handle("GET /v1/ssh/revoked-keys", a(s.handleRevokedKeys()))
+	mux.Handle("GET /v1/ssh/revoked-keys", s.revokedKeysAuth(s.handleRevokedKeys()))
 	mux.Handle("POST /v1/leases/{id}/extend", a(s.handleExtend()))
 	mux.Handle("POST /v1/leases/{id}/heartbeat", a(s.handleHeartbeat()))
 	mux.Handle("POST /v1/leases/{id}/review", a(adminOnly(s.handleReview())))
