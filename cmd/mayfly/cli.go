@@ -77,7 +77,7 @@ func init() {
 		"extend":     {"extend an active lease, through policy", "extend LEASE_ID --for DURATION --reason TEXT [-o table|json]", cmdExtend},
 		"review":     {"record the review of a break-glass lease (admins)", "review LEASE_ID --note TEXT", cmdReview},
 		"report":     {"`report access`: every lease in a period, with totals; `report standing`: standing privileges on every target (admins)", "report access|standing ...", nil},
-		"ssh":        {"SSH CA: `ssh ca` prints its public keys, `ssh ca rotate` (admins), `ssh revoked-keys --target T`", "ssh ca|revoked-keys ...", nil},
+		"ssh":        {"SSH CA: `ssh ca` prints its public keys, `ssh ca rotate [--activate|--now]` (admins), `ssh revoked-keys --target T`", "ssh ca|revoked-keys ...", nil},
 		"users":      {"list users, or `users suspend|resume|remove NAME` (admins): suspending revokes every lease at once", "users [-o table|json]", cmdUsers},
 		"reconcile":  {"compare targets' managed accounts with leases now: remove orphans, end missing leases (admins)", "reconcile [TARGET] [-o table|json]", cmdReconcile},
 		"inventory":  {"list every account on a target, marking those Mayfly manages (admins)", "inventory TARGET [--unmanaged] [-o table|json]", cmdInventory},
@@ -116,7 +116,7 @@ func init() {
 			"revoked-keys": {"fetch a target's key revocation list (KRL) for RevokedKeys", "ssh revoked-keys --target T [--out FILE]", cmdSSHRevokedKeys},
 		},
 		"ssh ca": {
-			"rotate": {"make a new SSH CA key and sign with it from now on (admins)", "ssh ca rotate [-o table|json]", cmdSSHCARotate},
+			"rotate": {"rotate the SSH CA key in two steps (admins): publish the next key, then --activate it once hosts have it; --now for both at once", "ssh ca rotate [--activate | --now] [--reason TEXT] [-o table|json]", cmdSSHCARotate},
 		},
 		"users": {
 			"suspend": {"suspend a user: every lease revoked, every request cancelled, tokens refused (admins)", "users suspend NAME [--reason TEXT] [-o table|json]", cmdUsersSuspend},

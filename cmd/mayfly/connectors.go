@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/config"
@@ -159,7 +160,17 @@ func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string
 type sshService struct{ c *connectors }
 
 func (s sshService) CAPublicKeys() []string { return s.c.ca.PublicKeys() }
-func (s sshService) RotateCA() error        { return s.c.ca.Rotate() }
+func (s sshService) RotateCA(step string) error {
+	switch step {
+	case "prepare":
+		_, err := s.c.ca.PrepareRotation()
+		return err
+	case "activate":
+		return s.c.ca.ActivateRotation()
+	}
+	return s.c.ca.Rotate()
+}
+func (s sshService) CANextKey() (string, time.Time, bool) { return s.c.ca.NextKey() }
 func (s sshService) RevokedKeys(target string) ([]byte, error) {
 	sc, ok := s.c.ssh[target]
 	if !ok {

@@ -7,27 +7,18 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/mayflyhq/mayfly/internal/httpapi"
 )
 
-func cmdSSHCA(e *env, args []string) error       { return sshCA(e, "ssh ca", args) }
-func cmdSSHCARotate(e *env, args []string) error { return sshCA(e, "ssh ca rotate", args) }
-
-// sshCA prints the SSH CA's public keys (ssh ca), or rotates its key first
-// (ssh ca rotate).
-func sshCA(e *env, name string, args []string) error {
-	f := newFlags(e, name, true)
+func cmdSSHCA(e *env, args []string) error {
+	f := newFlags(e, "ssh ca", true)
 	c, err := f.start(e, args, 0)
 	if err != nil {
 		return err
 	}
-	var out struct {
-		PublicKeys []string `json:"public_keys"`
-	}
-	method, path := "GET", "/v1/ssh/ca"
-	if name == "ssh ca rotate" {
-		method, path = "POST", "/v1/ssh/ca/rotate"
-	}
-	if err := c.Do(e.ctx, method, path, nil, nil, &out); err != nil {
+	var out httpapi.CAView
+	if err := c.Do(e.ctx, "GET", "/v1/ssh/ca", nil, nil, &out); err != nil {
 		return err
 	}
 	if f.json() {
@@ -35,6 +26,47 @@ func sshCA(e *env, name string, args []string) error {
 	}
 	// authorized_keys lines, ready for TrustedUserCAKeys.
 	fmt.Fprintln(e.stdout, strings.Join(out.PublicKeys, "\n"))
+	return nil
+}
+
+// cmdSSHCARotate rotates the CA's signing key in two steps, so that no
+// host refuses new certificates: publish the next key, let every host
+// fetch it, then activate it.
+func cmdSSHCARotate(e *env, args []string) error {
+	f := newFlags(e, "ssh ca rotate", true)
+	activate := f.Bool("activate", false, "make the published next key the signing key (after every host fetched it)")
+	now := f.Bool("now", false, "publish and activate a new key at once (a compromised key): hosts that have not fetched it refuse new certificates until they do")
+	reason := f.String("reason", "", "why (recorded in the audit trail)")
+	c, err := f.start(e, args, 0)
+	if err != nil {
+		return err
+	}
+	step := "prepare"
+	switch {
+	case *activate && *now:
+		return usageErr("ssh ca rotate: --activate and --now exclude each other")
+	case *activate:
+		step = "activate"
+	case *now:
+		step = "now"
+	}
+	var out httpapi.CAView
+	if err := c.Do(e.ctx, "POST", "/v1/ssh/ca/rotate", nil, httpapi.RotateBody{Step: step, Reason: *reason}, &out); err != nil {
+		return err
+	}
+	if f.json() {
+		return e.printJSON(out)
+	}
+	switch step {
+	case "prepare":
+		fmt.Fprintf(e.stdout, "next key published (it signs nothing yet):\n  %s\n", out.NextKey)
+		fmt.Fprintln(e.stdout, "Hosts trust it once they fetch the CA keys again (`mayfly ssh ca` lists it). When every host has it, run `mayfly ssh ca rotate --activate`.")
+	default:
+		fmt.Fprintf(e.stdout, "signing key is now:\n  %s\n", out.SigningKey)
+		if len(out.PublicKeys) > 1 {
+			fmt.Fprintln(e.stdout, "The previous key stays in `mayfly ssh ca` until the certificates it signed expire.")
+		}
+	}
 	return nil
 }
 

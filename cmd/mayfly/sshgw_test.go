@@ -395,3 +395,79 @@ func TestRevokedKeysToken(t *testing.T) {
 		t.Errorf("revoked-keys with a wrong token: %d; want 401", code)
 	}
 }
+
+// TestCARotationInTwoSteps: publishing the next CA key first lets hosts
+// fetch it while the current key still signs, so no login is refused at the
+// switch; rotating at once (--now) makes a host that has not fetched the
+// new key refuse new certificates, as the two steps avoid.
+func TestCARotationInTwoSteps(t *testing.T) {
+	g := startSSHGatewayWorld(t)
+	login := func(what string) error {
+		t.Helper()
+		c, opts := g.issue("shell")
+		out, err := exec.Command("ssh", append(opts, c.Username+"@"+c.Host, "echo in-"+what)...).CombinedOutput()
+		g.ok("alice", nil, "done", c.LeaseID)
+		if err == nil && !strings.Contains(string(out), "in-"+what) {
+			return errors.New("no output: " + string(out))
+		}
+		if err != nil {
+			return errors.New(err.Error() + ": " + string(out))
+		}
+		return nil
+	}
+	type caOut struct {
+		PublicKeys []string `json:"public_keys"`
+		SigningKey string   `json:"signing_key"`
+		NextKey    string   `json:"next_key"`
+	}
+	getCA := func() (c caOut) {
+		t.Helper()
+		g.ok("carol", &c, "ssh", "ca", "-o", "json")
+		return c
+	}
+	fetch := func() { g.host.Trust(t, getCA().PublicKeys) } // what a host's timer does
+	first := strings.TrimSpace(g.ok("carol", nil, "ssh", "ca"))
+
+	out := g.ok("carol", nil, "ssh", "ca", "rotate", "--reason", "yearly rotation")
+	if !strings.Contains(out, "--activate") {
+		t.Errorf("rotate printed %q; want the next step named", out)
+	}
+	ca := getCA()
+	if len(ca.PublicKeys) != 2 || ca.SigningKey != first || ca.NextKey == "" || ca.PublicKeys[1] != ca.NextKey {
+		t.Fatalf("after prepare: %+v; want the signing key unchanged and the next key published second", ca)
+	}
+	next := ca.NextKey
+	if err := login("before the hosts fetch"); err != nil {
+		t.Fatalf("login while the next key is only published: %v", err)
+	}
+	fetch()
+	g.ok("carol", nil, "ssh", "ca", "rotate", "--activate")
+	ca = getCA()
+	if ca.SigningKey != next || ca.NextKey != "" {
+		t.Fatalf("after activate: %+v; want %s signing", ca, next)
+	}
+	if err := login("after activation"); err != nil {
+		t.Fatalf("login after activation (the host fetched the key before): %v", err)
+	}
+	if _, err := g.try("carol", "ssh", "ca", "rotate", "--activate"); exitCode(err) != 4 {
+		t.Errorf("activate with no next key: exit %d (%v); want 4", exitCode(err), err)
+	}
+	if _, err := g.try("alice", "ssh", "ca", "rotate"); exitCode(err) != 3 {
+		t.Errorf("rotate as a non-admin: exit %d (%v); want 3", exitCode(err), err)
+	}
+
+	// The one-step rotation: the host has not fetched the new key.
+	g.ok("carol", nil, "ssh", "ca", "rotate", "--now", "--reason", "key compromised")
+	if err := login("right after --now"); err == nil {
+		t.Errorf("a host without the new key accepted its certificate; the two steps prove nothing")
+	}
+	fetch()
+	if err := login("after the host fetched"); err != nil {
+		t.Errorf("login after the host fetched the new key: %v", err)
+	}
+	var evs []eventOut
+	g.ok("carol", &evs, "audit", "-o", "json", "--action", "ssh_ca.rotate")
+	if len(evs) != 3 {
+		t.Errorf("audit has %d ssh_ca.rotate events; want 3 (prepare, activate, now)", len(evs))
+	}
+}

@@ -33,6 +33,19 @@ func (b *Broker) Alert(ctx context.Context, action, target, leaseID, summary, re
 	b.committed()
 }
 
+// RecordAdminAction records an administrative action that changes no
+// request or lease (a CA rotation) in the audit trail.
+func (b *Broker) RecordAdminAction(ctx context.Context, c Caller, action, subject, reason string, data map[string]string) error {
+	err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+		return tx.AppendAudit(&mayfly.AuditEvent{Time: b.clock.Now().UTC(), Actor: c.User, Action: action,
+			Subject: subject, Source: c.Source, Reason: reason, Data: data})
+	})
+	if err == nil {
+		b.committed()
+	}
+	return err
+}
+
 // overdue remembers when each lease was first seen failing revocation,
 // and the last count of leases past their expiry.
 type overdue struct {

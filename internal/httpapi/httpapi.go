@@ -102,8 +102,12 @@ type Deps struct {
 type SSHService interface {
 	// CAPublicKeys returns authorized_keys lines for TrustedUserCAKeys.
 	CAPublicKeys() []string
-	// RotateCA starts signing with a new key.
-	RotateCA() error
+	// RotateCA rotates the CA's signing key: step "prepare" publishes the
+	// next key (trusted by hosts that fetch the keys, signing nothing yet),
+	// "activate" makes it sign, "now" does both at once.
+	RotateCA(step string) error
+	// CANextKey returns the published next key, if any.
+	CANextKey() (public string, created time.Time, ok bool)
 	// RevokedKeys returns the RevokedKeys file (an OpenSSH KRL) of a target.
 	RevokedKeys(target string) ([]byte, error)
 }
@@ -259,6 +263,18 @@ func decode(r *http.Request, v any) error {
 		return mayfly.Errorf(mayfly.EINVALID, "invalid JSON body: trailing data")
 	}
 	return nil
+}
+
+// decodeOptional is decode for a body that may be absent (its zero value).
+func decodeOptional(r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	err := decode(r, v)
+	if err != nil && r.ContentLength < 0 && strings.Contains(err.Error(), "request body is empty") {
+		return nil
+	}
+	return err
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -59,6 +59,9 @@ type caKey struct {
 	// SignedUntil is at or after the latest ValidBefore of any certificate
 	// the key signed.
 	SignedUntil time.Time `json:"signed_until,omitzero"`
+	// Next marks the key published for the next rotation: trusted by
+	// hosts that fetch the public keys, signing nothing until activated.
+	Next bool `json:"next,omitempty"`
 }
 
 // CertRequest describes a user certificate for CA.Sign.
@@ -130,25 +133,73 @@ func OpenCA(dir string, passphrase []byte) (*CA, error) {
 	return ca, nil
 }
 
-// Rotate makes a new signing key current. The previous public key stays in
-// PublicKeys until every certificate it signed has expired; its private key
-// is deleted, since it signs nothing any more.
+// Rotate makes a new signing key current at once: the previous public key
+// stays in PublicKeys until every certificate it signed has expired, and
+// its private key is deleted. Hosts that have not fetched the new public
+// key refuse its certificates until they do: PrepareRotation, then, once
+// every host has the next key, ActivateRotation avoids that.
 func (ca *CA) Rotate() error {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
-	return ca.rotateLocked()
+	if _, err := ca.prepareLocked(); err != nil {
+		return err
+	}
+	return ca.activateLocked()
+}
+
+// PrepareRotation publishes the next signing key: PublicKeys lists it from
+// now on, but it signs nothing until ActivateRotation. It returns the
+// key's authorized_keys line; a next key already published is kept.
+func (ca *CA) PrepareRotation() (string, error) {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	k, err := ca.prepareLocked()
+	return k.Public, err
+}
+
+// ActivateRotation makes the published next key the signing key (the
+// previous one is retired as Rotate does). ECONFLICT when no next key was
+// published.
+func (ca *CA) ActivateRotation() error {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	if ca.nextLocked() < 0 {
+		return mayfly.Errorf(mayfly.ECONFLICT, "ssh ca: no next key is published; prepare one first (mayfly ssh ca rotate), let hosts fetch it, then activate it")
+	}
+	return ca.activateLocked()
+}
+
+// NextKey returns the published next key and when it was made; ok is false
+// when there is none.
+func (ca *CA) NextKey() (public string, created time.Time, ok bool) {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	if i := ca.nextLocked(); i >= 0 {
+		return ca.keys[i].Public, ca.keys[i].Created, true
+	}
+	return "", time.Time{}, false
+}
+
+func (ca *CA) nextLocked() int {
+	for i, k := range ca.keys {
+		if k.Next {
+			return i
+		}
+	}
+	return -1
 }
 
 // PublicKeys returns the trusted CA keys as authorized_keys lines, for
-// sshd's TrustedUserCAKeys file: the current key first, then retired keys
-// that signed certificates which have not expired yet.
+// sshd's TrustedUserCAKeys file: the current key first, then the next key
+// when one is published, then retired keys that signed certificates which
+// have not expired yet.
 func (ca *CA) PublicKeys() []string {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
 	now := ca.now()
 	var out []string
 	for i, k := range ca.keys {
-		if i == 0 || k.SignedUntil.After(now) {
+		if i == 0 || k.Next || k.SignedUntil.After(now) {
 			out = append(out, k.Public)
 		}
 	}
@@ -214,14 +265,18 @@ func (ca *CA) markLocked(t time.Time) error {
 	return nil
 }
 
-func (ca *CA) rotateLocked() error {
+// prepareLocked publishes a next key (second in the list) unless one is.
+func (ca *CA) prepareLocked() (caKey, error) {
+	if i := ca.nextLocked(); i >= 0 {
+		return ca.keys[i], nil
+	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return fmt.Errorf("ssh ca: generate key: %w", err)
+		return caKey{}, fmt.Errorf("ssh ca: generate key: %w", err)
 	}
 	signer, err := gossh.NewSignerFromKey(priv)
 	if err != nil {
-		return fmt.Errorf("ssh ca: %w", err)
+		return caKey{}, fmt.Errorf("ssh ca: %w", err)
 	}
 	now := ca.now().UTC()
 	var suffix [4]byte
@@ -230,14 +285,51 @@ func (ca *CA) rotateLocked() error {
 	comment := "mayfly-ca-" + now.Format("20060102T150405Z")
 	block, err := gossh.MarshalPrivateKeyWithPassphrase(priv, comment, ca.passphrase)
 	if err != nil {
-		return fmt.Errorf("ssh ca: encrypt key: %w", err)
+		return caKey{}, fmt.Errorf("ssh ca: encrypt key: %w", err)
 	}
 	if err := writeFileAtomic(filepath.Join(ca.dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
-		return fmt.Errorf("ssh ca: %w", err)
+		return caKey{}, fmt.Errorf("ssh ca: %w", err)
 	}
-	keys := []caKey{{File: file, Public: authorizedLine(signer.PublicKey()) + " " + comment, Created: now}}
+	k := caKey{File: file, Public: authorizedLine(signer.PublicKey()) + " " + comment, Created: now, Next: true}
+	old := ca.keys
+	if len(ca.keys) == 0 {
+		ca.keys = []caKey{k}
+	} else {
+		ca.keys = append([]caKey{ca.keys[0], k}, ca.keys[1:]...)
+	}
+	if err := ca.saveLocked(); err != nil {
+		ca.keys = old
+		os.Remove(filepath.Join(ca.dir, file))
+		return caKey{}, err
+	}
+	return k, nil
+}
+
+// activateLocked makes the next key current; the previous current key is
+// kept, public half only, while certificates it signed are valid.
+func (ca *CA) activateLocked() error {
+	i := ca.nextLocked()
+	next := ca.keys[i]
+	pemBytes, err := os.ReadFile(filepath.Join(ca.dir, next.File))
+	if err != nil {
+		return fmt.Errorf("ssh ca: next key: %w", err)
+	}
+	raw, err := gossh.ParseRawPrivateKeyWithPassphrase(pemBytes, ca.passphrase)
+	if err != nil {
+		return fmt.Errorf("ssh ca: next key: %w", err)
+	}
+	signer, err := gossh.NewSignerFromKey(raw)
+	if err != nil {
+		return fmt.Errorf("ssh ca: next key: %w", err)
+	}
+	now := ca.now().UTC()
+	next.Next = false
+	keys := []caKey{next}
 	var retired []string
-	for _, k := range ca.keys {
+	for j, k := range ca.keys {
+		if j == i {
+			continue
+		}
 		if k.File != "" {
 			retired = append(retired, k.File)
 			k.File = ""
@@ -250,7 +342,6 @@ func (ca *CA) rotateLocked() error {
 	ca.keys = keys
 	if err := ca.saveLocked(); err != nil {
 		ca.keys = old
-		os.Remove(filepath.Join(ca.dir, file))
 		return err
 	}
 	ca.signer = signer

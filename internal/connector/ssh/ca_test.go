@@ -150,3 +150,65 @@ func TestSignRejects(t *testing.T) {
 		t.Errorf("two certificates share serial %d", cert.Serial)
 	}
 }
+
+// TestRotationInTwoSteps: a prepared next key is published at once (second
+// in PublicKeys, kept across a reopen) but signs nothing; activating it
+// makes it sign, keeps the previous key while its certificates live, and
+// deletes the previous private key. Activating with nothing prepared is a
+// conflict.
+func TestRotationInTwoSteps(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := OpenCA(dir, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.ActivateRotation(); mayfly.ErrorCode(err) != mayfly.ECONFLICT {
+		t.Fatalf("ActivateRotation with nothing prepared = %v; want %s", err, mayfly.ECONFLICT)
+	}
+	pub, _ := newKeyPair(t)
+	sign := func(c *CA) *gossh.Certificate {
+		t.Helper()
+		cert, err := c.Sign(CertRequest{Key: pub, KeyID: "k", Principals: []string{"u"}, ValidAfter: time.Now().Add(-time.Minute), ValidBefore: time.Now().Add(time.Hour)})
+		if err != nil {
+			t.Fatalf("Sign: %v", err)
+		}
+		return cert
+	}
+	current := ca.PublicKeys()[0]
+	next, err := ca.PrepareRotation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := ca.PrepareRotation(); again != next {
+		t.Errorf("a second PrepareRotation made another key %q; want %q kept", again, next)
+	}
+	if got := ca.PublicKeys(); len(got) != 2 || got[0] != current || got[1] != next {
+		t.Fatalf("after PrepareRotation PublicKeys() = %q; want [current, next]", got)
+	}
+	if c := sign(ca); authorizedLine(c.SignatureKey) != keyField(current) {
+		t.Errorf("signed by the next key before activation")
+	}
+	// The next key survives a restart.
+	ca, err = OpenCA(dir, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, ok := ca.NextKey(); !ok || got != next {
+		t.Fatalf("after reopening NextKey() = %q, %v; want %q", got, ok, next)
+	}
+	if err := ca.ActivateRotation(); err != nil {
+		t.Fatal(err)
+	}
+	if c := sign(ca); authorizedLine(c.SignatureKey) != keyField(next) {
+		t.Errorf("after activation signed by %s; want the next key", authorizedLine(c.SignatureKey))
+	}
+	if got := ca.PublicKeys(); len(got) != 2 || got[0] != next || got[1] != current {
+		t.Errorf("after activation PublicKeys() = %q; want [next, previous (its certificate is valid)]", got)
+	}
+	if _, _, ok := ca.NextKey(); ok {
+		t.Errorf("a next key is still published after activation")
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*.key")); len(files) != 1 {
+		t.Errorf("key files after activation = %q; want only the current key", files)
+	}
+}
