@@ -209,6 +209,18 @@ func (ca *CA) PublicKeys() []string {
 // Sign issues a user certificate for req.Key, signed by the current key,
 // with a random serial number.
 func (ca *CA) Sign(req CertRequest) (*gossh.Certificate, error) {
+	return ca.sign(req, true)
+}
+
+// SignProbe is Sign without recording the certificate's expiry in the CA
+// state, for a probe by another process than the broker that owns the CA
+// (mayfly doctor): its certificate is short-lived and needs no trust kept
+// after a rotation.
+func (ca *CA) SignProbe(req CertRequest) (*gossh.Certificate, error) {
+	return ca.sign(req, false)
+}
+
+func (ca *CA) sign(req CertRequest, record bool) (*gossh.Certificate, error) {
 	if req.Key == nil {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh ca: a public key is required")
 	}
@@ -240,8 +252,10 @@ func (ca *CA) Sign(req CertRequest) (*gossh.Certificate, error) {
 	}
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
-	if err := ca.markLocked(req.ValidBefore); err != nil {
-		return nil, err
+	if record {
+		if err := ca.markLocked(req.ValidBefore); err != nil {
+			return nil, err
+		}
 	}
 	if err := cert.SignCert(rand.Reader, ca.signer); err != nil {
 		return nil, fmt.Errorf("ssh ca: sign: %w", err)

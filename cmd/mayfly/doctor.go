@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/config"
+	"github.com/mayflyhq/mayfly/internal/credential"
+	"github.com/mayflyhq/mayfly/internal/policy"
+)
+
+// defaultConfigPath is where the packages install the configuration.
+const defaultConfigPath = "/etc/mayfly/mayfly.yaml"
+
+// doctorReport is what `mayfly doctor -o json` prints.
+type doctorReport struct {
+	Config   string           `json:"config"`
+	OK       bool             `json:"ok"`
+	Findings []mayfly.Finding `json:"findings"`
+}
+
+// cmdDoctor checks a configuration against its real targets and says, per
+// target, what is missing and how to fix it. It changes nothing on them
+// (an SSH host gets one login whose only command is `true`).
+func cmdDoctor(e *env, args []string) error {
+	f := newFlags(e, "doctor", true)
+	path := f.String("config", "", "configuration file (default "+defaultConfigPath+")")
+	timeout := f.Duration("timeout", 10*time.Second, "how long each target may take to answer")
+	if err := f.parse(e, args); err != nil {
+		return err
+	}
+	if err := f.exactArgs(0); err != nil {
+		return err
+	}
+	if *path == "" {
+		*path = defaultConfigPath
+		if _, err := os.Stat(*path); err != nil {
+			return usageErr("doctor: --config FILE is required (%s does not exist)", defaultConfigPath)
+		}
+	}
+	rep := doctorReport{Config: *path, Findings: []mayfly.Finding{}}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		rep.Findings = append(rep.Findings, mayfly.Finding{Check: "configuration", Status: mayfly.FindingFail,
+			Detail: mayfly.ErrorMessageOrText(err), Fix: "fix the file; `mayfly policy check FILE` checks it alone"})
+		return printDoctor(e, f.json(), rep)
+	}
+	rep.Findings = append(rep.Findings, mayfly.Finding{Check: "configuration", Status: mayfly.FindingOK,
+		Detail: fmt.Sprintf("%d targets, %d policies, %d users", len(cfg.Targets), len(cfg.Policies), len(cfg.Users))})
+	rep.Findings = append(rep.Findings, doctorPolicies(cfg)...)
+	ctx := e.ctx
+
+	// Sealed admin credentials live in the store, under the seal key.
+	var creds *credential.Manager
+	if cfg.Seal.Enabled() {
+		st, err := openStore(ctx, cfg.Store, e.getenv)
+		if err != nil {
+			rep.Findings = append(rep.Findings, mayfly.Finding{Check: "store", Status: mayfly.FindingFail,
+				Detail: "cannot open the store for the sealed credentials: " + mayfly.ErrorMessageOrText(err)})
+		} else {
+			defer st.Close()
+			if creds, err = openCredentials(ctx, cfg, st, e.getenv, discardLogger(), "doctor", nil); err != nil {
+				rep.Findings = append(rep.Findings, mayfly.Finding{Check: "sealed credentials", Status: mayfly.FindingFail,
+					Detail: mayfly.ErrorMessageOrText(err), Fix: "check seal.key_file / seal.key_env"})
+				creds = nil
+			}
+		}
+	}
+	kinds := credentialKinds()
+	for _, t := range cfg.Targets {
+		var c mayfly.Connector
+		var err error
+		closeConn := func() {}
+		if k, ok := kinds[t.Kind]; ok && creds == nil {
+			// Nothing sealed: the admin credential is in the configuration.
+			if c, err = k.New(t, e.getenv); err == nil {
+				closeConn = func() { c.Close() }
+			}
+		} else {
+			one := *cfg
+			one.Targets = []mayfly.Target{t}
+			var conns *connectors
+			if conns, err = buildConnectors(ctx, &one, e.getenv, creds); err == nil {
+				c, closeConn = conns.all[t.Name], conns.Close
+			}
+		}
+		if err != nil {
+			rep.Findings = append(rep.Findings, mayfly.Finding{Target: t.Name, Check: "set up", Status: mayfly.FindingFail, Detail: mayfly.ErrorMessageOrText(err)})
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, *timeout)
+		if d, ok := c.(mayfly.Diagnoser); ok {
+			rep.Findings = append(rep.Findings, d.Diagnose(tctx, t)...)
+		} else if err := c.Check(tctx); err != nil {
+			rep.Findings = append(rep.Findings, mayfly.Finding{Target: t.Name, Check: "health", Status: mayfly.FindingFail, Detail: mayfly.ErrorMessageOrText(err)})
+		} else {
+			rep.Findings = append(rep.Findings, mayfly.Finding{Target: t.Name, Check: "health", Status: mayfly.FindingOK, Detail: "the target's check passes"})
+		}
+		cancel()
+		closeConn()
+	}
+	return printDoctor(e, f.json(), rep)
+}
+
+// doctorPolicies finds policies nobody can use: no configured user may
+// request under them, or too few can approve. Users who arrive through
+// single sign-on or SCIM are not in the file: then only approver groups
+// are reported, as warnings.
+func doctorPolicies(cfg *config.Config) []mayfly.Finding {
+	external := cfg.Auth.OIDC != nil || cfg.SCIM.TokenSHA256 != ""
+	members := func(groups, users []string) []string {
+		var out []string
+		for _, u := range cfg.Users {
+			if slices.Contains(users, u.Name) || slices.ContainsFunc(u.Groups, func(g string) bool { return slices.Contains(groups, g) }) {
+				out = append(out, u.Name)
+			}
+		}
+		return out
+	}
+	var out []mayfly.Finding
+	for _, p := range cfg.Policies {
+		bad := mayfly.FindingFail
+		if external {
+			bad = mayfly.FindingWarn
+		}
+		requesters := members(p.Groups, p.Users)
+		if len(requesters) == 0 {
+			out = append(out, mayfly.Finding{Check: "policy " + p.Name, Status: bad,
+				Detail: "no configured user is in its groups or users: nobody can request under it" + externalNote(external),
+				Fix:    "add the users, or fix the group names"})
+			continue
+		}
+		steps := p.Steps
+		if len(steps) == 0 && p.Approvals > 0 {
+			steps = []policy.Step{{Approvals: p.Approvals, ApproverGroups: p.ApproverGroups}}
+		}
+		ok := true
+		for i, st := range steps {
+			approvers := members(st.ApproverGroups, nil)
+			// The requester never approves their own request.
+			if len(approvers) < st.Approvals || (len(approvers) == st.Approvals && len(requesters) == 1 && slices.Contains(approvers, requesters[0])) {
+				ok = false
+				out = append(out, mayfly.Finding{Check: "policy " + p.Name, Status: bad,
+					Detail: fmt.Sprintf("step %d needs %d approvals from %s, which has %d configured member(s) besides the requester: requests can never be approved%s",
+						i+1, st.Approvals, strings.Join(st.ApproverGroups, ", "), max(0, len(approvers)-boolInt(len(requesters) == 1 && slices.Contains(approvers, requesters[0]))), externalNote(external)),
+					Fix: "add approvers to those groups, or lower approvals"})
+			}
+		}
+		if ok {
+			out = append(out, mayfly.Finding{Check: "policy " + p.Name, Status: mayfly.FindingOK,
+				Detail: fmt.Sprintf("%d user(s) may request; every approval step can be met", len(requesters))})
+		}
+	}
+	return out
+}
+
+func externalNote(external bool) string {
+	if external {
+		return " (among the users in the file; users from single sign-on or SCIM may be)"
+	}
+	return ""
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// printDoctor prints the findings and fails unless all is well.
+func printDoctor(e *env, asJSON bool, rep doctorReport) error {
+	bad := 0
+	for _, f := range rep.Findings {
+		if f.Status != mayfly.FindingOK {
+			bad++
+		}
+	}
+	rep.OK = bad == 0
+	if asJSON {
+		if err := e.printJSON(rep); err != nil {
+			return err
+		}
+	} else {
+		var rows [][]string
+		for _, f := range rep.Findings {
+			target := f.Target
+			if target == "" {
+				target = "-"
+			}
+			rows = append(rows, []string{strings.ToUpper(f.Status), target, f.Check, f.Detail})
+			if f.Fix != "" {
+				rows = append(rows, []string{"", "", "", "fix: " + f.Fix})
+			}
+		}
+		e.table("STATUS\tTARGET\tCHECK\tDETAIL", rows)
+		if bad == 0 {
+			fmt.Fprintf(e.stdout, "\nAll is well (%s).\n", rep.Config)
+		} else {
+			fmt.Fprintf(e.stdout, "\n%d problem(s) in %s.\n", bad, rep.Config)
+		}
+	}
+	if bad > 0 {
+		return &doctorProblems{n: bad}
+	}
+	return nil
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// doctorProblems makes doctor exit 1 once it printed what is wrong.
+type doctorProblems struct{ n int }
+
+func (d *doctorProblems) Error() string { return fmt.Sprintf("doctor found %d problem(s)", d.n) }

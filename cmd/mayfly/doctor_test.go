@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/sshdtest"
+	"github.com/mayflyhq/mayfly/internal/testenv"
+)
+
+// TestDoctor runs `mayfly doctor` against real servers: admins with what
+// Mayfly needs pass; admins without it fail, each check naming the missing
+// privilege and the statement that grants it; a missing script command
+// and a policy nobody can approve are reported; exit 0 only when all is
+// well.
+func TestDoctor(t *testing.T) {
+	requirePG(t)
+	ctx := context.Background()
+	mysqlDSN := testenv.MySQLDSN()
+	redisAddr := testenv.RedisAddr()
+
+	// Weak admins: they can log in and nothing more.
+	adminExec(t, `DROP ROLE IF EXISTS mf_doctor_weak`)
+	adminExec(t, `CREATE ROLE mf_doctor_weak LOGIN PASSWORD 'weak-pw-1'`)
+	t.Cleanup(func() { adminExec(t, `DROP ROLE IF EXISTS mf_doctor_weak`) })
+	u, _ := url.Parse(testenv.PostgresDSN())
+	u.User = url.UserPassword("mf_doctor_weak", "weak-pw-1")
+	weakPG := u.String()
+	mysqlExec(t, "DROP USER IF EXISTS 'mf_doctor_weak'@'127.0.0.1'")
+	mysqlExec(t, "CREATE USER 'mf_doctor_weak'@'127.0.0.1' IDENTIFIED BY 'weak-pw-2'")
+	t.Cleanup(func() { mysqlExec(t, "DROP USER IF EXISTS 'mf_doctor_weak'@'127.0.0.1'") })
+	weakMySQL := strings.Replace(mysqlDSN, "root@", "mf_doctor_weak:weak-pw-2@", 1)
+	if !strings.Contains(weakMySQL, "mf_doctor_weak") {
+		t.Fatalf("cannot make a weak MySQL DSN from %q", mysqlDSN)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	if err := rdb.Do(ctx, "ACL", "SETUSER", "mf_doctor_weak", "reset", "on", ">weak-pw-3", "+acl|whoami", "+acl|dryrun", "+time", "+ping").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Do(context.Background(), "ACL", "DELUSER", "mf_doctor_weak") })
+
+	dir := t.TempDir()
+	write := func(name, targets, policies string) string {
+		p := filepath.Join(dir, name)
+		cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+store: {sqlite: %s}
+users:
+  - {name: alice, groups: [eng], token_sha256: "%064d"}
+  - {name: bob, groups: [dba], token_sha256: "%064d"}
+targets:
+%spolicies:
+%s`, filepath.Join(dir, "mayfly.db"), 1, 2, targets, policies)
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.yaml", fmt.Sprintf(`  - {name: maria, kind: mysql, dsn: %q, grants: {read: {statements: ["GRANT SELECT ON test.* TO {{name}}"]}}}
+  - {name: cache, kind: redis, address: %q, grants: {read: {acl: "~app:* +@read"}}}
+`, mysqlDSN, redisAddr), "  - {name: eng, groups: [eng], targets: [\"*\"], grants: [\"*\"], max_duration: 1h, approvals: 1, approver_groups: [dba]}\n")
+	w := &world{t: t}
+	out, err := w.try("", "doctor", "--config", good)
+	if err != nil || !strings.Contains(out, "All is well") {
+		t.Fatalf("doctor on good admins: %v\n%s", err, out)
+	}
+	// A PostgreSQL superuser passes every check; autovacuum is reported as
+	// the server has it.
+	goodPG := write("good-pg.yaml", fmt.Sprintf("  - {name: pg, kind: postgres, dsn: %q, grants: {read: {roles: [pg_read_all_data]}}}\n", testenv.PostgresDSN()),
+		"  - {name: eng, groups: [eng], targets: [pg], grants: [read], max_duration: 1h}\n")
+	out, _ = w.try("", "doctor", "--config", goodPG, "-o", "json")
+	var pgRep doctorReport
+	if err := json.Unmarshal([]byte(out), &pgRep); err != nil {
+		t.Fatalf("doctor -o json: %v\n%s", err, out)
+	}
+	var autovacuum string
+	pgQueryRow(t, "SHOW autovacuum", &autovacuum)
+	for _, f := range pgRep.Findings {
+		want := mayfly.FindingOK
+		if f.Check == "autovacuum" && autovacuum != "on" {
+			want = mayfly.FindingWarn
+		}
+		if f.Status != want {
+			t.Errorf("superuser: %+v; want %s", f, want)
+		}
+	}
+
+	bad := write("bad.yaml", fmt.Sprintf(`  - {name: pg, kind: postgres, dsn: %q, grants: {read: {roles: [pg_read_all_data]}}}
+  - {name: maria, kind: mysql, dsn: %q, grants: {read: {statements: ["GRANT SELECT ON test.* TO {{name}}"]}}}
+  - {name: cache, kind: redis, address: %q, admin_user: mf_doctor_weak, admin_password: weak-pw-3, grants: {read: {acl: "~app:* +@read"}}}
+  - name: app
+    kind: script
+    commands: {provision: [/nonexistent/mayfly-app], revoke: [/nonexistent/mayfly-app], accounts: [/nonexistent/mayfly-app]}
+    grants: {user: {}}
+`, weakPG, weakMySQL, redisAddr), "  - {name: eng, groups: [eng], targets: [\"*\"], grants: [\"*\"], max_duration: 1h, approvals: 2, approver_groups: [dba]}\n")
+	out, err = w.try("", "doctor", "--config", bad, "-o", "json")
+	if exitCode(err) != 1 {
+		t.Fatalf("doctor on weak admins: exit %d (%v); want 1\n%s", exitCode(err), err, out)
+	}
+	var rep doctorReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.OK {
+		t.Fatalf("doctor -o json: %v, ok=%v\n%s", err, rep.OK, out)
+	}
+	got := map[string]mayfly.Finding{}
+	for _, f := range rep.Findings {
+		got[f.Target+"/"+f.Check] = f
+	}
+	for key, want := range map[string]string{
+		"pg/create roles":           "ALTER ROLE",
+		"pg/end sessions":           "GRANT pg_signal_backend",
+		"pg/grant pg_read_all_data": "WITH ADMIN OPTION",
+		"maria/create users":        "GRANT CREATE USER",
+		"maria/end sessions":        "PROCESS",
+		"cache/create users":        "+acl|setuser",
+		"cache/end sessions":        "+client|kill",
+		"app/health":                "",
+		"/policy eng":               "approvers",
+	} {
+		f, ok := got[key]
+		if !ok || f.Status != mayfly.FindingFail || !strings.Contains(f.Fix, want) {
+			t.Errorf("%s: %+v; want a failure whose fix says %q", key, f, want)
+		}
+	}
+	if f := got["app/health"]; !strings.Contains(f.Detail, "/nonexistent/mayfly-app") {
+		t.Errorf("script finding %+v; want the missing command named", f)
+	}
+	for _, key := range []string{"pg/connect", "maria/connect", "cache/connect", "pg/clock"} {
+		if got[key].Status != mayfly.FindingOK {
+			t.Errorf("%s: %+v; want ok (the weak admins can log in)", key, got[key])
+		}
+	}
+	// The table names each fix.
+	out, _ = w.try("", "doctor", "--config", bad)
+	t.Logf("doctor on weak admins:\n%s", out)
+	if !strings.Contains(out, "fix: ALTER ROLE") || !strings.Contains(out, "problem(s) in "+bad) {
+		t.Errorf("doctor table:\n%s", out)
+	}
+	if out, err := w.try("", "doctor", "--config", filepath.Join(dir, "missing.yaml")); exitCode(err) != 1 || !strings.Contains(out, "configuration") {
+		t.Errorf("doctor on a missing file: exit %d (%v)\n%s; want 1 and the configuration named", exitCode(err), err, out)
+	}
+}
+
+// pgQueryRow reads one row as the test PostgreSQL admin.
+func pgQueryRow(t *testing.T, q string, dest ...any) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, testenv.PostgresDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if err := c.QueryRow(ctx, q).Scan(dest...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// mysqlExec runs a statement as the test MySQL admin.
+func mysqlExec(t *testing.T, stmt string) {
+	t.Helper()
+	db, err := sql.Open("mysql", testenv.MySQLDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(stmt); err != nil {
+		testenv.Unavailable(t, "MariaDB/MySQL at "+testenv.MySQLDSN(), err)
+	}
+}
+
+// TestDoctorSSH: doctor logs in to the host with a probe certificate of
+// Mayfly's CA: ok while sshd trusts the CA, a failure naming
+// TrustedUserCAKeys once it does not.
+func TestDoctorSSH(t *testing.T) {
+	g := startSSHGatewayWorld(t)
+	doctor := func() doctorReport {
+		t.Helper()
+		var out, errb strings.Builder
+		run(context.Background(), []string{"doctor", "--config", g.cfg, "-o", "json"}, os.Getenv, strings.NewReader(""), &out, &errb)
+		var rep doctorReport
+		if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+			t.Fatalf("doctor -o json: %v\n%s%s", err, out.String(), errb.String())
+		}
+		return rep
+	}
+	find := func(rep doctorReport, check string) mayfly.Finding {
+		for _, f := range rep.Findings {
+			if f.Target == "web" && f.Check == check {
+				return f
+			}
+		}
+		t.Fatalf("no finding web/%s in %+v", check, rep.Findings)
+		return mayfly.Finding{}
+	}
+	rep := doctor()
+	if f := find(rep, "trusts the CA"); f.Status != mayfly.FindingOK || !strings.Contains(f.Detail, sshdtest.Login) {
+		t.Errorf("trusts the CA: %+v; want ok for principal %s", f, sshdtest.Login)
+	}
+	if f := find(rep, "connect"); f.Status != mayfly.FindingOK {
+		t.Errorf("connect: %+v", f)
+	}
+	// The host stops trusting the CA.
+	other, _ := sshdtest.NewKey(t)
+	g.host.Trust(t, []string{sshdtest.Authorized(other)})
+	if f := find(doctor(), "trusts the CA"); f.Status != mayfly.FindingFail || !strings.Contains(f.Fix, "TrustedUserCAKeys") {
+		t.Errorf("trusts the CA with an untrusting host: %+v; want a failure naming TrustedUserCAKeys", f)
+	}
+}
