@@ -61,6 +61,7 @@ func init() {
 	// Assigned in init to break the reference cycle help → commands.
 	commands = map[string]command{
 		"server":     {"run the broker", "server --config FILE", cmdServer},
+		"man":        {"print the manual page, mayfly(1), in roff (mayfly man | man -l -)", "man", cmdMan},
 		"doctor":     {"check a configuration against its real targets: what is missing and how to fix it (exit 0 only when all is well)", "doctor [--config FILE] [--timeout 10s] [-o table|json]", cmdDoctor},
 		"dev":        {"run a throw-away broker against the local PostgreSQL, with demo users", "dev [--listen ADDR] [--pg-dsn DSN] [--env-file FILE] [--dir DIR] [--tls]", cmdDev},
 		"request":    {"ask for access to TARGET/GRANT", "request TARGET/GRANT --for DURATION --reason TEXT [--creds] [--public-key FILE] [--break-glass] [-o table|json|env]", cmdRequest},

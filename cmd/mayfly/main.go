@@ -81,6 +81,10 @@ func parseOnly(args []string) error {
 	if len(args) == 0 {
 		return usageErr("no command given")
 	}
+	switch args[0] {
+	case "-h", "--help", "--version", "-version":
+		return nil // run answers these before any command
+	}
 	err := runPath(e, args)
 	if err == errDryRun || err == errHelp {
 		return nil
