@@ -562,8 +562,8 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	h := httpapi.NewServer(httpapi.Deps{
 		Broker: b, Auth: auth, Logger: log, SSH: sshSvc, Reload: reload, SCIM: scimHandler, Login: login,
 		ArchiveDir: filepath.Join(cfg.StateDir, "audit-archive"), Metrics: m, MetricsTokenSHA256: cfg.Metrics.TokenSHA256,
-		RevokedKeysTokenSHA256: cfg.SSHCA.RevokedKeysTokenSHA256,
-		Ready:                  readyCheck, ReplicaID: rep.ID(), Credentials: credentialService{creds},
+		RevokedKeysTokenSHA256: cfg.SSHCA.RevokedKeysTokenSHA256, Version: buildInfo().Version,
+		Ready: readyCheck, ReplicaID: rep.ID(), Credentials: credentialService{creds},
 		Cluster: func(ctx context.Context) (any, error) { return rep.Status(ctx) },
 	})
 	h = overdueReadyz(h, b, readyCheck, rep.ID())

@@ -244,10 +244,10 @@ func (s *server) handleWhoami() http.Handler {
 		if groups == nil {
 			groups = []string{}
 		}
-		out := map[string]any{"name": c.User, "groups": groups, "admin": c.Admin, "method": "token"}
+		out := WhoamiView{Name: c.User, Groups: groups, Admin: c.Admin, Method: "token"}
 		if id, _ := r.Context().Value(identityKey{}).(Identity); id.Method != "" {
-			out["method"] = id.Method
-			out["expires_at"] = id.ExpiresAt
+			out.Method = id.Method
+			out.ExpiresAt = &id.ExpiresAt
 		}
 		return 200, out, nil
 	})

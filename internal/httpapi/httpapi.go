@@ -81,6 +81,8 @@ type Deps struct {
 	// MetricsTokenSHA256, when set, is the hex SHA-256 of the bearer token
 	// /metrics requires.
 	MetricsTokenSHA256 string
+	// Version is the server's version, in the API description.
+	Version string
 	// RevokedKeysTokenSHA256, when set, is the hex SHA-256 of a token that
 	// reads the SSH revocation lists and nothing else (for hosts).
 	RevokedKeysTokenSHA256 string
@@ -125,7 +127,7 @@ func NewServer(d Deps) http.Handler {
 	s := &server{Deps: d}
 	mux := http.NewServeMux()
 	s.routes(mux)
-	return s.logRequests(mux)
+	return checkResponses(s.logRequests(mux))
 }
 
 type ctxKey struct{}

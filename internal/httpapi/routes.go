@@ -2,8 +2,30 @@ package httpapi
 
 import (
 	"net/http"
+	"sort"
+	"sync"
 	"time"
 )
+
+// registered holds every pattern a server registered, for the test that
+// compares them with the API description.
+var (
+	registeredMu sync.Mutex
+	registered   = map[string]bool{}
+)
+
+// RegisteredRoutes returns the patterns servers registered so far in
+// this process ("GET /v1/whoami", and prefixes such as "/v1/auth/").
+func RegisteredRoutes() []string {
+	registeredMu.Lock()
+	defer registeredMu.Unlock()
+	out := make([]string, 0, len(registered))
+	for p := range registered {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
 
 // routes lists every endpoint in one place.
 func (s *server) routes(mux0 *http.ServeMux) {
@@ -21,6 +43,7 @@ func (s *server) routes(mux0 *http.ServeMux) {
 		mux.Handle("/v1/auth/", s.Login)
 	}
 	a := s.authed
+	mux.Handle("GET /v1/openapi.json", s.handleOpenAPI())
 	mux.Handle("GET /v1/whoami", a(s.handleWhoami()))
 	mux.Handle("POST /v1/requests", a(s.handleCreateRequest()))
 	mux.Handle("GET /v1/requests", a(s.handleListRequests()))
@@ -79,6 +102,9 @@ type instrumented struct {
 }
 
 func (m instrumented) Handle(pattern string, h http.Handler) {
+	registeredMu.Lock()
+	registered[pattern] = true
+	registeredMu.Unlock()
 	if m.s.Metrics == nil {
 		m.mux.Handle(pattern, h)
 		return

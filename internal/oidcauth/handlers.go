@@ -45,17 +45,39 @@ type SessionInput struct {
 	IDToken string `json:"id_token,omitempty"`
 }
 
+type route struct {
+	pattern string
+	h       http.HandlerFunc
+}
+
+func (s *Service) routes() []route {
+	return []route{
+		{"GET /v1/auth/oidc", s.handleInfo},
+		{"POST /v1/auth/oidc/start", s.handleStart},
+		{"POST /v1/auth/oidc/session", s.handleSession},
+		{"POST /v1/auth/oidc/remote", s.handleRemoteStart},
+		{"POST /v1/auth/oidc/remote/session", s.handleRemoteSession},
+		{"GET /v1/auth/login", s.handleLogin},
+		{"GET /v1/auth/callback", s.handleCallback},
+		{"POST /v1/auth/logout", s.handleLogout},
+	}
+}
+
+// Routes lists the endpoints Handler serves ("GET /v1/auth/login", ...).
+func Routes() []string {
+	var out []string
+	for _, r := range (&Service{}).routes() {
+		out = append(out, r.pattern)
+	}
+	return out
+}
+
 // Handler serves the single sign-on endpoints under /v1/auth/.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/auth/oidc", s.handleInfo)
-	mux.HandleFunc("POST /v1/auth/oidc/start", s.handleStart)
-	mux.HandleFunc("POST /v1/auth/oidc/session", s.handleSession)
-	mux.HandleFunc("POST /v1/auth/oidc/remote", s.handleRemoteStart)
-	mux.HandleFunc("POST /v1/auth/oidc/remote/session", s.handleRemoteSession)
-	mux.HandleFunc("GET /v1/auth/login", s.handleLogin)
-	mux.HandleFunc("GET /v1/auth/callback", s.handleCallback)
-	mux.HandleFunc("POST /v1/auth/logout", s.handleLogout)
+	for _, r := range s.routes() {
+		mux.HandleFunc(r.pattern, r.h)
+	}
 	mux.HandleFunc("/v1/auth/", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, mayfly.Errorf(mayfly.ENOTFOUND, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

@@ -173,6 +173,14 @@ func (h *handler) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(got, h.token) == 1
 }
 
+// Routes lists the endpoints ServeHTTP answers, below /scim/v2 (it routes
+// by path segment; keep this list in step with its switch).
+var Routes = []string{
+	"GET /ServiceProviderConfig", "GET /ResourceTypes", "GET /ResourceTypes/{id}", "GET /Schemas", "GET /Schemas/{id}",
+	"GET /Users", "POST /Users", "GET /Users/{id}", "PUT /Users/{id}", "PATCH /Users/{id}", "DELETE /Users/{id}",
+	"GET /Groups", "POST /Groups", "GET /Groups/{id}", "PUT /Groups/{id}", "PATCH /Groups/{id}", "DELETE /Groups/{id}",
+}
+
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mayfly-scim"`)
