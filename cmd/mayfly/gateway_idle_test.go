@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // Idle time of leases via a gateway is measured at the gateway: a client
@@ -181,4 +183,47 @@ func TestGatewayIdleAcrossReplicas(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("revoked %s after the last query", time.Since(idleFrom).Round(100*time.Millisecond))
+}
+
+// TestConnectThroughPostgresGateway: `mayfly connect` on a grant via the
+// gateway runs psql against the gateway with the gateway secret, the
+// statement lands in the session log, and the lease ends with psql.
+func TestConnectThroughPostgresGateway(t *testing.T) {
+	if _, err := exec.LookPath("psql"); err != nil {
+		testenv.Unavailable(t, "psql", err)
+	}
+	w := gatewayWorld(t, "")
+	bin := buildBinary(t)
+	cmd := exec.Command(bin, "connect", "gw-pg/rw", "--for", "10m", "--reason", "INC-15 connect", "--",
+		"psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", "SELECT 'via-' || 'gateway', current_setting('port')")
+	cmd.Env = append(os.Environ(), "MAYFLY_ADDR=http://"+w.addr, "MAYFLY_TOKEN="+w.tokens["alice"])
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "via-gateway|5432") {
+		t.Fatalf("mayfly connect -- psql: %v\n%s", err, out)
+	}
+	var ls []leaseOut
+	w.ok("alice", &ls, "leases", "-o", "json")
+	if len(ls) != 1 || ls[0].State != "revoked" || ls[0].EndReason != "done" {
+		t.Fatalf("leases after connect: %+v; want one, ended when psql exited", ls)
+	}
+	var ss []struct {
+		ID string `json:"id"`
+	}
+	w.ok("alice", &ss, "sessions", "--lease", ls[0].ID, "-o", "json")
+	if len(ss) != 1 {
+		t.Fatalf("sessions of the lease: %+v; want one (psql went through the gateway)", ss)
+	}
+	var show struct {
+		Statements []struct {
+			Text string `json:"text"`
+		} `json:"statements"`
+	}
+	w.ok("alice", &show, "sessions", "show", ss[0].ID, "-o", "json")
+	if !slices.ContainsFunc(show.Statements, func(s struct {
+		Text string `json:"text"`
+	}) bool {
+		return strings.Contains(s.Text, "'via-' || 'gateway'")
+	}) {
+		t.Errorf("session statements %+v; want psql's query recorded", show.Statements)
+	}
 }

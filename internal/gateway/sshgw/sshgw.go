@@ -10,6 +10,7 @@
 package sshgw
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -347,7 +348,7 @@ func (s *Server) recheck() {
 
 func (s *Server) handle(nc net.Conn) {
 	nc.SetDeadline(time.Now().Add(30 * time.Second))
-	sconn, chans, reqs, err := gossh.NewServerConn(nc, s.cfg)
+	sconn, chans, reqs, err := gossh.NewServerConn(readAhead(nc), s.cfg)
 	if err != nil {
 		nc.Close()
 		return
@@ -514,7 +515,7 @@ func (c *gwConn) dialHost(sc *ssh.Connector) (gossh.Conn, <-chan gossh.NewChanne
 		tc.SetNoDelay(true)
 	}
 	nc.SetDeadline(time.Now().Add(dialTimeout))
-	conn, chans, reqs, err := gossh.NewClientConn(nc, c.route.Address, cfg)
+	conn, chans, reqs, err := gossh.NewClientConn(readAhead(nc), c.route.Address, cfg)
 	if err != nil {
 		nc.Close()
 		return nil, nil, nil, err
@@ -554,3 +555,23 @@ func (c *gwConn) flushCasts(done <-chan struct{}) {
 		}
 	}
 }
+
+// readAheadSize is how much of a connection's incoming bytes one read
+// system call may take.
+const readAheadSize = 256 << 10
+
+// readAhead wraps c so that reads take all that has arrived, up to
+// readAheadSize: x/crypto/ssh reads each packet through a 4 KiB buffer (two
+// or three system calls per 32 KiB packet), which on a bulk transfer
+// through the gateway, decrypted and encrypted once more, is a good part
+// of its cost.
+func readAhead(c net.Conn) net.Conn {
+	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, readAheadSize)}
+}
+
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
