@@ -402,6 +402,10 @@ func (b *Broker) commitOutcomes(results <-chan outcome, abandon <-chan struct{},
 				break fill
 			}
 		}
+		// In lease order: transactions that lock the same leases (another
+		// batch, the claims' renewal) then wait for each other instead of
+		// deadlocking.
+		sort.Slice(batch, func(i, j int) bool { return batch[i].lease.ID < batch[j].lease.ID })
 		err := b.store.Update(context.Background(), func(tx mayfly.Tx) error {
 			for _, r := range batch {
 				if err := b.recordRevocation(tx, r.lease, r.err); err != nil {

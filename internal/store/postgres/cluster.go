@@ -117,7 +117,12 @@ func (t *tx) RenewClaims(holder string, ids []string, until time.Time) (int, err
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	tag, err := t.exec(`UPDATE leases SET claim_until = $1 WHERE id = ANY($2) AND claimed_by = $3`, untilArg, ids, holder)
+	// The rows are locked in id order and those locked now are skipped:
+	// the same replica's transaction recording outcomes may hold some of
+	// them (it clears their claims anyway), and locking in another order
+	// than it would deadlock.
+	tag, err := t.exec(`UPDATE leases SET claim_until = $1 WHERE id IN (
+		SELECT id FROM leases WHERE id = ANY($2) AND claimed_by = $3 ORDER BY id FOR UPDATE SKIP LOCKED)`, untilArg, ids, holder)
 	if err != nil {
 		return 0, fmt.Errorf("renew claims of %s: %w", holder, err)
 	}
