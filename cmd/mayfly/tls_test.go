@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -327,27 +328,8 @@ func TestDevTLS(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	envFile := filepath.Join(dir, "env")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan struct{})
-	stdout := &notifyWriter{ready: ready}
-	var errb syncBuffer
-	go func() {
-		done <- run(ctx, []string{"dev", "--tls", "--listen", addr, "--dir", dir, "--env-file", envFile}, func(k string) string {
-			if k == "MAYFLY_DEV_PG_DSN" {
-				return testenv.PostgresDSN()
-			}
-			return ""
-		}, strings.NewReader(""), stdout, &errb)
-	}()
-	defer func() { cancel(); <-done }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("mayfly dev --tls exited: %v\n%s", err, errb.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("mayfly dev --tls did not start\n%s", errb.String())
-	}
+	stdout, _, stop := startDev(t, "--tls", "--listen", addr, "--dir", dir, "--env-file", envFile)
+	defer stop()
 	env := map[string]string{}
 	f, err := os.Open(envFile)
 	if err != nil {
@@ -376,6 +358,34 @@ func TestDevTLS(t *testing.T) {
 	}
 }
 
+// startDev runs `mayfly dev ARGS` in-process against the test PostgreSQL
+// until its banner is out; stop (safe to call twice) stops it and waits.
+func startDev(t *testing.T, args ...string) (stdout *notifyWriter, stderr *syncBuffer, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	stdout, stderr = &notifyWriter{ready: make(chan struct{})}, &syncBuffer{}
+	go func() {
+		done <- run(ctx, append([]string{"dev"}, args...), func(k string) string {
+			if k == "MAYFLY_DEV_PG_DSN" {
+				return testenv.PostgresDSN()
+			}
+			return ""
+		}, strings.NewReader(""), stdout, stderr)
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	select {
+	case <-stdout.ready:
+	case err := <-done:
+		t.Fatalf("mayfly dev %s exited: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	case <-time.After(20 * time.Second):
+		stop()
+		t.Fatalf("mayfly dev %s did not start\n%s", strings.Join(args, " "), stderr.String())
+	}
+	return stdout, stderr, stop
+}
+
 // notifyWriter closes ready when what is written includes "Try:" (the
 // end of mayfly dev's banner).
 type notifyWriter struct {
@@ -400,33 +410,8 @@ func TestDevStopEndsItsLeases(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	envFile := filepath.Join(dir, "env")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	ready := make(chan struct{})
-	stdout := &notifyWriter{ready: ready}
-	var errb syncBuffer
-	go func() {
-		done <- run(ctx, []string{"dev", "--listen", addr, "--dir", dir, "--env-file", envFile}, func(k string) string {
-			if k == "MAYFLY_DEV_PG_DSN" {
-				return testenv.PostgresDSN()
-			}
-			return ""
-		}, strings.NewReader(""), stdout, &errb)
-	}()
-	stopped := false
-	defer func() {
-		if !stopped {
-			cancel()
-			<-done
-		}
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("mayfly dev exited: %v\n%s", err, errb.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("mayfly dev did not start\n%s", errb.String())
-	}
+	_, errb, stop := startDev(t, "--listen", addr, "--dir", dir, "--env-file", envFile)
+	defer stop()
 	b, err := os.ReadFile(envFile)
 	if err != nil {
 		t.Fatal(err)
@@ -452,9 +437,7 @@ func TestDevStopEndsItsLeases(t *testing.T) {
 	if !roleExists(t, r.Credentials.Username) {
 		t.Fatalf("role %s not created; the test proves nothing", r.Credentials.Username)
 	}
-	cancel()
-	<-done
-	stopped = true
+	stop()
 	if roleExists(t, r.Credentials.Username) {
 		t.Errorf("role %s still exists after mayfly dev stopped", r.Credentials.Username)
 	}

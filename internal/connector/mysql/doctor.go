@@ -2,14 +2,11 @@ package mysql
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
 )
-
-const maxSkew = 2 * time.Second
 
 // Diagnose checks what Mayfly needs of the server and its admin account:
 // CREATE USER, seeing and ending other users' connections (PROCESS and
@@ -17,21 +14,21 @@ const maxSkew = 2 * time.Second
 // survive), granting with GRANT OPTION, the event scheduler (expiry on the
 // server's own clock), and the clock.
 func (c *Connector) Diagnose(ctx context.Context, t mayfly.Target) []mayfly.Finding {
-	f := func(check, status, detail, fix string) mayfly.Finding {
-		return mayfly.Finding{Target: t.Name, Check: check, Status: status, Detail: detail, Fix: fix}
-	}
+	fs := &mayfly.Findings{Target: t.Name}
 	var me string
 	var unix float64
 	asked := time.Now()
 	if err := c.db.QueryRowContext(ctx, "SELECT CURRENT_USER(), UNIX_TIMESTAMP(NOW(6))").Scan(&me, &unix); err != nil {
-		return []mayfly.Finding{f("connect", mayfly.FindingFail, "cannot query the server as the admin: "+err.Error(),
-			"check the target's dsn (or its sealed credential) and that the server is up")}
+		fs.Add("connect", mayfly.FindingFail, "cannot query the server as the admin: "+err.Error(),
+			"check the target's dsn (or its sealed credential) and that the server is up")
+		return fs.List
 	}
 	skew := time.Unix(0, int64(unix*1e9)).Sub(asked.Add(time.Since(asked) / 2))
-	out := []mayfly.Finding{f("connect", mayfly.FindingOK, "connected as "+me, "")}
+	fs.Add("connect", mayfly.FindingOK, "connected as "+me, "")
 	rows, err := c.db.QueryContext(ctx, "SHOW GRANTS")
 	if err != nil {
-		return append(out, f("privileges", mayfly.FindingFail, "SHOW GRANTS: "+err.Error(), ""))
+		fs.Add("privileges", mayfly.FindingFail, "SHOW GRANTS: "+err.Error(), "")
+		return fs.List
 	}
 	var global []string // privileges ON *.*
 	grantOption := false
@@ -66,39 +63,32 @@ func (c *Connector) Diagnose(ctx context.Context, t mayfly.Target) []mayfly.Find
 	}
 	quoted := strings.Replace(me, "@", "`@`", 1)
 	if has("CREATE USER") {
-		out = append(out, f("create users", mayfly.FindingOK, me+" has CREATE USER", ""))
+		fs.Add("create users", mayfly.FindingOK, me+" has CREATE USER", "")
 	} else {
-		out = append(out, f("create users", mayfly.FindingFail, me+" lacks CREATE USER: no lease can be issued",
-			"GRANT CREATE USER ON *.* TO `"+quoted+"`;"))
+		fs.Add("create users", mayfly.FindingFail, me+" lacks CREATE USER: no lease can be issued",
+			"GRANT CREATE USER ON *.* TO `"+quoted+"`;")
 	}
 	if has("PROCESS") && has("SUPER", "CONNECTION ADMIN") {
-		out = append(out, f("end sessions", mayfly.FindingOK, me+" may list and kill other users' connections", ""))
+		fs.Add("end sessions", mayfly.FindingOK, me+" may list and kill other users' connections", "")
 	} else {
-		out = append(out, f("end sessions", mayfly.FindingFail, me+" cannot see or kill other users' connections (PROCESS and CONNECTION ADMIN or SUPER): live sessions of a dropped user survive revocation",
-			"GRANT PROCESS, CONNECTION ADMIN ON *.* TO `"+quoted+"`;  (MySQL before 8.0 or MariaDB before 10.5: SUPER)"))
+		fs.Add("end sessions", mayfly.FindingFail, me+" cannot see or kill other users' connections (PROCESS and CONNECTION ADMIN or SUPER): live sessions of a dropped user survive revocation",
+			"GRANT PROCESS, CONNECTION ADMIN ON *.* TO `"+quoted+"`;  (MySQL before 8.0 or MariaDB before 10.5: SUPER)")
 	}
 	if grantOption {
-		out = append(out, f("grant privileges", mayfly.FindingOK, me+" may grant what it holds", ""))
+		fs.Add("grant privileges", mayfly.FindingOK, me+" may grant what it holds", "")
 	} else {
-		out = append(out, f("grant privileges", mayfly.FindingFail, me+" has no privilege WITH GRANT OPTION: it cannot give leases their grants' privileges",
-			"grant the admin the grants' privileges WITH GRANT OPTION"))
+		fs.Add("grant privileges", mayfly.FindingFail, me+" has no privilege WITH GRANT OPTION: it cannot give leases their grants' privileges",
+			"grant the admin the grants' privileges WITH GRANT OPTION")
 	}
 	var sched string
 	if err := c.db.QueryRowContext(ctx, "SELECT @@GLOBAL.event_scheduler").Scan(&sched); err == nil {
 		if strings.EqualFold(sched, "ON") || sched == "1" {
-			out = append(out, f("event scheduler", mayfly.FindingOK, "on: each account also expires on the server's own clock", ""))
+			fs.Add("event scheduler", mayfly.FindingOK, "on: each account also expires on the server's own clock", "")
 		} else {
-			out = append(out, f("event scheduler", mayfly.FindingWarn, "event_scheduler is "+sched+": accounts are dropped by Mayfly alone, with no expiry on the server as a backstop",
-				"SET GLOBAL event_scheduler = ON;  and event_scheduler=ON under [mysqld] in the server's configuration"))
+			fs.Add("event scheduler", mayfly.FindingWarn, "event_scheduler is "+sched+": accounts are dropped by Mayfly alone, with no expiry on the server as a backstop",
+				"SET GLOBAL event_scheduler = ON;  and event_scheduler=ON under [mysqld] in the server's configuration")
 		}
 	}
-	fd := mayfly.Finding{Target: t.Name, Check: "clock", Status: mayfly.FindingOK}
-	if skew < 0 {
-		skew = -skew
-	}
-	fd.Detail = fmt.Sprintf("within %s of Mayfly's", skew.Round(time.Millisecond))
-	if skew > maxSkew {
-		fd.Status, fd.Detail, fd.Fix = mayfly.FindingWarn, fmt.Sprintf("%s away from Mayfly's: expiry events run off by as much", skew.Round(time.Millisecond)), "run NTP on both machines"
-	}
-	return append(out, fd)
+	fs.List = append(fs.List, mayfly.ClockFinding(t.Name, skew, mayfly.MaxClockSkew))
+	return fs.List
 }
