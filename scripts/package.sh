@@ -42,7 +42,10 @@ log "built $deb"
 
 # --- Check the package ---
 command -v dpkg-deb >/dev/null || fail "dpkg-deb is needed to check the package"
-dpkg-deb --info "$deb" | grep -q "Package: mayfly" || fail "no Package field"
+# Outputs are read whole before grep looks at them: with pipefail, grep -q
+# leaving early would fail the writer of a pipe on SIGPIPE.
+info=$(dpkg-deb --info "$deb")
+grep -q "Package: mayfly" <<<"$info" || fail "no Package field"
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
@@ -53,9 +56,10 @@ for want in "-rwxr-xr-x root/root .* ./usr/bin/mayfly" \
             "-rw-r----- root/root .* ./etc/mayfly/mayfly.env" \
             "./usr/share/man/man1/mayfly.1.gz" \
             "./usr/share/bash-completion/completions/mayfly"; do
-  echo "$listing" | grep -Eq -- "$want" || fail "the package lacks $want"
+  grep -Eq -- "$want" <<<"$listing" || fail "the package lacks $want"
 done
-dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -q conffiles || fail "no conffiles: an upgrade would overwrite the configuration"
+ctrl=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
+grep -q conffiles <<<"$ctrl" || fail "no conffiles: an upgrade would overwrite the configuration"
 dpkg-deb -e "$deb" "$root/DEBIAN"
 grep -qx /etc/mayfly/mayfly.yaml "$root/DEBIAN/conffiles" || fail "mayfly.yaml is not a conffile"
 for s in preinst postinst prerm; do [ -x "$root/DEBIAN/$s" ] || fail "no $s script"; done
@@ -64,7 +68,8 @@ ver=$("$root/usr/bin/mayfly" --version)
 case "$ver" in *"$MAYFLY_VERSION"*"${commit:0:12}"*) ;; *) fail "mayfly --version says '$ver'; want $MAYFLY_VERSION and commit ${commit:0:12}" ;; esac
 "$root/usr/bin/mayfly" policy check "$root/etc/mayfly/mayfly.yaml" >/dev/null || fail "the default configuration does not load"
 if command -v man >/dev/null; then
-  man -l "$root/usr/share/man/man1/mayfly.1.gz" 2>/dev/null | grep -q "mayfly doctor" || fail "the man page does not list mayfly doctor"
+  page=$(man -l "$root/usr/share/man/man1/mayfly.1.gz" 2>/dev/null)
+  grep -q "mayfly doctor" <<<"$page" || fail "the man page does not list mayfly doctor"
 fi
 if command -v systemd-analyze >/dev/null; then
   # The unit as installed, its paths pointing into the scratch root.
