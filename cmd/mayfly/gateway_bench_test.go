@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"testing"
@@ -87,13 +90,37 @@ func TestGatewayBenchmark(t *testing.T) {
 		}
 		return m[1]
 	}
+	// The floor of any recording proxy: a bare relay that reads each
+	// side and writes what it read to the other, nothing else, in this
+	// process as the gateway is.
+	relay := bareRelay(t, net.JoinHostPort(direct.Host, fmt.Sprint(direct.Port)))
+	viaRelay := direct
+	viaRelay.Host, viaRelay.Port = "127.0.0.1", relay
 	for _, mode := range []string{"simple", "extended"} {
 		d := bench(direct, mode)
+		rl := bench(viaRelay, mode)
+		// MAYFLY_GATEWAY_BENCH_CPUPROFILE=PREFIX writes this process's CPU
+		// profile during each gateway run to PREFIX-MODE.pprof.
+		stopProfile := func() {}
+		if prefix := os.Getenv("MAYFLY_GATEWAY_BENCH_CPUPROFILE"); prefix != "" {
+			f, err := os.Create(prefix + "-" + mode + ".pprof")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				t.Fatal(err)
+			}
+			stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+		}
 		g := bench(gw, mode)
+		stopProfile()
 		var df, gf float64
 		fmt.Sscan(d, &df)
 		fmt.Sscan(g, &gf)
-		fmt.Printf("pgbench -S -c 8 -j 2 -T 15 -M %s: direct %s tps, gateway %s tps (%.0f%%)\n", mode, d, g, 100*gf/df)
+		var rf float64
+		fmt.Sscan(rl, &rf)
+		fmt.Printf("pgbench -S -c 8 -j 2 -T 15 -M %s: direct %s tps, bare relay %s tps (%.0f%%), gateway %s tps (%.0f%% of direct, %.0f%% of the bare relay)\n",
+			mode, d, rl, 100*rf/df, g, 100*gf/df, 100*gf/rf)
 	}
 
 	// Memory of open gateway sessions: the server runs in this process.
@@ -118,4 +145,49 @@ func TestGatewayBenchmark(t *testing.T) {
 	for _, c := range conns {
 		c.Close(ctx)
 	}
+}
+
+// bareRelay listens on 127.0.0.1 and relays each connection to target
+// with a read-then-write loop each way, and returns its port.
+func bareRelay(t *testing.T, target string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		dst.Close()
+		src.Close()
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				s, err := net.Dial("tcp", target)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go pipe(s, c)
+				pipe(c, s)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -228,8 +228,11 @@ func (l *Log) startWriter() {
 }
 
 // linger is how long the writer waits for more events before a write, so
-// that busy sessions share transactions.
-const linger = time.Millisecond
+// that busy sessions share transactions: on a busy gateway, one commit
+// every few milliseconds instead of one per statement or per millisecond.
+// It is also the most a crash of the process can lose of what it
+// recorded and had not yet written.
+const linger = 5 * time.Millisecond
 
 // write writes the events queued by every session, all that are queued in
 // one transaction, until none is queued. A failed write is retried, with

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/pprof"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -183,6 +184,19 @@ func TestBenchSSHGateway(t *testing.T) {
 	}
 	ds, gs = nil, nil
 	var caps []float64
+	// MAYFLY_SSHGW_BENCH_CPUPROFILE=FILE writes this process's CPU
+	// profile during the OpenSSH runs (the gateway alone) to FILE.
+	if f := os.Getenv("MAYFLY_SSHGW_BENCH_CPUPROFILE"); f != "" {
+		pf, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			t.Fatal(err)
+		}
+		defer pf.Close()
+		defer pprof.StopCPUProfile()
+	}
 	for range 5 {
 		d := sshCat(directArgs)
 		// This process runs only the gateway now: its CPU time is the

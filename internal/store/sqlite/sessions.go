@@ -122,6 +122,27 @@ func (t *tx) ListSessions(f mayfly.SessionFilter) ([]*mayfly.Session, error) {
 	return ss, nil
 }
 
+// insertEventsChunks are the numbers of rows one INSERT into
+// session_events takes, largest first (each is one cached statement).
+var insertEventsChunks = []int{64, 8, 1}
+
+var insertEventsSQLs = func() map[int]string {
+	m := map[int]string{}
+	for _, n := range insertEventsChunks {
+		q := "INSERT INTO session_events (session_id, seq, at, kind, body, prev_hash, hash) VALUES "
+		for i := range n {
+			if i > 0 {
+				q += ", "
+			}
+			q += "(?, ?, ?, ?, ?, ?, ?)"
+		}
+		m[n] = q
+	}
+	return m
+}()
+
+func insertEventsSQL(n int) string { return insertEventsSQLs[n] }
+
 // AppendSessionEvents chains evs after the head of session id and appends
 // them.
 func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
@@ -149,19 +170,33 @@ func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
 	if err := mayfly.ChainSessionEvents(id, seq, hash, evs); err != nil {
 		return err
 	}
-	for _, e := range evs {
-		at, err := timeArg("session event time", e.Time)
-		if err != nil {
-			return err
+	// Rows go in by insertEventsChunks at a time: one statement per
+	// chunk costs less than one per row on a busy gateway.
+	rest := evs
+	for len(rest) > 0 {
+		k := 1
+		for _, n := range insertEventsChunks {
+			if len(rest) >= n {
+				k = n
+				break
+			}
 		}
-		var body any
-		if e.Body != nil {
-			body = string(e.Body)
+		args := make([]any, 0, 7*k)
+		for _, e := range rest[:k] {
+			at, err := timeArg("session event time", e.Time)
+			if err != nil {
+				return err
+			}
+			var body any
+			if e.Body != nil {
+				body = string(e.Body)
+			}
+			args = append(args, id, e.Seq, at, e.Kind, body, e.PrevHash, e.Hash)
 		}
-		if _, err := t.exec(`INSERT INTO session_events (session_id, seq, at, kind, body, prev_hash, hash)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, id, e.Seq, at, e.Kind, body, e.PrevHash, e.Hash); err != nil {
-			return fmt.Errorf("append to session %s: event %d: %w", id, e.Seq, err)
+		if _, err := t.exec(insertEventsSQL(k), args...); err != nil {
+			return fmt.Errorf("append to session %s: events %d-%d: %w", id, rest[0].Seq, rest[k-1].Seq, err)
 		}
+		rest = rest[k:]
 	}
 	last := evs[len(evs)-1]
 	if _, err := t.exec("UPDATE sessions SET events = ?, last_hash = ? WHERE id = ?", last.Seq, last.Hash, id); err != nil {

@@ -161,3 +161,85 @@ func TestTamperDetected(t *testing.T) {
 		t.Errorf("Verify after tampering = %+v, %v; want broken at 3", res, err)
 	}
 }
+
+// TestSessionEventsMigration upgrades a database whose session_events is
+// the WITHOUT ROWID table of migration 10 (events in it) and finds every
+// event, its chain unchanged, in the ordinary table of migration 13.
+func TestSessionEventsMigration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mayfly.db")
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var evs []*mayfly.SessionEvent
+	for i := range 100 {
+		evs = append(evs, &mayfly.SessionEvent{Time: start.Add(time.Duration(i) * time.Second), Kind: "statement",
+			Body: []byte(fmt.Sprintf(`{"text":"SELECT %d","pad":"%s"}`, i, strings.Repeat("x", 50*i)))})
+	}
+	if err := db.Update(ctx, func(tx mayfly.Tx) error {
+		if err := tx.CreateSession(&mayfly.Session{ID: "ses_m", Kind: mayfly.SessionPostgres, LeaseID: "l1", User: "alice", Target: "pg", StartedAt: start}); err != nil {
+			return err
+		}
+		return tx.AppendSessionEvents("ses_m", evs)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Back to the table of migration 10, as a database written before
+	// migration 13 has it.
+	if err := db.ExecForTest(ctx, `CREATE TABLE old_events (
+		session_id TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT,
+		prev_hash TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
+		INSERT INTO old_events SELECT session_id, seq, at, kind, body, prev_hash, hash FROM session_events;
+		DROP TABLE session_events;
+		ALTER TABLE old_events RENAME TO session_events;
+		DELETE FROM schema_version WHERE version >= 13`); err != nil {
+		t.Fatal(err)
+	}
+	if ddl := eventsDDL(t, db); !strings.Contains(strings.ToUpper(ddl), "WITHOUT ROWID") {
+		t.Fatalf("the test did not restore the old table: %s", ddl)
+	}
+	db.Close()
+
+	db, err = Open(ctx, path)
+	if err != nil {
+		t.Fatalf("reopen (migration 13): %v", err)
+	}
+	defer db.Close()
+	if err := db.View(ctx, func(tx mayfly.Tx) error {
+		got, err := tx.ListSessionEvents("ses_m", 0, 0)
+		if err != nil {
+			return err
+		}
+		if len(got) != len(evs) {
+			t.Fatalf("after the migration: %d events; want %d", len(got), len(evs))
+		}
+		for i, e := range got {
+			if e.Seq != evs[i].Seq || e.Hash != evs[i].Hash || e.PrevHash != evs[i].PrevHash || string(e.Body) != string(evs[i].Body) || e.ComputeHash() != e.Hash {
+				t.Errorf("event %d changed in the migration: %+v", i, e)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if ddl := eventsDDL(t, db); strings.Contains(strings.ToUpper(ddl), "WITHOUT ROWID") {
+		t.Errorf("session_events is still WITHOUT ROWID: %s", ddl)
+	}
+	// New events still chain onto the migrated ones.
+	if err := db.Update(ctx, func(tx mayfly.Tx) error {
+		return tx.AppendSessionEvents("ses_m", []*mayfly.SessionEvent{{Time: start.Add(time.Hour), Kind: "statement"}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventsDDL(t *testing.T, db *DB) string {
+	t.Helper()
+	var ddl string
+	if err := db.w.c.QueryRowContext(context.Background(), "SELECT sql FROM sqlite_master WHERE name = 'session_events'").Scan(&ddl); err != nil {
+		t.Fatal(err)
+	}
+	return ddl
+}

@@ -132,6 +132,15 @@ func testSessionEvents(t *testing.T, s mayfly.Store) {
 		update(t, s, func(tx mayfly.Tx) error { return tx.AppendSessionEvents("ses_1", evs) })
 		all = append(all, evs...)
 	}
+	// A large append, which a store may write in chunks: checked below
+	// with the rest, event by event.
+	var big []*mayfly.SessionEvent
+	for i := range 75 {
+		big = append(big, &mayfly.SessionEvent{Time: base.Add(time.Minute + time.Duration(i)*time.Millisecond), Kind: "statement",
+			Body: json.RawMessage(fmt.Sprintf(`{"text":"SELECT %d"}`, i))})
+	}
+	update(t, s, func(tx mayfly.Tx) error { return tx.AppendSessionEvents("ses_1", big) })
+	all = append(all, big...)
 	for i, e := range all {
 		if e.Seq != int64(i+1) || e.SessionID != "ses_1" {
 			t.Errorf("event %d: seq %d session %q; want %d ses_1", i, e.Seq, e.SessionID, i+1)
