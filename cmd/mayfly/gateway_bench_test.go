@@ -51,14 +51,25 @@ func TestGatewayBenchmark(t *testing.T) {
 		}
 		return conn
 	}
-	dc, gc := connect(direct), connect(gw)
+	// The floor of any recording proxy: a bare relay that reads each
+	// side and writes what it read to the other, nothing else, in this
+	// process as the gateway is.
+	relay := bareRelay(t, net.JoinHostPort(direct.Host, fmt.Sprint(direct.Port)))
+	viaRelay := direct
+	viaRelay.Host, viaRelay.Port = "127.0.0.1", relay
+
+	dc, rc, gc := connect(direct), connect(viaRelay), connect(gw)
 	defer dc.Close(ctx)
+	defer rc.Close(ctx)
 	defer gc.Close(ctx)
-	var dl, gl []time.Duration
+	var dl, rl, gl []time.Duration
 	var one int
-	for i := range 2 * n {
+	for i := range 3 * n {
 		c, lat := dc, &dl
-		if i%2 == 1 {
+		switch i % 3 {
+		case 1:
+			c, lat = rc, &rl
+		case 2:
 			c, lat = gc, &gl
 		}
 		start := time.Now()
@@ -72,8 +83,9 @@ func TestGatewayBenchmark(t *testing.T) {
 		slices.Sort(s)
 		return s[int(float64(len(s)-1)*p)]
 	}
-	fmt.Printf("SELECT 1 (pgx, extended protocol), %d each: direct p50 %v p99 %v; gateway p50 %v p99 %v; p50 ratio %.2f\n",
-		n, pct(dl, .5), pct(dl, .99), pct(gl, .5), pct(gl, .99), float64(pct(gl, .5))/float64(pct(dl, .5)))
+	fmt.Printf("SELECT 1 (pgx, extended protocol), %d each: direct p50 %v p99 %v; bare relay p50 %v p99 %v (%.2f×); gateway p50 %v p99 %v; p50 ratio %.2f (%.2f× the bare relay)\n",
+		n, pct(dl, .5), pct(dl, .99), pct(rl, .5), pct(rl, .99), float64(pct(rl, .5))/float64(pct(dl, .5)),
+		pct(gl, .5), pct(gl, .99), float64(pct(gl, .5))/float64(pct(dl, .5)), float64(pct(gl, .5))/float64(pct(rl, .5)))
 
 	// pgbench -S -c 8.
 	tps := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
@@ -90,15 +102,9 @@ func TestGatewayBenchmark(t *testing.T) {
 		}
 		return m[1]
 	}
-	// The floor of any recording proxy: a bare relay that reads each
-	// side and writes what it read to the other, nothing else, in this
-	// process as the gateway is.
-	relay := bareRelay(t, net.JoinHostPort(direct.Host, fmt.Sprint(direct.Port)))
-	viaRelay := direct
-	viaRelay.Host, viaRelay.Port = "127.0.0.1", relay
 	for _, mode := range []string{"simple", "extended"} {
 		d := bench(direct, mode)
-		rl := bench(viaRelay, mode)
+		rs := bench(viaRelay, mode)
 		// MAYFLY_GATEWAY_BENCH_CPUPROFILE=PREFIX writes this process's CPU
 		// profile during each gateway run to PREFIX-MODE.pprof.
 		stopProfile := func() {}
@@ -118,9 +124,9 @@ func TestGatewayBenchmark(t *testing.T) {
 		fmt.Sscan(d, &df)
 		fmt.Sscan(g, &gf)
 		var rf float64
-		fmt.Sscan(rl, &rf)
+		fmt.Sscan(rs, &rf)
 		fmt.Printf("pgbench -S -c 8 -j 2 -T 15 -M %s: direct %s tps, bare relay %s tps (%.0f%%), gateway %s tps (%.0f%% of direct, %.0f%% of the bare relay)\n",
-			mode, d, rl, 100*rf/df, g, 100*gf/df, 100*gf/rf)
+			mode, d, rs, 100*rf/df, g, 100*gf/df, 100*gf/rf)
 	}
 
 	// Memory of open gateway sessions: the server runs in this process.
