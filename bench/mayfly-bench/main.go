@@ -590,9 +590,10 @@ func benchThroughput(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 func benchRevoke(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	n := *revokeN
 	// Issue n leases that all expire in the same second, T.
-	// Room to issue them all first (about 2 ms each with one replica; more
-	// with several on two cores): expiry before the last is issued fails.
-	est := time.Duration(n) * 4 * time.Millisecond
+	// Room to issue them all first (about 2 ms each with one replica; 4 ms
+	// and more with three on two cores): expiry before the last is issued
+	// fails.
+	est := time.Duration(n) * 8 * time.Millisecond
 	T := time.Now().Add(est + 10*time.Second).Truncate(time.Second)
 	var wg sync.WaitGroup
 	ch := make(chan int)

@@ -154,7 +154,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	// revoked again.
 	var epoch uint64
 	finished := map[string]uint64{}
-	results := newOutbox()
+	results := make(chan outcome, o.Concurrency*4)
 	abandon := make(chan struct{})
 	actx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelAttempts()
@@ -368,76 +368,39 @@ func (b *Broker) untilNextFutureDue(ctx context.Context, read time.Time) time.Du
 	return max(next[0].DueAt.Sub(b.clock.Now()), 0)
 }
 
-// outbox hands revocation outcomes from the attempts to the committer.
-// It is not bounded: an attempt never waits for outcomes to be recorded
-// before the next one starts, so a burst leaves the targets as fast as
-// they take it while the store records the outcomes behind it. What it
-// holds is bounded by the leases in flight, which are in memory anyway.
-type outbox struct {
-	mu     sync.Mutex
-	items  []outcome
-	closed bool
-	ready  chan struct{} // signalled after put and close
-}
-
-func newOutbox() *outbox { return &outbox{ready: make(chan struct{}, 1)} }
-
-func (o *outbox) signal() {
-	select {
-	case o.ready <- struct{}{}:
-	default:
-	}
-}
-
-func (o *outbox) put(out []outcome) {
-	if len(out) == 0 {
-		return
-	}
-	o.mu.Lock()
-	o.items = append(o.items, out...)
-	o.mu.Unlock()
-	o.signal()
-}
-
-func (o *outbox) close() {
-	o.mu.Lock()
-	o.closed = true
-	o.mu.Unlock()
-	o.signal()
-}
-
-// take removes up to max outcomes without waiting, and reports whether
-// the outbox is closed.
-func (o *outbox) take(max int) ([]outcome, bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	n := min(max, len(o.items))
-	batch := slices.Clone(o.items[:n])
-	o.items = o.items[n:]
-	if len(o.items) == 0 {
-		o.items = nil
-	}
-	return batch, o.closed
-}
-
 // commitOutcomes records revocation outcomes, many per transaction, until
-// results is closed and empty, or abandon is closed (then it records what
-// is already handed over and returns).
-func (b *Broker) commitOutcomes(results *outbox, abandon <-chan struct{}, done func(ids []string)) {
+// results is closed, or abandon is closed (then it records what is already
+// handed over and returns).
+func (b *Broker) commitOutcomes(results <-chan outcome, abandon <-chan struct{}, done func(ids []string)) {
 	const maxBatch = 256
-	abandoned := false
 	for {
-		batch, closed := results.take(maxBatch)
-		if len(batch) == 0 {
-			if closed || abandoned {
+		var first outcome
+		select {
+		case r, ok := <-results:
+			if !ok {
 				return
 			}
+			first = r
+		case <-abandon:
 			select {
-			case <-results.ready:
-			case <-abandon:
-				abandoned = true
+			case r := <-results:
+				first = r
+			default:
+				return
 			}
-			continue
+		}
+		batch := []outcome{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r, ok := <-results:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
 		}
 		// In lease order: transactions that lock the same leases (another
 		// batch, the claims' renewal) then wait for each other instead of
@@ -597,7 +560,7 @@ type lanes struct {
 	b       *Broker
 	o       SchedulerOptions
 	ctx     context.Context // parent of every attempt; cancelled to stop
-	results *outbox
+	results chan outcome
 	abandon chan struct{} // closed when the committer is no longer waited for
 	wg      sync.WaitGroup
 
@@ -736,9 +699,16 @@ func (p *lanes) attempt(target string, batch []*mayfly.Lease) {
 	p.pump()
 }
 
-// send hands outcomes to the committer without waiting for it.
+// send hands outcomes to the committer, unless the scheduler gave up
+// waiting for it.
 func (p *lanes) send(out []outcome) {
-	p.results.put(out)
+	for _, o := range out {
+		select {
+		case p.results <- o:
+		case <-p.abandon:
+			return
+		}
+	}
 }
 
 // stop ends the lanes: queued leases are dropped (they stay due), attempts
@@ -773,6 +743,6 @@ func (p *lanes) stop(cancel context.CancelFunc, committerDone <-chan struct{}) {
 			return
 		}
 	}
-	p.results.close()
+	close(p.results)
 	<-committerDone
 }
