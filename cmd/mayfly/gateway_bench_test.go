@@ -162,22 +162,6 @@ func bareRelay(t *testing.T, target string) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	pipe := func(dst, src net.Conn) {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		dst.Close()
-		src.Close()
-	}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -190,8 +174,8 @@ func bareRelay(t *testing.T, target string) int {
 					c.Close()
 					return
 				}
-				go pipe(s, c)
-				pipe(c, s)
+				go copyClose(s, c)
+				copyClose(c, s)
 			}()
 		}
 	}()
