@@ -25,7 +25,9 @@ type fakeSlack struct {
 
 	mu    sync.Mutex
 	calls []call
-	seq   int
+	// seq counts the calls of each method: a posted message's ts is its
+	// method's count, whatever other calls came before it.
+	seq map[string]int
 	// users answers users.info and users.lookupByEmail.
 	users map[string]fakeUser
 	// fail makes the next calls of a method answer ok:false with the error.
@@ -151,9 +153,12 @@ func (f *fakeSlack) serve(w http.ResponseWriter, r *http.Request) {
 func (f *fakeSlack) record(c call) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.seq++
+	if f.seq == nil {
+		f.seq = map[string]int{}
+	}
+	f.seq[c.Method]++
 	f.calls = append(f.calls, c)
-	return f.seq
+	return f.seq[c.Method]
 }
 
 // callsOf returns the recorded calls of method.
