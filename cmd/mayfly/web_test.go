@@ -149,17 +149,52 @@ func (tb *tab) eval(js string) string {
 // waitJS waits until the expression is true.
 func (tb *tab) waitJS(what, js string) {
 	tb.t.Helper()
-	tb.do(what, func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
-		_, err := chromedp.Poll[bool](js, chromedp.WithPollingInterval(50*time.Millisecond))(ctx, t)
-		return chromedp.Void{}, err
-	})
+	// Evaluated afresh each time, not with a poll inside the page: a poll
+	// does not survive the page moving to another document (a form's
+	// answer), which is often what is being waited for.
+	deadline := time.Now().Add(20 * time.Second)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		ok, err := evalIn[bool](tb, js)
+		if err == nil && ok {
+			return
+		}
+		lastErr = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	tb.viewShot("failed-" + tb.name)
+	body, _ := evalIn[string](tb, `document.location.href + "\n" + document.body.innerText`)
+	tb.t.Fatalf("%s: %s: not so within 20s (last error %v)\npage: %s", tb.name, what, lastErr, body)
+}
+
+// waitNotice waits until the page's notice (the message shown after an
+// action) holds text. A page can still show an earlier action's notice
+// while the next one's answer loads, so waiting for any notice is not
+// enough.
+func (tb *tab) waitNotice(what, text string) {
+	tb.t.Helper()
+	js, _ := json.Marshal(text)
+	tb.waitJS(what, `(() => { const n = document.querySelector("p.notice"); return !!n && n.textContent.includes(`+string(js)+`); })()`)
 }
 
 // shot saves a screenshot of the whole page as NAME.png.
 func (tb *tab) shot(name string) {
 	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	// A page that is between documents (a form's answer loading, a live
+	// region replaced) is briefly not attached: wait for the document to
+	// settle and try again.
+	var png []byte
+	var err error
+	for try := 0; try < 5; try++ {
+		if try > 0 {
+			time.Sleep(300 * time.Millisecond)
+		}
+		_, _ = chromedp.Run(ctx, chromedp.Poll[bool](`document.readyState === "complete"`, chromedp.WithPollingInterval(50*time.Millisecond)))
+		if png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		tb.t.Errorf("%s: screenshot %s: %v", tb.name, name, err)
 		return
@@ -409,7 +444,8 @@ func TestWebJourney(t *testing.T) {
 	}
 	exp1 := expiresOf()
 	alice.do("extend", chromedp.SendKeys(chromedp.ID("ext-d-"+leaseID), "10m"), chromedp.SendKeys(chromedp.ID("ext-r-"+leaseID), "INC-4711 more time"),
-		chromedp.Click(chromedp.CSS(`#lease-`+leaseID+` form.extend button`)), chromedp.WaitVisible(chromedp.CSS("p.notice")))
+		chromedp.Click(chromedp.CSS(`#lease-`+leaseID+` form.extend button`)))
+	alice.waitNotice("the extension is asked for", "Extension requested")
 	note := alice.eval(`document.querySelector("p.notice").textContent`)
 	m := regexp.MustCompile(`Extension requested \((req_[a-z0-9]+)\)`).FindStringSubmatch(note)
 	if m == nil {
@@ -420,7 +456,8 @@ func TestWebJourney(t *testing.T) {
 	if row := bob.eval(`document.getElementById("inbox-` + ext + `").innerText`); !strings.Contains(row, "extension of "+leaseID) || !strings.Contains(row, "INC-4711 more time") {
 		t.Errorf("inbox row of the extension %q; want it marked as extending %s, with its reason", row, leaseID)
 	}
-	bob.do("approve the extension", chromedp.Click(chromedp.ID("approve-"+ext)), chromedp.WaitVisible(chromedp.CSS("p.notice")))
+	bob.do("approve the extension", chromedp.Click(chromedp.ID("approve-"+ext)))
+	bob.waitNotice("the extension's approval is confirmed", "Request "+ext+" approved")
 	alice.waitJS("the lease's end moves on", `document.querySelector("#lease-`+leaseID+` .countdown").dataset.expires !== "`+exp1.UTC().Format(time.RFC3339)+`"`)
 	if d := expiresOf().Sub(exp1); d < 10*time.Minute-time.Second || d > 10*time.Minute+time.Second {
 		t.Errorf("the extension moved the lease's end by %s; want 10m", d)
@@ -428,7 +465,8 @@ func TestWebJourney(t *testing.T) {
 	alice.shot("07b-extended")
 
 	// End now: the account is gone.
-	alice.do("end the lease", chromedp.Click(chromedp.ID("end-"+leaseID)), chromedp.WaitVisible(chromedp.CSS("p.notice")))
+	alice.do("end the lease", chromedp.Click(chromedp.ID("end-"+leaseID)))
+	alice.waitNotice("the lease's end is confirmed", "Lease "+leaseID+" ended")
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		_, err := webPGLogin(user, pass)
