@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
 	"github.com/mayflyhq/mayfly/internal/testenv"
 )
@@ -314,6 +317,9 @@ func TestPostgresGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn2.Close(ctx)
+	if n := gatewayVerifiers(t, w, c.Username); n != 1 {
+		t.Fatalf("%d stored verifiers of the live lease's gateway secret; want 1", n)
+	}
 	w.ok("alice", nil, "done", c.Username)
 	revoked := time.Now()
 	for {
@@ -329,4 +335,29 @@ func TestPostgresGateway(t *testing.T) {
 	if _, err := psqlAt(t, c, c.Password, "-c", "SELECT 1"); err == nil {
 		t.Fatal("the gateway secret still logs in after the lease ended")
 	}
+	// The ended lease's verifier is gone from the store, once the
+	// revocation is recorded.
+	deadline = time.Now().Add(10 * time.Second)
+	for gatewayVerifiers(t, w, c.Username) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the verifier of the ended lease's gateway secret is still stored")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// gatewayVerifiers counts the gateway-secret verifiers world w's SQLite
+// store holds for lease id (read from the file, as another process would).
+func gatewayVerifiers(t *testing.T, w *world, id string) int {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(w.dir, "mayfly.db")+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM settings WHERE key = ?`, broker.GatewayVerifierKey(id)).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

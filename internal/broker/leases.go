@@ -238,6 +238,13 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 	if err := b.endExtensions(tx, System, cur.ID, "lease ended ("+cur.EndReason+")"); err != nil {
 		return err
 	}
+	if b.viaGateway(cur) {
+		// The gateway secret's verifier is of no use once the lease has
+		// ended (the gateway refuses an ended lease anyway): drop it.
+		if err := tx.DeleteSetting(GatewayVerifierKey(cur.ID)); err != nil {
+			return err
+		}
+	}
 	data := map[string]string{"username": cur.Username, "end_reason": cur.EndReason, "verified_absent": "true"}
 	var lag time.Duration = -1
 	if !cur.ExpiresAt.IsZero() && cur.EndReason == mayfly.EndExpired {
