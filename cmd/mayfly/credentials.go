@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
@@ -32,8 +37,21 @@ func openCredentials(ctx context.Context, cfg *config.Config, st mayfly.Store, g
 			return nil, err
 		}
 	}
-	return credential.New(credential.Options{Store: st, Keys: keys, Kinds: credentialKinds(), Getenv: getenv, Logger: log,
-		Holder: holder, Committed: committed}), nil
+	o := credential.Options{Store: st, Keys: keys, Kinds: credentialKinds(), Getenv: getenv, Logger: log,
+		Holder: holder, Committed: committed}
+	if fp, ok := strings.CutPrefix(getenv("MAYFLY_FAILPOINT"), "crash-after-rotation:"); ok {
+		// Fault injection for crash-safety tests: die the hard way right
+		// after rotation step fp.
+		if !slices.Contains(credential.Steps, fp) {
+			return nil, fmt.Errorf("MAYFLY_FAILPOINT: no rotation step %q (steps: %s)", fp, strings.Join(credential.Steps, ", "))
+		}
+		o.AfterStep = func(step string) {
+			if step == fp {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			}
+		}
+	}
+	return credential.New(o), nil
 }
 
 // credentialService adapts the credential manager to the API.

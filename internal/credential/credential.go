@@ -83,6 +83,10 @@ type Options struct {
 	Holder string
 	// Committed is called after each commit of an audit event.
 	Committed func()
+	// AfterStep, when set, is called after each step of a rotation (one
+	// of Steps). It is there for fault injection: the server's
+	// MAYFLY_FAILPOINT=crash-after-rotation:STEP kills the process there.
+	AfterStep func(step string)
 }
 
 // Manager keeps the sealed admin credentials of the targets and the
@@ -92,6 +96,7 @@ type Manager struct {
 
 	mu      sync.Mutex
 	targets map[string]*managed
+	locked  map[string]bool // targets whose rotation lock a call in this process holds
 	retired sync.WaitGroup
 
 	// failpoint, when set (tests only), is called after each step of a
@@ -118,7 +123,7 @@ func New(o Options) *Manager {
 	if o.Committed == nil {
 		o.Committed = func() {}
 	}
-	return &Manager{o: o, targets: map[string]*managed{}}
+	return &Manager{o: o, targets: map[string]*managed{}, locked: map[string]bool{}}
 }
 
 // Supports reports whether targets of kind can take a sealed credential.
@@ -228,17 +233,39 @@ func (m *Manager) write(ctx context.Context, target string, r *record, e *mayfly
 
 // lock takes the rotation lock of target for this replica; false when
 // another holds it.
+//
+// The store's lock is held by this replica's id, which another call in
+// this process would take again: a rotation and the watcher resolving a
+// crashed one (or two rotations asked of this replica at once) are kept
+// apart in the process first.
 func (m *Manager) lock(ctx context.Context, target string) (bool, error) {
+	m.mu.Lock()
+	if m.locked[target] {
+		m.mu.Unlock()
+		return false, nil
+	}
+	m.locked[target] = true
+	m.mu.Unlock()
 	var held bool
 	err := m.o.Store.Update(ctx, func(tx mayfly.Tx) error {
 		var err error
 		held, err = tx.AcquireLeader(lockName(target), m.o.Holder, m.o.Clock.Now().UTC(), LockTTL)
 		return err
 	})
+	if err != nil || !held {
+		m.mu.Lock()
+		delete(m.locked, target)
+		m.mu.Unlock()
+	}
 	return held, err
 }
 
 func (m *Manager) unlock(target string) {
+	defer func() {
+		m.mu.Lock()
+		delete(m.locked, target)
+		m.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := m.o.Store.Update(ctx, func(tx mayfly.Tx) error { return tx.ReleaseLeader(lockName(target), m.o.Holder) })
@@ -560,7 +587,7 @@ func (m *Manager) Rotate(ctx context.Context, actor, source, target string) (tim
 		return time.Time{}, err
 	}
 	if !held {
-		return time.Time{}, mayfly.Errorf(mayfly.ECONFLICT, "target %q: its credential is being rotated already", target)
+		return time.Time{}, mayfly.Errorf(mayfly.ECONFLICT, "target %q: its credential is being rotated already, or a rotation cut short by a crash holds its lock until it lapses (within %s); try again then", target, LockTTL)
 	}
 	crashed := false
 	defer func() {
@@ -569,6 +596,9 @@ func (m *Manager) Rotate(ctx context.Context, actor, source, target string) (tim
 		}
 	}()
 	step := func(name string) error {
+		if m.o.AfterStep != nil {
+			m.o.AfterStep(name)
+		}
 		if m.failpoint == nil {
 			return nil
 		}
