@@ -162,6 +162,20 @@ type ClaimRenewer interface {
 	RenewClaims(holder string, ids []string, until time.Time) (int, error)
 }
 
+// LeaseBatcher is implemented by the Tx of a store where every statement
+// is a round trip to a server (PostgreSQL): recording a batch of
+// revocation outcomes then reads and writes its leases in one statement
+// each, instead of two per lease.
+type LeaseBatcher interface {
+	// LockLeases returns the leases ids that exist, each read as GetLease
+	// reads it in a write transaction (locked until the transaction
+	// ends), locking them in id order.
+	LockLeases(ids []string) ([]*Lease, error)
+	// UpdateLeases is UpdateLease for each of ls (distinct leases), in
+	// one statement; ENOTFOUND when one of them does not exist.
+	UpdateLeases(ls []*Lease) error
+}
+
 // Replica is one server process sharing the store, as its heartbeats
 // record it.
 type Replica struct {

@@ -124,14 +124,33 @@ func (b *Broker) applyExtension(ctx context.Context, c Caller, leaseID string, d
 // left for them to extend. It must run in the transaction of every
 // transition that takes a lease out of active.
 func (b *Broker) endExtensions(tx mayfly.Tx, c Caller, leaseID, why string) error {
-	rs, err := tx.ListRequests(mayfly.RequestFilter{States: []mayfly.RequestState{mayfly.RequestPending}, Open: true})
-	if err != nil {
-		return fmt.Errorf("end extensions of lease %s: %w", leaseID, err)
+	return b.endExtensionsIn(tx, c, leaseID, why, nil)
+}
+
+// openExtensions are the pending requests of a transaction that ends many
+// leases, read once by the first endExtensionsIn that needs them.
+type openExtensions struct {
+	read bool
+	rs   []*mayfly.Request
+}
+
+// endExtensionsIn is endExtensions with the pending requests read once
+// into ext for all the leases a transaction ends (nil: read them now).
+func (b *Broker) endExtensionsIn(tx mayfly.Tx, c Caller, leaseID, why string, ext *openExtensions) error {
+	if ext == nil {
+		ext = &openExtensions{}
+	}
+	if !ext.read {
+		rs, err := tx.ListRequests(mayfly.RequestFilter{States: []mayfly.RequestState{mayfly.RequestPending}, Open: true})
+		if err != nil {
+			return fmt.Errorf("end extensions of lease %s: %w", leaseID, err)
+		}
+		ext.rs, ext.read = rs, true
 	}
 	if c.User == "" {
 		c = System
 	}
-	for _, r := range rs {
+	for _, r := range ext.rs {
 		if r.ExtendsLease != leaseID || r.State != mayfly.RequestPending {
 			continue
 		}

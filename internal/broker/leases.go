@@ -172,10 +172,71 @@ func (b *Broker) revokeOnTarget(ctx context.Context, l *mayfly.Lease) error {
 // carries the end reason the scheduler decided (expired, session_lost,
 // provisioning_failed) when the stored lease does not have one yet.
 func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) error {
-	cur, err := tx.GetLease(l.ID)
-	if err != nil {
-		return err
+	return b.recordRevocations(tx, []outcome{{lease: l, err: rerr}})
+}
+
+// recordRevocations writes the outcomes of revocation attempts in tx, as
+// recordRevocation does for each, in lease order. The open extension
+// requests are read once, not once per lease; on a store where each
+// statement is a round trip (mayfly.LeaseBatcher), the leases are also
+// locked and read in one statement and written in one.
+func (b *Broker) recordRevocations(tx mayfly.Tx, outs []outcome) error {
+	lb, batched := tx.(mayfly.LeaseBatcher)
+	batched = batched && len(outs) > 1
+	var locked map[string]*mayfly.Lease
+	if batched {
+		ids := make([]string, len(outs))
+		for i, r := range outs {
+			ids[i] = r.lease.ID
+		}
+		ls, err := lb.LockLeases(ids)
+		if err != nil {
+			return err
+		}
+		locked = make(map[string]*mayfly.Lease, len(ls))
+		for _, l := range ls {
+			locked[l.ID] = l
+		}
 	}
+	var updates []*mayfly.Lease
+	queued := map[string]bool{}
+	update := func(l *mayfly.Lease) error {
+		if batched {
+			if !queued[l.ID] {
+				queued[l.ID] = true
+				updates = append(updates, l)
+			}
+			return nil
+		}
+		return tx.UpdateLease(l)
+	}
+	ext := &openExtensions{}
+	for _, r := range outs {
+		var cur *mayfly.Lease
+		if batched {
+			if cur = locked[r.lease.ID]; cur == nil {
+				return mayfly.Errorf(mayfly.ENOTFOUND, "lease %q not found", r.lease.ID)
+			}
+		} else {
+			var err error
+			if cur, err = tx.GetLease(r.lease.ID); err != nil {
+				return err
+			}
+		}
+		if err := b.recordOutcome(tx, cur, r.lease, r.err, update, ext); err != nil {
+			return err
+		}
+	}
+	if len(updates) > 0 {
+		return lb.UpdateLeases(updates)
+	}
+	return nil
+}
+
+// recordOutcome is recordRevocation for the stored lease cur, read locked
+// in tx; update writes a lease, and ext holds the open extension requests
+// read once for a batch.
+func (b *Broker) recordOutcome(tx mayfly.Tx, cur, l *mayfly.Lease, rerr error, update func(*mayfly.Lease) error, ext *openExtensions) error {
 	if !cur.State.Live() {
 		return nil // someone else finished it
 	}
@@ -212,7 +273,7 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 		delay := Backoff(cur.RevokeAttempts, b.maxBackoff)
 		cur.DueAt = now.Add(delay)
 		*l = *cur
-		if err := tx.UpdateLease(cur); err != nil {
+		if err := update(cur); err != nil {
 			return err
 		}
 		if b.hooks.Revoked != nil {
@@ -232,10 +293,10 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 	}
 	cur.EndedAt, cur.LastError = now, ""
 	*l = *cur
-	if err := tx.UpdateLease(cur); err != nil {
+	if err := update(cur); err != nil {
 		return err
 	}
-	if err := b.endExtensions(tx, System, cur.ID, "lease ended ("+cur.EndReason+")"); err != nil {
+	if err := b.endExtensionsIn(tx, System, cur.ID, "lease ended ("+cur.EndReason+")", ext); err != nil {
 		return err
 	}
 	if b.viaGateway(cur) {

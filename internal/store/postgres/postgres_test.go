@@ -376,3 +376,68 @@ func TestDeadlockRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLeaseBatcher checks that LockLeases reads what GetLease reads, and
+// that UpdateLeases writes what UpdateLease writes (times, NULL ones too),
+// refusing a batch with a lease that does not exist.
+func TestLeaseBatcher(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	t0 := time.Unix(0, 1_700_000_000_123_456_789).UTC()
+	mk := func(id string) *mayfly.Lease {
+		return &mayfly.Lease{ID: id, RequestID: "req_" + id, Requester: "alice", Target: "pg", Grant: "read", Username: "u_" + id,
+			CreatedAt: t0, State: mayfly.LeaseActive, ExpiresAt: t0.Add(time.Hour), DueAt: t0.Add(time.Hour)}
+	}
+	if err := db.Update(ctx, func(tx mayfly.Tx) error {
+		for _, id := range []string{"l3", "l1", "l2"} {
+			if err := tx.CreateLease(mk(id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := db.Update(ctx, func(mtx mayfly.Tx) error {
+		tx := mtx.(mayfly.LeaseBatcher)
+		ls, err := tx.LockLeases([]string{"l3", "l1", "nope", "l2"})
+		if err != nil {
+			return err
+		}
+		if len(ls) != 3 || ls[0].ID != "l1" || ls[1].ID != "l2" || ls[2].ID != "l3" {
+			t.Fatalf("LockLeases = %d leases; want l1, l2, l3 in id order", len(ls))
+		}
+		for _, l := range ls {
+			if want := mk(l.ID); *l != *want {
+				t.Errorf("LockLeases read %+v; want %+v", l, want)
+			}
+		}
+		ls[0].State, ls[0].EndedAt, ls[0].EndReason, ls[0].DueAt = mayfly.LeaseRevoked, t0.Add(2*time.Hour), mayfly.EndExpired, time.Time{}
+		ls[1].State, ls[1].RevokeAttempts, ls[1].LastError, ls[1].DueAt = mayfly.LeaseRevoking, 3, "target down", t0.Add(3*time.Hour)
+		if err := tx.UpdateLeases(ls[:2]); err != nil {
+			return err
+		}
+		for _, id := range []string{"l1", "l2"} {
+			got, err := mtx.GetLease(id)
+			if err != nil {
+				return err
+			}
+			if want := ls[map[string]int{"l1": 0, "l2": 1}[id]]; *got != *want {
+				t.Errorf("after UpdateLeases %s = %+v; want %+v", id, got, want)
+			}
+		}
+		if l3, _ := mtx.GetLease("l3"); *l3 != *mk("l3") {
+			t.Errorf("UpdateLeases changed a lease it was not given: %+v", l3)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(ctx, func(mtx mayfly.Tx) error {
+		return mtx.(mayfly.LeaseBatcher).UpdateLeases([]*mayfly.Lease{mk("l3"), mk("gone")})
+	})
+	if mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+		t.Fatalf("UpdateLeases with a missing lease = %v; want not found", err)
+	}
+}

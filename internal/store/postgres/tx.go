@@ -521,6 +521,64 @@ func (t *tx) UpdateLease(l *mayfly.Lease) error {
 	return nil
 }
 
+var _ mayfly.LeaseBatcher = (*tx)(nil)
+
+// LockLeases reads the leases ids in one statement, locked in id order
+// in a write transaction (the order in which every batch of outcomes and
+// the claims' renewal lock them, so they wait for each other rather than
+// deadlock).
+func (t *tx) LockLeases(ids []string) ([]*mayfly.Lease, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	ls, err := t.listLeases("SELECT "+leaseCols+" FROM leases WHERE id = ANY($1) ORDER BY id"+t.forUpdate(), ids)
+	if err != nil {
+		return nil, fmt.Errorf("lock %d leases: %w", len(ids), err)
+	}
+	return ls, nil
+}
+
+// UpdateLeases writes what UpdateLease writes of each of ls, in one
+// statement.
+func (t *tx) UpdateLeases(ls []*mayfly.Lease) error {
+	if len(ls) == 0 {
+		return nil
+	}
+	var (
+		ids, states, reasons, errs, hmacs []string
+		expires, due, ended               []*int64
+		attempts                          []int32
+	)
+	nullable := func(v any) *int64 {
+		if n, ok := v.(int64); ok {
+			return &n
+		}
+		return nil
+	}
+	for _, l := range ls {
+		args, err := leaseArgs(l)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, l.ID)
+		states = append(states, string(l.State))
+		expires, due, ended = append(expires, nullable(args[8])), append(due, nullable(args[9])), append(ended, nullable(args[10]))
+		reasons, attempts, errs, hmacs = append(reasons, l.EndReason), append(attempts, int32(l.RevokeAttempts)), append(errs, l.LastError), append(hmacs, l.SecretHMAC)
+	}
+	tag, err := t.exec(`UPDATE leases AS l SET state = v.state, expires_at = v.expires_at, due_at = v.due_at, ended_at = v.ended_at,
+		end_reason = v.end_reason, revoke_attempts = v.revoke_attempts, last_error = v.last_error, secret_hmac = v.secret_hmac
+		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $7::int[], $8::text[], $9::text[])
+			AS v(id, state, expires_at, due_at, ended_at, end_reason, revoke_attempts, last_error, secret_hmac)
+		WHERE l.id = v.id`, ids, states, expires, due, ended, reasons, attempts, errs, hmacs)
+	if err != nil {
+		return fmt.Errorf("update %d leases: %w", len(ls), err)
+	}
+	if n := tag.RowsAffected(); n != int64(len(ls)) {
+		return mayfly.Errorf(mayfly.ENOTFOUND, "update %d leases: %d of them not found", len(ls), int64(len(ls))-n)
+	}
+	return nil
+}
+
 // SetLeaseUsername records the account a connector created for lease id.
 func (t *tx) SetLeaseUsername(id, username string) error {
 	tag, err := t.exec(`UPDATE leases SET username = $1 WHERE id = $2`, username, id)
