@@ -158,7 +158,22 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	abandon := make(chan struct{})
 	actx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelAttempts()
-	ln := &lanes{b: b, o: o, ctx: actx, results: results, abandon: abandon, byTarget: map[string]*lane{}}
+	// onTarget holds the leases in flight whose attempt on the target has
+	// not ended yet: only their claims are renewed. A lease whose outcome
+	// waits to be recorded keeps the claim it has (o.ClaimFor); should
+	// recording take longer, another replica may revoke it again, which
+	// is idempotent, and its outcome is recorded once. Renewing those too
+	// locked thousands of rows during a burst, and the recording of
+	// outcomes waited on them.
+	onTarget := map[string]bool{}
+	ln := &lanes{b: b, o: o, ctx: actx, results: results, abandon: abandon, byTarget: map[string]*lane{},
+		attempted: func(batch []*mayfly.Lease) {
+			mu.Lock()
+			for _, l := range batch {
+				delete(onTarget, l.ID)
+			}
+			mu.Unlock()
+		}}
 	committerDone := make(chan struct{})
 	go func() {
 		defer close(committerDone)
@@ -167,6 +182,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			epoch++
 			for _, id := range ids {
 				delete(inflight, id)
+				delete(onTarget, id)
 				finished[id] = epoch
 			}
 			mu.Unlock()
@@ -205,7 +221,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			b.renewClaims(rctx, o, func() []string {
 				mu.Lock()
 				defer mu.Unlock()
-				return slices.Collect(maps.Keys(inflight))
+				return slices.Collect(maps.Keys(onTarget))
 			})
 		}()
 	}
@@ -251,7 +267,7 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 				continue // recorded after this read began: stale
 			}
 			if !inflight[l.ID] {
-				inflight[l.ID] = true
+				inflight[l.ID], onTarget[l.ID] = true, true
 				fresh = append(fresh, l)
 			}
 		}
@@ -407,12 +423,7 @@ func (b *Broker) commitOutcomes(results <-chan outcome, abandon <-chan struct{},
 		// deadlocking.
 		sort.Slice(batch, func(i, j int) bool { return batch[i].lease.ID < batch[j].lease.ID })
 		err := b.store.Update(context.Background(), func(tx mayfly.Tx) error {
-			for _, r := range batch {
-				if err := b.recordRevocation(tx, r.lease, r.err); err != nil {
-					return err
-				}
-			}
-			return nil
+			return b.recordRevocations(tx, batch)
 		})
 		if err != nil {
 			// The leases stay due and are revoked again; the target side is
@@ -563,6 +574,9 @@ type lanes struct {
 	results chan outcome
 	abandon chan struct{} // closed when the committer is no longer waited for
 	wg      sync.WaitGroup
+	// attempted is told of a batch's leases once its attempt on the target
+	// has ended, before their outcomes are handed over.
+	attempted func([]*mayfly.Lease)
 
 	mu       sync.Mutex
 	byTarget map[string]*lane
@@ -661,6 +675,7 @@ func (p *lanes) pump() {
 func (p *lanes) attempt(target string, batch []*mayfly.Lease) {
 	defer p.wg.Done()
 	out, down := p.b.revokeBatch(p.ctx, batch, p.o.AttemptTimeout)
+	p.attempted(batch)
 	stopping := p.ctx.Err() != nil
 	now := p.b.clock.Now()
 	p.mu.Lock()
