@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -91,6 +92,40 @@ func (e *SessionEvent) ComputeHash() string {
 	h.Write([]byte(e.PrevHash))
 	h.Write([]byte{'\n'})
 	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// hashCompact is ComputeHash for an event whose Body is compact JSON (or
+// empty), as CompactBody returns it: the same hash, without encoding/json
+// checking and copying a body it has just compacted (a terminal's output
+// makes bodies of megabytes). encoding/json would copy the body with <, >,
+// &, U+2028 and U+2029 escaped, which is what json.HTMLEscape writes.
+func (e *SessionEvent) hashCompact() string {
+	str := func(s string) []byte {
+		b, _ := json.Marshal(s) // a string always encodes
+		return b
+	}
+	h := sha256.New()
+	h.Write([]byte(e.PrevHash))
+	h.Write([]byte("\n{\"session_id\":"))
+	h.Write(str(e.SessionID))
+	h.Write([]byte(",\"seq\":" + strconv.FormatInt(e.Seq, 10) + ",\"time\":"))
+	h.Write(str(e.Time.UTC().Format(time.RFC3339Nano)))
+	h.Write([]byte(",\"kind\":"))
+	h.Write(str(e.Kind))
+	h.Write([]byte(",\"body\":"))
+	switch {
+	case len(e.Body) == 0:
+		h.Write([]byte("null"))
+	case bytes.IndexAny(e.Body, "<>&") < 0 && bytes.IndexByte(e.Body, 0xe2) < 0:
+		h.Write(e.Body) // nothing to escape (0xe2 begins U+2028 and U+2029)
+	default:
+		var b bytes.Buffer
+		b.Grow(len(e.Body))
+		json.HTMLEscape(&b, e.Body)
+		h.Write(b.Bytes())
+	}
+	h.Write([]byte("}"))
 	return hex.EncodeToString(h.Sum(nil))
 }
 
@@ -185,7 +220,7 @@ func ChainSessionEvents(id string, seq int64, hash string, evs []*SessionEvent) 
 		}
 		seq++
 		e.SessionID, e.Seq, e.PrevHash, e.Body = id, seq, hash, body
-		e.Hash = e.ComputeHash()
+		e.Hash = e.hashCompact()
 		hash = e.Hash
 	}
 	return nil
