@@ -348,9 +348,10 @@ func (s *Server) recheck() {
 
 func (s *Server) handle(nc net.Conn) {
 	nc.SetDeadline(time.Now().Add(30 * time.Second))
-	sconn, chans, reqs, err := gossh.NewServerConn(readAhead(nc), s.cfg)
+	bc := readAhead(nc)
+	sconn, chans, reqs, err := gossh.NewServerConn(bc, s.cfg)
 	if err != nil {
-		nc.Close()
+		bc.Close()
 		return
 	}
 	nc.SetDeadline(time.Time{})
@@ -515,9 +516,10 @@ func (c *gwConn) dialHost(sc *ssh.Connector) (gossh.Conn, <-chan gossh.NewChanne
 		tc.SetNoDelay(true)
 	}
 	nc.SetDeadline(time.Now().Add(dialTimeout))
-	conn, chans, reqs, err := gossh.NewClientConn(readAhead(nc), c.route.Address, cfg)
+	bc := readAhead(nc)
+	conn, chans, reqs, err := gossh.NewClientConn(bc, c.route.Address, cfg)
 	if err != nil {
-		nc.Close()
+		bc.Close()
 		return nil, nil, nil, err
 	}
 	nc.SetDeadline(time.Time{})
@@ -565,13 +567,105 @@ const readAheadSize = 256 << 10
 // or three system calls per 32 KiB packet), which on a bulk transfer
 // through the gateway, decrypted and encrypted once more, is a good part
 // of its cost.
+//
+// Writes are handed to a goroutine of the connection's own, which makes
+// the system calls while the next packet is encrypted, and writes what
+// accumulated meanwhile in one call. Close the connection through the
+// wrapper: that sends what is queued and ends the goroutine.
 func readAhead(c net.Conn) net.Conn {
-	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, readAheadSize)}
+	b := &bufConn{Conn: c, r: bufio.NewReaderSize(c, readAheadSize), done: make(chan struct{})}
+	b.cond = sync.NewCond(&b.mu)
+	go b.writer()
+	return b
 }
+
+// writeBehindSize bounds the bytes a connection holds for its writer: a
+// Write waits while that many are pending.
+const writeBehindSize = 512 << 10
 
 type bufConn struct {
 	net.Conn
 	r *bufio.Reader
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	pending []byte // written, not yet sent
+	spare   []byte
+	sending bool  // the writer has bytes out of pending, in a system call
+	err     error // the first write error, or net.ErrClosed after Close
+	closing bool
+	done    chan struct{} // closed when the writer returns
 }
 
 func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// Write queues p for the writer; it fails with the error of an earlier
+// write, as the connection would have.
+func (b *bufConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.err == nil && !b.closing && len(b.pending) >= writeBehindSize {
+		b.cond.Wait()
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.closing {
+		return 0, net.ErrClosed
+	}
+	b.pending = append(b.pending, p...)
+	b.cond.Broadcast()
+	return len(p), nil
+}
+
+func (b *bufConn) writer() {
+	defer close(b.done)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for {
+		for len(b.pending) == 0 && !b.closing {
+			b.cond.Wait()
+		}
+		if len(b.pending) == 0 {
+			return // closing, all sent
+		}
+		out := b.pending
+		b.pending, b.spare = b.spare[:0], nil
+		b.sending = true
+		b.mu.Unlock()
+		_, err := b.Conn.Write(out)
+		b.mu.Lock()
+		b.sending = false
+		b.spare = out[:0]
+		if err != nil {
+			if b.err == nil {
+				b.err = err
+			}
+			b.pending = nil
+			b.cond.Broadcast()
+			return
+		}
+		b.cond.Broadcast()
+	}
+}
+
+// Close sends what is queued (a disconnect message, say), for up to a
+// few seconds, then closes the connection.
+func (b *bufConn) Close() error {
+	b.mu.Lock()
+	b.closing = true
+	b.cond.Broadcast()
+	b.mu.Unlock()
+	select {
+	case <-b.done:
+	case <-time.After(2 * time.Second):
+	}
+	err := b.Conn.Close()
+	<-b.done // the connection's close ends a write in progress
+	b.mu.Lock()
+	if b.err == nil {
+		b.err = net.ErrClosed
+	}
+	b.mu.Unlock()
+	return err
+}
