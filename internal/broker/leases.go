@@ -147,10 +147,14 @@ func (b *Broker) getLease(ctx context.Context, id string) (*mayfly.Lease, error)
 func (b *Broker) RevokeNow(ctx context.Context, l *mayfly.Lease) {
 	ctx = context.WithoutCancel(ctx)
 	err := b.revokeOnTarget(ctx, l)
+	var after []func()
 	if rerr := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
-		return b.recordRevocation(tx, l, err)
+		after = after[:0] // a transaction run again starts afresh
+		return b.recordRevocations(tx, []outcome{{lease: l, err: err}}, &after)
 	}); rerr != nil {
 		b.log.Error("record revocation", "lease", l.ID, "err", rerr)
+	} else {
+		runAll(after)
 	}
 	b.poke()
 	b.committed()
@@ -172,7 +176,13 @@ func (b *Broker) revokeOnTarget(ctx context.Context, l *mayfly.Lease) error {
 // carries the end reason the scheduler decided (expired, session_lost,
 // provisioning_failed) when the stored lease does not have one yet.
 func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) error {
-	return b.recordRevocations(tx, []outcome{{lease: l, err: rerr}})
+	return b.recordRevocations(tx, []outcome{{lease: l, err: rerr}}, nil)
+}
+
+func runAll(fs []func()) {
+	for _, f := range fs {
+		f()
+	}
 }
 
 // recordRevocations writes the outcomes of revocation attempts in tx, as
@@ -180,7 +190,12 @@ func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) err
 // requests are read once, not once per lease; on a store where each
 // statement is a round trip (mayfly.LeaseBatcher), the leases are also
 // locked and read in one statement and written in one.
-func (b *Broker) recordRevocations(tx mayfly.Tx, outs []outcome) error {
+//
+// The hooks (metrics) of what it records are appended to after, for the
+// caller to run once the transaction has committed: a store runs a
+// transaction again after a deadlock, and a hook run inside it would count
+// twice. With after nil they run at once.
+func (b *Broker) recordRevocations(tx mayfly.Tx, outs []outcome, after *[]func()) error {
 	lb, batched := tx.(mayfly.LeaseBatcher)
 	batched = batched && len(outs) > 1
 	var locked map[string]*mayfly.Lease
@@ -223,7 +238,7 @@ func (b *Broker) recordRevocations(tx mayfly.Tx, outs []outcome) error {
 				return err
 			}
 		}
-		if err := b.recordOutcome(tx, cur, r.lease, r.err, update, ext); err != nil {
+		if err := b.recordOutcome(tx, cur, r.lease, r.err, update, ext, after); err != nil {
 			return err
 		}
 	}
@@ -236,7 +251,18 @@ func (b *Broker) recordRevocations(tx mayfly.Tx, outs []outcome) error {
 // recordOutcome is recordRevocation for the stored lease cur, read locked
 // in tx; update writes a lease, and ext holds the open extension requests
 // read once for a batch.
-func (b *Broker) recordOutcome(tx mayfly.Tx, cur, l *mayfly.Lease, rerr error, update func(*mayfly.Lease) error, ext *openExtensions) error {
+func (b *Broker) recordOutcome(tx mayfly.Tx, cur, l *mayfly.Lease, rerr error, update func(*mayfly.Lease) error, ext *openExtensions, after *[]func()) error {
+	revoked := func(l *mayfly.Lease, lag time.Duration, err error) {
+		if b.hooks.Revoked == nil {
+			return
+		}
+		if after == nil {
+			b.hooks.Revoked(l, lag, err)
+			return
+		}
+		c := *l
+		*after = append(*after, func() { b.hooks.Revoked(&c, lag, err) })
+	}
 	if !cur.State.Live() {
 		return nil // someone else finished it
 	}
@@ -276,9 +302,7 @@ func (b *Broker) recordOutcome(tx mayfly.Tx, cur, l *mayfly.Lease, rerr error, u
 		if err := update(cur); err != nil {
 			return err
 		}
-		if b.hooks.Revoked != nil {
-			b.hooks.Revoked(cur, 0, rerr)
-		}
+		revoked(cur, 0, rerr)
 		if !auditAttempt(cur.RevokeAttempts, prevError, cur.LastError) {
 			return nil // counted on the lease (revoke_attempts, last_error)
 		}
@@ -312,9 +336,7 @@ func (b *Broker) recordOutcome(tx mayfly.Tx, cur, l *mayfly.Lease, rerr error, u
 		lag = now.Sub(cur.ExpiresAt)
 		data["lag"] = lag.String()
 	}
-	if b.hooks.Revoked != nil {
-		b.hooks.Revoked(cur, lag, nil)
-	}
+	revoked(cur, lag, nil)
 	return b.audit(tx, System, action, nil, cur, cur.EndReason, data)
 }
 

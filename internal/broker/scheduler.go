@@ -422,9 +422,14 @@ func (b *Broker) commitOutcomes(results <-chan outcome, abandon <-chan struct{},
 		// batch, the claims' renewal) then wait for each other instead of
 		// deadlocking.
 		sort.Slice(batch, func(i, j int) bool { return batch[i].lease.ID < batch[j].lease.ID })
+		var after []func()
 		err := b.store.Update(context.Background(), func(tx mayfly.Tx) error {
-			return b.recordRevocations(tx, batch)
+			after = after[:0] // a transaction run again starts afresh
+			return b.recordRevocations(tx, batch, &after)
 		})
+		if err == nil {
+			runAll(after)
+		}
 		if err != nil {
 			// The leases stay due and are revoked again; the target side is
 			// idempotent.
