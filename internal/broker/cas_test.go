@@ -346,7 +346,7 @@ func TestStaleRevocationOutcomeIgnored(t *testing.T) {
 	a := e.activeLease(t)
 	stale := *a.Lease
 	stale.State = mayfly.LeaseProvisioning
-	if err := e.b.store.Update(ctx, func(tx mayfly.Tx) error { return e.b.recordRevocation(tx, &stale, nil) }); err != nil {
+	if err := e.b.store.Update(ctx, func(tx mayfly.Tx) error { return e.b.recordRevocations(tx, []outcome{{lease: &stale}}, nil) }); err != nil {
 		t.Fatal(err)
 	}
 	if l := e.lease(t, a.Lease.ID); l.State != mayfly.LeaseActive {

@@ -172,21 +172,16 @@ func (b *Broker) revokeOnTarget(ctx context.Context, l *mayfly.Lease) error {
 	return conn.Revoke(rctx, mayfly.RevokeRequest{LeaseID: l.ID, Username: l.Username, ExpiresAt: l.ExpiresAt})
 }
 
-// recordRevocation writes the outcome of one revocation attempt in tx. l
-// carries the end reason the scheduler decided (expired, session_lost,
-// provisioning_failed) when the stored lease does not have one yet.
-func (b *Broker) recordRevocation(tx mayfly.Tx, l *mayfly.Lease, rerr error) error {
-	return b.recordRevocations(tx, []outcome{{lease: l, err: rerr}}, nil)
-}
-
 func runAll(fs []func()) {
 	for _, f := range fs {
 		f()
 	}
 }
 
-// recordRevocations writes the outcomes of revocation attempts in tx, as
-// recordRevocation does for each, in lease order. The open extension
+// recordRevocations writes the outcomes of revocation attempts in tx, in
+// lease order. Each outcome's lease carries the end reason the scheduler
+// decided (expired, session_lost, provisioning_failed) for a stored lease
+// that does not have one yet. The open extension
 // requests are read once, not once per lease; on a store where each
 // statement is a round trip (mayfly.LeaseBatcher), the leases are also
 // locked and read in one statement and written in one.
@@ -248,7 +243,7 @@ func (b *Broker) recordRevocations(tx mayfly.Tx, outs []outcome, after *[]func()
 	return nil
 }
 
-// recordOutcome is recordRevocation for the stored lease cur, read locked
+// recordOutcome records one outcome for the stored lease cur, read locked
 // in tx; update writes a lease, and ext holds the open extension requests
 // read once for a batch.
 func (b *Broker) recordOutcome(tx mayfly.Tx, cur, l *mayfly.Lease, rerr error, update func(*mayfly.Lease) error, ext *openExtensions, after *[]func()) error {
