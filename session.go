@@ -62,6 +62,9 @@ type SessionEvent struct {
 	Body      json.RawMessage `json:"body,omitempty"`
 	PrevHash  string          `json:"prev_hash"`
 	Hash      string          `json:"hash"`
+	// Compact says Body is already compact JSON (encoding/json's output),
+	// so appending it need not check and compact it again. Never stored.
+	Compact bool `json:"-"`
 }
 
 // ComputeHash returns the hash of e chained to e.PrevHash: SHA-256 over
@@ -102,8 +105,13 @@ func (e *SessionEvent) ComputeHash() string {
 // &, U+2028 and U+2029 escaped, which is what json.HTMLEscape writes.
 func (e *SessionEvent) hashCompact() string {
 	str := func(s string) []byte {
-		b, _ := json.Marshal(s) // a string always encodes
-		return b
+		for i := range len(s) {
+			if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+				b, _ := json.Marshal(s) // a string always encodes
+				return b
+			}
+		}
+		return []byte(`"` + s + `"`) // nothing to escape
 	}
 	h := sha256.New()
 	h.Write([]byte(e.PrevHash))
@@ -214,9 +222,12 @@ func ChainSessionEvents(id string, seq int64, hash string, evs []*SessionEvent) 
 		if e.Time.IsZero() {
 			return Errorf(EINVALID, "session %s: an event needs a time", id)
 		}
-		body, err := CompactBody(e.Body)
-		if err != nil {
-			return err
+		body := e.Body
+		if !e.Compact {
+			var err error
+			if body, err = CompactBody(e.Body); err != nil {
+				return err
+			}
 		}
 		seq++
 		e.SessionID, e.Seq, e.PrevHash, e.Body = id, seq, hash, body

@@ -25,14 +25,15 @@ func TestHashCompactMatchesComputeHash(t *testing.T) {
 // FuzzHashCompact: for any body CompactBody accepts, the two hashes agree.
 func FuzzHashCompact(f *testing.F) {
 	for _, s := range []string{`{"a":"<b>"}`, "{\"a\":\"\u2028\"}", ` [ 1 , "x" ] `, `{"a":"\u00e2"}`, `"\u00e2\u0080\u00a8"`} {
-		f.Add(s, "sess", int64(1))
+		f.Add(s, "sess", "k", int64(1))
 	}
-	f.Fuzz(func(t *testing.T, body, id string, seq int64) {
+	f.Add(`{}`, "a\"b<\u2028", "k\x00\x7f", int64(-1))
+	f.Fuzz(func(t *testing.T, body, id, kind string, seq int64) {
 		b, err := CompactBody([]byte(body))
 		if err != nil {
 			return
 		}
-		e := &SessionEvent{SessionID: id, Seq: seq, Time: time.Unix(1_700_000_000, 5).UTC(), Kind: "k", Body: b, PrevHash: "p"}
+		e := &SessionEvent{SessionID: id, Seq: seq, Time: time.Unix(1_700_000_000, 5).UTC(), Kind: kind, Body: b, PrevHash: "p"}
 		if got, want := e.hashCompact(), e.ComputeHash(); got != want {
 			t.Fatalf("body %q (compact %q): hashCompact %s; ComputeHash %s", body, b, got, want)
 		}

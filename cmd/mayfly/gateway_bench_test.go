@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"runtime/pprof"
@@ -89,8 +90,10 @@ func TestGatewayBenchmark(t *testing.T) {
 
 	// pgbench -S -c 8.
 	tps := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	var pinCmd []string
 	bench := func(c credsOut, mode string) string {
-		cmd := exec.Command("pgbench", "-n", "-S", "-c", "8", "-j", "2", "-T", "15", "-M", mode, "-h", c.Host, "-p", fmt.Sprint(c.Port), "-U", c.Username, "mf_bench")
+		args := append(slices.Clone(pinCmd), "pgbench", "-n", "-S", "-c", "8", "-j", "2", "-T", "15", "-M", mode, "-h", c.Host, "-p", fmt.Sprint(c.Port), "-U", c.Username, "mf_bench")
+		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Env = append(os.Environ(), "PGPASSWORD="+c.Password, "PGSSLMODE=disable")
 		b, err := cmd.CombinedOutput()
 		if err != nil {
@@ -102,31 +105,46 @@ func TestGatewayBenchmark(t *testing.T) {
 		}
 		return m[1]
 	}
-	for _, mode := range []string{"simple", "extended"} {
-		d := bench(direct, mode)
-		rs := bench(viaRelay, mode)
-		// MAYFLY_GATEWAY_BENCH_CPUPROFILE=PREFIX writes this process's CPU
-		// profile during each gateway run to PREFIX-MODE.pprof.
-		stopProfile := func() {}
-		if prefix := os.Getenv("MAYFLY_GATEWAY_BENCH_CPUPROFILE"); prefix != "" {
-			f, err := os.Create(prefix + "-" + mode + ".pprof")
-			if err != nil {
-				t.Fatal(err)
+	// Twice: first with the two cores shared by all, then with the
+	// gateway on a core of its own, as where it runs on its own machine:
+	// PostgreSQL's new backends and pgbench on CPU 0, this process (the
+	// gateway, the bare relay, the session log) on CPU 1.
+	for _, placement := range []string{"shared", "pinned"} {
+		if placement == "pinned" {
+			if runtime.NumCPU() < 2 {
+				break
 			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				t.Fatal(err)
-			}
-			stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+			unpin := pinForBench(t)
+			defer unpin()
+			pinCmd = []string{"taskset", "-c", "0"}
 		}
-		g := bench(gw, mode)
-		stopProfile()
-		var df, gf float64
-		fmt.Sscan(d, &df)
-		fmt.Sscan(g, &gf)
-		var rf float64
-		fmt.Sscan(rs, &rf)
-		fmt.Printf("pgbench -S -c 8 -j 2 -T 15 -M %s: direct %s tps, bare relay %s tps (%.0f%%), gateway %s tps (%.0f%% of direct, %.0f%% of the bare relay)\n",
-			mode, d, rs, 100*rf/df, g, 100*gf/df, 100*gf/rf)
+		for _, mode := range []string{"simple", "extended"} {
+			d := bench(direct, mode)
+			rs := bench(viaRelay, mode)
+			// MAYFLY_GATEWAY_BENCH_CPUPROFILE=PREFIX writes this process's
+			// CPU profile during each gateway run to
+			// PREFIX-PLACEMENT-MODE.pprof.
+			stopProfile := func() {}
+			if prefix := os.Getenv("MAYFLY_GATEWAY_BENCH_CPUPROFILE"); prefix != "" {
+				f, err := os.Create(prefix + "-" + placement + "-" + mode + ".pprof")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					t.Fatal(err)
+				}
+				stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+			}
+			g := bench(gw, mode)
+			stopProfile()
+			var df, gf float64
+			fmt.Sscan(d, &df)
+			fmt.Sscan(g, &gf)
+			var rf float64
+			fmt.Sscan(rs, &rf)
+			fmt.Printf("pgbench -S -c 8 -j 2 -T 15 -M %s, cores %s: direct %s tps, bare relay %s tps (%.0f%%), gateway %s tps (%.0f%% of direct, %.0f%% of the bare relay)\n",
+				mode, placement, d, rs, 100*rf/df, g, 100*gf/df, 100*gf/rf)
+		}
 	}
 
 	// Memory of open gateway sessions: the server runs in this process.
@@ -150,6 +168,37 @@ func TestGatewayBenchmark(t *testing.T) {
 		open, int64(after.HeapInuse)-int64(before.HeapInuse), (int64(after.HeapInuse)-int64(before.HeapInuse))/open)
 	for _, c := range conns {
 		c.Close(ctx)
+	}
+}
+
+// pinForBench puts PostgreSQL's postmaster (so the backends it starts
+// from now on) on CPU 0 and every thread of this process on CPU 1, and
+// returns what undoes it.
+func pinForBench(t *testing.T) func() {
+	t.Helper()
+	out, err := exec.Command("psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SHOW data_directory").Output()
+	if err != nil {
+		t.Fatalf("psql: %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "postmaster.pid"))
+	if err != nil {
+		t.Fatalf("the postmaster's pid (the benchmark pins it and so must run as its owner or root): %v", err)
+	}
+	pm, _, _ := strings.Cut(string(b), "\n")
+	all := fmt.Sprintf("0-%d", runtime.NumCPU()-1)
+	run := func(args ...string) {
+		if b, err := exec.Command("taskset", args...).CombinedOutput(); err != nil {
+			t.Fatalf("taskset %v: %v\n%s", args, err, b)
+		}
+	}
+	run("-p", "-c", "0", pm)
+	run("-a", "-p", "-c", "1", fmt.Sprint(os.Getpid()))
+	// What Go would choose on a machine of one core.
+	procs := runtime.GOMAXPROCS(1)
+	return func() {
+		runtime.GOMAXPROCS(procs)
+		run("-p", "-c", all, pm)
+		run("-a", "-p", "-c", all, fmt.Sprint(os.Getpid()))
 	}
 }
 

@@ -188,7 +188,7 @@ func (r *Recorder) Record(ctx context.Context, t time.Time, kind string, body an
 	if err != nil {
 		return fmt.Errorf("record %s: %w", kind, err)
 	}
-	ev := &mayfly.SessionEvent{Time: t.UTC(), Kind: kind, Body: b}
+	ev := &mayfly.SessionEvent{Time: t.UTC(), Kind: kind, Body: b, Compact: true}
 	l := r.log
 	l.mu.Lock()
 	defer l.mu.Unlock()

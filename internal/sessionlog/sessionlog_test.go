@@ -236,3 +236,46 @@ func TestRecordAfterEnd(t *testing.T) {
 		t.Fatalf("second End = %v; want nil", err)
 	}
 }
+
+// BenchmarkRecordStatements: 8 sessions recording statements like a busy
+// PostgreSQL gateway's (pgbench -S); ns/op is the cost of one statement
+// until written, writer included.
+func BenchmarkRecordStatements(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "mayfly.db")
+	db, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	log := sessionlog.New(db, nil, nil)
+	const sessions = 8
+	var rs []*sessionlog.Recorder
+	for range sessions {
+		r, err := log.Start(ctx, session())
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	st := mayfly.Statement{Text: "SELECT abalance FROM pgbench_accounts WHERE aid = $1;", Protocol: "extended",
+		ParamsHMAC: []string{"hmac-sha256:0f3c9a8b7e6d5c4b3a291807f6e5d4c3b2a19080706050403020100f0e0d0c0b"}, Tag: "SELECT 1", Rows: 1, DurationUS: 60}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := i; j < b.N; j += sessions {
+				st.Start = time.Now()
+				if err := r.Record(ctx, st.Start, mayfly.SessionEventStatement, st); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+			r.Flush(ctx)
+		}()
+	}
+	wg.Wait()
+}

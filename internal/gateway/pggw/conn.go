@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -48,6 +47,8 @@ type conn struct {
 	backendKey  []byte
 	reason      string // why the gateway closed it
 	clientConn  net.Conn
+
+	lastTouch time.Time // client-to-server goroutine only
 }
 
 // kill closes both sides now, for reason (the first one given wins).
@@ -73,23 +74,6 @@ func (c *conn) killedFor() string {
 	return c.reason
 }
 
-// flushReader flushes what is queued for the other side before each read
-// that may block: messages go out in as few writes as possible, and never
-// wait while the gateway waits for more input.
-type flushReader struct {
-	r     io.Reader
-	flush func() error
-}
-
-func (f *flushReader) Read(p []byte) (int, error) {
-	if f.flush != nil {
-		if err := f.flush(); err != nil {
-			return 0, err
-		}
-	}
-	return f.r.Read(p)
-}
-
 // fatal sends a FATAL error to the client.
 func fatal(be *pgproto3.Backend, code, format string, args ...any) {
 	be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: fmt.Sprintf(format, args...)})
@@ -100,7 +84,7 @@ func (g *Gateway) handle(ctx context.Context, nc net.Conn) {
 	c := &conn{g: g, client: nc, clientConn: nc}
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(startupTimeout))
-	crd := &flushReader{r: nc}
+	crd := &boundedReader{r: nc}
 	be := pgproto3.NewBackend(crd, nc)
 	be.SetMaxBodyLen(maxStartupBody)
 	var cl net.Conn = nc
@@ -130,7 +114,7 @@ func (g *Gateway) handle(ctx context.Context, nc net.Conn) {
 			c.mu.Lock()
 			c.clientConn = tc
 			c.mu.Unlock()
-			crd = &flushReader{r: tc}
+			crd = &boundedReader{r: tc}
 			be = pgproto3.NewBackend(crd, tc)
 			be.SetMaxBodyLen(maxStartupBody)
 		case *pgproto3.GSSEncRequest:
@@ -142,6 +126,7 @@ func (g *Gateway) handle(ctx context.Context, nc net.Conn) {
 			return
 		case *pgproto3.StartupMessage:
 			startup = m
+			crd.typed = true
 		}
 	}
 	if g.o.TLS != nil && !tlsOn {
@@ -228,7 +213,7 @@ func (g *Gateway) handle(ctx context.Context, nc net.Conn) {
 	}
 	nc.SetDeadline(time.Time{})
 
-	reason := c.relay(cl, be, crd, hj, rec, l)
+	reason := c.relay(cl, hj, rec, l)
 	if r := c.killedFor(); r != "" {
 		reason = r
 	}
@@ -380,60 +365,140 @@ func targetErrorText(err error) string {
 	return "the target is unreachable"
 }
 
-// relay passes messages both ways until either side ends, recording
-// statements, and returns why it ended ("client" or "server").
-func (c *conn) relay(cl net.Conn, be *pgproto3.Backend, crd *flushReader, hj *pgconn.HijackedConn, rec *sessionlog.Recorder, l *mayfly.Lease) string {
-	fe := pgproto3.NewFrontend(&flushReader{r: hj.Conn, flush: be.Flush}, hj.Conn)
-	fe.SetMaxBodyLen(0)
-	crd.flush = fe.Flush
+// relay passes the bytes both ways until either side ends, recording
+// statements, and returns why it ended ("client" or "server"). Each read is
+// written on as it is, after the messages in it that the session log needs
+// are decoded and tracked (frames.go).
+func (c *conn) relay(cl net.Conn, hj *pgconn.HijackedConn, rec *sessionlog.Recorder, l *mayfly.Lease) string {
 	grant := c.g.o.Broker.Config().Targets[l.Target].Grants[l.Grant]
 	t := &tracker{rec: rec, clear: grant.RecordParams == "clear", hash: c.g.o.Broker.HashSecret,
-		statements: map[string]string{}, portals: map[string]portal{}}
+		statements: map[string]string{}, portals: map[string]portal{}, hold: true}
+	c.lastTouch = time.Now() // touched when the session started
 	done := make(chan string, 2)
 	go func() {
 		// Client to server.
-		lastTouch := time.Now()
-		for {
-			msg, err := be.Receive()
-			if err != nil {
-				done <- "client"
-				return
+		done <- c.pipe(cl, hj.Conn, clientBuf, newFrames(frontendTypes, clientWanted, maxBody), func(typ byte, body []byte, now time.Time) (bool, error) {
+			msg := frontendMessage(typ)
+			if err := msg.Decode(body); err != nil {
+				return false, err
 			}
-			now := time.Now()
-			switch msg.(type) {
-			case *pgproto3.Query, *pgproto3.Execute:
-				if now.Sub(lastTouch) >= touchEvery {
-					c.g.o.Broker.TouchActivity(l.ID, now)
-					lastTouch = now
-				}
+			if typ == 'Q' || typ == 'E' {
+				c.touch(l.ID, now)
 			}
 			t.fromClient(msg, now)
-			fe.Send(msg)
-			if _, ok := msg.(*pgproto3.Terminate); ok {
-				fe.Flush()
-				done <- "client"
-				return
-			}
-		}
+			return typ == 'X', nil
+		}, nil, "client", "server")
 	}()
 	go func() {
 		// Server to client.
-		for {
-			msg, err := fe.Receive()
-			if err != nil {
-				be.Flush()
-				done <- "server"
-				return
+		done <- c.pipe(hj.Conn, cl, serverBuf, newFrames("", serverWanted, maxBody), func(typ byte, body []byte, now time.Time) (bool, error) {
+			msg := backendMessage(typ)
+			if err := msg.Decode(body); err != nil {
+				return false, err
 			}
-			t.fromServer(msg, time.Now())
-			be.Send(msg)
-		}
+			t.fromServer(msg, now)
+			return false, nil
+		}, t.recordReady, "server", "client")
 	}()
 	reason := <-done
 	c.kill(reason)
 	<-done
 	t.abandon(time.Now())
 	return reason
+}
+
+// The most one read of the relay takes, each way: clients send little but
+// COPY data; results can be large.
+const (
+	clientBuf = 16 << 10
+	serverBuf = 32 << 10
+)
+
+// pipe copies src to dst, handing the wanted messages of each read to
+// handle before writing the read on; handle returns true for the last
+// message of the connection (Terminate). It returns the side that ended
+// it: srcName when src closed, sent something invalid or ended, dstName
+// when dst refused a write.
+func (c *conn) pipe(src, dst net.Conn, bufSize int, f *frames, handle func(typ byte, body []byte, now time.Time) (bool, error), after func(), srcName, dstName string) string {
+	buf := make([]byte, bufSize)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			now := time.Now()
+			last := false
+			ferr := f.feed(buf[:n], func(typ byte, body []byte) error {
+				l, err := handle(typ, body, now)
+				last = last || l
+				return err
+			})
+			if ferr != nil {
+				c.g.log.Warn("postgres gateway: invalid message, connection closed", "lease", c.leaseID, "from", srcName, "err", ferr)
+				return srcName
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return dstName
+			}
+			if after != nil {
+				// Back-pressure: the next read waits for this.
+				after()
+			}
+			if last {
+				return srcName
+			}
+		}
+		if err != nil {
+			return srcName
+		}
+	}
+}
+
+// touch reports activity on lease id to the idle check, at most every
+// touchEvery.
+func (c *conn) touch(id string, now time.Time) {
+	if now.Sub(c.lastTouch) >= touchEvery {
+		c.g.o.Broker.TouchActivity(id, now)
+		c.lastTouch = now
+	}
+}
+
+// frontendMessage returns an empty message of a type the tracker reads.
+func frontendMessage(typ byte) pgproto3.FrontendMessage {
+	switch typ {
+	case 'B':
+		return &pgproto3.Bind{}
+	case 'C':
+		return &pgproto3.Close{}
+	case 'E':
+		return &pgproto3.Execute{}
+	case 'F':
+		return &pgproto3.FunctionCall{}
+	case 'P':
+		return &pgproto3.Parse{}
+	case 'Q':
+		return &pgproto3.Query{}
+	case 'S':
+		return &pgproto3.Sync{}
+	case 'X':
+		return &pgproto3.Terminate{}
+	}
+	panic(fmt.Sprintf("pggw: frontend message %q is not tracked", typ))
+}
+
+// backendMessage returns an empty message of a type the tracker reads.
+func backendMessage(typ byte) pgproto3.BackendMessage {
+	switch typ {
+	case 'C':
+		return &pgproto3.CommandComplete{}
+	case 'E':
+		return &pgproto3.ErrorResponse{}
+	case 'I':
+		return &pgproto3.EmptyQueryResponse{}
+	case 'Z':
+		return &pgproto3.ReadyForQuery{}
+	case 's':
+		return &pgproto3.PortalSuspended{}
+	}
+	panic(fmt.Sprintf("pggw: backend message %q is not tracked", typ))
 }
 
 // portal is a bound statement.
@@ -450,6 +515,7 @@ type pending struct {
 	simple   bool
 	stmt     mayfly.Statement
 	start    time.Time
+	end      time.Time // when its answer was read
 	executed bool
 }
 
@@ -469,6 +535,12 @@ type tracker struct {
 	mu     sync.Mutex
 	queue  []*pending
 	failed bool // an error in the current extended-protocol batch
+
+	// Server side only: with hold, statements answered are kept in ready
+	// until recordReady, which the relay calls once it has passed the
+	// answer on, so that recording is not on the round trip's path.
+	hold  bool
+	ready []*pending
 }
 
 func (t *tracker) push(p *pending) {
@@ -598,7 +670,12 @@ func (t *tracker) fromServer(msg pgproto3.BackendMessage, now time.Time) {
 	}
 	t.mu.Unlock()
 	for _, p := range done {
-		t.record(p, now)
+		p.end = now
+		if t.hold {
+			t.ready = append(t.ready, p)
+			continue
+		}
+		t.record(p)
 	}
 }
 
@@ -610,9 +687,19 @@ func (t *tracker) pop() *pending {
 	return p
 }
 
-func (t *tracker) record(p *pending, now time.Time) {
+// recordReady records the statements answered in what was just passed to
+// the client (hold).
+func (t *tracker) recordReady() {
+	for i, p := range t.ready {
+		t.record(p)
+		t.ready[i] = nil
+	}
+	t.ready = t.ready[:0]
+}
+
+func (t *tracker) record(p *pending) {
 	p.stmt.Start = p.start.UTC()
-	p.stmt.DurationUS = now.Sub(p.start).Microseconds()
+	p.stmt.DurationUS = p.end.Sub(p.start).Microseconds()
 	// Waits while the log is behind (back-pressure): the server's
 	// answers are not read meanwhile.
 	t.rec.Record(context.Background(), p.start, mayfly.SessionEventStatement, p.stmt)
@@ -621,6 +708,8 @@ func (t *tracker) record(p *pending, now time.Time) {
 // abandon records the statements still waiting for an answer when the
 // connection ended.
 func (t *tracker) abandon(now time.Time) {
+	// Answered, not yet recorded: the write to the client failed.
+	t.recordReady()
 	t.mu.Lock()
 	q := t.queue
 	t.queue = nil
@@ -632,6 +721,7 @@ func (t *tracker) abandon(now time.Time) {
 		if p.stmt.Error == "" {
 			p.stmt.Error = "connection closed before the statement finished"
 		}
-		t.record(p, now)
+		p.end = now
+		t.record(p)
 	}
 }
