@@ -408,10 +408,12 @@ func (c *conn) relay(cl net.Conn, hj *pgconn.HijackedConn, rec *sessionlog.Recor
 }
 
 // The most one read of the relay takes, each way: clients send little but
-// COPY data; results can be large.
+// COPY data; results can be large. Buffers start at minBuf and double
+// each time a read fills one, so an idle or chatty session holds little.
 const (
+	minBuf    = 4 << 10
 	clientBuf = 16 << 10
-	serverBuf = 32 << 10
+	serverBuf = 64 << 10
 )
 
 // pipe copies src to dst, handing the wanted messages of each read to
@@ -420,7 +422,7 @@ const (
 // it: srcName when src closed, sent something invalid or ended, dstName
 // when dst refused a write.
 func (c *conn) pipe(src, dst net.Conn, bufSize int, f *frames, handle func(typ byte, body []byte, now time.Time) (bool, error), after func(), srcName, dstName string) string {
-	buf := make([]byte, bufSize)
+	buf := make([]byte, minBuf)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
@@ -444,6 +446,9 @@ func (c *conn) pipe(src, dst net.Conn, bufSize int, f *frames, handle func(typ b
 			}
 			if last {
 				return srcName
+			}
+			if n == len(buf) && len(buf) < bufSize {
+				buf = make([]byte, min(2*len(buf), bufSize))
 			}
 		}
 		if err != nil {
