@@ -128,7 +128,7 @@ func TestSessionsCLI(t *testing.T) {
 		t.Errorf("audit trail has %d session.start and %d session.end for %s; want 1 each", starts, ends, ids[0])
 	}
 
-	tamper(t, filepath.Join(w.dir, "mayfly.db"), `UPDATE session_events SET body = replace(body, 'SELECT 1', 'SELECT 2') WHERE seq = 2`)
+	tamper(t, filepath.Join(w.dir, "mayfly.db"), `UPDATE session_event_chunks SET events = replace(events, 'SELECT 1', 'SELECT 2') WHERE first_seq <= 2`)
 	msg := w.fails("alice", "sessions", "verify", ids[0])
 	if !strings.Contains(msg, "broken at event 2") {
 		t.Errorf("verify after tampering: %s; want broken at event 2", msg)

@@ -86,25 +86,46 @@ func TestRecordAndVerify(t *testing.T) {
 // TestTamperDetected alters the log as someone with access to the store
 // file would, each way, and expects Verify to name the problem.
 func TestTamperDetected(t *testing.T) {
+	ctx := context.Background()
+	sql := func(q string) func(*sqlite.DB, *mayfly.Session) error {
+		return func(db *sqlite.DB, _ *mayfly.Session) error { return db.ExecForTest(ctx, q) }
+	}
+	edit := func(f func([]*mayfly.SessionEvent) []*mayfly.SessionEvent) func(*sqlite.DB, *mayfly.Session) error {
+		return func(db *sqlite.DB, s *mayfly.Session) error { return db.RewriteSessionEventsForTest(ctx, s.ID, f) }
+	}
 	for _, tc := range []struct {
-		name, query, want string
+		name   string
+		tamper func(*sqlite.DB, *mayfly.Session) error
+		want   string
 	}{
-		{"statement text", `UPDATE session_events SET body = replace(body, 'SELECT 3', 'SELECT 4') WHERE seq = 5`, "altered"},
-		{"statement removed", `DELETE FROM session_events WHERE seq = 5`, "missing"},
-		{"last statements removed and head moved", `DELETE FROM session_events WHERE seq >= 10;
-			UPDATE sessions SET events = 9, last_hash = (SELECT hash FROM session_events e WHERE e.seq = 9 AND e.session_id = sessions.id)`, "ended"},
-		{"user changed", `UPDATE sessions SET user_name = 'mallory'`, "differs"},
-		{"rehashed chain", `UPDATE session_events SET hash = 'x' WHERE seq = 11`, "altered"},
-		{"head moved", `UPDATE sessions SET events = 3`, "head"},
+		{"statement text", sql(`UPDATE session_event_chunks SET events = replace(events, 'SELECT 3', 'SELECT 4')`), "altered"},
+		{"statement removed", edit(func(evs []*mayfly.SessionEvent) []*mayfly.SessionEvent {
+			return append(evs[:4:4], evs[5:]...)
+		}), "missing"},
+		{"last statements removed and head moved", func(db *sqlite.DB, s *mayfly.Session) error {
+			var nine string
+			if err := db.RewriteSessionEventsForTest(ctx, s.ID, func(evs []*mayfly.SessionEvent) []*mayfly.SessionEvent {
+				nine = evs[8].Hash
+				return evs[:9]
+			}); err != nil {
+				return err
+			}
+			return db.ExecForTest(ctx, `UPDATE sessions SET events = 9, last_hash = ?`, nine)
+		}, "ended"},
+		{"user changed", sql(`UPDATE sessions SET user_name = 'mallory'`), "differs"},
+		{"rehashed chain", edit(func(evs []*mayfly.SessionEvent) []*mayfly.SessionEvent {
+			evs[10].Hash = "x"
+			return evs
+		}), "altered"},
+		{"head moved", sql(`UPDATE sessions SET events = 3`), "head"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			db, path := open(t)
+			db, _ := open(t)
 			s := record(t, db, 10)
-			if err := db.ExecForTest(context.Background(), tc.query); err != nil {
+			if err := tc.tamper(db, s); err != nil {
 				t.Fatal(err)
 			}
-			_ = path
-			res, err := sessionlog.Verify(context.Background(), db, s.ID)
+			res, err := sessionlog.Verify(ctx, db, s.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,8 +143,14 @@ func TestTruncationAgainstAudit(t *testing.T) {
 	s := record(t, db, 10)
 	// Drop statements 9 and 10 and the end, then end again with a forged
 	// end event chained properly.
-	if err := db.ExecForTest(context.Background(), `DELETE FROM session_events WHERE seq >= 10;
-		UPDATE sessions SET events = 9, ended_at = NULL, last_hash = (SELECT hash FROM session_events WHERE seq = 9)`); err != nil {
+	var nine string
+	if err := db.RewriteSessionEventsForTest(context.Background(), s.ID, func(evs []*mayfly.SessionEvent) []*mayfly.SessionEvent {
+		nine = evs[8].Hash
+		return evs[:9]
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ExecForTest(context.Background(), `UPDATE sessions SET events = 9, ended_at = NULL, last_hash = ?`, nine); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Update(context.Background(), func(tx mayfly.Tx) error {

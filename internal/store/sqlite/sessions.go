@@ -122,29 +122,10 @@ func (t *tx) ListSessions(f mayfly.SessionFilter) ([]*mayfly.Session, error) {
 	return ss, nil
 }
 
-// insertEventsChunks are the numbers of rows one INSERT into
-// session_events takes, largest first (each is one cached statement).
-var insertEventsChunks = []int{64, 8, 1}
-
-var insertEventsSQLs = func() map[int]string {
-	m := map[int]string{}
-	for _, n := range insertEventsChunks {
-		q := "INSERT INTO session_events (session_id, seq, at, kind, body, prev_hash, hash) VALUES "
-		for i := range n {
-			if i > 0 {
-				q += ", "
-			}
-			q += "(?, ?, ?, ?, ?, ?, ?)"
-		}
-		m[n] = q
-	}
-	return m
-}()
-
-func insertEventsSQL(n int) string { return insertEventsSQLs[n] }
-
 // AppendSessionEvents chains evs after the head of session id and appends
-// them.
+// them: as rows of session_event_chunks of up to chunkBytes each, so that a
+// busy gateway's write costs one row per session, not one per statement
+// (see chunks.go for the format).
 func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
 	if !t.write {
 		return errReadOnly
@@ -167,36 +148,26 @@ func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
 	if len(evs) == 0 {
 		return nil
 	}
+	for _, e := range evs {
+		if _, err := timeArg("session event time", e.Time); err != nil {
+			return err
+		}
+	}
 	if err := mayfly.ChainSessionEvents(id, seq, hash, evs); err != nil {
 		return err
 	}
-	// Rows go in by insertEventsChunks at a time: one statement per
-	// chunk costs less than one per row on a busy gateway.
-	rest := evs
-	for len(rest) > 0 {
-		k := 1
-		for _, n := range insertEventsChunks {
-			if len(rest) >= n {
-				k = n
-				break
-			}
+	buf := make([]byte, 0, min(chunkBytes, 256*len(evs)))
+	first := 0
+	for i, e := range evs {
+		buf = appendEventLine(buf, e)
+		if len(buf) < chunkBytes && i < len(evs)-1 {
+			continue
 		}
-		args := make([]any, 0, 7*k)
-		for _, e := range rest[:k] {
-			at, err := timeArg("session event time", e.Time)
-			if err != nil {
-				return err
-			}
-			var body any
-			if e.Body != nil {
-				body = string(e.Body)
-			}
-			args = append(args, id, e.Seq, at, e.Kind, body, e.PrevHash, e.Hash)
+		if _, err := t.exec("INSERT INTO session_event_chunks (session_id, first_seq, last_seq, prev_hash, events) VALUES (?, ?, ?, ?, ?)",
+			id, evs[first].Seq, e.Seq, evs[first].PrevHash, string(buf)); err != nil {
+			return fmt.Errorf("append to session %s: events %d-%d: %w", id, evs[first].Seq, e.Seq, err)
 		}
-		if _, err := t.exec(insertEventsSQL(k), args...); err != nil {
-			return fmt.Errorf("append to session %s: events %d-%d: %w", id, rest[0].Seq, rest[k-1].Seq, err)
-		}
-		rest = rest[k:]
+		buf, first = buf[:0], i+1
 	}
 	last := evs[len(evs)-1]
 	if _, err := t.exec("UPDATE sessions SET events = ?, last_hash = ? WHERE id = ?", last.Seq, last.Hash, id); err != nil {
@@ -208,31 +179,30 @@ func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
 // ListSessionEvents returns up to limit events of session id after
 // afterSeq, in Seq order.
 func (t *tx) ListSessionEvents(id string, afterSeq int64, limit int) ([]*mayfly.SessionEvent, error) {
-	var w where
-	w.add("session_id = ?", id)
-	w.add("seq > ?", afterSeq)
-	q := "SELECT session_id, seq, at, kind, body, prev_hash, hash FROM session_events" + w.String() + " ORDER BY seq"
-	q += w.limit(limit)
-	rows, err := t.query(q, w.args...)
+	rows, err := t.query("SELECT first_seq, prev_hash, events FROM session_event_chunks WHERE session_id = ? AND last_seq > ? ORDER BY first_seq", id, afterSeq)
 	if err != nil {
 		return nil, fmt.Errorf("list events of session %s: %w", id, err)
 	}
 	defer rows.Close()
 	var out []*mayfly.SessionEvent
-	for rows.Next() {
+	for rows.Next() && (limit <= 0 || len(out) < limit) {
 		var (
-			e    mayfly.SessionEvent
-			at   sql.NullInt64
-			body sql.NullString
+			first int64
+			prev  string
+			lines string
 		)
-		if err := rows.Scan(&e.SessionID, &e.Seq, &at, &e.Kind, &body, &e.PrevHash, &e.Hash); err != nil {
+		if err := rows.Scan(&first, &prev, &lines); err != nil {
 			return nil, fmt.Errorf("list events of session %s: %w", id, err)
 		}
-		e.Time = timeOf(at)
-		if body.Valid {
-			e.Body = []byte(body.String)
+		evs, err := parseEventLines(id, prev, lines)
+		if err != nil {
+			return nil, fmt.Errorf("list events of session %s: chunk at %d: %w", id, first, err)
 		}
-		out = append(out, &e)
+		for _, e := range evs {
+			if e.Seq > afterSeq && (limit <= 0 || len(out) < limit) {
+				out = append(out, e)
+			}
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list events of session %s: %w", id, err)

@@ -163,8 +163,10 @@ func TestTamperDetected(t *testing.T) {
 }
 
 // TestSessionEventsMigration upgrades a database whose session_events is
-// the WITHOUT ROWID table of migration 10 (events in it) and finds every
-// event, its chain unchanged, in the ordinary table of migration 13.
+// the WITHOUT ROWID table of migration 10 (events in it, one per row, a
+// kind and bodies that need escaping among them) through migrations 13
+// and 14, and finds every event, its chain unchanged, in the chunks of
+// migration 14; new events chain onto them.
 func TestSessionEventsMigration(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "mayfly.db")
@@ -176,8 +178,9 @@ func TestSessionEventsMigration(t *testing.T) {
 	var evs []*mayfly.SessionEvent
 	for i := range 100 {
 		evs = append(evs, &mayfly.SessionEvent{Time: start.Add(time.Duration(i) * time.Second), Kind: "statement",
-			Body: []byte(fmt.Sprintf(`{"text":"SELECT %d","pad":"%s"}`, i, strings.Repeat("x", 50*i)))})
+			Body: []byte(fmt.Sprintf(`{"text":"SELECT %d \n 'é' <&>","pad":"%s"}`, i, strings.Repeat("x", 50*i)))})
 	}
+	evs[3].Kind, evs[4].Body = "odd \"kind\" é\t", nil
 	if err := db.Update(ctx, func(tx mayfly.Tx) error {
 		if err := tx.CreateSession(&mayfly.Session{ID: "ses_m", Kind: mayfly.SessionPostgres, LeaseID: "l1", User: "alice", Target: "pg", StartedAt: start}); err != nil {
 			return err
@@ -188,58 +191,151 @@ func TestSessionEventsMigration(t *testing.T) {
 	}
 	// Back to the table of migration 10, as a database written before
 	// migration 13 has it.
-	if err := db.ExecForTest(ctx, `CREATE TABLE old_events (
+	if err := db.ExecForTest(ctx, `CREATE TABLE session_events (
 		session_id TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT,
 		prev_hash TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
-		INSERT INTO old_events SELECT session_id, seq, at, kind, body, prev_hash, hash FROM session_events;
-		DROP TABLE session_events;
-		ALTER TABLE old_events RENAME TO session_events;
+		DROP TABLE session_event_chunks;
 		DELETE FROM schema_version WHERE version >= 13`); err != nil {
 		t.Fatal(err)
 	}
-	if ddl := eventsDDL(t, db); !strings.Contains(strings.ToUpper(ddl), "WITHOUT ROWID") {
-		t.Fatalf("the test did not restore the old table: %s", ddl)
+	for _, e := range evs {
+		var body any
+		if e.Body != nil {
+			body = string(e.Body)
+		}
+		if err := db.ExecForTest(ctx, `INSERT INTO session_events VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			e.SessionID, e.Seq, e.Time.UnixNano(), e.Kind, body, e.PrevHash, e.Hash); err != nil {
+			t.Fatal(err)
+		}
 	}
 	db.Close()
 
 	db, err = Open(ctx, path)
 	if err != nil {
-		t.Fatalf("reopen (migration 13): %v", err)
+		t.Fatalf("reopen (migrations 13 and 14): %v", err)
 	}
 	defer db.Close()
-	if err := db.View(ctx, func(tx mayfly.Tx) error {
-		got, err := tx.ListSessionEvents("ses_m", 0, 0)
-		if err != nil {
-			return err
-		}
-		if len(got) != len(evs) {
-			t.Fatalf("after the migration: %d events; want %d", len(got), len(evs))
-		}
-		for i, e := range got {
-			if e.Seq != evs[i].Seq || e.Hash != evs[i].Hash || e.PrevHash != evs[i].PrevHash || string(e.Body) != string(evs[i].Body) || e.ComputeHash() != e.Hash {
-				t.Errorf("event %d changed in the migration: %+v", i, e)
+	check := func(after int64, limit int) {
+		t.Helper()
+		if err := db.View(ctx, func(tx mayfly.Tx) error {
+			got, err := tx.ListSessionEvents("ses_m", after, limit)
+			if err != nil {
+				return err
 			}
+			want := evs[after:]
+			if limit > 0 {
+				want = want[:limit]
+			}
+			if len(got) != len(want) {
+				t.Fatalf("after the migration, events after %d (limit %d): %d; want %d", after, limit, len(got), len(want))
+			}
+			for i, e := range got {
+				w := want[i]
+				if e.SessionID != w.SessionID || e.Seq != w.Seq || !e.Time.Equal(w.Time) || e.Kind != w.Kind || e.Hash != w.Hash ||
+					e.PrevHash != w.PrevHash || string(e.Body) != string(w.Body) || e.ComputeHash() != e.Hash {
+					t.Errorf("event %d changed in the migration: %+v; want %+v", e.Seq, e, w)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	}); err != nil {
+	}
+	check(0, 0)
+	check(41, 7)
+	// New events chain onto the migrated ones, in a chunk of several.
+	more := []*mayfly.SessionEvent{{Time: start.Add(time.Hour), Kind: "statement"}, {Time: start.Add(time.Hour), Kind: "x", Body: []byte(`{}`)}}
+	if err := db.Update(ctx, func(tx mayfly.Tx) error { return tx.AppendSessionEvents("ses_m", more) }); err != nil {
 		t.Fatal(err)
 	}
-	if ddl := eventsDDL(t, db); strings.Contains(strings.ToUpper(ddl), "WITHOUT ROWID") {
-		t.Errorf("session_events is still WITHOUT ROWID: %s", ddl)
+	evs = append(evs, more...)
+	check(0, 0)
+	check(99, 0)
+}
+
+// TestEventLines: events written in chunks read back as they were, from
+// any point, however the chunks fall; a damaged line is an error, not a
+// silently different event.
+func TestEventLines(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "mayfly.db"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	// New events still chain onto the migrated ones.
+	defer db.Close()
+	start := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	if err := db.Update(ctx, func(tx mayfly.Tx) error {
-		return tx.AppendSessionEvents("ses_m", []*mayfly.SessionEvent{{Time: start.Add(time.Hour), Kind: "statement"}})
+		return tx.CreateSession(&mayfly.Session{ID: "ses_c", Kind: mayfly.SessionSSH, LeaseID: "l1", User: "alice", Target: "h", StartedAt: start})
 	}); err != nil {
 		t.Fatal(err)
+	}
+	var all []*mayfly.SessionEvent
+	// Batches of 1, 5 and 40 events, some over chunkBytes in all.
+	for _, n := range []int{1, 5, 40, 1, 3} {
+		var evs []*mayfly.SessionEvent
+		for range n {
+			i := len(all) + len(evs)
+			evs = append(evs, &mayfly.SessionEvent{Time: start.Add(time.Duration(i) * time.Millisecond), Kind: "cast",
+				Body: []byte(fmt.Sprintf(`{"i":%d,"data":"%s"}`, i, strings.Repeat("y", i*300)))})
+		}
+		if err := db.Update(ctx, func(tx mayfly.Tx) error { return tx.AppendSessionEvents("ses_c", evs) }); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, evs...)
+	}
+	var chunks int
+	if err := db.w.c.QueryRowContext(ctx, "SELECT count(*) FROM session_event_chunks WHERE session_id = 'ses_c'").Scan(&chunks); err != nil {
+		t.Fatal(err)
+	}
+	if chunks < 6 || chunks >= len(all) {
+		t.Errorf("%d chunks for %d events in 5 appends; want more than 5 (the large batch split) and fewer than one per event", chunks, len(all))
+	}
+	for _, after := range []int64{0, 1, 6, 20, 45, 49, 50} {
+		if err := db.View(ctx, func(tx mayfly.Tx) error {
+			got, err := tx.ListSessionEvents("ses_c", after, 0)
+			if err != nil {
+				return err
+			}
+			if len(got) != len(all)-int(after) {
+				t.Fatalf("after %d: %d events; want %d", after, len(got), len(all)-int(after))
+			}
+			for i, e := range got {
+				w := all[int(after)+i]
+				if e.Seq != w.Seq || e.PrevHash != w.PrevHash || e.Hash != w.Hash || !e.Time.Equal(w.Time) || string(e.Body) != string(w.Body) || e.ComputeHash() != e.Hash {
+					t.Fatalf("after %d: event %d differs", after, e.Seq)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Unterminated, no body space, bad number, bare kind, no space
+	// before the body, too few fields.
+	for _, bad := range []string{"1 2 h \"k\" {}", "x 2 h \"k\"\n", "1 2 h k\n", "1 2 h \"k\"{}\n", "1 2\n", "1 2 h \"k\" \n"} {
+		if evs, err := parseEventLines("s", "", bad); err == nil {
+			t.Errorf("%q parsed: %+v", bad, evs[0])
+		}
 	}
 }
 
-func eventsDDL(t *testing.T, db *DB) string {
-	t.Helper()
-	var ddl string
-	if err := db.w.c.QueryRowContext(context.Background(), "SELECT sql FROM sqlite_master WHERE name = 'session_events'").Scan(&ddl); err != nil {
-		t.Fatal(err)
-	}
-	return ddl
+// FuzzEventLine: any event's line reads back as the same event.
+func FuzzEventLine(f *testing.F) {
+	f.Add(int64(1), int64(5), "statement", `{"a":"b\n"}`)
+	f.Add(int64(-1), int64(0), "k \" \\ \u2028", ``)
+	f.Fuzz(func(t *testing.T, seq, at int64, kind, body string) {
+		b, err := mayfly.CompactBody([]byte(body))
+		if err != nil {
+			return
+		}
+		e := &mayfly.SessionEvent{Seq: seq, Time: time.Unix(0, at).UTC(), Kind: strings.ToValidUTF8(kind, "?"), Body: b, Hash: "abc"}
+		got, err := parseEventLines("s", "p", string(appendEventLine(nil, e)))
+		if err != nil {
+			t.Fatalf("%+v: %v", e, err)
+		}
+		g := got[0]
+		if len(got) != 1 || g.Seq != e.Seq || !g.Time.Equal(e.Time) || g.Kind != e.Kind || string(g.Body) != string(e.Body) || g.Hash != e.Hash || g.PrevHash != "p" {
+			t.Fatalf("%+v read back as %+v", e, g)
+		}
+	})
 }
