@@ -91,8 +91,8 @@ func TestGatewayBenchmark(t *testing.T) {
 	// pgbench -S -c 8.
 	tps := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
 	var pinCmd []string
-	bench := func(c credsOut, mode string) string {
-		args := append(slices.Clone(pinCmd), "pgbench", "-n", "-S", "-c", "8", "-j", "2", "-T", "15", "-M", mode, "-h", c.Host, "-p", fmt.Sprint(c.Port), "-U", c.Username, "mf_bench")
+	bench := func(c credsOut, mode string) float64 {
+		args := append(slices.Clone(pinCmd), "pgbench", "-n", "-S", "-c", "8", "-j", "2", "-T", fmt.Sprint(benchSeconds), "-M", mode, "-h", c.Host, "-p", fmt.Sprint(c.Port), "-U", c.Username, "mf_bench")
 		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Env = append(os.Environ(), "PGPASSWORD="+c.Password, "PGSSLMODE=disable")
 		b, err := cmd.CombinedOutput()
@@ -103,7 +103,9 @@ func TestGatewayBenchmark(t *testing.T) {
 		if m == nil {
 			t.Fatalf("pgbench output has no tps:\n%s", b)
 		}
-		return m[1]
+		var tps float64
+		fmt.Sscan(m[1], &tps)
+		return tps
 	}
 	// Twice: first with the two cores shared by all, then with the
 	// gateway on a core of its own, as where it runs on its own machine:
@@ -119,31 +121,32 @@ func TestGatewayBenchmark(t *testing.T) {
 			pinCmd = []string{"taskset", "-c", "0"}
 		}
 		for _, mode := range []string{"simple", "extended"} {
-			d := bench(direct, mode)
-			rs := bench(viaRelay, mode)
-			// MAYFLY_GATEWAY_BENCH_CPUPROFILE=PREFIX writes this process's
-			// CPU profile during each gateway run to
-			// PREFIX-PLACEMENT-MODE.pprof.
-			stopProfile := func() {}
-			if prefix := os.Getenv("MAYFLY_GATEWAY_BENCH_CPUPROFILE"); prefix != "" {
-				f, err := os.Create(prefix + "-" + placement + "-" + mode + ".pprof")
-				if err != nil {
-					t.Fatal(err)
+			// Rounds alternate the three paths so that all see the same
+			// load; each path's figure is its median round.
+			var ds, rs, gs []float64
+			for round := range benchRounds {
+				ds = append(ds, bench(direct, mode))
+				rs = append(rs, bench(viaRelay, mode))
+				// MAYFLY_GATEWAY_BENCH_CPUPROFILE=PREFIX writes this
+				// process's CPU profile during the first gateway round to
+				// PREFIX-PLACEMENT-MODE.pprof.
+				stopProfile := func() {}
+				if prefix := os.Getenv("MAYFLY_GATEWAY_BENCH_CPUPROFILE"); prefix != "" && round == 0 {
+					f, err := os.Create(prefix + "-" + placement + "-" + mode + ".pprof")
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := pprof.StartCPUProfile(f); err != nil {
+						t.Fatal(err)
+					}
+					stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
 				}
-				if err := pprof.StartCPUProfile(f); err != nil {
-					t.Fatal(err)
-				}
-				stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+				gs = append(gs, bench(gw, mode))
+				stopProfile()
 			}
-			g := bench(gw, mode)
-			stopProfile()
-			var df, gf float64
-			fmt.Sscan(d, &df)
-			fmt.Sscan(g, &gf)
-			var rf float64
-			fmt.Sscan(rs, &rf)
-			fmt.Printf("pgbench -S -c 8 -j 2 -T 15 -M %s, cores %s: direct %s tps, bare relay %s tps (%.0f%%), gateway %s tps (%.0f%% of direct, %.0f%% of the bare relay)\n",
-				mode, placement, d, rs, 100*rf/df, g, 100*gf/df, 100*gf/rf)
+			df, rf, gf := median(ds), median(rs), median(gs)
+			fmt.Printf("pgbench -S -c 8 -j 2 -T %d -M %s, cores %s, median of %d: direct %.0f tps, bare relay %.0f tps (%.0f%%), gateway %.0f tps (%.0f%% of direct, %.0f%% of the bare relay); rounds: direct %.0f, relay %.0f, gateway %.0f\n",
+				benchSeconds, mode, placement, benchRounds, df, rf, 100*rf/df, gf, 100*gf/df, 100*gf/rf, ds, rs, gs)
 		}
 	}
 
@@ -169,6 +172,18 @@ func TestGatewayBenchmark(t *testing.T) {
 	for _, c := range conns {
 		c.Close(ctx)
 	}
+}
+
+// The pgbench part: rounds of benchSeconds per path.
+const (
+	benchRounds  = 3
+	benchSeconds = 8
+)
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // pinForBench puts PostgreSQL's postmaster (so the backends it starts
