@@ -318,3 +318,22 @@ type LoginStateTx interface {
 	// HasLoginState reports whether an unexpired entry has the key.
 	HasLoginState(key string, now time.Time) (bool, error)
 }
+
+// WriteDeferrer is implemented by transactions of stores where each
+// statement is a round trip (PostgreSQL). After DeferNextWrite, the next
+// CreateRequest, CreateLease or UpdateLease returns at once and is sent with the
+// transaction's next statement or its commit, in that round trip; an error
+// of the write is returned by that later call instead, and so by Update.
+// A caller asks for it only where nothing it does between the write and
+// the end of its transaction depends on the write having succeeded.
+type WriteDeferrer interface {
+	DeferNextWrite()
+}
+
+// DeferNextWrite asks tx to defer its next such write when it can (see
+// WriteDeferrer); it does nothing on other stores.
+func DeferNextWrite(tx Tx) {
+	if d, ok := tx.(WriteDeferrer); ok {
+		d.DeferNextWrite()
+	}
+}

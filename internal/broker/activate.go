@@ -251,6 +251,9 @@ func (b *Broker) recordIntent(tx mayfly.Tx, c Caller, r *mayfly.Request, l *mayf
 	if st == UserSuspended || st == UserDeprovisioned {
 		return mayfly.Errorf(mayfly.EFORBIDDEN, "user %s is %s; no access can be activated", r.Requester, st)
 	}
+	// Sent with the audit chain's lock (PostgreSQL): nothing below
+	// depends on it, and its error still fails the transaction.
+	mayfly.DeferNextWrite(tx)
 	if err := tx.CreateLease(l); err != nil {
 		return err
 	}
@@ -468,6 +471,9 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res ma
 		if o.SessionTimeout > 0 {
 			cur.DueAt = sessionDue(cur, b.clock.Now().UTC(), o.SessionTimeout)
 		}
+		// Sent with the next statement (PostgreSQL): what follows does
+		// not depend on it, and its error still fails the transaction.
+		mayfly.DeferNextWrite(tx)
 		if err := tx.UpdateLease(cur); err != nil {
 			return err
 		}

@@ -137,6 +137,9 @@ func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, p
 		}
 	}
 	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+		// Sent with the next statement (PostgreSQL): nothing below
+		// depends on it, and its error still fails the transaction.
+		mayfly.DeferNextWrite(tx)
 		if err := tx.CreateRequest(r); err != nil {
 			return err
 		}

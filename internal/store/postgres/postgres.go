@@ -250,7 +250,7 @@ func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) 
 		}
 	}
 	// The transaction begins with its first statement, in its round trip.
-	t := &tx{ctx: ctx, q: c, write: write, begin: begin, beginN: len(begin)}
+	t := &tx{ctx: ctx, q: c, write: write, begin: begin}
 	done := false
 	defer func() {
 		if !done && t.begun {

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -439,5 +440,121 @@ func TestLeaseBatcher(t *testing.T) {
 	})
 	if mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
 		t.Fatalf("UpdateLeases with a missing lease = %v; want not found", err)
+	}
+}
+
+// TestDeferNextWrite: a deferred lease write is sent with the next
+// statement or the commit; reads after it in the transaction see it, it
+// is committed with the rest, and its failure (a lease that exists, one
+// that does not) fails Update with the write's own error and commits
+// nothing of the transaction.
+func TestDeferNextWrite(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	t0 := time.Unix(0, 1_700_000_000_123_456_789).UTC()
+	mk := func(id string) *mayfly.Lease {
+		return &mayfly.Lease{ID: id, RequestID: "req_" + id, Requester: "alice", Target: "pg", Grant: "read", Username: "u_" + id,
+			CreatedAt: t0, State: mayfly.LeaseProvisioning, ExpiresAt: t0.Add(time.Hour), DueAt: t0.Add(time.Minute)}
+	}
+	audited := func(action string) int {
+		t.Helper()
+		var n int
+		db.View(ctx, func(tx mayfly.Tx) error {
+			evs, err := tx.ListAudit(mayfly.AuditFilter{})
+			for _, e := range evs {
+				if e.Action == action {
+					n++
+				}
+			}
+			return err
+		})
+		return n
+	}
+	// Deferred at the start of a transaction (sent with BEGIN and the next
+	// read), then read back in it; and at its end (sent with the commit).
+	if err := db.Update(ctx, func(tx mayfly.Tx) error {
+		mayfly.DeferNextWrite(tx)
+		if err := tx.CreateLease(mk("l1")); err != nil {
+			return err
+		}
+		got, err := tx.GetLease("l1")
+		if err != nil {
+			return fmt.Errorf("read after a deferred create: %w", err)
+		}
+		got.State = mayfly.LeaseActive
+		mayfly.DeferNextWrite(tx)
+		if err := tx.UpdateLease(got); err != nil {
+			return err
+		}
+		mayfly.DeferNextWrite(tx)
+		if err := tx.CreateLease(mk("l2")); err != nil {
+			return err
+		}
+		return tx.AppendAudit(&mayfly.AuditEvent{Time: t0, Actor: "t", Action: "ok"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.View(ctx, func(tx mayfly.Tx) error {
+		l1, err1 := tx.GetLease("l1")
+		_, err2 := tx.GetLease("l2")
+		if err1 != nil || err2 != nil || l1.State != mayfly.LeaseActive {
+			t.Errorf("after commit: l1 %+v %v, l2 %v; want l1 active and l2 there", l1, err1, err2)
+		}
+		return nil
+	})
+	if n := audited("ok"); n != 1 {
+		t.Errorf("%d audit events of the committed transaction; want 1", n)
+	}
+	if err := db.Update(ctx, func(tx mayfly.Tx) error {
+		mayfly.DeferNextWrite(tx)
+		return tx.CreateRequest(&mayfly.Request{ID: "r1", Requester: "alice", Target: "pg", Grant: "read", CreatedAt: t0, State: mayfly.RequestPending})
+	}); err != nil {
+		t.Fatalf("a transaction of one deferred write: %v", err)
+	}
+	// Failures: reported by Update, nothing of the transaction kept.
+	for _, tc := range []struct {
+		name string
+		fn   func(tx mayfly.Tx) error
+		code string
+	}{
+		{"create of an existing lease", func(tx mayfly.Tx) error { return tx.CreateLease(mk("l1")) }, mayfly.ECONFLICT},
+		{"update of a missing lease", func(tx mayfly.Tx) error { return tx.UpdateLease(mk("nope")) }, mayfly.ENOTFOUND},
+		{"create of an existing request", func(tx mayfly.Tx) error {
+			return tx.CreateRequest(&mayfly.Request{ID: "r1", Requester: "alice", Target: "pg", Grant: "read", CreatedAt: t0, State: mayfly.RequestPending})
+		}, mayfly.ECONFLICT},
+	} {
+		err := db.Update(ctx, func(tx mayfly.Tx) error {
+			if err := tx.CreateLease(mk("l3")); err != nil {
+				return err
+			}
+			mayfly.DeferNextWrite(tx)
+			if err := tc.fn(tx); err != nil {
+				return fmt.Errorf("the deferred write failed at once: %w", err)
+			}
+			return tx.AppendAudit(&mayfly.AuditEvent{Time: t0, Actor: "t", Action: "failed"})
+		})
+		if mayfly.ErrorCode(err) != tc.code || strings.Contains(err.Error(), "audit") {
+			t.Errorf("%s: Update = %v; want %s, the write's own error", tc.name, err, tc.code)
+		}
+		db.View(ctx, func(tx mayfly.Tx) error {
+			if _, err := tx.GetLease("l3"); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+				t.Errorf("%s: the transaction's other write was kept (%v)", tc.name, err)
+			}
+			return nil
+		})
+	}
+	if n := audited("failed"); n != 0 {
+		t.Errorf("%d audit events of failed transactions; want 0", n)
+	}
+	// Not deferred without asking: the error comes from the call.
+	err := db.Update(ctx, func(tx mayfly.Tx) error {
+		err := tx.CreateLease(mk("l1"))
+		if mayfly.ErrorCode(err) != mayfly.ECONFLICT {
+			t.Errorf("CreateLease(existing) without deferral = %v; want ECONFLICT at once", err)
+		}
+		return err
+	})
+	if err == nil {
+		t.Error("Update succeeded")
 	}
 }

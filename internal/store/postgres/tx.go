@@ -23,11 +23,12 @@ type tx struct {
 	q     querier
 	write bool
 	// begin holds the statements that begin the transaction until they
-	// are sent with its first statement (beginN of them); begun is set
-	// then.
-	begin  []string
-	beginN int
-	begun  bool
+	// are sent with its first statement; begun is set then.
+	begin []string
+	begun bool
+	// Writes waiting for the next statement (DeferNextWrite).
+	deferNext bool
+	deferred  []deferredWrite
 
 	// The head of the audit chain, once locked and read in this
 	// transaction.
@@ -65,23 +66,23 @@ func (t *tx) exec(q string, args ...any) (pgconn.CommandTag, error) {
 	if !t.write {
 		return pgconn.CommandTag{}, errReadOnly
 	}
-	if len(t.begin) == 0 {
+	if !t.hasPrefix() {
 		return t.q.Exec(t.ctx, q, args...)
 	}
-	br := t.sendWithBegin(q, args)
+	br, n := t.sendWithPrefix(q, args)
 	defer br.Close()
-	if err := t.beginResults(br); err != nil {
+	if err := t.prefixResults(br, n); err != nil {
 		return pgconn.CommandTag{}, err
 	}
 	return br.Exec()
 }
 
 func (t *tx) query(q string, args ...any) (pgx.Rows, error) {
-	if len(t.begin) == 0 {
+	if !t.hasPrefix() {
 		return t.q.Query(t.ctx, q, args...)
 	}
-	br := t.sendWithBegin(q, args)
-	if err := t.beginResults(br); err != nil {
+	br, n := t.sendWithPrefix(q, args)
+	if err := t.prefixResults(br, n); err != nil {
 		br.Close()
 		return nil, err
 	}
@@ -93,29 +94,95 @@ func (t *tx) query(q string, args ...any) (pgx.Rows, error) {
 	return &batchRows{Rows: rows, br: br}, nil
 }
 
-// sendWithBegin sends the statements that begin the transaction and q in
-// one round trip: a transaction begins with its first statement.
-func (t *tx) sendWithBegin(q string, args []any) pgx.BatchResults {
-	var b pgx.Batch
+// deferredWrite is a write sent with the transaction's next statement
+// (see DeferNextWrite); check judges its result.
+type deferredWrite struct {
+	q     string
+	args  []any
+	check func(pgconn.CommandTag, error) error
+}
+
+// DeferNextWrite makes the next creation of a request or creation or
+// update of a lease in this transaction wait to be sent with its next statement or its commit, in
+// that round trip; an error of the write is returned by that later call
+// (and so by Update). See mayfly.WriteDeferrer.
+func (t *tx) DeferNextWrite() { t.deferNext = t.write }
+
+var _ mayfly.WriteDeferrer = (*tx)(nil)
+
+// execMaybeDeferred runs q now, or defers it when DeferNextWrite was
+// asked for; check judges its result either way.
+func (t *tx) execMaybeDeferred(q string, args []any, check func(pgconn.CommandTag, error) error) error {
+	if !t.write {
+		return errReadOnly
+	}
+	if t.deferNext {
+		t.deferNext = false
+		t.deferred = append(t.deferred, deferredWrite{q: q, args: args, check: check})
+		return nil
+	}
+	return check(t.exec(q, args...))
+}
+
+// hasPrefix says statements wait to be sent before the next one: those
+// that begin the transaction, or deferred writes.
+func (t *tx) hasPrefix() bool { return len(t.begin) > 0 || len(t.deferred) > 0 }
+
+// prefixN counts what sendWithPrefix queued before the caller's
+// statements.
+type prefixN struct {
+	begin    int
+	deferred []deferredWrite
+}
+
+// queuePrefix queues the statements that begin the transaction (a
+// transaction begins with its first statement, in its round trip) and the
+// deferred writes.
+func (t *tx) queuePrefix(b *pgx.Batch) prefixN {
+	n := prefixN{begin: len(t.begin), deferred: t.deferred}
 	for _, s := range t.begin {
 		b.Queue(s)
 	}
-	b.Queue(q, args...)
-	t.begin = nil
-	t.begun = true
-	return t.q.SendBatch(t.ctx, &b)
+	for _, d := range t.deferred {
+		b.Queue(d.q, d.args...)
+	}
+	if len(t.begin) > 0 {
+		t.begin = nil
+		t.begun = true
+	}
+	t.deferred = nil
+	return n
 }
 
-// beginResults reads the results of the statements that begin the
-// transaction.
-func (t *tx) beginResults(br pgx.BatchResults) error {
-	for range t.beginN {
+// sendWithPrefix sends the waiting statements and q in one round trip.
+func (t *tx) sendWithPrefix(q string, args []any) (pgx.BatchResults, prefixN) {
+	var b pgx.Batch
+	n := t.queuePrefix(&b)
+	b.Queue(q, args...)
+	return t.q.SendBatch(t.ctx, &b), n
+}
+
+// prefixResults reads the results of what queuePrefix queued.
+func (t *tx) prefixResults(br pgx.BatchResults, n prefixN) error {
+	for range n.begin {
 		if _, err := br.Exec(); err != nil {
 			return fmt.Errorf("postgres store: begin: %w", err)
 		}
 	}
+	for _, d := range n.deferred {
+		if err := d.check(br.Exec()); err != nil {
+			return &deferredError{err}
+		}
+	}
 	return nil
 }
+
+// deferredError is the failure of a deferred write, returned by the call
+// that sent it.
+type deferredError struct{ err error }
+
+func (e *deferredError) Error() string { return e.err.Error() }
+func (e *deferredError) Unwrap() error { return e.err }
 
 // batchRows are the rows of the last statement of a batch; closing them
 // closes the batch.
@@ -346,15 +413,16 @@ func (t *tx) CreateRequest(r *mayfly.Request) error {
 	if err != nil {
 		return err
 	}
-	tag, err := t.exec(`INSERT INTO requests (`+requestCols+`) VALUES (`+placeholders(1, len(args))+`)
-		ON CONFLICT (id) DO NOTHING`, args...)
-	if err != nil {
-		return fmt.Errorf("create request %s: %w", r.ID, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return mayfly.Errorf(mayfly.ECONFLICT, "request %q already exists", r.ID)
-	}
-	return nil
+	return t.execMaybeDeferred(`INSERT INTO requests (`+requestCols+`) VALUES (`+placeholders(1, len(args))+`)
+		ON CONFLICT (id) DO NOTHING`, args, func(tag pgconn.CommandTag, err error) error {
+		if err != nil {
+			return fmt.Errorf("create request %s: %w", r.ID, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return mayfly.Errorf(mayfly.ECONFLICT, "request %q already exists", r.ID)
+		}
+		return nil
+	})
 }
 
 // UpdateRequest writes every field of r but those fixed at creation (ID,
@@ -490,15 +558,16 @@ func (t *tx) CreateLease(l *mayfly.Lease) error {
 	if err != nil {
 		return err
 	}
-	tag, err := t.exec(`INSERT INTO leases (`+leaseCols+`) VALUES (`+placeholders(1, len(args))+`)
-		ON CONFLICT (id) DO NOTHING`, args...)
-	if err != nil {
-		return fmt.Errorf("create lease %s: %w", l.ID, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return mayfly.Errorf(mayfly.ECONFLICT, "lease %q already exists", l.ID)
-	}
-	return nil
+	return t.execMaybeDeferred(`INSERT INTO leases (`+leaseCols+`) VALUES (`+placeholders(1, len(args))+`)
+		ON CONFLICT (id) DO NOTHING`, args, func(tag pgconn.CommandTag, err error) error {
+		if err != nil {
+			return fmt.Errorf("create lease %s: %w", l.ID, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return mayfly.Errorf(mayfly.ECONFLICT, "lease %q already exists", l.ID)
+		}
+		return nil
+	})
 }
 
 // UpdateLease writes every field of l but those fixed at creation (ID,
@@ -510,15 +579,16 @@ func (t *tx) UpdateLease(l *mayfly.Lease) error {
 		return err
 	}
 	args = append(args[leaseFixed:], l.ID)
-	tag, err := t.exec(`UPDATE leases SET state = $1, expires_at = $2, due_at = $3, ended_at = $4, end_reason = $5,
-		revoke_attempts = $6, last_error = $7, secret_hmac = $8 WHERE id = $9`, args...)
-	if err != nil {
-		return fmt.Errorf("update lease %s: %w", l.ID, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return mayfly.Errorf(mayfly.ENOTFOUND, "lease %q not found", l.ID)
-	}
-	return nil
+	return t.execMaybeDeferred(`UPDATE leases SET state = $1, expires_at = $2, due_at = $3, ended_at = $4, end_reason = $5,
+		revoke_attempts = $6, last_error = $7, secret_hmac = $8 WHERE id = $9`, args, func(tag pgconn.CommandTag, err error) error {
+		if err != nil {
+			return fmt.Errorf("update lease %s: %w", l.ID, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return mayfly.Errorf(mayfly.ENOTFOUND, "lease %q not found", l.ID)
+		}
+		return nil
+	})
 }
 
 var _ mayfly.LeaseBatcher = (*tx)(nil)
@@ -784,6 +854,10 @@ func (t *tx) AppendAudit(e *mayfly.AuditEvent) error {
 func (t *tx) chainPending() (string, []any, error) {
 	if !t.head.ok {
 		ok, err := t.queryRow("SELECT seq, hash FROM audit_head FOR UPDATE", nil, &t.head.seq, &t.head.hash)
+		var de *deferredError
+		if errors.As(err, &de) {
+			return "", nil, de.err // a lease write sent with it failed
+		}
 		if err != nil {
 			return "", nil, fmt.Errorf("append audit: lock the head of the chain: %w", err)
 		}
@@ -843,7 +917,7 @@ const notifyStmt = "SELECT pg_notify('" + AuditChannel + "', $1)"
 // exactly when it committed.
 func (t *tx) commit() error {
 	wctx := context.WithoutCancel(t.ctx)
-	if len(t.pending) == 0 && t.notifySeq == 0 {
+	if len(t.pending) == 0 && t.notifySeq == 0 && len(t.deferred) == 0 {
 		if !t.begun {
 			return nil // no statement ran: nothing to commit
 		}
@@ -851,26 +925,41 @@ func (t *tx) commit() error {
 		return commitResult(tag, err)
 	}
 	var batch pgx.Batch
+	var audit string
+	var auditArgs []any
 	if len(t.pending) > 0 {
-		q, args, err := t.chainPending()
-		if err != nil {
+		// Locks and reads the head of the chain first (sending what
+		// waits with it).
+		var err error
+		if audit, auditArgs, err = t.chainPending(); err != nil {
 			return err
 		}
-		batch.Queue(q, args...)
+	}
+	n := t.queuePrefix(&batch)
+	if audit != "" {
+		batch.Queue(audit, auditArgs...)
 		t.notifySeq = t.pending[len(t.pending)-1].e.Seq
 	}
-	batch.Queue(notifyStmt, strconv.FormatInt(t.notifySeq, 10))
+	if t.notifySeq != 0 {
+		batch.Queue(notifyStmt, strconv.FormatInt(t.notifySeq, 10))
+	}
 	batch.Queue("COMMIT")
 	br := t.q.SendBatch(wctx, &batch)
-	if len(t.pending) > 0 {
+	if err := t.prefixResults(br, n); err != nil {
+		br.Close()
+		return err
+	}
+	if audit != "" {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
 			return fmt.Errorf("append audit events %d to %d: %w", t.pending[0].e.Seq, t.pending[len(t.pending)-1].e.Seq, err)
 		}
 	}
-	if _, err := br.Exec(); err != nil {
-		br.Close()
-		return fmt.Errorf("postgres store: notify %s: %w", AuditChannel, err)
+	if t.notifySeq != 0 {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return fmt.Errorf("postgres store: notify %s: %w", AuditChannel, err)
+		}
 	}
 	tag, err := br.Exec()
 	if cerr := br.Close(); err == nil {
