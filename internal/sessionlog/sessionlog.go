@@ -232,7 +232,7 @@ func (l *Log) startWriter() {
 // every few milliseconds instead of one per statement or per millisecond.
 // It is also the most a crash of the process can lose of what it
 // recorded and had not yet written.
-const linger = 5 * time.Millisecond
+const linger = 10 * time.Millisecond
 
 // write writes the events queued by every session, all that are queued in
 // one transaction, until none is queued. A failed write is retried, with

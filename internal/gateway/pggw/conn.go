@@ -377,8 +377,9 @@ func (c *conn) relay(cl net.Conn, hj *pgconn.HijackedConn, rec *sessionlog.Recor
 	done := make(chan string, 2)
 	go func() {
 		// Client to server.
+		var ms clientMessages
 		done <- c.pipe(cl, hj.Conn, clientBuf, newFrames(frontendTypes, clientWanted, maxBody), func(typ byte, body []byte, now time.Time) (bool, error) {
-			msg := frontendMessage(typ)
+			msg := ms.of(typ)
 			if err := msg.Decode(body); err != nil {
 				return false, err
 			}
@@ -391,8 +392,9 @@ func (c *conn) relay(cl net.Conn, hj *pgconn.HijackedConn, rec *sessionlog.Recor
 	}()
 	go func() {
 		// Server to client.
+		var ms serverMessages
 		done <- c.pipe(hj.Conn, cl, serverBuf, newFrames("", serverWanted, maxBody), func(typ byte, body []byte, now time.Time) (bool, error) {
-			msg := backendMessage(typ)
+			msg := ms.of(typ)
 			if err := msg.Decode(body); err != nil {
 				return false, err
 			}
@@ -466,42 +468,63 @@ func (c *conn) touch(id string, now time.Time) {
 	}
 }
 
-// frontendMessage returns an empty message of a type the tracker reads.
-func frontendMessage(typ byte) pgproto3.FrontendMessage {
+// clientMessages and serverMessages hold one message of each type the
+// tracker reads, decoded into again for each message of the type (every
+// Decode sets all of its message's fields; the tracker keeps none of
+// them), so following a connection allocates no message.
+type clientMessages struct {
+	bind     pgproto3.Bind
+	close    pgproto3.Close
+	execute  pgproto3.Execute
+	function pgproto3.FunctionCall
+	parse    pgproto3.Parse
+	query    pgproto3.Query
+	sync     pgproto3.Sync
+	term     pgproto3.Terminate
+}
+
+func (m *clientMessages) of(typ byte) pgproto3.FrontendMessage {
 	switch typ {
 	case 'B':
-		return &pgproto3.Bind{}
+		return &m.bind
 	case 'C':
-		return &pgproto3.Close{}
+		return &m.close
 	case 'E':
-		return &pgproto3.Execute{}
+		return &m.execute
 	case 'F':
-		return &pgproto3.FunctionCall{}
+		return &m.function
 	case 'P':
-		return &pgproto3.Parse{}
+		return &m.parse
 	case 'Q':
-		return &pgproto3.Query{}
+		return &m.query
 	case 'S':
-		return &pgproto3.Sync{}
+		return &m.sync
 	case 'X':
-		return &pgproto3.Terminate{}
+		return &m.term
 	}
 	panic(fmt.Sprintf("pggw: frontend message %q is not tracked", typ))
 }
 
-// backendMessage returns an empty message of a type the tracker reads.
-func backendMessage(typ byte) pgproto3.BackendMessage {
+type serverMessages struct {
+	complete  pgproto3.CommandComplete
+	err       pgproto3.ErrorResponse
+	empty     pgproto3.EmptyQueryResponse
+	ready     pgproto3.ReadyForQuery
+	suspended pgproto3.PortalSuspended
+}
+
+func (m *serverMessages) of(typ byte) pgproto3.BackendMessage {
 	switch typ {
 	case 'C':
-		return &pgproto3.CommandComplete{}
+		return &m.complete
 	case 'E':
-		return &pgproto3.ErrorResponse{}
+		return &m.err
 	case 'I':
-		return &pgproto3.EmptyQueryResponse{}
+		return &m.empty
 	case 'Z':
-		return &pgproto3.ReadyForQuery{}
+		return &m.ready
 	case 's':
-		return &pgproto3.PortalSuspended{}
+		return &m.suspended
 	}
 	panic(fmt.Sprintf("pggw: backend message %q is not tracked", typ))
 }
