@@ -543,11 +543,36 @@ func TestDeferNextWrite(t *testing.T) {
 			return nil
 		})
 	}
+	// A deferred write whose error the next call reports as its own, and
+	// a caller who takes it for that call's (a user not found): the
+	// transaction still fails.
+	err := db.Update(ctx, func(tx mayfly.Tx) error {
+		if err := tx.CreateLease(mk("l3")); err != nil {
+			return err
+		}
+		mayfly.DeferNextWrite(tx)
+		if err := tx.UpdateLease(mk("nope")); err != nil {
+			return err
+		}
+		if _, err := tx.GetUserStatus("nobody"); err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			return err
+		}
+		return nil
+	})
+	if mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+		t.Errorf("a deferred failure swallowed by the caller: Update = %v; want the write's ENOTFOUND", err)
+	}
+	db.View(ctx, func(tx mayfly.Tx) error {
+		if _, err := tx.GetLease("l3"); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			t.Errorf("a deferred failure swallowed by the caller: the transaction committed (%v)", err)
+		}
+		return nil
+	})
 	if n := audited("failed"); n != 0 {
 		t.Errorf("%d audit events of failed transactions; want 0", n)
 	}
 	// Not deferred without asking: the error comes from the call.
-	err := db.Update(ctx, func(tx mayfly.Tx) error {
+	err = db.Update(ctx, func(tx mayfly.Tx) error {
 		err := tx.CreateLease(mk("l1"))
 		if mayfly.ErrorCode(err) != mayfly.ECONFLICT {
 			t.Errorf("CreateLease(existing) without deferral = %v; want ECONFLICT at once", err)

@@ -26,9 +26,11 @@ type tx struct {
 	// are sent with its first statement; begun is set then.
 	begin []string
 	begun bool
-	// Writes waiting for the next statement (DeferNextWrite).
-	deferNext bool
-	deferred  []deferredWrite
+	// Writes waiting for the next statement (DeferNextWrite), and the
+	// first of them that failed.
+	deferNext   bool
+	deferred    []deferredWrite
+	deferFailed error
 
 	// The head of the audit chain, once locked and read in this
 	// transaction.
@@ -171,6 +173,12 @@ func (t *tx) prefixResults(br pgx.BatchResults, n prefixN) error {
 	}
 	for _, d := range n.deferred {
 		if err := d.check(br.Exec()); err != nil {
+			// Kept so the transaction cannot commit even if the caller
+			// of the call that sent it takes its error for its own (a
+			// lease not found for a user not found, say).
+			if t.deferFailed == nil {
+				t.deferFailed = err
+			}
 			return &deferredError{err}
 		}
 	}
@@ -916,6 +924,9 @@ const notifyStmt = "SELECT pg_notify('" + AuditChannel + "', $1)"
 // for whatever the caller's context does, so that Update returns nil
 // exactly when it committed.
 func (t *tx) commit() error {
+	if t.deferFailed != nil {
+		return t.deferFailed
+	}
 	wctx := context.WithoutCancel(t.ctx)
 	if len(t.pending) == 0 && t.notifySeq == 0 && len(t.deferred) == 0 {
 		if !t.begun {
