@@ -384,11 +384,7 @@ func TestDeadlockRetried(t *testing.T) {
 func TestLeaseBatcher(t *testing.T) {
 	db := open(t, pgtest.NewDatabase(t))
 	ctx := context.Background()
-	t0 := time.Unix(0, 1_700_000_000_123_456_789).UTC()
-	mk := func(id string) *mayfly.Lease {
-		return &mayfly.Lease{ID: id, RequestID: "req_" + id, Requester: "alice", Target: "pg", Grant: "read", Username: "u_" + id,
-			CreatedAt: t0, State: mayfly.LeaseActive, ExpiresAt: t0.Add(time.Hour), DueAt: t0.Add(time.Hour)}
-	}
+	mk := func(id string) *mayfly.Lease { return testLease(id, mayfly.LeaseActive) }
 	if err := db.Update(ctx, func(tx mayfly.Tx) error {
 		for _, id := range []string{"l3", "l1", "l2"} {
 			if err := tx.CreateLease(mk(id)); err != nil {
@@ -451,11 +447,7 @@ func TestLeaseBatcher(t *testing.T) {
 func TestDeferNextWrite(t *testing.T) {
 	db := open(t, pgtest.NewDatabase(t))
 	ctx := context.Background()
-	t0 := time.Unix(0, 1_700_000_000_123_456_789).UTC()
-	mk := func(id string) *mayfly.Lease {
-		return &mayfly.Lease{ID: id, RequestID: "req_" + id, Requester: "alice", Target: "pg", Grant: "read", Username: "u_" + id,
-			CreatedAt: t0, State: mayfly.LeaseProvisioning, ExpiresAt: t0.Add(time.Hour), DueAt: t0.Add(time.Minute)}
-	}
+	mk := func(id string) *mayfly.Lease { return testLease(id, mayfly.LeaseProvisioning) }
 	audited := func(action string) int {
 		t.Helper()
 		var n int
@@ -582,4 +574,14 @@ func TestDeferNextWrite(t *testing.T) {
 	if err == nil {
 		t.Error("Update succeeded")
 	}
+}
+
+// t0 is the time of the leases testLease makes.
+var t0 = time.Unix(0, 1_700_000_000_123_456_789).UTC()
+
+// testLease is a lease of id in state, created at t0, due and expiring an
+// hour later.
+func testLease(id string, state mayfly.LeaseState) *mayfly.Lease {
+	return &mayfly.Lease{ID: id, RequestID: "req_" + id, Requester: "alice", Target: "pg", Grant: "read", Username: "u_" + id,
+		CreatedAt: t0, State: state, ExpiresAt: t0.Add(time.Hour), DueAt: t0.Add(time.Hour)}
 }

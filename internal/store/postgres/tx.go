@@ -422,15 +422,22 @@ func (t *tx) CreateRequest(r *mayfly.Request) error {
 		return err
 	}
 	return t.execMaybeDeferred(`INSERT INTO requests (`+requestCols+`) VALUES (`+placeholders(1, len(args))+`)
-		ON CONFLICT (id) DO NOTHING`, args, func(tag pgconn.CommandTag, err error) error {
+		ON CONFLICT (id) DO NOTHING`, args, oneRow("create request", r.ID, mayfly.ECONFLICT, "request %q already exists"))
+}
+
+// oneRow judges a write of one row by id: an error of the statement is
+// wrapped with what and id; no row written is code, with message (given
+// id).
+func oneRow(what, id, code, message string) func(pgconn.CommandTag, error) error {
+	return func(tag pgconn.CommandTag, err error) error {
 		if err != nil {
-			return fmt.Errorf("create request %s: %w", r.ID, err)
+			return fmt.Errorf("%s %s: %w", what, id, err)
 		}
 		if tag.RowsAffected() == 0 {
-			return mayfly.Errorf(mayfly.ECONFLICT, "request %q already exists", r.ID)
+			return mayfly.Errorf(code, message, id)
 		}
 		return nil
-	})
+	}
 }
 
 // UpdateRequest writes every field of r but those fixed at creation (ID,
@@ -567,15 +574,7 @@ func (t *tx) CreateLease(l *mayfly.Lease) error {
 		return err
 	}
 	return t.execMaybeDeferred(`INSERT INTO leases (`+leaseCols+`) VALUES (`+placeholders(1, len(args))+`)
-		ON CONFLICT (id) DO NOTHING`, args, func(tag pgconn.CommandTag, err error) error {
-		if err != nil {
-			return fmt.Errorf("create lease %s: %w", l.ID, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return mayfly.Errorf(mayfly.ECONFLICT, "lease %q already exists", l.ID)
-		}
-		return nil
-	})
+		ON CONFLICT (id) DO NOTHING`, args, oneRow("create lease", l.ID, mayfly.ECONFLICT, "lease %q already exists"))
 }
 
 // UpdateLease writes every field of l but those fixed at creation (ID,
@@ -588,15 +587,7 @@ func (t *tx) UpdateLease(l *mayfly.Lease) error {
 	}
 	args = append(args[leaseFixed:], l.ID)
 	return t.execMaybeDeferred(`UPDATE leases SET state = $1, expires_at = $2, due_at = $3, ended_at = $4, end_reason = $5,
-		revoke_attempts = $6, last_error = $7, secret_hmac = $8 WHERE id = $9`, args, func(tag pgconn.CommandTag, err error) error {
-		if err != nil {
-			return fmt.Errorf("update lease %s: %w", l.ID, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return mayfly.Errorf(mayfly.ENOTFOUND, "lease %q not found", l.ID)
-		}
-		return nil
-	})
+		revoke_attempts = $6, last_error = $7, secret_hmac = $8 WHERE id = $9`, args, oneRow("update lease", l.ID, mayfly.ENOTFOUND, "lease %q not found"))
 }
 
 var _ mayfly.LeaseBatcher = (*tx)(nil)
