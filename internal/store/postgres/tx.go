@@ -104,10 +104,11 @@ type deferredWrite struct {
 	check func(pgconn.CommandTag, error) error
 }
 
-// DeferNextWrite makes the next creation of a request or creation or
-// update of a lease in this transaction wait to be sent with its next statement or its commit, in
-// that round trip; an error of the write is returned by that later call
-// (and so by Update). See mayfly.WriteDeferrer.
+// DeferNextWrite makes the next creation of a request, or creation or
+// update of a lease, in this transaction wait to be sent with its next
+// statement or its commit, in that round trip; an error of the write is
+// returned by that later call (and so by Update). See
+// mayfly.WriteDeferrer.
 func (t *tx) DeferNextWrite() { t.deferNext = t.write }
 
 var _ mayfly.WriteDeferrer = (*tx)(nil)
