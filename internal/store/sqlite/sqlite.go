@@ -130,7 +130,7 @@ func (c *conn) guard() error {
 
 // begin starts a transaction with the statement begin.
 func (c *conn) begin(ctx context.Context, begin string) error {
-	if err := c.execCached(ctx, begin); err != nil {
+	if _, err := c.c.ExecContext(ctx, begin); err != nil {
 		return err
 	}
 	c.rolledBack.Store(false)
@@ -147,7 +147,7 @@ func (c *conn) commit() error {
 		return errRolledBack
 	}
 	c.committing.Store(true)
-	err := c.execCached(context.Background(), "COMMIT")
+	_, err := c.c.ExecContext(context.Background(), "COMMIT")
 	c.committing.Store(false)
 	if err == nil {
 		c.open.Store(false)
@@ -682,22 +682,6 @@ func (c *conn) close() error {
 }
 
 // stmt returns q prepared on c, or nil when the cache is full.
-// execCached runs q, without arguments, as a cached prepared statement:
-// BEGIN and COMMIT are parsed once per connection, not once per
-// transaction.
-func (c *conn) execCached(ctx context.Context, q string) error {
-	s, err := c.stmt(ctx, q)
-	if err != nil {
-		return err
-	}
-	if s == nil {
-		_, err = c.c.ExecContext(ctx, q)
-	} else {
-		_, err = s.ExecContext(ctx)
-	}
-	return err
-}
-
 func (c *conn) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	if s, ok := c.stmts[q]; ok {
 		return s, nil
