@@ -393,7 +393,7 @@ func (c *conn) relay(cl net.Conn, hj *pgconn.HijackedConn, rec *sessionlog.Recor
 	go func() {
 		// Server to client.
 		var ms serverMessages
-		done <- c.pipe(hj.Conn, cl, serverBuf, newFrames("", serverWanted, maxBody), func(typ byte, body []byte, now time.Time) (bool, error) {
+		done <- c.pipe(hj.Conn, cl, serverBuf, newFrames("", serverWanted, 0), func(typ byte, body []byte, now time.Time) (bool, error) {
 			msg := ms.of(typ)
 			if err := msg.Decode(body); err != nil {
 				return false, err

@@ -27,7 +27,7 @@ const (
 type frames struct {
 	valid   *[256]bool // nil: any type
 	want    [256]bool
-	maxBody int
+	maxBody int // 0: no bound (the server's side, as pgx reads it)
 
 	hdr    [5]byte
 	nhdr   int
