@@ -611,6 +611,10 @@ func (db *DB) acquire(ctx context.Context) (*conn, error) {
 // panics or ctx ends first.
 func (c *conn) run(ctx context.Context, begin string, t *tx, fn func(tx mayfly.Tx) error) (err error) {
 	if err := c.begin(ctx, begin); err != nil {
+		// When ctx ended while BEGIN ran, BEGIN may have run all the
+		// same: the connection must not go back to its pool inside a
+		// transaction (the next one to begin on it would be refused).
+		c.rollback()
 		return fmt.Errorf("begin: %w", err)
 	}
 	done := false
