@@ -111,7 +111,13 @@ func TestGatewayBenchmark(t *testing.T) {
 	// gateway on a core of its own, as where it runs on its own machine:
 	// PostgreSQL's new backends and pgbench on CPU 0, this process (the
 	// gateway, the bare relay, the session log) on CPU 1.
-	for _, placement := range []string{"shared", "pinned"} {
+	// MAYFLY_GATEWAY_BENCH_PLACEMENTS (say "pinned") runs only the
+	// placements it lists.
+	placements := []string{"shared", "pinned"}
+	if v := os.Getenv("MAYFLY_GATEWAY_BENCH_PLACEMENTS"); v != "" {
+		placements = strings.Split(v, ",")
+	}
+	for _, placement := range placements {
 		if placement == "pinned" {
 			if runtime.NumCPU() < 2 {
 				break

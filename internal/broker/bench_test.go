@@ -157,7 +157,7 @@ func benchIssueVsBaselines(b *testing.B, br *broker.Broker, conn mayfly.Connecto
 			conn.Revoke(ctx, mayfly.RevokeRequest{Username: n})
 		}
 	}()
-	var plain, verifier, issue []time.Duration
+	var plain, verifier, issue, rtIdle, rtHot []time.Duration
 	salt := make([]byte, 16)
 	for i := 0; b.Loop(); i++ {
 		name := fmt.Sprintf("%sp%d", prefix, i)
@@ -185,6 +185,20 @@ func benchIssueVsBaselines(b *testing.B, br *broker.Broker, conn mayfly.Connecto
 		}
 		issue = append(issue, time.Since(t0))
 		issued = append(issued, a.Lease.Username)
+
+		// What a loopback round trip costs on this machine after the
+		// processes have been idle for a millisecond, as between the
+		// steps of an issue, and back to back: on a virtual machine whose
+		// idle cores take long to wake, the first is several times the
+		// second, and an issue is a chain of such round trips.
+		time.Sleep(time.Millisecond)
+		for _, rt := range []*[]time.Duration{&rtIdle, &rtHot} {
+			t0 = time.Now()
+			if _, err := pg.Exec(ctx, "SELECT 1"); err != nil {
+				b.Fatal(err)
+			}
+			*rt = append(*rt, time.Since(t0))
+		}
 	}
 	b.StopTimer()
 	med := func(ds []time.Duration) float64 {
@@ -197,6 +211,8 @@ func benchIssueVsBaselines(b *testing.B, br *broker.Broker, conn mayfly.Connecto
 	b.ReportMetric(mi, "issue-p50-µs")
 	b.ReportMetric(mi/mp, "issue/plain")
 	b.ReportMetric(mi/mv, "issue/verifier")
+	b.ReportMetric(med(rtIdle), "rt-idle-p50-µs")
+	b.ReportMetric(med(rtHot), "rt-hot-p50-µs")
 }
 
 // BenchmarkRevokeBurst measures the scheduler revoking b.N leases that
