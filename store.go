@@ -322,8 +322,10 @@ type LoginStateTx interface {
 // WriteDeferrer is implemented by transactions of stores where each
 // statement is a round trip (PostgreSQL). After DeferNextWrite, the next
 // CreateRequest, CreateLease or UpdateLease returns at once and is sent with the
-// transaction's next statement or its commit, in that round trip; an error
-// of the write is returned by that later call instead, and so by Update.
+// transaction's next statement, in that round trip (at the end of the
+// transaction, before the COMMIT is sent: with the audit events' lock, or
+// alone); an error of the write is returned by that later call instead,
+// and so by Update, and the transaction commits nothing.
 // A caller asks for it only where nothing it does between the write and
 // the end of its transaction depends on the write having succeeded.
 type WriteDeferrer interface {

@@ -515,25 +515,32 @@ func TestDeferNextWrite(t *testing.T) {
 			return tx.CreateRequest(&mayfly.Request{ID: "r1", Requester: "alice", Target: "pg", Grant: "read", CreatedAt: t0, State: mayfly.RequestPending})
 		}, mayfly.ECONFLICT},
 	} {
-		err := db.Update(ctx, func(tx mayfly.Tx) error {
-			if err := tx.CreateLease(mk("l3")); err != nil {
-				return err
+		// With audit events after it, and without: then the deferred
+		// write travels with the COMMIT itself.
+		for _, audited := range []bool{true, false} {
+			err := db.Update(ctx, func(tx mayfly.Tx) error {
+				if err := tx.CreateLease(mk("l3")); err != nil {
+					return err
+				}
+				mayfly.DeferNextWrite(tx)
+				if err := tc.fn(tx); err != nil {
+					return fmt.Errorf("the deferred write failed at once: %w", err)
+				}
+				if !audited {
+					return nil
+				}
+				return tx.AppendAudit(&mayfly.AuditEvent{Time: t0, Actor: "t", Action: "failed"})
+			})
+			if mayfly.ErrorCode(err) != tc.code || strings.Contains(err.Error(), "audit") {
+				t.Errorf("%s (audited %v): Update = %v; want %s, the write's own error", tc.name, audited, err, tc.code)
 			}
-			mayfly.DeferNextWrite(tx)
-			if err := tc.fn(tx); err != nil {
-				return fmt.Errorf("the deferred write failed at once: %w", err)
-			}
-			return tx.AppendAudit(&mayfly.AuditEvent{Time: t0, Actor: "t", Action: "failed"})
-		})
-		if mayfly.ErrorCode(err) != tc.code || strings.Contains(err.Error(), "audit") {
-			t.Errorf("%s: Update = %v; want %s, the write's own error", tc.name, err, tc.code)
+			db.View(ctx, func(tx mayfly.Tx) error {
+				if _, err := tx.GetLease("l3"); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+					t.Errorf("%s (audited %v): the transaction's other write was kept (%v)", tc.name, audited, err)
+				}
+				return nil
+			})
 		}
-		db.View(ctx, func(tx mayfly.Tx) error {
-			if _, err := tx.GetLease("l3"); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
-				t.Errorf("%s: the transaction's other write was kept (%v)", tc.name, err)
-			}
-			return nil
-		})
 	}
 	// A deferred write whose error the next call reports as its own, and
 	// a caller who takes it for that call's (a user not found): the

@@ -106,9 +106,9 @@ type deferredWrite struct {
 
 // DeferNextWrite makes the next creation of a request, or creation or
 // update of a lease, in this transaction wait to be sent with its next
-// statement or its commit, in that round trip; an error of the write is
-// returned by that later call (and so by Update). See
-// mayfly.WriteDeferrer.
+// statement, in that round trip, or at its end before the COMMIT (see
+// commit); an error of the write is returned by that later call (and so
+// by Update). See mayfly.WriteDeferrer.
 func (t *tx) DeferNextWrite() { t.deferNext = t.write }
 
 var _ mayfly.WriteDeferrer = (*tx)(nil)
@@ -163,6 +163,18 @@ func (t *tx) sendWithPrefix(q string, args []any) (pgx.BatchResults, prefixN) {
 	n := t.queuePrefix(&b)
 	b.Queue(q, args...)
 	return t.q.SendBatch(t.ctx, &b), n
+}
+
+// sendPrefix sends the waiting statements alone and reads their results.
+func (t *tx) sendPrefix() error {
+	var b pgx.Batch
+	n := t.queuePrefix(&b)
+	br := t.q.SendBatch(t.ctx, &b)
+	err := t.prefixResults(br, n)
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("postgres store: %w", cerr)
+	}
+	return err
 }
 
 // prefixResults reads the results of what queuePrefix queued.
@@ -926,6 +938,16 @@ func (t *tx) commit() error {
 		}
 		tag, err := t.q.Exec(wctx, "COMMIT")
 		return commitResult(tag, err)
+	}
+	if len(t.deferred) > 0 && len(t.pending) == 0 {
+		// A deferred write that finds its row missing, or taken, fails
+		// only when its count is read; sent with the COMMIT, it would be
+		// read after the rest of the transaction had committed. It goes
+		// in a round trip of its own. (With audit events, it goes with
+		// the lock of the chain's head, below, before the COMMIT too.)
+		if err := t.sendPrefix(); err != nil {
+			return err
+		}
 	}
 	var batch pgx.Batch
 	var audit string
