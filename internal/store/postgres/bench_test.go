@@ -9,6 +9,7 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+	"github.com/mayflyhq/mayfly/internal/store/storetest"
 )
 
 // BenchmarkUpdate measures one Update of the shape of a lease change: a
@@ -78,4 +79,11 @@ func BenchmarkUpdateReplicas(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkSessionWrite: see storetest.BenchSessionWrite.
+//
+//	go test -run '^$' -bench SessionWrite -benchtime 1000x ./internal/store/postgres/
+func BenchmarkSessionWrite(b *testing.B) {
+	storetest.BenchSessionWrite(b, open(b, pgtest.NewDatabase(b)))
 }

@@ -592,3 +592,65 @@ func testLease(id string, state mayfly.LeaseState) *mayfly.Lease {
 	return &mayfly.Lease{ID: id, RequestID: "req_" + id, Requester: "alice", Target: "pg", Grant: "read", Username: "u_" + id,
 		CreatedAt: t0, State: state, ExpiresAt: t0.Add(time.Hour), DueAt: t0.Add(time.Hour)}
 }
+
+// TestAppendSessionEventsDeferred: a session's events and head are sent
+// with the transaction's next statement (the next session's head) or its
+// COMMIT; when PostgreSQL refuses them, Update fails with that session's
+// error and nothing of the transaction is kept, whichever carried them.
+func TestAppendSessionEventsDeferred(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	for _, id := range []string{"ses_a", "ses_b"} {
+		if err := db.Update(ctx, func(tx mayfly.Tx) error {
+			return tx.CreateSession(&mayfly.Session{ID: id, Kind: mayfly.SessionPostgres, LeaseID: "l1", User: "alice", Target: "pg", StartedAt: t0})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := func() []*mayfly.SessionEvent {
+		return []*mayfly.SessionEvent{{Time: t0, Kind: mayfly.SessionEventStatement, Body: []byte(`{"text":"SELECT 1"}`)}}
+	}
+	// Both sessions in one write: a and b carried by b's head and by the
+	// COMMIT.
+	if err := db.Update(ctx, func(tx mayfly.Tx) error {
+		if err := tx.AppendSessionEvents("ses_a", ev()); err != nil {
+			return err
+		}
+		if err := tx.AppendSessionEvents("ses_b", ev()); err != nil {
+			return err
+		}
+		got, err := tx.ListSessionEvents("ses_b", 0, 0) // sends b's first
+		if err != nil || len(got) != 1 {
+			t.Errorf("read in the writing transaction: %d events, %v; want 1", len(got), err)
+		}
+		return tx.AppendSessionEvents("ses_b", ev())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Event 2 of a already taken (by hand): PostgreSQL refuses a's append.
+	if _, err := db.pool.Exec(ctx, `INSERT INTO session_events (session_id, seq, at, kind, body, prev_hash, hash) VALUES ('ses_a', 2, 0, 'x', NULL, '', 'h')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, order := range [][]string{{"ses_a", "ses_b"}, {"ses_b", "ses_a"}} {
+		err := db.Update(ctx, func(tx mayfly.Tx) error {
+			for _, id := range order {
+				if err := tx.AppendSessionEvents(id, ev()); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil || !strings.Contains(err.Error(), "append to session ses_a") {
+			t.Errorf("appends %v: Update = %v; want ses_a's append refused", order, err)
+		}
+		db.View(ctx, func(tx mayfly.Tx) error {
+			for id, want := range map[string]int64{"ses_a": 1, "ses_b": 2} {
+				s, err := tx.GetSession(id)
+				if err != nil || s.Events != want {
+					t.Errorf("appends %v: session %s has %+v, %v; want its %d events, nothing of the failed write", order, id, s, err, want)
+				}
+			}
+			return nil
+		})
+	}
+}

@@ -2,8 +2,11 @@ package postgres
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/mayflyhq/mayfly"
 )
@@ -133,6 +136,10 @@ func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
 		ended sql.NullInt64
 	)
 	ok, err := t.queryRow("SELECT events, last_hash, ended_at FROM sessions WHERE id = $1 FOR UPDATE", []any{id}, &seq, &hash, &ended)
+	var de *deferredError
+	if errors.As(err, &de) {
+		return de.err // the append to another session sent with it failed
+	}
 	if err != nil {
 		return fmt.Errorf("append to session %s: %w", id, err)
 	}
@@ -165,15 +172,25 @@ func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
 			bodies[i] = &b
 		}
 	}
-	if _, err := t.exec(`INSERT INTO session_events (session_id, seq, at, kind, body, prev_hash, hash)
-		SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])`,
-		id, seqs, ats, kinds, bodies, prev, hs); err != nil {
-		return fmt.Errorf("append to session %s: %w", id, err)
+	// The events and the new head go with the transaction's next
+	// statement (the next session's head, when the session log writes
+	// many sessions at once) or before its commit: a write of n sessions
+	// is n round trips and the commit's, not 3n. Neither can find its
+	// row missing (the head is locked above), so either fails only with
+	// an error of PostgreSQL's, which the later call returns.
+	failed := func(_ pgconn.CommandTag, err error) error {
+		if err != nil {
+			return fmt.Errorf("append to session %s: %w", id, err)
+		}
+		return nil
 	}
 	last := evs[len(evs)-1]
-	if _, err := t.exec("UPDATE sessions SET events = $1, last_hash = $2 WHERE id = $3", last.Seq, last.Hash, id); err != nil {
-		return fmt.Errorf("append to session %s: %w", id, err)
-	}
+	t.deferred = append(t.deferred,
+		deferredWrite{q: `INSERT INTO session_events (session_id, seq, at, kind, body, prev_hash, hash)
+		SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])`,
+			args: []any{id, seqs, ats, kinds, bodies, prev, hs}, check: failed},
+		deferredWrite{q: "UPDATE sessions SET events = $1, last_hash = $2 WHERE id = $3",
+			args: []any{last.Seq, last.Hash, id}, check: failed})
 	return nil
 }
 

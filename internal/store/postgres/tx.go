@@ -102,6 +102,10 @@ type deferredWrite struct {
 	q     string
 	args  []any
 	check func(pgconn.CommandTag, error) error
+	// counted: check fails the write on its count of rows (a row missing
+	// or taken), not only on an error of PostgreSQL's, so its result must
+	// be read before the COMMIT is sent.
+	counted bool
 }
 
 // DeferNextWrite makes the next creation of a request, or creation or
@@ -121,7 +125,7 @@ func (t *tx) execMaybeDeferred(q string, args []any, check func(pgconn.CommandTa
 	}
 	if t.deferNext {
 		t.deferNext = false
-		t.deferred = append(t.deferred, deferredWrite{q: q, args: args, check: check})
+		t.deferred = append(t.deferred, deferredWrite{q: q, args: args, check: check, counted: true})
 		return nil
 	}
 	return check(t.exec(q, args...))
@@ -939,12 +943,15 @@ func (t *tx) commit() error {
 		tag, err := t.q.Exec(wctx, "COMMIT")
 		return commitResult(tag, err)
 	}
-	if len(t.deferred) > 0 && len(t.pending) == 0 {
+	if len(t.pending) == 0 && slices.ContainsFunc(t.deferred, func(d deferredWrite) bool { return d.counted }) {
 		// A deferred write that finds its row missing, or taken, fails
 		// only when its count is read; sent with the COMMIT, it would be
 		// read after the rest of the transaction had committed. It goes
 		// in a round trip of its own. (With audit events, it goes with
 		// the lock of the chain's head, below, before the COMMIT too.)
+		// One that can fail only with an error of PostgreSQL's aborts
+		// the transaction, so the COMMIT after it commits nothing: it
+		// goes with the COMMIT.
 		if err := t.sendPrefix(); err != nil {
 			return err
 		}
