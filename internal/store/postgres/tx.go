@@ -97,7 +97,8 @@ func (t *tx) query(q string, args ...any) (pgx.Rows, error) {
 }
 
 // deferredWrite is a write sent with the transaction's next statement
-// (see DeferNextWrite); check judges its result.
+// (see DeferNextWrite, and AppendSessionEvents, which defers its own
+// writes); check judges its result.
 type deferredWrite struct {
 	q     string
 	args  []any
