@@ -165,7 +165,13 @@ func TestClaimOfDeadReplicaLapses(t *testing.T) {
 		}
 		clk.Advance(time.Minute)
 	}
-	// The claim has lapsed (at the deadline exactly it still holds).
+	// The claim has lapsed (at the deadline exactly it still holds). The
+	// scheduler, woken by the last minute, must be asleep again before the
+	// clock moves on: had it read the leases at the deadline and armed its
+	// timer after the next step, nothing would move the clock to wake it.
+	if when := clk.WaitArmed(); when.IsZero() {
+		t.Fatal("the scheduler does not sleep again at the dead replica's claim deadline")
+	}
 	changed := b.Changed()
 	clk.Advance(time.Second)
 	stop := time.After(10 * time.Second)
