@@ -38,6 +38,15 @@ type Tx interface {
 	CreateLease(l *Lease) error
 	// UpdateLease writes every mutable field of l.
 	UpdateLease(l *Lease) error
+	// UpdateLeaseFrom is UpdateLease as a compare-and-set on the whole
+	// lease: it writes l only when the stored lease still holds prev's
+	// values of every field UpdateLease writes and of its Username, and
+	// otherwise writes nothing and returns an error matching
+	// ErrLeaseChanged (also when there is no such lease). A caller that
+	// holds the lease as it last wrote it changes it without reading it
+	// again; on ErrLeaseChanged it reads it and decides again. It can be
+	// deferred like UpdateLease (DeferNextWrite).
+	UpdateLeaseFrom(prev, l *Lease) error
 	GetLease(id string) (*Lease, error)
 	// SetLeaseUsername records the account a connector actually created for
 	// a lease, when it differs from the name Mayfly asked for; revocation
@@ -321,7 +330,7 @@ type LoginStateTx interface {
 
 // WriteDeferrer is implemented by transactions of stores where each
 // statement is a round trip (PostgreSQL). After DeferNextWrite, the next
-// CreateRequest, CreateLease or UpdateLease returns at once and is sent with the
+// CreateRequest, CreateLease, UpdateLease or UpdateLeaseFrom returns at once and is sent with the
 // transaction's next statement, in that round trip (at the end of the
 // transaction, before the COMMIT is sent: with the audit events' lock, or
 // alone); an error of the write is returned by that later call instead,
@@ -330,6 +339,35 @@ type LoginStateTx interface {
 // the end of its transaction depends on the write having succeeded.
 type WriteDeferrer interface {
 	DeferNextWrite()
+}
+
+// ErrLeaseChanged is the error of UpdateLeaseFrom when the stored lease
+// is no longer the one the caller had.
+var ErrLeaseChanged = &Error{Code: ECONFLICT, Message: "the lease was changed meanwhile"}
+
+// IntentWriter is implemented by transactions of stores where each
+// statement is a round trip (PostgreSQL); see WriteIntent.
+type IntentWriter interface {
+	WriteIntent(l *Lease) (status string, err error)
+}
+
+// WriteIntent reads the stored status of l.Requester as GetUserStatus
+// does, then creates l as CreateLease does. Where tx is an IntentWriter
+// it does both in one round trip, with what DeferNextWrite left waiting
+// before them, and locks the head of the audit chain after them, in that
+// order (the order in which every transaction takes these locks): the
+// caller checks the status, returning an error when it forbids l (the
+// transaction then commits nothing), appends its audit events and
+// commits, reading nothing else.
+func WriteIntent(tx Tx, l *Lease) (string, error) {
+	if w, ok := tx.(IntentWriter); ok {
+		return w.WriteIntent(l)
+	}
+	st, err := tx.GetUserStatus(l.Requester)
+	if err != nil && ErrorCode(err) != ENOTFOUND {
+		return "", err
+	}
+	return st, tx.CreateLease(l)
 }
 
 // DeferNextWrite asks tx to defer its next such write when it can (see

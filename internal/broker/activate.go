@@ -243,19 +243,20 @@ func (b *Broker) stillAllowed(cfg *Config, c Caller, r *mayfly.Request) error {
 // recordIntent writes a new provisioning lease and its audit event.
 // The requester's status is read in the same transaction, so an intent
 // never follows a committed suspension (which would miss the lease).
+//
+// The status is read (locked) and the lease written together, with the
+// lock of the audit chain's head after them, in one round trip
+// (PostgreSQL): a refused status rolls the lease back with the rest.
 func (b *Broker) recordIntent(tx mayfly.Tx, c Caller, r *mayfly.Request, l *mayfly.Lease) error {
-	st, err := tx.GetUserStatus(r.Requester)
-	if err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+	if l.Requester != r.Requester {
+		return fmt.Errorf("lease %s of %s recorded for request %s of %s", l.ID, l.Requester, r.ID, r.Requester)
+	}
+	st, err := mayfly.WriteIntent(tx, l)
+	if err != nil {
 		return err
 	}
 	if st == UserSuspended || st == UserDeprovisioned {
 		return mayfly.Errorf(mayfly.EFORBIDDEN, "user %s is %s; no access can be activated", r.Requester, st)
-	}
-	// Sent with the audit chain's lock (PostgreSQL): nothing below
-	// depends on it, and its error still fails the transaction.
-	mayfly.DeferNextWrite(tx)
-	if err := tx.CreateLease(l); err != nil {
-		return err
 	}
 	return b.audit(tx, c, "lease.intent", nil, l, r.Reason, map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)})
 }
@@ -448,6 +449,44 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res ma
 	// provisioning. A suspension, revoke or done that reached it meanwhile
 	// wins, and the account just made is undone.
 	var active *mayfly.Lease
+	activated := func(cur *mayfly.Lease) {
+		cur.State, cur.DueAt, cur.SecretHMAC = mayfly.LeaseActive, cur.ExpiresAt, secretHMAC
+		if o.SessionTimeout > 0 {
+			cur.DueAt = sessionDue(cur, b.clock.Now().UTC(), o.SessionTimeout)
+		}
+	}
+	// The lease as this broker wrote it is the one to change, unless
+	// something else changed it since: then its update writes nothing
+	// (ErrLeaseChanged) and the lease is read again below. It saves the
+	// read: with PostgreSQL, the update travels with the lock of the
+	// audit chain's head, and the events with the commit.
+	fast := l.State == mayfly.LeaseProvisioning && (res.Account == "" || res.Account == l.Username)
+	if fast {
+		err = b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+			active = nil
+			cur := *l
+			activated(&cur)
+			mayfly.DeferNextWrite(tx)
+			if err := tx.UpdateLeaseFrom(l, &cur); err != nil {
+				return err
+			}
+			active = &cur
+			if verifier != "" {
+				if err := tx.PutSetting(GatewayVerifierKey(cur.ID), verifier); err != nil {
+					return err
+				}
+			}
+			return b.audit(tx, c, "lease.activate", nil, &cur, "", data)
+		})
+		if err == nil {
+			b.pokeAt(active.DueAt)
+			b.committed()
+			return &Activation{Lease: active, Credential: cred}, nil, nil
+		}
+		if !errors.Is(err, mayfly.ErrLeaseChanged) {
+			return nil, nil, fmt.Errorf("record activation of lease %s: %w", l.ID, err)
+		}
+	}
 	err = b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
 		active, ended = nil, nil
 		cur, err := tx.GetLease(l.ID)
@@ -467,10 +506,7 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res ma
 			ended = cur
 			return nil
 		}
-		cur.State, cur.DueAt, cur.SecretHMAC = mayfly.LeaseActive, cur.ExpiresAt, secretHMAC
-		if o.SessionTimeout > 0 {
-			cur.DueAt = sessionDue(cur, b.clock.Now().UTC(), o.SessionTimeout)
-		}
+		activated(cur)
 		// Sent with the next statement (PostgreSQL): what follows does
 		// not depend on it, and its error still fails the transaction.
 		mayfly.DeferNextWrite(tx)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/policy"
+	pgstore "github.com/mayflyhq/mayfly/internal/store/postgres"
+	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
@@ -142,12 +144,34 @@ func casConfig(t *testing.T, policies []policy.Policy, users map[string][]string
 
 func newCASEnv(t *testing.T) *casEnv {
 	t.Helper()
-	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return newCASEnvOn(t, st)
+}
+
+// casStores are the stores the races of an activation are tried on: on
+// PostgreSQL the activation's compare-and-set is deferred, and its
+// failure surfaces with the lock of the audit chain's head.
+var casStores = []struct {
+	name string
+	env  func(t *testing.T) *casEnv
+}{
+	{"sqlite", newCASEnv},
+	{"postgres", func(t *testing.T) *casEnv {
+		st, err := pgstore.Open(context.Background(), pgtest.NewDatabase(t), 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return newCASEnvOn(t, st)
+	}},
+}
+
+func newCASEnvOn(t *testing.T, st mayfly.Store) *casEnv {
+	t.Helper()
 	conn := newGateConnector()
 	clk := &fakeClock{t: time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)}
 	users := map[string][]string{"alice": {"eng"}, "bob": {"dba"}, "root": {"admin"}}
@@ -236,7 +260,12 @@ func (e *casEnv) activateHeld(t *testing.T, r *mayfly.Request) (username, leaseI
 // activation does not write its stale copy back, no credential is issued,
 // and the account it made is removed.
 func TestSuspendDuringActivation(t *testing.T) {
-	e := newCASEnv(t)
+	for _, store := range casStores {
+		t.Run(store.name, func(t *testing.T) { testSuspendDuringActivation(t, store.env(t)) })
+	}
+}
+
+func testSuspendDuringActivation(t *testing.T, e *casEnv) {
 	ctx := context.Background()
 	r := e.approvedRequest(t)
 	username, leaseID, done, release := e.activateHeld(t, r)
@@ -269,35 +298,40 @@ func TestEndLeaseDuringActivation(t *testing.T) {
 		name      string
 		endReason string
 	}{{"done", mayfly.EndDone}, {"revoke", mayfly.EndRevoked}} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newCASEnv(t)
-			ctx := context.Background()
-			r := e.approvedRequest(t)
-			username, leaseID, done, release := e.activateHeld(t, r)
+		for _, store := range casStores {
+			t.Run(tc.name+"/"+store.name, func(t *testing.T) {
+				testEndLeaseDuringActivation(t, store.env(t), tc.endReason)
+			})
+		}
+	}
+}
 
-			caller := e.alice
-			if tc.endReason == mayfly.EndRevoked {
-				caller = e.admin
-			}
-			l, err := e.b.EndLease(ctx, caller, leaseID, tc.endReason, "")
-			if err != nil {
-				t.Fatalf("EndLease during provisioning = %v; want accepted", err)
-			}
-			if l.State != mayfly.LeaseRevoking || l.EndReason != tc.endReason {
-				t.Fatalf("lease after EndLease = %s/%s; want revoking/%s", l.State, l.EndReason, tc.endReason)
-			}
-			release()
-			if res := <-done; mayfly.ErrorCode(res.err) != mayfly.ECONFLICT || res.a != nil {
-				t.Fatalf("activation after %s = %+v, %v; want a conflict and no credential", tc.name, res.a, res.err)
-			}
-			l = e.lease(t, leaseID)
-			if l.State != mayfly.LeaseRevoked || l.EndReason != tc.endReason {
-				t.Errorf("lease = %s/%s; want revoked/%s", l.State, l.EndReason, tc.endReason)
-			}
-			if e.conn.exists(username) {
-				t.Errorf("account %s still exists on the target", username)
-			}
-		})
+func testEndLeaseDuringActivation(t *testing.T, e *casEnv, endReason string) {
+	ctx := context.Background()
+	r := e.approvedRequest(t)
+	username, leaseID, done, release := e.activateHeld(t, r)
+
+	caller := e.alice
+	if endReason == mayfly.EndRevoked {
+		caller = e.admin
+	}
+	l, err := e.b.EndLease(ctx, caller, leaseID, endReason, "")
+	if err != nil {
+		t.Fatalf("EndLease during provisioning = %v; want accepted", err)
+	}
+	if l.State != mayfly.LeaseRevoking || l.EndReason != endReason {
+		t.Fatalf("lease after EndLease = %s/%s; want revoking/%s", l.State, l.EndReason, endReason)
+	}
+	release()
+	if res := <-done; mayfly.ErrorCode(res.err) != mayfly.ECONFLICT || res.a != nil {
+		t.Fatalf("activation after %s = %+v, %v; want a conflict and no credential", endReason, res.a, res.err)
+	}
+	l = e.lease(t, leaseID)
+	if l.State != mayfly.LeaseRevoked || l.EndReason != endReason {
+		t.Errorf("lease = %s/%s; want revoked/%s", l.State, l.EndReason, endReason)
+	}
+	if e.conn.exists(username) {
+		t.Errorf("account %s still exists on the target", username)
 	}
 }
 

@@ -608,6 +608,36 @@ func (t *tx) UpdateLease(l *mayfly.Lease) error {
 		revoke_attempts = $6, last_error = $7, secret_hmac = $8 WHERE id = $9`, args, oneRow("update lease", l.ID, mayfly.ENOTFOUND, "lease %q not found"))
 }
 
+// UpdateLeaseFrom writes l as UpdateLease does when the stored lease
+// still holds prev's values (see mayfly.Tx), in one statement.
+func (t *tx) UpdateLeaseFrom(prev, l *mayfly.Lease) error {
+	if prev.ID != l.ID {
+		return fmt.Errorf("update lease %s: compared with lease %s", l.ID, prev.ID)
+	}
+	args, err := leaseArgs(l)
+	if err != nil {
+		return err
+	}
+	was, err := leaseArgs(prev)
+	if err != nil {
+		return err
+	}
+	args = append(append(args[leaseFixed:], l.ID, prev.Username), was[leaseFixed:]...)
+	return t.execMaybeDeferred(`UPDATE leases SET state = $1, expires_at = $2, due_at = $3, ended_at = $4, end_reason = $5,
+		revoke_attempts = $6, last_error = $7, secret_hmac = $8 WHERE id = $9 AND username = $10 AND state = $11
+		AND expires_at IS NOT DISTINCT FROM $12 AND due_at IS NOT DISTINCT FROM $13 AND ended_at IS NOT DISTINCT FROM $14
+		AND end_reason = $15 AND revoke_attempts = $16 AND last_error = $17 AND secret_hmac = $18`, args,
+		func(tag pgconn.CommandTag, err error) error {
+			if err != nil {
+				return fmt.Errorf("update lease %s: %w", l.ID, err)
+			}
+			if tag.RowsAffected() == 0 {
+				return fmt.Errorf("update lease %s: %w", l.ID, mayfly.ErrLeaseChanged)
+			}
+			return nil
+		})
+}
+
 var _ mayfly.LeaseBatcher = (*tx)(nil)
 
 // LockLeases reads the leases ids in one statement, locked in id order
@@ -1113,6 +1143,59 @@ func (t *tx) GetUserStatus(name string) (string, error) {
 	}
 	return s, nil
 }
+
+// WriteIntent reads the status of l.Requester (locked), creates l and
+// locks the head of the audit chain in one round trip, with what waits to
+// be sent before them (see mayfly.WriteIntent).
+func (t *tx) WriteIntent(l *mayfly.Lease) (string, error) {
+	if !t.write {
+		return "", errReadOnly
+	}
+	args, err := leaseArgs(l)
+	if err != nil {
+		return "", err
+	}
+	var b pgx.Batch
+	n := t.queuePrefix(&b)
+	b.Queue("SELECT status FROM users WHERE name = $1 FOR UPDATE", l.Requester)
+	b.Queue(`INSERT INTO leases (`+leaseCols+`) VALUES (`+placeholders(1, len(args))+`)
+		ON CONFLICT (id) DO NOTHING`, args...)
+	lockHead := !t.head.ok
+	if lockHead {
+		b.Queue("SELECT seq, hash FROM audit_head FOR UPDATE")
+	}
+	br := t.q.SendBatch(t.ctx, &b)
+	defer br.Close()
+	if err := t.prefixResults(br, n); err != nil {
+		var de *deferredError
+		if errors.As(err, &de) {
+			return "", de.err
+		}
+		return "", err
+	}
+	var status string
+	if err := br.QueryRow().Scan(&status); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("get user status: %w", err)
+	}
+	if err := oneRow("create lease", l.ID, mayfly.ECONFLICT, "lease %q already exists")(br.Exec()); err != nil {
+		return "", err
+	}
+	if lockHead {
+		if err := br.QueryRow().Scan(&t.head.seq, &t.head.hash); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return "", errors.New("append audit: the audit_head row is missing")
+			}
+			return "", fmt.Errorf("append audit: lock the head of the chain: %w", err)
+		}
+		t.head.ok = true
+	}
+	if err := br.Close(); err != nil {
+		return "", fmt.Errorf("postgres store: %w", err)
+	}
+	return status, nil
+}
+
+var _ mayfly.IntentWriter = (*tx)(nil)
 
 // SetUserStatus stores the status of a user.
 func (t *tx) SetUserStatus(name, status string) error {

@@ -481,6 +481,36 @@ func (t *tx) UpdateLease(l *mayfly.Lease) error {
 	return nil
 }
 
+// UpdateLeaseFrom writes l as UpdateLease does when the stored lease
+// still holds prev's values (see mayfly.Tx).
+func (t *tx) UpdateLeaseFrom(prev, l *mayfly.Lease) error {
+	if prev.ID != l.ID {
+		return fmt.Errorf("update lease %s: compared with lease %s", l.ID, prev.ID)
+	}
+	args, err := leaseArgs(l)
+	if err != nil {
+		return err
+	}
+	was, err := leaseArgs(prev)
+	if err != nil {
+		return err
+	}
+	args = append(append(args[leaseFixed:], l.ID, prev.Username), was[leaseFixed:]...)
+	res, err := t.exec(`UPDATE leases SET state = ?, expires_at = ?, due_at = ?, ended_at = ?, end_reason = ?,
+		revoke_attempts = ?, last_error = ?, secret_hmac = ? WHERE id = ? AND username = ? AND state = ?
+		AND expires_at IS ? AND due_at IS ? AND ended_at IS ? AND end_reason = ? AND revoke_attempts = ?
+		AND last_error = ? AND secret_hmac = ?`, args...)
+	if err != nil {
+		return fmt.Errorf("update lease %s: %w", l.ID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("update lease %s: %w", l.ID, err)
+	} else if n == 0 {
+		return fmt.Errorf("update lease %s: %w", l.ID, mayfly.ErrLeaseChanged)
+	}
+	return nil
+}
+
 // SetLeaseUsername records the account a connector created for lease id.
 func (t *tx) SetLeaseUsername(id, username string) error {
 	res, err := t.exec(`UPDATE leases SET username = ? WHERE id = ?`, username, id)

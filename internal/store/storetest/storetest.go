@@ -29,6 +29,8 @@ func Run(t *testing.T, open func(t *testing.T) mayfly.Store) {
 		{"ListRequests", testListRequests},
 		{"LeaseRoundTrip", testLeaseRoundTrip},
 		{"LeaseErrors", testLeaseErrors},
+		{"UpdateLeaseFrom", testUpdateLeaseFrom},
+		{"WriteIntent", testWriteIntent},
 		{"ListLeases", testListLeases},
 		{"DueLeases", testDueLeases},
 		{"NextDue", testNextDue},

@@ -1,0 +1,125 @@
+package postgres
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+)
+
+// countingQuerier counts the round trips of a transaction: each call is
+// one (a batch is sent, and its results read, in one).
+type countingQuerier struct {
+	q interface {
+		Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+		SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+	}
+	n int
+}
+
+func (c *countingQuerier) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	c.n++
+	return c.q.Exec(ctx, sql, args...)
+}
+
+func (c *countingQuerier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	c.n++
+	return c.q.Query(ctx, sql, args...)
+}
+
+func (c *countingQuerier) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	c.n++
+	return c.q.SendBatch(ctx, b)
+}
+
+// TestIssueRoundTrips runs the store calls of a one-call issue, as the
+// broker makes them, and counts their round trips: the request and the
+// intent in two, the activation in two, and what they wrote is there,
+// with an intact audit chain.
+func TestIssueRoundTrips(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	run := func(what string, want int, fn func(tx mayfly.Tx) error) {
+		t.Helper()
+		c, err := db.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
+		q := &countingQuerier{q: c}
+		tx := &tx{ctx: ctx, q: q, write: true, begin: []string{beginWrite}}
+		if err := fn(tx); err != nil {
+			c.Exec(ctx, "ROLLBACK")
+			t.Fatalf("%s: %v", what, err)
+		}
+		if err := tx.commit(); err != nil {
+			t.Fatalf("%s: commit: %v", what, err)
+		}
+		if q.n != want {
+			t.Errorf("%s took %d round trips; want %d", what, q.n, want)
+		}
+	}
+	now := time.Now().UTC()
+	r := &mayfly.Request{ID: "r1", Requester: "alice", Target: "pg", Grant: "ro", Reason: "x", Duration: time.Hour,
+		CreatedAt: now, DecidedAt: now, State: mayfly.RequestApproved, LeaseID: "l1"}
+	l := &mayfly.Lease{ID: "l1", RequestID: "r1", Requester: "alice", Target: "pg", Grant: "ro", Username: "mf_alice_1",
+		State: mayfly.LeaseProvisioning, CreatedAt: now, ExpiresAt: now.Add(time.Hour), DueAt: now.Add(time.Minute)}
+	run("request and intent", 2, func(tx mayfly.Tx) error {
+		mayfly.DeferNextWrite(tx)
+		if err := tx.CreateRequest(r); err != nil {
+			return err
+		}
+		if err := tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "request.create", RequestID: "r1"}); err != nil {
+			return err
+		}
+		st, err := mayfly.WriteIntent(tx, l)
+		if err != nil || st != "" {
+			t.Errorf("WriteIntent = %q, %v; want \"\", nil", st, err)
+		}
+		return tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "lease.intent", LeaseID: "l1"})
+	})
+	active := *l
+	active.State, active.DueAt, active.SecretHMAC = mayfly.LeaseActive, l.ExpiresAt, "hmac"
+	run("activation", 2, func(tx mayfly.Tx) error {
+		mayfly.DeferNextWrite(tx)
+		if err := tx.UpdateLeaseFrom(l, &active); err != nil {
+			return err
+		}
+		return tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "lease.activate", LeaseID: "l1"})
+	})
+	if err := db.View(ctx, func(tx mayfly.Tx) error {
+		got, err := tx.GetLease("l1")
+		if err != nil {
+			return err
+		}
+		if got.State != mayfly.LeaseActive || got.SecretHMAC != "hmac" {
+			t.Errorf("lease after activation: %s, %q; want active, hmac", got.State, got.SecretHMAC)
+		}
+		if _, err := tx.GetRequest("r1"); err != nil {
+			return err
+		}
+		es, err := tx.ListAudit(mayfly.AuditFilter{})
+		if err != nil {
+			return err
+		}
+		prev := ""
+		for i, e := range es {
+			if e.Seq != int64(i+1) || e.PrevHash != prev || e.Hash != e.ComputeHash() {
+				t.Errorf("audit event %d breaks the chain: %+v", i, e)
+			}
+			prev = e.Hash
+		}
+		if len(es) != 3 {
+			t.Errorf("%d audit events; want 3", len(es))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
