@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -86,4 +87,90 @@ func BenchmarkUpdateReplicas(b *testing.B) {
 //	go test -run '^$' -bench SessionWrite -benchtime 1000x ./internal/store/postgres/
 func BenchmarkSessionWrite(b *testing.B) {
 	storetest.BenchSessionWrite(b, open(b, pgtest.NewDatabase(b)))
+}
+
+// BenchmarkIssueTransactions runs the store's part of a one-call issue
+// (a request and its intent in one transaction, then the activation in
+// another, as the broker writes them) both ways, interleaved so that both
+// see the same spell of the host: reading first (the requester's status,
+// then the lease before changing it; six round trips) and as the broker
+// does now (mayfly.WriteIntent and UpdateLeaseFrom; four round trips). It
+// reports the median of each issue's two transactions and their ratio.
+//
+//	go test -run '^$' -bench IssueTransactions -benchtime 2000x ./internal/store/postgres/
+func BenchmarkIssueTransactions(b *testing.B) {
+	db := open(b, pgtest.NewDatabase(b))
+	ctx := context.Background()
+	run := time.Now().UnixNano()
+	issue := func(i int, combined bool) time.Duration {
+		now := time.Now().UTC()
+		id := fmt.Sprintf("%d-%d", run, i)
+		r := &mayfly.Request{ID: "r" + id, Requester: "alice", Target: "pg", Grant: "ro", Reason: "x", Duration: time.Hour,
+			CreatedAt: now, DecidedAt: now, State: mayfly.RequestApproved, LeaseID: "l" + id}
+		l := &mayfly.Lease{ID: "l" + id, RequestID: r.ID, Requester: "alice", Target: "pg", Grant: "ro", Username: "mf_" + id,
+			State: mayfly.LeaseProvisioning, CreatedAt: now, ExpiresAt: now.Add(time.Hour), DueAt: now.Add(time.Minute)}
+		start := time.Now()
+		if err := db.Update(ctx, func(tx mayfly.Tx) error {
+			mayfly.DeferNextWrite(tx)
+			if err := tx.CreateRequest(r); err != nil {
+				return err
+			}
+			if err := tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "request.create", RequestID: r.ID}); err != nil {
+				return err
+			}
+			if combined {
+				if _, err := mayfly.WriteIntent(tx, l); err != nil {
+					return err
+				}
+			} else {
+				if _, err := tx.GetUserStatus("alice"); err != nil {
+					return err
+				}
+				mayfly.DeferNextWrite(tx)
+				if err := tx.CreateLease(l); err != nil {
+					return err
+				}
+			}
+			return tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "lease.intent", LeaseID: l.ID})
+		}); err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Update(ctx, func(tx mayfly.Tx) error {
+			active := *l
+			active.State, active.DueAt, active.SecretHMAC = mayfly.LeaseActive, l.ExpiresAt, "hmac"
+			if combined {
+				mayfly.DeferNextWrite(tx)
+				if err := tx.UpdateLeaseFrom(l, &active); err != nil {
+					return err
+				}
+			} else {
+				if _, err := tx.GetLease(l.ID); err != nil {
+					return err
+				}
+				mayfly.DeferNextWrite(tx)
+				if err := tx.UpdateLease(&active); err != nil {
+					return err
+				}
+			}
+			return tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "lease.activate", LeaseID: l.ID})
+		}); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	var before, after []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		before = append(before, issue(i, false))
+		after = append(after, issue(-i, true))
+	}
+	p50 := func(ds []time.Duration) float64 {
+		slices.Sort(ds)
+		return float64(ds[len(ds)/2].Microseconds())
+	}
+	bp, ap := p50(before), p50(after)
+	b.ReportMetric(bp, "read-first-p50-µs")
+	b.ReportMetric(ap, "combined-p50-µs")
+	b.ReportMetric(ap/bp, "combined/read-first")
 }
