@@ -6,9 +6,10 @@
 // snapshot. Where the SQLite store relies on its single writer, this one
 // takes row locks: a write transaction locks the rows it reads by key, and
 // its audit events are written at commit after the one-row audit_head
-// table is locked, so the appends of every replica chain to the true
-// previous event, in one total order. A transaction begins in the round
-// trip of its first statement and its audit events share the commit's. A
+// table is locked (or after WriteIntent locked it, with the intent), so
+// the appends of every replica chain to the true previous event, in one
+// total order. A transaction begins in the round trip of its first
+// statement and its audit events share the commit's. A
 // transaction that fails on a serialization failure or a deadlock is run
 // again, a bounded number of times.
 package postgres
