@@ -591,8 +591,16 @@ func (t *tx) CreateLease(l *mayfly.Lease) error {
 	if err != nil {
 		return err
 	}
-	return t.execMaybeDeferred(`INSERT INTO leases (`+leaseCols+`) VALUES (`+placeholders(1, len(args))+`)
-		ON CONFLICT (id) DO NOTHING`, args, oneRow("create lease", l.ID, mayfly.ECONFLICT, "lease %q already exists"))
+	return t.execMaybeDeferred(createLeaseSQL, args, createLeaseCheck(l.ID))
+}
+
+// createLeaseSQL inserts a lease from leaseArgs; createLeaseCheck judges
+// its result.
+var createLeaseSQL = `INSERT INTO leases (` + leaseCols + `) VALUES (` + placeholders(1, strings.Count(leaseCols, ",")+1) + `)
+	ON CONFLICT (id) DO NOTHING`
+
+func createLeaseCheck(id string) func(pgconn.CommandTag, error) error {
+	return oneRow("create lease", id, mayfly.ECONFLICT, "lease %q already exists")
 }
 
 // UpdateLease writes every field of l but those fixed at creation (ID,
@@ -1158,8 +1166,7 @@ func (t *tx) WriteIntent(l *mayfly.Lease) (string, error) {
 	var b pgx.Batch
 	n := t.queuePrefix(&b)
 	b.Queue("SELECT status FROM users WHERE name = $1 FOR UPDATE", l.Requester)
-	b.Queue(`INSERT INTO leases (`+leaseCols+`) VALUES (`+placeholders(1, len(args))+`)
-		ON CONFLICT (id) DO NOTHING`, args...)
+	b.Queue(createLeaseSQL, args...)
 	lockHead := !t.head.ok
 	if lockHead {
 		b.Queue("SELECT seq, hash FROM audit_head FOR UPDATE")
@@ -1177,7 +1184,7 @@ func (t *tx) WriteIntent(l *mayfly.Lease) (string, error) {
 	if err := br.QueryRow().Scan(&status); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("get user status: %w", err)
 	}
-	if err := oneRow("create lease", l.ID, mayfly.ECONFLICT, "lease %q already exists")(br.Exec()); err != nil {
+	if err := createLeaseCheck(l.ID)(br.Exec()); err != nil {
 		return "", err
 	}
 	if lockHead {
