@@ -982,12 +982,13 @@ func (t *tx) commit() error {
 		tag, err := t.q.Exec(wctx, "COMMIT")
 		return commitResult(tag, err)
 	}
-	if len(t.pending) == 0 && slices.ContainsFunc(t.deferred, func(d deferredWrite) bool { return d.counted }) {
+	if (len(t.pending) == 0 || t.head.ok) && slices.ContainsFunc(t.deferred, func(d deferredWrite) bool { return d.counted }) {
 		// A deferred write that finds its row missing, or taken, fails
 		// only when its count is read; sent with the COMMIT, it would be
 		// read after the rest of the transaction had committed. It goes
 		// in a round trip of its own. (With audit events, it goes with
-		// the lock of the chain's head, below, before the COMMIT too.)
+		// the lock of the chain's head, below, before the COMMIT too,
+		// unless the head was locked earlier in the transaction.)
 		// One that can fail only with an error of PostgreSQL's aborts
 		// the transaction, so the COMMIT after it commits nothing: it
 		// goes with the COMMIT.

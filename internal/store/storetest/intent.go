@@ -206,6 +206,27 @@ func testWriteIntent(t *testing.T, s mayfly.Store) {
 	if _, err := intent("alice", "lb"); mayfly.ErrorCode(err) != mayfly.ECONFLICT {
 		t.Errorf("intent of an existing lease: error %v; want ECONFLICT", err)
 	}
+	// A write deferred after the intent (the head of the chain already
+	// locked) that finds nothing fails the transaction before it commits.
+	err = s.Update(context.Background(), func(tx mayfly.Tx) error {
+		l := fullLease("lc")
+		l.State = mayfly.LeaseProvisioning
+		if _, err := mayfly.WriteIntent(tx, l); err != nil {
+			return err
+		}
+		mayfly.DeferNextWrite(tx)
+		if err := tx.UpdateLease(&mayfly.Lease{ID: "missing", State: mayfly.LeaseActive}); err != nil {
+			return err
+		}
+		return tx.AppendAudit(&mayfly.AuditEvent{Time: base, Actor: "alice", Action: "lease.intent", LeaseID: "lc"})
+	})
+	wantCode(t, "a deferred update of a missing lease after WriteIntent", err, mayfly.ENOTFOUND)
+	view(t, s, func(tx mayfly.Tx) error {
+		if _, err := tx.GetLease("lc"); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			t.Errorf("intent of a failed transaction: GetLease error %v; want ENOTFOUND", err)
+		}
+		return nil
+	})
 	es := listAudit(t, s, mayfly.AuditFilter{})
 	checkChain(t, es)
 	if len(es) != 5 {
