@@ -15,11 +15,7 @@ import (
 // countingQuerier counts the round trips of a transaction: each call is
 // one (a batch is sent, and its results read, in one).
 type countingQuerier struct {
-	q interface {
-		Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-		SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
-	}
+	q querier
 	n int
 }
 
