@@ -62,9 +62,14 @@ func (db *DB) listenOnce(ctx context.Context, appended func(seq int64)) (listene
 		return false, fmt.Errorf("postgres store: audit listener: connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	// While the handle does not listen, it would not hear of other
+	// replicas' appends: its cached head of the chain is not used.
+	db.cache.listening(false)
+	defer db.cache.listening(false)
 	if _, err := conn.Exec(ctx, "LISTEN "+AuditChannel); err != nil {
 		return false, fmt.Errorf("postgres store: audit listener: listen: %w", err)
 	}
+	db.cache.listening(true)
 	appended(0)
 	for {
 		n, err := conn.WaitForNotification(ctx)
@@ -75,6 +80,7 @@ func (db *DB) listenOnce(ctx context.Context, appended func(seq int64)) (listene
 		if err != nil || seq <= 0 {
 			continue // not ours
 		}
+		db.cache.heard(seq)
 		appended(seq)
 	}
 }

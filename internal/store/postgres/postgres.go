@@ -55,6 +55,11 @@ const retries = 5
 type DB struct {
 	pool   *pgxpool.Pool
 	closed atomic.Bool
+	// cache is the head of the audit chain as this handle last wrote it;
+	// heading counts its transactions that hold, or are about to take,
+	// the lock of the head (see headCache).
+	cache   headCache
+	heading atomic.Int32
 }
 
 var _ mayfly.Store = (*DB)(nil)
@@ -199,8 +204,15 @@ var errClosed = errors.New("postgres store: closed")
 // for that transaction).
 func (db *DB) Update(ctx context.Context, fn func(tx mayfly.Tx) error) error {
 	var err error
+	onCache := true
 	for attempt := 0; ; attempt++ {
-		err = db.run(ctx, true, fn)
+		err = db.run(ctx, true, onCache, fn)
+		if errors.Is(err, errHeadMoved) && attempt+1 < retries && ctx.Err() == nil {
+			// Another replica appended meanwhile: nothing was written.
+			// Again at once, reading the head this time.
+			onCache = false
+			continue
+		}
 		if attempt+1 >= retries || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
@@ -211,7 +223,7 @@ func (db *DB) Update(ctx context.Context, fn func(tx mayfly.Tx) error) error {
 
 // View runs fn in a read-only transaction.
 func (db *DB) View(ctx context.Context, fn func(tx mayfly.Tx) error) error {
-	return db.run(ctx, false, fn)
+	return db.run(ctx, false, false, fn)
 }
 
 func retryable(err error) bool {
@@ -228,7 +240,9 @@ const (
 	beginRead  = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 )
 
-func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) (err error) {
+// run runs fn in a transaction; with onCache, a write's audit events may
+// be chained to the cached head of the chain (see headCache).
+func (db *DB) run(ctx context.Context, write, onCache bool, fn func(tx mayfly.Tx) error) (err error) {
 	defer func() { err = unreachable(ctx, err) }()
 	if db.closed.Load() {
 		return errClosed
@@ -251,7 +265,7 @@ func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) 
 		}
 	}
 	// The transaction begins with its first statement, in its round trip.
-	t := &tx{ctx: ctx, q: c, write: write, begin: begin}
+	t := &tx{ctx: ctx, q: c, write: write, begin: begin, db: db, onCache: write && onCache}
 	done := false
 	defer func() {
 		if !done && t.begun {
@@ -261,6 +275,7 @@ func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) 
 				c.Conn().Close(context.WithoutCancel(ctx))
 			}
 		}
+		t.finish(done)
 		c.Release()
 	}()
 	if err := fn(t); err != nil {
@@ -274,6 +289,23 @@ func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) 
 	}
 	done = true
 	return nil
+}
+
+// finish records the head of the chain that t left if it committed audit
+// events, then stops counting it among the transactions going for the
+// head (in that order, so that a transaction that finds itself alone
+// finds the head t left).
+func (t *tx) finish(committed bool) {
+	if t.db == nil {
+		return
+	}
+	if committed && t.notifySeq != 0 {
+		t.db.cache.committed(t.head.seq, t.head.hash)
+	}
+	if t.heading {
+		t.db.heading.Add(-1)
+		t.heading = false
+	}
 }
 
 // Ping checks that the database answers.

@@ -36,8 +36,10 @@ func (c *countingQuerier) SendBatch(ctx context.Context, b *pgx.Batch) pgx.Batch
 
 // TestIssueRoundTrips runs the store calls of a one-call issue, as the
 // broker makes them, and counts their round trips: the request and the
-// intent in two, the activation in two, and what they wrote is there,
-// with an intact audit chain.
+// intent in two; the activation in one, its events chained to the head
+// the intent left (see headCache), or in two where the handle does not
+// know the head; and what they wrote is there, with an intact audit
+// chain.
 func TestIssueRoundTrips(t *testing.T) {
 	db := open(t, pgtest.NewDatabase(t))
 	ctx := context.Background()
@@ -49,53 +51,72 @@ func TestIssueRoundTrips(t *testing.T) {
 		}
 		defer c.Release()
 		q := &countingQuerier{q: c}
-		tx := &tx{ctx: ctx, q: q, write: true, begin: []string{beginWrite}}
+		// As db.run makes it.
+		tx := &tx{ctx: ctx, q: q, write: true, begin: []string{beginWrite}, db: db, onCache: true}
 		if err := fn(tx); err != nil {
 			c.Exec(ctx, "ROLLBACK")
+			tx.finish(false)
 			t.Fatalf("%s: %v", what, err)
 		}
-		if err := tx.commit(); err != nil {
+		err = tx.commit()
+		tx.finish(err == nil)
+		if err != nil {
 			t.Fatalf("%s: commit: %v", what, err)
 		}
 		if q.n != want {
 			t.Errorf("%s took %d round trips; want %d", what, q.n, want)
 		}
 	}
-	now := time.Now().UTC()
-	r := &mayfly.Request{ID: "r1", Requester: "alice", Target: "pg", Grant: "ro", Reason: "x", Duration: time.Hour,
-		CreatedAt: now, DecidedAt: now, State: mayfly.RequestApproved, LeaseID: "l1"}
-	l := &mayfly.Lease{ID: "l1", RequestID: "r1", Requester: "alice", Target: "pg", Grant: "ro", Username: "mf_alice_1",
-		State: mayfly.LeaseProvisioning, CreatedAt: now, ExpiresAt: now.Add(time.Hour), DueAt: now.Add(time.Minute)}
-	run("request and intent", 2, func(tx mayfly.Tx) error {
-		mayfly.DeferNextWrite(tx)
-		if err := tx.CreateRequest(r); err != nil {
-			return err
-		}
-		if err := tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "request.create", RequestID: "r1"}); err != nil {
-			return err
-		}
-		st, err := mayfly.WriteIntent(tx, l)
-		if err != nil || st != "" {
-			t.Errorf("WriteIntent = %q, %v; want \"\", nil", st, err)
-		}
-		return tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "lease.intent", LeaseID: "l1"})
-	})
-	active := *l
-	active.State, active.DueAt, active.SecretHMAC = mayfly.LeaseActive, l.ExpiresAt, "hmac"
-	run("activation", 2, func(tx mayfly.Tx) error {
-		mayfly.DeferNextWrite(tx)
-		if err := tx.UpdateLeaseFrom(l, &active); err != nil {
-			return err
-		}
-		return tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "lease.activate", LeaseID: "l1"})
-	})
+	issue := func(id string, activation int) {
+		t.Helper()
+		now := time.Now().UTC()
+		r := &mayfly.Request{ID: "r" + id, Requester: "alice", Target: "pg", Grant: "ro", Reason: "x", Duration: time.Hour,
+			CreatedAt: now, DecidedAt: now, State: mayfly.RequestApproved, LeaseID: "l" + id}
+		l := &mayfly.Lease{ID: "l" + id, RequestID: r.ID, Requester: "alice", Target: "pg", Grant: "ro", Username: "mf_alice_" + id,
+			State: mayfly.LeaseProvisioning, CreatedAt: now, ExpiresAt: now.Add(time.Hour), DueAt: now.Add(time.Minute)}
+		run("request and intent", 2, func(tx mayfly.Tx) error {
+			mayfly.DeferNextWrite(tx)
+			if err := tx.CreateRequest(r); err != nil {
+				return err
+			}
+			if err := tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "request.create", RequestID: r.ID}); err != nil {
+				return err
+			}
+			st, err := mayfly.WriteIntent(tx, l)
+			if err != nil || st != "" {
+				t.Errorf("WriteIntent = %q, %v; want \"\", nil", st, err)
+			}
+			return tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "lease.intent", LeaseID: l.ID})
+		})
+		active := *l
+		active.State, active.DueAt, active.SecretHMAC = mayfly.LeaseActive, l.ExpiresAt, "hmac"
+		run("activation", activation, func(tx mayfly.Tx) error {
+			mayfly.DeferNextWrite(tx)
+			if err := tx.UpdateLeaseFrom(l, &active); err != nil {
+				return err
+			}
+			return tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: "lease.activate", LeaseID: l.ID})
+		})
+	}
+	issue("1", 1)
+	// A handle that may not rely on what it cached (its audit listener
+	// is not listening, say) locks and reads the head.
+	db.cache.listening(false)
+	issue("2", 2)
+	db.cache.listening(true)
+	// Known again from the intent's transaction, which locks and reads
+	// the head.
+	issue("3", 1)
+	issue("4", 1)
 	if err := db.View(ctx, func(tx mayfly.Tx) error {
-		got, err := tx.GetLease("l1")
-		if err != nil {
-			return err
-		}
-		if got.State != mayfly.LeaseActive || got.SecretHMAC != "hmac" {
-			t.Errorf("lease after activation: %s, %q; want active, hmac", got.State, got.SecretHMAC)
+		for _, id := range []string{"l1", "l2", "l3", "l4"} {
+			got, err := tx.GetLease(id)
+			if err != nil {
+				return err
+			}
+			if got.State != mayfly.LeaseActive || got.SecretHMAC != "hmac" {
+				t.Errorf("lease %s after activation: %s, %q; want active, hmac", id, got.State, got.SecretHMAC)
+			}
 		}
 		if _, err := tx.GetRequest("r1"); err != nil {
 			return err
@@ -111,8 +132,8 @@ func TestIssueRoundTrips(t *testing.T) {
 			}
 			prev = e.Hash
 		}
-		if len(es) != 3 {
-			t.Errorf("%d audit events; want 3", len(es))
+		if len(es) != 12 {
+			t.Errorf("%d audit events; want 12", len(es))
 		}
 		return nil
 	}); err != nil {

@@ -44,6 +44,14 @@ type tx struct {
 	// notifySeq is the sequence number of the newest audit event written
 	// by this transaction (0 if none), notified on AuditChannel at commit.
 	notifySeq int64
+
+	// db is the handle the transaction runs on (nil in some tests). With
+	// onCache, its audit events may be chained to the head db cached (see
+	// headCache) when no other transaction of db goes for the head;
+	// heading is set once this one counts in db.heading.
+	db      *DB
+	onCache bool
+	heading bool
 }
 
 // querier runs statements on the transaction's connection.
@@ -141,17 +149,29 @@ func (t *tx) hasPrefix() bool { return len(t.begin) > 0 || len(t.deferred) > 0 }
 type prefixN struct {
 	begin    int
 	deferred []deferredWrite
+	// mustCount: the counted writes were queued as mustCount makes them.
+	mustCount bool
 }
 
 // queuePrefix queues the statements that begin the transaction (a
 // transaction begins with its first statement, in its round trip) and the
 // deferred writes.
 func (t *tx) queuePrefix(b *pgx.Batch) prefixN {
-	n := prefixN{begin: len(t.begin), deferred: t.deferred}
+	return t.queuePrefixAs(b, false)
+}
+
+// queuePrefixAs is queuePrefix, with the counted writes in the form that
+// fails when they write nothing (mustCount) if asked.
+func (t *tx) queuePrefixAs(b *pgx.Batch, counted bool) prefixN {
+	n := prefixN{begin: len(t.begin), deferred: t.deferred, mustCount: counted}
 	for _, s := range t.begin {
 		b.Queue(s)
 	}
 	for _, d := range t.deferred {
+		if counted && d.counted {
+			b.Queue(mustCount(d.q), d.args...)
+			continue
+		}
 		b.Queue(d.q, d.args...)
 	}
 	if len(t.begin) > 0 {
@@ -190,7 +210,13 @@ func (t *tx) prefixResults(br pgx.BatchResults, n prefixN) error {
 		}
 	}
 	for _, d := range n.deferred {
-		if err := d.check(br.Exec()); err != nil {
+		tag, err := br.Exec()
+		if n.mustCount && d.counted && noRow(err) {
+			// Written as mustCount makes it: no row written. The checks
+			// read only the count.
+			tag, err = pgconn.NewCommandTag("UPDATE 0"), nil
+		}
+		if err := d.check(tag, err); err != nil {
 			// Kept so the transaction cannot commit even if the caller
 			// of the call that sent it takes its error for its own (a
 			// lease not found for a user not found, say).
@@ -903,11 +929,24 @@ func (t *tx) AppendAudit(e *mayfly.AuditEvent) error {
 	return nil
 }
 
+// goForHead counts the transaction among those of its handle that hold,
+// or are about to take, the lock of the chain's head (once), and returns
+// how many there are with it (0 when it was counted already, or has no
+// handle).
+func (t *tx) goForHead() int32 {
+	if t.db == nil || t.heading {
+		return 0
+	}
+	t.heading = true
+	return t.db.heading.Add(1)
+}
+
 // chainPending locks and reads the head of the chain (once per
 // transaction), chains the pending events to it, and returns the
 // statement that inserts them and moves the head, and its arguments.
 func (t *tx) chainPending() (string, []any, error) {
 	if !t.head.ok {
+		t.goForHead()
 		ok, err := t.queryRow("SELECT seq, hash FROM audit_head FOR UPDATE", nil, &t.head.seq, &t.head.hash)
 		var de *deferredError
 		if errors.As(err, &de) {
@@ -921,10 +960,19 @@ func (t *tx) chainPending() (string, []any, error) {
 		}
 		t.head.ok = true
 	}
+	q, args := t.chainFrom(t.head.seq, t.head.hash)
+	n := len(args)
+	return q + " UPDATE audit_head SET seq = " + placeholders(n-1, 1) + ", hash = " + placeholders(n, 1), args, nil
+}
+
+// chainFrom chains the pending events to the event seq with hash, and
+// returns a WITH clause that inserts them and, as its two last
+// arguments, the sequence number and hash of the last of them, for the
+// statement that moves the head.
+func (t *tx) chainFrom(seq int64, hash string) (string, []any) {
 	var b strings.Builder
 	b.WriteString("WITH ins AS (INSERT INTO audit_events (" + auditCols + ") VALUES ")
-	args := make([]any, 0, 13*len(t.pending)+2)
-	seq, hash := t.head.seq, t.head.hash
+	args := make([]any, 0, 13*len(t.pending)+4)
 	for i, p := range t.pending {
 		e := p.e
 		e.Seq, e.PrevHash = seq+1, hash
@@ -937,9 +985,8 @@ func (t *tx) chainPending() (string, []any, error) {
 		args = append(args, e.Seq, p.at, e.Actor, e.Action, e.Subject, e.Target, e.RequestID, e.LeaseID, e.Reason, e.Source,
 			p.data, e.PrevHash, e.Hash)
 	}
-	b.WriteString(") UPDATE audit_head SET seq = " + placeholders(len(args)+1, 1) + ", hash = " + placeholders(len(args)+2, 1))
-	args = append(args, seq, hash)
-	return b.String(), args, nil
+	b.WriteString(")")
+	return b.String(), append(args, seq, hash)
 }
 
 // flushAudit writes the pending audit events now.
@@ -996,6 +1043,12 @@ func (t *tx) commit() error {
 			return err
 		}
 	}
+	if len(t.pending) > 0 && !t.head.ok && t.onCache && t.goForHead() == 1 {
+		// No other transaction of this handle goes for the head.
+		if seq, hash, ok := t.db.cache.get(); ok {
+			return t.commitOnHead(wctx, seq, hash)
+		}
+	}
 	var batch pgx.Batch
 	var audit string
 	var auditArgs []any
@@ -1010,7 +1063,8 @@ func (t *tx) commit() error {
 	n := t.queuePrefix(&batch)
 	if audit != "" {
 		batch.Queue(audit, auditArgs...)
-		t.notifySeq = t.pending[len(t.pending)-1].e.Seq
+		last := t.pending[len(t.pending)-1].e
+		t.notifySeq, t.head.seq, t.head.hash = last.Seq, last.Seq, last.Hash
 	}
 	if t.notifySeq != 0 {
 		batch.Queue(notifyStmt, strconv.FormatInt(t.notifySeq, 10))
@@ -1038,6 +1092,57 @@ func (t *tx) commit() error {
 		err = cerr
 	}
 	return commitResult(tag, err)
+}
+
+// commitOnHead commits the transaction in one round trip: what waits to
+// be sent (the counted writes in the form that fails when they write
+// nothing), the pending audit events chained to the event seq with hash,
+// the head moved from that event to the last of them if it is still the
+// head, the notification and the COMMIT. When the head was not that
+// event any more it returns errHeadMoved, having committed nothing.
+func (t *tx) commitOnHead(ctx context.Context, seq int64, hash string) error {
+	ins, args := t.chainFrom(seq, hash)
+	k := len(args)
+	// The head is moved first (its row locked), then the events are
+	// inserted; the division fails the statement when the head was not
+	// at seq.
+	q := ins + ", h AS (UPDATE audit_head SET seq = " + placeholders(k-1, 1) + ", hash = " + placeholders(k, 1) +
+		" WHERE seq = " + placeholders(k+1, 1) + " AND hash = " + placeholders(k+2, 1) + " RETURNING 1) SELECT 1 / count(*) FROM h"
+	args = append(args, seq, hash)
+	first, last := t.pending[0].e, t.pending[len(t.pending)-1].e
+	var batch pgx.Batch
+	n := t.queuePrefixAs(&batch, true)
+	batch.Queue(q, args...)
+	batch.Queue(notifyStmt, strconv.FormatInt(last.Seq, 10))
+	batch.Queue("COMMIT")
+	br := t.q.SendBatch(ctx, &batch)
+	defer br.Close()
+	if err := t.prefixResults(br, n); err != nil {
+		var de *deferredError
+		if errors.As(err, &de) {
+			return de.err
+		}
+		return err
+	}
+	if _, err := br.Exec(); err != nil {
+		if headMoved(err) {
+			t.db.cache.invalidate()
+			return errHeadMoved
+		}
+		return fmt.Errorf("append audit events %d to %d: %w", first.Seq, last.Seq, err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("postgres store: notify %s: %w", AuditChannel, err)
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err := commitResult(tag, err); err != nil {
+		return err
+	}
+	t.notifySeq, t.head.seq, t.head.hash = last.Seq, last.Seq, last.Hash
+	return nil
 }
 
 func commitResult(tag pgconn.CommandTag, err error) error {
@@ -1170,6 +1275,7 @@ func (t *tx) WriteIntent(l *mayfly.Lease) (string, error) {
 	b.Queue(createLeaseSQL, args...)
 	lockHead := !t.head.ok
 	if lockHead {
+		t.goForHead()
 		b.Queue("SELECT seq, hash FROM audit_head FOR UPDATE")
 	}
 	br := t.q.SendBatch(t.ctx, &b)

@@ -1,0 +1,108 @@
+package postgres
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// headCache is what a handle knows of the head of the audit chain: the
+// last event its own transactions committed. A transaction that appends
+// audit events while no other transaction of the handle is going for the
+// head chains them to the cached head without reading it first, and sends
+// them, with a compare-and-set of the head, in the round trip of its
+// COMMIT (see tx.commitOnHead); when another replica (or another handle)
+// moved the head meanwhile, the compare-and-set fails, the transaction
+// writes nothing, and Update runs it again the usual way, which locks and
+// reads the head. The cache only saves a round trip: the chain's
+// integrity rests on the compare-and-set in PostgreSQL, never on it.
+type headCache struct {
+	mu   sync.Mutex
+	ok   bool // seq and hash may be used
+	seq  int64
+	hash string
+	// notified is the newest sequence number the audit listener heard of;
+	// down is set while a listener started on this handle is not
+	// listening (so appends elsewhere would go unheard).
+	notified int64
+	down     bool
+}
+
+// get returns the cached head, if it may be used.
+func (c *headCache) get() (seq int64, hash string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seq, c.hash, c.ok && !c.down
+}
+
+// committed records that a transaction of this handle committed audit
+// events up to seq, the last with hash. It is usable unless a newer event
+// was notified meanwhile.
+func (c *headCache) committed(seq int64, hash string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq < c.seq {
+		return // a later commit of this handle was recorded first
+	}
+	c.seq, c.hash = seq, hash
+	c.ok = c.notified <= seq
+}
+
+// heard records a notification of an append up to seq, by any replica;
+// seq 0 means the listener (re)connected and may have missed some.
+func (c *headCache) heard(seq int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq == 0 || seq > c.seq {
+		c.ok = false
+	}
+	c.notified = max(c.notified, seq)
+}
+
+// listening records whether the handle's audit listener is listening.
+func (c *headCache) listening(on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.down = !on
+	if on {
+		c.ok = false // what was sent while it was down is unknown
+	}
+}
+
+// invalidate forgets the head (it was moved other than by appending).
+func (c *headCache) invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ok = false
+}
+
+// errHeadMoved is the failure of a transaction that chained its audit
+// events to a cached head that was no longer the head: it wrote nothing,
+// and Update runs it again, locking and reading the head this time.
+var errHeadMoved = errors.New("postgres store: the head of the audit chain moved; the transaction is run again")
+
+// headMoved says whether err, the result of the statement that moves the
+// head from its cached value (see headCASSQL), says it was not there any
+// more: the compare-and-set found no row (its count divides by zero), or
+// an event of the same sequence number was committed first.
+func headMoved(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "22012" || (pe.Code == "23505" && pe.TableName == "audit_events"))
+}
+
+// mustCount turns a counted write (an INSERT or UPDATE of one row, see
+// deferredWrite) into a statement that fails, with a division by zero,
+// when it writes no row, so that it may travel in the round trip of the
+// COMMIT: its failure aborts the transaction instead of being read after
+// the COMMIT.
+func mustCount(q string) string {
+	return "WITH w AS (" + q + " RETURNING 1) SELECT 1 / count(*) FROM w"
+}
+
+// noRow says whether err is the failure of a statement from mustCount
+// that wrote no row.
+func noRow(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "22012"
+}
