@@ -68,8 +68,33 @@ func New(store mayfly.Store) *Metrics {
 		m.Revocations, m.Orphans, m.TargetUp, m.SinkBacklog, m.APILatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&leaseCollector{store: store})
+	if hs, ok := store.(auditHeadStore); ok {
+		r.MustRegister(headCollector{hs})
+	}
 	m.RevocationFailures.WithLabelValues("")
 	return m
+}
+
+// auditHeadStore is a store that counts how its transactions found the
+// head of the audit chain (the PostgreSQL store; see docs/ha.md).
+type auditHeadStore interface {
+	AuditHeadStats() (cached, moved, locked int64)
+}
+
+var headDesc = prometheus.NewDesc("mayfly_store_audit_head_total",
+	"Store transactions that appended audit events, by how they found the head of the chain: cached (the head this replica's last commit left), moved (of those, the head had moved and the transaction ran again), locked (locked and read).",
+	[]string{"how"}, nil)
+
+// headCollector reads the store's counts at scrape time.
+type headCollector struct{ store auditHeadStore }
+
+func (c headCollector) Describe(ch chan<- *prometheus.Desc) { ch <- headDesc }
+
+func (c headCollector) Collect(ch chan<- prometheus.Metric) {
+	cached, moved, locked := c.store.AuditHeadStats()
+	for how, n := range map[string]int64{"cached": cached, "moved": moved, "locked": locked} {
+		ch <- prometheus.MustNewConstMetric(headDesc, prometheus.CounterValue, float64(n), how)
+	}
 }
 
 // Handler serves /metrics.

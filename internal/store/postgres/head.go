@@ -3,6 +3,8 @@ package postgres
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -27,13 +29,22 @@ type headCache struct {
 	// listening (so appends elsewhere would go unheard).
 	notified int64
 	down     bool
+	// movedAt is when a transaction last found the cached head moved:
+	// under a steady load from several replicas the head moves between
+	// most commits of one, faster than the listener tells, and each try
+	// would cost a round trip for nothing, so the cache rests a while.
+	movedAt time.Time
 }
+
+// movedRest is how long a handle does not use its cached head after a
+// transaction found it moved.
+const movedRest = time.Second
 
 // get returns the cached head, if it may be used.
 func (c *headCache) get() (seq int64, hash string, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.seq, c.hash, c.ok && !c.down
+	return c.seq, c.hash, c.ok && !c.down && time.Since(c.movedAt) >= movedRest
 }
 
 // committed records that a transaction of this handle committed audit
@@ -75,6 +86,29 @@ func (c *headCache) invalidate() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ok = false
+}
+
+// moved forgets the head, which a transaction found moved, and rests the
+// cache for movedRest.
+func (c *headCache) moved() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ok = false
+	c.movedAt = time.Now()
+}
+
+// headStats counts how transactions of a handle chained their audit
+// events: to the cached head (cached; moved when it had moved, a subset),
+// or to the head they locked and read (locked).
+type headStats struct {
+	cached, moved, locked atomic.Int64
+}
+
+// AuditHeadStats returns how many transactions of db chained their audit
+// events to the head it cached, how many of those found that the head had
+// moved (and ran again), and how many locked and read the head.
+func (db *DB) AuditHeadStats() (cached, moved, locked int64) {
+	return db.stats.cached.Load(), db.stats.moved.Load(), db.stats.locked.Load()
 }
 
 // errHeadMoved is the failure of a transaction that chained its audit

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/audit"
+	"github.com/mayflyhq/mayfly/internal/metrics"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 )
 
@@ -41,7 +42,8 @@ func verifyChain(t *testing.T, db *DB, n int) {
 // TestHeadCacheStale: a handle whose cached head another handle (a
 // replica) moved chains its events to it, finds the head moved, writes
 // nothing, and runs the transaction again on the head it reads; the chain
-// stays intact, and the handle uses its cache again afterwards.
+// stays intact, and the handle rests its cache for movedRest, then uses it
+// again.
 func TestHeadCacheStale(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	a, b := open(t, dsn), open(t, dsn)
@@ -56,10 +58,25 @@ func TestHeadCacheStale(t *testing.T) {
 	if n := appendOne(t, a, "a.2"); n != 2 {
 		t.Errorf("append on a stale head ran %d times; want 2 (the cached head, then the head read)", n)
 	}
+	if cached, moved, locked := a.AuditHeadStats(); cached != 1 || moved != 1 || locked != 2 {
+		t.Errorf("AuditHeadStats = %d cached, %d moved, %d locked; want 1, 1, 2", cached, moved, locked)
+	}
+	if _, _, ok := a.cache.get(); ok {
+		t.Error("the cached head is used right after it was found moved")
+	}
 	if n := appendOne(t, a, "a.3"); n != 1 {
 		t.Errorf("append after the head was read again ran %d times; want 1", n)
 	}
-	verifyChain(t, a, 5)
+	a.cache.mu.Lock()
+	a.cache.movedAt = a.cache.movedAt.Add(-movedRest)
+	a.cache.mu.Unlock()
+	if n := appendOne(t, a, "a.4"); n != 1 {
+		t.Errorf("append after the rest ran %d times; want 1", n)
+	}
+	if cached, moved, locked := a.AuditHeadStats(); cached != 2 || moved != 1 || locked != 3 {
+		t.Errorf("AuditHeadStats = %d cached, %d moved, %d locked; want 2, 1, 3", cached, moved, locked)
+	}
+	verifyChain(t, a, 6)
 	var actions []string
 	if err := b.View(context.Background(), func(tx mayfly.Tx) error {
 		es, err := tx.ListAudit(mayfly.AuditFilter{})
@@ -70,8 +87,8 @@ func TestHeadCacheStale(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(actions); got != "[a.1 b.1 b.2 a.2 a.3]" {
-		t.Errorf("events %s; want [a.1 b.1 b.2 a.2 a.3], each once", got)
+	if got := fmt.Sprint(actions); got != "[a.1 b.1 b.2 a.2 a.3 a.4]" {
+		t.Errorf("events %s; want [a.1 b.1 b.2 a.2 a.3 a.4], each once", got)
 	}
 }
 
@@ -224,5 +241,29 @@ func TestHeadCacheDeferredWriteFails(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHeadStatsMetric: the counts are exported as
+// mayfly_store_audit_head_total{how}.
+func TestHeadStatsMetric(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	appendOne(t, db, "one")
+	appendOne(t, db, "two")
+	mfs, err := metrics.New(db).Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "mayfly_store_audit_head_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	if want := map[string]float64{"cached": 1, "moved": 0, "locked": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("mayfly_store_audit_head_total = %v; want %v", got, want)
 	}
 }

@@ -8,8 +8,11 @@
 // its audit events are written at commit after the one-row audit_head
 // table is locked (or after WriteIntent locked it, with the intent), so
 // the appends of every replica chain to the true previous event, in one
-// total order. A transaction begins in the round trip of its first
-// statement and its audit events share the commit's. A
+// total order. A transaction alone in its handle chains its events to the
+// head the handle's last commit left instead, and moves the head by
+// compare-and-set in the round trip of its COMMIT, running again when the
+// head moved (see headCache). A transaction begins in the round trip of
+// its first statement and its audit events share the commit's. A
 // transaction that fails on a serialization failure or a deadlock is run
 // again, a bounded number of times.
 package postgres
@@ -60,6 +63,7 @@ type DB struct {
 	// the lock of the head (see headCache).
 	cache   headCache
 	heading atomic.Int32
+	stats   headStats
 }
 
 var _ mayfly.Store = (*DB)(nil)
@@ -198,7 +202,9 @@ var errClosed = errors.New("postgres store: closed")
 
 // Update runs fn in a read-write transaction and commits it when fn
 // returns nil. A transaction that fails on a serialization failure or a
-// deadlock runs again (fn included), up to a few times. Commits are
+// deadlock runs again (fn included), up to a few times, and so does one
+// whose audit events were chained to a cached head that another replica
+// moved (at once, locking the head this time; see headCache). Commits are
 // durable when Update returns; under a context from mayfly.SkipIntentSync
 // the commit does not wait for the log's flush (synchronous_commit off
 // for that transaction).

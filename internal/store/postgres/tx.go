@@ -941,12 +941,20 @@ func (t *tx) goForHead() int32 {
 	return t.db.heading.Add(1)
 }
 
+// countLocked counts a lock and read of the head in the handle's stats.
+func (t *tx) countLocked() {
+	if t.db != nil {
+		t.db.stats.locked.Add(1)
+	}
+}
+
 // chainPending locks and reads the head of the chain (once per
 // transaction), chains the pending events to it, and returns the
 // statement that inserts them and moves the head, and its arguments.
 func (t *tx) chainPending() (string, []any, error) {
 	if !t.head.ok {
 		t.goForHead()
+		t.countLocked()
 		ok, err := t.queryRow("SELECT seq, hash FROM audit_head FOR UPDATE", nil, &t.head.seq, &t.head.hash)
 		var de *deferredError
 		if errors.As(err, &de) {
@@ -1046,6 +1054,7 @@ func (t *tx) commit() error {
 	if len(t.pending) > 0 && !t.head.ok && t.onCache && t.goForHead() == 1 {
 		// No other transaction of this handle goes for the head.
 		if seq, hash, ok := t.db.cache.get(); ok {
+			t.db.stats.cached.Add(1)
 			return t.commitOnHead(wctx, seq, hash)
 		}
 	}
@@ -1126,7 +1135,8 @@ func (t *tx) commitOnHead(ctx context.Context, seq int64, hash string) error {
 	}
 	if _, err := br.Exec(); err != nil {
 		if headMoved(err) {
-			t.db.cache.invalidate()
+			t.db.cache.moved()
+			t.db.stats.moved.Add(1)
 			return errHeadMoved
 		}
 		return fmt.Errorf("append audit events %d to %d: %w", first.Seq, last.Seq, err)
@@ -1276,6 +1286,7 @@ func (t *tx) WriteIntent(l *mayfly.Lease) (string, error) {
 	lockHead := !t.head.ok
 	if lockHead {
 		t.goForHead()
+		t.countLocked()
 		b.Queue("SELECT seq, hash FROM audit_head FOR UPDATE")
 	}
 	br := t.q.SendBatch(t.ctx, &b)
