@@ -2,6 +2,7 @@ package mayfly
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -368,6 +369,42 @@ func WriteIntent(tx Tx, l *Lease) (string, error) {
 		return "", err
 	}
 	return st, tx.CreateLease(l)
+}
+
+// StatusRefused is the error of an intent whose requester's status is one
+// the caller refuses (see WriteIntentUnless).
+func StatusRefused(user, status string) error {
+	return Errorf(EFORBIDDEN, "user %s is %s; no access can be activated", user, status)
+}
+
+// GuardedIntentWriter is implemented by transactions of stores where each
+// statement is a round trip (PostgreSQL); see WriteIntentUnless.
+type GuardedIntentWriter interface {
+	DeferIntent(l *Lease, refused []string) error
+}
+
+// WriteIntentUnless creates l, the intent of an account, unless the stored
+// status of l.Requester, read (and locked, where the store locks) in the
+// same transaction before l is created, is one of refused: the
+// transaction then fails with StatusRefused and commits nothing. Where tx
+// is a GuardedIntentWriter the check and the creation are deferred, sent
+// with the transaction's next statement or with its audit events and
+// COMMIT (in one round trip when the store can), in the order in which
+// every transaction takes these locks; a refusal or a conflict is then
+// returned by that later call, and so by Update. The caller appends its
+// audit events and commits, reading nothing else.
+func WriteIntentUnless(tx Tx, l *Lease, refused ...string) error {
+	if g, ok := tx.(GuardedIntentWriter); ok {
+		return g.DeferIntent(l, refused)
+	}
+	st, err := WriteIntent(tx, l)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(refused, st) {
+		return StatusRefused(l.Requester, st)
+	}
+	return nil
 }
 
 // DeferNextWrite asks tx to defer its next such write when it can (see

@@ -244,19 +244,16 @@ func (b *Broker) stillAllowed(cfg *Config, c Caller, r *mayfly.Request) error {
 // The requester's status is read in the same transaction, so an intent
 // never follows a committed suspension (which would miss the lease).
 //
-// The status is read (locked) and the lease written together, with the
-// lock of the audit chain's head after them, in one round trip
-// (PostgreSQL): a refused status rolls the lease back with the rest.
+// The status is checked (locked) and the lease written together, sent
+// with the audit events and the commit (PostgreSQL; in one round trip when
+// the store knows the head of the audit chain): a refused status rolls the
+// lease back with the rest.
 func (b *Broker) recordIntent(tx mayfly.Tx, c Caller, r *mayfly.Request, l *mayfly.Lease) error {
 	if l.Requester != r.Requester {
 		return fmt.Errorf("lease %s of %s recorded for request %s of %s", l.ID, l.Requester, r.ID, r.Requester)
 	}
-	st, err := mayfly.WriteIntent(tx, l)
-	if err != nil {
+	if err := mayfly.WriteIntentUnless(tx, l, UserSuspended, UserDeprovisioned); err != nil {
 		return err
-	}
-	if st == UserSuspended || st == UserDeprovisioned {
-		return mayfly.Errorf(mayfly.EFORBIDDEN, "user %s is %s; no access can be activated", r.Requester, st)
 	}
 	return b.audit(tx, c, "lease.intent", nil, l, r.Reason, map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)})
 }

@@ -1322,6 +1322,51 @@ func (t *tx) WriteIntent(l *mayfly.Lease) (string, error) {
 
 var _ mayfly.IntentWriter = (*tx)(nil)
 
+// DeferIntent defers, to be sent with the transaction's next statement or
+// its commit, the lock of l.Requester's status and a check of it against
+// each of refused (a statement that divides by zero when the status is
+// that one), then the creation of l (see mayfly.WriteIntentUnless).
+func (t *tx) DeferIntent(l *mayfly.Lease, refused []string) error {
+	if !t.write {
+		return errReadOnly
+	}
+	args, err := leaseArgs(l)
+	if err != nil {
+		return err
+	}
+	user := l.Requester
+	lock := deferredWrite{q: "SELECT 1 FROM users WHERE name = $1 FOR UPDATE", args: []any{user},
+		check: func(_ pgconn.CommandTag, err error) error {
+			if err != nil {
+				return fmt.Errorf("get user status: %w", err)
+			}
+			return nil
+		}}
+	if len(refused) == 0 {
+		t.deferred = append(t.deferred, lock)
+	}
+	for i, status := range refused {
+		q := "SELECT 1 / (CASE WHEN status = $2 THEN 0 ELSE 1 END) FROM users WHERE name = $1"
+		if i == 0 {
+			q += " FOR UPDATE"
+		}
+		t.deferred = append(t.deferred, deferredWrite{q: q, args: []any{user, status},
+			check: func(_ pgconn.CommandTag, err error) error {
+				if noRow(err) {
+					return mayfly.StatusRefused(user, status)
+				}
+				if err != nil {
+					return fmt.Errorf("get user status: %w", err)
+				}
+				return nil
+			}})
+	}
+	t.deferred = append(t.deferred, deferredWrite{q: createLeaseSQL, args: args, check: createLeaseCheck(l.ID), counted: true})
+	return nil
+}
+
+var _ mayfly.GuardedIntentWriter = (*tx)(nil)
+
 // SetUserStatus stores the status of a user.
 func (t *tx) SetUserStatus(name, status string) error {
 	if _, err := t.exec(`INSERT INTO users (name, status) VALUES ($1, $2)

@@ -233,3 +233,79 @@ func testWriteIntent(t *testing.T, s mayfly.Store) {
 		t.Errorf("audit trail has %d events; want 5 (a suspension, then a request and an intent twice)", len(es))
 	}
 }
+
+// testWriteIntentUnless checks mayfly.WriteIntentUnless: a refused status
+// fails the transaction with StatusRefused naming it, and nothing of the
+// transaction (request, lease, audit events) is committed; other statuses,
+// or none, let the intent through; an existing lease id is a conflict.
+func testWriteIntentUnless(t *testing.T, s mayfly.Store) {
+	update(t, s, func(tx mayfly.Tx) error {
+		for user, st := range map[string]string{"mallory": "suspended", "trudy": "deprovisioned", "bob": "active"} {
+			if err := tx.SetUserStatus(user, st); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	appendAll(t, s, []*mayfly.AuditEvent{{Time: base, Actor: "admin", Action: "user.suspend", Subject: "user:mallory"}})
+	intent := func(user, id string) error {
+		return s.Update(context.Background(), func(tx mayfly.Tx) error {
+			r := fullRequest("r-" + id + "-" + user)
+			r.Requester = user
+			mayfly.DeferNextWrite(tx)
+			if err := tx.CreateRequest(r); err != nil {
+				return err
+			}
+			if err := tx.AppendAudit(&mayfly.AuditEvent{Time: base, Actor: user, Action: "request.create", RequestID: r.ID}); err != nil {
+				return err
+			}
+			l := fullLease(id)
+			l.Requester, l.RequestID, l.State = user, r.ID, mayfly.LeaseProvisioning
+			if err := mayfly.WriteIntentUnless(tx, l, "suspended", "deprovisioned"); err != nil {
+				return err
+			}
+			return tx.AppendAudit(&mayfly.AuditEvent{Time: base, Actor: user, Action: "lease.intent", LeaseID: id})
+		})
+	}
+	for user, st := range map[string]string{"mallory": "suspended", "trudy": "deprovisioned"} {
+		err := intent(user, "l-"+user)
+		wantCode(t, "intent of a "+st+" user", err, mayfly.EFORBIDDEN)
+		if want := mayfly.StatusRefused(user, st).Error(); err == nil || err.Error() != want {
+			t.Errorf("intent of %s: error %v; want %q", user, err, want)
+		}
+		view(t, s, func(tx mayfly.Tx) error {
+			if _, err := tx.GetLease("l-" + user); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+				t.Errorf("lease of a refused intent: GetLease error %v; want ENOTFOUND", err)
+			}
+			if _, err := tx.GetRequest("r-l-" + user + "-" + user); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+				t.Errorf("request of a refused intent: GetRequest error %v; want ENOTFOUND", err)
+			}
+			return nil
+		})
+	}
+	for _, user := range []string{"alice", "bob"} {
+		if err := intent(user, "l-"+user); err != nil {
+			t.Fatalf("intent of %s: %v", user, err)
+		}
+	}
+	view(t, s, func(tx mayfly.Tx) error {
+		for _, user := range []string{"alice", "bob"} {
+			l, err := tx.GetLease("l-" + user)
+			if err != nil {
+				return err
+			}
+			if l.State != mayfly.LeaseProvisioning || l.Requester != user {
+				t.Errorf("lease of %s: %s of %s; want provisioning", user, l.State, l.Requester)
+			}
+		}
+		return nil
+	})
+	if err := intent("alice", "l-bob"); mayfly.ErrorCode(err) != mayfly.ECONFLICT {
+		t.Errorf("intent of an existing lease: error %v; want ECONFLICT", err)
+	}
+	es := listAudit(t, s, mayfly.AuditFilter{})
+	checkChain(t, es)
+	if len(es) != 5 {
+		t.Errorf("audit trail has %d events; want 5 (a suspension, then a request and an intent twice)", len(es))
+	}
+}

@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) mayfly.Store) {
 		{"LeaseErrors", testLeaseErrors},
 		{"UpdateLeaseFrom", testUpdateLeaseFrom},
 		{"WriteIntent", testWriteIntent},
+		{"WriteIntentUnless", testWriteIntentUnless},
 		{"ListLeases", testListLeases},
 		{"DueLeases", testDueLeases},
 		{"NextDue", testNextDue},
