@@ -190,6 +190,7 @@ func (b *Broker) CheckIdle(ctx context.Context) (int, error) {
 	}
 	n := 0
 	err = b.store.Update(ctx, func(tx mayfly.Tx) error {
+		n = 0 // the store may run this again
 		now := b.clock.Now().UTC()
 		for _, l := range idle {
 			cur, err := tx.GetLease(l.ID)

@@ -39,6 +39,7 @@ func (b *Broker) lapsed(r *mayfly.Request, now time.Time) (bool, string) {
 func (b *Broker) LapseRequests(ctx context.Context) (int, error) {
 	n := 0
 	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+		n = 0 // the store may run this again
 		rs, err := tx.ListRequests(mayfly.RequestFilter{Open: true})
 		if err != nil {
 			return err

@@ -169,6 +169,9 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 	}
 	if len(missing)+len(stuck) > 0 {
 		err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+			// A store may run this again (a deadlock, or another replica's
+			// append): start the lists afresh.
+			res.LeasesMissing, res.ProvisioningFinished = res.LeasesMissing[:0], res.ProvisioningFinished[:0]
 			for _, l := range missing {
 				cur, err := tx.GetLease(l.ID)
 				if err != nil || cur.State != mayfly.LeaseActive {

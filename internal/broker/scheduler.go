@@ -69,6 +69,7 @@ type outcome struct {
 func (b *Broker) Recover(ctx context.Context) (int, error) {
 	n := 0
 	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
+		n = 0 // the store may run this again
 		ls, err := tx.ListLeases(mayfly.LeaseFilter{States: []mayfly.LeaseState{mayfly.LeaseProvisioning, mayfly.LeaseRevoking}})
 		if err != nil {
 			return err
