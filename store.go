@@ -19,7 +19,10 @@ type Store interface {
 	// nil and rolled back otherwise. It returns nil exactly when the
 	// transaction committed, whatever other callers do meanwhile; the one
 	// exception is an intent that committed but could not be made durable
-	// (see Store), which returns an error.
+	// (see Store), which returns an error. fn may run more than once (the
+	// PostgreSQL store runs a transaction again after a deadlock, or when
+	// another replica appended to the audit trail first); what it keeps
+	// outside the transaction starts afresh on each run.
 	Update(ctx context.Context, fn func(tx Tx) error) error
 	// View runs fn in a read-only transaction.
 	View(ctx context.Context, fn func(tx Tx) error) error
