@@ -94,10 +94,10 @@ func BenchmarkSessionWrite(b *testing.B) {
 // another, as the broker writes them) three ways, interleaved so that all
 // see the same spell of the host, each on a database and handle of its
 // own: reading first (the requester's status, then the lease before
-// changing it), as the broker does (mayfly.WriteIntent and
+// changing it), as the broker does (mayfly.WriteIntentUnless and
 // UpdateLeaseFrom) on a handle that locks and reads the head of the audit
 // chain in every transaction (four round trips), and the same on a handle
-// that chains the activation's events to the head it cached (three; see
+// that chains both transactions' events to the head it cached (two; see
 // headCache). It reports the median of each issue's two transactions and
 // their ratios.
 //
@@ -126,7 +126,7 @@ func BenchmarkIssueTransactions(b *testing.B) {
 				return err
 			}
 			if combined {
-				if _, err := mayfly.WriteIntent(tx, l); err != nil {
+				if err := mayfly.WriteIntentUnless(tx, l, "suspended", "deprovisioned"); err != nil {
 					return err
 				}
 			} else {

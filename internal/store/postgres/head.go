@@ -71,6 +71,20 @@ func (c *headCache) heard(seq int64) {
 	c.notified = max(c.notified, seq)
 }
 
+// heardHead records a notification that an append moved the head to seq
+// with hash (sent after the one heard tells of it, in the same
+// transaction): the head to chain to next, unless a newer append was
+// heard of meanwhile.
+func (c *headCache) heardHead(seq int64, hash string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq < c.seq || (seq == c.seq && c.ok) {
+		return
+	}
+	c.seq, c.hash = seq, hash
+	c.ok = c.notified <= seq
+}
+
 // listening records whether the handle's audit listener is listening.
 func (c *headCache) listening(on bool) {
 	c.mu.Lock()
@@ -88,12 +102,13 @@ func (c *headCache) invalidate() {
 	c.ok = false
 }
 
-// moved forgets the head, which a transaction found moved, and rests the
-// cache for movedRest.
+// moved forgets the head, which a transaction found moved, and what was
+// heard of it (a notification may have been forged, or the database
+// restored to an earlier state), and rests the cache for movedRest.
 func (c *headCache) moved() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ok = false
+	c.ok, c.seq, c.hash, c.notified = false, 0, "", 0
 	c.movedAt = time.Now()
 }
 

@@ -126,8 +126,10 @@ func TestHeadCachePruned(t *testing.T) {
 }
 
 // TestHeadCacheListener: a handle that hears, through its audit
-// listener, that another replica appended does not use its cached head
-// (no wasted round trip), nor while its listener is not listening.
+// listener, that another replica appended chains its next events to the
+// head that replica notified, without reading it; a forged or stale
+// notification costs a run on the head read, never the chain; and the
+// cache is not used while the listener is not listening.
 func TestHeadCacheListener(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	a, b := open(t, dsn), open(t, dsn)
@@ -153,8 +155,26 @@ func TestHeadCacheListener(t *testing.T) {
 			}
 		}
 	}
+	// The head notification follows the one appended hears of.
+	waitHead := func(seq int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			if s, _, ok := a.cache.get(); ok && s == seq {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the cache does not hold the head %d", seq)
+			}
+		}
+	}
+	stats := func(want string) {
+		t.Helper()
+		if c, m, l := a.AuditHeadStats(); fmt.Sprint(c, m, l) != want {
+			t.Errorf("AuditHeadStats (cached, moved, locked) = %d %d %d; want %s", c, m, l, want)
+		}
+	}
 	wait(0)
-	appendOne(t, a, "a.1")
+	appendOne(t, a, "a.1") // the head unknown: read
 	wait(1)
 	if n := appendOne(t, a, "a.2"); n != 1 {
 		t.Errorf("append on a's own head ran %d times; want 1", n)
@@ -162,19 +182,36 @@ func TestHeadCacheListener(t *testing.T) {
 	wait(2)
 	appendOne(t, b, "b.1")
 	wait(3)
-	if _, _, ok := a.cache.get(); ok {
-		t.Error("the cached head is still used after another replica's append was heard")
-	}
+	waitHead(3)
 	if n := appendOne(t, a, "a.3"); n != 1 {
-		t.Errorf("append after another replica's was heard ran %d times; want 1 (the head read)", n)
+		t.Errorf("append after another replica's was heard ran %d times; want 1", n)
 	}
+	stats("2 0 1")
 	wait(4)
+	waitHead(4)
+	// A forged notification of a head that is not the head.
+	if _, err := b.pool.Exec(context.Background(), "SELECT pg_notify($1, '99 forged')", HeadChannel); err != nil {
+		t.Fatal(err)
+	}
+	waitHead(99)
+	if n := appendOne(t, a, "a.4"); n != 2 {
+		t.Errorf("append on a forged head ran %d times; want 2", n)
+	}
+	stats("3 1 2")
+	// Known again from that commit, once the cache has rested.
+	a.cache.mu.Lock()
+	a.cache.movedAt = a.cache.movedAt.Add(-movedRest)
+	a.cache.mu.Unlock()
+	if n := appendOne(t, a, "a.5"); n != 1 {
+		t.Errorf("append after the forged head ran %d times; want 1", n)
+	}
+	stats("4 1 2")
 	cancel()
 	<-stopped
 	if _, _, ok := a.cache.get(); ok {
 		t.Error("the cached head is used while the listener is not listening")
 	}
-	verifyChain(t, a, 4)
+	verifyChain(t, a, 6)
 }
 
 // TestHeadCacheDeferredWriteFails: a counted write sent with the COMMIT on

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,6 +14,12 @@ import (
 // events notifies, when it commits, the sequence number of its newest
 // event (NOTIFY mayfly_audit, '<seq>').
 const AuditChannel = "mayfly_audit"
+
+// HeadChannel is the channel on which the same transaction notifies the
+// new head of the audit chain: '<seq> <hash>' of its newest event. A
+// replica that hears it may chain its next events to that head without
+// reading it (see headCache); one that does not (an older build) reads it.
+const HeadChannel = "mayfly_audit_head"
 
 // Listen backoff bounds: a lost connection is reopened after minBackoff,
 // doubling up to maxBackoff while the database does not answer.
@@ -66,7 +73,7 @@ func (db *DB) listenOnce(ctx context.Context, appended func(seq int64)) (listene
 	// replicas' appends: its cached head of the chain is not used.
 	db.cache.listening(false)
 	defer db.cache.listening(false)
-	if _, err := conn.Exec(ctx, "LISTEN "+AuditChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+AuditChannel+"; LISTEN "+HeadChannel); err != nil {
 		return false, fmt.Errorf("postgres store: audit listener: listen: %w", err)
 	}
 	db.cache.listening(true)
@@ -75,6 +82,13 @@ func (db *DB) listenOnce(ctx context.Context, appended func(seq int64)) (listene
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return true, fmt.Errorf("postgres store: audit listener: %w", err)
+		}
+		if n.Channel == HeadChannel {
+			s, hash, _ := strings.Cut(n.Payload, " ")
+			if seq, err := strconv.ParseInt(s, 10, 64); err == nil && seq > 0 && hash != "" {
+				db.cache.heardHead(seq, hash)
+			}
+			continue
 		}
 		seq, err := strconv.ParseInt(n.Payload, 10, 64)
 		if err != nil || seq <= 0 {

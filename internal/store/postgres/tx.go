@@ -1019,7 +1019,16 @@ func (t *tx) flushAudit() error {
 // notifyStmt is queued before the COMMIT of a transaction that wrote
 // audit events: PostgreSQL delivers the notification to the listeners of
 // every replica when, and only if, the transaction commits.
-const notifyStmt = "SELECT pg_notify('" + AuditChannel + "', $1)"
+// The same transaction tells the new head of the chain (its sequence
+// number and hash) on HeadChannel, so that other replicas may chain to it
+// without reading it (see headCache).
+const notifyStmt = "SELECT pg_notify('" + AuditChannel + "', $1), pg_notify('" + HeadChannel + "', $2)"
+
+// notifyArgs are the arguments of notifyStmt for the head seq with hash.
+func notifyArgs(seq int64, hash string) []any {
+	n := strconv.FormatInt(seq, 10)
+	return []any{n, n + " " + hash}
+}
 
 // commit commits the transaction; the pending audit events are written
 // in the same round trip as the COMMIT. Once sent, the commit is waited
@@ -1076,7 +1085,7 @@ func (t *tx) commit() error {
 		t.notifySeq, t.head.seq, t.head.hash = last.Seq, last.Seq, last.Hash
 	}
 	if t.notifySeq != 0 {
-		batch.Queue(notifyStmt, strconv.FormatInt(t.notifySeq, 10))
+		batch.Queue(notifyStmt, notifyArgs(t.notifySeq, t.head.hash)...)
 	}
 	batch.Queue("COMMIT")
 	br := t.q.SendBatch(wctx, &batch)
@@ -1122,7 +1131,7 @@ func (t *tx) commitOnHead(ctx context.Context, seq int64, hash string) error {
 	var batch pgx.Batch
 	n := t.queuePrefixAs(&batch, true)
 	batch.Queue(q, args...)
-	batch.Queue(notifyStmt, strconv.FormatInt(last.Seq, 10))
+	batch.Queue(notifyStmt, notifyArgs(last.Seq, last.Hash)...)
 	batch.Queue("COMMIT")
 	br := t.q.SendBatch(ctx, &batch)
 	defer br.Close()
