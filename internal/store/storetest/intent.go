@@ -143,18 +143,7 @@ func testWriteIntent(t *testing.T, s mayfly.Store) {
 
 	intent := func(user, id string) (string, error) {
 		var st string
-		err := s.Update(context.Background(), func(tx mayfly.Tx) error {
-			r := fullRequest("r-" + id + "-" + user)
-			r.Requester = user
-			mayfly.DeferNextWrite(tx)
-			if err := tx.CreateRequest(r); err != nil {
-				return err
-			}
-			if err := tx.AppendAudit(&mayfly.AuditEvent{Time: base, Actor: user, Action: "request.create", RequestID: r.ID}); err != nil {
-				return err
-			}
-			l := fullLease(id)
-			l.Requester, l.RequestID, l.State = user, r.ID, mayfly.LeaseProvisioning
+		err := requestAndIntent(s, user, id, func(tx mayfly.Tx, l *mayfly.Lease) error {
 			var err error
 			if st, err = mayfly.WriteIntent(tx, l); err != nil {
 				return err
@@ -162,7 +151,7 @@ func testWriteIntent(t *testing.T, s mayfly.Store) {
 			if st == "suspended" {
 				return mayfly.Errorf(mayfly.EFORBIDDEN, "user %s is suspended", user)
 			}
-			return tx.AppendAudit(&mayfly.AuditEvent{Time: base, Actor: user, Action: "lease.intent", LeaseID: id})
+			return nil
 		})
 		return st, err
 	}
@@ -249,22 +238,8 @@ func testWriteIntentUnless(t *testing.T, s mayfly.Store) {
 	})
 	appendAll(t, s, []*mayfly.AuditEvent{{Time: base, Actor: "admin", Action: "user.suspend", Subject: "user:mallory"}})
 	intent := func(user, id string) error {
-		return s.Update(context.Background(), func(tx mayfly.Tx) error {
-			r := fullRequest("r-" + id + "-" + user)
-			r.Requester = user
-			mayfly.DeferNextWrite(tx)
-			if err := tx.CreateRequest(r); err != nil {
-				return err
-			}
-			if err := tx.AppendAudit(&mayfly.AuditEvent{Time: base, Actor: user, Action: "request.create", RequestID: r.ID}); err != nil {
-				return err
-			}
-			l := fullLease(id)
-			l.Requester, l.RequestID, l.State = user, r.ID, mayfly.LeaseProvisioning
-			if err := mayfly.WriteIntentUnless(tx, l, "suspended", "deprovisioned"); err != nil {
-				return err
-			}
-			return tx.AppendAudit(&mayfly.AuditEvent{Time: base, Actor: user, Action: "lease.intent", LeaseID: id})
+		return requestAndIntent(s, user, id, func(tx mayfly.Tx, l *mayfly.Lease) error {
+			return mayfly.WriteIntentUnless(tx, l, "suspended", "deprovisioned")
 		})
 	}
 	for user, st := range map[string]string{"mallory": "suspended", "trudy": "deprovisioned"} {
@@ -308,4 +283,28 @@ func testWriteIntentUnless(t *testing.T, s mayfly.Store) {
 	if len(es) != 5 {
 		t.Errorf("audit trail has %d events; want 5 (a suspension, then a request and an intent twice)", len(es))
 	}
+}
+
+// requestAndIntent writes in one transaction, as the broker's one-call
+// issue does, a request of user (its creation deferred) with its audit
+// event, the intent of lease id for it, recorded by write, and the
+// intent's audit event.
+func requestAndIntent(s mayfly.Store, user, id string, write func(tx mayfly.Tx, l *mayfly.Lease) error) error {
+	return s.Update(context.Background(), func(tx mayfly.Tx) error {
+		r := fullRequest("r-" + id + "-" + user)
+		r.Requester = user
+		mayfly.DeferNextWrite(tx)
+		if err := tx.CreateRequest(r); err != nil {
+			return err
+		}
+		if err := tx.AppendAudit(&mayfly.AuditEvent{Time: base, Actor: user, Action: "request.create", RequestID: r.ID}); err != nil {
+			return err
+		}
+		l := fullLease(id)
+		l.Requester, l.RequestID, l.State = user, r.ID, mayfly.LeaseProvisioning
+		if err := write(tx, l); err != nil {
+			return err
+		}
+		return tx.AppendAudit(&mayfly.AuditEvent{Time: base, Actor: user, Action: "lease.intent", LeaseID: id})
+	})
 }
