@@ -10,7 +10,8 @@ import (
 )
 
 // headCache is what a handle knows of the head of the audit chain: the
-// last event its own transactions committed. A transaction that appends
+// last event its own transactions committed, or another replica's commit
+// announced on HeadChannel. A transaction that appends
 // audit events while no other transaction of the handle is going for the
 // head chains them to the cached head without reading it first, and sends
 // them, with a compare-and-set of the head, in the round trip of its
