@@ -397,7 +397,7 @@ func runAll(ctx context.Context) error {
 	}{
 		{"latency", func() error { return withHeadStats(b, func() error { return benchLatency(ctx, pool, b) }) }},
 		{"throughput", func() error { return withHeadStats(b, func() error { return benchThroughput(ctx, pool, b) }) }},
-		{"revoke", func() error { return benchRevoke(ctx, pool, b) }},
+		{"revoke", func() error { return withHeadStats(b, func() error { return benchRevoke(ctx, pool, b) }) }},
 		{"suspend", func() error { return benchSuspend(ctx, b) }},
 		{"reconcile", func() error { return benchReconcile(ctx, pool, b) }},
 		{"failover", func() error { return benchFailover(ctx, pool, b) }},
