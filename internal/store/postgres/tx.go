@@ -1344,15 +1344,15 @@ func (t *tx) DeferIntent(l *mayfly.Lease, refused []string) error {
 		return err
 	}
 	user := l.Requester
-	lock := deferredWrite{q: "SELECT 1 FROM users WHERE name = $1 FOR UPDATE", args: []any{user},
-		check: func(_ pgconn.CommandTag, err error) error {
-			if err != nil {
-				return fmt.Errorf("get user status: %w", err)
-			}
-			return nil
-		}}
 	if len(refused) == 0 {
-		t.deferred = append(t.deferred, lock)
+		// Locked all the same: a change of the status waits for the intent.
+		t.deferred = append(t.deferred, deferredWrite{q: "SELECT 1 FROM users WHERE name = $1 FOR UPDATE", args: []any{user},
+			check: func(_ pgconn.CommandTag, err error) error {
+				if err != nil {
+					return fmt.Errorf("get user status: %w", err)
+				}
+				return nil
+			}})
 	}
 	for i, status := range refused {
 		q := "SELECT 1 / (CASE WHEN status = $2 THEN 0 ELSE 1 END) FROM users WHERE name = $1"
