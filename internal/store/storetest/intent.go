@@ -278,10 +278,16 @@ func testWriteIntentUnless(t *testing.T, s mayfly.Store) {
 	if err := intent("alice", "l-bob"); mayfly.ErrorCode(err) != mayfly.ECONFLICT {
 		t.Errorf("intent of an existing lease: error %v; want ECONFLICT", err)
 	}
+	// With no status refused, any status passes.
+	if err := requestAndIntent(s, "mallory", "l-any", func(tx mayfly.Tx, l *mayfly.Lease) error {
+		return mayfly.WriteIntentUnless(tx, l)
+	}); err != nil {
+		t.Errorf("intent of a suspended user with no status refused: %v", err)
+	}
 	es := listAudit(t, s, mayfly.AuditFilter{})
 	checkChain(t, es)
-	if len(es) != 5 {
-		t.Errorf("audit trail has %d events; want 5 (a suspension, then a request and an intent twice)", len(es))
+	if len(es) != 7 {
+		t.Errorf("audit trail has %d events; want 7 (a suspension, then a request and an intent three times)", len(es))
 	}
 }
 
