@@ -112,9 +112,11 @@ func TestGatewayBenchmark(t *testing.T) {
 	// PostgreSQL's new backends and pgbench on CPU 0, this process (the
 	// gateway, the bare relay, the session log) on CPU 1.
 	// MAYFLY_GATEWAY_BENCH_PLACEMENTS (say "pinned") runs only the
-	// placements it lists.
+	// placements it lists; "none" runs none (the SELECT 1 part alone).
 	placements := []string{"shared", "pinned"}
-	if v := os.Getenv("MAYFLY_GATEWAY_BENCH_PLACEMENTS"); v != "" {
+	if v := os.Getenv("MAYFLY_GATEWAY_BENCH_PLACEMENTS"); v == "none" {
+		placements = nil
+	} else if v != "" {
 		placements = strings.Split(v, ",")
 	}
 	for _, placement := range placements {
