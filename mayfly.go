@@ -345,6 +345,16 @@ type PreparedProvision interface {
 	Abort()
 }
 
+// PreparedCredential is implemented by a PreparedProvision whose
+// credential is the connector's own making, known before the target has
+// answered: the broker may then record the activation in the commit of
+// the lease's intent, before it reads the creation's outcome (see
+// broker.CreateAndActivate).
+type PreparedCredential interface {
+	// Credential is the credential the account will have once committed.
+	Credential() Credential
+}
+
 // ErrNotStaged is returned by PreparedProvision.Wait when the creation could
 // not be staged and was rolled back (the account exists already).
 var ErrNotStaged = errors.New("creation not staged: the account exists; provision it normally")

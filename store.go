@@ -207,6 +207,14 @@ type Leader struct {
 	Until  time.Time `json:"until"`
 }
 
+// DurableCommitter is implemented by stores each of whose commits waits
+// for the flush of the store's log unless SkipIntentSync says otherwise
+// (PostgreSQL): there a second commit costs a second flush, so the broker
+// records a one-call issue's intent and activation in one commit.
+type DurableCommitter interface {
+	CommitsDurably() bool
+}
+
 type skipIntentSyncKey struct{}
 
 // SkipIntentSync returns a context for Store.Update under which an intent

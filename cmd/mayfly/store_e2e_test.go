@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
@@ -228,5 +231,53 @@ func TestStoreMigrateSQLiteToPostgres(t *testing.T) {
 	}
 	if msg := w.fails("dave", "requests"); !strings.Contains(msg, "user dave is suspended") {
 		t.Errorf("suspended dave after migration: %q; want his token refused", msg)
+	}
+}
+
+// TestCrashBeforeTargetCommitPostgresStore kills the broker on the
+// one-call path with the PostgreSQL store, where the lease is recorded
+// active with its intent, in one commit, before the target commits the
+// account: PostgreSQL rolls the creation back, no credential was given,
+// and reconciliation finds the lease's account missing and ends it.
+func TestCrashBeforeTargetCommitPostgresStore(t *testing.T) {
+	b := make([]byte, 3)
+	rand.Read(b)
+	prefix := "mf_one" + hex.EncodeToString(b) + "_"
+	w := newProcessWorld(t, worldOpts{prefix: prefix})
+	w.usePostgresStore(pgtest.NewDatabase(t), w.addr)
+	w.startProcess("MAYFLY_FAILPOINT=crash-after-intent")
+	if _, err := w.try("alice", "request", "local-pg/readonly", "--for", "1m", "--reason", "crash test", "--creds", "-o", "json"); err == nil {
+		t.Fatalf("request --creds succeeded; the failpoint should have killed the broker")
+	}
+	w.waitKilled()
+	time.Sleep(200 * time.Millisecond)
+	if n := rolesLike(t, prefix); n != 0 {
+		t.Fatalf("%d role(s) named %s* exist after the broker died before the target's commit", n, prefix)
+	}
+	cmd := w.startProcess()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	var ls []leaseOut
+	w.ok("carol", &ls, "leases", "-o", "json")
+	if len(ls) != 1 || ls[0].State != "active" {
+		t.Fatalf("leases = %+v; want the one recorded active", ls)
+	}
+	var res struct {
+		LeasesMissing []string `json:"leases_missing"`
+	}
+	w.ok("carol", &res, "reconcile", "local-pg", "-o", "json")
+	if len(res.LeasesMissing) != 1 || res.LeasesMissing[0] != ls[0].ID {
+		t.Fatalf("leases_missing = %v; want [%s]", res.LeasesMissing, ls[0].ID)
+	}
+	waitFor(t, "the lease to be revoked", 10*time.Second, func() bool { return w.lease(ls[0].ID).State == "revoked" })
+	if l := w.lease(ls[0].ID); l.EndReason != "missing" {
+		t.Errorf("lease = %+v; want revoked/missing", l)
+	}
+	if n := rolesLike(t, prefix); n != 0 {
+		t.Errorf("%d role(s) named %s* exist at the end", n, prefix)
+	}
+	var v verifyOut
+	w.ok("carol", &v, "audit", "verify", "-o", "json")
+	if !v.OK {
+		t.Errorf("audit verify = %+v; want intact", v)
 	}
 }

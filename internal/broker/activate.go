@@ -52,14 +52,40 @@ func (b *Broker) Activate(ctx context.Context, c Caller, requestID string, o Act
 // activates it in the same transaction: one commit from request to intent.
 // On a target that can create an account in an open transaction, the
 // creation is sent while that commit runs and committed after it (see
-// mayfly.PreparedProvisioner). A request that needs approval is returned
-// pending with a nil Activation.
+// mayfly.PreparedProvisioner). Where the store's commits are durable
+// anyway (mayfly.DurableCommitter) and the credential is known before the
+// target answers (mayfly.PreparedCredential), that commit records the
+// activation too: one commit in all, then the target's (see
+// commitRecorded). A request that needs approval is returned pending with
+// a nil Activation.
 func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInput, o ActivateOptions) (*mayfly.Request, policy.Decision, *Activation, error) {
-	var l *mayfly.Lease
+	var l, act *mayfly.Lease
 	var grant mayfly.Grant
 	var st *staged
-	uctx := ctx
-	if t, ok := b.cfg.Load().Targets[in.Target]; ok && t.Kind == mayfly.KindPostgres && t.InstanceKeyEnv != "" {
+	var cred mayfly.Credential
+	release := func() {}
+	r, d, err := b.createRequest(ctx, c, in, func(r *mayfly.Request) (func(mayfly.Tx) error, bool, error) {
+		if r.State != mayfly.RequestApproved {
+			return nil, false, nil
+		}
+		var err error
+		if l, grant, err = b.newLease(c, r, false); err != nil {
+			return nil, false, err
+		}
+		r.LeaseID = l.ID
+		st = b.stage(ctx, l, grant, o)
+		var data map[string]string
+		if act, cred, data = b.recordedActivation(l, o, st); act != nil {
+			// Revocations of the lease, active once this commits, wait
+			// until the target has committed its account.
+			release = b.holdRevocations(l.ID)
+			return func(tx mayfly.Tx) error {
+				if err := b.recordIntent(tx, c, r, act); err != nil {
+					return err
+				}
+				return b.audit(tx, c, "lease.activate", nil, act, "", data)
+			}, false, nil
+		}
 		// A PostgreSQL role carries this installation's mark in its
 		// comment, committed with the role, and VALID UNTIL: an intent lost
 		// to an OS crash leaves a role the reconciler recognises as its own
@@ -67,29 +93,104 @@ func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInpu
 		// log's sync (docs/benchmarks.md, Durability). Without an
 		// installation key the role would only be reported, so the intent
 		// is synced.
-		uctx = mayfly.SkipIntentSync(ctx)
-	}
-	r, d, err := b.createRequest(uctx, c, in, func(r *mayfly.Request) (func(mayfly.Tx) error, error) {
-		if r.State != mayfly.RequestApproved {
-			return nil, nil
-		}
-		var err error
-		if l, grant, err = b.newLease(c, r, false); err != nil {
-			return nil, err
-		}
-		r.LeaseID = l.ID
-		st = b.stage(ctx, l, grant, o)
-		return func(tx mayfly.Tx) error { return b.recordIntent(tx, c, r, l) }, nil
+		t := b.cfg.Load().Targets[r.Target]
+		skip := t.Kind == mayfly.KindPostgres && t.InstanceKeyEnv != ""
+		return func(tx mayfly.Tx) error { return b.recordIntent(tx, c, r, l) }, skip, nil
 	})
 	if err != nil {
 		st.abort()
+		release()
 		return r, d, nil, err
 	}
 	if l == nil {
 		return r, d, nil, nil
 	}
+	if act != nil {
+		a, err := b.commitRecorded(ctx, c, act, cred, st, release)
+		return r, d, a, err
+	}
 	a, err := b.provision(ctx, c, l, grant, o, st)
 	return r, d, a, err
+}
+
+// recordedActivation returns l as it is once active, its credential and
+// its activation's audit data, when the activation can be recorded in the
+// commit of l's intent: the creation is staged, its credential known, the
+// store's commits durable, and the user receives the account's own
+// credential (not the gateway's). Otherwise act is nil.
+func (b *Broker) recordedActivation(l *mayfly.Lease, o ActivateOptions, st *staged) (act *mayfly.Lease, cred mayfly.Credential, data map[string]string) {
+	if st == nil || b.viaGateway(l) {
+		return nil, cred, nil
+	}
+	if dc, ok := b.store.(mayfly.DurableCommitter); !ok || !dc.CommitsDurably() {
+		return nil, cred, nil
+	}
+	pc, ok := st.p.(mayfly.PreparedCredential)
+	if !ok {
+		return nil, cred, nil
+	}
+	cred = pc.Credential()
+	if cred.Username == "" {
+		cred.Username = l.Username
+	}
+	var secretHMAC string
+	data = activationData(l, o)
+	if s := cred.Secrets(); len(s) > 0 {
+		secretHMAC = b.HashSecret(s[0])
+		data["secret_hmac"] = secretHMAC
+	}
+	a := *l
+	b.activated(&a, secretHMAC, o)
+	return &a, cred, data
+}
+
+// commitRecorded finishes a one-call issue whose activation was recorded
+// with its intent: once the target has made the account, its commit is
+// sent and awaited, and the credential returned. The store knew of the
+// lease before the account could exist, as always (intent before action).
+// A creation that fails, or whose commit's outcome is unknown, makes the
+// lease revoking (provisioning_failed) for the scheduler to undo, as when
+// the target's commit fails after a separate activation.
+func (b *Broker) commitRecorded(ctx context.Context, c Caller, act *mayfly.Lease, cred mayfly.Credential, st *staged, release func()) (*Activation, error) {
+	defer st.cancel()
+	if b.afterIntent != nil {
+		b.afterIntent(act)
+	}
+	res, err := st.p.Wait()
+	switch {
+	case errors.Is(err, mayfly.ErrNotStaged):
+		err = mayfly.Errorf(mayfly.ECONFLICT, "account %s already exists on target %q", act.Username, act.Target)
+	case err == nil && res.Account != "" && res.Account != act.Username:
+		st.p.Abort()
+		err = fmt.Errorf("provision %s: the target made account %s instead", act.Username, res.Account)
+	case err == nil:
+		err = st.p.Commit()()
+	}
+	release()
+	if err != nil {
+		return nil, b.provisionFailed(ctx, c, act, err)
+	}
+	b.pokeAt(act.DueAt)
+	return &Activation{Lease: act, Credential: cred}, nil
+}
+
+// activationData is the audit data of l's activation.
+func activationData(l *mayfly.Lease, o ActivateOptions) map[string]string {
+	data := map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)}
+	if o.SessionTimeout > 0 {
+		data["session_bound"] = "true"
+		data["heartbeat_timeout"] = o.SessionTimeout.String()
+	}
+	return data
+}
+
+// activated makes l active with the keyed hash of its secret, due at its
+// expiry or, bound to its client's session, at the session's timeout.
+func (b *Broker) activated(l *mayfly.Lease, secretHMAC string, o ActivateOptions) {
+	l.State, l.DueAt, l.SecretHMAC = mayfly.LeaseActive, l.ExpiresAt, secretHMAC
+	if o.SessionTimeout > 0 {
+		l.DueAt = sessionDue(l, b.clock.Now().UTC(), o.SessionTimeout)
+	}
 }
 
 // staged is an account creation sent to the target, uncommitted, while the
@@ -419,11 +520,7 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res ma
 	if cred.Username == "" {
 		cred.Username = l.Username
 	}
-	data := map[string]string{"username": l.Username, "expires_at": l.ExpiresAt.Format(time.RFC3339)}
-	if o.SessionTimeout > 0 {
-		data["session_bound"] = "true"
-		data["heartbeat_timeout"] = o.SessionTimeout.String()
-	}
+	data := activationData(l, o)
 	var verifier string
 	if b.viaGateway(l) {
 		// The user receives a gateway credential; the account's own
@@ -446,12 +543,7 @@ func (b *Broker) activate(ctx context.Context, c Caller, l *mayfly.Lease, res ma
 	// provisioning. A suspension, revoke or done that reached it meanwhile
 	// wins, and the account just made is undone.
 	var active *mayfly.Lease
-	activated := func(cur *mayfly.Lease) {
-		cur.State, cur.DueAt, cur.SecretHMAC = mayfly.LeaseActive, cur.ExpiresAt, secretHMAC
-		if o.SessionTimeout > 0 {
-			cur.DueAt = sessionDue(cur, b.clock.Now().UTC(), o.SessionTimeout)
-		}
-	}
+	activated := func(cur *mayfly.Lease) { b.activated(cur, secretHMAC, o) }
 	// The lease as this broker wrote it is the one to change, unless
 	// something else changed it since: then its update writes nothing
 	// (ErrLeaseChanged) and the lease is read again below. It saves the

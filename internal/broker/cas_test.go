@@ -628,3 +628,53 @@ func TestListLeasesOfAnotherUserRefused(t *testing.T) {
 		t.Errorf("an admin listing bob's leases: %v", err)
 	}
 }
+
+// A one-call issue records its lease active before the target commits the
+// account (commitRecorded). A reconciliation whose listing of accounts
+// falls in that moment must not take the lease for one whose account
+// vanished: it waits for this replica's commit in flight and looks again.
+func TestReconcileLooksAgainForAccountsBeingCommitted(t *testing.T) {
+	e := newCASEnv(t)
+	ctx := context.Background()
+	a := e.activeLease(t)
+	name := a.Lease.Username
+	e.clk.t = e.clk.t.Add(time.Second) // the accounts are listed after the lease was made
+	// As while the account is being committed: absent, its commit held.
+	e.conn.mu.Lock()
+	delete(e.conn.accounts, name)
+	e.conn.mu.Unlock()
+	release := e.b.holdRevocations(a.Lease.ID)
+	done := make(chan []ReconcileResult, 1)
+	go func() {
+		res, err := e.b.Reconcile(ctx, e.admin, "t")
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	select {
+	case res := <-done:
+		release()
+		t.Fatalf("reconcile = %+v while the account's commit was in flight; want it to wait for the commit", res)
+	case <-time.After(300 * time.Millisecond):
+	}
+	e.conn.mu.Lock()
+	e.conn.accounts[name] = true // committed
+	e.conn.mu.Unlock()
+	release()
+	res := <-done
+	if len(res) != 1 || len(res[0].LeasesMissing) != 0 {
+		t.Fatalf("reconcile = %+v; want no lease missing: its account was committed meanwhile", res)
+	}
+	if l := e.lease(t, a.Lease.ID); l.State != mayfly.LeaseActive {
+		t.Fatalf("lease is %s; want active", l.State)
+	}
+	// An account that really vanished is still found missing.
+	e.conn.mu.Lock()
+	delete(e.conn.accounts, name)
+	e.conn.mu.Unlock()
+	res, err := e.b.Reconcile(ctx, e.admin, "t")
+	if err != nil || len(res) != 1 || len(res[0].LeasesMissing) != 1 || res[0].LeasesMissing[0] != a.Lease.ID {
+		t.Fatalf("reconcile = %+v, %v; want lease %s missing", res, err, a.Lease.ID)
+	}
+}

@@ -48,7 +48,8 @@ type ReconcileResult struct {
 // stuck in provisioning are undone. target "" means every target. Accounts
 // are listed before leases, so an account created for a new lease meanwhile
 // is never taken for an orphan (its intent is committed before the account
-// exists).
+// exists); an active lease whose account that listing missed is looked for
+// again before it is called missing (see stillMissing).
 func (b *Broker) Reconcile(ctx context.Context, c Caller, target string) ([]ReconcileResult, error) {
 	if !c.Admin {
 		return nil, mayfly.Errorf(mayfly.EFORBIDDEN, "reconciling needs an admin")
@@ -117,6 +118,9 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 		case l.State == mayfly.LeaseProvisioning && now.Sub(l.CreatedAt) > b.provTO:
 			stuck = append(stuck, l)
 		}
+	}
+	if len(missing) > 0 {
+		missing = b.stillMissing(ctx, conn, t, missing, &res)
 	}
 	var orphans []string
 	how := map[string]string{}
@@ -214,6 +218,38 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 	}
 	b.committed()
 	return res
+}
+
+// stillMissing returns the leases of ls whose accounts a second listing,
+// made after the leases were read, still does not find. A one-call issue
+// records its lease active before the target commits the account (see
+// commitRecorded), moments later: a lease read active whose account was
+// being committed while the accounts were listed is not missing. This
+// replica's own commits in flight are waited for first; another replica's
+// commit that outlasts the leases' reading and the second listing ends
+// its lease as missing, early, which is the safe side.
+func (b *Broker) stillMissing(ctx context.Context, conn mayfly.Connector, t mayfly.Target, ls []*mayfly.Lease, res *ReconcileResult) []*mayfly.Lease {
+	for _, l := range ls {
+		b.awaitCommit(ctx, l.ID)
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	accts, err := conn.Accounts(actx, mayfly.AccountsRequest{Prefix: t.Prefix})
+	cancel()
+	if err != nil {
+		res.Errors = append(res.Errors, "list accounts again: "+Scrub(mayfly.ErrorMessageOrText(err)))
+		return nil
+	}
+	found := map[string]bool{}
+	for _, a := range accts {
+		found[a.Name] = true
+	}
+	var out []*mayfly.Lease
+	for _, l := range ls {
+		if !found[l.Username] {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func has(m map[string]mayfly.Account, name string) bool {

@@ -83,7 +83,7 @@ func (b *Broker) CreateRequest(ctx context.Context, c Caller, in RequestInput) (
 // createRequest decides and records a request. prepare, when not nil, runs
 // before anything is written and may return more to write in the same
 // transaction (the lease intent of an immediate activation).
-func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, prepare func(*mayfly.Request) (func(mayfly.Tx) error, error)) (*mayfly.Request, policy.Decision, error) {
+func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, prepare func(*mayfly.Request) (then func(mayfly.Tx) error, skipSync bool, err error)) (*mayfly.Request, policy.Decision, error) {
 	cfg := b.cfg.Load()
 	if err := checkInput(cfg, in); err != nil {
 		return nil, policy.Decision{}, err
@@ -131,9 +131,13 @@ func (b *Broker) createRequest(ctx context.Context, c Caller, in RequestInput, p
 	}
 	var then func(mayfly.Tx) error
 	if prepare != nil {
+		var skip bool
 		var err error
-		if then, err = prepare(r); err != nil {
+		if then, skip, err = prepare(r); err != nil {
 			return nil, d, err
+		}
+		if skip {
+			ctx = mayfly.SkipIntentSync(ctx)
 		}
 	}
 	err := b.store.Update(ctx, func(tx mayfly.Tx) error {

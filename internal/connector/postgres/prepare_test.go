@@ -53,6 +53,10 @@ func TestPrepareProvision(t *testing.T) {
 	if cred.Username != name || cred.Password == "" {
 		t.Fatalf("Wait credential = %+v; want user %s with a password", cred, name)
 	}
+	// Known before the outcome, for an activation recorded with the intent.
+	if pc, ok := p.(mayfly.PreparedCredential); !ok || pc.Credential().Password != cred.Password || pc.Credential().Username != name {
+		t.Errorf("the staged creation does not tell the credential Wait returns")
+	}
 	// Created but not committed: nobody sees it, and it cannot log in.
 	if roleVisible(t, conn, name) {
 		t.Errorf("role %s is visible before Commit", name)

@@ -343,6 +343,10 @@ func (p *prepared) Wait() (_ mayfly.ProvisionResponse, err error) {
 	return mayfly.ProvisionResponse{Credential: p.cred}, nil
 }
 
+// Credential is the credential the role will have once committed (see
+// mayfly.PreparedCredential).
+func (p *prepared) Credential() mayfly.Credential { return p.cred }
+
 // readCreation reads the creation's outcome. A server error
 // (*pgconn.PgError) leaves the transaction open and failed; any other
 // error leaves the connection closed.

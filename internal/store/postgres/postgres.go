@@ -200,6 +200,11 @@ func (db *DB) migrate(ctx context.Context) error {
 
 var errClosed = errors.New("postgres store: closed")
 
+// CommitsDurably reports that each commit of Update waits for the flush of
+// the server's log, unless mayfly.SkipIntentSync says otherwise (see
+// mayfly.DurableCommitter).
+func (db *DB) CommitsDurably() bool { return true }
+
 // Update runs fn in a read-write transaction and commits it when fn
 // returns nil. A transaction that fails on a serialization failure or a
 // deadlock runs again (fn included), up to a few times, and so does one

@@ -1,0 +1,233 @@
+package broker_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/audit"
+	"github.com/mayflyhq/mayfly/internal/broker"
+	"github.com/mayflyhq/mayfly/internal/connector/postgres"
+	"github.com/mayflyhq/mayfly/internal/policy"
+	pgstore "github.com/mayflyhq/mayfly/internal/store/postgres"
+	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+	"github.com/mayflyhq/mayfly/internal/testenv"
+)
+
+// oneCommitWorld is a broker on a PostgreSQL store (a database of its own)
+// whose one target is the local PostgreSQL under a prefix of its own:
+// where a one-call issue records its activation with its intent.
+type oneCommitWorld struct {
+	b      *broker.Broker
+	st     mayfly.Store
+	store  *pgx.Conn // the store's database, as its admin
+	prefix string
+	alice  broker.Caller
+	admin  broker.Caller
+}
+
+func newOneCommitWorld(t *testing.T, roles ...string) *oneCommitWorld {
+	t.Helper()
+	ctx := ctxT(t)
+	dsn := pgtest.NewDatabase(t)
+	st, err := pgstore.Open(ctx, dsn, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	sc, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close(context.Background()) })
+	if len(roles) == 0 {
+		roles = []string{"pg_read_all_data"}
+	}
+	prefix := uniquePrefix()
+	tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: prefix, DSN: testenv.PostgresDSN(),
+		Grants: map[string]mayfly.Grant{"read": {Name: "read", Roles: roles}}}
+	conn, err := postgres.New(tgt, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Check(ctx); err != nil {
+		testenv.Unavailable(t, "PostgreSQL", err)
+	}
+	t.Cleanup(func() {
+		for _, r := range rolesUnder(t, prefix) {
+			pgExec(t, "DROP ROLE IF EXISTS "+pgQuote(r))
+		}
+		conn.Close()
+	})
+	set, err := policy.Compile([]policy.Policy{{Name: "p", Groups: []string{"eng"}, Targets: []string{"pg"}, Grants: []string{"read"}, MaxDuration: time.Hour}},
+		[]policy.TargetInfo{{Name: "pg", Kind: "postgres", Grants: []string{"read"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := map[string][]string{"alice": {"eng"}, "root": {"admin"}}
+	b := broker.New(&broker.Config{Targets: map[string]mayfly.Target{"pg": tgt}, Policies: set, Users: users, UserOrder: []string{"alice", "root"}},
+		broker.Options{Store: st, Connectors: map[string]mayfly.Connector{"pg": conn}, HMACKey: []byte("k")})
+	return &oneCommitWorld{b: b, st: st, store: sc, prefix: prefix,
+		alice: broker.Caller{User: "alice", Groups: []string{"eng"}},
+		admin: broker.Caller{User: "root", Groups: []string{"admin"}, Admin: true}}
+}
+
+// rolesUnder lists the roles named with prefix.
+func rolesUnder(t *testing.T, prefix string) []string {
+	t.Helper()
+	rows, err := pgAdmin(t).Query(ctxT(t), "SELECT rolname FROM pg_catalog.pg_roles WHERE starts_with(rolname, $1)", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// issue is a one-call issue for alice.
+func (w *oneCommitWorld) issue(t *testing.T) (*mayfly.Request, *broker.Activation, error) {
+	t.Helper()
+	r, _, a, err := w.b.CreateAndActivate(ctxT(t), w.alice, broker.RequestInput{Target: "pg", Grant: "read", Duration: 30 * time.Minute, Reason: "INC-7"}, broker.ActivateOptions{})
+	return r, a, err
+}
+
+// TestOneCommitIssue: on the PostgreSQL store, a one-call issue records
+// the request, the intent and the activation in one transaction (their
+// rows and events share its id), committed before the role is; the
+// credential logs in, a wrong password does not, and after revocation the
+// credential is refused.
+func TestOneCommitIssue(t *testing.T) {
+	w := newOneCommitWorld(t)
+	ctx := ctxT(t)
+	r, a, err := w.issue(t)
+	if err != nil {
+		t.Fatalf("issue: %v", err)
+	}
+	if a == nil || a.Lease.State != mayfly.LeaseActive || a.Lease.SecretHMAC == "" || !a.Lease.DueAt.Equal(a.Lease.ExpiresAt) {
+		t.Fatalf("activation = %+v; want an active lease due at its expiry with its secret's hash", a)
+	}
+	if got := w.b.HashSecret(a.Credential.Password); got != a.Lease.SecretHMAC {
+		t.Errorf("lease's secret hash %s is not the credential's %s", a.Lease.SecretHMAC, got)
+	}
+
+	// One transaction: every row and event it wrote carries its id.
+	var txids []string
+	rows, err := w.store.Query(ctx, `SELECT xmin::text FROM requests WHERE id = $1
+		UNION ALL SELECT xmin::text FROM leases WHERE id = $2
+		UNION ALL SELECT xmin::text FROM audit_events WHERE request_id = $1 OR lease_id = $2`, r.ID, a.Lease.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if txids, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		t.Fatal(err)
+	}
+	if len(txids) != 5 {
+		t.Fatalf("%d rows and events of the issue; want the request, the lease and 3 events", len(txids))
+	}
+	for _, x := range txids[1:] {
+		if x != txids[0] {
+			t.Errorf("the issue wrote in transactions %v; want one", txids)
+			break
+		}
+	}
+	var actions []string
+	rows, err = w.store.Query(ctx, `SELECT action FROM audit_events WHERE request_id = $1 OR lease_id = $2 ORDER BY seq`, r.ID, a.Lease.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if actions, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(actions, ",") != "request.create,lease.intent,lease.activate" {
+		t.Errorf("events = %v; want request.create, lease.intent, lease.activate", actions)
+	}
+
+	if err := login(ctx, "pg", a.Credential); err != nil {
+		t.Fatalf("login with the issued credential: %v", err)
+	}
+	wrong := a.Credential
+	wrong.Password += "x"
+	if err := login(ctx, "pg", wrong); err == nil {
+		t.Fatal("a wrong password logged in: the server does not check passwords")
+	}
+	ended, err := w.b.EndLease(ctx, w.admin, a.Lease.ID, mayfly.EndRevoked, "test")
+	if err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	w.b.RevokeNow(ctx, ended)
+	if err := login(ctx, "pg", a.Credential); err == nil {
+		t.Fatal("the credential still logs in after revocation")
+	}
+	if n := len(rolesUnder(t, w.prefix)); n != 0 {
+		t.Errorf("%d role(s) left after revocation", n)
+	}
+	if res, err := audit.Verify(ctx, w.st, 0, 0); err != nil || !res.OK {
+		t.Errorf("audit chain: %+v, %v", res, err)
+	}
+}
+
+// TestOneCommitRefusedLeavesNoRole: the requester suspended (as another
+// replica would, with nothing in this broker's memory) makes the one
+// commit fail; the creation staged on the target is rolled back, and
+// nothing of the issue is recorded.
+func TestOneCommitRefusedLeavesNoRole(t *testing.T) {
+	w := newOneCommitWorld(t)
+	ctx := ctxT(t)
+	if _, _, err := w.b.SetUserStatus(ctx, w.admin, "alice", broker.UserSuspended, "left"); err != nil {
+		t.Fatal(err)
+	}
+	_, a, err := w.issue(t)
+	if err == nil || mayfly.ErrorCode(err) != mayfly.EFORBIDDEN || !strings.Contains(err.Error(), "suspended") {
+		t.Fatalf("issue for a suspended user = %+v, %v; want refused", a, err)
+	}
+	if n := len(rolesUnder(t, w.prefix)); n != 0 {
+		t.Errorf("%d role(s) exist after a refused issue", n)
+	}
+	var leases int
+	if err := w.store.QueryRow(ctx, "SELECT count(*) FROM leases").Scan(&leases); err != nil {
+		t.Fatal(err)
+	}
+	if leases != 0 {
+		t.Errorf("%d lease(s) recorded for a refused issue", leases)
+	}
+}
+
+// TestOneCommitCreationFails: the target refuses the creation after the
+// lease was recorded active with its intent (its grant names a role that
+// does not exist): the caller gets the target's error, no role exists,
+// and the lease is handed to the scheduler to undo (revoking,
+// provisioning failed), recorded in the audit trail.
+func TestOneCommitCreationFails(t *testing.T) {
+	w := newOneCommitWorld(t, "mf_no_such_role_for_one_commit")
+	ctx := ctxT(t)
+	_, a, err := w.issue(t)
+	if err == nil {
+		t.Fatalf("issue with a grant of a missing role = %+v; want an error", a)
+	}
+	if !strings.Contains(err.Error(), "mf_no_such_role_for_one_commit") {
+		t.Errorf("error %q does not name the missing role", err)
+	}
+	if n := len(rolesUnder(t, w.prefix)); n != 0 {
+		t.Errorf("%d role(s) exist after a failed creation", n)
+	}
+	var state, reason string
+	if err := w.store.QueryRow(ctx, "SELECT state, end_reason FROM leases").Scan(&state, &reason); err != nil {
+		t.Fatal(err)
+	}
+	if state != string(mayfly.LeaseRevoking) || reason != mayfly.EndFailed {
+		t.Errorf("lease is %s/%s; want revoking/%s", state, reason, mayfly.EndFailed)
+	}
+	var n int
+	if err := w.store.QueryRow(ctx, "SELECT count(*) FROM audit_events WHERE action = 'lease.provision_failed'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("%d lease.provision_failed events; want 1", n)
+	}
+}
