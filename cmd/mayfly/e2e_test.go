@@ -744,18 +744,26 @@ func TestCrashBeforeStagedCommit(t *testing.T) {
 	rand.Read(b)
 	prefix := "mf_stg" + hex.EncodeToString(b) + "_"
 	w := newProcessWorld(t, worldOpts{prefix: prefix})
+	w.crashOnOneCall(prefix)
+	if l := w.restartUndone(); roleExists(t, l.Username) {
+		t.Errorf("role %s exists: the staged creation outlived the broker", l.Username)
+	}
+}
+
+// crashOnOneCall starts the broker with the failpoint that kills it once
+// a lease's intent is committed, makes a one-call issue, and checks that
+// PostgreSQL rolled the staged creation back: no role named prefix*.
+func (w *world) crashOnOneCall(prefix string) {
+	w.t.Helper()
 	w.startProcess("MAYFLY_FAILPOINT=crash-after-intent")
 	if _, err := w.try("alice", "request", "local-pg/readonly", "--for", "1m", "--reason", "crash test", "--creds", "-o", "json"); err == nil {
-		t.Fatalf("request --creds succeeded; the failpoint should have killed the broker")
+		w.t.Fatalf("request --creds succeeded; the failpoint should have killed the broker")
 	}
 	w.waitKilled()
 	// Before any recovery: the server itself rolled the creation back.
 	time.Sleep(200 * time.Millisecond)
-	if n := rolesLike(t, prefix); n != 0 {
-		t.Fatalf("%d role(s) named %s* exist after the broker died before committing", n, prefix)
-	}
-	if l := w.restartUndone(); roleExists(t, l.Username) {
-		t.Errorf("role %s exists: the staged creation outlived the broker", l.Username)
+	if n := rolesLike(w.t, prefix); n != 0 {
+		w.t.Fatalf("%d role(s) named %s* exist after the broker died before the target's commit", n, prefix)
 	}
 }
 

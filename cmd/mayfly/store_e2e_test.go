@@ -245,15 +245,7 @@ func TestCrashBeforeTargetCommitPostgresStore(t *testing.T) {
 	prefix := "mf_one" + hex.EncodeToString(b) + "_"
 	w := newProcessWorld(t, worldOpts{prefix: prefix})
 	w.usePostgresStore(pgtest.NewDatabase(t), w.addr)
-	w.startProcess("MAYFLY_FAILPOINT=crash-after-intent")
-	if _, err := w.try("alice", "request", "local-pg/readonly", "--for", "1m", "--reason", "crash test", "--creds", "-o", "json"); err == nil {
-		t.Fatalf("request --creds succeeded; the failpoint should have killed the broker")
-	}
-	w.waitKilled()
-	time.Sleep(200 * time.Millisecond)
-	if n := rolesLike(t, prefix); n != 0 {
-		t.Fatalf("%d role(s) named %s* exist after the broker died before the target's commit", n, prefix)
-	}
+	w.crashOnOneCall(prefix)
 	cmd := w.startProcess()
 	t.Cleanup(func() { cmd.Process.Kill() })
 	var ls []leaseOut
