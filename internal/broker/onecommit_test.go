@@ -28,6 +28,9 @@ type oneCommitWorld struct {
 	prefix string
 	alice  broker.Caller
 	admin  broker.Caller
+	// afterCommit, when set, runs between the one commit and the target's
+	// commit of the account (the broker's AfterIntent hook).
+	afterCommit func(*mayfly.Lease)
 }
 
 func newOneCommitWorld(t *testing.T, roles ...string) *oneCommitWorld {
@@ -69,11 +72,17 @@ func newOneCommitWorld(t *testing.T, roles ...string) *oneCommitWorld {
 		t.Fatal(err)
 	}
 	users := map[string][]string{"alice": {"eng"}, "root": {"admin"}}
-	b := broker.New(&broker.Config{Targets: map[string]mayfly.Target{"pg": tgt}, Policies: set, Users: users, UserOrder: []string{"alice", "root"}},
-		broker.Options{Store: st, Connectors: map[string]mayfly.Connector{"pg": conn}, HMACKey: []byte("k")})
-	return &oneCommitWorld{b: b, st: st, store: sc, prefix: prefix,
+	w := &oneCommitWorld{st: st, store: sc, prefix: prefix,
 		alice: broker.Caller{User: "alice", Groups: []string{"eng"}},
 		admin: broker.Caller{User: "root", Groups: []string{"admin"}, Admin: true}}
+	w.b = broker.New(&broker.Config{Targets: map[string]mayfly.Target{"pg": tgt}, Policies: set, Users: users, UserOrder: []string{"alice", "root"}},
+		broker.Options{Store: st, Connectors: map[string]mayfly.Connector{"pg": conn}, HMACKey: []byte("k"),
+			AfterIntent: func(l *mayfly.Lease) {
+				if w.afterCommit != nil {
+					w.afterCommit(l)
+				}
+			}})
+	return w
 }
 
 // rolesUnder lists the roles named with prefix.
@@ -229,5 +238,71 @@ func TestOneCommitCreationFails(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d lease.provision_failed events; want 1", n)
+	}
+}
+
+// TestOneCommitRevokedBeforeTargetCommit races an admin's revoke with the
+// one-call path: the revoke is recorded after the one commit, before the
+// target commits the role. The revocation on the target waits for that
+// commit, then removes the role: the issue returns its credential, which no longer logs
+// in, and nothing is left on the target.
+func TestOneCommitRevokedBeforeTargetCommit(t *testing.T) {
+	w := newOneCommitWorld(t)
+	ctx := ctxT(t)
+	revoked := make(chan error, 1)
+	w.afterCommit = func(l *mayfly.Lease) {
+		if n := len(rolesUnder(t, w.prefix)); n != 0 {
+			t.Errorf("%d role(s) exist before the target's commit", n)
+		}
+		go func() {
+			// Records the end, then revokes, which waits for the commit.
+			_, err := w.b.EndLease(ctx, w.admin, l.ID, mayfly.EndRevoked, "race")
+			revoked <- err
+		}()
+		// Let the commit go once the end is recorded and the revocation
+		// on the target has had time to run.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var state string
+			if err := w.store.QueryRow(ctx, "SELECT state FROM leases WHERE id = $1", l.ID).Scan(&state); err != nil {
+				t.Error(err)
+				return
+			}
+			if state != string(mayfly.LeaseActive) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Error("the revoke was not recorded")
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		// A revocation that did not wait for the commit would be done
+		// by now, before the role exists.
+		select {
+		case err := <-revoked:
+			revoked <- err
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	_, a, err := w.issue(t)
+	if err != nil {
+		t.Fatalf("issue: %v", err)
+	}
+	if err := <-revoked; err != nil {
+		t.Fatalf("revoke during the issue: %v", err)
+	}
+	var state, reason string
+	if err := w.store.QueryRow(ctx, "SELECT state, end_reason FROM leases WHERE id = $1", a.Lease.ID).Scan(&state, &reason); err != nil {
+		t.Fatal(err)
+	}
+	if state != string(mayfly.LeaseRevoked) || reason != mayfly.EndRevoked {
+		t.Errorf("lease is %s/%s; want revoked/%s", state, reason, mayfly.EndRevoked)
+	}
+	if err := login(ctx, "pg", a.Credential); err == nil {
+		t.Error("the credential logs in after the revoke that raced its issue")
+	}
+	if n := len(rolesUnder(t, w.prefix)); n != 0 {
+		t.Errorf("%d role(s) left after the revoke that raced the issue", n)
 	}
 }
