@@ -32,6 +32,9 @@ type fakeSlack struct {
 	users map[string]fakeUser
 	// fail makes the next calls of a method answer ok:false with the error.
 	fail map[string]string
+	// slow holds the answers of a method this long after recording the
+	// call, as a Slack that acts before its answer arrives.
+	slow map[string]time.Duration
 	// ws, when set, serves the Socket Mode websocket.
 	ws func(c *websocket.Conn)
 }
@@ -51,7 +54,7 @@ type call struct {
 
 func newFakeSlack(t *testing.T) *fakeSlack {
 	f := &fakeSlack{t: t, botToken: "xoxb-test-bot-token-0000", appToken: "xapp-test-app-token-0000",
-		users: map[string]fakeUser{}, fail: map[string]string{}}
+		users: map[string]fakeUser{}, fail: map[string]string{}, slow: map[string]time.Duration{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -105,13 +108,14 @@ func (f *fakeSlack) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	failWith := f.fail[method]
+	failWith, slow := f.fail[method], f.slow[method]
 	f.mu.Unlock()
 	if failWith != "" {
 		json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": failWith})
 		return
 	}
 	n := f.record(c)
+	time.Sleep(slow)
 	ts := fmt.Sprintf("1700000000.%06d", n)
 	var out map[string]any
 	switch method {

@@ -130,7 +130,12 @@ func (a *App) pass(ctx context.Context, cursor *int64) error {
 		}
 		unsaved := false
 		for _, e := range events {
-			acted, err := a.handle(ctx, e)
+			if ctx.Err() != nil {
+				break
+			}
+			hctx, cancel := finishing(ctx)
+			acted, err := a.handle(hctx, e)
+			cancel()
 			if err != nil {
 				return err
 			}
@@ -151,11 +156,28 @@ func (a *App) pass(ctx context.Context, cursor *int64) error {
 				return fmt.Errorf("save cursor: %w", err)
 			}
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if len(events) < batchSize {
 			break
 		}
 	}
 	return a.expiring(ctx)
+}
+
+// finishTimeout bounds the Slack calls of one event once the sender is
+// stopping (see finishing).
+const finishTimeout = 15 * time.Second
+
+// finishing returns the context for the Slack calls of one event or
+// warning: it does not end with ctx (the sender stopping, or its replica
+// losing the lead), so a call under way is finished and its outcome saved
+// (the posted message's place, the cursor) rather than cut off after Slack
+// may have acted on it, which would post the message again on the next
+// run. It ends after finishTimeout instead.
+func finishing(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 }
 
 // handle acts on one audit event and reports whether it concerned Slack;
@@ -367,6 +389,9 @@ func (a *App) expiring(ctx context.Context) error {
 	}
 	slices.SortFunc(due, func(x, y *mayfly.Lease) int { return cmp.Compare(expiryMark(x), expiryMark(y)) })
 	for _, l := range due {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		var r *mayfly.Request
 		if err := a.store.View(ctx, func(tx mayfly.Tx) error {
 			var err error
@@ -376,7 +401,10 @@ func (a *App) expiring(ctx context.Context) error {
 			return fmt.Errorf("read request %s: %w", l.RequestID, err)
 		}
 		left := l.ExpiresAt.Sub(now).Round(time.Second)
-		if err := a.directMessage(ctx, l.Requester, expiringDM(l, r, left, a.baseURL), "lease "+l.ID+" expiring"); err != nil {
+		dctx, cancel := finishing(ctx)
+		err := a.directMessage(dctx, l.Requester, expiringDM(l, r, left, a.baseURL), "lease "+l.ID+" expiring")
+		cancel()
+		if err != nil {
 			return err
 		}
 		mark = expiryMark(l)
