@@ -202,12 +202,24 @@ type SessionTx interface {
 	// compacted; the session's head moves to the last. ENOTFOUND when
 	// there is no such session, ECONFLICT when it has ended.
 	AppendSessionEvents(id string, evs []*SessionEvent) error
+	// AppendSessionsEvents does what AppendSessionEvents does for each of
+	// as, in order, in statements whose number does not grow with the
+	// number of sessions (the session log's writer appends to every busy
+	// session at once). It fails as the first of them would, and then
+	// appends nothing.
+	AppendSessionsEvents(as []SessionAppend) error
 	// ListSessionEvents returns up to limit (all when 0) events of session
 	// id with Seq > afterSeq, in Seq order.
 	ListSessionEvents(id string, afterSeq int64, limit int) ([]*SessionEvent, error)
 	// EndSession records that session id ended at at, for reason;
 	// ENOTFOUND when there is none, ECONFLICT when it has already ended.
 	EndSession(id string, at time.Time, reason string) error
+}
+
+// SessionAppend is what AppendSessionsEvents appends to one session.
+type SessionAppend struct {
+	ID     string
+	Events []*SessionEvent
 }
 
 // ChainSessionEvents prepares evs for appending to session id's chain

@@ -262,13 +262,12 @@ func (l *Log) write() {
 		l.mu.Unlock()
 
 		for {
+			as := make([]mayfly.SessionAppend, len(bs))
+			for i, b := range bs {
+				as[i] = mayfly.SessionAppend{ID: b.r.s.ID, Events: b.evs}
+			}
 			err := l.store.Update(context.Background(), func(tx mayfly.Tx) error {
-				for _, b := range bs {
-					if err := tx.AppendSessionEvents(b.r.s.ID, b.evs); err != nil {
-						return err
-					}
-				}
-				return nil
+				return tx.AppendSessionsEvents(as)
 			})
 			if err == nil {
 				break

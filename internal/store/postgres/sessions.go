@@ -4,6 +4,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -127,71 +129,137 @@ func (t *tx) ListSessions(f mayfly.SessionFilter) ([]*mayfly.Session, error) {
 // AppendSessionEvents chains evs after the head of session id, which it
 // locks, and appends them in one statement.
 func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
+	return t.AppendSessionsEvents([]mayfly.SessionAppend{{ID: id, Events: evs}})
+}
+
+// sessionHead is a session's head of chain, as locked and read by
+// AppendSessionsEvents, then moved by what it chains.
+type sessionHead struct {
+	seq   int64
+	hash  string
+	ended bool
+	moved bool
+}
+
+// AppendSessionsEvents locks and reads the heads of the sessions of as in
+// one statement (in id order, as any other such write locks them), chains
+// the events of each after its head, and appends all of them and moves
+// the heads in two more statements, sent with the transaction's next
+// statement or before its commit: a write of n sessions is one round trip
+// and the commit's, whatever n. Neither deferred statement can find a row
+// missing (the heads are locked), so either fails only with an error of
+// PostgreSQL's, which the later call returns.
+func (t *tx) AppendSessionsEvents(as []mayfly.SessionAppend) error {
 	if !t.write {
 		return errReadOnly
 	}
-	var (
-		seq   int64
-		hash  string
-		ended sql.NullInt64
-	)
-	ok, err := t.queryRow("SELECT events, last_hash, ended_at FROM sessions WHERE id = $1 FOR UPDATE", []any{id}, &seq, &hash, &ended)
-	var de *deferredError
-	if errors.As(err, &de) {
-		return de.err // the append to another session sent with it failed
-	}
-	if err != nil {
-		return fmt.Errorf("append to session %s: %w", id, err)
-	}
-	if !ok {
-		return mayfly.Errorf(mayfly.ENOTFOUND, "session %q not found", id)
-	}
-	if ended.Valid {
-		return mayfly.Errorf(mayfly.ECONFLICT, "session %q has ended", id)
-	}
-	if len(evs) == 0 {
+	if len(as) == 0 {
 		return nil
 	}
-	if err := mayfly.ChainSessionEvents(id, seq, hash, evs); err != nil {
+	ids := make([]string, 0, len(as))
+	for _, a := range as {
+		ids = append(ids, a.ID)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	heads, err := t.lockSessionHeads(ids)
+	if err != nil {
 		return err
 	}
+	n := 0
+	for _, a := range as {
+		switch h := heads[a.ID]; {
+		case h == nil:
+			return mayfly.Errorf(mayfly.ENOTFOUND, "session %q not found", a.ID)
+		case h.ended:
+			return mayfly.Errorf(mayfly.ECONFLICT, "session %q has ended", a.ID)
+		}
+		n += len(a.Events)
+	}
+	if n == 0 {
+		return nil
+	}
 	var (
-		seqs            = make([]int64, len(evs))
-		ats             = make([]int64, len(evs))
-		kinds, prev, hs = make([]string, len(evs)), make([]string, len(evs)), make([]string, len(evs))
-		bodies          = make([]*string, len(evs))
+		sids, kinds, prev, hs = make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+		seqs, ats             = make([]int64, 0, n), make([]int64, 0, n)
+		bodies                = make([]*string, 0, n)
 	)
-	for i, e := range evs {
-		at, err := timeArg("session event time", e.Time)
-		if err != nil {
+	for _, a := range as {
+		if len(a.Events) == 0 {
+			continue
+		}
+		h := heads[a.ID]
+		if err := mayfly.ChainSessionEvents(a.ID, h.seq, h.hash, a.Events); err != nil {
 			return err
 		}
-		seqs[i], ats[i], kinds[i], prev[i], hs[i] = e.Seq, at.(int64), e.Kind, e.PrevHash, e.Hash
-		if e.Body != nil {
-			b := string(e.Body)
-			bodies[i] = &b
+		for _, e := range a.Events {
+			at, err := timeArg("session event time", e.Time)
+			if err != nil {
+				return err
+			}
+			var body *string
+			if e.Body != nil {
+				b := string(e.Body)
+				body = &b
+			}
+			sids, seqs, ats, kinds, bodies, prev, hs = append(sids, a.ID), append(seqs, e.Seq), append(ats, at.(int64)),
+				append(kinds, e.Kind), append(bodies, body), append(prev, e.PrevHash), append(hs, e.Hash)
+		}
+		last := a.Events[len(a.Events)-1]
+		h.seq, h.hash, h.moved = last.Seq, last.Hash, true
+	}
+	var hids, hhashes []string
+	var hseqs []int64
+	for _, id := range ids {
+		if h := heads[id]; h.moved {
+			hids, hseqs, hhashes = append(hids, id), append(hseqs, h.seq), append(hhashes, h.hash)
 		}
 	}
-	// The events and the new head go with the transaction's next
-	// statement (the next session's head, when the session log writes
-	// many sessions at once) or before its commit: a write of n sessions
-	// is n round trips and the commit's, not 3n. Neither can find its
-	// row missing (the head is locked above), so either fails only with
-	// an error of PostgreSQL's, which the later call returns.
 	failed := func(_ pgconn.CommandTag, err error) error {
 		if err != nil {
-			return fmt.Errorf("append to session %s: %w", id, err)
+			return fmt.Errorf("append to sessions %s: %w", strings.Join(hids, ", "), err)
 		}
 		return nil
 	}
-	last := evs[len(evs)-1]
 	t.deferred = append(t.deferred,
 		deferredWrite{q: `INSERT INTO session_events (session_id, seq, at, kind, body, prev_hash, hash)
-		SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])`,
-			args: []any{id, seqs, ats, kinds, bodies, prev, hs}, check: failed},
-		deferredWrite{q: "UPDATE sessions SET events = $1, last_hash = $2 WHERE id = $3",
-			args: []any{last.Seq, last.Hash, id}, check: failed})
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])`,
+			args: []any{sids, seqs, ats, kinds, bodies, prev, hs}, check: failed},
+		deferredWrite{q: `UPDATE sessions AS s SET events = h.seq, last_hash = h.hash
+		FROM unnest($1::text[], $2::bigint[], $3::text[]) AS h (id, seq, hash) WHERE s.id = h.id`,
+			args: []any{hids, hseqs, hhashes}, check: failed})
 	return nil
+}
+
+// lockSessionHeads locks and reads the heads of the sessions ids (sorted,
+// distinct); a session not found is missing from the map.
+func (t *tx) lockSessionHeads(ids []string) (map[string]*sessionHead, error) {
+	what := "sessions " + strings.Join(ids, ", ")
+	if len(ids) == 1 {
+		what = "session " + ids[0]
+	}
+	rows, err := t.query("SELECT id, events, last_hash, ended_at IS NOT NULL FROM sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
+	var de *deferredError
+	if errors.As(err, &de) {
+		return nil, de.err // an append sent with it failed
+	}
+	if err != nil {
+		return nil, fmt.Errorf("append to %s: %w", what, err)
+	}
+	defer rows.Close()
+	heads := make(map[string]*sessionHead, len(ids))
+	for rows.Next() {
+		var id string
+		h := &sessionHead{}
+		if err := rows.Scan(&id, &h.seq, &h.hash, &h.ended); err != nil {
+			return nil, fmt.Errorf("append to %s: %w", what, err)
+		}
+		heads[id] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("append to %s: %w", what, err)
+	}
+	return heads, nil
 }
 
 // ListSessionEvents returns up to limit events of session id after

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
@@ -127,35 +128,93 @@ func (t *tx) ListSessions(f mayfly.SessionFilter) ([]*mayfly.Session, error) {
 // busy gateway's write costs one row per session, not one per statement
 // (see chunks.go for the format).
 func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
+	return t.AppendSessionsEvents([]mayfly.SessionAppend{{ID: id, Events: evs}})
+}
+
+// sessionHead is a session's head of chain, as read by
+// AppendSessionsEvents, then moved by what it chains.
+type sessionHead struct {
+	seq   int64
+	hash  string
+	ended bool
+	moved bool
+}
+
+// AppendSessionsEvents appends as AppendSessionEvents does for each of as,
+// checking and chaining all of them before it writes anything. Here the
+// statements are a few per session: SQLite runs them in process, where a
+// prepared statement per session costs less than one for all of them.
+func (t *tx) AppendSessionsEvents(as []mayfly.SessionAppend) error {
 	if !t.write {
 		return errReadOnly
 	}
-	var (
-		seq   int64
-		hash  string
-		ended sql.NullInt64
-	)
-	ok, err := t.queryRow("SELECT events, last_hash, ended_at FROM sessions WHERE id = ?", []any{id}, &seq, &hash, &ended)
-	if err != nil {
-		return fmt.Errorf("append to session %s: %w", id, err)
-	}
-	if !ok {
-		return mayfly.Errorf(mayfly.ENOTFOUND, "session %q not found", id)
-	}
-	if ended.Valid {
-		return mayfly.Errorf(mayfly.ECONFLICT, "session %q has ended", id)
-	}
-	if len(evs) == 0 {
+	if len(as) == 0 {
 		return nil
 	}
-	for _, e := range evs {
-		if _, err := timeArg("session event time", e.Time); err != nil {
+	ids := make([]string, 0, len(as))
+	for _, a := range as {
+		ids = append(ids, a.ID)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	heads, err := t.sessionHeads(ids)
+	if err != nil {
+		return err
+	}
+	for _, a := range as {
+		switch h := heads[a.ID]; {
+		case h == nil:
+			return mayfly.Errorf(mayfly.ENOTFOUND, "session %q not found", a.ID)
+		case h.ended:
+			return mayfly.Errorf(mayfly.ECONFLICT, "session %q has ended", a.ID)
+		}
+	}
+	// Everything is checked and chained before anything is written.
+	for _, a := range as {
+		if len(a.Events) == 0 {
+			continue
+		}
+		for _, e := range a.Events {
+			if _, err := timeArg("session event time", e.Time); err != nil {
+				return err
+			}
+		}
+		h := heads[a.ID]
+		if err := mayfly.ChainSessionEvents(a.ID, h.seq, h.hash, a.Events); err != nil {
+			return err
+		}
+		last := a.Events[len(a.Events)-1]
+		h.seq, h.hash, h.moved = last.Seq, last.Hash, true
+	}
+	for _, a := range as {
+		if err := t.insertChunks(a.ID, a.Events); err != nil {
 			return err
 		}
 	}
-	if err := mayfly.ChainSessionEvents(id, seq, hash, evs); err != nil {
-		return err
+	return t.moveSessionHeads(ids, heads)
+}
+
+// sessionHeads reads the heads of the sessions ids (sorted, distinct); a
+// session not found is missing from the map. One statement each: prepared
+// once, it costs less here than one statement naming them all (a JSON
+// array read with json_each was tried, BenchmarkSessionWrite).
+func (t *tx) sessionHeads(ids []string) (map[string]*sessionHead, error) {
+	heads := make(map[string]*sessionHead, len(ids))
+	for _, id := range ids {
+		h := &sessionHead{}
+		ok, err := t.queryRow("SELECT events, last_hash, ended_at IS NOT NULL FROM sessions WHERE id = ?", []any{id}, &h.seq, &h.hash, &h.ended)
+		if err != nil {
+			return nil, fmt.Errorf("append to session %s: %w", id, err)
+		}
+		if ok {
+			heads[id] = h
+		}
 	}
+	return heads, nil
+}
+
+// insertChunks writes the chained evs of session id as chunks.
+func (t *tx) insertChunks(id string, evs []*mayfly.SessionEvent) error {
 	buf := make([]byte, 0, min(chunkBytes, 256*len(evs)))
 	first := 0
 	for i, e := range evs {
@@ -169,9 +228,17 @@ func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
 		}
 		buf, first = buf[:0], i+1
 	}
-	last := evs[len(evs)-1]
-	if _, err := t.exec("UPDATE sessions SET events = ?, last_hash = ? WHERE id = ?", last.Seq, last.Hash, id); err != nil {
-		return fmt.Errorf("append to session %s: %w", id, err)
+	return nil
+}
+
+// moveSessionHeads writes the heads of ids that moved.
+func (t *tx) moveSessionHeads(ids []string, heads map[string]*sessionHead) error {
+	for _, id := range ids {
+		if h := heads[id]; h.moved {
+			if _, err := t.exec("UPDATE sessions SET events = ?, last_hash = ? WHERE id = ?", h.seq, h.hash, id); err != nil {
+				return fmt.Errorf("append to session %s: %w", id, err)
+			}
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -261,6 +262,177 @@ func testConcurrentSessionAppends(t *testing.T, s mayfly.Store) {
 				t.Fatalf("event %d (seq %d) breaks the chain", i, e.Seq)
 			}
 			prev = e.Hash
+		}
+		return nil
+	})
+}
+
+// testAppendSessionsEvents covers appends to several sessions in one call:
+// each chain continues after its own head, a session named twice chains
+// on in order, and a call naming a missing or ended session, or with an
+// event that cannot be chained, fails with that session's error and
+// appends nothing, to no session. Then a concurrent writer of one session
+// meets the batch's lock of its head (the chain has no fork).
+func testAppendSessionsEvents(t *testing.T, s mayfly.Store) {
+	ids := []string{"ses_m3", "ses_m1", "ses_m2", "ses_mx"}
+	update(t, s, func(tx mayfly.Tx) error {
+		for _, id := range ids {
+			if err := tx.CreateSession(&mayfly.Session{ID: id, Kind: mayfly.SessionPostgres, LeaseID: "l1", User: "alice",
+				Target: "pg", StartedAt: base}); err != nil {
+				return err
+			}
+		}
+		if err := tx.AppendSessionEvents("ses_m2", []*mayfly.SessionEvent{{Time: base, Kind: "statement"}}); err != nil {
+			return err
+		}
+		return tx.EndSession("ses_mx", base, "closed")
+	})
+	ev := func(i int) *mayfly.SessionEvent {
+		return &mayfly.SessionEvent{Time: base.Add(time.Duration(i) * time.Millisecond), Kind: "statement",
+			Body: json.RawMessage(fmt.Sprintf(`{"text": "SELECT %d"}`, i))}
+	}
+	heads := func() map[string]int64 {
+		out := map[string]int64{}
+		view(t, s, func(tx mayfly.Tx) error {
+			for _, id := range ids {
+				ses, err := tx.GetSession(id)
+				if err != nil {
+					return err
+				}
+				out[id] = ses.Events
+			}
+			return nil
+		})
+		return out
+	}
+	before := heads()
+	for _, tc := range []struct {
+		name string
+		as   []mayfly.SessionAppend
+		code string
+		want string
+	}{
+		{"missing", []mayfly.SessionAppend{{ID: "ses_m1", Events: []*mayfly.SessionEvent{ev(1)}}, {ID: "ses_nope", Events: []*mayfly.SessionEvent{ev(2)}}},
+			mayfly.ENOTFOUND, "ses_nope"},
+		{"ended", []mayfly.SessionAppend{{ID: "ses_m3", Events: []*mayfly.SessionEvent{ev(1)}}, {ID: "ses_mx", Events: []*mayfly.SessionEvent{ev(2)}}},
+			mayfly.ECONFLICT, "ses_mx"},
+		{"no kind", []mayfly.SessionAppend{{ID: "ses_m1", Events: []*mayfly.SessionEvent{ev(1)}}, {ID: "ses_m2", Events: []*mayfly.SessionEvent{{Time: base}}}},
+			mayfly.EINVALID, "ses_m2"},
+	} {
+		var called error
+		err := s.Update(context.Background(), func(tx mayfly.Tx) error {
+			called = tx.AppendSessionsEvents(tc.as)
+			return nil // commit whatever the failed call may have left
+		})
+		if err != nil {
+			t.Fatalf("AppendSessionsEvents(%s): Update: %v", tc.name, err)
+		}
+		wantCode(t, "AppendSessionsEvents("+tc.name+")", called, tc.code)
+		if called != nil && !strings.Contains(called.Error(), tc.want) {
+			t.Errorf("AppendSessionsEvents(%s) = %v; want it to name %s", tc.name, called, tc.want)
+		}
+		if got := heads(); !reflect.DeepEqual(got, before) {
+			t.Errorf("after the failed AppendSessionsEvents(%s), heads %v; want them unmoved, %v", tc.name, got, before)
+		}
+	}
+
+	// ses_m1 twice: its second part chains after its first.
+	as := []mayfly.SessionAppend{
+		{ID: "ses_m3", Events: []*mayfly.SessionEvent{ev(1), ev(2)}},
+		{ID: "ses_m1", Events: []*mayfly.SessionEvent{ev(3)}},
+		{ID: "ses_m2", Events: []*mayfly.SessionEvent{ev(4), ev(5), ev(6)}},
+		{ID: "ses_m1", Events: []*mayfly.SessionEvent{ev(7)}},
+		{ID: "ses_m3"},
+	}
+	update(t, s, func(tx mayfly.Tx) error { return tx.AppendSessionsEvents(as) })
+	want := map[string][]*mayfly.SessionEvent{
+		"ses_m3": as[0].Events,
+		"ses_m1": {as[1].Events[0], as[3].Events[0]},
+		"ses_m2": as[2].Events,
+	}
+	view(t, s, func(tx mayfly.Tx) error {
+		for id, evs := range want {
+			got, err := tx.ListSessionEvents(id, before[id], 0)
+			if err != nil {
+				return err
+			}
+			if len(got) != len(evs) {
+				t.Fatalf("%s: %d new events; want %d", id, len(got), len(evs))
+			}
+			for i, e := range got {
+				w := *evs[i]
+				w.Time = utc(w.Time)
+				if e.Seq != before[id]+int64(i+1) || !reflect.DeepEqual(e, &w) || e.ComputeHash() != e.Hash {
+					t.Errorf("%s event %d = %+v; want %+v, seq %d, hashing to its hash", id, i, e, &w, before[id]+int64(i+1))
+				}
+			}
+			all, err := tx.ListSessionEvents(id, 0, 0)
+			if err != nil {
+				return err
+			}
+			prev := ""
+			for i, e := range all {
+				if e.PrevHash != prev {
+					t.Errorf("%s event %d: prev_hash %q; want %q (the chain forks)", id, e.Seq, e.PrevHash, prev)
+				}
+				prev = all[i].Hash
+			}
+			ses, err := tx.GetSession(id)
+			if err != nil {
+				return err
+			}
+			if last := all[len(all)-1]; ses.Events != last.Seq || ses.LastHash != last.Hash {
+				t.Errorf("%s head = %d %s; want %d %s", id, ses.Events, ses.LastHash, last.Seq, last.Hash)
+			}
+		}
+		return nil
+	})
+
+	// Batches of two sessions and single appends to one of them, at once.
+	const rounds = 10
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*rounds)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range rounds {
+			errs <- s.Update(context.Background(), func(tx mayfly.Tx) error {
+				return tx.AppendSessionsEvents([]mayfly.SessionAppend{{ID: "ses_m2", Events: []*mayfly.SessionEvent{ev(100 + i)}},
+					{ID: "ses_m1", Events: []*mayfly.SessionEvent{ev(200 + i)}}})
+			})
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range rounds {
+			errs <- s.Update(context.Background(), func(tx mayfly.Tx) error {
+				return tx.AppendSessionEvents("ses_m1", []*mayfly.SessionEvent{ev(300 + i)})
+			})
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	view(t, s, func(tx mayfly.Tx) error {
+		for id, n := range map[string]int{"ses_m1": 2 + 2*rounds, "ses_m2": 1 + 3 + rounds} {
+			all, err := tx.ListSessionEvents(id, 0, 0)
+			if err != nil {
+				return err
+			}
+			if len(all) != n {
+				t.Errorf("%s: %d events; want %d", id, len(all), n)
+			}
+			prev := ""
+			for i, e := range all {
+				if e.Seq != int64(i+1) || e.PrevHash != prev || e.ComputeHash() != e.Hash {
+					t.Errorf("%s event %d: seq %d prev %q; the chain has a gap or a fork", id, i, e.Seq, e.PrevHash)
+				}
+				prev = e.Hash
+			}
 		}
 		return nil
 	})

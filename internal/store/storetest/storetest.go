@@ -59,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) mayfly.Store) {
 		{"Nonces", testNonces},
 		{"Sessions", testSessions},
 		{"SessionEvents", testSessionEvents},
+		{"AppendSessionsEvents", testAppendSessionsEvents},
 		{"ConcurrentSessionAppends", testConcurrentSessionAppends},
 		{"LoginStates", testLoginStates},
 		{"LeaseActivity", testLeaseActivity},
