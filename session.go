@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -220,6 +221,54 @@ type SessionTx interface {
 type SessionAppend struct {
 	ID     string
 	Events []*SessionEvent
+}
+
+// SessionHead is the head of a session's chain as a store read it for
+// ChainSessionAppends, which moves it.
+type SessionHead struct {
+	Seq   int64
+	Hash  string
+	Ended bool
+	Moved bool // by ChainSessionAppends
+}
+
+// SessionAppendIDs returns the sessions of as, sorted, each once: the
+// heads a store reads (and locks, in that order) for ChainSessionAppends.
+func SessionAppendIDs(as []SessionAppend) []string {
+	ids := make([]string, 0, len(as))
+	for _, a := range as {
+		ids = append(ids, a.ID)
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// ChainSessionAppends checks that every session of as is in heads (read
+// by the store; ENOTFOUND otherwise) and has not ended (ECONFLICT), then
+// chains the events of each append after its session's head
+// (ChainSessionEvents), in order, moving the head. Both stores use it
+// before they write anything.
+func ChainSessionAppends(as []SessionAppend, heads map[string]*SessionHead) error {
+	for _, a := range as {
+		switch h := heads[a.ID]; {
+		case h == nil:
+			return Errorf(ENOTFOUND, "session %q not found", a.ID)
+		case h.Ended:
+			return Errorf(ECONFLICT, "session %q has ended", a.ID)
+		}
+	}
+	for _, a := range as {
+		if len(a.Events) == 0 {
+			continue
+		}
+		h := heads[a.ID]
+		if err := ChainSessionEvents(a.ID, h.Seq, h.Hash, a.Events); err != nil {
+			return err
+		}
+		last := a.Events[len(a.Events)-1]
+		h.Seq, h.Hash, h.Moved = last.Seq, last.Hash, true
+	}
+	return nil
 }
 
 // ChainSessionEvents prepares evs for appending to session id's chain

@@ -4,7 +4,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -132,15 +131,6 @@ func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
 	return t.AppendSessionsEvents([]mayfly.SessionAppend{{ID: id, Events: evs}})
 }
 
-// sessionHead is a session's head of chain, as locked and read by
-// AppendSessionsEvents, then moved by what it chains.
-type sessionHead struct {
-	seq   int64
-	hash  string
-	ended bool
-	moved bool
-}
-
 // AppendSessionsEvents locks and reads the heads of the sessions of as in
 // one statement (in id order, as any other such write locks them), chains
 // the events of each after its head, and appends all of them and moves
@@ -156,24 +146,16 @@ func (t *tx) AppendSessionsEvents(as []mayfly.SessionAppend) error {
 	if len(as) == 0 {
 		return nil
 	}
-	ids := make([]string, 0, len(as))
-	for _, a := range as {
-		ids = append(ids, a.ID)
-	}
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
+	ids := mayfly.SessionAppendIDs(as)
 	heads, err := t.lockSessionHeads(ids)
 	if err != nil {
 		return err
 	}
+	if err := mayfly.ChainSessionAppends(as, heads); err != nil {
+		return err
+	}
 	n := 0
 	for _, a := range as {
-		switch h := heads[a.ID]; {
-		case h == nil:
-			return mayfly.Errorf(mayfly.ENOTFOUND, "session %q not found", a.ID)
-		case h.ended:
-			return mayfly.Errorf(mayfly.ECONFLICT, "session %q has ended", a.ID)
-		}
 		n += len(a.Events)
 	}
 	if n == 0 {
@@ -185,13 +167,6 @@ func (t *tx) AppendSessionsEvents(as []mayfly.SessionAppend) error {
 		bodies                = make([]*string, 0, n)
 	)
 	for _, a := range as {
-		if len(a.Events) == 0 {
-			continue
-		}
-		h := heads[a.ID]
-		if err := mayfly.ChainSessionEvents(a.ID, h.seq, h.hash, a.Events); err != nil {
-			return err
-		}
 		for _, e := range a.Events {
 			at, err := timeArg("session event time", e.Time)
 			if err != nil {
@@ -205,14 +180,12 @@ func (t *tx) AppendSessionsEvents(as []mayfly.SessionAppend) error {
 			sids, seqs, ats, kinds, bodies, prev, hs = append(sids, a.ID), append(seqs, e.Seq), append(ats, at.(int64)),
 				append(kinds, e.Kind), append(bodies, body), append(prev, e.PrevHash), append(hs, e.Hash)
 		}
-		last := a.Events[len(a.Events)-1]
-		h.seq, h.hash, h.moved = last.Seq, last.Hash, true
 	}
 	var hids, hhashes []string
 	var hseqs []int64
 	for _, id := range ids {
-		if h := heads[id]; h.moved {
-			hids, hseqs, hhashes = append(hids, id), append(hseqs, h.seq), append(hhashes, h.hash)
+		if h := heads[id]; h.Moved {
+			hids, hseqs, hhashes = append(hids, id), append(hseqs, h.Seq), append(hhashes, h.Hash)
 		}
 	}
 	failed := func(_ pgconn.CommandTag, err error) error {
@@ -233,7 +206,7 @@ func (t *tx) AppendSessionsEvents(as []mayfly.SessionAppend) error {
 
 // lockSessionHeads locks and reads the heads of the sessions ids (sorted,
 // distinct); a session not found is missing from the map.
-func (t *tx) lockSessionHeads(ids []string) (map[string]*sessionHead, error) {
+func (t *tx) lockSessionHeads(ids []string) (map[string]*mayfly.SessionHead, error) {
 	what := "sessions " + strings.Join(ids, ", ")
 	if len(ids) == 1 {
 		what = "session " + ids[0]
@@ -247,11 +220,11 @@ func (t *tx) lockSessionHeads(ids []string) (map[string]*sessionHead, error) {
 		return nil, fmt.Errorf("append to %s: %w", what, err)
 	}
 	defer rows.Close()
-	heads := make(map[string]*sessionHead, len(ids))
+	heads := make(map[string]*mayfly.SessionHead, len(ids))
 	for rows.Next() {
 		var id string
-		h := &sessionHead{}
-		if err := rows.Scan(&id, &h.seq, &h.hash, &h.ended); err != nil {
+		h := &mayfly.SessionHead{}
+		if err := rows.Scan(&id, &h.Seq, &h.Hash, &h.Ended); err != nil {
 			return nil, fmt.Errorf("append to %s: %w", what, err)
 		}
 		heads[id] = h

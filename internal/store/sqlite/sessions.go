@@ -3,7 +3,6 @@ package sqlite
 import (
 	"database/sql"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
@@ -131,15 +130,6 @@ func (t *tx) AppendSessionEvents(id string, evs []*mayfly.SessionEvent) error {
 	return t.AppendSessionsEvents([]mayfly.SessionAppend{{ID: id, Events: evs}})
 }
 
-// sessionHead is a session's head of chain, as read by
-// AppendSessionsEvents, then moved by what it chains.
-type sessionHead struct {
-	seq   int64
-	hash  string
-	ended bool
-	moved bool
-}
-
 // AppendSessionsEvents appends as AppendSessionEvents does for each of as,
 // checking and chaining all of them before it writes anything. Here the
 // statements are a few per session: SQLite runs them in process, where a
@@ -151,40 +141,21 @@ func (t *tx) AppendSessionsEvents(as []mayfly.SessionAppend) error {
 	if len(as) == 0 {
 		return nil
 	}
-	ids := make([]string, 0, len(as))
-	for _, a := range as {
-		ids = append(ids, a.ID)
-	}
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
+	ids := mayfly.SessionAppendIDs(as)
 	heads, err := t.sessionHeads(ids)
 	if err != nil {
 		return err
 	}
-	for _, a := range as {
-		switch h := heads[a.ID]; {
-		case h == nil:
-			return mayfly.Errorf(mayfly.ENOTFOUND, "session %q not found", a.ID)
-		case h.ended:
-			return mayfly.Errorf(mayfly.ECONFLICT, "session %q has ended", a.ID)
-		}
-	}
 	// Everything is checked and chained before anything is written.
+	if err := mayfly.ChainSessionAppends(as, heads); err != nil {
+		return err
+	}
 	for _, a := range as {
-		if len(a.Events) == 0 {
-			continue
-		}
 		for _, e := range a.Events {
 			if _, err := timeArg("session event time", e.Time); err != nil {
 				return err
 			}
 		}
-		h := heads[a.ID]
-		if err := mayfly.ChainSessionEvents(a.ID, h.seq, h.hash, a.Events); err != nil {
-			return err
-		}
-		last := a.Events[len(a.Events)-1]
-		h.seq, h.hash, h.moved = last.Seq, last.Hash, true
 	}
 	for _, a := range as {
 		if err := t.insertChunks(a.ID, a.Events); err != nil {
@@ -198,11 +169,11 @@ func (t *tx) AppendSessionsEvents(as []mayfly.SessionAppend) error {
 // session not found is missing from the map. One statement each: prepared
 // once, it costs less here than one statement naming them all (a JSON
 // array read with json_each was tried, BenchmarkSessionWrite).
-func (t *tx) sessionHeads(ids []string) (map[string]*sessionHead, error) {
-	heads := make(map[string]*sessionHead, len(ids))
+func (t *tx) sessionHeads(ids []string) (map[string]*mayfly.SessionHead, error) {
+	heads := make(map[string]*mayfly.SessionHead, len(ids))
 	for _, id := range ids {
-		h := &sessionHead{}
-		ok, err := t.queryRow("SELECT events, last_hash, ended_at IS NOT NULL FROM sessions WHERE id = ?", []any{id}, &h.seq, &h.hash, &h.ended)
+		h := &mayfly.SessionHead{}
+		ok, err := t.queryRow("SELECT events, last_hash, ended_at IS NOT NULL FROM sessions WHERE id = ?", []any{id}, &h.Seq, &h.Hash, &h.Ended)
 		if err != nil {
 			return nil, fmt.Errorf("append to session %s: %w", id, err)
 		}
@@ -232,10 +203,10 @@ func (t *tx) insertChunks(id string, evs []*mayfly.SessionEvent) error {
 }
 
 // moveSessionHeads writes the heads of ids that moved.
-func (t *tx) moveSessionHeads(ids []string, heads map[string]*sessionHead) error {
+func (t *tx) moveSessionHeads(ids []string, heads map[string]*mayfly.SessionHead) error {
 	for _, id := range ids {
-		if h := heads[id]; h.moved {
-			if _, err := t.exec("UPDATE sessions SET events = ?, last_hash = ? WHERE id = ?", h.seq, h.hash, id); err != nil {
+		if h := heads[id]; h.Moved {
+			if _, err := t.exec("UPDATE sessions SET events = ?, last_hash = ? WHERE id = ?", h.Seq, h.Hash, id); err != nil {
 				return fmt.Errorf("append to session %s: %w", id, err)
 			}
 		}
