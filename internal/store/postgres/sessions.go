@@ -190,7 +190,7 @@ func (t *tx) AppendSessionsEvents(as []mayfly.SessionAppend) error {
 	}
 	failed := func(_ pgconn.CommandTag, err error) error {
 		if err != nil {
-			return fmt.Errorf("append to sessions %s: %w", strings.Join(hids, ", "), err)
+			return fmt.Errorf("append to %s: %w", sessionsNamed(hids), err)
 		}
 		return nil
 	}
@@ -204,13 +204,18 @@ func (t *tx) AppendSessionsEvents(as []mayfly.SessionAppend) error {
 	return nil
 }
 
+// sessionsNamed names the sessions ids in an error.
+func sessionsNamed(ids []string) string {
+	if len(ids) == 1 {
+		return "session " + ids[0]
+	}
+	return "sessions " + strings.Join(ids, ", ")
+}
+
 // lockSessionHeads locks and reads the heads of the sessions ids (sorted,
 // distinct); a session not found is missing from the map.
 func (t *tx) lockSessionHeads(ids []string) (map[string]*mayfly.SessionHead, error) {
-	what := "sessions " + strings.Join(ids, ", ")
-	if len(ids) == 1 {
-		what = "session " + ids[0]
-	}
+	what := sessionsNamed(ids)
 	rows, err := t.query("SELECT id, events, last_hash, ended_at IS NOT NULL FROM sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
 	var de *deferredError
 	if errors.As(err, &de) {
