@@ -62,6 +62,7 @@ var (
 	redisAddr     = flag.String("redis", "127.0.0.1:6379", "Redis address for the suspension measurement")
 	storeKind     = flag.String("store", "sqlite", "the broker's store: sqlite, or postgres (database "+storeDB+" on the -pg server, made afresh; the isolation and startup parts are skipped)")
 	replicas      = flag.Int("replicas", 1, "with -store postgres: server processes sharing the store; API calls go to each in turn")
+	toFirst       = flag.Bool("to-first", false, "with -replicas > 1: send every API call to the first replica instead of each in turn (the others still share the store)")
 	failoverN     = flag.Int("failover-n", 1000, "with -replicas > 1: leases expiring together while one replica is killed, in the failover measurement")
 )
 
@@ -120,7 +121,8 @@ func freshStoreDB(ctx context.Context, pool *pgxpool.Pool) error {
 	return err
 }
 
-// roundRobin sends each request to the next of addrs in turn.
+// roundRobin sends each request to the next of addrs in turn (with
+// -to-first, to the first).
 type roundRobin struct {
 	addrs []string
 	n     atomic.Uint64
@@ -129,7 +131,11 @@ type roundRobin struct {
 
 func (r *roundRobin) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = req.Clone(req.Context())
-	req.URL.Host = r.addrs[r.n.Add(1)%uint64(len(r.addrs))]
+	i := r.n.Add(1) % uint64(len(r.addrs))
+	if *toFirst {
+		i = 0
+	}
+	req.URL.Host = r.addrs[i]
 	req.Host = req.URL.Host
 	return r.next.RoundTrip(req)
 }
@@ -381,6 +387,9 @@ func runAll(ctx context.Context) error {
 			return fmt.Errorf("make the store's database: %w", err)
 		}
 		storeDesc = fmt.Sprintf("PostgreSQL store (database %s on the same server), %d replica(s)", storeDB, max(*replicas, 1))
+		if *toFirst && *replicas > 1 {
+			storeDesc += ", every API call to the first"
+		}
 	} else if *storeKind != "sqlite" {
 		return fmt.Errorf("-store %q: want sqlite or postgres", *storeKind)
 	}
