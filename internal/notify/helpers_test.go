@@ -206,6 +206,9 @@ type hook struct {
 	// failing makes it answer 500 while set.
 	failing  atomic.Bool
 	attempts atomic.Int64
+	// slow holds each answer this long after recording the delivery, as
+	// a receiver that acts before its answer arrives.
+	slow atomic.Int64
 
 	mu     sync.Mutex
 	got    []Payload
@@ -255,6 +258,11 @@ func (h *hook) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.got = append(h.got, p)
+	if d := time.Duration(h.slow.Load()); d > 0 {
+		h.mu.Unlock()
+		time.Sleep(d)
+		h.mu.Lock()
+	}
 }
 
 func (h *hook) payloads() []Payload {

@@ -466,6 +466,9 @@ func (w *worker) pass(ctx context.Context) error {
 		}
 		unsaved := false
 		for _, e := range events {
+			if ctx.Err() != nil {
+				break // stopping: between events, never within one
+			}
 			msgs, err := w.n.messages(ctx, e)
 			if err != nil {
 				return err
@@ -493,6 +496,9 @@ func (w *worker) pass(ctx context.Context) error {
 			if err := w.saveCursor(ctx); err != nil {
 				return err
 			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		if len(events) < batchSize {
 			break
@@ -606,10 +612,20 @@ func lastSeq(tx mayfly.Tx) (int64, error) {
 	return lo, nil
 }
 
-// deliver sends m until it succeeds or ctx is done.
+// finishTimeout bounds a delivery attempt under way when the notifier
+// stops (each is bounded by its channel's timeout besides).
+const finishTimeout = 15 * time.Second
+
+// deliver sends m until it succeeds or ctx is done. An attempt under way
+// when ctx ends (the notifier stopping, or its replica losing the lead) is
+// finished rather than cut off: cut off, it may have been delivered
+// without the cursor moving past it, and the next run would deliver it
+// again. No attempt starts after ctx ends.
 func (w *worker) deliver(ctx context.Context, m *message) error {
 	for attempt := 1; ; attempt++ {
-		err := w.send.send(ctx, m)
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		err := w.send.send(actx, m)
+		cancel()
 		if err == nil {
 			if attempt > 1 {
 				w.log.Info("notifications: delivered after retrying", "id", m.ID, "attempts", attempt)

@@ -242,6 +242,34 @@ func TestCursorSurvivesRestart(t *testing.T) {
 	}
 }
 
+// TestStopFinishesDelivery: a notifier stopped while a receiver has taken
+// a delivery but not yet answered finishes that attempt and keeps its
+// cursor past it, so the next run does not deliver it again.
+func TestStopFinishesDelivery(t *testing.T) {
+	db := openStore(t)
+	h := newHook(t, "s3cret")
+	c := webhookConfig(h)
+	n, err := New(db, fast(c), newDir(db), func(k string) string { return hookEnv[k] }, testLog)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	stop := run(t, n)
+	waitCursor(t, db, "hook")
+	h.slow.Store(int64(300 * time.Millisecond))
+	createRequest(t, db, pendingRequest("req_1"), nil)
+	waitFor(t, "the delivery taken", func() bool { return len(h.payloads()) == 1 })
+	stop() // while the receiver has not answered
+	h.slow.Store(0)
+
+	start(t, db, c, newDir(db), hookEnv)
+	createRequest(t, db, pendingRequest("req_2"), nil)
+	waitFor(t, "the next delivery", func() bool { return len(h.payloads()) >= 2 })
+	time.Sleep(100 * time.Millisecond)
+	if got, want := ids(h.payloads()), []string{"1.approval_needed", "2.approval_needed"}; !slices.Equal(got, want) {
+		t.Errorf("ids = %v; want %v, each once", got, want)
+	}
+}
+
 func TestBreakGlassWebhook(t *testing.T) {
 	db := openStore(t)
 	h := newHook(t, "s3cret")

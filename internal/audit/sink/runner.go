@@ -185,6 +185,9 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 	}
 }
 
+// finishTimeout bounds a delivery under way when the runner stops.
+const finishTimeout = 15 * time.Second
+
 // drain delivers batches from the cursor until the sink has caught up with
 // the store.
 func (r *Runner) drain(ctx context.Context, w *worker) error {
@@ -221,7 +224,14 @@ func (r *Runner) drain(ctx context.Context, w *worker) error {
 		if len(events) < w.batch {
 			w.head.Store(max(w.head.Load(), last))
 		}
-		if err := w.out.deliver(ctx, events); err != nil {
+		// A delivery under way when ctx ends (the runner stopping, or its
+		// replica losing the lead) is finished, not cut off: cut off, the
+		// receiver may have the batch without the cursor moving past it,
+		// and the next run would send it again. Each sink bounds it too.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		err = w.out.deliver(dctx, events)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("deliver events %d to %d: %w", events[0].Seq, last, err)
 		}
 		// The sink has the batch: record it even when shutting down, so

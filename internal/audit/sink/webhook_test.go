@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,6 +124,49 @@ func TestWebhook(t *testing.T) {
 	defer mu.Unlock()
 	if repeats := checkAtLeastOnceInOrder(t, accepted, n); repeats != 100 {
 		t.Errorf("%d events delivered twice; want 100 (the one unconfirmed batch)", repeats)
+	}
+}
+
+// TestStopFinishesDelivery: a runner stopped while the receiver has taken
+// a batch but not yet answered finishes that delivery and keeps its
+// cursor past it, so the next run does not send the batch again.
+func TestStopFinishesDelivery(t *testing.T) {
+	db := openStore(t)
+	var (
+		mu   sync.Mutex
+		got  []int64
+		slow atomic.Bool
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		batch := decodeBatch(t, req)
+		mu.Lock()
+		got = append(got, batch...)
+		mu.Unlock()
+		if slow.Load() {
+			time.Sleep(300 * time.Millisecond) // taken in, answered late
+		}
+	}))
+	t.Cleanup(srv.Close)
+	cfg := Config{Name: "hook", Type: "webhook", URL: srv.URL}
+	received := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got)
+	}
+	slow.Store(true)
+	appendEvents(t, db, 5)
+	stop := start(t, newRunner(t, db, nil, cfg))
+	waitFor(t, "the batch taken", func() bool { return received() == 5 })
+	stop() // while the receiver has not answered
+	slow.Store(false)
+
+	appendEvents(t, db, 3)
+	start(t, newRunner(t, db, nil, cfg))
+	waitFor(t, "cursor 8", func() bool { return storedCursor(t, db, "hook") == "8" })
+	mu.Lock()
+	defer mu.Unlock()
+	if want := seqs(allEvents(t, db)); !reflect.DeepEqual(got, want) {
+		t.Errorf("receiver got %v; want %v, each once", got, want)
 	}
 }
 
