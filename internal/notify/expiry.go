@@ -63,6 +63,9 @@ func (w *worker) expiring(ctx context.Context) error {
 	}
 	slices.SortFunc(due, func(a, b *mayfly.Lease) int { return cmp.Compare(expiryMark(a), expiryMark(b)) })
 	for _, l := range due {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		m, err := w.n.expiringMessage(ctx, l, now)
 		if err != nil {
 			return err

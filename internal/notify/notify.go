@@ -620,7 +620,8 @@ const finishTimeout = 15 * time.Second
 // when ctx ends (the notifier stopping, or its replica losing the lead) is
 // finished rather than cut off: cut off, it may have been delivered
 // without the cursor moving past it, and the next run would deliver it
-// again. No attempt starts after ctx ends.
+// again. Once ctx has ended no retry starts (the callers start no new
+// event, but finish the messages of the one under way).
 func (w *worker) deliver(ctx context.Context, m *message) error {
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
