@@ -207,17 +207,25 @@ func TestIndependentChannels(t *testing.T) {
 	}
 }
 
+// runHook runs a notifier of c on db until the returned stop is called
+// (or the test ends), once its "hook" channel has stored its cursor.
+func runHook(t *testing.T, db mayfly.Store, c Config) (stop func()) {
+	t.Helper()
+	n, err := New(db, fast(c), newDir(db), func(k string) string { return hookEnv[k] }, testLog)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	stop = run(t, n)
+	waitCursor(t, db, "hook")
+	return stop
+}
+
 func TestCursorSurvivesRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mayfly.db")
 	db := openStoreAt(t, path)
 	h := newHook(t, "s3cret")
 	c := webhookConfig(h)
-	n, err := New(db, fast(c), newDir(db), func(k string) string { return hookEnv[k] }, testLog)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	stop := run(t, n)
-	waitCursor(t, db, "hook")
+	stop := runHook(t, db, c)
 	createRequest(t, db, pendingRequest("req_1"), nil)
 	createRequest(t, db, pendingRequest("req_2"), nil)
 	waitFor(t, "two deliveries", func() bool { return len(h.payloads()) == 2 })
@@ -249,12 +257,7 @@ func TestStopFinishesDelivery(t *testing.T) {
 	db := openStore(t)
 	h := newHook(t, "s3cret")
 	c := webhookConfig(h)
-	n, err := New(db, fast(c), newDir(db), func(k string) string { return hookEnv[k] }, testLog)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	stop := run(t, n)
-	waitCursor(t, db, "hook")
+	stop := runHook(t, db, c)
 	h.slow.Store(int64(300 * time.Millisecond))
 	createRequest(t, db, pendingRequest("req_1"), nil)
 	waitFor(t, "the delivery taken", func() bool { return len(h.payloads()) == 1 })
