@@ -323,6 +323,21 @@ func rolesLike(t *testing.T, prefix string) int {
 	return countRoles(t, "starts_with(rolname, $1)", prefix)
 }
 
+// wantNothingLeft checks the end of a run whose leases have all ended: no
+// role named prefix* is left on PostgreSQL, and the audit chain verifies
+// (read through w as carol, an admin).
+func (w *world) wantNothingLeft(t *testing.T, prefix string) {
+	t.Helper()
+	if n := rolesLike(t, prefix); n != 0 {
+		t.Errorf("%d role(s) named %s* left on PostgreSQL after every lease ended", n, prefix)
+	}
+	var v verifyOut
+	w.ok("carol", &v, "audit", "verify", "-o", "json")
+	if !v.OK {
+		t.Errorf("audit verify = %+v; want an intact chain", v)
+	}
+}
+
 func roleExists(t *testing.T, name string) bool {
 	t.Helper()
 	return countRoles(t, "rolname = $1", name) > 0

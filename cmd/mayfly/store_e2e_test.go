@@ -264,12 +264,5 @@ func TestCrashBeforeTargetCommitPostgresStore(t *testing.T) {
 	if l := w.lease(ls[0].ID); l.EndReason != "missing" {
 		t.Errorf("lease = %+v; want revoked/missing", l)
 	}
-	if n := rolesLike(t, prefix); n != 0 {
-		t.Errorf("%d role(s) named %s* exist at the end", n, prefix)
-	}
-	var v verifyOut
-	w.ok("carol", &v, "audit", "verify", "-o", "json")
-	if !v.OK {
-		t.Errorf("audit verify = %+v; want intact", v)
-	}
+	w.wantNothingLeft(t, prefix)
 }

@@ -83,9 +83,7 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 		return res
 	}
 	listedAt := b.clock.Now().UTC()
-	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	accts, err := conn.Accounts(actx, mayfly.AccountsRequest{Prefix: t.Prefix})
-	cancel()
+	accts, err := listAccounts(ctx, conn, t)
 	if err != nil {
 		res.Errors = append(res.Errors, "list accounts: "+Scrub(mayfly.ErrorMessageOrText(err)))
 		return res
@@ -232,9 +230,7 @@ func (b *Broker) stillMissing(ctx context.Context, conn mayfly.Connector, t mayf
 	for _, l := range ls {
 		b.awaitCommit(ctx, l.ID)
 	}
-	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	accts, err := conn.Accounts(actx, mayfly.AccountsRequest{Prefix: t.Prefix})
-	cancel()
+	accts, err := listAccounts(ctx, conn, t)
 	if err != nil {
 		res.Errors = append(res.Errors, "list accounts again: "+Scrub(mayfly.ErrorMessageOrText(err)))
 		return nil
@@ -250,6 +246,14 @@ func (b *Broker) stillMissing(ctx context.Context, conn mayfly.Connector, t mayf
 		}
 	}
 	return out
+}
+
+// listAccounts lists the accounts under t's prefix, for at most two
+// minutes.
+func listAccounts(ctx context.Context, conn mayfly.Connector, t mayfly.Target) ([]mayfly.Account, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return conn.Accounts(ctx, mayfly.AccountsRequest{Prefix: t.Prefix})
 }
 
 func has(m map[string]mayfly.Account, name string) bool {
