@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/mayflyhq/mayfly/internal/cluster"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 )
@@ -194,6 +196,11 @@ func TestAuditStreamAcrossReplicas(t *testing.T) {
 	a.startInProcess()
 	t.Cleanup(a.stop)
 	b := replicaOf(t, a)
+	// Nothing on either replica needs other replicas' news yet (no live
+	// view, gateway, sink or notification): neither listens.
+	if n := listeningSessions(t, dsn); n != 0 {
+		t.Fatalf("%d sessions listen for audit notifications before any live view opened; want 0", n)
+	}
 
 	req, err := http.NewRequestWithContext(t.Context(), "GET", "http://"+a.addr+"/v1/audit/stream", nil)
 	if err != nil {
@@ -219,6 +226,8 @@ func TestAuditStreamAcrossReplicas(t *testing.T) {
 	if l := <-lines; !strings.HasPrefix(l, ": mayfly audit stream") {
 		t.Fatalf("stream opened with %q", l)
 	}
+	// The open stream makes its replica listen.
+	waitListening(t, dsn, 1, "with one stream open")
 
 	// The other replica hears of the request by notification
 	// (LISTEN/NOTIFY) as it commits, well within the limit; its
@@ -243,4 +252,38 @@ func TestAuditStreamAcrossReplicas(t *testing.T) {
 			t.Fatalf("no event of %s (made through %s) on the stream of %s within %v", r.ID, b.addr, a.addr, within)
 		}
 	}
+}
+
+// waitListening waits until want sessions of the store's database listen
+// for audit notifications; while says when, for the failure.
+func waitListening(t *testing.T, dsn string, want int, while string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n := listeningSessions(t, dsn)
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions listen for audit notifications %s; want %d", n, while, want)
+		}
+	}
+}
+
+// listeningSessions counts the sessions of the store's database that
+// listen for audit notifications.
+func listeningSessions(t *testing.T, dsn string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN mayfly_audit%'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

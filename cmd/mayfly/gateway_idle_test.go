@@ -121,6 +121,9 @@ func TestGatewayIdleAcrossReplicas(t *testing.T) {
 	t.Cleanup(a.stop)
 	b := replicaOf(t, a)
 	st, leaders := waitLeaders(t, b, 2)
+	// A replica with a gateway listens for the others' commits for good:
+	// a lease revoked elsewhere closes its connections at once.
+	waitListening(t, dsn, 2, "with a gateway on each of two replicas")
 	addrs := map[string]string{}
 	for _, r := range st.Replicas {
 		addrs[r.ID] = r.Address

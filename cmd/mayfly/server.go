@@ -288,6 +288,14 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		}
 	}
 	onCommit = hooks.Committed
+	// What on this replica must hear of other replicas' commits as they
+	// happen (see cluster.Demand): its live views while open, and what is
+	// configured to react to commits for good.
+	var demand cluster.Demand
+	hooks.Watching = demand.Hold
+	if notifier != nil || len(cfg.Audit.Sinks) > 0 || cfg.Gateway.Postgres != nil || cfg.Gateway.SSH != nil {
+		defer demand.Hold()()
+	}
 	opts := broker.Options{Store: st, Logger: log, Connectors: conns.all, HMACKey: key, MaxBackoff: cfg.Scheduler.MaxBackoff,
 		Hooks: hooks}
 	if e.getenv("MAYFLY_FAILPOINT") == "crash-after-intent" {
@@ -352,6 +360,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	slackApp, slackDir, err := newSlackApp(ctx, cfg, st, b, scimDir, e.getenv, log)
 	if err != nil {
 		return err
+	}
+	if slackApp != nil {
+		defer demand.Hold()() // its approval messages follow every replica's decisions
 	}
 	for _, w := range groupWarnings(cfg, scimDir) {
 		log.Warn("configuration: " + w)
@@ -569,7 +580,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	h = overdueReadyz(h, b, readyCheck, rep.ID())
 	h = slackRoute(h, slackApp)
 	// The web app at /app/ (and / redirecting to it) calls the API in-process.
-	web, err := webapp.New(webapp.Options{API: h, Changed: b.Changed, SingleSignOn: login != nil, Logger: log})
+	web, err := webapp.New(webapp.Options{API: h, Changed: b.Changed, Watching: b.Watching, SingleSignOn: login != nil, Logger: log})
 	if err != nil {
 		return fmt.Errorf("web app: %w", err)
 	}
@@ -582,9 +593,13 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	go func() { defer bg.Done(); rep.RunHeartbeat(ctx, cfg.Cluster.HeartbeatEvery) }()
 	if cfg.Store.Postgres != nil {
 		// Other replicas' commits wake this one's audit streams, sinks and
-		// notifications as they commit (LISTEN/NOTIFY; a slow poll besides).
+		// notifications: as they commit (LISTEN/NOTIFY) while something
+		// here holds the demand, within a second (a poll) otherwise.
 		bg.Add(1)
-		go func() { defer bg.Done(); cluster.WatchAudit(ctx, st, nil, time.Second, log, b.ChangedElsewhere) }()
+		go func() {
+			defer bg.Done()
+			cluster.WatchAudit(ctx, st, &demand, nil, time.Second, log, b.ChangedElsewhere)
+		}()
 	}
 	if addr := e.getenv("MAYFLY_PPROF_ADDR"); addr != "" {
 		// Debugging aid: Go's profiler on a separate, explicitly chosen address.

@@ -58,6 +58,9 @@ func TestWebInboxAcrossReplicas(t *testing.T) {
 	bob.do("submit", chromedp.Submit(chromedp.ID("token")), chromedp.WaitVisible(chromedp.CSS("nav .who")))
 	bob.do("open the inbox", chromedp.Navigate(base+"/app/approvals"), chromedp.WaitVisible(chromedp.ID("inbox-count")))
 	bob.waitJS("live updates connect", `document.documentElement.dataset.live === "open"`)
+	// The open page's live updates make its replica, and only it, listen
+	// for the others' commits.
+	waitListening(t, dsn, 1, "with one live page open")
 	// The page notes when each request first shows.
 	bob.eval(`window.mayflySeen = {}; window.mayflyNoReload = "yes";
 		new MutationObserver(() => {

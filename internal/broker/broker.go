@@ -76,6 +76,11 @@ type Hooks struct {
 	// Committed is called after each committed state change, so audit
 	// sinks and notifiers can look for new events now.
 	Committed func()
+	// Watching is called when a live view of the broker's changes opens
+	// (an audit stream, the web app's live updates); it returns what to
+	// call when the view closes. With a shared store it keeps this
+	// replica listening to the others' commits while views are open.
+	Watching func() (release func())
 }
 
 // Broker is the request/lease state machine.

@@ -344,22 +344,76 @@ type AuditListener interface {
 }
 
 // SafetyPoll is how often WatchAudit still reads the newest audit event
-// when the store is an AuditListener, in case a notification is lost.
+// while it listens to the store's notifications, in case one is lost.
 const SafetyPoll = 10 * time.Second
+
+// DemandLinger is how long WatchAudit keeps listening after the last
+// holder of its Demand let go, so that views opened and closed in turn
+// do not open a connection each.
+const DemandLinger = 30 * time.Second
+
+// Demand counts what on this replica needs to hear of other replicas'
+// commits as they happen: live views while they are open (audit
+// streams, the web app's live updates) and work that reacts to them
+// (the gateways closing revoked leases' connections; the senders of
+// notifications, audit sinks and Slack messages). On PostgreSQL every
+// commit wakes each listening replica, and its listening connection's
+// server process, for its notification; a replica whose views nobody
+// watches would spend that CPU, on the database's machine too, for
+// nothing. The zero value holds nothing.
+type Demand struct {
+	mu      sync.Mutex
+	n       int
+	changed chan struct{} // closed at the next change of n; nil until asked for
+}
+
+// Hold records one more holder until release is called; a second call
+// of release does nothing.
+func (d *Demand) Hold() (release func()) {
+	d.add(1)
+	var once sync.Once
+	return func() { once.Do(func() { d.add(-1) }) }
+}
+
+func (d *Demand) add(k int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.n += k
+	if d.changed != nil {
+		close(d.changed)
+		d.changed = nil
+	}
+}
+
+// state says whether anything holds d, and returns a channel closed at
+// the next change.
+func (d *Demand) state() (held bool, changed <-chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.changed == nil {
+		d.changed = make(chan struct{})
+	}
+	return d.n > 0, d.changed
+}
 
 // WatchAudit calls changed each time the sequence number of the newest
 // audit event moves, until ctx ends: other replicas' commits then wake
 // this one's live views (audit streams, sinks, notifications), as its
-// own commits do at once. When st is an AuditListener, it is woken by the
-// store's notifications within milliseconds of a commit, and reads the
-// newest event every SafetyPoll besides; otherwise it reads it every
-// every.
-func WatchAudit(ctx context.Context, st mayfly.Store, clk mayfly.Clock, every time.Duration, log *slog.Logger, changed func()) {
+// own commits do at once. It reads the newest event every every. When st
+// is an AuditListener and demand is nil or held, it also listens to the
+// store's notifications, which wake it within milliseconds of a commit,
+// and reads the newest event only every SafetyPoll besides; it stops
+// listening DemandLinger after the demand's last holder let go.
+func WatchAudit(ctx context.Context, st mayfly.Store, demand *Demand, clk mayfly.Clock, every time.Duration, log *slog.Logger, changed func()) {
 	if clk == nil {
 		clk = mayfly.SystemClock{}
 	}
 	if log == nil {
 		log = slog.Default()
+	}
+	if demand == nil {
+		demand = &Demand{}
+		defer demand.Hold()()
 	}
 	var mu sync.Mutex
 	last := int64(-1) // the newest sequence number seen
@@ -386,20 +440,31 @@ func WatchAudit(ctx context.Context, st mayfly.Store, clk mayfly.Clock, every ti
 			signal(moved)
 		}
 	}
-	if l, ok := st.(AuditListener); ok {
-		every = SafetyPoll
-		listening := make(chan struct{})
-		defer func() { <-listening }() // returns when ctx ends
-		go func() {
-			defer close(listening)
-			l.ListenAudit(ctx, listen, func(err error) {
+	l, canListen := st.(AuditListener)
+	// While listening: how to stop, and a channel closed once stopped.
+	var stopListening context.CancelFunc
+	var stopped chan struct{}
+	startListening := func() {
+		lctx, cancel := context.WithCancel(ctx)
+		stopListening, stopped = cancel, make(chan struct{})
+		go func(done chan struct{}) {
+			defer close(done)
+			l.ListenAudit(lctx, listen, func(err error) {
 				log.Warn("cluster: audit notifications interrupted; listening again", "err", err)
 			})
-		}()
+		}(stopped)
 	}
+	defer func() {
+		if stopListening != nil {
+			stopListening()
+			<-stopped
+		}
+	}()
 	t := mayfly.NewTicker(clk, every)
 	defer t.Stop()
+	var lastPoll, unheldSince time.Time
 	poll := func() {
+		lastPoll = clk.Now()
 		var head int64
 		err := st.View(ctx, func(tx mayfly.Tx) error {
 			es, err := tx.ListAudit(mayfly.AuditFilter{Newest: true, Limit: 1})
@@ -423,15 +488,32 @@ func WatchAudit(ctx context.Context, st mayfly.Store, clk mayfly.Clock, every ti
 	}
 	poll()
 	for {
+		held, demandChanged := demand.state()
+		switch {
+		case !canListen:
+		case held && stopListening == nil:
+			startListening() // it reads the head once it listens
+		case held:
+			unheldSince = time.Time{}
+		case stopListening != nil && unheldSince.IsZero():
+			unheldSince = clk.Now()
+		case stopListening != nil && clk.Now().Sub(unheldSince) >= DemandLinger:
+			stopListening()
+			<-stopped
+			stopListening, unheldSince = nil, time.Time{}
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-demandChanged:
 		case <-moved:
 			changed()
 		case <-repoll:
 			poll()
 		case <-t.C():
-			poll()
+			if stopListening == nil || clk.Now().Sub(lastPoll) >= SafetyPoll {
+				poll()
+			}
 		}
 	}
 }

@@ -262,7 +262,7 @@ func TestWatchAuditListens(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		WatchAudit(ctx, st, clocktest.New(time.Now()), time.Second, nil, func() { changed <- struct{}{} })
+		WatchAudit(ctx, st, nil, clocktest.New(time.Now()), time.Second, nil, func() { changed <- struct{}{} })
 	}()
 	expect := func(want bool, what string) {
 		t.Helper()
@@ -293,5 +293,85 @@ func TestWatchAuditListens(t *testing.T) {
 	st.notes <- 0 // listening again after missing the notification
 	expect(true, "listening again after an event was missed")
 	cancel()
+	<-done
+}
+
+// startStopStore is a store whose audit listener reports when it starts
+// and when it stops.
+type startStopStore struct {
+	mayfly.Store
+	started, stopped chan struct{}
+}
+
+func (s startStopStore) ListenAudit(ctx context.Context, appended func(seq int64), onErr func(error)) {
+	s.started <- struct{}{}
+	appended(0)
+	<-ctx.Done()
+	s.stopped <- struct{}{}
+}
+
+// TestWatchAuditDemand: WatchAudit listens only while its demand is held,
+// and stops DemandLinger after the last holder let go, not before.
+func TestWatchAuditDemand(t *testing.T) {
+	sq, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sq.Close() })
+	st := startStopStore{Store: sq, started: make(chan struct{}, 1), stopped: make(chan struct{}, 1)}
+	clk := clocktest.New(time.Now())
+	var demand Demand
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		WatchAudit(ctx, st, &demand, clk, time.Second, nil, func() {})
+	}()
+	clk.WaitTickers(1)
+	wait := func(c chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the listener did not %s", what)
+		}
+	}
+	select {
+	case <-st.started:
+		t.Fatal("listening with nothing holding the demand")
+	case <-time.After(100 * time.Millisecond):
+	}
+	release := demand.Hold()
+	wait(st.started, "start when the demand was held")
+	second := demand.Hold()
+	release()
+	release() // a second release does nothing
+	select {
+	case <-st.stopped:
+		t.Fatal("stopped while one holder remains")
+	case <-time.After(100 * time.Millisecond):
+	}
+	second()
+	// Let go at the clock's present: the listener stops once the clock
+	// has passed DemandLinger from it, not before.
+	from := clk.Now()
+	deadline := time.After(10 * time.Second)
+	for stopped := false; !stopped; {
+		clk.Advance(time.Second)
+		select {
+		case <-st.stopped:
+			stopped = true
+			if gone := clk.Now().Sub(from); gone < DemandLinger {
+				t.Fatalf("the listener stopped %v after the demand was let go; want at least %v", gone, DemandLinger)
+			}
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("the listener did not stop; the clock is %v past the release", clk.Now().Sub(from))
+		}
+	}
+	defer demand.Hold()()
+	wait(st.started, "start again when the demand was held again")
+	cancel()
+	wait(st.stopped, "stop when the watch ends")
 	<-done
 }

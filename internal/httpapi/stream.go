@@ -64,6 +64,7 @@ func (s *server) handleAuditStream() http.Handler {
 		fl.Flush()
 		keepalive := time.NewTicker(15 * time.Second)
 		defer keepalive.Stop()
+		defer s.Broker.Watching()()
 		for {
 			changed := s.Broker.Changed()
 			var evs []*mayfly.AuditEvent

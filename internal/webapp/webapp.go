@@ -71,6 +71,9 @@ type Options struct {
 	// this replica or, with a shared store, any replica (the broker's
 	// audit watch); it drives the live pages.
 	Changed func() <-chan struct{}
+	// Watching, when set, is called as a live page opens and returns
+	// what to call as it closes (the broker's Watching).
+	Watching func() (release func())
 	// SingleSignOn is true when the identity provider's browser login
 	// (/v1/auth/login) is configured.
 	SingleSignOn bool
@@ -449,6 +452,9 @@ func (a *App) events(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
+	if a.o.Watching != nil {
+		defer a.o.Watching()()
+	}
 	changed := a.o.Changed()
 	for {
 		select {

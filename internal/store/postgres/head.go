@@ -96,6 +96,15 @@ func (c *headCache) listening(on bool) {
 	}
 }
 
+// unwatched records that the handle's listener stopped for good: as on a
+// handle that never listened, the head its own next commit leaves may be
+// used. What it heard is kept.
+func (c *headCache) unwatched() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.down, c.ok = false, false
+}
+
 // invalidate forgets the head (it was moved other than by appending).
 func (c *headCache) invalidate() {
 	c.mu.Lock()

@@ -209,9 +209,25 @@ func TestHeadCacheListener(t *testing.T) {
 	cancel()
 	<-stopped
 	if _, _, ok := a.cache.get(); ok {
-		t.Error("the cached head is used while the listener is not listening")
+		t.Error("the cached head is used once the listener stopped, before a commit of the handle")
 	}
-	verifyChain(t, a, 6)
+	// Stopped for good, the handle chains to the head its own commits
+	// leave, as one that never listened.
+	if n := appendOne(t, a, "a.6"); n != 1 {
+		t.Errorf("first append after the listener stopped ran %d times; want 1", n)
+	}
+	stats("4 1 3")
+	if n := appendOne(t, a, "a.7"); n != 1 {
+		t.Errorf("append on the head of the handle's own commit ran %d times; want 1", n)
+	}
+	stats("5 1 3")
+	appendOne(t, b, "b.2")
+	// Unheard, the move costs one try on the old head.
+	if n := appendOne(t, a, "a.8"); n != 2 {
+		t.Errorf("append after an unheard move ran %d times; want 2", n)
+	}
+	stats("6 2 4")
+	verifyChain(t, a, 10)
 }
 
 // TestHeadCacheDeferredWriteFails: a counted write sent with the COMMIT on

@@ -35,8 +35,12 @@ const (
 // calls appended(0): notifications sent while it was not listening are
 // lost, so the caller looks for what it may have missed. A connection
 // that drops is reopened with backoff; errors go to onErr (may be nil).
-// It returns when ctx ends.
+// It returns when ctx ends; the caller may listen again later.
 func (db *DB) ListenAudit(ctx context.Context, appended func(seq int64), onErr func(error)) {
+	// Stopped, the handle chains to the head its own commits leave, as
+	// one that never listened: the compare-and-set of the head keeps the
+	// chain whole when another replica moved it meanwhile.
+	defer db.cache.unwatched()
 	backoff := listenMinBackoff
 	for ctx.Err() == nil {
 		listened, err := db.listenOnce(ctx, appended)
