@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -31,8 +32,16 @@ type AuditEvent struct {
 // ComputeHash returns the hash of e chained to e.PrevHash: SHA-256 over the
 // previous hash and a canonical JSON encoding of every other field.
 func (e *AuditEvent) ComputeHash() string {
+	return ChainHash(e.PrevHash, e.Seq, e.HashSuffix())
+}
+
+// HashSuffix returns what follows the sequence number in the canonical
+// JSON encoding of e that its hash covers: the encoding is
+// `{"seq":` + decimal Seq + HashSuffix(). It does not depend on Seq or
+// PrevHash, so a store may chain an event to a head it has not read (the
+// PostgreSQL store has the database compute ChainHash).
+func (e *AuditEvent) HashSuffix() string {
 	body := struct {
-		Seq       int64             `json:"seq"`
 		Time      string            `json:"time"`
 		Actor     string            `json:"actor"`
 		Action    string            `json:"action"`
@@ -43,12 +52,21 @@ func (e *AuditEvent) ComputeHash() string {
 		Reason    string            `json:"reason"`
 		Source    string            `json:"source"`
 		Data      map[string]string `json:"data"` // encoding/json sorts map keys
-	}{e.Seq, e.Time.UTC().Format(time.RFC3339Nano), e.Actor, e.Action, e.Subject, e.Target,
+	}{e.Time.UTC().Format(time.RFC3339Nano), e.Actor, e.Action, e.Subject, e.Target,
 		e.RequestID, e.LeaseID, e.Reason, e.Source, e.Data}
 	b, _ := json.Marshal(body) // cannot fail: strings and a string map
+	b[0] = ','                 // {"time":… becomes ,"time":…
+	return string(b)
+}
+
+// ChainHash is the hash of the event seq whose HashSuffix is suffix,
+// chained to prevHash: hex SHA-256 of prevHash, a newline, and
+// `{"seq":` + decimal seq + suffix.
+func ChainHash(prevHash string, seq int64, suffix string) string {
 	h := sha256.New()
-	h.Write([]byte(e.PrevHash))
-	h.Write([]byte{'\n'})
-	h.Write(b)
+	h.Write([]byte(prevHash))
+	h.Write([]byte("\n{\"seq\":"))
+	h.Write(strconv.AppendInt(nil, seq, 10))
+	h.Write([]byte(suffix))
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -366,11 +366,11 @@ type IntentWriter interface {
 // WriteIntent reads the stored status of l.Requester as GetUserStatus
 // does, then creates l as CreateLease does. Where tx is an IntentWriter
 // it does both in one round trip, with what DeferNextWrite left waiting
-// before them, and locks the head of the audit chain after them, in that
-// order (the order in which every transaction takes these locks): the
-// caller checks the status, returning an error when it forbids l (the
-// transaction then commits nothing), appends its audit events and
-// commits, reading nothing else.
+// before them, in that order (the order in which every transaction takes
+// these locks; the head of the audit chain is locked last, when the
+// transaction commits): the caller checks the status, returning an error
+// when it forbids l (the transaction then commits nothing), appends its
+// audit events and commits, reading nothing else.
 func WriteIntent(tx Tx, l *Lease) (string, error) {
 	if w, ok := tx.(IntentWriter); ok {
 		return w.WriteIntent(l)

@@ -555,7 +555,7 @@ func headStats(b *broker) map[string]float64 {
 }
 
 // withHeadStats runs part and then says how the store's appending
-// transactions of all replicas found the head of the audit chain meanwhile
+// transactions of all replicas chained their audit events meanwhile
 // (docs/ha.md), when the store counts it.
 func withHeadStats(b *broker, part func() error) error {
 	before := headStats(b)
@@ -567,8 +567,8 @@ func withHeadStats(b *broker, part func() error) error {
 		return nil
 	}
 	d := func(how string) float64 { return after[how] - before[how] }
-	fmt.Printf("Store transactions that appended audit events meanwhile, all replicas: %.0f on the cached head of the chain (%.0f of them found it moved and ran again), %.0f locked and read it.\n\n",
-		d("cached"), d("moved"), d("locked"))
+	fmt.Printf("Store transactions that appended audit events meanwhile, all replicas: %.0f chained by the database as they committed, %.0f locked and read the head first.\n\n",
+		d("chained"), d("locked"))
 	return nil
 }
 

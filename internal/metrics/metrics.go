@@ -78,11 +78,11 @@ func New(store mayfly.Store) *Metrics {
 // auditHeadStore is a store that counts how its transactions found the
 // head of the audit chain (the PostgreSQL store; see docs/ha.md).
 type auditHeadStore interface {
-	AuditHeadStats() (cached, moved, locked int64)
+	AuditHeadStats() (chained, locked int64)
 }
 
 var headDesc = prometheus.NewDesc("mayfly_store_audit_head_total",
-	"Store transactions that appended audit events, by how they found the head of the chain: cached (the head this replica's last commit left), moved (of those, the head had moved and the transaction ran again), locked (locked and read).",
+	"Store transactions that appended audit events, by how they were chained: chained (by the database as the transaction committed, in its round trip), locked (to the head the transaction locked and read first, because it read the audit trail after appending).",
 	[]string{"how"}, nil)
 
 // headCollector reads the store's counts at scrape time.
@@ -91,8 +91,8 @@ type headCollector struct{ store auditHeadStore }
 func (c headCollector) Describe(ch chan<- *prometheus.Desc) { ch <- headDesc }
 
 func (c headCollector) Collect(ch chan<- prometheus.Metric) {
-	cached, moved, locked := c.store.AuditHeadStats()
-	for how, n := range map[string]int64{"cached": cached, "moved": moved, "locked": locked} {
+	chained, locked := c.store.AuditHeadStats()
+	for how, n := range map[string]int64{"chained": chained, "locked": locked} {
 		ch <- prometheus.MustNewConstMetric(headDesc, prometheus.CounterValue, float64(n), how)
 	}
 }

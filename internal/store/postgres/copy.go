@@ -39,9 +39,7 @@ const copyPage = 1000
 // rebuilt by the servers.
 func (db *DB) CopyFrom(ctx context.Context, src mayfly.Store) (CopyCounts, error) {
 	var n CopyCounts
-	// The head is moved below without appending: forget the cached one.
-	defer db.cache.invalidate()
-	err := db.run(ctx, true, false, func(mtx mayfly.Tx) error {
+	err := db.run(ctx, true, func(mtx mayfly.Tx) error {
 		n = CopyCounts{}
 		t := mtx.(*tx)
 		for _, table := range []string{"requests", "leases", "audit_events", "users", "settings", "tokens"} {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,85 +41,132 @@ func verifyChain(t *testing.T, db *DB, n int) {
 	}
 }
 
-// TestHeadCacheStale: a handle whose cached head another handle (a
-// replica) moved chains its events to it, finds the head moved, writes
-// nothing, and runs the transaction again on the head it reads; the chain
-// stays intact, and the handle rests its cache for movedRest, then uses it
-// again.
-func TestHeadCacheStale(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	a, b := open(t, dsn), open(t, dsn)
-	if n := appendOne(t, a, "a.1"); n != 1 {
-		t.Fatalf("first append ran %d times; want 1", n)
-	}
-	if _, _, ok := a.cache.get(); !ok {
-		t.Fatal("the head is not cached after a commit")
-	}
-	appendOne(t, b, "b.1")
-	appendOne(t, b, "b.2")
-	if n := appendOne(t, a, "a.2"); n != 2 {
-		t.Errorf("append on a stale head ran %d times; want 2 (the cached head, then the head read)", n)
-	}
-	if cached, moved, locked := a.AuditHeadStats(); cached != 1 || moved != 1 || locked != 2 {
-		t.Errorf("AuditHeadStats = %d cached, %d moved, %d locked; want 1, 1, 2", cached, moved, locked)
-	}
-	if _, _, ok := a.cache.get(); ok {
-		t.Error("the cached head is used right after it was found moved")
-	}
-	if n := appendOne(t, a, "a.3"); n != 1 {
-		t.Errorf("append after the head was read again ran %d times; want 1", n)
-	}
-	a.cache.mu.Lock()
-	a.cache.movedAt = a.cache.movedAt.Add(-movedRest)
-	a.cache.mu.Unlock()
-	if n := appendOne(t, a, "a.4"); n != 1 {
-		t.Errorf("append after the rest ran %d times; want 1", n)
-	}
-	if cached, moved, locked := a.AuditHeadStats(); cached != 2 || moved != 1 || locked != 3 {
-		t.Errorf("AuditHeadStats = %d cached, %d moved, %d locked; want 2, 1, 3", cached, moved, locked)
-	}
-	verifyChain(t, a, 6)
-	var actions []string
-	if err := b.View(context.Background(), func(tx mayfly.Tx) error {
+// actions lists the actions of db's audit events in sequence order.
+func actions(t *testing.T, db *DB) string {
+	t.Helper()
+	var out []string
+	if err := db.View(context.Background(), func(tx mayfly.Tx) error {
 		es, err := tx.ListAudit(mayfly.AuditFilter{})
 		for _, e := range es {
-			actions = append(actions, e.Action)
+			out = append(out, e.Action)
 		}
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(actions); got != "[a.1 b.1 b.2 a.2 a.3 a.4]" {
-		t.Errorf("events %s; want [a.1 b.1 b.2 a.2 a.3 a.4], each once", got)
+	return fmt.Sprint(out)
+}
+
+// TestChainAcrossHandles: handles on one database (replicas) appending in
+// turn chain to each other's events in one run each, with the hashes
+// PostgreSQL computes equal to ComputeHash, for events with every field
+// set, text that JSON escapes, and several events in one transaction; the
+// events the caller passed get the Seq, PrevHash and Hash stored.
+func TestChainAcrossHandles(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	if n := appendOne(t, a, "a.1"); n != 1 {
+		t.Fatalf("first append ran %d times; want 1", n)
+	}
+	appendOne(t, b, "b.1")
+	appendOne(t, b, "b.2")
+	if n := appendOne(t, a, "a.2"); n != 1 {
+		t.Errorf("append after another handle's ran %d times; want 1", n)
+	}
+	at := time.Date(2026, 12, 3, 4, 5, 6, 789, time.FixedZone("x", -7200))
+	evs := []*mayfly.AuditEvent{
+		{Time: at, Actor: "Zoë \"<admin>\"\u2028", Action: "b.3", Subject: "lease:l1", Target: "pg", RequestID: "r1", LeaseID: "l1",
+			Reason: "line\nbreak\ttab \\ backslash", Source: "[::1]:1234", Data: map[string]string{"z": "1", "a": "é", "k\"": "<&>"}},
+		{Time: at.Add(time.Nanosecond), Actor: "t", Action: "b.4"},
+		{Time: at, Actor: strings.Repeat("x", 5000), Action: "b.5", Data: map[string]string{}},
+	}
+	if err := b.Update(context.Background(), func(tx mayfly.Tx) error {
+		for _, e := range evs {
+			if err := tx.AppendAudit(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range evs {
+		if e.Seq != int64(5+i) || e.Hash != e.ComputeHash() || (i > 0 && e.PrevHash != evs[i-1].Hash) {
+			t.Errorf("event %d after commit: seq %d, prev %.8s, hash %.8s (computed %.8s); want seq %d chained", i, e.Seq, e.PrevHash, e.Hash, e.ComputeHash(), 5+i)
+		}
+	}
+	appendOne(t, a, "a.3")
+	verifyChain(t, a, 8)
+	if got, want := actions(t, b), "[a.1 b.1 b.2 a.2 b.3 b.4 b.5 a.3]"; got != want {
+		t.Errorf("events %s; want %s, each once", got, want)
+	}
+	if chained, locked := a.AuditHeadStats(); chained != 3 || locked != 0 {
+		t.Errorf("AuditHeadStats = %d chained, %d locked; want 3, 0", chained, locked)
 	}
 }
 
-// TestHeadCachePruned: when the events after a handle's cached head were
-// pruned by another replica (retention), so that no event of the same
-// sequence number stops its insert, the compare-and-set of the head still
-// refuses the stale head, and the chain does not fork.
-func TestHeadCachePruned(t *testing.T) {
+// TestChainConcurrent: transactions of several handles appending at once
+// (one to three events each) form one chain: the lock of the head makes
+// each chain to the head the one before it left, whatever the order in
+// which they reached it.
+func TestChainConcurrent(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	dbs := []*DB{open(t, dsn), open(t, dsn), open(t, dsn)}
+	const workers, each = 9, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	total := 0
+	for w := range workers {
+		total += each * (w%3 + 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db := dbs[w%len(dbs)]
+			for i := range each {
+				if err := db.Update(context.Background(), func(tx mayfly.Tx) error {
+					for k := range w%3 + 1 {
+						if err := tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Actor: fmt.Sprint("w", w), Action: fmt.Sprint(i, ".", k)}); err != nil {
+							return err
+						}
+					}
+					return nil
+				}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	verifyChain(t, dbs[0], total)
+}
+
+// TestChainPruned: after events were pruned (retention), appends chain
+// to the head, which outlives its event.
+func TestChainPruned(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	a, b := open(t, dsn), open(t, dsn)
 	appendOne(t, a, "a.1")
 	appendOne(t, b, "b.1")
 	appendOne(t, b, "b.2")
 	if err := b.Update(context.Background(), func(tx mayfly.Tx) error {
-		_, err := tx.DeleteAuditBefore(3)
+		_, err := tx.DeleteAuditBefore(4)
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if n := appendOne(t, a, "a.2"); n != 2 {
-		t.Errorf("append on a stale head ran %d times; want 2", n)
-	}
+	appendOne(t, a, "a.2")
 	if err := a.View(context.Background(), func(tx mayfly.Tx) error {
 		es, err := tx.ListAudit(mayfly.AuditFilter{})
 		if err != nil {
 			return err
 		}
-		if len(es) != 2 || es[0].Action != "b.2" || es[1].Action != "a.2" || es[1].Seq != 4 || es[1].PrevHash != es[0].Hash {
-			t.Errorf("events after the prune: %+v; want b.2 (3), then a.2 (4) chained to it", es)
+		if len(es) != 1 || es[0].Action != "a.2" || es[0].Seq != 4 || es[0].PrevHash == "" || es[0].Hash != es[0].ComputeHash() {
+			t.Errorf("events after the prune: %+v; want a.2 (4) chained to the pruned b.2", es)
 		}
 		return nil
 	}); err != nil {
@@ -125,116 +174,69 @@ func TestHeadCachePruned(t *testing.T) {
 	}
 }
 
-// TestHeadCacheListener: a handle that hears, through its audit
-// listener, that another replica appended chains its next events to the
-// head that replica notified, without reading it; a forged or stale
-// notification costs a run on the head read, never the chain; and the
-// cache is not used while the listener is not listening.
-func TestHeadCacheListener(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	a, b := open(t, dsn), open(t, dsn)
-	ctx, cancel := context.WithCancel(context.Background())
-	heard := make(chan int64, 100)
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		a.ListenAudit(ctx, func(seq int64) { heard <- seq }, nil)
-	}()
-	defer func() { cancel(); <-stopped }()
-	wait := func(seq int64) {
-		t.Helper()
-		deadline := time.After(10 * time.Second)
-		for {
-			select {
-			case s := <-heard:
-				if s == seq {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("the listener did not hear of event %d", seq)
-			}
+// TestChainReadOwnEvents: a transaction that reads the audit trail after
+// appending writes its events first, on the head it locks and reads, and
+// chains what it appends after to them; it counts as locked.
+func TestChainReadOwnEvents(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	appendOne(t, db, "one")
+	if err := db.Update(context.Background(), func(tx mayfly.Tx) error {
+		if err := tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Action: "two"}); err != nil {
+			return err
 		}
-	}
-	// The head notification follows the one appended hears of.
-	waitHead := func(seq int64) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-			if s, _, ok := a.cache.get(); ok && s == seq {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the cache does not hold the head %d", seq)
-			}
+		es, err := tx.ListAudit(mayfly.AuditFilter{})
+		if err != nil {
+			return err
 		}
-	}
-	stats := func(want string) {
-		t.Helper()
-		if c, m, l := a.AuditHeadStats(); fmt.Sprint(c, m, l) != want {
-			t.Errorf("AuditHeadStats (cached, moved, locked) = %d %d %d; want %s", c, m, l, want)
+		if len(es) != 2 || es[1].Action != "two" {
+			t.Errorf("the transaction reads %d events; want its own second", len(es))
 		}
-	}
-	wait(0)
-	appendOne(t, a, "a.1") // the head unknown: read
-	wait(1)
-	if n := appendOne(t, a, "a.2"); n != 1 {
-		t.Errorf("append on a's own head ran %d times; want 1", n)
-	}
-	wait(2)
-	appendOne(t, b, "b.1")
-	wait(3)
-	waitHead(3)
-	if n := appendOne(t, a, "a.3"); n != 1 {
-		t.Errorf("append after another replica's was heard ran %d times; want 1", n)
-	}
-	stats("2 0 1")
-	wait(4)
-	waitHead(4)
-	// A forged notification of a head that is not the head.
-	if _, err := b.pool.Exec(context.Background(), "SELECT pg_notify($1, '99 forged')", HeadChannel); err != nil {
+		return tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Action: "three"})
+	}); err != nil {
 		t.Fatal(err)
 	}
-	waitHead(99)
-	if n := appendOne(t, a, "a.4"); n != 2 {
-		t.Errorf("append on a forged head ran %d times; want 2", n)
+	appendOne(t, db, "four")
+	verifyChain(t, db, 4)
+	if chained, locked := db.AuditHeadStats(); chained != 2 || locked != 1 {
+		t.Errorf("AuditHeadStats = %d chained, %d locked; want 2, 1", chained, locked)
 	}
-	stats("3 1 2")
-	// Known again from that commit, once the cache has rested.
-	a.cache.mu.Lock()
-	a.cache.movedAt = a.cache.movedAt.Add(-movedRest)
-	a.cache.mu.Unlock()
-	if n := appendOne(t, a, "a.5"); n != 1 {
-		t.Errorf("append after the forged head ran %d times; want 1", n)
-	}
-	stats("4 1 2")
-	cancel()
-	<-stopped
-	if _, _, ok := a.cache.get(); ok {
-		t.Error("the cached head is used once the listener stopped, before a commit of the handle")
-	}
-	// Stopped for good, the handle chains to the head its own commits
-	// leave, as one that never listened.
-	if n := appendOne(t, a, "a.6"); n != 1 {
-		t.Errorf("first append after the listener stopped ran %d times; want 1", n)
-	}
-	stats("4 1 3")
-	if n := appendOne(t, a, "a.7"); n != 1 {
-		t.Errorf("append on the head of the handle's own commit ran %d times; want 1", n)
-	}
-	stats("5 1 3")
-	appendOne(t, b, "b.2")
-	// Unheard, the move costs one try on the old head.
-	if n := appendOne(t, a, "a.8"); n != 2 {
-		t.Errorf("append after an unheard move ran %d times; want 2", n)
-	}
-	stats("6 2 4")
-	verifyChain(t, a, 10)
 }
 
-// TestHeadCacheDeferredWriteFails: a counted write sent with the COMMIT on
-// the cached head fails the transaction when it writes nothing: nothing
-// is committed, the transaction is not run again, and the error is the
+// TestChainMissingHead: without the head row, a transaction with audit
+// events fails with a clear error and commits nothing, not even its other
+// writes.
+func TestChainMissingHead(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	if _, err := db.pool.Exec(ctx, "DELETE FROM audit_head"); err != nil {
+		t.Fatal(err)
+	}
+	l := testLease("l1", mayfly.LeaseProvisioning)
+	err := db.Update(ctx, func(tx mayfly.Tx) error {
+		if err := tx.CreateLease(l); err != nil {
+			return err
+		}
+		return tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Action: "lease.intent", LeaseID: l.ID})
+	})
+	if !errors.Is(err, errMissingHead) {
+		t.Errorf("Update = %v; want %v", err, errMissingHead)
+	}
+	if err := db.View(ctx, func(tx mayfly.Tx) error {
+		_, err := tx.GetLease(l.ID)
+		if mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			t.Errorf("GetLease = %v; want not found (nothing committed)", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestChainDeferredWriteFails: a counted write sent with the COMMIT and
+// the events fails the transaction when it writes nothing: nothing is
+// committed, the transaction is not run again, and the error is the
 // write's own.
-func TestHeadCacheDeferredWriteFails(t *testing.T) {
+func TestChainDeferredWriteFails(t *testing.T) {
 	db := open(t, pgtest.NewDatabase(t))
 	ctx := context.Background()
 	l := testLease("l1", mayfly.LeaseProvisioning)
@@ -263,9 +265,6 @@ func TestHeadCacheDeferredWriteFails(t *testing.T) {
 			func(err error) bool { return mayfly.ErrorCode(err) == mayfly.ENOTFOUND }},
 	}
 	for _, c := range cases {
-		if _, _, ok := db.cache.get(); !ok {
-			t.Fatalf("%s: the head is not cached", c.name)
-		}
 		runs := 0
 		err := db.Update(ctx, func(tx mayfly.Tx) error {
 			runs++
@@ -303,6 +302,15 @@ func TestHeadStatsMetric(t *testing.T) {
 	db := open(t, pgtest.NewDatabase(t))
 	appendOne(t, db, "one")
 	appendOne(t, db, "two")
+	if err := db.Update(context.Background(), func(tx mayfly.Tx) error {
+		if err := tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Action: "three"}); err != nil {
+			return err
+		}
+		_, err := tx.ListAudit(mayfly.AuditFilter{Limit: 1})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	mfs, err := metrics.New(db).Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +324,7 @@ func TestHeadStatsMetric(t *testing.T) {
 			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
 		}
 	}
-	if want := map[string]float64{"cached": 1, "moved": 0, "locked": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if want := map[string]float64{"chained": 2, "locked": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("mayfly_store_audit_head_total = %v; want %v", got, want)
 	}
 }

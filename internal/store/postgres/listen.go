@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -14,12 +13,6 @@ import (
 // events notifies, when it commits, the sequence number of its newest
 // event (NOTIFY mayfly_audit, '<seq>').
 const AuditChannel = "mayfly_audit"
-
-// HeadChannel is the channel on which the same transaction notifies the
-// new head of the audit chain: '<seq> <hash>' of its newest event. A
-// replica that hears it may chain its next events to that head without
-// reading it (see headCache); one that does not (an older build) reads it.
-const HeadChannel = "mayfly_audit_head"
 
 // Listen backoff bounds: a lost connection is reopened after minBackoff,
 // doubling up to maxBackoff while the database does not answer.
@@ -37,10 +30,6 @@ const (
 // that drops is reopened with backoff; errors go to onErr (may be nil).
 // It returns when ctx ends; the caller may listen again later.
 func (db *DB) ListenAudit(ctx context.Context, appended func(seq int64), onErr func(error)) {
-	// Stopped, the handle chains to the head its own commits leave, as
-	// one that never listened: the compare-and-set of the head keeps the
-	// chain whole when another replica moved it meanwhile.
-	defer db.cache.unwatched()
 	backoff := listenMinBackoff
 	for ctx.Err() == nil {
 		listened, err := db.listenOnce(ctx, appended)
@@ -73,32 +62,19 @@ func (db *DB) listenOnce(ctx context.Context, appended func(seq int64)) (listene
 		return false, fmt.Errorf("postgres store: audit listener: connect: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	// While the handle does not listen, it would not hear of other
-	// replicas' appends: its cached head of the chain is not used.
-	db.cache.listening(false)
-	defer db.cache.listening(false)
-	if _, err := conn.Exec(ctx, "LISTEN "+AuditChannel+"; LISTEN "+HeadChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+AuditChannel); err != nil {
 		return false, fmt.Errorf("postgres store: audit listener: listen: %w", err)
 	}
-	db.cache.listening(true)
 	appended(0)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return true, fmt.Errorf("postgres store: audit listener: %w", err)
 		}
-		if n.Channel == HeadChannel {
-			s, hash, _ := strings.Cut(n.Payload, " ")
-			if seq, err := strconv.ParseInt(s, 10, 64); err == nil && seq > 0 && hash != "" {
-				db.cache.heardHead(seq, hash)
-			}
-			continue
-		}
 		seq, err := strconv.ParseInt(n.Payload, 10, 64)
 		if err != nil || seq <= 0 {
 			continue // not ours
 		}
-		db.cache.heard(seq)
 		appended(seq)
 	}
 }

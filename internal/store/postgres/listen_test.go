@@ -88,7 +88,7 @@ func TestListenAudit(t *testing.T) {
 	// Kill the listener's connection: it comes back.
 	var killed bool
 	err := b.pool.QueryRow(ctx, `SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE datname = current_database() AND query LIKE 'LISTEN `+AuditChannel+`;%' AND pid <> pg_backend_pid()`).Scan(&killed)
+		WHERE datname = current_database() AND query = 'LISTEN `+AuditChannel+`' AND pid <> pg_backend_pid()`).Scan(&killed)
 	if err != nil || !killed {
 		t.Fatalf("terminating the listener's connection: %v (killed %v)", err, killed)
 	}

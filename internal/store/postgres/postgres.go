@@ -58,12 +58,7 @@ const retries = 5
 type DB struct {
 	pool   *pgxpool.Pool
 	closed atomic.Bool
-	// cache is the head of the audit chain as this handle last wrote it;
-	// heading counts its transactions that hold, or are about to take,
-	// the lock of the head (see headCache).
-	cache   headCache
-	heading atomic.Int32
-	stats   headStats
+	stats  headStats
 }
 
 var _ mayfly.Store = (*DB)(nil)
@@ -207,23 +202,14 @@ func (db *DB) CommitsDurably() bool { return true }
 
 // Update runs fn in a read-write transaction and commits it when fn
 // returns nil. A transaction that fails on a serialization failure or a
-// deadlock runs again (fn included), up to a few times, and so does one
-// whose audit events were chained to a cached head that another replica
-// moved (at once, locking the head this time; see headCache). Commits are
+// deadlock runs again (fn included), up to a few times. Commits are
 // durable when Update returns; under a context from mayfly.SkipIntentSync
 // the commit does not wait for the log's flush (synchronous_commit off
 // for that transaction).
 func (db *DB) Update(ctx context.Context, fn func(tx mayfly.Tx) error) error {
 	var err error
-	onCache := true
 	for attempt := 0; ; attempt++ {
-		err = db.run(ctx, true, onCache, fn)
-		if errors.Is(err, errHeadMoved) && attempt+1 < retries && ctx.Err() == nil {
-			// Another replica appended meanwhile: nothing was written.
-			// Again at once, reading the head this time.
-			onCache = false
-			continue
-		}
+		err = db.run(ctx, true, fn)
 		if attempt+1 >= retries || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
@@ -234,7 +220,7 @@ func (db *DB) Update(ctx context.Context, fn func(tx mayfly.Tx) error) error {
 
 // View runs fn in a read-only transaction.
 func (db *DB) View(ctx context.Context, fn func(tx mayfly.Tx) error) error {
-	return db.run(ctx, false, false, fn)
+	return db.run(ctx, false, fn)
 }
 
 func retryable(err error) bool {
@@ -251,9 +237,8 @@ const (
 	beginRead  = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 )
 
-// run runs fn in a transaction; with onCache, a write's audit events may
-// be chained to the cached head of the chain (see headCache).
-func (db *DB) run(ctx context.Context, write, onCache bool, fn func(tx mayfly.Tx) error) (err error) {
+// run runs fn in a transaction.
+func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) (err error) {
 	defer func() { err = unreachable(ctx, err) }()
 	if db.closed.Load() {
 		return errClosed
@@ -276,7 +261,7 @@ func (db *DB) run(ctx context.Context, write, onCache bool, fn func(tx mayfly.Tx
 		}
 	}
 	// The transaction begins with its first statement, in its round trip.
-	t := &tx{ctx: ctx, q: c, write: write, begin: begin, db: db, onCache: write && onCache}
+	t := &tx{ctx: ctx, q: c, write: write, begin: begin, db: db}
 	done := false
 	defer func() {
 		if !done && t.begun {
@@ -286,7 +271,6 @@ func (db *DB) run(ctx context.Context, write, onCache bool, fn func(tx mayfly.Tx
 				c.Conn().Close(context.WithoutCancel(ctx))
 			}
 		}
-		t.finish(done)
 		c.Release()
 	}()
 	if err := fn(t); err != nil {
@@ -300,23 +284,6 @@ func (db *DB) run(ctx context.Context, write, onCache bool, fn func(tx mayfly.Tx
 	}
 	done = true
 	return nil
-}
-
-// finish records the head of the chain that t left if it committed audit
-// events, then stops counting it among the transactions going for the
-// head (in that order, so that a transaction that finds itself alone
-// finds the head t left).
-func (t *tx) finish(committed bool) {
-	if t.db == nil {
-		return
-	}
-	if committed && t.notifySeq != 0 {
-		t.db.cache.committed(t.head.seq, t.head.hash)
-	}
-	if t.heading {
-		t.db.heading.Add(-1)
-		t.heading = false
-	}
 }
 
 // Ping checks that the database answers.

@@ -28,17 +28,6 @@ func TestStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) mayfly.Store { return open(t, pgtest.NewDatabase(t)) })
 }
 
-// TestStoreHeadLocked runs the conformance suite on handles that never
-// use a cached head of the audit chain (as while their listener is not
-// listening): every append locks and reads the head.
-func TestStoreHeadLocked(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) mayfly.Store {
-		db := open(t, pgtest.NewDatabase(t))
-		db.cache.listening(false)
-		return db
-	})
-}
-
 // TestChainAcrossReplicas appends audit events from many goroutines
 // through two handles on one database, as two replicas would, each event
 // in a transaction with a state change: the trail is one intact chain

@@ -45,13 +45,8 @@ type tx struct {
 	// by this transaction (0 if none), notified on AuditChannel at commit.
 	notifySeq int64
 
-	// db is the handle the transaction runs on (nil in some tests). With
-	// onCache, its audit events may be chained to the head db cached (see
-	// headCache) when no other transaction of db goes for the head;
-	// heading is set once this one counts in db.heading.
-	db      *DB
-	onCache bool
-	heading bool
+	// db is the handle the transaction runs on (nil in some tests).
+	db *DB
 }
 
 // querier runs statements on the transaction's connection.
@@ -907,12 +902,13 @@ const auditCols = `seq, time, actor, action, subject, target, request_id, lease_
 // first event) and e.Hash e.ComputeHash().
 //
 // The events of a transaction are written when it commits, in the round
-// trip of the commit, after the head of the chain (a one-row table) is
-// locked and read: the lock is held only while the transaction commits,
-// and appends from every connection and replica form one chain in commit
-// order. e's Seq, PrevHash and Hash are set then, before Update returns;
-// a ListAudit or DeleteAuditBefore in the same transaction writes them
-// first, so the transaction reads its own events.
+// trip of the commit: PostgreSQL locks the head of the chain (a one-row
+// table) and chains them to it (see chainSQL), so the lock is held only
+// while the transaction commits, and appends from every connection and
+// replica form one chain in commit order. e's Seq, PrevHash and Hash are
+// set then, before Update returns. A ListAudit or DeleteAuditBefore in
+// the same transaction locks and reads the head, and writes them first,
+// so the transaction reads its own events.
 func (t *tx) AppendAudit(e *mayfly.AuditEvent) error {
 	if !t.write {
 		return errReadOnly
@@ -929,18 +925,6 @@ func (t *tx) AppendAudit(e *mayfly.AuditEvent) error {
 	return nil
 }
 
-// goForHead counts the transaction among those of its handle that hold,
-// or are about to take, the lock of the chain's head (once), and returns
-// how many there are with it (0 when it was counted already, or has no
-// handle).
-func (t *tx) goForHead() int32 {
-	if t.db == nil || t.heading {
-		return 0
-	}
-	t.heading = true
-	return t.db.heading.Add(1)
-}
-
 // countLocked counts a lock and read of the head in the handle's stats.
 func (t *tx) countLocked() {
 	if t.db != nil {
@@ -953,7 +937,6 @@ func (t *tx) countLocked() {
 // statement that inserts them and moves the head, and its arguments.
 func (t *tx) chainPending() (string, []any, error) {
 	if !t.head.ok {
-		t.goForHead()
 		t.countLocked()
 		ok, err := t.queryRow("SELECT seq, hash FROM audit_head FOR UPDATE", nil, &t.head.seq, &t.head.hash)
 		var de *deferredError
@@ -964,7 +947,7 @@ func (t *tx) chainPending() (string, []any, error) {
 			return "", nil, fmt.Errorf("append audit: lock the head of the chain: %w", err)
 		}
 		if !ok {
-			return "", nil, errors.New("append audit: the audit_head row is missing")
+			return "", nil, errMissingHead
 		}
 		t.head.ok = true
 	}
@@ -972,6 +955,8 @@ func (t *tx) chainPending() (string, []any, error) {
 	n := len(args)
 	return q + " UPDATE audit_head SET seq = " + placeholders(n-1, 1) + ", hash = " + placeholders(n, 1), args, nil
 }
+
+var errMissingHead = errors.New("append audit: the audit_head row is missing")
 
 // chainFrom chains the pending events to the event seq with hash, and
 // returns a WITH clause that inserts them and, as its two last
@@ -1019,16 +1004,11 @@ func (t *tx) flushAudit() error {
 // notifyStmt is queued before the COMMIT of a transaction that wrote
 // audit events: PostgreSQL delivers the notification to the listeners of
 // every replica when, and only if, the transaction commits.
-// The same transaction tells the new head of the chain (its sequence
-// number and hash) on HeadChannel, so that other replicas may chain to it
-// without reading it (see headCache).
-const notifyStmt = "SELECT pg_notify('" + AuditChannel + "', $1), pg_notify('" + HeadChannel + "', $2)"
+const notifyStmt = "SELECT pg_notify('" + AuditChannel + "', $1)"
 
-// notifyArgs are the arguments of notifyStmt for the head seq with hash.
-func notifyArgs(seq int64, hash string) []any {
-	n := strconv.FormatInt(seq, 10)
-	return []any{n, n + " " + hash}
-}
+// notifyHeadStmt is notifyStmt for the head of the chain as the
+// transaction left it, read in the database (see commitChained).
+const notifyHeadStmt = "SELECT pg_notify('" + AuditChannel + "', seq::text) FROM audit_head"
 
 // commit commits the transaction; the pending audit events are written
 // in the same round trip as the COMMIT. Once sent, the commit is waited
@@ -1046,13 +1026,15 @@ func (t *tx) commit() error {
 		tag, err := t.q.Exec(wctx, "COMMIT")
 		return commitResult(tag, err)
 	}
-	if (len(t.pending) == 0 || t.head.ok) && slices.ContainsFunc(t.deferred, func(d deferredWrite) bool { return d.counted }) {
+	if len(t.pending) > 0 && !t.head.ok {
+		return t.commitChained(wctx)
+	}
+	if slices.ContainsFunc(t.deferred, func(d deferredWrite) bool { return d.counted }) {
 		// A deferred write that finds its row missing, or taken, fails
 		// only when its count is read; sent with the COMMIT, it would be
 		// read after the rest of the transaction had committed. It goes
-		// in a round trip of its own. (With audit events, it goes with
-		// the lock of the chain's head, below, before the COMMIT too,
-		// unless the head was locked earlier in the transaction.)
+		// in a round trip of its own. (With audit events not chained
+		// yet, it goes in the form that fails; see commitChained.)
 		// One that can fail only with an error of PostgreSQL's aborts
 		// the transaction, so the COMMIT after it commits nothing: it
 		// goes with the COMMIT.
@@ -1060,19 +1042,11 @@ func (t *tx) commit() error {
 			return err
 		}
 	}
-	if len(t.pending) > 0 && !t.head.ok && t.onCache && t.goForHead() == 1 {
-		// No other transaction of this handle goes for the head.
-		if seq, hash, ok := t.db.cache.get(); ok {
-			t.db.stats.cached.Add(1)
-			return t.commitOnHead(wctx, seq, hash)
-		}
-	}
 	var batch pgx.Batch
 	var audit string
 	var auditArgs []any
 	if len(t.pending) > 0 {
-		// Locks and reads the head of the chain first (sending what
-		// waits with it).
+		// Chains them to the head this transaction locked and read.
 		var err error
 		if audit, auditArgs, err = t.chainPending(); err != nil {
 			return err
@@ -1085,7 +1059,7 @@ func (t *tx) commit() error {
 		t.notifySeq, t.head.seq, t.head.hash = last.Seq, last.Seq, last.Hash
 	}
 	if t.notifySeq != 0 {
-		batch.Queue(notifyStmt, notifyArgs(t.notifySeq, t.head.hash)...)
+		batch.Queue(notifyStmt, strconv.FormatInt(t.notifySeq, 10))
 	}
 	batch.Queue("COMMIT")
 	br := t.q.SendBatch(wctx, &batch)
@@ -1112,26 +1086,72 @@ func (t *tx) commit() error {
 	return commitResult(tag, err)
 }
 
-// commitOnHead commits the transaction in one round trip: what waits to
-// be sent (the counted writes in the form that fails when they write
-// nothing), the pending audit events chained to the event seq with hash,
-// the head moved from that event to the last of them if it is still the
-// head, the notification and the COMMIT. When the head was not that
-// event any more it returns errHeadMoved, having committed nothing.
-func (t *tx) commitOnHead(ctx context.Context, seq int64, hash string) error {
-	ins, args := t.chainFrom(seq, hash)
-	k := len(args)
-	// The head is moved first (its row locked), then the events are
-	// inserted; the division fails the statement when the head was not
-	// at seq.
-	q := ins + ", h AS (UPDATE audit_head SET seq = " + placeholders(k-1, 1) + ", hash = " + placeholders(k, 1) +
-		" WHERE seq = " + placeholders(k+1, 1) + " AND hash = " + placeholders(k+2, 1) + " RETURNING 1) SELECT 1 / count(*) FROM h"
-	args = append(args, seq, hash)
-	first, last := t.pending[0].e, t.pending[len(t.pending)-1].e
+// chainSQL is the statement that appends n audit events in the database
+// (see commitChained). Its arguments, 11 for each event, are those of
+// chainArgs.
+//
+// It locks the head of the chain (h); once the lock is granted, READ
+// COMMITTED reads the row as the transaction that held it left it, so
+// appends from every connection and replica form one chain in commit
+// order. The recursive c chains event i to event i-1 (event 0 being the
+// head): ChainHash, computed by PostgreSQL from each event's HashSuffix,
+// which the broker sent. A missing head row makes seq NULL, which the
+// INSERT refuses. The statement returns each event's seq, prev_hash and
+// hash, in order.
+func chainSQL(n int) string {
+	var b strings.Builder
+	b.WriteString(`WITH RECURSIVE h AS (SELECT seq, hash FROM audit_head FOR UPDATE),
+e (i, time, actor, action, subject, target, request_id, lease_id, reason, source, data, suffix) AS (VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		p := 11*i + 1
+		fmt.Fprintf(&b, "(%d, $%d::bigint, $%d::text, $%d::text, $%d::text, $%d::text, $%d::text, $%d::text, $%d::text, $%d::text, $%d::text, $%d::bytea)",
+			i+1, p, p+1, p+2, p+3, p+4, p+5, p+6, p+7, p+8, p+9, p+10)
+	}
+	b.WriteString(`),
+c (i, seq, prev_hash, hash) AS (
+	SELECT 0, (SELECT seq FROM h), ''::text, (SELECT hash FROM h)
+	UNION ALL
+	SELECT e.i, c.seq + 1, c.hash, encode(sha256(convert_to(c.hash || E'\n{"seq":' || (c.seq + 1), 'UTF8') || e.suffix), 'hex')
+	FROM c JOIN e ON e.i = c.i + 1
+),
+ins AS (INSERT INTO audit_events (` + auditCols + `)
+	SELECT c.seq, e.time, e.actor, e.action, e.subject, e.target, e.request_id, e.lease_id, e.reason, e.source, e.data, c.prev_hash, c.hash
+	FROM c JOIN e ON e.i = c.i),
+up AS (UPDATE audit_head SET seq = l.seq, hash = l.hash FROM (SELECT seq, hash FROM c ORDER BY i DESC LIMIT 1) l)
+SELECT seq, prev_hash, hash FROM c WHERE i > 0 ORDER BY i`)
+	return b.String()
+}
+
+// chainArgs are the arguments of chainSQL for the pending events.
+func (t *tx) chainArgs() []any {
+	args := make([]any, 0, 11*len(t.pending))
+	for _, p := range t.pending {
+		e := p.e
+		args = append(args, p.at, e.Actor, e.Action, e.Subject, e.Target, e.RequestID, e.LeaseID, e.Reason, e.Source,
+			p.data, []byte(e.HashSuffix()))
+	}
+	return args
+}
+
+// commitChained commits, in one round trip, a transaction with audit
+// events that has not locked the head of the chain: what waits to be sent
+// (the counted writes in the form that fails when they write nothing, so
+// that their failure aborts the transaction), the events appended by
+// PostgreSQL to the head it locks (chainSQL), the notification and the
+// COMMIT. Which replica appended last does not matter: there is nothing
+// to read first. The events' Seq, PrevHash and Hash are set from what the
+// database computed.
+func (t *tx) commitChained(ctx context.Context) error {
+	if t.db != nil {
+		t.db.stats.chained.Add(1)
+	}
 	var batch pgx.Batch
 	n := t.queuePrefixAs(&batch, true)
-	batch.Queue(q, args...)
-	batch.Queue(notifyStmt, notifyArgs(last.Seq, last.Hash)...)
+	batch.Queue(chainSQL(len(t.pending)), t.chainArgs()...)
+	batch.Queue(notifyHeadStmt)
 	batch.Queue("COMMIT")
 	br := t.q.SendBatch(ctx, &batch)
 	defer br.Close()
@@ -1142,13 +1162,8 @@ func (t *tx) commitOnHead(ctx context.Context, seq int64, hash string) error {
 		}
 		return err
 	}
-	if _, err := br.Exec(); err != nil {
-		if headMoved(err) {
-			t.db.cache.moved()
-			t.db.stats.moved.Add(1)
-			return errHeadMoved
-		}
-		return fmt.Errorf("append audit events %d to %d: %w", first.Seq, last.Seq, err)
+	if err := t.readChained(br); err != nil {
+		return err
 	}
 	if _, err := br.Exec(); err != nil {
 		return fmt.Errorf("postgres store: notify %s: %w", AuditChannel, err)
@@ -1160,7 +1175,42 @@ func (t *tx) commitOnHead(ctx context.Context, seq int64, hash string) error {
 	if err := commitResult(tag, err); err != nil {
 		return err
 	}
+	last := t.pending[len(t.pending)-1].e
 	t.notifySeq, t.head.seq, t.head.hash = last.Seq, last.Seq, last.Hash
+	return nil
+}
+
+// readChained reads the result of chainSQL into the pending events.
+func (t *tx) readChained(br pgx.BatchResults) error {
+	fail := func(err error) error {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23502" && pe.ColumnName == "seq" {
+			return errMissingHead // see chainSQL
+		}
+		return fmt.Errorf("append %d audit events: %w", len(t.pending), err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return fail(err)
+	}
+	defer rows.Close()
+	i := 0
+	for rows.Next() {
+		if i == len(t.pending) {
+			return fmt.Errorf("append %d audit events: the database returned more", len(t.pending))
+		}
+		e := t.pending[i].e
+		if err := rows.Scan(&e.Seq, &e.PrevHash, &e.Hash); err != nil {
+			return fail(err)
+		}
+		i++
+	}
+	if err := rows.Err(); err != nil {
+		return fail(err)
+	}
+	if i != len(t.pending) {
+		return fmt.Errorf("append %d audit events: the database appended %d", len(t.pending), i)
+	}
 	return nil
 }
 
@@ -1277,9 +1327,9 @@ func (t *tx) GetUserStatus(name string) (string, error) {
 	return s, nil
 }
 
-// WriteIntent reads the status of l.Requester (locked), creates l and
-// locks the head of the audit chain in one round trip, with what waits to
-// be sent before them (see mayfly.WriteIntent).
+// WriteIntent reads the status of l.Requester (locked) and creates l in
+// one round trip, with what waits to be sent before them (see
+// mayfly.WriteIntent).
 func (t *tx) WriteIntent(l *mayfly.Lease) (string, error) {
 	if !t.write {
 		return "", errReadOnly
@@ -1292,12 +1342,6 @@ func (t *tx) WriteIntent(l *mayfly.Lease) (string, error) {
 	n := t.queuePrefix(&b)
 	b.Queue("SELECT status FROM users WHERE name = $1 FOR UPDATE", l.Requester)
 	b.Queue(createLeaseSQL, args...)
-	lockHead := !t.head.ok
-	if lockHead {
-		t.goForHead()
-		t.countLocked()
-		b.Queue("SELECT seq, hash FROM audit_head FOR UPDATE")
-	}
 	br := t.q.SendBatch(t.ctx, &b)
 	defer br.Close()
 	if err := t.prefixResults(br, n); err != nil {
@@ -1313,15 +1357,6 @@ func (t *tx) WriteIntent(l *mayfly.Lease) (string, error) {
 	}
 	if err := createLeaseCheck(l.ID)(br.Exec()); err != nil {
 		return "", err
-	}
-	if lockHead {
-		if err := br.QueryRow().Scan(&t.head.seq, &t.head.hash); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return "", errors.New("append audit: the audit_head row is missing")
-			}
-			return "", fmt.Errorf("append audit: lock the head of the chain: %w", err)
-		}
-		t.head.ok = true
 	}
 	if err := br.Close(); err != nil {
 		return "", fmt.Errorf("postgres store: %w", err)
