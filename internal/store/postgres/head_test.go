@@ -96,17 +96,37 @@ func TestChainAcrossHandles(t *testing.T) {
 		}
 	}
 	appendOne(t, a, "a.3")
-	verifyChain(t, a, 8)
-	if got, want := actions(t, b), "[a.1 b.1 b.2 a.2 b.3 b.4 b.5 a.3]"; got != want {
+	// More than chainUnrolled events: the recursive form.
+	var many []*mayfly.AuditEvent
+	if err := a.Update(context.Background(), func(tx mayfly.Tx) error {
+		for i := range chainUnrolled + 2 {
+			e := &mayfly.AuditEvent{Time: at.Add(time.Duration(i) * time.Second), Actor: "Zoë", Action: fmt.Sprint("m.", i), Data: map[string]string{"i": fmt.Sprint(i)}}
+			many = append(many, e)
+			if err := tx.AppendAudit(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range many {
+		if e.Seq != int64(9+i) || e.Hash != e.ComputeHash() {
+			t.Errorf("event m.%d after commit: seq %d, hash %.8s (computed %.8s); want seq %d", i, e.Seq, e.Hash, e.ComputeHash(), 9+i)
+		}
+	}
+	appendOne(t, b, "b.6")
+	verifyChain(t, a, 15)
+	if got, want := actions(t, b), "[a.1 b.1 b.2 a.2 b.3 b.4 b.5 a.3 m.0 m.1 m.2 m.3 m.4 m.5 b.6]"; got != want {
 		t.Errorf("events %s; want %s, each once", got, want)
 	}
-	if chained, locked := a.AuditHeadStats(); chained != 3 || locked != 0 {
-		t.Errorf("AuditHeadStats = %d chained, %d locked; want 3, 0", chained, locked)
+	if chained, locked := a.AuditHeadStats(); chained != 4 || locked != 0 {
+		t.Errorf("AuditHeadStats = %d chained, %d locked; want 4, 0", chained, locked)
 	}
 }
 
 // TestChainConcurrent: transactions of several handles appending at once
-// (one to three events each) form one chain: the lock of the head makes
+// (one, three or, past chainUnrolled, five events each) form one chain: the lock of the head makes
 // each chain to the head the one before it left, whatever the order in
 // which they reached it.
 func TestChainConcurrent(t *testing.T) {
@@ -117,14 +137,14 @@ func TestChainConcurrent(t *testing.T) {
 	errs := make(chan error, workers)
 	total := 0
 	for w := range workers {
-		total += each * (w%3 + 1)
+		total += each * (2*(w%3) + 1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			db := dbs[w%len(dbs)]
 			for i := range each {
 				if err := db.Update(context.Background(), func(tx mayfly.Tx) error {
-					for k := range w%3 + 1 {
+					for k := range 2*(w%3) + 1 {
 						if err := tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Actor: fmt.Sprint("w", w), Action: fmt.Sprint(i, ".", k)}); err != nil {
 							return err
 						}
@@ -204,31 +224,38 @@ func TestChainReadOwnEvents(t *testing.T) {
 
 // TestChainMissingHead: without the head row, a transaction with audit
 // events fails with a clear error and commits nothing, not even its other
-// writes.
+// writes, in either form of the append.
 func TestChainMissingHead(t *testing.T) {
 	db := open(t, pgtest.NewDatabase(t))
 	ctx := context.Background()
 	if _, err := db.pool.Exec(ctx, "DELETE FROM audit_head"); err != nil {
 		t.Fatal(err)
 	}
-	l := testLease("l1", mayfly.LeaseProvisioning)
-	err := db.Update(ctx, func(tx mayfly.Tx) error {
-		if err := tx.CreateLease(l); err != nil {
-			return err
+	for _, n := range []int{1, chainUnrolled + 1} {
+		l := testLease(fmt.Sprint("l", n), mayfly.LeaseProvisioning)
+		err := db.Update(ctx, func(tx mayfly.Tx) error {
+			if err := tx.CreateLease(l); err != nil {
+				return err
+			}
+			for range n {
+				if err := tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Action: "lease.intent", LeaseID: l.ID}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if !errors.Is(err, errMissingHead) {
+			t.Errorf("%d events: Update = %v; want %v", n, err, errMissingHead)
 		}
-		return tx.AppendAudit(&mayfly.AuditEvent{Time: time.Now(), Action: "lease.intent", LeaseID: l.ID})
-	})
-	if !errors.Is(err, errMissingHead) {
-		t.Errorf("Update = %v; want %v", err, errMissingHead)
-	}
-	if err := db.View(ctx, func(tx mayfly.Tx) error {
-		_, err := tx.GetLease(l.ID)
-		if mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
-			t.Errorf("GetLease = %v; want not found (nothing committed)", err)
+		if err := db.View(ctx, func(tx mayfly.Tx) error {
+			_, err := tx.GetLease(l.ID)
+			if mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+				t.Errorf("%d events: GetLease = %v; want not found (nothing committed)", n, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
 	}
 }
 
