@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/audit"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 	"github.com/mayflyhq/mayfly/internal/store/storetest"
 )
@@ -177,5 +180,85 @@ func BenchmarkIssueTransactions(b *testing.B) {
 	b.ReportMetric(cp/rp, "broker/read-first")
 	if n, _ := chained.AuditHeadStats(); n < 2*int64(i) {
 		b.Fatalf("%d transactions chained in the database; want %d", n, 2*i)
+	}
+}
+
+// BenchmarkAuditChain measures the append of n audit events as the store
+// commits them (PostgreSQL locks the head and chains them: chainSQL)
+// against the raw operation, the events inserted with hashes the client
+// computed and the head moved, as a single writer that knew the head would
+// send them; each is one round trip of BEGIN, the statement, a NOTIFY and
+// a durable COMMIT, interleaved on one connection. It reports the median
+// of each and their ratio.
+//
+//	go test -run '^$' -bench AuditChain -benchtime 3000x ./internal/store/postgres/
+func BenchmarkAuditChain(b *testing.B) {
+	db := open(b, pgtest.NewDatabase(b))
+	ctx := context.Background()
+	c, err := db.pool.Acquire(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Release()
+	pending := func(n int) []pendingEvent {
+		now := time.Now()
+		ps := make([]pendingEvent, n)
+		for i := range ps {
+			ps[i] = pendingEvent{e: &mayfly.AuditEvent{Time: now, Actor: "alice", Action: fmt.Sprint("lease.", i), Subject: "lease:l1", LeaseID: "l1"}, at: now.UnixNano()}
+		}
+		return ps
+	}
+	send := func(q string, args []any, notify string, notifyArgs ...any) time.Duration {
+		var batch pgx.Batch
+		batch.Queue("BEGIN")
+		batch.Queue(q, args...)
+		batch.Queue(notify, notifyArgs...)
+		batch.Queue("COMMIT")
+		start := time.Now()
+		if err := c.SendBatch(ctx, &batch).Close(); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	for _, n := range []int{1, 3, chainUnrolled + 2} {
+		b.Run(fmt.Sprint(n, "-events"), func(b *testing.B) {
+			var raw, chained []time.Duration
+			var seq int64
+			var hash string
+			if err := c.QueryRow(ctx, "SELECT seq, hash FROM audit_head").Scan(&seq, &hash); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				t := &tx{pending: pending(n)}
+				q, args := t.chainFrom(seq, hash)
+				k := len(args)
+				q += " UPDATE audit_head SET seq = " + placeholders(k-1, 1) + ", hash = " + placeholders(k, 1)
+				raw = append(raw, send(q, args, notifyStmt, "1"))
+				t = &tx{pending: pending(n)}
+				chained = append(chained, send(chainSQL(n), t.chainArgs(), notifyHeadStmt))
+				seq += int64(2 * n)
+				if err := c.QueryRow(ctx, "SELECT hash FROM audit_head").Scan(&hash); err != nil {
+					b.Fatal(err)
+				}
+			}
+			p50 := func(ds []time.Duration) float64 {
+				slices.Sort(ds)
+				return float64(ds[len(ds)/2].Microseconds())
+			}
+			rp, cp := p50(raw), p50(chained)
+			b.ReportMetric(rp, "raw-p50-µs")
+			b.ReportMetric(cp, "chained-p50-µs")
+			b.ReportMetric(cp/rp, "chained/raw")
+			verifyChainB(b, db)
+		})
+	}
+}
+
+// verifyChainB fails b unless db's audit chain is intact.
+func verifyChainB(b *testing.B, db *DB) {
+	b.Helper()
+	res, err := audit.Verify(context.Background(), db, 0, 0)
+	if err != nil || !res.OK {
+		b.Fatalf("audit.Verify = %+v, %v; want an intact chain", res, err)
 	}
 }
