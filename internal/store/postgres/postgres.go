@@ -5,16 +5,13 @@
 // Every Update is one transaction at READ COMMITTED; a View reads one
 // snapshot. Where the SQLite store relies on its single writer, this one
 // takes row locks: a write transaction locks the rows it reads by key, and
-// its audit events are written at commit after the one-row audit_head
-// table is locked (or after WriteIntent locked it, with the intent), so
-// the appends of every replica chain to the true previous event, in one
-// total order. A transaction alone in its handle chains its events to the
-// head the handle's last commit left instead, and moves the head by
-// compare-and-set in the round trip of its COMMIT, running again when the
-// head moved (see headCache). A transaction begins in the round trip of
-// its first statement and its audit events share the commit's. A
-// transaction that fails on a serialization failure or a deadlock is run
-// again, a bounded number of times.
+// its audit events are chained by PostgreSQL as it commits, to the one-row
+// audit_head table, which the same statement locks (see chainSQL), so the
+// appends of every replica chain to the true previous event, in one total
+// order. A transaction begins in the round trip of its first statement
+// and its audit events share the commit's. A transaction that fails on a
+// serialization failure or a deadlock is run again, a bounded number of
+// times.
 package postgres
 
 import (

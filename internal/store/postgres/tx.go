@@ -1209,12 +1209,7 @@ func (t *tx) commitChained(ctx context.Context) error {
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
-	if err := commitResult(tag, err); err != nil {
-		return err
-	}
-	last := t.pending[len(t.pending)-1].e
-	t.notifySeq, t.head.seq, t.head.hash = last.Seq, last.Seq, last.Hash
-	return nil
+	return commitResult(tag, err)
 }
 
 // readChained reads the result of chainSQL into the pending events.
