@@ -80,7 +80,29 @@ func TestChainAcrossHandles(t *testing.T) {
 		{Time: at.Add(time.Nanosecond), Actor: "t", Action: "b.4"},
 		{Time: at, Actor: strings.Repeat("x", 5000), Action: "b.5", Data: map[string]string{}},
 	}
-	if err := b.Update(context.Background(), func(tx mayfly.Tx) error {
+	appendAll(t, b, evs, 5)
+	appendOne(t, a, "a.3")
+	// More than chainUnrolled events: the recursive form.
+	var many []*mayfly.AuditEvent
+	for i := range chainUnrolled + 2 {
+		many = append(many, &mayfly.AuditEvent{Time: at.Add(time.Duration(i) * time.Second), Actor: "Zoë", Action: fmt.Sprint("m.", i), Data: map[string]string{"i": fmt.Sprint(i)}})
+	}
+	appendAll(t, a, many, 9)
+	appendOne(t, b, "b.6")
+	verifyChain(t, a, 15)
+	if got, want := actions(t, b), "[a.1 b.1 b.2 a.2 b.3 b.4 b.5 a.3 m.0 m.1 m.2 m.3 m.4 m.5 b.6]"; got != want {
+		t.Errorf("events %s; want %s, each once", got, want)
+	}
+	if chained, locked := a.AuditHeadStats(); chained != 4 || locked != 0 {
+		t.Errorf("AuditHeadStats = %d chained, %d locked; want 4, 0", chained, locked)
+	}
+}
+
+// appendAll appends evs through db in one transaction and checks that
+// they were given the stored Seq (from first on), PrevHash and Hash.
+func appendAll(t *testing.T, db *DB, evs []*mayfly.AuditEvent, first int64) {
+	t.Helper()
+	if err := db.Update(context.Background(), func(tx mayfly.Tx) error {
 		for _, e := range evs {
 			if err := tx.AppendAudit(e); err != nil {
 				return err
@@ -91,37 +113,9 @@ func TestChainAcrossHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, e := range evs {
-		if e.Seq != int64(5+i) || e.Hash != e.ComputeHash() || (i > 0 && e.PrevHash != evs[i-1].Hash) {
-			t.Errorf("event %d after commit: seq %d, prev %.8s, hash %.8s (computed %.8s); want seq %d chained", i, e.Seq, e.PrevHash, e.Hash, e.ComputeHash(), 5+i)
+		if e.Seq != first+int64(i) || e.Hash != e.ComputeHash() || (i > 0 && e.PrevHash != evs[i-1].Hash) {
+			t.Errorf("%s after commit: seq %d, prev %.8s, hash %.8s (computed %.8s); want seq %d chained", e.Action, e.Seq, e.PrevHash, e.Hash, e.ComputeHash(), first+int64(i))
 		}
-	}
-	appendOne(t, a, "a.3")
-	// More than chainUnrolled events: the recursive form.
-	var many []*mayfly.AuditEvent
-	if err := a.Update(context.Background(), func(tx mayfly.Tx) error {
-		for i := range chainUnrolled + 2 {
-			e := &mayfly.AuditEvent{Time: at.Add(time.Duration(i) * time.Second), Actor: "Zoë", Action: fmt.Sprint("m.", i), Data: map[string]string{"i": fmt.Sprint(i)}}
-			many = append(many, e)
-			if err := tx.AppendAudit(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for i, e := range many {
-		if e.Seq != int64(9+i) || e.Hash != e.ComputeHash() {
-			t.Errorf("event m.%d after commit: seq %d, hash %.8s (computed %.8s); want seq %d", i, e.Seq, e.Hash, e.ComputeHash(), 9+i)
-		}
-	}
-	appendOne(t, b, "b.6")
-	verifyChain(t, a, 15)
-	if got, want := actions(t, b), "[a.1 b.1 b.2 a.2 b.3 b.4 b.5 a.3 m.0 m.1 m.2 m.3 m.4 m.5 b.6]"; got != want {
-		t.Errorf("events %s; want %s, each once", got, want)
-	}
-	if chained, locked := a.AuditHeadStats(); chained != 4 || locked != 0 {
-		t.Errorf("AuditHeadStats = %d chained, %d locked; want 4, 0", chained, locked)
 	}
 }
 
