@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/audit"
 	"github.com/mayflyhq/mayfly/internal/metrics"
@@ -347,5 +349,49 @@ func TestHeadStatsMetric(t *testing.T) {
 	}
 	if want := map[string]float64{"chained": 2, "locked": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("mayfly_store_audit_head_total = %v; want %v", got, want)
+	}
+}
+
+// TestChainOldReplica: during a rolling upgrade, a replica of the build
+// that cached the head chains its events to the head it remembers and
+// moves the head by compare-and-set (the statement below is the one it
+// sent). After a new replica appended, that compare-and-set fails and
+// writes nothing (the old replica then runs the transaction again on the
+// head it locks and reads); on the true head it succeeds; and the new
+// replica chains to what the old one wrote.
+func TestChainOldReplica(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	appendOne(t, db, "new.1")
+	var seq int64
+	var hash string
+	if err := db.pool.QueryRow(ctx, "SELECT seq, hash FROM audit_head").Scan(&seq, &hash); err != nil {
+		t.Fatal(err)
+	}
+	oldAppend := func(seq int64, hash, action string) error {
+		now := time.Now()
+		old := &tx{pending: []pendingEvent{{e: &mayfly.AuditEvent{Time: now, Actor: "t", Action: action}, at: now.UnixNano()}}}
+		ins, args := old.chainFrom(seq, hash)
+		k := len(args)
+		q := ins + ", h AS (UPDATE audit_head SET seq = " + placeholders(k-1, 1) + ", hash = " + placeholders(k, 1) +
+			" WHERE seq = " + placeholders(k+1, 1) + " AND hash = " + placeholders(k+2, 1) + " RETURNING 1) SELECT 1 / count(*) FROM h"
+		_, err := db.pool.Exec(ctx, q, append(args, seq, hash)...)
+		return err
+	}
+	appendOne(t, db, "new.2") // the old replica's remembered head is stale now
+	var pe *pgconn.PgError
+	if err := oldAppend(seq, hash, "old.stale"); !errors.As(err, &pe) || (pe.Code != "22012" && pe.Code != "23505") {
+		t.Fatalf("old replica's append on a stale head: %v; want it refused", err)
+	}
+	if err := db.pool.QueryRow(ctx, "SELECT seq, hash FROM audit_head").Scan(&seq, &hash); err != nil {
+		t.Fatal(err)
+	}
+	if err := oldAppend(seq, hash, "old.1"); err != nil {
+		t.Fatalf("old replica's append on the true head: %v", err)
+	}
+	appendOne(t, db, "new.3")
+	verifyChain(t, db, 4)
+	if got, want := actions(t, db), "[new.1 new.2 old.1 new.3]"; got != want {
+		t.Errorf("events %s; want %s", got, want)
 	}
 }
