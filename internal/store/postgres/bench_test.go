@@ -216,7 +216,7 @@ func BenchmarkAuditChain(b *testing.B) {
 		}
 		return time.Since(start)
 	}
-	for _, n := range []int{1, 3, chainUnrolled + 2} {
+	for _, n := range []int{1, 3, chainUnrolled, chainUnrolled + 1, 128, 512} {
 		b.Run(fmt.Sprint(n, "-events"), func(b *testing.B) {
 			var raw, chained []time.Duration
 			var seq int64
