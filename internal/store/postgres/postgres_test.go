@@ -359,8 +359,11 @@ func TestDeadlockRetried(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil {
 		t.Fatalf("updates = %v, %v; want both to succeed", errs[0], errs[1])
 	}
-	if attempts[0]+attempts[1] != 3 {
-		t.Errorf("attempts = %v; want one update run again after the deadlock", attempts)
+	// At least one run again. The one run again can take the freed row
+	// before the winner, waking up, locks it, and deadlock a second time;
+	// that is rare, and retried too.
+	if n := attempts[0] + attempts[1]; n < 3 || n > 2+retries {
+		t.Errorf("attempts = %v; want an update run again after the deadlock, at most %d times", attempts, retries)
 	}
 	if err := db.View(ctx, func(tx mayfly.Tx) error {
 		for _, id := range []string{"r1", "r2"} {
