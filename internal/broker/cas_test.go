@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/audit"
 	"github.com/mayflyhq/mayfly/internal/policy"
 	pgstore "github.com/mayflyhq/mayfly/internal/store/postgres"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
@@ -676,5 +677,50 @@ func TestReconcileLooksAgainForAccountsBeingCommitted(t *testing.T) {
 	res, err := e.b.Reconcile(ctx, e.admin, "t")
 	if err != nil || len(res) != 1 || len(res[0].LeasesMissing) != 1 || res[0].LeasesMissing[0] != a.Lease.ID {
 		t.Fatalf("reconcile = %+v, %v; want lease %s missing", res, err, a.Lease.ID)
+	}
+}
+
+// A target's error text is recorded whatever bytes it holds: NUL and
+// bytes that are not UTF-8 (a script's stderr, a hostile name echoed back)
+// become U+FFFD, so PostgreSQL's text columns take the failure, the lease
+// counts it, and the audit chain still verifies.
+func TestFailingRevocationWithBinaryError(t *testing.T) {
+	for _, s := range casStores {
+		t.Run(s.name, func(t *testing.T) {
+			e := s.env(t)
+			ctx := context.Background()
+			a := e.activeLease(t)
+			e.conn.revErr = errors.New("drop failed: \x00\xff\xfe \"mf_\x1b[31m\" password=hunter2")
+			if _, err := e.b.EndLease(ctx, e.alice, a.Lease.ID, mayfly.EndDone, ""); err != nil {
+				t.Fatal(err)
+			}
+			l := e.lease(t, a.Lease.ID)
+			if l.RevokeAttempts != 1 {
+				t.Fatalf("lease counts %d attempts (%q); want 1", l.RevokeAttempts, l.LastError)
+			}
+			if want := "drop failed: \ufffd\ufffd\ufffd \"mf_\ufffd[31m\" password=[REDACTED]"; l.LastError != want {
+				t.Errorf("last error = %q; want %q", l.LastError, want)
+			}
+			var events []*mayfly.AuditEvent
+			if err := e.b.store.View(ctx, func(tx mayfly.Tx) error {
+				var err error
+				events, err = tx.ListAudit(mayfly.AuditFilter{LeaseID: a.Lease.ID, Action: "lease.revoke_failed"})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(events) != 1 || events[0].Reason != l.LastError {
+				t.Fatalf("revoke_failed events = %+v; want one with the lease's error", events)
+			}
+			res, err := audit.Verify(ctx, e.b.store, 0, 0)
+			if err != nil || !res.OK {
+				t.Errorf("audit.Verify = %+v, %v; want an intact chain", res, err)
+			}
+			e.conn.revErr = nil
+			e.b.RevokeNow(ctx, e.lease(t, a.Lease.ID))
+			if e.conn.exists(a.Lease.Username) {
+				t.Errorf("account still exists after the target recovered")
+			}
+		})
 	}
 }
