@@ -236,7 +236,7 @@ const (
 
 // run runs fn in a transaction.
 func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) (err error) {
-	defer func() { err = unreachable(ctx, err) }()
+	defer func() { err = unreachable(ctx, textRefused(err)) }()
 	if db.closed.Load() {
 		return errClosed
 	}
@@ -326,6 +326,21 @@ func unreachable(ctx context.Context, err error) error {
 	}
 	return fmt.Errorf("%w: %w", errUnreachable, err)
 }
+
+// textRefused returns err as an invalid-input error when PostgreSQL
+// refused text for holding a NUL byte or bytes that are not UTF-8
+// (SQLSTATE 22021, 22P05), which its text columns and parameters cannot
+// carry: the caller sent text no store should keep, and is told so, not
+// answered with an internal error.
+func textRefused(err error) error {
+	var pe *pgconn.PgError
+	if err == nil || !errors.As(err, &pe) || pe.Code != "22021" && pe.Code != "22P05" {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errBadText, err)
+}
+
+var errBadText = mayfly.Errorf(mayfly.EINVALID, "text holds a NUL byte or bytes that are not UTF-8, which the store cannot keep")
 
 // Close closes the pool; later calls fail.
 func (db *DB) Close() error {

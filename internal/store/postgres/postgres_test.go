@@ -657,3 +657,35 @@ func TestAppendSessionEventsDeferred(t *testing.T) {
 		})
 	}
 }
+
+// TestTextRefused: text PostgreSQL cannot keep (a NUL byte, bytes that are
+// not UTF-8), in a write or in a filter, is an invalid-input error that
+// says why, and nothing of the transaction is kept.
+func TestTextRefused(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	for _, s := range []string{"a\x00b", "a\xffb"} {
+		err := db.Update(ctx, func(tx mayfly.Tx) error {
+			if err := tx.CreateRequest(&mayfly.Request{ID: "ok", State: mayfly.RequestPending}); err != nil {
+				return err
+			}
+			return tx.CreateRequest(&mayfly.Request{ID: "r", State: mayfly.RequestPending, Reason: s})
+		})
+		if mayfly.ErrorCode(err) != mayfly.EINVALID || !strings.Contains(err.Error(), "NUL byte or bytes that are not UTF-8") {
+			t.Errorf("request with reason %q: %v (code %q); want invalid input that says why", s, err, mayfly.ErrorCode(err))
+		}
+		err = db.View(ctx, func(tx mayfly.Tx) error {
+			_, err := tx.ListAudit(mayfly.AuditFilter{Actor: s})
+			return err
+		})
+		if mayfly.ErrorCode(err) != mayfly.EINVALID {
+			t.Errorf("audit filter actor %q: %v; want invalid input", s, err)
+		}
+	}
+	if err := db.View(ctx, func(tx mayfly.Tx) error {
+		_, err := tx.GetRequest("ok")
+		return err
+	}); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+		t.Errorf("request of the refused transaction: %v; want none kept", err)
+	}
+}
