@@ -518,6 +518,20 @@ func TestEndLeaseDetachedFromCaller(t *testing.T) {
 	}
 }
 
+// revokeFailures returns the lease.revoke_failed events of lease id.
+func (e *casEnv) revokeFailures(t *testing.T, id string) []*mayfly.AuditEvent {
+	t.Helper()
+	var events []*mayfly.AuditEvent
+	if err := e.b.store.View(context.Background(), func(tx mayfly.Tx) error {
+		var err error
+		events, err = tx.ListAudit(mayfly.AuditFilter{LeaseID: id, Action: "lease.revoke_failed"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return events
+}
+
 // A revocation that keeps failing is counted on the lease at every attempt
 // but audited at a bounded rate.
 func TestFailingRevocationAuditedAtBoundedRate(t *testing.T) {
@@ -536,14 +550,7 @@ func TestFailingRevocationAuditedAtBoundedRate(t *testing.T) {
 	if l.RevokeAttempts != attempts || l.LastError == "" {
 		t.Fatalf("lease counts %d attempts (%q); want %d", l.RevokeAttempts, l.LastError, attempts)
 	}
-	var events []*mayfly.AuditEvent
-	if err := e.b.store.View(ctx, func(tx mayfly.Tx) error {
-		var err error
-		events, err = tx.ListAudit(mayfly.AuditFilter{LeaseID: a.Lease.ID, Action: "lease.revoke_failed"})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	events := e.revokeFailures(t, a.Lease.ID)
 	// Attempts 1, 2, 3, 4, 8, 16, 32.
 	if got, want := len(events), 7; got != want {
 		t.Errorf("%d lease.revoke_failed events for %d attempts; want %d", got, attempts, want)
@@ -551,13 +558,7 @@ func TestFailingRevocationAuditedAtBoundedRate(t *testing.T) {
 	// A different error is audited at once.
 	e.conn.revErr = errors.New("permission denied")
 	e.b.RevokeNow(ctx, l)
-	if err := e.b.store.View(ctx, func(tx mayfly.Tx) error {
-		var err error
-		events, err = tx.ListAudit(mayfly.AuditFilter{LeaseID: a.Lease.ID, Action: "lease.revoke_failed"})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	events = e.revokeFailures(t, a.Lease.ID)
 	if last := events[len(events)-1]; !strings.Contains(last.Reason, "permission denied") {
 		t.Errorf("last audited failure = %q; want the new error", last.Reason)
 	}
@@ -701,14 +702,7 @@ func TestFailingRevocationWithBinaryError(t *testing.T) {
 			if want := "drop failed: \ufffd\ufffd\ufffd \"mf_\ufffd[31m\" password=[REDACTED]"; l.LastError != want {
 				t.Errorf("last error = %q; want %q", l.LastError, want)
 			}
-			var events []*mayfly.AuditEvent
-			if err := e.b.store.View(ctx, func(tx mayfly.Tx) error {
-				var err error
-				events, err = tx.ListAudit(mayfly.AuditFilter{LeaseID: a.Lease.ID, Action: "lease.revoke_failed"})
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
+			events := e.revokeFailures(t, a.Lease.ID)
 			if len(events) != 1 || events[0].Reason != l.LastError {
 				t.Fatalf("revoke_failed events = %+v; want one with the lease's error", events)
 			}
