@@ -380,3 +380,18 @@ type ExtendRequest struct {
 type Extender interface {
 	Extend(ctx context.Context, req ExtendRequest) error
 }
+
+// FinishTimeout bounds work under way that a worker finishes rather than
+// cuts off when it stops or its replica loses the lead (a delivery to a
+// sink, a notification, a Slack call). The server's stop budget (30 s in
+// the packaged systemd unit, after 5 s for the HTTP server) covers it.
+const FinishTimeout = 15 * time.Second
+
+// Finishing returns the context for such work: it does not end with ctx,
+// so a call under way is finished and its outcome saved (a cursor moved
+// past what was delivered) rather than cut off after its receiver may
+// have acted on it, which would make the next run do it again. It ends
+// after FinishTimeout instead.
+func Finishing(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), FinishTimeout)
+}

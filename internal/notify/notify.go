@@ -612,10 +612,6 @@ func lastSeq(tx mayfly.Tx) (int64, error) {
 	return lo, nil
 }
 
-// finishTimeout bounds a delivery attempt under way when the notifier
-// stops (each is bounded by its channel's timeout besides).
-const finishTimeout = 15 * time.Second
-
 // deliver sends m until it succeeds or ctx is done. An attempt under way
 // when ctx ends (the notifier stopping, or its replica losing the lead) is
 // finished rather than cut off: cut off, it may have been delivered
@@ -624,7 +620,8 @@ const finishTimeout = 15 * time.Second
 // event, but finish the messages of the one under way).
 func (w *worker) deliver(ctx context.Context, m *message) error {
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		// Each attempt is bounded by its channel's timeout besides.
+		actx, cancel := mayfly.Finishing(ctx)
 		err := w.send.send(actx, m)
 		cancel()
 		if err == nil {

@@ -133,7 +133,7 @@ func (a *App) pass(ctx context.Context, cursor *int64) error {
 			if ctx.Err() != nil {
 				break
 			}
-			hctx, cancel := finishing(ctx)
+			hctx, cancel := mayfly.Finishing(ctx)
 			acted, err := a.handle(hctx, e)
 			cancel()
 			if err != nil {
@@ -164,20 +164,6 @@ func (a *App) pass(ctx context.Context, cursor *int64) error {
 		}
 	}
 	return a.expiring(ctx)
-}
-
-// finishTimeout bounds the Slack calls of one event once the sender is
-// stopping (see finishing).
-const finishTimeout = 15 * time.Second
-
-// finishing returns the context for the Slack calls of one event or
-// warning: it does not end with ctx (the sender stopping, or its replica
-// losing the lead), so a call under way is finished and its outcome saved
-// (the posted message's place, the cursor) rather than cut off after Slack
-// may have acted on it, which would post the message again on the next
-// run. It ends after finishTimeout instead.
-func finishing(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 }
 
 // handle acts on one audit event and reports whether it concerned Slack;
@@ -401,7 +387,7 @@ func (a *App) expiring(ctx context.Context) error {
 			return fmt.Errorf("read request %s: %w", l.RequestID, err)
 		}
 		left := l.ExpiresAt.Sub(now).Round(time.Second)
-		dctx, cancel := finishing(ctx)
+		dctx, cancel := mayfly.Finishing(ctx)
 		err := a.directMessage(dctx, l.Requester, expiringDM(l, r, left, a.baseURL), "lease "+l.ID+" expiring")
 		cancel()
 		if err != nil {

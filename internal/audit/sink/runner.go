@@ -185,9 +185,6 @@ func (r *Runner) loop(ctx context.Context, w *worker) {
 	}
 }
 
-// finishTimeout bounds a delivery under way when the runner stops.
-const finishTimeout = 15 * time.Second
-
 // drain delivers batches from the cursor until the sink has caught up with
 // the store.
 func (r *Runner) drain(ctx context.Context, w *worker) error {
@@ -228,7 +225,7 @@ func (r *Runner) drain(ctx context.Context, w *worker) error {
 		// replica losing the lead) is finished, not cut off: cut off, the
 		// receiver may have the batch without the cursor moving past it,
 		// and the next run would send it again. Each sink bounds it too.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+		dctx, cancel := mayfly.Finishing(ctx)
 		err = w.out.deliver(dctx, events)
 		cancel()
 		if err != nil {
