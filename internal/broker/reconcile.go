@@ -160,11 +160,16 @@ func (b *Broker) reconcileTarget(ctx context.Context, c Caller, t mayfly.Target)
 			res.OrphansRemoved = append(res.OrphansRemoved, name)
 		}
 		b.log.Warn("orphan account on target", "target", t.Name, "account", name, "removed", err == nil)
-		b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
+		if err := b.store.Update(context.WithoutCancel(ctx), func(tx mayfly.Tx) error {
 			return tx.AppendAudit(&mayfly.AuditEvent{Time: b.clock.Now().UTC(), Actor: c.User, Action: action,
 				Subject: "target:" + t.Name, Target: t.Name, Reason: note, Source: c.Source,
 				Data: map[string]string{"account": name, "end_reason": mayfly.EndOrphan, "identified_by": how[name]}})
-		})
+		}); err != nil {
+			// The removal stands (or failed) all the same; say that it is
+			// not in the audit trail rather than drop it silently.
+			b.log.Error("reconcile: audit event not recorded", "target", t.Name, "account", name, "action", action, "err", err)
+			res.Errors = append(res.Errors, fmt.Sprintf("record %s of %s in the audit trail: %v", action, name, err))
+		}
 		if b.hooks.Orphan != nil {
 			b.hooks.Orphan(t.Name, name)
 		}
