@@ -51,14 +51,13 @@ func (g *PostgresGateway) Address() (string, int) {
 func (c *Config) validateGateway(lines map[string]seqLines) error {
 	f, line := c.Path, lines["gateway"].at(0)
 	if g := c.Gateway.Postgres; g != nil {
-		host, port, err := net.SplitHostPort(g.Listen)
+		_, port, err := net.SplitHostPort(g.Listen)
 		if g.Listen == "" || err != nil {
 			return lineErr(f, line, "gateway.postgres.listen %q: want host:port, e.g. 127.0.0.1:6432", g.Listen)
 		}
 		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 			return lineErr(f, line, "gateway.postgres.listen %q: port must be a number from 0 to 65535", g.Listen)
 		}
-		_ = host
 		t := g.TLS
 		if t.CertFile != "" || t.KeyFile != "" {
 			if t.CertFile == "" || t.KeyFile == "" {

@@ -21,14 +21,12 @@ func urlQueryEscape(s string) string { return url.QueryEscape(s) }
 // signinPage offers the identity provider's login and the API-token form.
 func (a *App) signinPage(w http.ResponseWriter, r *http.Request) {
 	ret := safeReturn(r.URL.Query().Get("return"))
-	if s, err := a.current(r); err == nil {
+	if _, err := a.current(r); err == nil {
 		http.Redirect(w, r, ret, http.StatusSeeOther)
 		return
 	} else if mayfly.ErrorCode(err) != mayfly.EUNAUTHORIZED {
 		a.fail(w, r, nil, err)
 		return
-	} else {
-		_ = s
 	}
 	a.renderSignin(w, r, http.StatusOK, ret, "")
 }
