@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mayflyhq/mayfly"
 )
@@ -69,4 +71,31 @@ func TestScrub(t *testing.T) {
 			t.Errorf("Scrub(%q) = %q; want %q", tt.in, got, tt.want)
 		}
 	}
+}
+
+// FuzzScrub: whatever a target's error says, what is recorded is valid
+// UTF-8 with no control character but tab and newline (PostgreSQL's text
+// takes it, a terminal shows it as it is), scrubbing it again changes
+// nothing, and a password= setting never survives.
+func FuzzScrub(f *testing.F) {
+	for _, s := range []string{"dial postgres://admin:s3cret@db/x", "password=hunter2", "a\x00b\xff\r\x1b[2J", "pwd: \xfe\xff", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := Scrub(s)
+		if !utf8.ValidString(got) {
+			t.Fatalf("Scrub(%q) = %q: not UTF-8", s, got)
+		}
+		for _, r := range got {
+			if unicode.IsControl(r) && r != '\n' && r != '\t' {
+				t.Fatalf("Scrub(%q) = %q: holds %U", s, got, r)
+			}
+		}
+		if again := Scrub(got); again != got {
+			t.Fatalf("Scrub(Scrub(%q)) = %q; want %q", s, again, got)
+		}
+		if strings.Contains(s, "password=hunter2") && strings.Contains(got, "hunter2") {
+			t.Fatalf("Scrub(%q) = %q: the password survived", s, got)
+		}
+	})
 }
