@@ -36,7 +36,9 @@ func (c *Connector) ChangeAdminPassword(ctx context.Context, password string) er
 }
 
 // WithPassword returns dsn with its password replaced by password. The
-// error never quotes dsn.
+// error never quotes dsn. A DSN the driver does not write back as it read
+// it (an address such as "]", which it reads again as another) is refused:
+// the new credential must reach the same account as the old.
 func WithPassword(dsn, password string) (string, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
@@ -46,5 +48,10 @@ func WithPassword(dsn, password string) (string, error) {
 		return "", mayfly.Errorf(mayfly.EINVALID, "the credential names no user")
 	}
 	cfg.Passwd = password
-	return cfg.FormatDSN(), nil
+	out := cfg.FormatDSN()
+	again, err := mysql.ParseDSN(out)
+	if err != nil || again.User != cfg.User || again.Passwd != password || again.Net != cfg.Net || again.Addr != cfg.Addr || again.DBName != cfg.DBName {
+		return "", mayfly.Errorf(mayfly.EINVALID, "the credential is not a valid MySQL DSN (user:password@tcp(host:port)/): its address or database does not read back the same")
+	}
+	return out, nil
 }

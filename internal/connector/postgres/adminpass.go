@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mayflyhq/mayfly"
@@ -36,9 +35,12 @@ func (c *Connector) ChangeAdminPassword(ctx context.Context, password string) er
 // WithPassword returns dsn (a postgres:// URL or a key=value string)
 // with its password replaced by password. The error never quotes dsn.
 func WithPassword(dsn, password string) (string, error) {
-	if _, err := pgxpool.ParseConfig(dsn); err != nil {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
 		return "", mayfly.Errorf(mayfly.EINVALID, "the credential is not a valid PostgreSQL connection string")
 	}
+	before := &pc.ConnConfig.Config
+	var out, form string
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		u, err := url.Parse(dsn)
 		if err != nil {
@@ -52,16 +54,21 @@ func WithPassword(dsn, password string) (string, error) {
 		} else {
 			u.User = url.UserPassword(u.User.Username(), password)
 		}
-		return u.String(), nil
+		out, form = u.String(), "the credential is not a valid PostgreSQL URL: it does not read back the same with a new password"
+	} else {
+		// key=value: a later key overrides an earlier one.
+		out = dsn + " password='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(password) + "'"
+		form = "the credential's key=value form cannot take a new password; give it as a postgres:// URL"
 	}
-	// key=value: a later key overrides an earlier one. Check the result
-	// means what it should, whatever the input's oddities.
-	out := dsn + " password='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(password) + "'"
-	before, _ := pgconn.ParseConfig(dsn)
-	after, err := pgconn.ParseConfig(out)
-	if err != nil || after.Password != password || after.User != before.User || after.Host != before.Host ||
+	// Check the result means what it should, whatever the input's
+	// oddities: the same account on the same server, the new password.
+	ac, err := pgxpool.ParseConfig(out)
+	if err != nil {
+		return "", mayfly.Errorf(mayfly.EINVALID, "%s", form)
+	}
+	if after := &ac.ConnConfig.Config; after.Password != password || after.User != before.User || after.Host != before.Host ||
 		after.Port != before.Port || after.Database != before.Database {
-		return "", mayfly.Errorf(mayfly.EINVALID, "the credential's key=value form cannot take a new password; give it as a postgres:// URL")
+		return "", mayfly.Errorf(mayfly.EINVALID, "%s", form)
 	}
 	return out, nil
 }
