@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Limits on filters and paths, so a request cannot make the parser recurse
@@ -97,8 +98,12 @@ func literal(v any) string {
 	case float64:
 		return strconv.FormatFloat(v, 'g', -1, 64)
 	case string:
-		b, _ := json.Marshal(v)
-		return string(b)
+		// As JSON, without escaping <, > and & (the filter is no HTML).
+		var b strings.Builder
+		e := json.NewEncoder(&b)
+		e.SetEscapeHTML(false)
+		e.Encode(v)
+		return strings.TrimSuffix(b.String(), "\n")
 	}
 	panic(fmt.Sprintf("scim: unexpected literal %T", v))
 }
@@ -130,6 +135,11 @@ func isWordByte(c byte) bool {
 
 // tokenize splits a filter or path into tokens.
 func tokenize(s string) ([]token, error) {
+	if !utf8.ValidString(s) {
+		// A JSON string literal would read such bytes as U+FFFD: refuse
+		// them rather than match something the client did not send.
+		return nil, fmt.Errorf("not valid UTF-8")
+	}
 	var toks []token
 	for i := 0; i < len(s); {
 		c := s[i]
