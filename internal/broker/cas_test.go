@@ -145,12 +145,19 @@ func casConfig(t *testing.T, policies []policy.Policy, users map[string][]string
 
 func newCASEnv(t *testing.T) *casEnv {
 	t.Helper()
+	return newCASEnvOn(t, openSQLite(t))
+}
+
+// openSQLite opens a SQLite store in a temporary directory, closed when
+// the test ends.
+func openSQLite(t testing.TB) *sqlite.DB {
+	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return newCASEnvOn(t, st)
+	return st
 }
 
 // casStores are the stores the races of an activation are tried on: on

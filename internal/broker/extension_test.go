@@ -3,13 +3,11 @@ package broker
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/policy"
-	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
 // extender is a connector that only moves expiries, failing with err.
@@ -29,11 +27,7 @@ func (x *extender) Extend(ctx context.Context, req mayfly.ExtendRequest) error {
 func extensionWorld(t *testing.T) (*Broker, *extender, mayfly.Store, *mayfly.Lease, *mayfly.Request) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openSQLite(t)
 	clk := &fakeClock{t: time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)}
 	set, err := policy.Compile([]policy.Policy{
 		{Name: "approve", Groups: []string{"eng"}, Targets: []string{"pg"}, Grants: []string{"ro"}, MaxDuration: 8 * time.Hour,

@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -38,11 +37,7 @@ func (s rerunStore) Update(ctx context.Context, fn func(mayfly.Tx) error) error 
 // ran the transaction twice.
 func TestRevokedHookOncePerOutcome(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openSQLite(t)
 	var mu sync.Mutex
 	calls := map[string]int{}
 	conn := newGateConnector()
@@ -113,11 +108,7 @@ func (m markedConnector) Accounts(ctx context.Context, req mayfly.AccountsReques
 // says the event is missing instead of dropping it silently.
 func TestReconcileReportsUnrecordedOrphanRemoval(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openSQLite(t)
 	conn := newGateConnector()
 	conn.accounts["mf_left_behind"] = true
 	b := New(casConfig(t, casPolicies, map[string][]string{"root": {"admin"}}), Options{

@@ -2,25 +2,19 @@ package broker
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/clocktest"
 	"github.com/mayflyhq/mayfly/internal/policy"
-	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
 // periodicEnv is a broker on a fake clock with tickers, so the periodic
 // loops run when the test moves time, not after real sleeps.
 func periodicEnv(t *testing.T, policies []policy.Policy) (*Broker, *clocktest.Fake, *gateConnector) {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openSQLite(t)
 	clk := clocktest.New(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))
 	conn := newGateConnector()
 	b := New(casConfig(t, policies, map[string][]string{"alice": {"eng"}, "bob": {"dba"}}), Options{

@@ -13,11 +13,7 @@ import (
 
 func newTokenBroker(t *testing.T) (*Broker, *fakeClock) {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openSQLite(t)
 	clk := &fakeClock{t: time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)}
 	cfg := &Config{Users: map[string][]string{"alice": {"eng"}, "svc": nil, "root": {"admins"}},
 		UserOrder: []string{"alice", "svc", "root"}, MaxTokenTTL: 24 * time.Hour}
