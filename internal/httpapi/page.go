@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mayflyhq/mayfly"
 )
@@ -72,7 +74,8 @@ func decodeCursor(s string) (mayfly.PageCursor, error) {
 		return mayfly.PageCursor{}, badCursor(s)
 	}
 	ts, id, ok := strings.Cut(rest, ".")
-	if !ok || id == "" {
+	if !ok || id == "" || !utf8.ValidString(id) || strings.ContainsFunc(id, unicode.IsControl) {
+		// Every id this server gives out is printable UTF-8.
 		return mayfly.PageCursor{}, badCursor(s)
 	}
 	c := mayfly.PageCursor{ID: id}
