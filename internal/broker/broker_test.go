@@ -63,7 +63,7 @@ func TestScrub(t *testing.T) {
 		{`dial postgres://admin:s3cret@db:5432/x failed`, `dial postgres://admin:[REDACTED]@db:5432/x failed`},
 		{`failed: password=hunter2 host=x`, `failed: password=[REDACTED] host=x`},
 		{`nothing secret here`, `nothing secret here`},
-		{"a\x00b\xffc\r\x1b[2Jd\u0085e\tf\ng", "a\ufffdb\ufffdc\ufffd\ufffd[2Jd\ufffde\tf\ng"},
+		{"a\x00b\xffc\r\x1b[2Jd\u0085e\tf\r\ng", "a\ufffdb\ufffdc\ufffd[2Jd\ufffde\tf\ng"},
 		{"stderr: \xfepassword=\xff\x00", "stderr: \ufffdpassword=[REDACTED]"},
 	}
 	for _, tt := range tests {

@@ -364,14 +364,18 @@ func Backoff(attempt int, max time.Duration) time.Duration {
 
 // Scrub makes a target's error text fit to record and show: it removes
 // what looks like a password (URL userinfo passwords and password=...
-// settings), and replaces control characters other than tab and newline,
-// and bytes that are not UTF-8, with U+FFFD. Such text comes from outside
-// (a script's stderr, a hostile name echoed back): PostgreSQL's text
-// columns refuse NUL and invalid UTF-8, which would leave the failure
-// unrecorded, and escape sequences would reach terminals.
+// settings), drops carriage returns, and replaces the other control
+// characters but tab and newline, and bytes that are not UTF-8, with
+// U+FFFD. Such text comes from outside (a script's stderr, a hostile name
+// echoed back): PostgreSQL's text columns refuse NUL and invalid UTF-8,
+// which would leave the failure unrecorded, and escape sequences would
+// reach terminals.
 func Scrub(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) && r != '\n' && r != '\t' {
+		switch {
+		case r == '\r':
+			return -1 // a CRLF line end stays a line end
+		case unicode.IsControl(r) && r != '\n' && r != '\t':
 			return utf8.RuneError
 		}
 		return r
