@@ -340,7 +340,7 @@ func textRefused(err error) error {
 	return fmt.Errorf("%w: %w", errBadText, err)
 }
 
-var errBadText = mayfly.Errorf(mayfly.EINVALID, "text holds a NUL byte or bytes that are not UTF-8, which the store cannot keep")
+var errBadText = mayfly.Errorf(mayfly.EINVALID, "text holds a NUL byte or bytes that are not UTF-8, which the PostgreSQL store cannot take")
 
 // Close closes the pool; later calls fail.
 func (db *DB) Close() error {
