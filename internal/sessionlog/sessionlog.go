@@ -184,7 +184,15 @@ func (l *Log) wait(ctx context.Context, ok func() bool) error {
 // waits while the session has MaxPending events not yet written, or until
 // ctx ends (then the event is not recorded and ctx's error is returned).
 func (r *Recorder) Record(ctx context.Context, t time.Time, kind string, body any) error {
-	b, err := json.Marshal(body)
+	var (
+		b   []byte
+		err error
+	)
+	if s, ok := body.(*mayfly.Statement); ok {
+		b, err = s.AppendJSON(nil) // the same bytes, without reflection
+	} else {
+		b, err = json.Marshal(body)
+	}
 	if err != nil {
 		return fmt.Errorf("record %s: %w", kind, err)
 	}

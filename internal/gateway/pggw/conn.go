@@ -730,7 +730,7 @@ func (t *tracker) record(p *pending) {
 	p.stmt.DurationUS = p.end.Sub(p.start).Microseconds()
 	// Waits while the log is behind (back-pressure): the server's
 	// answers are not read meanwhile.
-	t.rec.Record(context.Background(), p.start, mayfly.SessionEventStatement, p.stmt)
+	t.rec.Record(context.Background(), p.start, mayfly.SessionEventStatement, &p.stmt)
 }
 
 // abandon records the statements still waiting for an answer when the

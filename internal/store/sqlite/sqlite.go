@@ -130,7 +130,7 @@ func (c *conn) guard() error {
 
 // begin starts a transaction with the statement begin.
 func (c *conn) begin(ctx context.Context, begin string) error {
-	if _, err := c.c.ExecContext(ctx, begin); err != nil {
+	if _, err := c.execCached(ctx, begin); err != nil {
 		return err
 	}
 	c.rolledBack.Store(false)
@@ -147,7 +147,7 @@ func (c *conn) commit() error {
 		return errRolledBack
 	}
 	c.committing.Store(true)
-	_, err := c.c.ExecContext(context.Background(), "COMMIT")
+	_, err := c.execCached(context.Background(), "COMMIT")
 	c.committing.Store(false)
 	if err == nil {
 		c.open.Store(false)
@@ -446,7 +446,7 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 			}
 			begun = true
 		}
-		if _, err := c.c.ExecContext(bg, "SAVEPOINT mayfly_update"); err != nil {
+		if _, err := c.execCached(bg, "SAVEPOINT mayfly_update"); err != nil {
 			p.err = fmt.Errorf("savepoint: %w", err)
 			continue
 		}
@@ -471,7 +471,7 @@ func (db *DB) runBatch(batch []*pendingUpdate) {
 			c.c.ExecContext(bg, "ROLLBACK TO mayfly_update")
 		}
 		if !c.lost() {
-			c.c.ExecContext(bg, "RELEASE mayfly_update")
+			c.execCached(bg, "RELEASE mayfly_update")
 		}
 		if c.lost() {
 			// SQLite rolled back the whole transaction: nothing in it so
@@ -686,6 +686,18 @@ func (c *conn) close() error {
 }
 
 // stmt returns q prepared on c, or nil when the cache is full.
+// execCached runs q, a statement without arguments the store runs again
+// and again (BEGIN, COMMIT, a savepoint), as a statement prepared once:
+// parsing it anew at every transaction cost the busiest writer, the
+// session log's, a few percent of its CPU.
+func (c *conn) execCached(ctx context.Context, q string) (sql.Result, error) {
+	s, err := c.stmt(ctx, q)
+	if err != nil || s == nil {
+		return c.c.ExecContext(ctx, q)
+	}
+	return s.ExecContext(ctx)
+}
+
 func (c *conn) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	if s, ok := c.stmts[q]; ok {
 		return s, nil
