@@ -35,6 +35,7 @@ func TestGatewayBenchmark(t *testing.T) {
 	if b, err := exec.Command("pgbench", "-i", "-q", "-s", "1", "-h", "127.0.0.1", "-U", "postgres", "mf_bench").CombinedOutput(); err != nil {
 		t.Fatalf("pgbench -i: %v\n%s", err, b)
 	}
+	fmt.Println(idleSetting())
 	w := gatewayWorld(t, "")
 	gw := gatewayCreds(t, w)
 	var r struct {
@@ -187,6 +188,25 @@ const (
 	benchRounds  = 3
 	benchSeconds = 8
 )
+
+// idleSetting describes how this machine's idle CPUs wait, which sets
+// the cost of every wake-up a proxy adds: on a virtual machine whose idle
+// vCPUs halt without polling first (cpuidle-haltpoll with
+// guest_halt_poll_ns 0), a wake-up leaves the guest.
+func idleSetting() string {
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "unknown"
+		}
+		return strings.TrimSpace(string(b))
+	}
+	s := "CPU idle: driver " + read("/sys/devices/system/cpu/cpuidle/current_driver")
+	if poll := read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"); poll != "unknown" {
+		s += ", guest halt polling " + poll + " ns"
+	}
+	return s
+}
 
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
