@@ -59,6 +59,11 @@ func prepareDurations(data []byte, root *yaml.Node, t reflect.Type, file string)
 		if n.Kind == yaml.ScalarNode {
 			keys.add(n.Line, n.Value, key)
 		}
+		if tag := collectionMismatch(n, t); tag != "" && keys[n.Line][tag] == "" {
+			// yaml.v3 names only the line of such a value; the first on
+			// a line is the one it reports first.
+			keys.add(n.Line, tag, key)
+		}
 		switch {
 		case t == durationType:
 			if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
@@ -120,6 +125,23 @@ func prepareDurations(data []byte, root *yaml.Node, t reflect.Type, file string)
 	}
 	return []byte(strings.Join(lines, "")), keys, nil
 }
+
+// collectionMismatch returns the index entry of a list or a mapping n
+// where t wants something else ("\x00seq", "\x00map"), or "".
+func collectionMismatch(n *yaml.Node, t reflect.Type) string {
+	if reflect.PointerTo(t).Implements(yamlUnmarshalerType) {
+		return "" // decodes itself, maybe from either
+	}
+	switch k := t.Kind(); {
+	case n.Kind == yaml.MappingNode && k != reflect.Struct && k != reflect.Map && k != reflect.Interface:
+		return "\x00map"
+	case n.Kind == yaml.SequenceNode && k != reflect.Slice && k != reflect.Array && k != reflect.Interface:
+		return "\x00seq"
+	}
+	return ""
+}
+
+var yamlUnmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
 // yamlFields maps the YAML keys of struct type t (inline fields included)
 // to their types.
@@ -191,6 +213,9 @@ func plainYAMLError(msg string, line int, keys keyIndex) string {
 		want = "a list"
 	}
 	if k := keys[line][value]; k != "" && tag != "seq" && tag != "map" {
+		return fmt.Sprintf("%s: want %s, got %s", k, want, got)
+	}
+	if k := keys[line]["\x00"+tag]; k != "" && (tag == "seq" || tag == "map") {
 		return fmt.Sprintf("%s: want %s, got %s", k, want, got)
 	}
 	return fmt.Sprintf("want %s, got %s", want, got)

@@ -35,7 +35,10 @@ func TestErrorsInTheFilesWords(t *testing.T) {
 		{"duration", "max_duration: 1h", "max_duration: 1x", `f.yaml:15: max_duration: want a duration such as 90s, 30m, 8h, 1d or 1d12h, got "1x"`},
 		{"number", "approvals: 1", "approvals: many", `f.yaml:16: approvals: want a whole number, got "many"`},
 		{"unknown key", "kind: postgres", "kind: postgres\n    labels2: {}", `f.yaml:11: unknown key "labels2" in a target`},
-		{"list", "groups: [eng]", "groups: {a: b}", `want a list, got a mapping`},
+		{"list", "groups: [eng]", "groups: {a: b}", `groups: want a list, got a mapping`},
+		{"targets as a mapping", "targets:\n  - name: local-pg", "targets:\n  local-pg:\n    name: local-pg", `f.yaml:9: targets: want a list, got a mapping (key: value)`},
+		{"a list for a mapping", "grants:\n      readonly: {roles: [pg_read_all_data]}", "grants: [readonly]", `grants: want a mapping (key: value), got a list`},
+		{"a mapping for a string", "kind: postgres", "kind: {a: b}", `kind: want a string, got a mapping (key: value)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(strings.Replace(issueExample, tc.from, tc.to, 1)), "f.yaml")
