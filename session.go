@@ -126,7 +126,7 @@ func (e *SessionEvent) hashCompact() string {
 	switch {
 	case len(e.Body) == 0:
 		h.Write([]byte("null"))
-	case bytes.IndexAny(e.Body, "<>&") < 0 && bytes.IndexByte(e.Body, 0xe2) < 0:
+	case !bytes.ContainsAny(e.Body, "<>&") && bytes.IndexByte(e.Body, 0xe2) < 0:
 		h.Write(e.Body) // nothing to escape (0xe2 begins U+2028 and U+2029)
 	default:
 		var b bytes.Buffer

@@ -47,7 +47,7 @@ var (
 	pgDSN         = flag.String("pg", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "admin DSN of the PostgreSQL to measure against")
 	latencyN      = flag.Int("latency-n", 300, "issues for the latency measurement")
 	latencyB      = flag.Int("latency-block", 1, "operations of one kind in a row in the latency measurement (1: strictly interleaved, each call after the others; more: warm back-to-back runs, still rotated between kinds)")
-	throughSec    = flag.Duration("throughput-for", 5*time.Second, "how long each throughput measurement runs")
+	throughFor    = flag.Duration("throughput-for", 5*time.Second, "how long each throughput measurement runs")
 	throughRounds = flag.Int("throughput-rounds", 5, "alternating rounds the throughput measurements are split into")
 	clients       = flag.Int("clients", 8, "concurrent clients for throughput")
 	revokeN       = flag.Int("revoke-n", 10000, "leases expiring in the same second")
@@ -613,7 +613,7 @@ func benchThroughput(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	// The two kinds alternate in short rounds, so that a slower or faster
 	// spell of the machine weighs on both alike.
 	rounds := max(*throughRounds, 1)
-	slice := *throughSec / time.Duration(rounds)
+	slice := *throughFor / time.Duration(rounds)
 	var bareN, mfN int64
 	var bareT, mfT time.Duration
 	var ratios []float64
@@ -632,7 +632,7 @@ func benchThroughput(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	dropBench(ctx, pool, "mf_bench_bare%")
 	bare, mf := float64(bareN)/bareT.Seconds(), float64(mfN)/mfT.Seconds()
 	slices.Sort(ratios)
-	fmt.Printf("## Issue throughput (%d concurrent clients, %s each, in %d alternating rounds)\n\n", *clients, *throughSec, rounds)
+	fmt.Printf("## Issue throughput (%d concurrent clients, %s each, in %d alternating rounds)\n\n", *clients, *throughFor, rounds)
 	fmt.Println("| operation | per second | vs bare |")
 	fmt.Println("|---|---|---|")
 	fmt.Printf("| bare `CREATE ROLE … PASSWORD 'plain'` on %d connections | %.0f | 1.00× |\n", *clients, bare)

@@ -359,7 +359,7 @@ func (m *Manager) Connector(ctx context.Context, t mayfly.Target) (mayfly.Connec
 			m.o.Logger.Warn("credential: the configuration's admin credential is ignored: a sealed one is stored; remove it from the configuration", "target", t.Name)
 		}
 		if rec.Pending != "" {
-			if r2, err := m.tryResolve(ctx, t, k, rec); err != nil {
+			if r2, err := m.tryResolve(ctx, t, k); err != nil {
 				m.o.Logger.Warn("credential: a pending rotation is not resolved yet", "target", t.Name, "err", mayfly.ErrorMessageOrText(err))
 			} else {
 				rec = r2
@@ -403,7 +403,7 @@ func (m *Manager) effective(ctx context.Context, t mayfly.Target, k Kind, rec *r
 
 // tryResolve resolves a pending rotation of t under its lock; it does
 // nothing when another replica holds the lock (its rotation is running).
-func (m *Manager) tryResolve(ctx context.Context, t mayfly.Target, k Kind, rec *record) (*record, error) {
+func (m *Manager) tryResolve(ctx context.Context, t mayfly.Target, k Kind) (*record, error) {
 	held, err := m.lock(ctx, t.Name)
 	if err != nil {
 		return nil, err
@@ -412,7 +412,9 @@ func (m *Manager) tryResolve(ctx context.Context, t mayfly.Target, k Kind, rec *
 		return nil, mayfly.Errorf(mayfly.ECONFLICT, "target %q: another replica is rotating its credential", t.Name)
 	}
 	defer m.unlock(t.Name)
-	if rec, err = m.load(ctx, t.Name); err != nil {
+	// Read again under the lock: what the caller read may be stale.
+	rec, err := m.load(ctx, t.Name)
+	if err != nil {
 		return nil, err
 	}
 	rec, _, err = m.resolve(ctx, t, k, rec)

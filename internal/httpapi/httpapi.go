@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
@@ -116,7 +115,6 @@ type SSHService interface {
 
 type server struct {
 	Deps
-	inflight atomic.Int64
 }
 
 // NewServer returns the API handler.

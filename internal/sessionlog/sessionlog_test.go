@@ -175,7 +175,6 @@ func TestTruncationAgainstAudit(t *testing.T) {
 type blockingStore struct {
 	mayfly.Store
 	mu      sync.Mutex
-	blocked bool
 	release chan struct{}
 }
 

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,9 +28,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	htpasswdBin = filepath.Join(dir, "htpasswd-target")
-	goBin, err := exec.LookPath("go")
+	goBin, err := exec.LookPath("go") // go test puts its own go on PATH
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		fmt.Fprintf(os.Stderr, "build example: %v\n", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
 	build := exec.Command(goBin, "build", "-o", htpasswdBin, "../../../examples/script-htpasswd")
 	if out, err := build.CombinedOutput(); err != nil {

@@ -539,12 +539,11 @@ type portal struct {
 // pending is a statement sent to the server and not yet answered, or a
 // Sync.
 type pending struct {
-	sync     bool
-	simple   bool
-	stmt     mayfly.Statement
-	start    time.Time
-	end      time.Time // when its answer was read
-	executed bool
+	sync   bool
+	simple bool
+	stmt   mayfly.Statement
+	start  time.Time
+	end    time.Time // when its answer was read
 }
 
 // tracker follows the conversation to record each statement once it is
