@@ -570,6 +570,34 @@ func TestWebJourney(t *testing.T) {
 		t.Errorf("on a phone the inbox scrolls sideways (%s wide in %s)", bob.eval(`String(document.documentElement.scrollWidth)`), bob.eval(`String(window.innerWidth)`))
 	}
 	bob.shot("14-phone-inbox")
+
+	// Alice withdraws the request she no longer needs: it leaves her open
+	// requests and bob's inbox, and is cancelled in the API.
+	alice.do("open my access", chromedp.Navigate(base+"/app/access"), chromedp.WaitVisible(chromedp.ID("req-"+hid)))
+	alice.do("cancel the request", chromedp.Click(chromedp.CSS(`#req-`+hid+` form[action$="/cancel"] button`)))
+	alice.waitNotice("the cancellation is confirmed", "Request "+hid+" cancelled.")
+	if n := alice.eval(`String(document.querySelectorAll("article#req-` + hid + `").length)`); n != "0" {
+		t.Errorf("the cancelled request is still among alice's open requests")
+	}
+	if got := alice.eval(`(document.querySelector("tr#req-` + hid + `") || {}).innerText || ""`); !strings.Contains(got, "cancelled") {
+		t.Errorf("alice's past requests show %q for the cancelled one; want it cancelled", got)
+	}
+	alice.shot("17-request-cancelled")
+	hr, _ = http.NewRequest("GET", base+"/v1/requests/"+hid, nil)
+	hr.Header.Set("Authorization", "Bearer "+w.tokens["carol"])
+	if r, err := http.DefaultClient.Do(hr); err != nil {
+		t.Fatal(err)
+	} else {
+		json.NewDecoder(r.Body).Decode(&req)
+		r.Body.Close()
+	}
+	if req.State != "cancelled" {
+		t.Errorf("after alice cancelled it the request is %s; want cancelled", req.State)
+	}
+	bob.do("open the inbox again", chromedp.Navigate(base+"/app/approvals"), chromedp.WaitVisible(chromedp.ID("inbox-count")))
+	if n := bob.eval(`String(document.querySelectorAll("#inbox-` + hid + `").length)`); n != "0" {
+		t.Errorf("the cancelled request is still in bob's inbox")
+	}
 	alice.noDialogs()
 	bob.noDialogs()
 }
