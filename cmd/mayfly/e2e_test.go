@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -1011,4 +1012,9 @@ func TestRevokeExitStatusWhileTargetIsDown(t *testing.T) {
 	if roleExists(t, c.Username) {
 		t.Errorf("role %s exists after done --wait returned 0", c.Username)
 	}
+}
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }

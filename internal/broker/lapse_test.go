@@ -114,3 +114,27 @@ func TestChunk(t *testing.T) {
 		}
 	}
 }
+
+// chunk groups leases by target into batches of batchSize, as the
+// scheduler's queues cut them, so that a test can see the sizes.
+func chunk(ls []*mayfly.Lease, workers int) [][]*mayfly.Lease {
+	byTarget := map[string][]*mayfly.Lease{}
+	var order []string
+	for _, l := range ls {
+		if _, ok := byTarget[l.Target]; !ok {
+			order = append(order, l.Target)
+		}
+		byTarget[l.Target] = append(byTarget[l.Target], l)
+	}
+	var out [][]*mayfly.Lease
+	for _, t := range order {
+		g := byTarget[t]
+		size := batchSize(len(g), workers)
+		for len(g) > 0 {
+			n := min(size, len(g))
+			out = append(out, g[:n])
+			g = g[n:]
+		}
+	}
+	return out
+}

@@ -479,28 +479,6 @@ func batchSize(n, workers int) int {
 	return min(max(size, 1), maxChunk)
 }
 
-// chunk groups leases by target into batches of batchSize.
-func chunk(ls []*mayfly.Lease, workers int) [][]*mayfly.Lease {
-	byTarget := map[string][]*mayfly.Lease{}
-	var order []string
-	for _, l := range ls {
-		if _, ok := byTarget[l.Target]; !ok {
-			order = append(order, l.Target)
-		}
-		byTarget[l.Target] = append(byTarget[l.Target], l)
-	}
-	var out [][]*mayfly.Lease
-	for _, t := range order {
-		g := byTarget[t]
-		size := batchSize(len(g), workers)
-		for len(g) > 0 {
-			n := min(size, len(g))
-			out = append(out, g[:n])
-			g = g[n:]
-		}
-	}
-	return out
-}
 
 // revokeBatch revokes leases of one target, in one batched call when the
 // connector supports it, each attempt bounded by timeout (twice that for a

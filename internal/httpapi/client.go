@@ -107,21 +107,6 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// Health polls /healthz until it answers or ctx ends.
-func (c *Client) WaitHealthy(ctx context.Context) error {
-	for {
-		err := c.Do(ctx, "GET", "/healthz", nil, nil, nil)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 // CreateToken creates an API token (POST /v1/tokens); the answer holds its
 // plaintext, shown this once.
 func (c *Client) CreateToken(ctx context.Context, body TokenBody) (*CreatedToken, error) {

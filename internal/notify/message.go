@@ -60,8 +60,6 @@ const (
 var messageTypes = []string{TypeApprovalNeeded, TypeBreakGlass, TypeApproval, TypeApproved, TypeDenied,
 	TypeCancelled, TypeLapsed, TypeActivated, TypeExpiring, TypeRevoked, TypeEnded, TypeRevokeFailed, TypeOrphan, TypeAlert}
 
-// MessageTypes returns every message type, in the order of a request's life.
-func MessageTypes() []string { return slices.Clone(messageTypes) }
 
 // message is one notification, rendered by each channel in its own format.
 type message struct {

@@ -256,17 +256,6 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Sessions returns how many connections are open through the gateway.
-func (s *Server) Sessions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, m := range s.conns {
-		n += len(m)
-	}
-	return n
-}
-
 func (s *Server) register(c *gwConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
