@@ -640,4 +640,3 @@ func readFileArg(path string) (string, error) {
 	}
 	return string(b), nil
 }
-

@@ -159,28 +159,38 @@ func TestGatewayBenchmark(t *testing.T) {
 		}
 	}
 
-	// Memory of open gateway sessions: the server runs in this process.
-	var conns []*pgx.Conn
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	const open = 9 // the role's connection limit is 10; gc holds one
-	for range open {
-		c := connect(gw)
-		if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-			t.Fatal(err)
+	// Memory of open gateway sessions: the server runs in this process,
+	// and so do the test's pgx clients. The same number of direct pgx
+	// connections measures the clients' share, taken off the gateway's.
+	const open = 8 // each role's connection limit is 10; dc and rc hold two of the direct one
+	// Live heap (after a collection) and goroutine stacks.
+	memFor := func(c credsOut) (heap, stacks int64) {
+		var conns []*pgx.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close(ctx)
+			}
+		}()
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for range open {
+			conn := connect(c)
+			if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, conn)
 		}
-		conns = append(conns, c)
+		time.Sleep(100 * time.Millisecond) // the sessions' goroutines settle
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		return int64(after.HeapAlloc) - int64(before.HeapAlloc), int64(after.StackInuse) - int64(before.StackInuse)
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	clientSide := 0 // pgx connections of the test itself are counted too; see docs
-	_ = clientSide
-	fmt.Printf("heap in use with %d more open gateway sessions (pgx clients in the same process included): +%d bytes, %d per session\n",
-		open, int64(after.HeapInuse)-int64(before.HeapInuse), (int64(after.HeapInuse)-int64(before.HeapInuse))/open)
-	for _, c := range conns {
-		c.Close(ctx)
-	}
+	ch, cs := memFor(direct)
+	gh, gs := memFor(gw)
+	fmt.Printf("memory of %d more open sessions: gateway sessions with their pgx clients heap +%d, stacks +%d bytes; "+
+		"the same number of direct pgx clients heap +%d, stacks +%d; the gateway alone per session: heap %d, stacks %d bytes\n",
+		open, gh, gs, ch, cs, (gh-ch)/open, (gs-cs)/open)
 }
 
 // The pgbench part: rounds of benchSeconds per path.
