@@ -479,7 +479,6 @@ func batchSize(n, workers int) int {
 	return min(max(size, 1), maxChunk)
 }
 
-
 // revokeBatch revokes leases of one target, in one batched call when the
 // connector supports it, each attempt bounded by timeout (twice that for a
 // batch). down is the error of an attempt that found the target not

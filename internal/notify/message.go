@@ -60,7 +60,6 @@ const (
 var messageTypes = []string{TypeApprovalNeeded, TypeBreakGlass, TypeApproval, TypeApproved, TypeDenied,
 	TypeCancelled, TypeLapsed, TypeActivated, TypeExpiring, TypeRevoked, TypeEnded, TypeRevokeFailed, TypeOrphan, TypeAlert}
 
-
 // message is one notification, rendered by each channel in its own format.
 type message struct {
 	// ID is stable across retries and restarts: receivers deduplicate on it.
