@@ -656,16 +656,16 @@ func (m *Manager) Rotate(ctx context.Context, actor, source, target string) (tim
 	// 2. The target.
 	if err := changer.ChangeAdminPassword(ctx, password); err != nil {
 		msg := scrub(scrub(mayfly.ErrorMessageOrText(err), next), password)
-		m.settle(ctx, mt, rec)
-		return time.Time{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "target %q: the rotation failed: %s", target, msg)
+		outcome := m.settle(ctx, mt, rec)
+		return time.Time{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "target %q: the rotation failed: %s; %s", target, msg, outcome)
 	}
 	if err := step(StepTargetChanged); err != nil {
 		return time.Time{}, err
 	}
 	rec.Phase = phaseChanged
 	if err := m.write(ctx, target, rec, nil); err != nil {
-		m.settle(ctx, mt, rec)
-		return time.Time{}, err
+		outcome := m.settle(ctx, mt, rec)
+		return time.Time{}, fmt.Errorf("%w; %s", err, outcome)
 	}
 	if err := step(StepChangedRecorded); err != nil {
 		return time.Time{}, err
@@ -674,8 +674,8 @@ func (m *Manager) Rotate(ctx context.Context, actor, source, target string) (tim
 	c, err := m.checked(ctx, mt.cfg, mt.kind, next)
 	if err != nil {
 		msg := scrub(mayfly.ErrorMessageOrText(err), password)
-		m.settle(ctx, mt, rec)
-		return time.Time{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "target %q: the new credential did not log in: %s", target, msg)
+		outcome := m.settle(ctx, mt, rec)
+		return time.Time{}, mayfly.Errorf(mayfly.EUNAVAILABLE, "target %q: the new credential did not log in: %s; %s", target, msg, outcome)
 	}
 	if err := step(StepVerified); err != nil {
 		c.Close()
@@ -699,18 +699,23 @@ func (m *Manager) Rotate(ctx context.Context, actor, source, target string) (tim
 
 // settle resolves a rotation that failed at the target, so the connector
 // keeps a credential that works; what cannot be resolved now is resolved
-// by the watcher later.
-func (m *Manager) settle(ctx context.Context, mt *managed, rec *record) {
+// by the watcher later. It says which, for the rotation's error.
+func (m *Manager) settle(ctx context.Context, mt *managed, rec *record) string {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
+	pending := rec.Pending
 	r, c, err := m.resolve(sctx, mt.cfg, mt.kind, rec)
 	if err != nil {
 		m.o.Logger.Warn("credential: rotation left pending", "target", mt.cfg.Name, "err", mayfly.ErrorMessageOrText(err))
-		return
+		return "the rotation stays pending and is settled once the target answers again"
 	}
 	if c != nil {
 		m.swap(mt.cfg.Name, c, r.Version)
 	}
+	if r != nil && r.Current == pending {
+		return "the new credential logs in after all and is now the current one"
+	}
+	return "the current credential is kept and still logs in"
 }
 
 // Sync brings every target's connector up to the stored credential (set

@@ -95,6 +95,9 @@ func TestRotationTargetDown(t *testing.T) {
 					t.Fatalf("the rotation's error holds a password: %v", rotErr)
 				}
 			}
+			if !strings.Contains(rotErr.Error(), "the rotation stays pending and is settled once the target answers again") {
+				t.Errorf("the rotation's error does not say what became of it: %v", rotErr)
+			}
 			t.Logf("refused with: %v", rotErr)
 
 			// The target is back: the broker works with what it holds, and
