@@ -3,14 +3,12 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mayflyhq/mayfly/internal/freezeproxy"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 	"github.com/mayflyhq/mayfly/internal/testenv"
 )
@@ -37,15 +35,7 @@ func TestDeadReplicasClaimsMoveWithinSeconds(t *testing.T) {
 			dropRolesLike(t, prefix)
 		}
 	})
-	target, err := url.Parse(testenv.PostgresDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := freezeproxy.New(target.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
+	proxy, target := proxyTo(t, testenv.PostgresDSN())
 	cfg, err := os.ReadFile(base.cfg)
 	if err != nil {
 		t.Fatal(err)

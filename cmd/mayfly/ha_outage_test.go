@@ -6,14 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/mayflyhq/mayfly/internal/freezeproxy"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 )
 
@@ -42,15 +40,7 @@ func readyz(t *testing.T, addr string) (int, map[string]string) {
 func TestStoreOutageUnderLoad(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	requirePG(t)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := freezeproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
+	proxy, u := proxyTo(t, dsn)
 	u.Host = proxy.Addr()
 	q := u.Query()
 	q.Set("connect_timeout", "2")
