@@ -1,11 +1,9 @@
 package main
 
 import (
-	"net/url"
 	"strings"
 	"testing"
 
-	"github.com/mayflyhq/mayfly/internal/freezeproxy"
 	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
@@ -14,7 +12,7 @@ import (
 // says why, and tells nothing of the target's address; no session is
 // recorded for it; once the target is back, the same credential works.
 func TestPostgresGatewayTargetDown(t *testing.T) {
-	proxy, target := proxyTo(t, testenv.PostgresDSN())
+	proxy, target := testenv.ProxyTo(t, testenv.PostgresDSN())
 	opts := gatewayOpts(t, "", "", "")
 	if !strings.Contains(opts.targets, target.Host) {
 		t.Fatalf("the target's address %s is not in the configuration", target.Host)
@@ -59,21 +57,4 @@ func TestPostgresGatewayTargetDown(t *testing.T) {
 	if out, err := psqlAt(t, c, c.Password, "-c", "SELECT 40 + 2"); err != nil || strings.TrimSpace(out) != "42" {
 		t.Fatalf("psql through the gateway once the target is back = %q, %v; want 42", out, err)
 	}
-}
-
-// proxyTo puts a proxy that can cut or freeze connections in front of
-// the server of dsn, for the rest of the test, and returns it with dsn
-// parsed.
-func proxyTo(t *testing.T, dsn string) (*freezeproxy.Proxy, *url.URL) {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := freezeproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return p, u
 }

@@ -35,7 +35,7 @@ func TestDeadReplicasClaimsMoveWithinSeconds(t *testing.T) {
 			dropRolesLike(t, prefix)
 		}
 	})
-	proxy, target := proxyTo(t, testenv.PostgresDSN())
+	proxy, target := testenv.ProxyTo(t, testenv.PostgresDSN())
 	cfg, err := os.ReadFile(base.cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // readyz returns the status and body of GET /readyz at addr.
@@ -40,7 +41,7 @@ func readyz(t *testing.T, addr string) (int, map[string]string) {
 func TestStoreOutageUnderLoad(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	requirePG(t)
-	proxy, u := proxyTo(t, dsn)
+	proxy, u := testenv.ProxyTo(t, dsn)
 	u.Host = proxy.Addr()
 	q := u.Query()
 	q.Set("connect_timeout", "2")

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/mayflyhq/mayfly"
-	"github.com/mayflyhq/mayfly/internal/freezeproxy"
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // TestRotationTargetDown rotates the admin password of a PostgreSQL
@@ -31,15 +31,7 @@ func TestRotationTargetDown(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			su, err := url.Parse(start)
-			if err != nil {
-				t.Fatal(err)
-			}
-			proxy, err := freezeproxy.New(su.Host)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer proxy.Close()
+			proxy, su := testenv.ProxyTo(t, start)
 			viaProxy := func(dsn string) string {
 				u, err := url.Parse(dsn)
 				if err != nil {

@@ -2,13 +2,12 @@ package postgres
 
 import (
 	"context"
-	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/mayflyhq/mayfly"
-	"github.com/mayflyhq/mayfly/internal/freezeproxy"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // TestUnreachable: while the store's connections are cut (dropped, new
@@ -17,15 +16,7 @@ import (
 // again, they succeed on fresh connections.
 func TestUnreachable(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := freezeproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
+	p, u := testenv.ProxyTo(t, dsn)
 	u.Host = p.Addr()
 	db := open(t, u.String())
 	ctx := context.Background()
