@@ -207,6 +207,13 @@ func (w *world) stop() {
 				}
 			}
 		}
+	}
+	w.halt()
+}
+
+// halt stops the server as it is, leaving its leases to other replicas.
+func (w *world) halt() {
+	if w.cancel != nil {
 		w.cancel()
 		select {
 		case <-w.done:

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 	"github.com/mayflyhq/mayfly/internal/testenv"
 )
@@ -103,4 +104,53 @@ func TestDeadReplicasClaimsMoveWithinSeconds(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestLeaseOfStoppedReplicaRevokedOnTime: a lease issued through replica
+// A, which stops before the lease expires, is revoked by replica B within
+// seconds of its expiry. B's scheduler had nothing due when it last read the
+// store and was never told of the lease (A wakes only its own scheduler),
+// so it finds the lease by polling the shared store; a sleep of the
+// single-process default (30 s) would leave the account for up to that long.
+func TestLeaseOfStoppedReplicaRevokedOnTime(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	requirePG(t)
+	a := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
+	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, worldOpts{})
+	a.usePostgresStore(dsn, a.addr)
+	a.startInProcess()
+	t.Cleanup(a.stop)
+	b := replicaOf(t, a)
+	// B's scheduler has read the store and gone to sleep with nothing due.
+	time.Sleep(500 * time.Millisecond)
+
+	var r reqOut
+	a.ok("alice", &r, "request", "local-pg/readonly", "--for", "3s", "--reason", "INC-7 replica stops", "-o", "json")
+	var c credsOut
+	a.ok("alice", &c, "creds", r.ID, "-o", "json")
+	if !roleExists(t, c.Username) {
+		t.Fatalf("role %s not created", c.Username)
+	}
+	a.halt()
+	waitFor(t, "B to revoke the stopped replica's lease", 40*time.Second, func() bool { return !roleExists(t, c.Username) })
+	late := time.Since(c.ExpiresAt)
+	t.Logf("the lease of the stopped replica was revoked by the other %s after its expiry", late.Round(time.Millisecond))
+	if late > 4*time.Second {
+		t.Errorf("revoked %s after the expiry; want within a few seconds (schedulers on a shared store poll every %s)",
+			late.Round(time.Millisecond), broker.SharedMaxSleep)
+	}
+	var l leaseOut
+	waitFor(t, "B to record the lease revoked", 10*time.Second, func() bool {
+		var ls []leaseOut
+		b.ok("carol", &ls, "leases", "--all", "-o", "json")
+		for _, x := range ls {
+			if x.ID == c.LeaseID {
+				l = x
+			}
+		}
+		return l.State == "revoked"
+	})
+	if l.EndReason != "expired" {
+		t.Errorf("lease %s ended for %q; want expired", l.ID, l.EndReason)
+	}
 }

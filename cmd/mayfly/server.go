@@ -374,9 +374,15 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 
 	var schedErr error
 	schedDone := make(chan struct{})
+	so := broker.SchedulerOptions{Concurrency: cfg.Scheduler.Concurrency, PerTarget: cfg.Scheduler.PerTarget, BatchSize: cfg.Scheduler.BatchSize, ClaimFor: cfg.Scheduler.ClaimFor, Holder: rep.ID()}
+	if cfg.Store.Postgres != nil {
+		// Other replicas' leases are found by polling: those of a replica
+		// that stopped are revoked within a second or so of their expiry.
+		so.MaxSleep = broker.SharedMaxSleep
+	}
 	go func() {
 		defer close(schedDone)
-		schedErr = b.RunScheduler(ctx, broker.SchedulerOptions{Concurrency: cfg.Scheduler.Concurrency, PerTarget: cfg.Scheduler.PerTarget, BatchSize: cfg.Scheduler.BatchSize, ClaimFor: cfg.Scheduler.ClaimFor, Holder: rep.ID()})
+		schedErr = b.RunScheduler(ctx, so)
 	}()
 	var bg sync.WaitGroup
 	defer bg.Wait()

@@ -25,7 +25,10 @@ type SchedulerOptions struct {
 	PerTarget int
 	// BatchSize is how many due leases one pass claims (default 500).
 	BatchSize int
-	// MaxSleep bounds one sleep, as a safety net (default 30s).
+	// MaxSleep bounds one sleep (default 30s). A lease made by another
+	// replica is not announced to this one: it is found by the first pass
+	// after its deadline, so on a store replicas share this bounds how late
+	// the leases of a replica that died are revoked (SharedMaxSleep).
 	MaxSleep time.Duration
 	// AttemptTimeout bounds one revocation attempt (default 30s); a batch
 	// revoked in one call gets twice as long. An attempt that runs out of
@@ -54,6 +57,13 @@ type SchedulerOptions struct {
 // renews claims: a replica killed while revoking leaves them to another
 // within this term (and one poll of the scheduler, a quarter second).
 const DefaultClaimFor = 3 * time.Second
+
+// SharedMaxSleep is the longest sleep of a scheduler on a store replicas
+// share (PostgreSQL). Each replica wakes its own
+// scheduler for the leases it makes; a lease made by a replica that died
+// before its deadline is found by another replica's next pass, at most this
+// long after it. Such a pass of an idle replica costs two indexed reads.
+const SharedMaxSleep = time.Second
 
 var dueStates = []mayfly.LeaseState{mayfly.LeaseActive, mayfly.LeaseRevoking, mayfly.LeaseProvisioning}
 
@@ -124,9 +134,6 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 500
 	}
-	if o.MaxSleep <= 0 {
-		o.MaxSleep = 30 * time.Second
-	}
 	if o.AttemptTimeout <= 0 {
 		o.AttemptTimeout = 30 * time.Second
 	}
@@ -141,6 +148,9 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		_, renews = tx.(mayfly.ClaimRenewer)
 		return nil
 	})
+	if o.MaxSleep <= 0 {
+		o.MaxSleep = 30 * time.Second
+	}
 	if o.ClaimFor <= 0 {
 		o.ClaimFor = max(2*o.AttemptTimeout, time.Minute)
 		if renews {
