@@ -410,6 +410,10 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		defer bg.Done()
 		first := sinks
 		leader("audit-sinks", func(ctx context.Context) {
+			if len(cfg.Audit.Sinks) == 0 {
+				<-ctx.Done() // nothing to deliver; held, not run again and again
+				return
+			}
 			r := first
 			if first = nil; r == nil {
 				var err error

@@ -166,6 +166,7 @@ func (r *Replica) RunWhileLeader(ctx context.Context, name string, ttl time.Dura
 	t := mayfly.NewTicker(r.clock, ttl/3)
 	defer t.Stop()
 	var w *work // the run of fn while this replica leads, or nil
+	leading := false
 	first := true
 	for {
 		var held bool
@@ -190,10 +191,13 @@ func (r *Replica) RunWhileLeader(ctx context.Context, name string, ttl time.Dura
 			w = nil
 		}
 		if held && w == nil {
-			r.log.Info("cluster: this replica leads the work", "work", name, "replica", r.info.ID)
+			if !leading {
+				r.log.Info("cluster: this replica leads the work", "work", name, "replica", r.info.ID)
+			}
 			w = start(ctx, name, fn, r.log)
 			r.setLeading(name, true)
 		}
+		leading = held
 		if first {
 			first = false
 			r.mu.Lock()

@@ -3,8 +3,12 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -192,6 +196,58 @@ func TestRunWhileLeaderFailover(t *testing.T) {
 			t.Errorf("replica %+v; want alive, leading %q", r, want)
 		}
 	}
+}
+
+// TestWorkThatReturnsIsRunAgainQuietly: work whose fn returns by itself
+// while the lease is held is run again at each renewal, and the log says
+// once that this replica leads it, not at every run.
+func TestWorkThatReturnsIsRunAgainQuietly(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "m.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clk := clocktest.New(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	rs := &replicaStore{Store: st, attempts: make(chan bool, 16)}
+	r := New(rs, clk, log, "A", "a:1", "test")
+	runs := make(chan struct{}, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.RunWhileLeader(ctx, "audit-sinks", 9*time.Second, func(context.Context) error { runs <- struct{}{}; return nil })
+	}()
+	defer func() { cancel(); <-done }()
+	wait(t, rs.attempts, "first attempt")
+	wait(t, runs, "first run")
+	clk.WaitTickers(1)
+	for i := range 3 {
+		clk.Advance(3 * time.Second)
+		if !wait(t, rs.attempts, "renewal") {
+			t.Fatal("the renewal of a held lease failed")
+		}
+		wait(t, runs, fmt.Sprintf("run %d", i+2))
+	}
+	mu.Lock()
+	n := strings.Count(logs.String(), "this replica leads the work")
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d log lines saying this replica leads the work after 4 runs under one lease; want 1:\n%s", n, logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // TestOthersAlive: a replica sees the others that beat recently, not
