@@ -337,6 +337,13 @@ func (g *Gateway) connectTarget(ctx context.Context, l *mayfly.Lease, database s
 				// gateway, or before a restart): set a new one.
 				continue
 			}
+			if pgconn.Timeout(err) {
+				after := startupTimeout
+				if cfg.ConnectTimeout > 0 {
+					after = min(after, cfg.ConnectTimeout)
+				}
+				err = targetTimeout{err, after}
+			}
 			return nil, cred, err
 		}
 		hj, err := pc.Hijack()
@@ -352,12 +359,26 @@ func (g *Gateway) connectTarget(ctx context.Context, l *mayfly.Lease, database s
 	}
 }
 
+// targetTimeout is a target that did not answer within after (the
+// connect_timeout of the target's DSN, 10 s by default).
+type targetTimeout struct {
+	err   error
+	after time.Duration
+}
+
+func (e targetTimeout) Error() string { return e.err.Error() }
+func (e targetTimeout) Unwrap() error { return e.err }
+
 // targetErrorText is what the client is told of a failure to reach the
 // target: the server's own message, never connection details.
 func targetErrorText(err error) string {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		return pe.Code + ": " + pe.Message
+	}
+	var te targetTimeout
+	if errors.As(err, &te) {
+		return fmt.Sprintf("the target did not answer within %s", te.after)
 	}
 	if mayfly.ErrorCode(err) != mayfly.EINTERNAL {
 		return mayfly.ErrorMessage(err)
