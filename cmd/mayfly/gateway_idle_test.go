@@ -171,6 +171,15 @@ func busyThenSilent(t *testing.T, w *world, c credsOut, conn *pgx.Conn) time.Tim
 		t.Fatalf("lease ended %q; want idle", l.EndReason)
 	}
 	t.Logf("revoked as idle %s after the last query (idle_timeout 3s, checked every 500ms)", time.Since(idleFrom).Round(100*time.Millisecond))
+	// The revocation, wherever it ran, ended the live connection.
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var n int
+	if err := conn.QueryRow(qctx, "SELECT 1").Scan(&n); err == nil {
+		t.Errorf("the connection through the gateway still answers after the lease was revoked")
+	} else if qctx.Err() != nil {
+		t.Errorf("a query on the revoked lease's connection hung: %v", err)
+	}
 	return idleFrom
 }
 
