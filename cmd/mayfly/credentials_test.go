@@ -298,3 +298,26 @@ func TestCredentialCommandsHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestCredentialCommandsNameAnUnknownTarget: on a server without a master
+// key, a mistyped target is reported as unknown (not_found), not as the
+// missing key; a configured one is told what the key is for.
+func TestCredentialCommandsNameAnUnknownTarget(t *testing.T) {
+	w := startWorld(t, worldOpts{})
+	for _, c := range []struct {
+		stdin string
+		args  []string
+		code  string
+		want  string
+	}{
+		{"", []string{"targets", "rotate-credential", "nope"}, mayfly.ENOTFOUND, `unknown target "nope"`},
+		{testenv.PostgresDSN(), []string{"targets", "set-credential", "nope"}, mayfly.ENOTFOUND, `unknown target "nope"`},
+		{"", []string{"targets", "rotate-credential", "local-pg"}, mayfly.EINVALID, "no master key is configured"},
+		{testenv.PostgresDSN(), []string{"targets", "set-credential", "local-pg"}, mayfly.EINVALID, "no master key is configured"},
+	} {
+		out, err := w.runWith("carol", c.stdin, c.args...)
+		if mayfly.ErrorCode(err) != c.code || err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("mayfly %s = %v, %q; want %s: %s", strings.Join(c.args, " "), err, out, c.code, c.want)
+		}
+	}
+}

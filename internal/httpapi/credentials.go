@@ -36,16 +36,23 @@ type CredentialResult struct {
 	RotatedAt time.Time `json:"rotated_at,omitzero"`
 }
 
-func (s *server) credentials() (CredentialService, error) {
+// credentials returns the credential service for target name, which must
+// be configured: a mistyped name is reported as unknown before anything
+// the service would say of a missing master key.
+func (s *server) credentials(name string) (CredentialService, error) {
 	if s.Credentials == nil {
 		return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "this server keeps no sealed credentials")
+	}
+	if _, ok := s.Broker.Config().Targets[name]; !ok {
+		return nil, mayfly.Errorf(mayfly.ENOTFOUND, "unknown target %q", name)
 	}
 	return s.Credentials, nil
 }
 
 func (s *server) handleSetCredential() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
-		cs, err := s.credentials()
+		name := r.PathValue("name")
+		cs, err := s.credentials(name)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -54,7 +61,6 @@ func (s *server) handleSetCredential() http.Handler {
 			return 0, nil, err
 		}
 		c := callerFrom(r)
-		name := r.PathValue("name")
 		if err := cs.SetCredential(r.Context(), c.User, c.Source, name, body.Credential, !body.SkipCheck); err != nil {
 			return 0, nil, err
 		}
@@ -64,12 +70,12 @@ func (s *server) handleSetCredential() http.Handler {
 
 func (s *server) handleRotateCredential() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) (int, any, error) {
-		cs, err := s.credentials()
+		name := r.PathValue("name")
+		cs, err := s.credentials(name)
 		if err != nil {
 			return 0, nil, err
 		}
 		c := callerFrom(r)
-		name := r.PathValue("name")
 		at, err := cs.RotateCredential(r.Context(), c.User, c.Source, name)
 		if err != nil {
 			return 0, nil, err
