@@ -59,10 +59,10 @@ type SchedulerOptions struct {
 const DefaultClaimFor = 3 * time.Second
 
 // SharedMaxSleep is the longest sleep of a scheduler on a store replicas
-// share (PostgreSQL). Each replica wakes its own
-// scheduler for the leases it makes; a lease made by a replica that died
-// before its deadline is found by another replica's next pass, at most this
-// long after it. Such a pass of an idle replica costs two indexed reads.
+// share (PostgreSQL). Each replica wakes its own scheduler for the leases
+// it makes; a lease made by a replica that died before its deadline is
+// found by another replica's next pass, at most this long after it. Such a
+// pass of an idle replica costs two indexed reads.
 const SharedMaxSleep = time.Second
 
 var dueStates = []mayfly.LeaseState{mayfly.LeaseActive, mayfly.LeaseRevoking, mayfly.LeaseProvisioning}
@@ -134,6 +134,9 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	if o.BatchSize <= 0 {
 		o.BatchSize = 500
 	}
+	if o.MaxSleep <= 0 {
+		o.MaxSleep = 30 * time.Second
+	}
 	if o.AttemptTimeout <= 0 {
 		o.AttemptTimeout = 30 * time.Second
 	}
@@ -148,9 +151,6 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 		_, renews = tx.(mayfly.ClaimRenewer)
 		return nil
 	})
-	if o.MaxSleep <= 0 {
-		o.MaxSleep = 30 * time.Second
-	}
 	if o.ClaimFor <= 0 {
 		o.ClaimFor = max(2*o.AttemptTimeout, time.Minute)
 		if renews {
