@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/mayflyhq/mayfly/internal/cluster"
-	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 )
 
 // TestClusterCommand: a running server lists itself with its address,
@@ -117,14 +116,7 @@ func waitLeaders(t *testing.T, w *world, n int) (cluster.Status, map[string]stri
 // and each is revoked exactly once (one lease.revoked event); when the
 // replica leading work stops, the other takes all of it over.
 func TestReplicasCoordinateOnPostgres(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	requirePG(t)
-	a := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
-	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, worldOpts{})
-	a.usePostgresStore(dsn, a.addr)
-	a.startInProcess()
-	t.Cleanup(a.stop)
-	b := replicaOf(t, a)
+	a, b, _ := twoReplicas(t, worldOpts{})
 
 	st, leaders := waitLeaders(t, b, 2)
 	addrs := map[string]string{}
@@ -188,14 +180,7 @@ func TestReplicasCoordinateOnPostgres(t *testing.T) {
 // keepalive, which would also catch it, comes only after 15 s, and the
 // replica's safety-net poll every 10 s).
 func TestAuditStreamAcrossReplicas(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	requirePG(t)
-	a := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
-	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, worldOpts{})
-	a.usePostgresStore(dsn, a.addr)
-	a.startInProcess()
-	t.Cleanup(a.stop)
-	b := replicaOf(t, a)
+	a, b, dsn := twoReplicas(t, worldOpts{})
 	// Nothing on either replica needs other replicas' news yet (no live
 	// view, gateway, sink or notification): neither listens.
 	if n := listeningSessions(t, dsn); n != 0 {

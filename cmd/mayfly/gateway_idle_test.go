@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
@@ -112,14 +111,7 @@ func TestSSHGatewayIdleTimeout(t *testing.T) {
 // lease used through the gateway of another stays while busy (its
 // activity reaches the checker through the store) and ends once silent.
 func TestGatewayIdleAcrossReplicas(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	requirePG(t)
-	a := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
-	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, gatewayOpts(t, "", ", idle_timeout: 3s", idleYAML))
-	a.usePostgresStore(dsn, a.addr)
-	a.startInProcess()
-	t.Cleanup(a.stop)
-	b := replicaOf(t, a)
+	a, b, dsn := twoReplicas(t, gatewayOpts(t, "", ", idle_timeout: 3s", idleYAML))
 	st, leaders := waitLeaders(t, b, 2)
 	// A replica with a gateway listens for the others' commits for good:
 	// a lease revoked elsewhere closes its connections at once.

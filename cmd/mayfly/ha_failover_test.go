@@ -113,14 +113,7 @@ func TestDeadReplicasClaimsMoveWithinSeconds(t *testing.T) {
 // so it finds the lease by polling the shared store; a sleep of the
 // single-process default (30 s) would leave the account for up to that long.
 func TestLeaseOfStoppedReplicaRevokedOnTime(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	requirePG(t)
-	a := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
-	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, worldOpts{})
-	a.usePostgresStore(dsn, a.addr)
-	a.startInProcess()
-	t.Cleanup(a.stop)
-	b := replicaOf(t, a)
+	a, b, _ := twoReplicas(t, worldOpts{})
 	// B's scheduler has read the store and gone to sleep with nothing due.
 	time.Sleep(500 * time.Millisecond)
 

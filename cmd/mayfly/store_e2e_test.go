@@ -41,6 +41,20 @@ func (w *world) usePostgresStore(dsn, addr string) {
 
 // replicaOf is a second server process on w's configuration (the same
 // store and users) listening on another address.
+// twoReplicas starts two servers in this process on a new PostgreSQL
+// store (its DSN returned), configured with opts but for their addresses.
+func twoReplicas(t *testing.T, opts worldOpts) (a, b *world, dsn string) {
+	t.Helper()
+	dsn = pgtest.NewDatabase(t)
+	requirePG(t)
+	a = &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
+	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, opts)
+	a.usePostgresStore(dsn, a.addr)
+	a.startInProcess()
+	t.Cleanup(a.stop)
+	return a, replicaOf(t, a), dsn
+}
+
 func replicaOf(t *testing.T, w *world) *world {
 	t.Helper()
 	r := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: w.tokens, stderr: &syncBuffer{}}
@@ -70,14 +84,7 @@ type verifyOut struct {
 // revoked through either, and the audit trail both wrote is one intact
 // chain.
 func TestTwoServersOnePostgresStore(t *testing.T) {
-	dsn := pgtest.NewDatabase(t)
-	requirePG(t)
-	a := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
-	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, worldOpts{})
-	a.usePostgresStore(dsn, a.addr)
-	a.startInProcess()
-	t.Cleanup(a.stop)
-	b := replicaOf(t, a)
+	a, b, _ := twoReplicas(t, worldOpts{})
 
 	var r reqOut
 	a.ok("alice", &r, "request", "local-pg/readonly", "--for", "2h", "--reason", "INC-42 two replicas", "-o", "json")

@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-
-	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 )
 
 // TestWebInboxAcrossReplicas: bob's approvals inbox, open in Chromium on
@@ -35,14 +33,7 @@ func TestWebInboxAcrossReplicas(t *testing.T) {
 			t.Fatalf("MAYFLY_WEB_BENCH_N=%q: want a positive number", v)
 		}
 	}
-	dsn := pgtest.NewDatabase(t)
-	requirePG(t)
-	a := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: newTokens(), stderr: &syncBuffer{}}
-	a.cfg = writeConfig(t, a.dir, a.addr, a.tokens, worldOpts{})
-	a.usePostgresStore(dsn, a.addr)
-	a.startInProcess()
-	t.Cleanup(a.stop)
-	b := replicaOf(t, a)
+	a, b, dsn := twoReplicas(t, worldOpts{})
 	dir := webShots(t)
 
 	browser, cancel := chromedp.NewContext(alloc)
