@@ -39,8 +39,6 @@ func (w *world) usePostgresStore(dsn, addr string) {
 	}
 }
 
-// replicaOf is a second server process on w's configuration (the same
-// store and users) listening on another address.
 // twoReplicas starts two servers in this process on a new PostgreSQL
 // store (its DSN returned), configured with opts but for their addresses.
 func twoReplicas(t *testing.T, opts worldOpts) (a, b *world, dsn string) {
@@ -55,6 +53,8 @@ func twoReplicas(t *testing.T, opts worldOpts) (a, b *world, dsn string) {
 	return a, replicaOf(t, a), dsn
 }
 
+// replicaOf is a second server process on w's configuration (the same
+// store and users) listening on another address.
 func replicaOf(t *testing.T, w *world) *world {
 	t.Helper()
 	r := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: w.tokens, stderr: &syncBuffer{}}
