@@ -122,6 +122,7 @@ func TestStoreOutageUnderLoad(t *testing.T) {
 	t.Cleanup(func() { stop.Store(true); wg.Wait() })
 
 	waitFor(t, "leases to be issued under load", 30*time.Second, func() bool { return nIssued.Load() >= 20 })
+	logAtCut := len(w.stderr.String())
 	proxy.Cut()
 	cutAt := time.Now()
 	waitFor(t, "calls to fail while the store is cut off", 20*time.Second, func() bool { return nFailed.Load() >= 4 })
@@ -147,7 +148,7 @@ func TestStoreOutageUnderLoad(t *testing.T) {
 		t.Errorf("GET /v1/leases while the store is cut off: %d %+v; want 503 unavailable naming the store", resp.StatusCode, apiErr)
 	}
 	issuedAtCut := nIssued.Load()
-	for time.Since(cutAt) < 3*time.Second {
+	for time.Since(cutAt) < 6*time.Second {
 		time.Sleep(100 * time.Millisecond)
 	}
 	proxy.Thaw()
@@ -157,6 +158,17 @@ func TestStoreOutageUnderLoad(t *testing.T) {
 		return code == http.StatusOK
 	})
 	waitFor(t, "leases to be issued after the store is back", 30*time.Second, func() bool { return nIssued.Load() >= issuedAtCut+20 })
+	// The loops that read the store every second or so each logged the
+	// outage as it began, not at every attempt, and then its end.
+	waitFor(t, "the scheduler to log that the store works again", 10*time.Second, func() bool {
+		return strings.Contains(w.stderr.String()[logAtCut:], `msg="scheduler: due leases: working again"`)
+	})
+	outageLog := w.stderr.String()[logAtCut:]
+	for _, msg := range []string{"scheduler: due leases", "scheduler: next deadline", "count overdue leases", "cluster: heartbeat"} {
+		if n := strings.Count(outageLog, `msg="`+msg+`"`); n > 1 {
+			t.Errorf("%q logged %d times in a store outage of 6 s; want once, as it began", msg, n)
+		}
+	}
 	stop.Store(true)
 	wg.Wait()
 

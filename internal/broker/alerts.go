@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/faillog"
 )
 
 // Alert records an operational alert in the audit trail, from where the
@@ -129,12 +130,16 @@ func (b *Broker) overdueLeases(ctx context.Context, cutoff time.Time) ([]*mayfly
 func (b *Broker) WatchOverdue(ctx context.Context, every, grace time.Duration, report func(Overdue)) {
 	t := mayfly.NewTicker(b.clock, every)
 	defer t.Stop()
+	fail := faillog.New(b.log, b.clock, "count overdue leases")
 	for {
 		o, err := b.CountOverdue(ctx, grace)
 		if err != nil && ctx.Err() == nil {
-			b.log.Error("count overdue leases", "err", err)
-		} else if err == nil && report != nil {
-			report(o)
+			fail.Fail(err)
+		} else if err == nil {
+			fail.OK()
+			if report != nil {
+				report(o)
+			}
 		}
 		select {
 		case <-ctx.Done():

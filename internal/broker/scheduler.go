@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/faillog"
 )
 
 // SchedulerOptions tune the revocation scheduler.
@@ -245,6 +246,9 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 	// still in flight again. A lease made due behind the cursor meanwhile
 	// is read by the first pass from the start, once the backlog is read.
 	var cursor mayfly.DueCursor
+	// A store that is down fails every pass, a second apart.
+	dueFail := faillog.New(b.log, b.clock, "scheduler: due leases")
+	nextFail := faillog.New(b.log, b.clock, "scheduler: next deadline")
 	for {
 		b.nextWake.Store(0)
 		limit := o.BatchSize
@@ -268,8 +272,10 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			// these leases now.
 			due = nil
 			if ctx.Err() == nil {
-				b.log.Error("scheduler: due leases", "err", err)
+				dueFail.Fail(err)
 			}
+		} else {
+			dueFail.OK()
 		}
 		var fresh []*mayfly.Lease
 		mu.Lock()
@@ -313,8 +319,11 @@ func (b *Broker) RunScheduler(ctx context.Context, o SchedulerOptions) error {
 			next, ok, err = tx.NextDue(dueStates)
 			return err
 		})
+		if err == nil {
+			nextFail.OK()
+		}
 		if err != nil && ctx.Err() == nil {
-			b.log.Error("scheduler: next deadline", "err", err)
+			nextFail.Fail(err)
 			sleep = time.Second
 		} else if ok {
 			if d := next.Sub(b.clock.Now()); d < sleep {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/faillog"
 )
 
 // Defaults of a replica.
@@ -110,10 +111,12 @@ func (r *Replica) RunHeartbeat(ctx context.Context, every time.Duration) {
 	}
 	t := mayfly.NewTicker(r.clock, every)
 	defer t.Stop()
+	fail := faillog.New(r.log, r.clock, "cluster: heartbeat", "replica", r.info.ID)
 	for {
 		if err := r.Beat(ctx); err != nil && ctx.Err() == nil {
-			r.log.Error("cluster: heartbeat", "replica", r.info.ID, "err", err)
+			fail.Fail(err)
 		} else if err == nil {
+			fail.OK()
 			r.forget(ctx)
 		}
 		select {
@@ -167,6 +170,7 @@ func (r *Replica) RunWhileLeader(ctx context.Context, name string, ttl time.Dura
 	defer t.Stop()
 	var w *work // the run of fn while this replica leads, or nil
 	leading := false
+	fail := faillog.New(r.log, r.clock, "cluster: leader lease", "work", name, "replica", r.info.ID)
 	first := true
 	for {
 		var held bool
@@ -179,7 +183,9 @@ func (r *Replica) RunWhileLeader(ctx context.Context, name string, ttl time.Dura
 			break
 		}
 		if err != nil {
-			r.log.Error("cluster: leader lease", "work", name, "replica", r.info.ID, "err", err)
+			fail.Fail(err)
+		} else {
+			fail.OK()
 		}
 		switch {
 		case held && w != nil && w.returned():
