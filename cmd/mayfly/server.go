@@ -245,6 +245,9 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if err != nil {
 		return err
 	}
+	if err := checkStateDir(ctx, st, cfg); err != nil {
+		return err
+	}
 	conns, err := buildConnectors(ctx, cfg, e.getenv, creds)
 	if err != nil {
 		return err
