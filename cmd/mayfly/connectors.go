@@ -104,8 +104,9 @@ func openCA(cfg *config.Config, getenv func(string) string) (*ssh.CA, error) {
 // buildConnectors creates one connector per configured target. This is
 // the registry of connector kinds.
 // Targets whose kind creds supports get their connector from it, with the
-// admin credential stored sealed when there is one.
-func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string) string, creds *credential.Manager) (*connectors, error) {
+// admin credential stored sealed when there is one. When sshRefused is set,
+// SSH targets get a connector that fails every call with it.
+func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string) string, creds *credential.Manager, sshRefused error) (*connectors, error) {
 	out := &connectors{all: map[string]mayfly.Connector{}, ssh: map[string]*ssh.Connector{}, creds: creds}
 	fail := func(err error) (*connectors, error) {
 		out.Close()
@@ -126,6 +127,9 @@ func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string
 				}
 			}
 			c, err = script.New(t, getenv)
+		case t.Kind == mayfly.KindSSH && sshRefused != nil:
+			// This replica's state_dir is not the others' (checkStateDir).
+			c = refusingConnector{sshRefused}
 		case t.Kind == mayfly.KindSSH:
 			if out.ca == nil {
 				if out.ca, err = openCA(cfg, getenv); err != nil {

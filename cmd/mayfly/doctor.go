@@ -87,7 +87,7 @@ func cmdDoctor(e *env, args []string) error {
 			one := *cfg
 			one.Targets = []mayfly.Target{t}
 			var conns *connectors
-			if conns, err = buildConnectors(ctx, &one, e.getenv, creds); err == nil {
+			if conns, err = buildConnectors(ctx, &one, e.getenv, creds, nil); err == nil {
 				c, closeConn = conns.all[t.Name], conns.Close
 			}
 		}

@@ -245,10 +245,14 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if err != nil {
 		return err
 	}
-	if err := checkStateDir(ctx, st, cfg); err != nil {
-		return err
+	sshRefused := checkStateDir(ctx, st, cfg)
+	if sshRefused != nil {
+		if !errors.As(sshRefused, new(stateDirMismatch)) {
+			return sshRefused
+		}
+		log.Error("ssh: this replica's state_dir is not the one the other replicas use", "err", sshRefused)
 	}
-	conns, err := buildConnectors(ctx, cfg, e.getenv, creds)
+	conns, err := buildConnectors(ctx, cfg, e.getenv, creds, sshRefused)
 	if err != nil {
 		return err
 	}
@@ -572,7 +576,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		}
 		return st.Ping(ctx)
 	}
-	stopSSHGateway, err := startSSHGateway(cfg, b, conns, log)
+	stopSSHGateway, err := startSSHGateway(cfg, b, conns, sshRefused, log)
 	if err != nil {
 		cancel()
 		<-schedDone

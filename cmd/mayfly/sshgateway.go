@@ -25,10 +25,15 @@ import (
 )
 
 // startSSHGateway listens on gateway.ssh.listen and serves the SSH gateway
-// until the returned stop is called; nothing when it is not configured.
-func startSSHGateway(cfg *config.Config, b *broker.Broker, conns *connectors, log *slog.Logger) (stop func(), err error) {
+// until the returned stop is called; nothing when it is not configured, or
+// refused (the replica's state_dir is not the others', checkStateDir).
+func startSSHGateway(cfg *config.Config, b *broker.Broker, conns *connectors, refused error, log *slog.Logger) (stop func(), err error) {
 	g := cfg.Gateway.SSH
 	if g == nil {
+		return func() {}, nil
+	}
+	if refused != nil {
+		log.Error("gateway.ssh: not started on this replica", "err", refused)
 		return func() {}, nil
 	}
 	if conns.ca == nil {

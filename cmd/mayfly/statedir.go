@@ -40,9 +40,10 @@ func keepsSSHState(cfg *config.Config) bool {
 	return false
 }
 
-// checkStateDir refuses to start a replica of a PostgreSQL store that
-// serves SSH leases from a state directory other than the one the store's
-// replicas use, before anything (a new CA) is made in it.
+// checkStateDir checks that a replica of a PostgreSQL store that serves
+// SSH leases uses the state directory the store's replicas use. When it
+// does not, it returns a stateDirMismatch before anything (a new CA) is made
+// in it, and the replica must not serve SSH.
 func checkStateDir(ctx context.Context, st mayfly.Store, cfg *config.Config) error {
 	if cfg.Store.Postgres == nil || !keepsSSHState(cfg) {
 		return nil
@@ -79,12 +80,33 @@ func checkStateDir(ctx context.Context, st mayfly.Store, cfg *config.Config) err
 	if local != "" {
 		found = fmt.Sprintf("holds state id %s", local)
 	}
-	return mayfly.Errorf(mayfly.EINVALID, "%s: state_dir %s %s, but the replicas of this store use the one with state id %s: "+
+	return stateDirMismatch{mayfly.Errorf(mayfly.EUNAVAILABLE, "%s: state_dir %s %s, but the replicas of this store use the one with state id %s: "+
 		"replicas that serve SSH leases must share one state_dir (the SSH CA, revocation journals and gateway host key are files in it), "+
-		"or this one would sign with its own CA and publish revocation lists without the others' revocations; mount the same directory here (docs/ha.md). "+
-		"If this is the only replica and its state directory was replaced on purpose, delete the setting %q from the store's settings table and start again",
-		cfg.Path, dir, found, stored, stateDirSetting)
+		"or this one would sign with its own CA and publish revocation lists without the others' revocations; so this replica serves no SSH lease "+
+		"and no SSH gateway until the same directory is mounted here and it restarts (docs/ha.md). "+
+		"If this is the only replica and its state directory was replaced on purpose, delete the setting %q from the store's settings table and restart",
+		cfg.Path, dir, found, stored, stateDirSetting)}
 }
+
+// stateDirMismatch is checkStateDir's refusal: the replica runs, but not
+// its SSH targets nor its SSH gateway.
+type stateDirMismatch struct{ error }
+
+func (e stateDirMismatch) Unwrap() error { return e.error }
+
+// refusingConnector stands for a target this replica must not touch; every
+// call fails with err.
+type refusingConnector struct{ err error }
+
+func (c refusingConnector) Provision(context.Context, mayfly.ProvisionRequest) (mayfly.ProvisionResponse, error) {
+	return mayfly.ProvisionResponse{}, c.err
+}
+func (c refusingConnector) Revoke(context.Context, mayfly.RevokeRequest) error { return c.err }
+func (c refusingConnector) Accounts(context.Context, mayfly.AccountsRequest) ([]mayfly.Account, error) {
+	return nil, c.err
+}
+func (c refusingConnector) Check(context.Context) error { return c.err }
+func (c refusingConnector) Close() error                { return nil }
 
 // readStateID returns the id in path, or "" when there is none.
 func readStateID(path string) (string, error) {
