@@ -316,6 +316,21 @@ type Connector interface {
 	Close() error
 }
 
+// RefusingConnector is the connector of a target that cannot be used: a
+// target with no admin credential yet, or one this replica must not touch.
+// Every call but Close fails with Err.
+type RefusingConnector struct{ Err error }
+
+func (c RefusingConnector) Provision(context.Context, ProvisionRequest) (ProvisionResponse, error) {
+	return ProvisionResponse{}, c.Err
+}
+func (c RefusingConnector) Revoke(context.Context, RevokeRequest) error { return c.Err }
+func (c RefusingConnector) Accounts(context.Context, AccountsRequest) ([]Account, error) {
+	return nil, c.Err
+}
+func (c RefusingConnector) Check(context.Context) error { return c.Err }
+func (c RefusingConnector) Close() error                { return nil }
+
 // PreparedProvisioner is implemented by connectors whose target can create
 // an account inside a transaction and commit it later (PostgreSQL). The
 // broker sends the creation just before it commits the lease's intent,

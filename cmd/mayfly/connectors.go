@@ -129,7 +129,7 @@ func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string
 			c, err = script.New(t, getenv)
 		case t.Kind == mayfly.KindSSH && sshRefused != nil:
 			// This replica's state_dir is not the others' (checkStateDir).
-			c = refusingConnector{sshRefused}
+			c = mayfly.RefusingConnector{Err: sshRefused}
 		case t.Kind == mayfly.KindSSH:
 			if out.ca == nil {
 				if out.ca, err = openCA(cfg, getenv); err != nil {

@@ -94,20 +94,6 @@ type stateDirMismatch struct{ error }
 
 func (e stateDirMismatch) Unwrap() error { return e.error }
 
-// refusingConnector stands for a target this replica must not touch; every
-// call fails with err.
-type refusingConnector struct{ err error }
-
-func (c refusingConnector) Provision(context.Context, mayfly.ProvisionRequest) (mayfly.ProvisionResponse, error) {
-	return mayfly.ProvisionResponse{}, c.err
-}
-func (c refusingConnector) Revoke(context.Context, mayfly.RevokeRequest) error { return c.err }
-func (c refusingConnector) Accounts(context.Context, mayfly.AccountsRequest) ([]mayfly.Account, error) {
-	return nil, c.err
-}
-func (c refusingConnector) Check(context.Context) error { return c.err }
-func (c refusingConnector) Close() error                { return nil }
-
 // readStateID returns the id in path, or "" when there is none.
 func readStateID(path string) (string, error) {
 	b, err := os.ReadFile(path)

@@ -133,17 +133,3 @@ func (w FullConn) Extend(ctx context.Context, req mayfly.ExtendRequest) error {
 	}
 	return nil
 }
-
-// missing is the connector of a target with no admin credential yet:
-// every call fails with err, which says how to store one.
-type missing struct{ err error }
-
-func (c missing) Provision(context.Context, mayfly.ProvisionRequest) (mayfly.ProvisionResponse, error) {
-	return mayfly.ProvisionResponse{}, c.err
-}
-func (c missing) Revoke(context.Context, mayfly.RevokeRequest) error { return c.err }
-func (c missing) Accounts(context.Context, mayfly.AccountsRequest) ([]mayfly.Account, error) {
-	return nil, c.err
-}
-func (c missing) Check(context.Context) error { return c.err }
-func (c missing) Close() error                { return nil }

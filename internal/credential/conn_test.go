@@ -14,7 +14,7 @@ import (
 // fakeConn counts calls in flight and records whether it was closed while
 // one was.
 type fakeConn struct {
-	missing
+	mayfly.RefusingConnector
 	inFlight     atomic.Int32
 	closedInUse  atomic.Bool
 	closed       atomic.Bool

@@ -349,7 +349,7 @@ func (m *Manager) Connector(ctx context.Context, t mayfly.Target) (mayfly.Connec
 			return nil, mayfly.Errorf(mayfly.EINVALID, "%s", err.Message)
 		}
 		m.o.Logger.Warn("credential: target has no admin credential yet; it is unusable until one is stored", "target", t.Name)
-		inner = missing{err}
+		inner = mayfly.RefusingConnector{Err: err} // says how to store a credential
 	case rec == nil:
 		if inner, err = k.New(t, m.o.Getenv); err != nil {
 			return nil, err
