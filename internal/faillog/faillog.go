@@ -6,6 +6,7 @@ package faillog
 
 import (
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,7 +36,8 @@ func New(log *slog.Logger, clock mayfly.Clock, msg string, args ...any) *Repeat 
 	if clock == nil {
 		clock = mayfly.SystemClock{}
 	}
-	return &Repeat{log: log, clock: clock, msg: msg, args: args}
+	// Clipped: each log call appends its own attributes to a copy.
+	return &Repeat{log: log, clock: clock, msg: msg, args: slices.Clip(args)}
 }
 
 // Fail records a failure with err: logged at once when the call had
