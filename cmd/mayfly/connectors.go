@@ -35,6 +35,9 @@ func (c *connectors) Close() {
 	if c.creds != nil {
 		c.creds.Close()
 	}
+	if c.ca != nil {
+		c.ca.Close()
+	}
 }
 
 // credentialKinds is the registry of the target kinds whose admin

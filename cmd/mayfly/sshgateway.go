@@ -90,8 +90,7 @@ func loadOrCreateHostKey(path string) (gossh.Signer, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, err
 		}
-		b = pem.EncodeToMemory(block)
-		if err := os.WriteFile(path, b, 0o600); err != nil {
+		if b, err = createOnce(path, pem.EncodeToMemory(block)); err != nil {
 			return nil, err
 		}
 	} else if err != nil {
@@ -102,6 +101,33 @@ func loadOrCreateHostKey(path string) (gossh.Signer, error) {
 		return nil, errors.New("not an unencrypted OpenSSH private key")
 	}
 	return s, nil
+}
+
+// createOnce writes data to path unless path exists, and returns what path
+// holds then: of replicas that share a state_dir and start at once, one
+// makes the key and all use it.
+func createOnce(path string, data []byte) ([]byte, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return nil, err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	// A hard link fails when path exists, where a rename would replace it.
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	return os.ReadFile(path)
 }
 
 // brokerLeases answers the gateway from the broker: leases as the store

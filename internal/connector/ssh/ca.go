@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -24,6 +26,9 @@ import (
 
 // caStateFile lists the CA's keys, current first. It holds no secret.
 const caStateFile = "ca.json"
+
+// caLockFile is locked while a process reads or changes the CA's state.
+const caLockFile = "ca.lock"
 
 // markStep rounds up the recorded latest expiry of a signing key, so that
 // signing certificates with steadily growing expiries rewrites the CA state
@@ -36,16 +41,25 @@ const markStep = time.Minute
 // a passphrase (file mode 0600). After a rotation the previous public key
 // stays trusted until every certificate it signed has expired.
 //
-// A CA directory belongs to one process at a time.
+// Several processes may open one CA directory (replicas that share a
+// state_dir): every call takes the directory's file lock and first reads
+// the state again when another process changed it, so a rotation through
+// one process is what all of them sign with and list from their next call,
+// and none writes back a state older than what it read.
 type CA struct {
 	dir string
 	now func() time.Time
 	// passphrase encrypts the keys that rotations create.
 	passphrase []byte
+	lockFile   *os.File
 
-	mu     sync.Mutex
-	signer gossh.Signer
-	keys   []caKey // current first
+	// The fields below are guarded by mu, and match the directory while
+	// the file lock is held.
+	mu         sync.Mutex
+	state      []byte // caStateFile as last read or written; nil before there is one
+	signer     gossh.Signer
+	signerFile string  // the key file signer was read from
+	keys       []caKey // current first
 }
 
 // caKey is one signing key as recorded in the CA state.
@@ -94,43 +108,114 @@ func OpenCA(dir string, passphrase []byte) (*CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("ssh ca: %w", err)
 	}
-	ca := &CA{dir: dir, now: time.Now, passphrase: append([]byte(nil), passphrase...)}
-	b, err := os.ReadFile(filepath.Join(dir, caStateFile))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := ca.Rotate(); err != nil {
-			return nil, err
+	lf, err := os.OpenFile(filepath.Join(dir, caLockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		// A reader without write access to the directory (mayfly doctor
+		// run as another user) can still lock an existing file.
+		if lf, err = os.Open(filepath.Join(dir, caLockFile)); err != nil {
+			return nil, fmt.Errorf("ssh ca: %w", err)
 		}
-		return ca, nil
+	}
+	ca := &CA{dir: dir, now: time.Now, passphrase: append([]byte(nil), passphrase...), lockFile: lf}
+	err = ca.locked(syscall.LOCK_EX, func() error {
+		if ca.state != nil {
+			return nil
+		}
+		if _, err := ca.prepareLocked(); err != nil {
+			return err
+		}
+		return ca.activateLocked()
+	})
+	if err != nil {
+		lf.Close()
+		return nil, err
+	}
+	return ca, nil
+}
+
+// Close releases the directory's lock file.
+func (ca *CA) Close() error { return ca.lockFile.Close() }
+
+// locked runs fn under mu and the directory's file lock (how is
+// syscall.LOCK_SH or LOCK_EX), after reading the state again if another
+// process changed it.
+func (ca *CA) locked(how int, fn func() error) error {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	if err := flock(ca.lockFile, how); err != nil {
+		return fmt.Errorf("ssh ca: lock %s: %w", caLockFile, err)
+	}
+	defer flock(ca.lockFile, syscall.LOCK_UN)
+	if err := ca.refreshLocked(); err != nil {
+		return err
+	}
+	return fn()
+}
+
+// view runs fn on the state as locked does; when the directory cannot be
+// read, fn sees the state as last read, which is the best answer left to
+// a caller that has no error to return.
+func (ca *CA) view(fn func()) {
+	if err := ca.locked(syscall.LOCK_SH, func() error { fn(); return nil }); err != nil {
+		ca.mu.Lock()
+		defer ca.mu.Unlock()
+		fn()
+	}
+}
+
+// refreshLocked reads the CA's state file and, when it changed since this
+// process last read or wrote it, takes its keys, loading the current
+// signing key when that changed too. It leaves a missing state alone (a
+// new CA) unless this process has seen one.
+func (ca *CA) refreshLocked() error {
+	b, err := os.ReadFile(filepath.Join(ca.dir, caStateFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && ca.state == nil:
+		return nil
 	case err != nil:
-		return nil, fmt.Errorf("ssh ca: %w", err)
+		return fmt.Errorf("ssh ca: %w", err)
+	case bytes.Equal(b, ca.state):
+		return nil
 	}
-	if err := json.Unmarshal(b, &ca.keys); err != nil {
-		return nil, fmt.Errorf("ssh ca: read %s: %w", caStateFile, err)
+	var keys []caKey
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return fmt.Errorf("ssh ca: read %s: %w", caStateFile, err)
 	}
-	if len(ca.keys) == 0 || ca.keys[0].File == "" {
-		return nil, fmt.Errorf("ssh ca: %s names no current signing key", caStateFile)
+	if len(keys) == 0 || keys[0].File == "" {
+		return fmt.Errorf("ssh ca: %s names no current signing key", caStateFile)
 	}
-	pemBytes, err := os.ReadFile(filepath.Join(dir, ca.keys[0].File))
+	if keys[0].File != ca.signerFile || ca.signer == nil {
+		signer, err := ca.loadKey(keys[0].File)
+		if err != nil {
+			return err
+		}
+		if authorizedLine(signer.PublicKey()) != keyField(keys[0].Public) {
+			return fmt.Errorf("ssh ca: signing key %s does not match %s", keys[0].File, caStateFile)
+		}
+		ca.signer, ca.signerFile = signer, keys[0].File
+	}
+	ca.keys, ca.state = keys, b
+	return nil
+}
+
+// loadKey reads and decrypts the private key in file.
+func (ca *CA) loadKey(file string) (gossh.Signer, error) {
+	pemBytes, err := os.ReadFile(filepath.Join(ca.dir, file))
 	if err != nil {
 		return nil, fmt.Errorf("ssh ca: %w", err)
 	}
-	raw, err := gossh.ParseRawPrivateKeyWithPassphrase(pemBytes, passphrase)
+	raw, err := gossh.ParseRawPrivateKeyWithPassphrase(pemBytes, ca.passphrase)
 	if err != nil {
 		if errors.Is(err, x509.IncorrectPasswordError) {
 			return nil, mayfly.Errorf(mayfly.EINVALID, "ssh ca: cannot decrypt the signing key: wrong passphrase")
 		}
-		return nil, fmt.Errorf("ssh ca: signing key: %w", err)
+		return nil, fmt.Errorf("ssh ca: key %s: %w", file, err)
 	}
 	signer, err := gossh.NewSignerFromKey(raw)
 	if err != nil {
-		return nil, fmt.Errorf("ssh ca: signing key: %w", err)
+		return nil, fmt.Errorf("ssh ca: key %s: %w", file, err)
 	}
-	if authorizedLine(signer.PublicKey()) != keyField(ca.keys[0].Public) {
-		return nil, fmt.Errorf("ssh ca: signing key %s does not match %s", ca.keys[0].File, caStateFile)
-	}
-	ca.signer = signer
-	return ca, nil
+	return signer, nil
 }
 
 // Rotate makes a new signing key current at once: the previous public key
@@ -139,21 +224,24 @@ func OpenCA(dir string, passphrase []byte) (*CA, error) {
 // key refuse its certificates until they do: PrepareRotation, then, once
 // every host has the next key, ActivateRotation avoids that.
 func (ca *CA) Rotate() error {
-	ca.mu.Lock()
-	defer ca.mu.Unlock()
-	if _, err := ca.prepareLocked(); err != nil {
-		return err
-	}
-	return ca.activateLocked()
+	return ca.locked(syscall.LOCK_EX, func() error {
+		if _, err := ca.prepareLocked(); err != nil {
+			return err
+		}
+		return ca.activateLocked()
+	})
 }
 
 // PrepareRotation publishes the next signing key: PublicKeys lists it from
 // now on, but it signs nothing until ActivateRotation. It returns the
 // key's authorized_keys line; a next key already published is kept.
 func (ca *CA) PrepareRotation() (string, error) {
-	ca.mu.Lock()
-	defer ca.mu.Unlock()
-	k, err := ca.prepareLocked()
+	var k caKey
+	err := ca.locked(syscall.LOCK_EX, func() error {
+		var err error
+		k, err = ca.prepareLocked()
+		return err
+	})
 	return k.Public, err
 }
 
@@ -161,23 +249,23 @@ func (ca *CA) PrepareRotation() (string, error) {
 // previous one is retired as Rotate does). ECONFLICT when no next key was
 // published.
 func (ca *CA) ActivateRotation() error {
-	ca.mu.Lock()
-	defer ca.mu.Unlock()
-	if ca.nextLocked() < 0 {
-		return mayfly.Errorf(mayfly.ECONFLICT, "ssh ca: no next key is published; prepare one first (mayfly ssh ca rotate), let hosts fetch it, then activate it")
-	}
-	return ca.activateLocked()
+	return ca.locked(syscall.LOCK_EX, func() error {
+		if ca.nextLocked() < 0 {
+			return mayfly.Errorf(mayfly.ECONFLICT, "ssh ca: no next key is published; prepare one first (mayfly ssh ca rotate), let hosts fetch it, then activate it")
+		}
+		return ca.activateLocked()
+	})
 }
 
 // NextKey returns the published next key and when it was made; ok is false
 // when there is none.
 func (ca *CA) NextKey() (public string, created time.Time, ok bool) {
-	ca.mu.Lock()
-	defer ca.mu.Unlock()
-	if i := ca.nextLocked(); i >= 0 {
-		return ca.keys[i].Public, ca.keys[i].Created, true
-	}
-	return "", time.Time{}, false
+	ca.view(func() {
+		if i := ca.nextLocked(); i >= 0 {
+			public, created, ok = ca.keys[i].Public, ca.keys[i].Created, true
+		}
+	})
+	return public, created, ok
 }
 
 func (ca *CA) nextLocked() int {
@@ -194,15 +282,15 @@ func (ca *CA) nextLocked() int {
 // when one is published, then retired keys that signed certificates which
 // have not expired yet.
 func (ca *CA) PublicKeys() []string {
-	ca.mu.Lock()
-	defer ca.mu.Unlock()
-	now := ca.now()
 	var out []string
-	for i, k := range ca.keys {
-		if i == 0 || k.Next || k.SignedUntil.After(now) {
-			out = append(out, k.Public)
+	ca.view(func() {
+		now := ca.now()
+		for i, k := range ca.keys {
+			if i == 0 || k.Next || k.SignedUntil.After(now) {
+				out = append(out, k.Public)
+			}
 		}
-	}
+	})
 	return out
 }
 
@@ -250,15 +338,23 @@ func (ca *CA) sign(req CertRequest, record bool) (*gossh.Certificate, error) {
 			Extensions:      req.Extensions,
 		},
 	}
-	ca.mu.Lock()
-	defer ca.mu.Unlock()
+	how := syscall.LOCK_SH
 	if record {
-		if err := ca.markLocked(req.ValidBefore); err != nil {
-			return nil, err
-		}
+		how = syscall.LOCK_EX
 	}
-	if err := cert.SignCert(rand.Reader, ca.signer); err != nil {
-		return nil, fmt.Errorf("ssh ca: sign: %w", err)
+	err := ca.locked(how, func() error {
+		if record {
+			if err := ca.markLocked(req.ValidBefore); err != nil {
+				return err
+			}
+		}
+		if err := cert.SignCert(rand.Reader, ca.signer); err != nil {
+			return fmt.Errorf("ssh ca: sign: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return cert, nil
 }
@@ -324,17 +420,9 @@ func (ca *CA) prepareLocked() (caKey, error) {
 func (ca *CA) activateLocked() error {
 	i := ca.nextLocked()
 	next := ca.keys[i]
-	pemBytes, err := os.ReadFile(filepath.Join(ca.dir, next.File))
+	signer, err := ca.loadKey(next.File)
 	if err != nil {
-		return fmt.Errorf("ssh ca: next key: %w", err)
-	}
-	raw, err := gossh.ParseRawPrivateKeyWithPassphrase(pemBytes, ca.passphrase)
-	if err != nil {
-		return fmt.Errorf("ssh ca: next key: %w", err)
-	}
-	signer, err := gossh.NewSignerFromKey(raw)
-	if err != nil {
-		return fmt.Errorf("ssh ca: next key: %w", err)
+		return err
 	}
 	now := ca.now().UTC()
 	next.Next = false
@@ -358,7 +446,7 @@ func (ca *CA) activateLocked() error {
 		ca.keys = old
 		return err
 	}
-	ca.signer = signer
+	ca.signer, ca.signerFile = signer, next.File
 	for _, f := range retired {
 		os.Remove(filepath.Join(ca.dir, f))
 	}
@@ -370,9 +458,11 @@ func (ca *CA) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("ssh ca: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(ca.dir, caStateFile), append(b, '\n'), 0o600); err != nil {
+	b = append(b, '\n')
+	if err := writeFileAtomic(filepath.Join(ca.dir, caStateFile), b, 0o600); err != nil {
 		return fmt.Errorf("ssh ca: %w", err)
 	}
+	ca.state = b
 	return nil
 }
 

@@ -212,3 +212,84 @@ func TestRotationInTwoSteps(t *testing.T) {
 		t.Errorf("key files after activation = %q; want only the current key", files)
 	}
 }
+
+// TestCASharedByProcesses: CAs opened on one directory (replicas that share
+// a state_dir; the file lock is per open file, so instances in one process
+// stand for processes) are one CA: all first opens at once make one key,
+// a rotation through one is what the others list and sign with, and a
+// certificate one signs keeps its key trusted after another rotates.
+func TestCASharedByProcesses(t *testing.T) {
+	dir := t.TempDir()
+	cas := make([]*CA, 8)
+	errs := make(chan error, len(cas))
+	for i := range cas {
+		go func() {
+			var err error
+			cas[i], err = OpenCA(dir, []byte("pw"))
+			errs <- err
+		}()
+	}
+	for range cas {
+		if err := <-errs; err != nil {
+			t.Fatalf("OpenCA: %v", err)
+		}
+	}
+	for _, ca := range cas {
+		t.Cleanup(func() { ca.Close() })
+	}
+	a, b := cas[0], cas[1]
+	first := a.PublicKeys()
+	for i, ca := range cas {
+		if got := ca.PublicKeys(); len(got) != 1 || got[0] != first[0] {
+			t.Fatalf("CA %d opened at once with the others lists %q; want %q", i, got, first)
+		}
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*.key")); len(files) != 1 {
+		t.Fatalf("key files after opening at once = %q; want one", files)
+	}
+
+	pub, _ := newKeyPair(t)
+	sign := func(c *CA, valid time.Duration) *gossh.Certificate {
+		t.Helper()
+		cert, err := c.Sign(CertRequest{Key: pub, KeyID: "k", Principals: []string{"u"}, ValidAfter: time.Now().Add(-time.Minute), ValidBefore: time.Now().Add(valid)})
+		if err != nil {
+			t.Fatalf("Sign: %v", err)
+		}
+		return cert
+	}
+	sign(a, time.Hour)
+	next, err := a.PrepareRotation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b signs a certificate valid longer than any before: it records that
+	// on the state a wrote, keeping the next key.
+	sign(b, 3*time.Hour)
+	if got, _, ok := b.NextKey(); !ok || got != next {
+		t.Fatalf("NextKey() through b = %q, %v; want %q published through a", got, ok, next)
+	}
+	if got := a.PublicKeys(); len(got) != 2 || got[1] != next {
+		t.Fatalf("PublicKeys() through a after b signed = %q; want the next key kept", got)
+	}
+	if err := b.ActivateRotation(); err != nil {
+		t.Fatalf("activate through b the key a published: %v", err)
+	}
+	if c := sign(a, time.Hour); authorizedLine(c.SignatureKey) != keyField(next) {
+		t.Errorf("after b activated, a signed with %s; want %s", authorizedLine(c.SignatureKey), next)
+	}
+	// The old key signed b's 3-hour certificate: every instance keeps it
+	// trusted.
+	for i, ca := range cas {
+		if got := ca.PublicKeys(); len(got) != 2 || got[0] != next || got[1] != first[0] {
+			t.Errorf("CA %d after the rotation lists %q; want [%s, %s]", i, got, next, first[0])
+		}
+	}
+	ca, err := OpenCA(dir, []byte("pw"))
+	if err != nil {
+		t.Fatalf("reopen after the shared rotation: %v", err)
+	}
+	defer ca.Close()
+	if got := ca.PublicKeys(); len(got) != 2 || got[0] != next {
+		t.Errorf("reopened CA lists %q; want %s first", got, next)
+	}
+}
