@@ -61,6 +61,9 @@ func (s credentialService) SetCredential(ctx context.Context, actor, source, tar
 	return s.m.Set(ctx, actor, source, target, cred, check)
 }
 
+// Kinds lists the target kinds whose admin credential can be kept sealed.
+func (s credentialService) Kinds() []string { return s.m.Kinds() }
+
 func (s credentialService) RotateCredential(ctx context.Context, actor, source, target string) (time.Time, error) {
 	return s.m.Rotate(ctx, actor, source, target)
 }

@@ -301,9 +301,11 @@ func TestCredentialCommandsHelp(t *testing.T) {
 
 // TestCredentialCommandsNameAnUnknownTarget: on a server without a master
 // key, a mistyped target is reported as unknown (not_found), not as the
-// missing key; a configured one is told what the key is for.
+// missing key; a configured one is told what the key is for, and one of a
+// kind whose credential is never kept sealed is told its kind.
 func TestCredentialCommandsNameAnUnknownTarget(t *testing.T) {
-	w := startWorld(t, worldOpts{})
+	t.Setenv("MAYFLY_SSH_CA_PASSPHRASE", "correct horse battery staple")
+	w := startWorld(t, worldOpts{targets: "  - {name: local-ssh, kind: ssh, address: \"127.0.0.1:2222\", prefix: mfk_, grants: {deploy: {principals: [deploy]}}}\n"})
 	for _, c := range []struct {
 		stdin string
 		args  []string
@@ -314,6 +316,8 @@ func TestCredentialCommandsNameAnUnknownTarget(t *testing.T) {
 		{testenv.PostgresDSN(), []string{"targets", "set-credential", "nope"}, mayfly.ENOTFOUND, `unknown target "nope"`},
 		{"", []string{"targets", "rotate-credential", "local-pg"}, mayfly.EINVALID, "no master key is configured"},
 		{testenv.PostgresDSN(), []string{"targets", "set-credential", "local-pg"}, mayfly.EINVALID, "no master key is configured"},
+		{"", []string{"targets", "rotate-credential", "local-ssh"}, mayfly.EINVALID, `target "local-ssh" is of kind ssh, whose admin credential Mayfly does not keep sealed (kinds it does: mysql, postgres, redis)`},
+		{"secret", []string{"targets", "set-credential", "local-ssh"}, mayfly.EINVALID, `target "local-ssh" is of kind ssh`},
 	} {
 		out, err := w.runWith("carol", c.stdin, c.args...)
 		if mayfly.ErrorCode(err) != c.code || err == nil || !strings.Contains(err.Error(), c.want) {

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
@@ -43,8 +45,14 @@ func (s *server) credentials(name string) (CredentialService, error) {
 	if s.Credentials == nil {
 		return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "this server keeps no sealed credentials")
 	}
-	if _, ok := s.Broker.Config().Targets[name]; !ok {
+	t, ok := s.Broker.Config().Targets[name]
+	if !ok {
 		return nil, mayfly.Errorf(mayfly.ENOTFOUND, "unknown target %q", name)
+	}
+	if k, ok := s.Credentials.(interface{ Kinds() []string }); ok {
+		if kinds := k.Kinds(); !slices.Contains(kinds, string(t.Kind)) {
+			return nil, mayfly.Errorf(mayfly.EINVALID, "target %q is of kind %s, whose admin credential Mayfly does not keep sealed (kinds it does: %s)", name, t.Kind, strings.Join(kinds, ", "))
+		}
 	}
 	return s.Credentials, nil
 }
