@@ -18,7 +18,9 @@ import (
 // startGateways starts the PostgreSQL gateway when configured, in this
 // process (docs/gateway.md says why), and makes the broker issue its
 // credentials for grants with via: gateway. It runs until ctx ends.
-func startGateways(ctx context.Context, cfg *config.Config, b *broker.Broker, log *slog.Logger, bg *sync.WaitGroup) error {
+// replica is this process's replica id when the store is shared by
+// replicas, and empty otherwise.
+func startGateways(ctx context.Context, cfg *config.Config, b *broker.Broker, replica string, log *slog.Logger, bg *sync.WaitGroup) error {
 	gc := cfg.Gateway.Postgres
 	if gc == nil {
 		return nil
@@ -39,7 +41,7 @@ func startGateways(ctx context.Context, cfg *config.Config, b *broker.Broker, lo
 	if port == 0 {
 		port = ln.Addr().(*net.TCPAddr).Port
 	}
-	gw := pggw.New(pggw.Options{Broker: b, Log: sessionlog.New(b.Store(), nil, log), Logger: log, TLS: tc, Host: host, Port: port})
+	gw := pggw.New(pggw.Options{Broker: b, Log: sessionlog.New(b.Store(), nil, log), Logger: log, TLS: tc, Host: host, Port: port, Replica: replica})
 	b.SetGateway(gw)
 	bg.Add(1)
 	go func() {

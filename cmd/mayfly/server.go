@@ -520,7 +520,11 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		<-schedDone
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "listen on %s: %v", cfg.Listen, err)
 	}
-	if err := startGateways(ctx, cfg, b, log, &bg); err != nil {
+	shared := ""
+	if cfg.Store.Postgres != nil {
+		shared = rep.ID()
+	}
+	if err := startGateways(ctx, cfg, b, shared, log, &bg); err != nil {
 		ln.Close()
 		cancel()
 		<-schedDone

@@ -192,7 +192,7 @@ func (g *Gateway) handle(ctx context.Context, nc net.Conn) {
 		fatal(be, "08006", "the Mayfly gateway could not record the session, so it is refused")
 		return
 	}
-	g.register(c)
+	g.register(ctx, c)
 	defer g.unregister(c)
 	if until := time.Until(l.ExpiresAt); until > 0 {
 		t := time.AfterFunc(until, func() { c.kill("expired") })

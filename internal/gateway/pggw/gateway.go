@@ -14,10 +14,13 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -55,6 +58,12 @@ type Options struct {
 	// Host and Port are the address credentials give.
 	Host string
 	Port int
+	// Replica, when set, is this process's replica id on a store that
+	// replicas share: each connection's cancel key is then recorded in the
+	// store, so that a cancel request reaching another replica's gateway
+	// (a new connection, which a load balancer may send anywhere) is
+	// forwarded to the target from there.
+	Replica string
 }
 
 // Gateway is the PostgreSQL gateway.
@@ -101,6 +110,10 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	defer wg.Wait()
 	wg.Add(1)
 	go func() { defer wg.Done(); g.watch(ctx) }()
+	if g.o.Replica != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.pruneLoop(ctx) }()
+	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	for {
@@ -205,45 +218,196 @@ func (g *Gateway) closeAll(reason string) {
 	}
 }
 
-// register adds c to the live connections under a new cancel key.
-func (g *Gateway) register(c *conn) {
+// register adds c to the live connections under a new cancel key, one
+// that no other replica's connection has when the store is shared.
+func (g *Gateway) register(ctx context.Context, c *conn) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	for {
-		var b [8]byte
-		rand.Read(b[:])
-		pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
-		if _, taken := g.cancels[pid]; pid == 0 || taken {
-			continue
-		}
-		c.pid, c.key = pid, b[4:]
-		g.cancels[pid] = c
-		break
-	}
 	g.conns[c] = struct{}{}
+	g.mu.Unlock()
+	for {
+		g.mu.Lock()
+		for {
+			var b [8]byte
+			rand.Read(b[:])
+			pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
+			if _, taken := g.cancels[pid]; pid == 0 || taken {
+				continue
+			}
+			c.pid, c.key = pid, b[4:]
+			g.cancels[pid] = c
+			break
+		}
+		g.mu.Unlock()
+		if g.o.Replica == "" {
+			return
+		}
+		taken, err := g.shareCancel(ctx, c)
+		if err != nil {
+			g.log.Warn("postgres gateway: record the cancel key in the store; cancel requests for this connection that reach another replica will be ignored", "lease", c.leaseID, "err", err)
+			return
+		}
+		if !taken {
+			return
+		}
+		g.mu.Lock()
+		delete(g.cancels, c.pid)
+		g.mu.Unlock()
+	}
 }
 
 func (g *Gateway) unregister(c *conn) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	delete(g.conns, c)
-	if g.cancels[c.pid] == c {
+	mine := g.cancels[c.pid] == c
+	if mine {
 		delete(g.cancels, c.pid)
+	}
+	g.mu.Unlock()
+	if mine && g.o.Replica != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := g.o.Broker.Store().Update(ctx, func(tx mayfly.Tx) error { return tx.DeleteSetting(cancelSetting(c.pid)) })
+		if err != nil {
+			g.log.Warn("postgres gateway: remove the cancel key from the store (the next prune does)", "err", err)
+		}
 	}
 }
 
+// cancelKeyPrefix starts the store settings that record, on a store
+// replicas share, where each gateway connection's cancel requests go. The
+// key is the gateway process id the client was given.
+const cancelKeyPrefix = "pggw.cancel."
+
+func cancelSetting(pid uint32) string { return cancelKeyPrefix + strconv.FormatUint(uint64(pid), 10) }
+
+// sharedCancel is what a replica records of a connection for the others: the
+// client's secret key and the target backend's cancel key. Whoever reads the
+// store can cancel that connection's queries with it, nothing more.
+type sharedCancel struct {
+	Key        string `json:"key"` // the client's, hex
+	Addr       string `json:"addr"`
+	PID        uint32 `json:"pid"`
+	BackendKey string `json:"backend_key"` // hex
+	Replica    string `json:"replica"`
+}
+
+// shareCancel records c's cancel key in the store; taken reports that
+// another replica's connection has its process id.
+func (g *Gateway) shareCancel(ctx context.Context, c *conn) (taken bool, err error) {
+	c.mu.Lock()
+	rec := sharedCancel{Key: hex.EncodeToString(c.key), Addr: c.backendAddr, PID: c.backendPID,
+		BackendKey: hex.EncodeToString(c.backendKey), Replica: g.o.Replica}
+	c.mu.Unlock()
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err = g.o.Broker.Store().Update(ctx, func(tx mayfly.Tx) error {
+		taken = false
+		if _, err := tx.GetSetting(cancelSetting(c.pid)); err == nil {
+			taken = true
+			return nil
+		} else if mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			return err
+		}
+		return tx.PutSetting(cancelSetting(c.pid), string(v))
+	})
+	return taken, err
+}
+
+// pruneEvery is how often a replica removes the cancel keys that replicas
+// killed before they removed their own left in the store.
+const pruneEvery = 10 * time.Minute
+
+// The first prune is at start.
+func (g *Gateway) pruneLoop(ctx context.Context) {
+	t := time.NewTicker(pruneEvery)
+	defer t.Stop()
+	for {
+		if err := g.pruneCancels(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			g.log.Warn("postgres gateway: prune the cancel keys of replicas that are gone", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pruneCancels removes the cancel keys of replicas not seen for a minute
+// (killed before they removed their own).
+func (g *Gateway) pruneCancels(ctx context.Context, now time.Time) error {
+	return g.o.Broker.Store().Update(ctx, func(tx mayfly.Tx) error {
+		keys, err := tx.ListSettings(cancelKeyPrefix)
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		reps, err := tx.ListReplicas()
+		if err != nil {
+			return err
+		}
+		live := map[string]bool{g.o.Replica: true}
+		for _, r := range reps {
+			live[r.ID] = now.Sub(r.LastSeen) < time.Minute
+		}
+		for k, v := range keys {
+			var rec sharedCancel
+			if json.Unmarshal([]byte(v), &rec) == nil && live[rec.Replica] {
+				continue
+			}
+			if err := tx.DeleteSetting(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // cancel forwards a client's cancel request to the backend of the
-// connection it names, when its key matches.
+// connection it names, when its key matches: one of this gateway's, or on
+// a shared store one of another replica's, as the store records it.
 func (g *Gateway) cancel(ctx context.Context, req *pgproto3.CancelRequest) {
 	g.mu.Lock()
 	c := g.cancels[req.ProcessID]
 	g.mu.Unlock()
-	if c == nil || subtle.ConstantTimeCompare(c.key, req.SecretKey) != 1 {
-		return
+	var addr string
+	var pid uint32
+	var key []byte
+	switch {
+	case c != nil:
+		if subtle.ConstantTimeCompare(c.key, req.SecretKey) != 1 {
+			return
+		}
+		c.mu.Lock()
+		addr, pid, key = c.backendAddr, c.backendPID, c.backendKey
+		c.mu.Unlock()
+	case g.o.Replica != "":
+		var v string
+		err := g.o.Broker.Store().View(ctx, func(tx mayfly.Tx) error {
+			var err error
+			v, err = tx.GetSetting(cancelSetting(req.ProcessID))
+			return err
+		})
+		if err != nil {
+			if mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+				g.log.Warn("postgres gateway: look up a cancel key in the store", "err", err)
+			}
+			return
+		}
+		var rec sharedCancel
+		if err := json.Unmarshal([]byte(v), &rec); err != nil {
+			return
+		}
+		ck, err1 := hex.DecodeString(rec.Key)
+		bk, err2 := hex.DecodeString(rec.BackendKey)
+		if err1 != nil || err2 != nil || subtle.ConstantTimeCompare(ck, req.SecretKey) != 1 {
+			return
+		}
+		addr, pid, key = rec.Addr, rec.PID, bk
 	}
-	c.mu.Lock()
-	addr, pid, key := c.backendAddr, c.backendPID, c.backendKey
-	c.mu.Unlock()
 	if addr == "" {
 		return
 	}
