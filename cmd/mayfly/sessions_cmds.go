@@ -96,7 +96,7 @@ func cmdSessionShow(e *env, args []string) error {
 	if !s.EndedAt.IsZero() {
 		fmt.Fprintf(w, "  ended    %s (%s)\n", fmtTime(s.EndedAt), safeText(s.EndReason))
 	}
-	fmt.Fprintf(w, "  events   %d\n\n", s.Events)
+	fmt.Fprintf(w, "  events   %d\n\n", all.EventCount)
 	var rows [][]string
 	for _, st := range all.Statements {
 		res := st.Tag

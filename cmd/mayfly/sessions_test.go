@@ -17,6 +17,7 @@ type sessionShowOut struct {
 	User       string `json:"user"`
 	LeaseID    string `json:"lease_id"`
 	EndReason  string `json:"end_reason"`
+	EventCount int64  `json:"event_count"`
 	Statements []struct {
 		Seq        int64    `json:"seq"`
 		Text       string   `json:"text"`
@@ -94,14 +95,14 @@ func TestSessionsCLI(t *testing.T) {
 
 	var show sessionShowOut
 	w.ok("alice", &show, "sessions", "show", ids[0], "-o", "json")
-	if show.ID != ids[0] || show.User != "alice" || show.EndReason != "client" || len(show.Statements) != 3 {
+	if show.ID != ids[0] || show.User != "alice" || show.EndReason != "client" || len(show.Statements) != 3 || show.EventCount != 5 {
 		t.Fatalf("sessions show = %+v; want alice's ended session with 3 statements", show)
 	}
 	if s := show.Statements; s[0].Text != "SELECT 1" || s[0].Tag != "SELECT 1" || s[1].ParamsHMAC[0] != "ab12" || !strings.HasPrefix(s[2].Error, "42601") {
 		t.Errorf("statements = %+v", s)
 	}
 	text := w.ok("alice", nil, "sessions", "show", ids[0], "-o", "text")
-	for _, want := range []string{"session " + ids[0], "SELECT $1::int [1 parameters, keyed hashes]", "ERROR 42601"} {
+	for _, want := range []string{"session " + ids[0], "  events   5\n", "SELECT $1::int [1 parameters, keyed hashes]", "ERROR 42601"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("sessions show -o text lacks %q:\n%s", want, text)
 		}

@@ -26,6 +26,9 @@ type StatementView struct {
 // page starts.
 type SessionView struct {
 	mayfly.Session
+	// EventCount is the session's Events (how many events its chain
+	// holds), which the events list below hides under the same name.
+	EventCount int64           `json:"event_count"`
 	Statements []StatementView `json:"statements"`
 	// SSH is what an SSH session's events say (channels with their
 	// commands and exits, transfers, refusals); the terminal recording is
@@ -107,7 +110,7 @@ func (s *server) handleGetSession() http.Handler {
 		withEvents := q.Get("events") == "true"
 		var v SessionView
 		err = s.visibleSession(r, r.PathValue("id"), func(tx mayfly.Tx, ses *mayfly.Session) error {
-			v.Session = *ses
+			v.Session, v.EventCount = *ses, ses.Events
 			evs, err := tx.ListSessionEvents(ses.ID, int64(after), limit+1)
 			if err != nil {
 				return err
