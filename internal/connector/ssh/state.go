@@ -15,23 +15,38 @@ import (
 )
 
 // registry is the connector's record of the certificates it issued and
-// revoked, kept as an append-only journal of JSON lines in the state
-// directory and compacted now and then. Every change holds an exclusive
-// file lock and first reads what other processes (or other connectors for
-// the same target) appended, so revocations are never lost between them.
+// revoked, kept as an append-only journal of JSON lines and compacted now
+// and then. The journal is a file in the state directory (fileJournal) or,
+// on a store replicas share, rows of the store (storeJournal). Every
+// change holds the journal's lock and first reads what other processes (or
+// other connectors for the same target) appended, so revocations are never
+// lost between them.
 type registry struct {
-	path     string
-	lockFile *os.File
+	j journal
 
-	// The fields below are guarded by the file lock, taken only while the
-	// connector's mutex is held.
+	// The fields below are guarded by the journal's lock, taken only while
+	// the connector's mutex is held.
 	certs  map[uint64]*certRecord
 	keyIDs map[string]time.Time // revoked key IDs → until
-	ino    uint64
-	off    int64
 	lines  int
 	// gen counts applied events, so readers can tell the content changed.
 	gen uint64
+}
+
+// journal keeps a registry's lines.
+type journal interface {
+	// locked runs fn holding the journal's lock across processes; fn
+	// calls the methods below.
+	locked(fn func() error) error
+	// since returns the lines written since the last call; with reset,
+	// they are the whole journal (the first call, or the journal was
+	// replaced meanwhile).
+	since() (lines [][]byte, reset bool, err error)
+	// add appends lines, synced first when durable.
+	add(lines [][]byte, durable bool) error
+	// replace makes lines the whole journal.
+	replace(lines [][]byte) error
+	close() error
 }
 
 // certRecord is one issued certificate.
@@ -70,102 +85,58 @@ type revocation struct {
 // trigger a compaction.
 const compactSlack = 1024
 
+func newRegistry(j journal) *registry {
+	r := &registry{j: j}
+	r.reset()
+	return r
+}
+
+// openRegistry opens the registry kept in the file name.journal of dir.
 func openRegistry(dir, name string) (*registry, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	lf, err := os.OpenFile(filepath.Join(dir, name+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	j, err := openFileJournal(dir, name)
 	if err != nil {
 		return nil, err
 	}
-	r := &registry{path: filepath.Join(dir, name+".journal"), lockFile: lf}
-	r.reset()
-	return r, nil
+	return newRegistry(j), nil
 }
 
-func (r *registry) close() error { return r.lockFile.Close() }
+func (r *registry) close() error { return r.j.close() }
 
 func (r *registry) reset() {
 	r.certs = map[uint64]*certRecord{}
 	r.keyIDs = map[string]time.Time{}
-	r.ino, r.off, r.lines = 0, 0, 0
+	r.lines = 0
 	r.gen++
 }
 
-// locked runs fn holding the file lock, after catching up with the journal.
+// locked runs fn holding the journal's lock, after catching up with it.
 func (r *registry) locked(fn func() error) error {
-	if err := flock(r.lockFile, syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("lock state: %w", err)
-	}
-	defer flock(r.lockFile, syscall.LOCK_UN)
-	if err := r.catchUp(); err != nil {
-		return fmt.Errorf("read state: %w", err)
-	}
-	return fn()
-}
-
-func flock(f *os.File, how int) error {
-	for {
-		err := syscall.Flock(int(f.Fd()), how)
-		if !errors.Is(err, syscall.EINTR) {
-			return err
+	return r.j.locked(func() error {
+		if err := r.catchUp(); err != nil {
+			return fmt.Errorf("read state: %w", err)
 		}
-	}
+		return fn()
+	})
 }
 
-// catchUp applies journal lines written since the last look. A compaction
-// by another writer replaces the file, which shows as a new inode.
+// catchUp applies the journal lines written since the last look.
 func (r *registry) catchUp() error {
-	f, err := os.OpenFile(r.path, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		if r.ino != 0 {
-			r.reset()
-		}
-		return nil
-	}
+	lines, reset, err := r.j.since()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	ino := fi.Sys().(*syscall.Stat_t).Ino
-	if ino != r.ino || fi.Size() < r.off {
+	if reset {
 		r.reset()
-		r.ino = ino
 	}
-	if fi.Size() == r.off {
-		return nil
-	}
-	if _, err := f.Seek(r.off, io.SeekStart); err != nil {
-		return err
-	}
-	br := bufio.NewReader(f)
-	for {
-		line, err := br.ReadBytes('\n')
-		if errors.Is(err, io.EOF) {
-			if len(line) > 0 {
-				// A writer died mid-line while holding the lock: drop the
-				// torn tail so the next append starts on a fresh line.
-				if err := f.Truncate(r.off); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	for _, line := range lines {
 		var e event
 		if err := json.Unmarshal(line, &e); err != nil {
-			return fmt.Errorf("%s at byte %d: %w", filepath.Base(r.path), r.off, err)
+			return fmt.Errorf("journal line %d: %w", r.lines+1, err)
 		}
 		r.apply(e)
-		r.off += int64(len(line))
 		r.lines++
 	}
+	return nil
 }
 
 func (r *registry) apply(e event) {
@@ -192,23 +163,170 @@ func (r *registry) apply(e event) {
 	}
 }
 
+func marshalEvents(events []event) ([][]byte, error) {
+	lines := make([][]byte, 0, len(events))
+	for _, e := range events {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		lines = append(lines, b)
+	}
+	return lines, nil
+}
+
 // append writes events to the journal and applies them; with durable it
-// syncs them to disk first. Call it inside locked.
+// syncs them first. Call it inside locked.
 func (r *registry) append(events []event, durable bool, now time.Time) error {
 	if len(events) == 0 {
 		return nil
 	}
-	var buf bytes.Buffer
+	lines, err := marshalEvents(events)
+	if err != nil {
+		return err
+	}
+	if err := r.j.add(lines, durable); err != nil {
+		return err
+	}
 	for _, e := range events {
-		b, err := json.Marshal(e)
-		if err != nil {
+		r.apply(e)
+	}
+	r.lines += len(events)
+	if r.lines > 2*(len(r.certs)+len(r.keyIDs))+compactSlack {
+		return r.compact(now)
+	}
+	return nil
+}
+
+// compact drops expired records and rewrites the journal as a snapshot.
+func (r *registry) compact(now time.Time) error {
+	var events []event
+	for s, c := range r.certs {
+		if !c.ValidBefore.After(now) {
+			delete(r.certs, s)
+			continue
+		}
+		events = append(events, event{Issue: c, At: now})
+	}
+	for id, until := range r.keyIDs {
+		if !until.After(now) {
+			delete(r.keyIDs, id)
+			continue
+		}
+		events = append(events, event{Revoke: &revocation{KeyID: id, Until: until}, At: now})
+	}
+	lines, err := marshalEvents(events)
+	if err != nil {
+		return err
+	}
+	if err := r.j.replace(lines); err != nil {
+		return err
+	}
+	r.lines = len(lines)
+	r.gen++
+	return nil
+}
+
+// fileJournal is a journal kept in a file of the state directory, locked
+// with flock on a lock file beside it.
+type fileJournal struct {
+	path     string
+	lockFile *os.File
+	ino      uint64
+	off      int64
+}
+
+func openFileJournal(dir, name string) (*fileJournal, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	lf, err := os.OpenFile(filepath.Join(dir, name+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return &fileJournal{path: filepath.Join(dir, name+".journal"), lockFile: lf}, nil
+}
+
+func (j *fileJournal) close() error { return j.lockFile.Close() }
+
+func (j *fileJournal) locked(fn func() error) error {
+	if err := flock(j.lockFile, syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock state: %w", err)
+	}
+	defer flock(j.lockFile, syscall.LOCK_UN)
+	return fn()
+}
+
+func flock(f *os.File, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how)
+		if !errors.Is(err, syscall.EINTR) {
 			return err
 		}
-		buf.Write(b)
+	}
+}
+
+// since reads the lines appended since the last look. A compaction by
+// another writer replaces the file, which shows as a new inode.
+func (j *fileJournal) since() ([][]byte, bool, error) {
+	f, err := os.OpenFile(j.path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		if j.ino != 0 {
+			j.ino, j.off = 0, 0
+			return nil, true, nil
+		}
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	reset := false
+	ino := fi.Sys().(*syscall.Stat_t).Ino
+	if ino != j.ino || fi.Size() < j.off {
+		reset = j.ino != 0 || j.off != 0
+		j.ino, j.off = ino, 0
+	}
+	if fi.Size() == j.off {
+		return nil, reset, nil
+	}
+	if _, err := f.Seek(j.off, io.SeekStart); err != nil {
+		return nil, false, err
+	}
+	var lines [][]byte
+	br := bufio.NewReader(f)
+	for {
+		line, err := br.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			if len(line) > 0 {
+				// A writer died mid-line while holding the lock: drop the
+				// torn tail so the next append starts on a fresh line.
+				if err := f.Truncate(j.off); err != nil {
+					return nil, false, err
+				}
+			}
+			return lines, reset, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		j.off += int64(len(line))
+		lines = append(lines, line[:len(line)-1])
+	}
+}
+
+func (j *fileJournal) add(lines [][]byte, durable bool) error {
+	var buf bytes.Buffer
+	for _, l := range lines {
+		buf.Write(l)
 		buf.WriteByte('\n')
 	}
-	created := r.ino == 0
-	f, err := os.OpenFile(r.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	created := j.ino == 0
+	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}
@@ -230,65 +348,30 @@ func (r *registry) append(events []event, durable bool, now time.Time) error {
 		return err
 	}
 	if created {
-		r.ino = fi.Sys().(*syscall.Stat_t).Ino
+		j.ino = fi.Sys().(*syscall.Stat_t).Ino
 		if durable {
-			syncDir(filepath.Dir(r.path))
+			syncDir(filepath.Dir(j.path))
 		}
 	}
-	for _, e := range events {
-		r.apply(e)
-	}
-	r.off = fi.Size()
-	r.lines += len(events)
-	if r.lines > 2*(len(r.certs)+len(r.keyIDs))+compactSlack {
-		return r.compact(now)
-	}
+	j.off = fi.Size()
 	return nil
 }
 
-// compact drops expired records and rewrites the journal as a snapshot.
-func (r *registry) compact(now time.Time) error {
+func (j *fileJournal) replace(lines [][]byte) error {
 	var buf bytes.Buffer
-	lines := 0
-	write := func(e event) error {
-		b, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		buf.Write(b)
+	for _, l := range lines {
+		buf.Write(l)
 		buf.WriteByte('\n')
-		lines++
-		return nil
 	}
-	for s, c := range r.certs {
-		if !c.ValidBefore.After(now) {
-			delete(r.certs, s)
-			continue
-		}
-		if err := write(event{Issue: c, At: now}); err != nil {
-			return err
-		}
-	}
-	for id, until := range r.keyIDs {
-		if !until.After(now) {
-			delete(r.keyIDs, id)
-			continue
-		}
-		if err := write(event{Revoke: &revocation{KeyID: id, Until: until}, At: now}); err != nil {
-			return err
-		}
-	}
-	if err := writeFileAtomic(r.path, buf.Bytes(), 0o600); err != nil {
+	if err := writeFileAtomic(j.path, buf.Bytes(), 0o600); err != nil {
 		return err
 	}
-	fi, err := os.Stat(r.path)
+	fi, err := os.Stat(j.path)
 	if err != nil {
 		return err
 	}
-	r.ino = fi.Sys().(*syscall.Stat_t).Ino
-	r.off = fi.Size()
-	r.lines = lines
-	r.gen++
+	j.ino = fi.Sys().(*syscall.Stat_t).Ino
+	j.off = fi.Size()
 	return nil
 }
 

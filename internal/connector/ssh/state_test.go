@@ -57,7 +57,7 @@ func TestStateSharedAndPersistent(t *testing.T) {
 	}
 
 	// A torn last line (a crash mid-write) is dropped.
-	f, err := os.OpenFile(a.reg.path, os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(a.reg.j.(*fileJournal).path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

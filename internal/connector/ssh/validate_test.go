@@ -186,7 +186,7 @@ func TestProvisionRejects(t *testing.T) {
 	if _, err := c.Accounts(testCtx(t), mayfly.AccountsRequest{Prefix: "mf_'"}); mayfly.ErrorCode(err) != mayfly.EINVALID {
 		t.Errorf("Accounts(hostile prefix) = %v; want %s", err, mayfly.EINVALID)
 	}
-	if _, err := os.Stat(filepath.Join(c.reg.path)); err != nil {
+	if _, err := os.Stat(c.reg.j.(*fileJournal).path); err != nil {
 		t.Errorf("journal: %v", err)
 	}
 }
