@@ -90,12 +90,21 @@ func credentialKinds() map[string]credential.Kind {
 }
 
 // openCA opens (creating on first use) the SSH user CA, whose keys are
-// encrypted with the passphrase from the configured environment variable.
-func openCA(cfg *config.Config, getenv func(string) string) (*ssh.CA, error) {
+// encrypted with the passphrase from the configured environment variable:
+// in ssh_ca.dir, or in the store when replicas share it (shared), where a
+// CA found in ssh_ca.dir is copied on first use.
+func openCA(cfg *config.Config, getenv func(string) string, shared mayfly.Store) (*ssh.CA, error) {
 	env := cfg.SSHCA.PassphraseEnv
 	pass := getenv(env)
 	if pass == "" {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "%s: SSH targets need the CA passphrase in $%s (ssh_ca.passphrase_env)", cfg.Path, env)
+	}
+	if shared != nil {
+		ca, err := ssh.OpenSharedCA(shared, cfg.SSHCA.Dir, []byte(pass))
+		if err != nil {
+			return nil, mayfly.Errorf(mayfly.EINVALID, "open the SSH CA kept in the store: %s", mayfly.ErrorMessageOrText(err))
+		}
+		return ca, nil
 	}
 	ca, err := ssh.OpenCA(cfg.SSHCA.Dir, []byte(pass))
 	if err != nil {
@@ -107,9 +116,10 @@ func openCA(cfg *config.Config, getenv func(string) string) (*ssh.CA, error) {
 // buildConnectors creates one connector per configured target. This is
 // the registry of connector kinds.
 // Targets whose kind creds supports get their connector from it, with the
-// admin credential stored sealed when there is one. When sshRefused is set,
-// SSH targets get a connector that fails every call with it.
-func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string) string, creds *credential.Manager, sshRefused error) (*connectors, error) {
+// admin credential stored sealed when there is one. SSH targets keep their
+// CA and records in shared, a store replicas share, when it is set, and in
+// state_dir otherwise.
+func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string) string, creds *credential.Manager, shared mayfly.Store) (*connectors, error) {
 	out := &connectors{all: map[string]mayfly.Connector{}, ssh: map[string]*ssh.Connector{}, creds: creds}
 	fail := func(err error) (*connectors, error) {
 		out.Close()
@@ -130,12 +140,9 @@ func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string
 				}
 			}
 			c, err = script.New(t, getenv)
-		case t.Kind == mayfly.KindSSH && sshRefused != nil:
-			// This replica's state_dir is not the others' (checkStateDir).
-			c = mayfly.RefusingConnector{Err: sshRefused}
 		case t.Kind == mayfly.KindSSH:
 			if out.ca == nil {
-				if out.ca, err = openCA(cfg, getenv); err != nil {
+				if out.ca, err = openCA(cfg, getenv, shared); err != nil {
 					return fail(err)
 				}
 			}
@@ -143,7 +150,11 @@ func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string
 				t.KRLFile = filepath.Join(base, t.KRLFile)
 			}
 			var sc *ssh.Connector
-			sc, err = ssh.New(t, out.ca, cfg.StateDir, getenv)
+			if shared != nil {
+				sc, err = ssh.NewShared(t, out.ca, cfg.StateDir, shared, getenv)
+			} else {
+				sc, err = ssh.New(t, out.ca, cfg.StateDir, getenv)
+			}
 			if err == nil {
 				out.ssh[t.Name] = sc
 				c = sc

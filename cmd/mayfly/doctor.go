@@ -57,15 +57,27 @@ func cmdDoctor(e *env, args []string) error {
 	rep.Findings = append(rep.Findings, doctorPolicies(cfg)...)
 	ctx := e.ctx
 
-	// Sealed admin credentials live in the store, under the seal key.
+	// Sealed admin credentials live in the store, under the seal key; so do
+	// the SSH CA and certificate records on a PostgreSQL store.
 	var creds *credential.Manager
-	if cfg.Seal.Enabled() {
+	var shared mayfly.Store
+	hasSSH := slices.ContainsFunc(cfg.Targets, func(t mayfly.Target) bool { return t.Kind == mayfly.KindSSH })
+	if cfg.Seal.Enabled() || (cfg.Store.Postgres != nil && hasSSH) {
 		st, err := openStore(ctx, cfg.Store, e.getenv)
 		if err != nil {
+			what := "the sealed credentials"
+			if !cfg.Seal.Enabled() {
+				what = "the SSH CA"
+			}
 			rep.Findings = append(rep.Findings, mayfly.Finding{Check: "store", Status: mayfly.FindingFail,
-				Detail: "cannot open the store for the sealed credentials: " + mayfly.ErrorMessageOrText(err)})
+				Detail: "cannot open the store for " + what + ": " + mayfly.ErrorMessageOrText(err)})
 		} else {
 			defer st.Close()
+			if cfg.Store.Postgres != nil {
+				shared = st
+			}
+		}
+		if err == nil && cfg.Seal.Enabled() {
 			if creds, err = openCredentials(ctx, cfg, st, e.getenv, discardLogger(), "doctor", nil); err != nil {
 				rep.Findings = append(rep.Findings, mayfly.Finding{Check: "sealed credentials", Status: mayfly.FindingFail,
 					Detail: mayfly.ErrorMessageOrText(err), Fix: "check seal.key_file / seal.key_env"})
@@ -78,6 +90,11 @@ func cmdDoctor(e *env, args []string) error {
 		var c mayfly.Connector
 		var err error
 		closeConn := func() {}
+		if t.Kind == mayfly.KindSSH && cfg.Store.Postgres != nil && shared == nil {
+			rep.Findings = append(rep.Findings, mayfly.Finding{Target: t.Name, Check: "set up", Status: mayfly.FindingFail,
+				Detail: "the SSH CA is kept in the store, which could not be opened (see the store finding)"})
+			continue
+		}
 		if k, ok := kinds[t.Kind]; ok && creds == nil {
 			// Nothing sealed: the admin credential is in the configuration.
 			if c, err = k.New(t, e.getenv); err == nil {
@@ -87,7 +104,7 @@ func cmdDoctor(e *env, args []string) error {
 			one := *cfg
 			one.Targets = []mayfly.Target{t}
 			var conns *connectors
-			if conns, err = buildConnectors(ctx, &one, e.getenv, creds, nil); err == nil {
+			if conns, err = buildConnectors(ctx, &one, e.getenv, creds, shared); err == nil {
 				c, closeConn = conns.all[t.Name], conns.Close
 			}
 		}

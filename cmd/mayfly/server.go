@@ -245,14 +245,13 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if err != nil {
 		return err
 	}
-	sshRefused := checkStateDir(ctx, st, cfg)
-	if sshRefused != nil {
-		if !errors.As(sshRefused, new(stateDirMismatch)) {
-			return sshRefused
-		}
-		log.Error("ssh: this replica's state_dir is not the one the other replicas use", "err", sshRefused)
+	// Replicas of a PostgreSQL store keep the SSH CA and certificate
+	// records in it, whatever their state_dir.
+	var shared mayfly.Store
+	if cfg.Store.Postgres != nil {
+		shared = st
 	}
-	conns, err := buildConnectors(ctx, cfg, e.getenv, creds, sshRefused)
+	conns, err := buildConnectors(ctx, cfg, e.getenv, creds, shared)
 	if err != nil {
 		return err
 	}
@@ -520,11 +519,11 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		<-schedDone
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "listen on %s: %v", cfg.Listen, err)
 	}
-	shared := ""
-	if cfg.Store.Postgres != nil {
-		shared = rep.ID()
+	gwReplica := "" // the PostgreSQL gateway shares cancel keys through the store
+	if shared != nil {
+		gwReplica = rep.ID()
 	}
-	if err := startGateways(ctx, cfg, b, shared, log, &bg); err != nil {
+	if err := startGateways(ctx, cfg, b, gwReplica, log, &bg); err != nil {
 		ln.Close()
 		cancel()
 		<-schedDone
@@ -580,7 +579,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		}
 		return st.Ping(ctx)
 	}
-	stopSSHGateway, err := startSSHGateway(cfg, b, conns, sshRefused, log)
+	stopSSHGateway, err := startSSHGateway(cfg, b, conns, shared, log)
 	if err != nil {
 		cancel()
 		<-schedDone

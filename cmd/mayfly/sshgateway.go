@@ -25,22 +25,23 @@ import (
 )
 
 // startSSHGateway listens on gateway.ssh.listen and serves the SSH gateway
-// until the returned stop is called; nothing when it is not configured, or
-// refused (the replica's state_dir is not the others', checkStateDir).
-func startSSHGateway(cfg *config.Config, b *broker.Broker, conns *connectors, refused error, log *slog.Logger) (stop func(), err error) {
+// until the returned stop is called; nothing when it is not configured.
+// With shared (a store replicas share) and no host_key_file of its own, the
+// gateway's host key is kept in the store, so every replica presents it.
+func startSSHGateway(cfg *config.Config, b *broker.Broker, conns *connectors, shared mayfly.Store, log *slog.Logger) (stop func(), err error) {
 	g := cfg.Gateway.SSH
 	if g == nil {
-		return func() {}, nil
-	}
-	if refused != nil {
-		log.Error("gateway.ssh: not started on this replica", "err", refused)
 		return func() {}, nil
 	}
 	if conns.ca == nil {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "%s: gateway.ssh is set but no ssh target is configured", cfg.Path)
 	}
-	hostKey, err := loadOrCreateHostKey(g.HostKeyFile)
-	if err != nil {
+	var hostKey gossh.Signer
+	if def := config.DefaultSSHGatewayHostKeyFile(cfg); shared != nil && g.HostKeyFile == def {
+		if hostKey, err = conns.ca.SharedHostKey(shared, def); err != nil {
+			return nil, mayfly.Errorf(mayfly.EUNAVAILABLE, "gateway.ssh: host key kept in the store: %s", mayfly.ErrorMessageOrText(err))
+		}
+	} else if hostKey, err = loadOrCreateHostKey(g.HostKeyFile); err != nil {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "gateway.ssh.host_key_file %s: %v", g.HostKeyFile, err)
 	}
 	ln, err := net.Listen("tcp", g.Listen)

@@ -2,7 +2,9 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -11,76 +13,60 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 )
 
-// TestReplicasShareTheStateDir: on a PostgreSQL store, replicas with an SSH
-// target and one state_dir start, and the store records that directory's
-// id. A replica with a state_dir of its own logs why and serves no SSH lease
-// (it makes no CA there, which hosts would not trust, nor revocation lists
-// lacking the others' revocations), while its other targets work.
-func TestReplicasShareTheStateDir(t *testing.T) {
+// TestReplicasShareSSHStateThroughTheStore: replicas of a PostgreSQL store,
+// each with a state_dir of its own, keep one SSH CA, one record of issued and
+// revoked certificates and one SSH gateway host key in the store: a
+// certificate issued through one is revoked through the other and in the
+// revocation list of both, and nothing of the CA is written to either
+// state_dir.
+func TestReplicasShareSSHStateThroughTheStore(t *testing.T) {
 	t.Setenv("MAYFLY_SSH_CA_PASSPHRASE", "correct horse battery staple")
-	shared := t.TempDir()
-	a, _, _ := twoReplicas(t, worldOpts{
+	a, b, _ := twoReplicas(t, worldOpts{
 		targets:   "  - {name: local-ssh, kind: ssh, address: \"127.0.0.1:2222\", prefix: mfsd_, grants: {deploy: {principals: [deploy]}}}\n",
-		extraYAML: "  - {name: ssh, groups: [eng], targets: [local-ssh], grants: [deploy], max_duration: 1h, approvals: 0}\nstate_dir: " + shared + "\n",
+		extraYAML: "  - {name: ssh, groups: [eng], targets: [local-ssh], grants: [deploy], max_duration: 1h, approvals: 0}\ngateway:\n  ssh: {listen: \"127.0.0.1:0\"}\n",
 	})
-	id, err := readStateID(filepath.Join(shared, stateIDFile))
-	if err != nil || len(id) != 32 {
-		t.Fatalf("state id in the shared state_dir = %q, %v; want 32 hex digits", id, err)
+	hostKey := regexp.MustCompile(`ssh gateway ready.*host_key=(SHA256:\S+)`)
+	ka, kb := hostKey.FindStringSubmatch(a.stderr.String()), hostKey.FindStringSubmatch(b.stderr.String())
+	if ka == nil || kb == nil || ka[1] != kb[1] {
+		t.Errorf("the replicas' SSH gateways present host keys %q and %q; want one, kept in the store", ka, kb)
 	}
-	if _, err := os.Stat(filepath.Join(shared, "ssh-ca")); err != nil {
-		t.Fatalf("no SSH CA in the shared state_dir: %v", err)
+	for _, w := range []*world{a, b} {
+		if b, err := os.ReadFile(w.cfg); err != nil || strings.Contains(string(b), "state_dir") {
+			t.Fatalf("replica config names a state_dir (%v); want each its own default", err)
+		}
 	}
-
-	// A third replica with a state_dir of its own starts, but serves no SSH
-	// lease; everything else works through it.
-	own := t.TempDir()
-	b, err := os.ReadFile(a.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &world{t: t, dir: t.TempDir(), addr: freeAddr(t), tokens: a.tokens, stderr: &syncBuffer{}}
-	cfg := strings.Replace(string(b), "state_dir: "+shared, "state_dir: "+own, 1)
-	cfg = strings.Replace(cfg, "listen: "+a.addr, "listen: "+c.addr, 1)
-	c.cfg = filepath.Join(c.dir, "mayfly.yaml")
-	if err := os.WriteFile(c.cfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c.startInProcess()
-	t.Cleanup(c.stop)
-	if !strings.Contains(c.stderr.String(), "state_dir "+own+" holds no state-id, but the replicas of this store use the one with state id "+id) {
-		t.Errorf("the log of a replica with a state_dir of its own does not say so:\n%s", c.stderr.String())
+	if a.ok("carol", nil, "ssh", "ca") != b.ok("carol", nil, "ssh", "ca") {
+		t.Fatalf("the replicas list different CA keys")
 	}
 	var r reqOut
-	c.ok("alice", &r, "request", "local-pg/readonly", "--for", "10m", "--reason", "INC-5 other kinds", "--creds", "-o", "json")
-	var lr reqOut
-	c.ok("alice", &lr, "request", "local-ssh/deploy", "--for", "10m", "--reason", "INC-5 ssh", "-o", "json")
-	_, err = c.try("alice", "creds", lr.ID, "-o", "json")
-	if exitCode(err) != 5 || err == nil || !strings.Contains(err.Error(), "serves no SSH lease") || !strings.Contains(err.Error(), "docs/ha.md") {
-		t.Errorf("creds of an SSH lease through the replica with its own state_dir: exit %d, %v; want 5 and why", exitCode(err), err)
+	a.ok("alice", &r, "request", "local-ssh/deploy", "--for", "10m", "--reason", "INC-5 ssh", "-o", "json")
+	var c credsOut2
+	a.ok("alice", &c, "creds", r.ID, "-o", "json")
+	// Revoked through B, which never saw the certificate issued.
+	b.ok("carol", nil, "revoke", c.LeaseID)
+	for name, w := range map[string]*world{"A": a, "B": b} {
+		krl := w.ok("carol", nil, "ssh", "revoked-keys", "--target", "local-ssh")
+		if !krlRevokes(t, krl, c.Certificate) {
+			t.Errorf("the revocation list from %s does not revoke the certificate issued through A and revoked through B", name)
+		}
 	}
-	if entries, _ := os.ReadDir(own); len(entries) != 0 {
-		t.Errorf("the replica made %d entries in its own state_dir (%v); want none (no CA of its own)", len(entries), entries)
-	}
-	// Through a replica on the shared directory, SSH leases are served.
-	var ar reqOut
-	a.ok("alice", &ar, "request", "local-ssh/deploy", "--for", "10m", "--reason", "INC-5 ssh again", "-o", "json")
-	var sc credsOut
-	a.ok("alice", &sc, "creds", ar.ID, "-o", "json")
-	if sc.LeaseID == "" {
-		t.Errorf("creds of an SSH lease through a replica on the shared state_dir: %+v", sc)
+	for _, w := range []*world{a, b} {
+		dir := filepath.Join(filepath.Dir(w.cfg), "mayfly-state")
+		if files, _ := filepath.Glob(filepath.Join(dir, "ssh-ca", "*")); len(files) != 0 {
+			t.Errorf("CA files in a replica's state_dir: %q; want the CA in the store alone", files)
+		}
 	}
 }
 
-// TestReplicasShareTheSSHCA: replicas on one state_dir are one SSH CA. A
-// key published or activated through one replica is what every other
+// TestReplicasShareTheSSHCA: replicas of a PostgreSQL store are one SSH CA.
+// A key published or activated through one replica is what every other
 // replica lists for the hosts and signs with from the next call, and
 // replicas that sign meanwhile never undo the rotation.
 func TestReplicasShareTheSSHCA(t *testing.T) {
 	t.Setenv("MAYFLY_SSH_CA_PASSPHRASE", "correct horse battery staple")
-	shared := t.TempDir()
 	a, b, _ := twoReplicas(t, worldOpts{
 		targets:   "  - {name: local-ssh, kind: ssh, address: \"127.0.0.1:2222\", prefix: mfsd_, grants: {deploy: {principals: [deploy]}}}\n",
-		extraYAML: "  - {name: ssh, groups: [eng], targets: [local-ssh], grants: [deploy], max_duration: 1h, approvals: 0}\nstate_dir: " + shared + "\n",
+		extraYAML: "  - {name: ssh, groups: [eng], targets: [local-ssh], grants: [deploy], max_duration: 1h, approvals: 0}\n",
 	})
 	getCA := func(w *world) (c httpapi.CAView) {
 		t.Helper()
@@ -163,4 +149,27 @@ func TestGatewayHostKeyMadeOnce(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*")); len(left) != 0 {
 		t.Errorf("temporary files left: %q", left)
 	}
+}
+
+// krlRevokes asks ssh-keygen whether the key revocation list krl revokes
+// the certificate (an authorized_keys line).
+func krlRevokes(t *testing.T, krl, cert string) bool {
+	t.Helper()
+	dir := t.TempDir()
+	kf, cf := filepath.Join(dir, "krl"), filepath.Join(dir, "cert.pub")
+	if err := os.WriteFile(kf, []byte(krl), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cf, []byte(cert+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ssh-keygen", "-Q", "-f", kf, cf).CombinedOutput()
+	switch {
+	case err == nil && strings.Contains(string(out), "ok"):
+		return false
+	case exitCode(err) == 1 && strings.Contains(string(out), "REVOKED"):
+		return true
+	}
+	t.Fatalf("ssh-keygen -Q: %v\n%s", err, out)
+	return false
 }

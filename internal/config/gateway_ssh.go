@@ -76,9 +76,16 @@ func (c *Config) validateSSHGateway(lines map[string]seqLines) error {
 		g.PublicPort = p
 	}
 	if g.HostKeyFile == "" {
-		g.HostKeyFile = filepath.Join(c.StateDir, "ssh-gateway-host-key")
+		g.HostKeyFile = DefaultSSHGatewayHostKeyFile(c)
 	} else if !filepath.IsAbs(g.HostKeyFile) && c.Path != "" {
 		g.HostKeyFile = filepath.Join(filepath.Dir(c.Path), g.HostKeyFile)
 	}
 	return nil
+}
+
+// DefaultSSHGatewayHostKeyFile is where the SSH gateway's host key is kept
+// when gateway.ssh.host_key_file is not set: in state_dir (on a PostgreSQL
+// store the key is kept in the store, and this file is only imported).
+func DefaultSSHGatewayHostKeyFile(c *Config) string {
+	return filepath.Join(c.StateDir, "ssh-gateway-host-key")
 }

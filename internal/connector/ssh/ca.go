@@ -11,12 +11,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -47,11 +43,10 @@ const markStep = time.Minute
 // one process is what all of them sign with and list from their next call,
 // and none writes back a state older than what it read.
 type CA struct {
-	dir string
-	now func() time.Time
+	files caFiles
+	now   func() time.Time
 	// passphrase encrypts the keys that rotations create.
 	passphrase []byte
-	lockFile   *os.File
 
 	// The fields below are guarded by mu, and match the directory while
 	// the file lock is held.
@@ -102,22 +97,28 @@ func OpenCA(dir string, passphrase []byte) (*CA, error) {
 	if dir == "" {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh ca: directory is required")
 	}
+	files, err := openCADirFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	return openCA(files, passphrase)
+}
+
+// OpenSharedCA opens the certificate authority kept in st, a store that
+// replicas share, creating a first signing key when there is none. A CA
+// found in legacyDir (its state directory before the store kept it) is
+// copied into the store first; legacyDir may be empty.
+func OpenSharedCA(st mayfly.Store, legacyDir string, passphrase []byte) (*CA, error) {
+	return openCA(&storeCA{st: st, legacy: legacyDir}, passphrase)
+}
+
+func openCA(files caFiles, passphrase []byte) (*CA, error) {
 	if len(passphrase) == 0 {
+		files.close()
 		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh ca: passphrase is required")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("ssh ca: %w", err)
-	}
-	lf, err := os.OpenFile(filepath.Join(dir, caLockFile), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		// A reader without write access to the directory (mayfly doctor
-		// run as another user) can still lock an existing file.
-		if lf, err = os.Open(filepath.Join(dir, caLockFile)); err != nil {
-			return nil, fmt.Errorf("ssh ca: %w", err)
-		}
-	}
-	ca := &CA{dir: dir, now: time.Now, passphrase: append([]byte(nil), passphrase...), lockFile: lf}
-	err = ca.locked(syscall.LOCK_EX, func() error {
+	ca := &CA{files: files, now: time.Now, passphrase: append([]byte(nil), passphrase...)}
+	err := ca.locked(true, func() error {
 		if ca.state != nil {
 			return nil
 		}
@@ -127,36 +128,34 @@ func OpenCA(dir string, passphrase []byte) (*CA, error) {
 		return ca.activateLocked()
 	})
 	if err != nil {
-		lf.Close()
+		files.close()
 		return nil, err
 	}
 	return ca, nil
 }
 
-// Close releases the directory's lock file.
-func (ca *CA) Close() error { return ca.lockFile.Close() }
+// Close releases what the CA holds open.
+func (ca *CA) Close() error { return ca.files.close() }
 
-// locked runs fn under mu and the directory's file lock (how is
-// syscall.LOCK_SH or LOCK_EX), after reading the state again if another
-// process changed it.
-func (ca *CA) locked(how int, fn func() error) error {
+// locked runs fn under mu and the CA's lock across processes (exclusive
+// or shared), after reading the state again if another process changed
+// it.
+func (ca *CA) locked(exclusive bool, fn func() error) error {
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
-	if err := flock(ca.lockFile, how); err != nil {
-		return fmt.Errorf("ssh ca: lock %s: %w", caLockFile, err)
-	}
-	defer flock(ca.lockFile, syscall.LOCK_UN)
-	if err := ca.refreshLocked(); err != nil {
-		return err
-	}
-	return fn()
+	return ca.files.locked(exclusive, func() error {
+		if err := ca.refreshLocked(); err != nil {
+			return err
+		}
+		return fn()
+	})
 }
 
 // view runs fn on the state as locked does; when the directory cannot be
 // read, fn sees the state as last read, which is the best answer left to
 // a caller that has no error to return.
 func (ca *CA) view(fn func()) {
-	if err := ca.locked(syscall.LOCK_SH, func() error { fn(); return nil }); err != nil {
+	if err := ca.locked(false, func() error { fn(); return nil }); err != nil {
 		ca.mu.Lock()
 		defer ca.mu.Unlock()
 		fn()
@@ -168,12 +167,14 @@ func (ca *CA) view(fn func()) {
 // signing key when that changed too. It leaves a missing state alone (a
 // new CA) unless this process has seen one.
 func (ca *CA) refreshLocked() error {
-	b, err := os.ReadFile(filepath.Join(ca.dir, caStateFile))
+	b, err := ca.files.readState()
 	switch {
-	case errors.Is(err, fs.ErrNotExist) && ca.state == nil:
-		return nil
 	case err != nil:
 		return fmt.Errorf("ssh ca: %w", err)
+	case b == nil && ca.state == nil:
+		return nil
+	case b == nil:
+		return fmt.Errorf("ssh ca: its state (%s) is gone", caStateFile)
 	case bytes.Equal(b, ca.state):
 		return nil
 	}
@@ -200,7 +201,7 @@ func (ca *CA) refreshLocked() error {
 
 // loadKey reads and decrypts the private key in file.
 func (ca *CA) loadKey(file string) (gossh.Signer, error) {
-	pemBytes, err := os.ReadFile(filepath.Join(ca.dir, file))
+	pemBytes, err := ca.files.readKey(file)
 	if err != nil {
 		return nil, fmt.Errorf("ssh ca: %w", err)
 	}
@@ -224,7 +225,7 @@ func (ca *CA) loadKey(file string) (gossh.Signer, error) {
 // key refuse its certificates until they do: PrepareRotation, then, once
 // every host has the next key, ActivateRotation avoids that.
 func (ca *CA) Rotate() error {
-	return ca.locked(syscall.LOCK_EX, func() error {
+	return ca.locked(true, func() error {
 		if _, err := ca.prepareLocked(); err != nil {
 			return err
 		}
@@ -237,7 +238,7 @@ func (ca *CA) Rotate() error {
 // key's authorized_keys line; a next key already published is kept.
 func (ca *CA) PrepareRotation() (string, error) {
 	var k caKey
-	err := ca.locked(syscall.LOCK_EX, func() error {
+	err := ca.locked(true, func() error {
 		var err error
 		k, err = ca.prepareLocked()
 		return err
@@ -249,7 +250,7 @@ func (ca *CA) PrepareRotation() (string, error) {
 // previous one is retired as Rotate does). ECONFLICT when no next key was
 // published.
 func (ca *CA) ActivateRotation() error {
-	return ca.locked(syscall.LOCK_EX, func() error {
+	return ca.locked(true, func() error {
 		if ca.nextLocked() < 0 {
 			return mayfly.Errorf(mayfly.ECONFLICT, "ssh ca: no next key is published; prepare one first (mayfly ssh ca rotate), let hosts fetch it, then activate it")
 		}
@@ -338,21 +339,27 @@ func (ca *CA) sign(req CertRequest, record bool) (*gossh.Certificate, error) {
 			Extensions:      req.Extensions,
 		},
 	}
-	how := syscall.LOCK_SH
-	if record {
-		how = syscall.LOCK_EX
-	}
-	err := ca.locked(how, func() error {
-		if record {
+	// Under a shared lock unless the expiry must be recorded first, which
+	// happens at most once a minute (markStep).
+	mark := false
+	sign := func() error {
+		if mark {
 			if err := ca.markLocked(req.ValidBefore); err != nil {
 				return err
 			}
+		} else if record && req.ValidBefore.After(ca.keys[0].SignedUntil) {
+			mark = true
+			return nil
 		}
 		if err := cert.SignCert(rand.Reader, ca.signer); err != nil {
 			return fmt.Errorf("ssh ca: sign: %w", err)
 		}
 		return nil
-	})
+	}
+	err := ca.locked(false, sign)
+	if err == nil && mark {
+		err = ca.locked(true, sign)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -397,7 +404,7 @@ func (ca *CA) prepareLocked() (caKey, error) {
 	if err != nil {
 		return caKey{}, fmt.Errorf("ssh ca: encrypt key: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(ca.dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := ca.files.writeKey(file, pem.EncodeToMemory(block)); err != nil {
 		return caKey{}, fmt.Errorf("ssh ca: %w", err)
 	}
 	k := caKey{File: file, Public: authorizedLine(signer.PublicKey()) + " " + comment, Created: now, Next: true}
@@ -409,7 +416,7 @@ func (ca *CA) prepareLocked() (caKey, error) {
 	}
 	if err := ca.saveLocked(); err != nil {
 		ca.keys = old
-		os.Remove(filepath.Join(ca.dir, file))
+		ca.files.removeKey(file)
 		return caKey{}, err
 	}
 	return k, nil
@@ -448,7 +455,7 @@ func (ca *CA) activateLocked() error {
 	}
 	ca.signer, ca.signerFile = signer, next.File
 	for _, f := range retired {
-		os.Remove(filepath.Join(ca.dir, f))
+		ca.files.removeKey(f)
 	}
 	return nil
 }
@@ -459,7 +466,7 @@ func (ca *CA) saveLocked() error {
 		return fmt.Errorf("ssh ca: %w", err)
 	}
 	b = append(b, '\n')
-	if err := writeFileAtomic(filepath.Join(ca.dir, caStateFile), b, 0o600); err != nil {
+	if err := ca.files.writeState(b); err != nil {
 		return fmt.Errorf("ssh ca: %w", err)
 	}
 	ca.state = b

@@ -219,13 +219,28 @@ func TestRotationInTwoSteps(t *testing.T) {
 // a rotation through one is what the others list and sign with, and a
 // certificate one signs keeps its key trusted after another rotates.
 func TestCASharedByProcesses(t *testing.T) {
-	dir := t.TempDir()
+	t.Run("directory", func(t *testing.T) {
+		dir := t.TempDir()
+		testCAShared(t, func() (*CA, error) { return OpenCA(dir, []byte("pw")) }, func() int {
+			files, _ := filepath.Glob(filepath.Join(dir, "*.key"))
+			return len(files)
+		})
+	})
+	t.Run("store", func(t *testing.T) {
+		st := testStore(t)
+		testCAShared(t, func() (*CA, error) { return OpenSharedCA(st, "", []byte("pw")) }, func() int {
+			return len(settingsUnder(t, st, caKeySettingPre))
+		})
+	})
+}
+
+func testCAShared(t *testing.T, open func() (*CA, error), keys func() int) {
 	cas := make([]*CA, 8)
 	errs := make(chan error, len(cas))
 	for i := range cas {
 		go func() {
 			var err error
-			cas[i], err = OpenCA(dir, []byte("pw"))
+			cas[i], err = open()
 			errs <- err
 		}()
 	}
@@ -244,8 +259,8 @@ func TestCASharedByProcesses(t *testing.T) {
 			t.Fatalf("CA %d opened at once with the others lists %q; want %q", i, got, first)
 		}
 	}
-	if files, _ := filepath.Glob(filepath.Join(dir, "*.key")); len(files) != 1 {
-		t.Fatalf("key files after opening at once = %q; want one", files)
+	if n := keys(); n != 1 {
+		t.Fatalf("keys after opening at once: %d; want one", n)
 	}
 
 	pub, _ := newKeyPair(t)
@@ -284,11 +299,14 @@ func TestCASharedByProcesses(t *testing.T) {
 			t.Errorf("CA %d after the rotation lists %q; want [%s, %s]", i, got, next, first[0])
 		}
 	}
-	ca, err := OpenCA(dir, []byte("pw"))
+	ca, err := open()
 	if err != nil {
 		t.Fatalf("reopen after the shared rotation: %v", err)
 	}
 	defer ca.Close()
+	if n := keys(); n != 1 {
+		t.Errorf("keys after the rotation: %d; want the current one alone (the retired key's private half is deleted)", n)
+	}
 	if got := ca.PublicKeys(); len(got) != 2 || got[0] != next {
 		t.Errorf("reopened CA lists %q; want %s first", got, next)
 	}

@@ -93,6 +93,22 @@ type Connector struct {
 // to t.KRLFile when set. getenv resolves t.AdminPasswordEnv (nil means the
 // process environment).
 func New(t mayfly.Target, ca *CA, stateDir string, getenv func(string) string) (*Connector, error) {
+	return build(t, ca, stateDir, nil, getenv)
+}
+
+// NewShared is New for replicas that share the store st: the records of
+// issued and revoked certificates are a journal in st, so every replica
+// builds the same revocation list, whatever its state directory. A journal
+// file of the target found in stateDir (from before the store kept it) is
+// copied into st when st has none yet.
+func NewShared(t mayfly.Target, ca *CA, stateDir string, st mayfly.Store, getenv func(string) string) (*Connector, error) {
+	if st == nil {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh target %q: a store is required", t.Name)
+	}
+	return build(t, ca, stateDir, st, getenv)
+}
+
+func build(t mayfly.Target, ca *CA, stateDir string, st mayfly.Store, getenv func(string) string) (*Connector, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
@@ -132,7 +148,16 @@ func New(t mayfly.Target, ca *CA, stateDir string, getenv func(string) string) (
 			return nil, err
 		}
 	}
-	c.reg, err = openRegistry(stateDir, "ssh-"+t.Name)
+	name := "ssh-" + t.Name
+	if st == nil {
+		c.reg, err = openRegistry(stateDir, name)
+	} else {
+		var legacy *fileJournal
+		if _, serr := os.Stat(filepath.Join(stateDir, name+".journal")); serr == nil {
+			legacy, err = openFileJournal(stateDir, name)
+		}
+		c.reg = newRegistry(newStoreJournal(st, name, legacy))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ssh target %q: state: %w", t.Name, err)
 	}

@@ -82,7 +82,7 @@ func TestAdminKeyPassphrase(t *testing.T) {
 	ca := sharedCA(t)
 	dir := t.TempDir()
 	other := sharedOtherCA(t) // its key file is an encrypted ed25519 key
-	files, _ := filepath.Glob(filepath.Join(other.dir, "*.key"))
+	files, _ := filepath.Glob(filepath.Join(other.files.(*caDirFiles).dir, "*.key"))
 	target := mayfly.Target{Name: "web", Kind: mayfly.KindSSH, Address: "127.0.0.1:22", AdminUser: "root", AdminKeyFile: files[0], AdminPasswordEnv: "ADMIN_KEY_PASS"}
 	env := map[string]string{"ADMIN_KEY_PASS": "test passphrase"}
 	c, err := New(target, ca, dir, func(k string) string { return env[k] })

@@ -1,0 +1,182 @@
+package ssh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// JournalTx is what a store transaction offers for keeping journals in the
+// store (the PostgreSQL store's does): numbered lines per journal name.
+type JournalTx interface {
+	mayfly.Tx
+	PutJournalLines(name string, first int64, lines []string) error
+	JournalLines(name string, after int64) ([]int64, []string, error)
+	TrimJournal(name string, through int64) error
+}
+
+// storeTimeout bounds each transaction on the shared store.
+const storeTimeout = 30 * time.Second
+
+// storeJournal is a journal kept in a store that replicas share: its lines
+// are rows, and its head is the setting "journal.<name>" ("<epoch>
+// <last seq>"), which a write transaction locks as it reads it. A
+// compaction trims the rows and starts a new epoch, which tells readers to
+// read everything again.
+type storeJournal struct {
+	st   mayfly.Store
+	name string
+	// legacy, when set, is a journal file whose lines are copied into the
+	// store when the store has none yet (a state directory from before the
+	// store kept the state).
+	legacy *fileJournal
+
+	// seen is what this process has read: epoch and last line; a negative
+	// epoch forces a full read.
+	seenEpoch, seenSeq int64
+	// Set inside locked.
+	tx                 JournalTx
+	headEpoch, headSeq int64
+	retried            bool
+}
+
+func newStoreJournal(st mayfly.Store, name string, legacy *fileJournal) *storeJournal {
+	return &storeJournal{st: st, name: name, legacy: legacy, seenEpoch: -1}
+}
+
+func (j *storeJournal) setting() string { return "journal." + j.name }
+
+func (j *storeJournal) close() error {
+	if j.legacy != nil {
+		return j.legacy.close()
+	}
+	return nil
+}
+
+func (j *storeJournal) locked(fn func() error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	runs := 0
+	err := j.st.Update(ctx, func(tx mayfly.Tx) error {
+		runs++
+		jt, ok := tx.(JournalTx)
+		if !ok {
+			return errors.New("this store keeps no journals")
+		}
+		j.tx, j.retried = jt, runs > 1
+		defer func() { j.tx = nil }()
+		v, err := tx.GetSetting(j.setting())
+		switch {
+		case mayfly.ErrorCode(err) == mayfly.ENOTFOUND:
+			j.headEpoch, j.headSeq = 0, 0
+			if err := j.importLegacy(); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		default:
+			if j.headEpoch, j.headSeq, err = parseHead(v); err != nil {
+				return fmt.Errorf("journal %s: head %q: %w", j.name, v, err)
+			}
+		}
+		return fn()
+	})
+	if err != nil {
+		// What fn applied may not be committed: read everything next time.
+		j.seenEpoch = -1
+	}
+	return err
+}
+
+func parseHead(v string) (epoch, seq int64, err error) {
+	e, s, ok := strings.Cut(v, " ")
+	if !ok {
+		return 0, 0, errors.New("want two numbers")
+	}
+	if epoch, err = strconv.ParseInt(e, 10, 64); err != nil {
+		return 0, 0, err
+	}
+	seq, err = strconv.ParseInt(s, 10, 64)
+	return epoch, seq, err
+}
+
+func (j *storeJournal) putHead() error {
+	return j.tx.PutSetting(j.setting(), strconv.FormatInt(j.headEpoch, 10)+" "+strconv.FormatInt(j.headSeq, 10))
+}
+
+// importLegacy copies the legacy file journal's lines into the store, which
+// has none for this journal yet.
+func (j *storeJournal) importLegacy() error {
+	if j.legacy == nil {
+		return nil
+	}
+	var lines [][]byte
+	err := j.legacy.locked(func() error {
+		var err error
+		lines, _, err = j.legacy.since()
+		j.legacy.ino, j.legacy.off = 0, 0
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("journal %s: import %s: %w", j.name, j.legacy.path, err)
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	j.headEpoch = 1
+	return j.add(lines, true)
+}
+
+func (j *storeJournal) since() ([][]byte, bool, error) {
+	reset := j.retried || j.seenEpoch != j.headEpoch
+	after := j.seenSeq
+	if reset {
+		after = 0
+	}
+	seqs, lines, err := j.tx.JournalLines(j.name, after)
+	if err != nil {
+		return nil, false, err
+	}
+	j.seenEpoch, j.seenSeq = j.headEpoch, after
+	if n := len(seqs); n > 0 {
+		j.seenSeq = seqs[n-1]
+	}
+	out := make([][]byte, len(lines))
+	for i, l := range lines {
+		out[i] = []byte(l)
+	}
+	return out, reset, nil
+}
+
+func (j *storeJournal) add(lines [][]byte, _ bool) error {
+	// Every commit of the store is durable.
+	ls := make([]string, len(lines))
+	for i, l := range lines {
+		ls[i] = string(l)
+	}
+	if err := j.tx.PutJournalLines(j.name, j.headSeq+1, ls); err != nil {
+		return err
+	}
+	j.headSeq += int64(len(ls))
+	if err := j.putHead(); err != nil {
+		return err
+	}
+	if j.seenEpoch == j.headEpoch {
+		j.seenSeq = j.headSeq
+	}
+	return nil
+}
+
+func (j *storeJournal) replace(lines [][]byte) error {
+	if err := j.tx.TrimJournal(j.name, j.headSeq); err != nil {
+		return err
+	}
+	j.headEpoch++
+	j.seenEpoch = j.headEpoch
+	return j.add(lines, true)
+}
