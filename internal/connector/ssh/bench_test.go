@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/store/postgres"
+	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 )
 
 // BenchmarkSignCert is the floor: building and signing one certificate
@@ -101,6 +104,46 @@ func BenchmarkRevoke(b *testing.B) {
 				if err := c.Revoke(ctx, mayfly.RevokeRequest{LeaseID: "lse_" + id, Username: "mf_" + id, ExpiresAt: exp}); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkProvisionStore is BenchmarkProvision/own_key with the CA and the
+// journal kept in a PostgreSQL store (replicas), against the same with
+// files (one broker), in one run.
+func BenchmarkProvisionStore(b *testing.B) {
+	pub, _ := newKeyPair(b)
+	st, err := postgres.Open(context.Background(), pgtest.NewDatabase(b), 4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	ca, err := OpenSharedCA(st, "", []byte("bench"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	target := mayfly.Target{Name: "bench", Kind: mayfly.KindSSH, Address: "127.0.0.1:22"}
+	shared, err := NewShared(target, ca, b.TempDir(), st, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { shared.Close() })
+	files := benchConnector(b)
+	i := 0 // lease ids unique across runs: a lease provisioned again revokes its certificate
+	for _, name := range []string{"files", "store"} {
+		c := map[string]*Connector{"files": files, "store": shared}[name]
+		b.Run(name, func(b *testing.B) {
+			exp := time.Now().Add(time.Hour)
+			for b.Loop() {
+				req := mayfly.ProvisionRequest{
+					LeaseID: fmt.Sprintf("lse_%s_%d", name, i), Username: fmt.Sprintf("mf_b_%d", i), ExpiresAt: exp,
+					Grant: mayfly.Grant{Name: "deploy", Principals: []string{"deploy"}}, PublicKey: authorizedLine(pub),
+				}
+				if _, err := c.Provision(b.Context(), req); err != nil {
+					b.Fatal(err)
+				}
+				i++
 			}
 		})
 	}

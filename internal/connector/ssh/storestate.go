@@ -18,6 +18,9 @@ type JournalTx interface {
 	PutJournalLines(name string, first int64, lines []string) error
 	JournalLines(name string, after int64) ([]int64, []string, error)
 	TrimJournal(name string, through int64) error
+	// SyncCommit makes the commit wait for the log's flush, in a
+	// transaction begun under mayfly.SkipIntentSync.
+	SyncCommit() error
 }
 
 // storeTimeout bounds each transaction on the shared store.
@@ -42,7 +45,7 @@ type storeJournal struct {
 	// Set inside locked.
 	tx                 JournalTx
 	headEpoch, headSeq int64
-	retried            bool
+	retried, synced    bool
 }
 
 func newStoreJournal(st mayfly.Store, name string, legacy *fileJournal) *storeJournal {
@@ -62,13 +65,16 @@ func (j *storeJournal) locked(fn func() error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	runs := 0
-	err := j.st.Update(ctx, func(tx mayfly.Tx) error {
+	// The commit waits for the log's flush only when a durable change was
+	// made (add with durable, replace): an issued certificate lost with its
+	// record is still revoked by its key ID, as with the file.
+	err := j.st.Update(mayfly.SkipIntentSync(ctx), func(tx mayfly.Tx) error {
 		runs++
 		jt, ok := tx.(JournalTx)
 		if !ok {
 			return errors.New("this store keeps no journals")
 		}
-		j.tx, j.retried = jt, runs > 1
+		j.tx, j.retried, j.synced = jt, runs > 1, false
 		defer func() { j.tx = nil }()
 		v, err := tx.GetSetting(j.setting())
 		switch {
@@ -153,8 +159,13 @@ func (j *storeJournal) since() ([][]byte, bool, error) {
 	return out, reset, nil
 }
 
-func (j *storeJournal) add(lines [][]byte, _ bool) error {
-	// Every commit of the store is durable.
+func (j *storeJournal) add(lines [][]byte, durable bool) error {
+	if durable && !j.synced {
+		if err := j.tx.SyncCommit(); err != nil {
+			return err
+		}
+		j.synced = true
+	}
 	ls := make([]string, len(lines))
 	for i, l := range lines {
 		ls[i] = string(l)

@@ -47,3 +47,12 @@ func (t *tx) TrimJournal(name string, through int64) error {
 	}
 	return nil
 }
+
+// SyncCommit makes this transaction's commit wait for the flush of the
+// log, also when it began under mayfly.SkipIntentSync.
+func (t *tx) SyncCommit() error {
+	if _, err := t.exec(`SET LOCAL synchronous_commit = on`); err != nil {
+		return fmt.Errorf("synchronous commit: %w", err)
+	}
+	return nil
+}
