@@ -255,6 +255,13 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if err != nil {
 		return err
 	}
+	if conns.ca != nil && conns.ca.Created() {
+		where := cfg.SSHCA.Dir
+		if shared != nil {
+			where = "the store (none there nor in " + cfg.SSHCA.Dir + ")"
+		}
+		log.Warn("ssh ca: made a new CA in "+where+"; hosts refuse its certificates until they trust its key (mayfly ssh ca)", "key", conns.ca.PublicKeys()[0])
+	}
 	// A driver may wait on a target that stopped answering as it closes
 	// (pgx pings a pooled connection with no deadline): the stop does not.
 	defer closeWithin(conns.Close, 2*time.Second, log)

@@ -25,6 +25,9 @@ func TestReplicasShareSSHStateThroughTheStore(t *testing.T) {
 		targets:   "  - {name: local-ssh, kind: ssh, address: \"127.0.0.1:2222\", prefix: mfsd_, grants: {deploy: {principals: [deploy]}}}\n",
 		extraYAML: "  - {name: ssh, groups: [eng], targets: [local-ssh], grants: [deploy], max_duration: 1h, approvals: 0}\ngateway:\n  ssh: {listen: \"127.0.0.1:0\"}\n",
 	})
+	if n := strings.Count(a.stderr.String()+b.stderr.String(), "ssh ca: made a new CA in the store"); n != 1 {
+		t.Errorf("%d replicas logged making a new CA in the store; want the first alone", n)
+	}
 	hostKey := regexp.MustCompile(`ssh gateway ready.*host_key=(SHA256:\S+)`)
 	ka, kb := hostKey.FindStringSubmatch(a.stderr.String()), hostKey.FindStringSubmatch(b.stderr.String())
 	if ka == nil || kb == nil || ka[1] != kb[1] {

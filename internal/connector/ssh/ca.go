@@ -47,6 +47,7 @@ type CA struct {
 	now   func() time.Time
 	// passphrase encrypts the keys that rotations create.
 	passphrase []byte
+	created    bool // by openCA
 
 	// The fields below are guarded by mu, and match the directory while
 	// the file lock is held.
@@ -122,6 +123,7 @@ func openCA(files caFiles, passphrase []byte) (*CA, error) {
 		if ca.state != nil {
 			return nil
 		}
+		ca.created = true
 		if _, err := ca.prepareLocked(); err != nil {
 			return err
 		}
@@ -133,6 +135,9 @@ func openCA(files caFiles, passphrase []byte) (*CA, error) {
 	}
 	return ca, nil
 }
+
+// Created reports whether opening the CA made it (there was none).
+func (ca *CA) Created() bool { return ca.created }
 
 // Close releases what the CA holds open.
 func (ca *CA) Close() error { return ca.files.close() }
