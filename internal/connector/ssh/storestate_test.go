@@ -1,7 +1,13 @@
 package ssh
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -9,6 +15,7 @@ import (
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/store/postgres"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // testStore is a PostgreSQL store in a database of its own.
@@ -161,5 +168,52 @@ func TestStateImportedIntoTheStore(t *testing.T) {
 	}
 	if n := len(settingsUnder(t, st, "journal.ssh-web")); n != 1 {
 		t.Errorf("journal heads in the store: %d; want 1", n)
+	}
+}
+
+// TestSharedHostKey: the SSH gateway's host key kept in the store is the
+// key of the legacy file when there is one, a new key otherwise, and the
+// same key on every later call (every replica); it is stored encrypted.
+func TestSharedHostKey(t *testing.T) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := gossh.MarshalPrivateKey(priv, "old gateway key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "ssh-gateway-host-key")
+	if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := gossh.NewSignerFromKey(priv)
+	for name, tc := range map[string]struct {
+		file string
+		want gossh.PublicKey
+	}{"imported": {file, old.PublicKey()}, "new": {filepath.Join(t.TempDir(), "none"), nil}} {
+		t.Run(name, func(t *testing.T) {
+			st := testStore(t)
+			ca, err := OpenSharedCA(st, "", []byte("pw"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ca.Close()
+			first, err := ca.SharedHostKey(st, tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.want != nil && !bytes.Equal(first.PublicKey().Marshal(), tc.want.Marshal()) {
+				t.Errorf("host key %s; want the legacy file's %s", gossh.FingerprintSHA256(first.PublicKey()), gossh.FingerprintSHA256(tc.want))
+			}
+			again, err := ca.SharedHostKey(st, tc.file)
+			if err != nil || !bytes.Equal(again.PublicKey().Marshal(), first.PublicKey().Marshal()) {
+				t.Errorf("second call: %v, %v; want the same key", again, err)
+			}
+			stored := settingsUnder(t, st, hostKeySetting)[hostKeySetting]
+			if _, err := gossh.ParseRawPrivateKey([]byte(stored)); err == nil {
+				t.Errorf("the host key is stored unencrypted")
+			}
+		})
 	}
 }
