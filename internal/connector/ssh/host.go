@@ -55,6 +55,11 @@ type hostAdmin struct {
 	pin    gossh.PublicKey // nil: trust on first use, recorded in knownFile
 	// knownFile records the host key seen first when there is no pin.
 	knownFile string
+	// known, when set, is a store replicas share that records the key
+	// seen first instead (knownSetting), so that every replica trusts the
+	// key the first one saw; knownFile's key, when there is one, is copied
+	// into it.
+	known mayfly.Store
 
 	keyMu sync.Mutex // guards knownFile
 
@@ -107,6 +112,9 @@ func (h *hostAdmin) checkHostKey(_ string, _ net.Addr, key gossh.PublicKey) erro
 	}
 	h.keyMu.Lock()
 	defer h.keyMu.Unlock()
+	if h.known != nil {
+		return h.checkKnownInStore(key)
+	}
 	b, err := os.ReadFile(h.knownFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return writeFileAtomic(h.knownFile, gossh.MarshalAuthorizedKey(key), 0o600)
@@ -521,4 +529,39 @@ func (h *hostAdmin) check(ctx context.Context) error {
 		return mayfly.Errorf(mayfly.EUNAVAILABLE, "ssh target %q: admin command on %s: %v", h.target, h.addr, err)
 	}
 	return nil
+}
+
+// knownSetting records, in a store replicas share, the host key of target
+// seen first.
+func knownSetting(target string) string { return "ssh_target.host_key." + target }
+
+// checkKnownInStore accepts key when it is the one the store records for
+// the target, recording it when there is none yet (or the legacy file's).
+func (h *hostAdmin) checkKnownInStore(key gossh.PublicKey) error {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	return h.known.Update(ctx, func(tx mayfly.Tx) error {
+		v, err := tx.GetSetting(knownSetting(h.target))
+		switch {
+		case mayfly.ErrorCode(err) == mayfly.ENOTFOUND:
+			line := gossh.MarshalAuthorizedKey(key)
+			if b, err := os.ReadFile(h.knownFile); err == nil {
+				line = b // recorded by this replica before the store kept it
+			}
+			if err := tx.PutSetting(knownSetting(h.target), string(line)); err != nil {
+				return err
+			}
+			v = string(line)
+		case err != nil:
+			return err
+		}
+		known, _, _, _, err := gossh.ParseAuthorizedKey([]byte(v))
+		if err != nil {
+			return fmt.Errorf("recorded host key of %s in the store: %w", h.addr, err)
+		}
+		if !bytes.Equal(key.Marshal(), known.Marshal()) {
+			return fmt.Errorf("host key of %s changed since first contact (recorded in the store, setting %s)", h.addr, knownSetting(h.target))
+		}
+		return nil
+	})
 }

@@ -147,6 +147,7 @@ func build(t mayfly.Target, ca *CA, stateDir string, st mayfly.Store, getenv fun
 		if err != nil {
 			return nil, err
 		}
+		c.admin.known = st
 	}
 	name := "ssh-" + t.Name
 	if st == nil {

@@ -459,6 +459,43 @@ func TestCheck(t *testing.T) {
 		t.Errorf("Check() after the host key changed = %v; want refusal", err)
 	}
 
+	// Replicas of a store: the key the first saw is recorded in the store
+	// and required of every replica, whatever its state directory; a key
+	// recorded in a state directory before is copied in.
+	st := testStore(t)
+	shared := func(dir string) *Connector {
+		t.Helper()
+		c, err := NewShared(tofu, ca, dir, st, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	if err := shared(t.TempDir()).Check(testCtx(t)); err != nil {
+		t.Fatalf("Check() on first contact, shared = %v", err)
+	}
+	if err := shared(t.TempDir()).Check(testCtx(t)); err != nil {
+		t.Fatalf("Check() through another replica = %v", err)
+	}
+	if err := st.Update(testCtx(t), func(tx mayfly.Tx) error {
+		return tx.PutSetting(knownSetting("tofu"), authorizedLine(wrongPin)+"\n")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := shared(t.TempDir()).Check(testCtx(t)); err == nil || !strings.Contains(err.Error(), "changed") {
+		t.Errorf("Check() after the key the store records changed = %v; want refusal", err)
+	}
+	st2 := testStore(t)
+	c, err := NewShared(tofu, ca, stateDir, st2, nil) // stateDir records wrongPin (above)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Check(testCtx(t)); err == nil || !strings.Contains(err.Error(), "changed") {
+		t.Errorf("Check() with the state directory's recorded key copied into the store = %v; want refusal", err)
+	}
+
 	down := certTarget(srv, "mf_")
 	down.Name = "down"
 	down.Address = "127.0.0.1:" + strconv.Itoa(freePort(t))
