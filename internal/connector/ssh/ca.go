@@ -119,16 +119,27 @@ func openCA(files caFiles, passphrase []byte) (*CA, error) {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh ca: passphrase is required")
 	}
 	ca := &CA{files: files, now: time.Now, passphrase: append([]byte(nil), passphrase...)}
-	err := ca.locked(true, func() error {
-		if ca.state != nil {
-			return nil
-		}
-		ca.created = true
-		if _, err := ca.prepareLocked(); err != nil {
-			return err
-		}
-		return ca.activateLocked()
-	})
+	// An existing CA is read under a shared lock, so that processes opening
+	// it at once decrypt its key side by side; the exclusive lock is for
+	// making (or importing) one.
+	err := ca.locked(false, func() error { return nil })
+	if err == nil && ca.state == nil {
+		err = ca.locked(true, func() error {
+			if ca.state != nil {
+				return nil
+			}
+			ca.created = true
+			if _, err := ca.prepareLocked(); err != nil {
+				return err
+			}
+			return ca.activateLocked()
+		})
+	}
+	if err == nil {
+		// The key is decrypted once at open, so that a wrong passphrase
+		// fails here.
+		err = ca.locked(false, func() error { _, err := ca.signerLocked(); return err })
+	}
 	if err != nil {
 		files.close()
 		return nil, err
@@ -190,18 +201,27 @@ func (ca *CA) refreshLocked() error {
 	if len(keys) == 0 || keys[0].File == "" {
 		return fmt.Errorf("ssh ca: %s names no current signing key", caStateFile)
 	}
-	if keys[0].File != ca.signerFile || ca.signer == nil {
-		signer, err := ca.loadKey(keys[0].File)
-		if err != nil {
-			return err
-		}
-		if authorizedLine(signer.PublicKey()) != keyField(keys[0].Public) {
-			return fmt.Errorf("ssh ca: signing key %s does not match %s", keys[0].File, caStateFile)
-		}
-		ca.signer, ca.signerFile = signer, keys[0].File
-	}
 	ca.keys, ca.state = keys, b
 	return nil
+}
+
+// signerLocked returns the current signing key, decrypting it when the
+// current key changed since it was last decrypted (only when something is
+// to be signed: listing the keys decrypts nothing).
+func (ca *CA) signerLocked() (gossh.Signer, error) {
+	cur := ca.keys[0]
+	if ca.signer != nil && ca.signerFile == cur.File {
+		return ca.signer, nil
+	}
+	signer, err := ca.loadKey(cur.File)
+	if err != nil {
+		return nil, err
+	}
+	if authorizedLine(signer.PublicKey()) != keyField(cur.Public) {
+		return nil, fmt.Errorf("ssh ca: signing key %s does not match %s", cur.File, caStateFile)
+	}
+	ca.signer, ca.signerFile = signer, cur.File
+	return signer, nil
 }
 
 // loadKey reads and decrypts the private key in file.
@@ -356,7 +376,11 @@ func (ca *CA) sign(req CertRequest, record bool) (*gossh.Certificate, error) {
 			mark = true
 			return nil
 		}
-		if err := cert.SignCert(rand.Reader, ca.signer); err != nil {
+		signer, err := ca.signerLocked()
+		if err != nil {
+			return err
+		}
+		if err := cert.SignCert(rand.Reader, signer); err != nil {
 			return fmt.Errorf("ssh ca: sign: %w", err)
 		}
 		return nil

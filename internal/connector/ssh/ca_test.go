@@ -235,7 +235,7 @@ func TestCASharedByProcesses(t *testing.T) {
 }
 
 func testCAShared(t *testing.T, open func() (*CA, error), keys func() int) {
-	cas := make([]*CA, 8)
+	cas := make([]*CA, 4)
 	errs := make(chan error, len(cas))
 	for i := range cas {
 		go func() {
