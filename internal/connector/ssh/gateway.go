@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
@@ -129,7 +130,7 @@ func (c *Connector) CertRevoked(cert *gossh.Certificate) (bool, error) {
 	revoked := false
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	err := c.reg.locked(func() error {
+	err := c.reg.locked(context.Background(), func() error {
 		if until, ok := c.reg.keyIDs[cert.KeyId]; ok && until.After(now) {
 			revoked = true
 			return nil

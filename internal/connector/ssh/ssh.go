@@ -165,7 +165,7 @@ func build(t mayfly.Target, ca *CA, stateDir string, st mayfly.Store, getenv fun
 	// sshd refuses every key when its RevokedKeys file is missing, so the
 	// list exists from the start.
 	c.mu.Lock()
-	err = c.reg.locked(func() error { return c.writeKRLLocked() })
+	err = c.reg.locked(context.Background(), func() error { return c.writeKRLLocked() })
 	c.mu.Unlock()
 	if err != nil {
 		c.reg.close()
@@ -417,7 +417,7 @@ func (c *Connector) Provision(ctx context.Context, req mayfly.ProvisionRequest) 
 		rec.Key = pub.Marshal()
 	}
 	c.mu.Lock()
-	err = c.reg.locked(func() error {
+	err = c.reg.locked(ctx, func() error {
 		// Provisioning the same lease again replaces its credential: the
 		// certificates issued before are revoked by serial (not by key ID,
 		// which the new certificate shares).
@@ -505,7 +505,7 @@ func (c *Connector) Revoke(ctx context.Context, req mayfly.RevokeRequest) error 
 	now := c.now()
 	var hostUsers []string
 	c.mu.Lock()
-	err := c.reg.locked(func() error {
+	err := c.reg.locked(ctx, func() error {
 		var serials []uint64
 		until := req.ExpiresAt
 		matched := false
@@ -579,7 +579,7 @@ func (c *Connector) writeKRLLocked() error {
 func (c *Connector) RevokedKeys() ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	err := c.reg.locked(func() error {
+	err := c.reg.locked(context.Background(), func() error {
 		if c.krlData != nil && c.krlGen == c.reg.gen {
 			return nil
 		}
@@ -603,7 +603,7 @@ func (c *Connector) Accounts(ctx context.Context, req mayfly.AccountsRequest) ([
 	now := c.now()
 	byName := map[string]*mayfly.Account{}
 	c.mu.Lock()
-	err := c.reg.locked(func() error {
+	err := c.reg.locked(ctx, func() error {
 		for _, rec := range c.reg.certs {
 			if rec.HostUser || rec.Revoked || !rec.ValidBefore.After(now) || !strings.HasPrefix(rec.Username, req.Prefix) {
 				continue

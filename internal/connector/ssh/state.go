@@ -3,6 +3,7 @@ package ssh
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,8 +37,8 @@ type registry struct {
 // journal keeps a registry's lines.
 type journal interface {
 	// locked runs fn holding the journal's lock across processes; fn
-	// calls the methods below.
-	locked(fn func() error) error
+	// calls the methods below. ctx bounds the wait for a store.
+	locked(ctx context.Context, fn func() error) error
 	// since returns the lines written since the last call; with reset,
 	// they are the whole journal (the first call, or the journal was
 	// replaced meanwhile).
@@ -110,8 +111,8 @@ func (r *registry) reset() {
 }
 
 // locked runs fn holding the journal's lock, after catching up with it.
-func (r *registry) locked(fn func() error) error {
-	return r.j.locked(func() error {
+func (r *registry) locked(ctx context.Context, fn func() error) error {
+	return r.j.locked(ctx, func() error {
 		if err := r.catchUp(); err != nil {
 			return fmt.Errorf("read state: %w", err)
 		}
@@ -249,7 +250,7 @@ func openFileJournal(dir, name string) (*fileJournal, error) {
 
 func (j *fileJournal) close() error { return j.lockFile.Close() }
 
-func (j *fileJournal) locked(fn func() error) error {
+func (j *fileJournal) locked(_ context.Context, fn func() error) error {
 	if err := flock(j.lockFile, syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("lock state: %w", err)
 	}

@@ -1,6 +1,7 @@
 package ssh
 
 import (
+	"context"
 	"os"
 	"slices"
 	"testing"
@@ -76,7 +77,7 @@ func TestStateSharedAndPersistent(t *testing.T) {
 	}
 	c.now = func() time.Time { return time.Now().Add(2 * time.Second) }
 	c.mu.Lock()
-	err = c.reg.locked(func() error { return c.reg.compact(c.now()) })
+	err = c.reg.locked(context.Background(), func() error { return c.reg.compact(c.now()) })
 	c.mu.Unlock()
 	if err != nil {
 		t.Fatalf("compact: %v", err)

@@ -61,8 +61,8 @@ func (j *storeJournal) close() error {
 	return nil
 }
 
-func (j *storeJournal) locked(fn func() error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+func (j *storeJournal) locked(ctx context.Context, fn func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	runs := 0
 	// The commit waits for the log's flush only when a durable change was
@@ -122,7 +122,7 @@ func (j *storeJournal) importLegacy() error {
 		return nil
 	}
 	var lines [][]byte
-	err := j.legacy.locked(func() error {
+	err := j.legacy.locked(context.Background(), func() error {
 		var err error
 		lines, _, err = j.legacy.since()
 		j.legacy.ino, j.legacy.off = 0, 0

@@ -99,7 +99,7 @@ func TestStateSharedThroughTheStore(t *testing.T) {
 	provisionT(t, a, mayfly.ProvisionRequest{LeaseID: "lse_3", Username: "mf_3", ExpiresAt: time.Now().Add(time.Second), Grant: grant})
 	a.now = func() time.Time { return time.Now().Add(2 * time.Second) }
 	a.mu.Lock()
-	err = a.reg.locked(func() error { return a.reg.compact(a.now()) })
+	err = a.reg.locked(context.Background(), func() error { return a.reg.compact(a.now()) })
 	a.mu.Unlock()
 	if err != nil {
 		t.Fatalf("compact: %v", err)
