@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -215,5 +216,72 @@ func TestSharedHostKey(t *testing.T) {
 				t.Errorf("the host key is stored unencrypted")
 			}
 		})
+	}
+}
+
+// TestStoreJournalRacingReplicas: replicas appending to one target's
+// journal at once, through connectors of their own, lose nothing: every
+// certificate issued is listed by a replica opened afterwards, and every
+// revocation is in its list.
+func TestStoreJournalRacingReplicas(t *testing.T) {
+	st := testStore(t)
+	ca, err := OpenSharedCA(st, "", []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ca.Close()
+	target := mayfly.Target{Name: "web", Kind: mayfly.KindSSH, Address: "127.0.0.1:22"}
+	const replicas, each = 4, 10
+	exp := time.Now().Add(time.Hour)
+	grant := mayfly.Grant{Principals: []string{"u"}}
+	errs := make(chan error, replicas)
+	serials := make(chan uint64, replicas*each)
+	for r := range replicas {
+		c, err := NewShared(target, ca, t.TempDir(), st, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			for i := range each {
+				id := fmt.Sprintf("lse_%d_%d", r, i)
+				res, err := c.Provision(testCtx(t), mayfly.ProvisionRequest{LeaseID: id, Username: fmt.Sprintf("mf_%d_%d", r, i), ExpiresAt: exp, Grant: grant})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if i%2 == 0 {
+					if err := c.Revoke(testCtx(t), mayfly.RevokeRequest{LeaseID: id, Username: fmt.Sprintf("mf_%d_%d", r, i), ExpiresAt: exp}); err != nil {
+						errs <- err
+						return
+					}
+					serials <- certOf(t, res.Credential).Serial
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range replicas {
+		if err := <-errs; err != nil {
+			t.Fatalf("a replica: %v", err)
+		}
+	}
+	close(serials)
+	var want []uint64
+	for s := range serials {
+		want = append(want, s)
+	}
+	slices.Sort(want)
+	later, err := NewShared(target, ca, t.TempDir(), st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer later.Close()
+	accts, err := later.Accounts(testCtx(t), mayfly.AccountsRequest{})
+	if err != nil || len(accts) != replicas*each/2 {
+		t.Errorf("Accounts() after the race: %d accounts, %v; want the %d not revoked", len(accts), err, replicas*each/2)
+	}
+	if got := revokedSerials(t, later); !slices.Equal(got, want) {
+		t.Errorf("revoked serials after the race = %d of them; want the %d revoked", len(got), len(want))
 	}
 }
