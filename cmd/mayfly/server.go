@@ -33,6 +33,10 @@ import (
 	"github.com/mayflyhq/mayfly/internal/webapp"
 )
 
+// krlFollowEvery is how often a replica reads the SSH targets' records to
+// rewrite their krl_file after revocations made through other replicas.
+const krlFollowEvery = 2 * time.Second
+
 func cmdServer(e *env, args []string) error {
 	f := newFlags(e, "server", false)
 	path := f.String("config", "", "configuration file (YAML)")
@@ -489,6 +493,17 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 			bg.Add(1)
 			go func() { defer bg.Done(); slackApp.RunSocketMode(ctx) }()
 		}
+	}
+	// A replica's krl_file follows the revocations made through the others
+	// (or through processes sharing its state_dir), not only its own.
+	for name, sc := range conns.ssh {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			sc.FollowRevocations(ctx, krlFollowEvery, func(err error) {
+				log.Warn("ssh: cannot refresh the revocation list file", "target", name, "err", err)
+			})
+		}()
 	}
 	if creds.Sealing() {
 		// Every replica follows the credentials stored by the others and

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mayflyhq/mayfly/internal/httpapi"
 	gossh "golang.org/x/crypto/ssh"
@@ -22,7 +23,8 @@ import (
 func TestReplicasShareSSHStateThroughTheStore(t *testing.T) {
 	t.Setenv("MAYFLY_SSH_CA_PASSPHRASE", "correct horse battery staple")
 	a, b, _ := twoReplicas(t, worldOpts{
-		targets:   "  - {name: local-ssh, kind: ssh, address: \"127.0.0.1:2222\", prefix: mfsd_, grants: {deploy: {principals: [deploy]}}}\n",
+		// krl_file is relative to each replica's config: a file each.
+		targets:   "  - {name: local-ssh, kind: ssh, address: \"127.0.0.1:2222\", prefix: mfsd_, krl_file: revoked.krl, grants: {deploy: {principals: [deploy]}}}\n",
 		extraYAML: "  - {name: ssh, groups: [eng], targets: [local-ssh], grants: [deploy], max_duration: 1h, approvals: 0}\ngateway:\n  ssh: {listen: \"127.0.0.1:0\"}\n",
 	})
 	if n := strings.Count(a.stderr.String()+b.stderr.String(), "ssh ca: made a new CA in the store"); n != 1 {
@@ -47,6 +49,25 @@ func TestReplicasShareSSHStateThroughTheStore(t *testing.T) {
 	a.ok("alice", &c, "creds", r.ID, "-o", "json")
 	// Revoked through B, which never saw the certificate issued.
 	b.ok("carol", nil, "revoke", c.LeaseID)
+	// A's krl_file follows within seconds, before anything asks A for
+	// the list (which would rewrite the file too). B's is current at once.
+	fileOf := func(w *world) string {
+		k, err := os.ReadFile(filepath.Join(filepath.Dir(w.cfg), "revoked.krl"))
+		if err != nil {
+			t.Fatalf("krl_file: %v", err)
+		}
+		return string(k)
+	}
+	if !krlRevokes(t, fileOf(b), c.Certificate) {
+		t.Errorf("B's krl_file does not revoke the certificate B revoked")
+	}
+	deadline := time.Now().Add(3 * krlFollowEvery)
+	for !krlRevokes(t, fileOf(a), c.Certificate) {
+		if time.Now().After(deadline) {
+			t.Fatalf("A's krl_file still accepts the certificate revoked through B after %s", 3*krlFollowEvery)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	for name, w := range map[string]*world{"A": a, "B": b} {
 		krl := w.ok("carol", nil, "ssh", "revoked-keys", "--target", "local-ssh")
 		if !krlRevokes(t, krl, c.Certificate) {

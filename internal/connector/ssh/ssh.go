@@ -575,20 +575,60 @@ func (c *Connector) writeKRLLocked() error {
 
 // RevokedKeys returns the current revocation list, an OpenSSH KRL for
 // sshd's RevokedKeys: the same bytes as KRLFile. It reflects revocations
-// made through any connector sharing the state directory.
+// made through any connector sharing the target's records (the state
+// directory, or the store of replicas).
 func (c *Connector) RevokedKeys() ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	err := c.reg.locked(context.Background(), func() error {
+	if err := c.refreshKRLLocked(context.Background()); err != nil {
+		return nil, err
+	}
+	return slices.Clone(c.krlData), nil
+}
+
+// refreshKRLLocked reads the records and regenerates the revocation list
+// (and KRLFile) when they changed since it was last made. Call it with
+// c.mu held.
+func (c *Connector) refreshKRLLocked(ctx context.Context) error {
+	err := c.reg.locked(ctx, func() error {
 		if c.krlData != nil && c.krlGen == c.reg.gen {
 			return nil
 		}
 		return c.writeKRLLocked()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("revocation list: %w", err)
+		return fmt.Errorf("revocation list: %w", err)
 	}
-	return slices.Clone(c.krlData), nil
+	return nil
+}
+
+// FollowRevocations keeps KRLFile current with the changes other replicas
+// (or processes sharing the state directory) make to this target's
+// records: every interval it reads them and rewrites the file when they
+// changed, until ctx ends. A change made through this connector rewrites
+// the file at once. onErr hears of a failed refresh, and of nothing more
+// until one has succeeded again. Without KRLFile it returns at once.
+func (c *Connector) FollowRevocations(ctx context.Context, every time.Duration, onErr func(error)) {
+	if c.krlFile == "" {
+		return
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		c.mu.Lock()
+		err := c.refreshKRLLocked(ctx)
+		c.mu.Unlock()
+		if err != nil && ctx.Err() == nil && !failing && onErr != nil {
+			onErr(err)
+		}
+		failing = err != nil
+	}
 }
 
 // Accounts lists the accounts under prefix. Host users (with an admin) are

@@ -3,6 +3,7 @@ package ssh
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -100,5 +101,61 @@ func TestStateSharedAndPersistent(t *testing.T) {
 	// The first connector notices the replaced journal.
 	if got := revokedSerials(t, a); !slices.Equal(got, []uint64{serial}) {
 		t.Errorf("revoked serials in the first connector after compaction = %v; want [%d]", got, serial)
+	}
+}
+
+// TestKRLFileFollowsOtherConnectors: a connector's krl_file takes in the
+// revocations made through another connector sharing the records (here
+// the state directory) within FollowRevocations' interval, without any
+// call through the first; it stops when its context ends.
+func TestKRLFileFollowsOtherConnectors(t *testing.T) {
+	ca := sharedCA(t)
+	dir := t.TempDir()
+	target := mayfly.Target{Name: "web", Kind: mayfly.KindSSH, Address: "127.0.0.1:22"}
+	withFile := target
+	withFile.KRLFile = filepath.Join(t.TempDir(), "revoked.krl")
+	a := newConnector(t, withFile, ca, dir)
+	b := newConnector(t, target, ca, dir)
+	fileSerials := func() []uint64 {
+		t.Helper()
+		data, err := os.ReadFile(withFile.KRLFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := parseKRL(data)
+		if err != nil {
+			t.Fatalf("parse %s: %v", withFile.KRLFile, err)
+		}
+		var out []uint64
+		for _, cc := range k.Certs {
+			out = append(out, cc.Serials...)
+		}
+		return out
+	}
+	exp := time.Now().Add(time.Hour)
+	grant := mayfly.Grant{Principals: []string{"u"}}
+	cred := provisionT(t, a, mayfly.ProvisionRequest{LeaseID: "lse_1", Username: "mf_1", ExpiresAt: exp, Grant: grant})
+	serial := certOf(t, cred).Serial
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.FollowRevocations(ctx, 20*time.Millisecond, func(err error) { t.Errorf("refresh: %v", err) })
+	}()
+	if err := b.Revoke(testCtx(t), mayfly.RevokeRequest{LeaseID: "lse_1", Username: "mf_1", ExpiresAt: exp}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !slices.Equal(fileSerials(), []uint64{serial}); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the krl_file lists %v 5 s after another connector revoked serial %d", fileSerials(), serial)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("FollowRevocations did not return when its context ended")
 	}
 }
