@@ -91,7 +91,42 @@ func TestGatewayBenchmark(t *testing.T) {
 
 	// pgbench -S -c 8.
 	tps := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	processed := regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
 	var pinCmd []string
+	// Each pgbench run through the gateway must be in the session log,
+	// every statement: pgbench -S runs one per transaction, plus its
+	// check of the scale and the statements in flight when it stops.
+	var lastProcessed int64
+	recorded := func() (stmts int64, open int) {
+		var ss []struct {
+			Events  int64     `json:"events"`
+			EndedAt time.Time `json:"ended_at"`
+		}
+		w.ok("alice", &ss, "sessions", "--lease", gw.Username, "--all", "-o", "json")
+		for _, s := range ss {
+			if s.EndedAt.IsZero() {
+				open++
+				stmts += s.Events - 1 // start
+			} else {
+				stmts += s.Events - 2 // start, end
+			}
+		}
+		return stmts, open
+	}
+	checkRecorded := func(mode string, before int64, openBefore int) {
+		deadline := time.Now().Add(10 * time.Second)
+		after, open := recorded()
+		for open > openBefore && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			after, open = recorded()
+		}
+		got := after - before
+		if got < lastProcessed || got > lastProcessed+16 {
+			t.Fatalf("pgbench -M %s through the gateway processed %d transactions; the session log holds %d statements of that run (%d sessions still open); want every one",
+				mode, lastProcessed, got, open-openBefore)
+		}
+		fmt.Printf("  gateway round recorded: %d transactions processed, %d statements in the session log\n", lastProcessed, got)
+	}
 	bench := func(c credsOut, mode string) float64 {
 		args := append(slices.Clone(pinCmd), "pgbench", "-n", "-S", "-c", "8", "-j", "2", "-T", fmt.Sprint(benchSeconds), "-M", mode, "-h", c.Host, "-p", fmt.Sprint(c.Port), "-U", c.Username, "mf_bench")
 		cmd := exec.Command(args[0], args[1:]...)
@@ -106,6 +141,11 @@ func TestGatewayBenchmark(t *testing.T) {
 		}
 		var tps float64
 		fmt.Sscan(m[1], &tps)
+		if m := processed.FindStringSubmatch(string(b)); m != nil {
+			fmt.Sscan(m[1], &lastProcessed)
+		} else {
+			t.Fatalf("pgbench output has no count of transactions:\n%s", b)
+		}
 		return tps
 	}
 	// Twice: first with the two cores shared by all, then with the
@@ -150,8 +190,10 @@ func TestGatewayBenchmark(t *testing.T) {
 					}
 					stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
 				}
+				before, openBefore := recorded()
 				gs = append(gs, bench(gw, mode))
 				stopProfile()
+				checkRecorded(mode, before, openBefore)
 			}
 			df, rf, gf := median(ds), median(rs), median(gs)
 			fmt.Printf("pgbench -S -c 8 -j 2 -T %d -M %s, cores %s, median of %d: direct %.0f tps, bare relay %.0f tps (%.0f%%), gateway %.0f tps (%.0f%% of direct, %.0f%% of the bare relay); rounds: direct %.0f, relay %.0f, gateway %.0f\n",
