@@ -64,30 +64,31 @@ func TestGatewayBenchmark(t *testing.T) {
 	defer dc.Close(ctx)
 	defer rc.Close(ctx)
 	defer gc.Close(ctx)
-	var dl, rl, gl []time.Duration
-	var one int
-	for i := range 3 * n {
-		c, lat := dc, &dl
-		switch i % 3 {
-		case 1:
-			c, lat = rc, &rl
-		case 2:
-			c, lat = gc, &gl
-		}
-		start := time.Now()
-		if err := c.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-			t.Fatal(err)
-		}
-		*lat = append(*lat, time.Since(start))
+	lats, err := select1Rounds(ctx, []*pgx.Conn{dc, rc, gc}, n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	pct := func(ls []time.Duration, p float64) time.Duration {
-		s := slices.Clone(ls)
-		slices.Sort(s)
-		return s[int(float64(len(s)-1)*p)]
+	dl, rl, gl := lats[0], lats[1], lats[2]
+	fmt.Printf("SELECT 1 (pgx, extended protocol), %d each, client in this process: direct p50 %v p99 %v; bare relay p50 %v p99 %v (%.2f×); gateway p50 %v p99 %v; p50 ratio %.2f (%.2f× the bare relay)\n",
+		n, pctile(dl, .5), pctile(dl, .99), pctile(rl, .5), pctile(rl, .99), float64(pctile(rl, .5))/float64(pctile(dl, .5)),
+		pctile(gl, .5), pctile(gl, .99), float64(pctile(gl, .5))/float64(pctile(dl, .5)), float64(pctile(gl, .5))/float64(pctile(rl, .5)))
+
+	// The same with the client in a process of its own, as psql or an
+	// application is: every hop to the gateway then crosses processes.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestGatewayBenchClient$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "MAYFLY_GATEWAY_BENCH_CLIENT="+strings.Join([]string{
+		gwDSN(direct, direct.Password), gwDSN(viaRelay, viaRelay.Password), gwDSN(gw, gw.Password)}, " "))
+	out, err := cmd.CombinedOutput()
+	m := regexp.MustCompile(`p50-ns (\d+) (\d+) (\d+)`).FindStringSubmatch(string(out))
+	if err != nil || m == nil {
+		t.Fatalf("the benchmark's client process: %v\n%s", err, out)
 	}
-	fmt.Printf("SELECT 1 (pgx, extended protocol), %d each: direct p50 %v p99 %v; bare relay p50 %v p99 %v (%.2f×); gateway p50 %v p99 %v; p50 ratio %.2f (%.2f× the bare relay)\n",
-		n, pct(dl, .5), pct(dl, .99), pct(rl, .5), pct(rl, .99), float64(pct(rl, .5))/float64(pct(dl, .5)),
-		pct(gl, .5), pct(gl, .99), float64(pct(gl, .5))/float64(pct(dl, .5)), float64(pct(gl, .5))/float64(pct(rl, .5)))
+	var dp, rp, gp float64
+	fmt.Sscan(m[1], &dp)
+	fmt.Sscan(m[2], &rp)
+	fmt.Sscan(m[3], &gp)
+	fmt.Printf("SELECT 1, %d each, client in another process: direct p50 %v; bare relay p50 %v (%.2f×); gateway p50 %v; p50 ratio %.2f (%.2f× the bare relay)\n",
+		n, time.Duration(dp), time.Duration(rp), rp/dp, time.Duration(gp), gp/dp, gp/rp)
 
 	// pgbench -S -c 8.
 	tps := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
@@ -218,6 +219,7 @@ func TestGatewayBenchmark(t *testing.T) {
 		runtime.ReadMemStats(&before)
 		for range open {
 			conn := connect(c)
+			var one int
 			if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
 				t.Fatal(err)
 			}
@@ -233,6 +235,57 @@ func TestGatewayBenchmark(t *testing.T) {
 	fmt.Printf("memory of %d more open sessions: gateway sessions with their pgx clients heap +%d, stacks +%d bytes; "+
 		"the same number of direct pgx clients heap +%d, stacks +%d; the gateway alone per session: heap %d, stacks %d bytes\n",
 		open, gh, gs, ch, cs, (gh-ch)/open, (gs-cs)/open)
+}
+
+// select1Rounds runs n SELECT 1 round trips on each connection, in turn
+// so that all see the same load, and returns each one's latencies.
+func select1Rounds(ctx context.Context, conns []*pgx.Conn, n int) ([][]time.Duration, error) {
+	lats := make([][]time.Duration, len(conns))
+	var one int
+	for i := range len(conns) * n {
+		k := i % len(conns)
+		start := time.Now()
+		if err := conns[k].QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			return nil, err
+		}
+		lats[k] = append(lats[k], time.Since(start))
+	}
+	return lats, nil
+}
+
+func pctile(ls []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ls)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p)]
+}
+
+// TestGatewayBenchClient is TestGatewayBenchmark's client in a process of
+// its own: SELECT 1 round trips on each DSN of MAYFLY_GATEWAY_BENCH_CLIENT
+// in turn, their medians printed in nanoseconds.
+func TestGatewayBenchClient(t *testing.T) {
+	v := os.Getenv("MAYFLY_GATEWAY_BENCH_CLIENT")
+	if v == "" {
+		t.Skip("run by TestGatewayBenchmark")
+	}
+	ctx := context.Background()
+	var conns []*pgx.Conn
+	for _, dsn := range strings.Fields(v) {
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		conns = append(conns, c)
+	}
+	lats, err := select1Rounds(ctx, conns, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Print("p50-ns")
+	for _, l := range lats {
+		fmt.Printf(" %d", pctile(l, .5))
+	}
+	fmt.Println()
 }
 
 // The pgbench part: rounds of benchSeconds per path.
