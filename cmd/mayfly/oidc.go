@@ -56,4 +56,10 @@ func (s sessions) Close(ctx context.Context, hash string) error {
 	return s.b.RevokeToken(ctx, broker.Caller{User: t.User, Groups: t.Groups}, t.ID)
 }
 
-func (s sessions) UserStatus(name string) string { return s.b.UserStatus(name) }
+// UserStatus reads the status again when this replica read it more than a
+// second ago: a user suspended through another replica cannot log in here.
+func (s sessions) UserStatus(name string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return s.b.CurrentUserStatus(ctx, name)
+}

@@ -59,6 +59,9 @@ type tokenCache struct {
 
 type cachedToken struct {
 	tok *mayfly.Token // never changed once cached
+	// read is when tok was read from the store: it is read again
+	// statusRecheck later, for a revocation through another replica.
+	read time.Time
 	// used is when (unix ns) the last use was written, 0 for never.
 	used atomic.Int64
 }
@@ -184,7 +187,7 @@ func (b *Broker) CreateToken(ctx context.Context, c Caller, in TokenInput) (stri
 	if in.User == "" {
 		return "", nil, mayfly.Errorf(mayfly.EINVALID, "a token needs a user")
 	}
-	if st := b.users.get(in.User); st != UserActive {
+	if st := b.CurrentUserStatus(ctx, in.User); st != UserActive {
 		return "", nil, mayfly.Errorf(mayfly.EFORBIDDEN, "user %s is %s", in.User, st)
 	}
 	plain := newTokenSecret(prefix)
@@ -226,14 +229,15 @@ func tokenData(t *mayfly.Token) map[string]string {
 }
 
 // ResolveToken returns the live token (not revoked, not expired, its user
-// active) whose hash is hash. Tokens are served from memory once read;
-// a revocation through this broker drops one at once. The first use of a
-// token is audited (token.first_use); its last use is written at most
-// once a minute.
+// active) whose hash is hash. Tokens are served from memory once read,
+// and read again statusRecheck later: a revocation through this broker
+// drops one at once, through another replica sharing the store within
+// statusRecheck. The first use of a token is audited (token.first_use);
+// its last use is written at most once a minute.
 func (b *Broker) ResolveToken(ctx context.Context, hash string) (*mayfly.Token, bool) {
 	now := b.clock.Now()
 	ct := b.tokens.get(hash)
-	if ct == nil {
+	if ct == nil || now.Sub(ct.read) >= statusRecheck {
 		gen := b.tokens.generation()
 		var t *mayfly.Token
 		err := b.store.View(ctx, func(tx mayfly.Tx) error {
@@ -241,27 +245,42 @@ func (b *Broker) ResolveToken(ctx context.Context, hash string) (*mayfly.Token, 
 			t, err = tx.GetTokenByHash(hash)
 			return err
 		})
-		if err != nil {
+		switch {
+		case err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND && ct != nil:
+			// The store cannot say: the token stays as last read.
+			b.log.Warn("read token", "err", err)
+		case err != nil:
 			if mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
 				b.log.Warn("read token", "err", err)
+			} else if ct != nil {
+				b.tokens.drop(hash)
 			}
 			return nil, false
-		}
-		if !t.Live(now) {
+		case !t.Live(now):
+			if ct != nil {
+				b.tokens.drop(hash)
+			}
 			return nil, false
+		default:
+			fresh := &cachedToken{tok: t, read: now}
+			used := t.LastUsedAt.UnixNano()
+			if t.LastUsedAt.IsZero() {
+				used = 0
+			}
+			if ct != nil {
+				used = max(used, ct.used.Load())
+			}
+			fresh.used.Store(used)
+			b.tokens.put(fresh, gen)
+			ct = fresh
 		}
-		ct = &cachedToken{tok: t}
-		if !t.LastUsedAt.IsZero() {
-			ct.used.Store(t.LastUsedAt.UnixNano())
-		}
-		b.tokens.put(ct, gen)
 	}
 	t := ct.tok
 	if !now.Before(t.ExpiresAt) {
 		b.tokens.drop(hash)
 		return nil, false
 	}
-	if b.users.get(t.User) != UserActive {
+	if b.CurrentUserStatus(ctx, t.User) != UserActive {
 		return nil, false
 	}
 	if last := ct.used.Load(); last == 0 || now.UnixNano()-last >= int64(lastUsedEvery) {

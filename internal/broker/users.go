@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/mayflyhq/mayfly"
 )
@@ -16,47 +17,121 @@ const (
 	UserDeprovisioned = "deprovisioned"
 )
 
+// statusRecheck is how long a broker trusts a user's status or a stored
+// token it has read before reading it again from the store: a suspension,
+// or a token revoked, through another replica sharing the store is
+// enforced here within it.
+const statusRecheck = time.Second
+
 // userStatuses caches the stored status of users; a user with no stored
 // status is active.
 type userStatuses struct {
 	mu sync.RWMutex
-	m  map[string]string
+	m  map[string]userStatus
+	// gen counts changes made through this broker, so a status read from
+	// the store while one was being made is not cached over it.
+	gen uint64
+}
+
+type userStatus struct {
+	status string
+	// at is when it was read from the store, or set.
+	at time.Time
 }
 
 func (u *userStatuses) get(name string) string {
+	s, _ := u.fresh(name, time.Time{})
+	return s
+}
+
+// fresh returns name's cached status and whether it was read or set after
+// since.
+func (u *userStatuses) fresh(name string, since time.Time) (string, bool) {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	if s, ok := u.m[name]; ok {
-		return s
+		return s.status, s.at.After(since)
 	}
-	return UserActive
+	return UserActive, false
 }
 
-func (u *userStatuses) set(name, status string) {
+func (u *userStatuses) generation() uint64 {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	return u.gen
+}
+
+// set records a status this broker set, or read at a time when nothing
+// had been set through it since gen (pass the current generation).
+func (u *userStatuses) set(name, status string, at time.Time, gen uint64) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.m == nil {
-		u.m = map[string]string{}
+	if gen != u.gen {
+		return
 	}
-	u.m[name] = status
+	if u.m == nil {
+		u.m = map[string]userStatus{}
+	}
+	u.m[name] = userStatus{status: status, at: at}
+}
+
+// change records a status set through this broker.
+func (u *userStatuses) change(name, status string, at time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.gen++
+	if u.m == nil {
+		u.m = map[string]userStatus{}
+	}
+	u.m[name] = userStatus{status: status, at: at}
 }
 
 // LoadUserStatuses reads every stored user status; call it at start-up.
 func (b *Broker) LoadUserStatuses(ctx context.Context) error {
+	now := b.clock.Now()
+	gen := b.users.generation()
 	return b.store.View(ctx, func(tx mayfly.Tx) error {
 		m, err := tx.UserStatuses()
 		if err != nil {
 			return err
 		}
 		for n, s := range m {
-			b.users.set(n, s)
+			b.users.set(n, s, now, gen)
 		}
 		return nil
 	})
 }
 
-// UserStatus returns a user's status: active, suspended or deprovisioned.
+// UserStatus returns a user's status as this broker last read or set it:
+// active, suspended or deprovisioned.
 func (b *Broker) UserStatus(name string) string { return b.users.get(name) }
+
+// CurrentUserStatus returns a user's status, read again from the store
+// when this broker read it more than statusRecheck ago, so that a change
+// made through another replica holds here too. When the store cannot be
+// read it returns the status last known.
+func (b *Broker) CurrentUserStatus(ctx context.Context, name string) string {
+	now := b.clock.Now()
+	if s, ok := b.users.fresh(name, now.Add(-statusRecheck)); ok {
+		return s
+	}
+	gen := b.users.generation()
+	var st string
+	err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		st, err = tx.GetUserStatus(name)
+		return err
+	})
+	if err != nil {
+		b.log.Warn("read user status", "user", name, "err", err)
+		return b.users.get(name)
+	}
+	if st == "" {
+		st = UserActive
+	}
+	b.users.set(name, st, now, gen)
+	return st
+}
 
 // UserView is a user as listed by the API.
 type UserView struct {
@@ -77,7 +152,13 @@ func (b *Broker) ListUsers(ctx context.Context, c Caller) ([]UserView, error) {
 	}
 	cfg := b.cfg.Load()
 	live := map[string]int{}
+	// Statuses as stored: another replica may have changed one.
+	var statuses map[string]string
 	err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		if statuses, err = tx.UserStatuses(); err != nil {
+			return err
+		}
 		ls, err := tx.ListLeases(mayfly.LeaseFilter{States: []mayfly.LeaseState{mayfly.LeaseProvisioning, mayfly.LeaseActive, mayfly.LeaseRevoking}})
 		if err != nil {
 			return err
@@ -94,13 +175,19 @@ func (b *Broker) ListUsers(ctx context.Context, c Caller) ([]UserView, error) {
 	if f := b.directory.Load(); f != nil {
 		dir = (*f)()
 	}
+	status := func(name string) string {
+		if s := statuses[name]; s != "" {
+			return s
+		}
+		return UserActive
+	}
 	out := []UserView{}
 	for _, name := range cfg.UserOrder {
 		g := cfg.Users[name]
 		if g == nil {
 			g = []string{}
 		}
-		out = append(out, UserView{Name: name, Groups: g, SCIMGroups: dir[name], Status: b.users.get(name), Leases: live[name]})
+		out = append(out, UserView{Name: name, Groups: g, SCIMGroups: dir[name], Status: status(name), Leases: live[name]})
 	}
 	// Users only the identity provider knows.
 	names := make([]string, 0, len(dir))
@@ -111,7 +198,7 @@ func (b *Broker) ListUsers(ctx context.Context, c Caller) ([]UserView, error) {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		out = append(out, UserView{Name: name, Groups: []string{}, SCIMGroups: dir[name], Status: b.users.get(name), Leases: live[name]})
+		out = append(out, UserView{Name: name, Groups: []string{}, SCIMGroups: dir[name], Status: status(name), Leases: live[name]})
 	}
 	return out, nil
 }
@@ -162,7 +249,7 @@ func (b *Broker) SetUserStatus(ctx context.Context, c Caller, name, status, reas
 	if err != nil {
 		return 0, 0, fmt.Errorf("set status of user %s: %w", name, err)
 	}
-	b.users.set(name, status)
+	b.users.change(name, status, b.clock.Now())
 	if status != UserActive {
 		b.tokens.dropUser(name)
 	}

@@ -318,7 +318,7 @@ func (a *App) mayflyUser(ctx context.Context, slackUser string) (string, error) 
 	if _, _, known := a.dir.User(name); !known {
 		return "", mayfly.Errorf(mayfly.EFORBIDDEN, "Your Slack account is linked to %s, who is not a Mayfly user.", name)
 	}
-	if st := a.b.UserStatus(name); st != broker.UserActive {
+	if st := a.b.CurrentUserStatus(ctx, name); st != broker.UserActive {
 		return "", mayfly.Errorf(mayfly.EFORBIDDEN, "Mayfly user %s is %s.", name, st)
 	}
 	return name, nil
