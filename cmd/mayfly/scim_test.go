@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +108,60 @@ func TestSCIMDeprovisioningRevokesAccess(t *testing.T) {
 			t.Errorf("alice = %s; want deprovisioned", u.Status)
 		}
 	}
+}
+
+// TestSCIMGroupsReachEveryReplica: the identity provider's SCIM client
+// reaches one replica behind the load balancer; the groups it gives or
+// takes away hold on every other within seconds, not at its next restart.
+func TestSCIMGroupsReachEveryReplica(t *testing.T) {
+	tok, sum := newToken()
+	a, b, _ := twoReplicas(t, worldOpts{extraYAML: "scim: {token_sha256: \"" + sum + "\"}\n"})
+	do := func(method, path, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+a.addr+"/scim/v2"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/scim+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body2, _ := io.ReadAll(resp.Body)
+		var v map[string]any
+		json.Unmarshal(body2, &v)
+		return resp.StatusCode, v
+	}
+	groupsOnB := func() []string {
+		var who struct {
+			Groups []string `json:"groups"`
+		}
+		b.ok("alice", &who, "whoami", "-o", "json")
+		return who.Groups
+	}
+	waitGroups := func(what string, want bool) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for slices.Contains(groupsOnB(), "oncall") != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s through A: B still says alice's groups are %v 3 s later", what, groupsOnB())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if slices.Contains(groupsOnB(), "oncall") {
+		t.Fatalf("alice is in oncall before the identity provider said so")
+	}
+	code, created := do("POST", "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice@example.com","active":true}`)
+	if code != 201 {
+		t.Fatalf("create user = %d %v", code, created)
+	}
+	code, group := do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"oncall","members":[{"value":"`+created["id"].(string)+`"}]}`)
+	if code != 201 {
+		t.Fatalf("create group = %d %v", code, group)
+	}
+	waitGroups("alice added to oncall", true)
+	if code, v := do("PATCH", "/Groups/"+group["id"].(string), `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"remove","path":"members[value eq \"`+created["id"].(string)+`\"]"}]}`); code != 200 && code != 204 {
+		t.Fatalf("remove member = %d %v", code, v)
+	}
+	waitGroups("alice removed from oncall", false)
 }

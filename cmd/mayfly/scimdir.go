@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"log/slog"
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/broker"
@@ -21,6 +24,11 @@ type scimDirectory struct {
 	mu    sync.RWMutex
 	// groups caches each user name's SCIM groups for authentication.
 	groups map[string][]string
+	// seen is the directory's version (scimVersionKey) groups were last
+	// loaded at, once loaded, so that changes made through other replicas
+	// are followed.
+	seen   string
+	loaded bool
 }
 
 var scimCaller = broker.Caller{User: "scim", Admin: true, Source: "scim"}
@@ -28,18 +36,77 @@ var scimCaller = broker.Caller{User: "scim", Admin: true, Source: "scim"}
 const (
 	scimUserKey  = "scim_user:"
 	scimGroupKey = "scim_group:"
+	// scimVersionKey changes (to a new random value) in the transaction
+	// of every change to the directory.
+	scimVersionKey = "scim.version"
 )
 
 func newSCIMDirectory(ctx context.Context, st mayfly.Store, b *broker.Broker) (*scimDirectory, error) {
 	d := &scimDirectory{store: st, b: b, groups: map[string][]string{}}
-	us, err := d.ListUsers(ctx)
-	if err != nil {
+	if _, err := d.reload(ctx); err != nil {
 		return nil, err
 	}
-	for _, u := range us {
-		d.groups[u.UserName] = u.Groups
-	}
 	return d, nil
+}
+
+// reload reads the groups of every active user again when the directory's
+// version changed since they were last read, and reports whether it did.
+func (d *scimDirectory) reload(ctx context.Context) (bool, error) {
+	var version string
+	err := d.store.View(ctx, func(tx mayfly.Tx) error {
+		v, err := tx.GetSetting(scimVersionKey)
+		if mayfly.ErrorCode(err) == mayfly.ENOTFOUND {
+			return nil
+		}
+		version = v
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	d.mu.RLock()
+	same := d.loaded && version == d.seen
+	d.mu.RUnlock()
+	if same {
+		return false, nil
+	}
+	// Read after the version: a change committed meanwhile moves the
+	// version again and is read at the next call.
+	us, err := d.ListUsers(ctx)
+	if err != nil {
+		return false, err
+	}
+	groups := map[string][]string{}
+	for _, u := range us {
+		if u.Active {
+			groups[u.UserName] = u.Groups
+		}
+	}
+	d.mu.Lock()
+	d.groups, d.seen, d.loaded = groups, version, true
+	d.mu.Unlock()
+	return true, nil
+}
+
+// follow keeps the cached groups current with the changes the identity
+// provider makes through other replicas sharing the store: every interval
+// it reads the directory's version, and everything again when it moved.
+func (d *scimDirectory) follow(ctx context.Context, every time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		_, err := d.reload(ctx)
+		if err != nil && ctx.Err() == nil && !failing {
+			log.Warn("scim: cannot read the directory's changes", "err", err)
+		}
+		failing = err != nil
+	}
 }
 
 // Groups returns the SCIM groups of a Mayfly user.
@@ -110,12 +177,35 @@ func get[T any](ctx context.Context, st mayfly.Store, key string) (*T, error) {
 	return v, err
 }
 
+// put writes a user or group of the directory, and moves its version.
 func put(ctx context.Context, st mayfly.Store, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return st.Update(ctx, func(tx mayfly.Tx) error { return tx.PutSetting(key, string(b)) })
+	return st.Update(ctx, func(tx mayfly.Tx) error {
+		if err := tx.PutSetting(key, string(b)); err != nil {
+			return err
+		}
+		return bumpSCIMVersion(tx)
+	})
+}
+
+// remove deletes a user or group of the directory, and moves its version.
+func remove(ctx context.Context, st mayfly.Store, key string) error {
+	return st.Update(ctx, func(tx mayfly.Tx) error {
+		if err := tx.DeleteSetting(key); err != nil {
+			return err
+		}
+		return bumpSCIMVersion(tx)
+	})
+}
+
+// bumpSCIMVersion gives the directory a new version: a random one, so
+// that two changes committed at once through two replicas never leave
+// the version a follower saw between them.
+func bumpSCIMVersion(tx mayfly.Tx) error {
+	return tx.PutSetting(scimVersionKey, rand.Text())
 }
 
 func (d *scimDirectory) setStatus(ctx context.Context, name, status string) error {
@@ -199,7 +289,7 @@ func (d *scimDirectory) DeleteUser(ctx context.Context, id string) error {
 			}
 		}
 	}
-	if err := d.store.Update(ctx, func(tx mayfly.Tx) error { return tx.DeleteSetting(scimUserKey + id) }); err != nil {
+	if err := remove(ctx, d.store, scimUserKey+id); err != nil {
 		return err
 	}
 	u.Active = false
@@ -267,7 +357,7 @@ func (d *scimDirectory) DeleteGroup(ctx context.Context, id string) error {
 	if _, err := d.GetGroup(ctx, id); err != nil {
 		return err
 	}
-	if err := d.store.Update(ctx, func(tx mayfly.Tx) error { return tx.DeleteSetting(scimGroupKey + id) }); err != nil {
+	if err := remove(ctx, d.store, scimGroupKey+id); err != nil {
 		return err
 	}
 	return d.syncMembers(ctx)

@@ -37,6 +37,10 @@ import (
 // rewrite their krl_file after revocations made through other replicas.
 const krlFollowEvery = 2 * time.Second
 
+// scimFollowEvery is how often a replica checks for changes the identity
+// provider made to the SCIM directory through other replicas.
+const scimFollowEvery = time.Second
+
 func cmdServer(e *env, args []string) error {
 	f := newFlags(e, "server", false)
 	path := f.String("config", "", "configuration file (YAML)")
@@ -511,6 +515,11 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 				log.Warn("ssh: cannot refresh the revocation list file", "target", name, "err", err)
 			})
 		}()
+	}
+	if scimDir != nil {
+		// The identity provider's changes may reach another replica.
+		bg.Add(1)
+		go func() { defer bg.Done(); scimDir.follow(ctx, scimFollowEvery, log) }()
 	}
 	if creds.Sealing() {
 		// Every replica follows the credentials stored by the others and
