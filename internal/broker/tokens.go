@@ -247,8 +247,13 @@ func (b *Broker) ResolveToken(ctx context.Context, hash string) (*mayfly.Token, 
 		})
 		switch {
 		case err != nil && mayfly.ErrorCode(err) != mayfly.ENOTFOUND && ct != nil:
-			// The store cannot say: the token stays as last read.
+			// The store cannot say: the token stays as last read, for
+			// another statusRecheck.
 			b.log.Warn("read token", "err", err)
+			kept := &cachedToken{tok: ct.tok, read: now}
+			kept.used.Store(ct.used.Load())
+			b.tokens.put(kept, gen)
+			ct = kept
 		case err != nil:
 			if mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
 				b.log.Warn("read token", "err", err)

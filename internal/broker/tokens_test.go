@@ -262,3 +262,94 @@ func TestTokensOfRemovedUsers(t *testing.T) {
 		t.Errorf("audit of alice = %v; want [token.revoke]", got)
 	}
 }
+
+// viewCounting is a store whose reads can be made to fail, counting them.
+type viewCounting struct {
+	mayfly.Store
+	fail  bool
+	views int
+}
+
+func (s *viewCounting) View(ctx context.Context, fn func(tx mayfly.Tx) error) error {
+	s.views++
+	if s.fail {
+		return mayfly.Errorf(mayfly.EUNAVAILABLE, "store away")
+	}
+	return s.Store.View(ctx, fn)
+}
+
+// TestChangesThroughAnotherBrokerHoldWithinASecond: two brokers share a
+// store, as replicas do. A token revoked and a user suspended through one
+// are refused by the other once it has held what it read for
+// statusRecheck; while the store cannot be read, the other keeps what it
+// last read and tries again once a statusRecheck, not on every call.
+func TestChangesThroughAnotherBrokerHoldWithinASecond(t *testing.T) {
+	ctx := context.Background()
+	shared := openSQLite(t)
+	clk := &fakeClock{t: time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)}
+	cfg := func() *Config {
+		return &Config{Users: map[string][]string{"alice": {"eng"}, "root": {"admins"}},
+			UserOrder: []string{"alice", "root"}, MaxTokenTTL: 24 * time.Hour}
+	}
+	a := New(cfg(), Options{Store: shared, Clock: clk})
+	bStore := &viewCounting{Store: shared}
+	b := New(cfg(), Options{Store: bStore, Clock: clk})
+	alice := Caller{User: "alice", Groups: []string{"eng"}}
+	root := Caller{User: "root", Admin: true}
+
+	plain, tok, err := a.CreateToken(ctx, alice, TokenInput{Name: "ci", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mayfly.TokenHash(plain)
+	if _, ok := b.ResolveToken(ctx, h); !ok {
+		t.Fatal("B refuses a live token made through A")
+	}
+	if err := a.RevokeToken(ctx, root, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	clk.t = clk.t.Add(statusRecheck)
+	if _, ok := b.ResolveToken(ctx, h); ok {
+		t.Errorf("B accepts a token revoked through A %s later", statusRecheck)
+	}
+
+	if got := b.CurrentUserStatus(ctx, "alice"); got != UserActive {
+		t.Fatalf("alice on B = %s; want active", got)
+	}
+	if _, _, err := a.SetUserStatus(ctx, root, "alice", UserSuspended, "left"); err != nil {
+		t.Fatal(err)
+	}
+	clk.t = clk.t.Add(statusRecheck)
+	if got := b.CurrentUserStatus(ctx, "alice"); got != UserSuspended {
+		t.Errorf("alice on B %s after A suspended her = %s; want suspended", statusRecheck, got)
+	}
+	if _, _, err := a.SetUserStatus(ctx, root, "alice", UserActive, "back"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The store away: what B last read holds, read again once a second.
+	plain2, _, err := a.CreateToken(ctx, alice, TokenInput{Name: "laptop", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := mayfly.TokenHash(plain2)
+	clk.t = clk.t.Add(statusRecheck)
+	if _, ok := b.ResolveToken(ctx, h2); !ok {
+		t.Fatal("B refuses a live token made through A")
+	}
+	clk.t = clk.t.Add(statusRecheck)
+	bStore.fail, bStore.views = true, 0
+	for range 5 {
+		if _, ok := b.ResolveToken(ctx, h2); !ok {
+			t.Fatal("B refuses a token it holds while the store cannot be read")
+		}
+	}
+	if bStore.views != 2 {
+		t.Errorf("5 calls with the store away read it %d times; want 2 (the token and alice's status, once)", bStore.views)
+	}
+	bStore.fail = false
+	clk.t = clk.t.Add(statusRecheck)
+	if _, ok := b.ResolveToken(ctx, h2); !ok {
+		t.Error("B refuses the token once the store is back")
+	}
+}

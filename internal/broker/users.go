@@ -123,8 +123,12 @@ func (b *Broker) CurrentUserStatus(ctx context.Context, name string) string {
 		return err
 	})
 	if err != nil {
+		// Kept as last known for another statusRecheck: while the store
+		// is away, one read a second per user, not one per call.
 		b.log.Warn("read user status", "user", name, "err", err)
-		return b.users.get(name)
+		st = b.users.get(name)
+		b.users.set(name, st, now, gen)
+		return st
 	}
 	if st == "" {
 		st = UserActive
