@@ -15,8 +15,17 @@ import (
 // store (the PostgreSQL store's does): numbered lines per journal name.
 type JournalTx interface {
 	mayfly.Tx
-	PutJournalLines(name string, first int64, lines []string) error
+	// PutJournalLines appends lines numbered from first and sets the
+	// journal's head setting (headKey) to head, in one write that may be
+	// sent with the next statement or the COMMIT (its error then fails
+	// the transaction).
+	PutJournalLines(name string, first int64, lines []string, headKey, head string) error
 	JournalLines(name string, after int64) ([]int64, []string, error)
+	// JournalHead reads the head setting headKey, locked, and the lines
+	// numbered after after, read once the lock is granted, in one round
+	// trip; found is false when the setting does not exist (nothing is
+	// locked then).
+	JournalHead(headKey, name string, after int64) (head string, found bool, seqs []int64, lines []string, err error)
 	TrimJournal(name string, through int64) error
 	// SyncCommit makes the commit wait for the log's flush, in a
 	// transaction begun under mayfly.SkipIntentSync.
@@ -46,6 +55,15 @@ type storeJournal struct {
 	tx                 JournalTx
 	headEpoch, headSeq int64
 	retried, synced    bool
+	// read holds the lines read with the head, numbered after readAfter
+	// in the epoch seen (nil: since reads them).
+	read *journalRead
+}
+
+type journalRead struct {
+	after int64
+	seqs  []int64
+	lines []string
 }
 
 func newStoreJournal(st mayfly.Store, name string, legacy *fileJournal) *storeJournal {
@@ -74,9 +92,24 @@ func (j *storeJournal) locked(ctx context.Context, fn func() error) error {
 		if !ok {
 			return errors.New("this store keeps no journals")
 		}
-		j.tx, j.retried, j.synced = jt, runs > 1, false
-		defer func() { j.tx = nil }()
-		v, err := tx.GetSetting(j.setting())
+		j.tx, j.retried, j.synced, j.read = jt, runs > 1, false, nil
+		defer func() { j.tx, j.read = nil, nil }()
+		// The head, locked, and the lines this process has not read, in
+		// one round trip: they are what since returns, unless the head
+		// says the journal was compacted meanwhile.
+		after := j.seenSeq
+		if j.retried || j.seenEpoch < 0 {
+			after = 0
+		}
+		v, found, seqs, lines, err := jt.JournalHead(j.setting(), j.name, after)
+		if err != nil {
+			return err
+		}
+		if !found {
+			// Missing: GetSetting locks the key itself, so that of replicas
+			// starting the journal at once one goes first.
+			v, err = tx.GetSetting(j.setting())
+		}
 		switch {
 		case mayfly.ErrorCode(err) == mayfly.ENOTFOUND:
 			j.headEpoch, j.headSeq = 0, 0
@@ -88,6 +121,9 @@ func (j *storeJournal) locked(ctx context.Context, fn func() error) error {
 		default:
 			if j.headEpoch, j.headSeq, err = parseHead(v); err != nil {
 				return fmt.Errorf("journal %s: head %q: %w", j.name, v, err)
+			}
+			if found {
+				j.read = &journalRead{after: after, seqs: seqs, lines: lines}
 			}
 		}
 		return fn()
@@ -111,8 +147,8 @@ func parseHead(v string) (epoch, seq int64, err error) {
 	return epoch, seq, err
 }
 
-func (j *storeJournal) putHead() error {
-	return j.tx.PutSetting(j.setting(), strconv.FormatInt(j.headEpoch, 10)+" "+strconv.FormatInt(j.headSeq, 10))
+func (j *storeJournal) head() string {
+	return strconv.FormatInt(j.headEpoch, 10) + " " + strconv.FormatInt(j.headSeq, 10)
 }
 
 // importLegacy copies the legacy file journal's lines into the store, which
@@ -144,10 +180,18 @@ func (j *storeJournal) since() ([][]byte, bool, error) {
 	if reset {
 		after = 0
 	}
-	seqs, lines, err := j.tx.JournalLines(j.name, after)
-	if err != nil {
-		return nil, false, err
+	var seqs []int64
+	var lines []string
+	if r := j.read; r != nil && r.after == after {
+		// Read with the head.
+		seqs, lines = r.seqs, r.lines
+	} else {
+		var err error
+		if seqs, lines, err = j.tx.JournalLines(j.name, after); err != nil {
+			return nil, false, err
+		}
 	}
+	j.read = nil
 	j.seenEpoch, j.seenSeq = j.headEpoch, after
 	if n := len(seqs); n > 0 {
 		j.seenSeq = seqs[n-1]
@@ -170,11 +214,9 @@ func (j *storeJournal) add(lines [][]byte, durable bool) error {
 	for i, l := range lines {
 		ls[i] = string(l)
 	}
-	if err := j.tx.PutJournalLines(j.name, j.headSeq+1, ls); err != nil {
-		return err
-	}
+	first := j.headSeq + 1
 	j.headSeq += int64(len(ls))
-	if err := j.putHead(); err != nil {
+	if err := j.tx.PutJournalLines(j.name, first, ls, j.setting(), j.head()); err != nil {
 		return err
 	}
 	if j.seenEpoch == j.headEpoch {

@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -687,5 +689,100 @@ func TestTextRefused(t *testing.T) {
 		return err
 	}); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
 		t.Errorf("request of the refused transaction: %v; want none kept", err)
+	}
+}
+
+// TestJournalWritesDeferred: a journal's lines and head go with the
+// transaction's COMMIT (or its next statement), are read back in the
+// transaction, and a failed write (lines numbered as taken) fails Update
+// and commits nothing of it, not even the head.
+func TestJournalWritesDeferred(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	put := func(first int64, lines []string, head string) error {
+		return db.Update(ctx, func(mtx mayfly.Tx) error {
+			jt := mtx.(*tx)
+			if err := jt.PutJournalLines("j", first, lines, "journal.j", head); err != nil {
+				return err
+			}
+			if err := jt.SyncCommit(); err != nil {
+				return err
+			}
+			_, got, err := jt.JournalLines("j", first-1)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(got, lines) {
+				return fmt.Errorf("read back in the transaction: %q; want %q", got, lines)
+			}
+			return nil
+		})
+	}
+	if err := put(1, []string{"a", "b"}, "1 2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(2, []string{"c"}, "1 3"); err == nil || !strings.Contains(err.Error(), "append to journal j") {
+		t.Fatalf("lines numbered as taken = %v; want the append's error", err)
+	}
+	db.View(ctx, func(mtx mayfly.Tx) error {
+		head, err := mtx.GetSetting("journal.j")
+		_, lines, lerr := mtx.(*tx).JournalLines("j", 0)
+		if err != nil || lerr != nil || head != "1 2" || !slices.Equal(lines, []string{"a", "b"}) {
+			t.Errorf("after the failed append: head %q (%v), lines %q (%v); want 1 2 and [a b]", head, err, lines, lerr)
+		}
+		return nil
+	})
+}
+
+// TestJournalHeadWaitsAndReadsAfterTheLock: JournalHead says when the head
+// is missing; once it exists it locks it, and a transaction that waited
+// for the lock reads the lines the holder committed, in the same round
+// trip.
+func TestJournalHeadWaitsAndReadsAfterTheLock(t *testing.T) {
+	db := open(t, pgtest.NewDatabase(t))
+	ctx := context.Background()
+	if err := db.Update(ctx, func(mtx mayfly.Tx) error {
+		_, found, _, _, err := mtx.(*tx).JournalHead("journal.j", "j", 0)
+		if err == nil && found {
+			return errors.New("found a head that was never written")
+		}
+		if err != nil {
+			return err
+		}
+		return mtx.(*tx).PutJournalLines("j", 1, []string{"a"}, "journal.j", "1 1")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	holding, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Update(ctx, func(mtx mayfly.Tx) error {
+			if _, _, _, _, err := mtx.(*tx).JournalHead("journal.j", "j", 1); err != nil {
+				return err
+			}
+			if err := mtx.(*tx).PutJournalLines("j", 2, []string{"b", "c"}, "journal.j", "1 3"); err != nil {
+				return err
+			}
+			close(holding)
+			<-release
+			return nil
+		})
+	}()
+	<-holding
+	time.AfterFunc(200*time.Millisecond, func() { close(release) })
+	var head string
+	var lines []string
+	if err := db.Update(ctx, func(mtx mayfly.Tx) error {
+		var err error
+		head, _, _, lines, err = mtx.(*tx).JournalHead("journal.j", "j", 1)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if head != "1 3" || !slices.Equal(lines, []string{"b", "c"}) {
+		t.Errorf("after waiting for the holder: head %q, lines after 1 %q; want 1 3 and [b c]", head, lines)
 	}
 }
