@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,12 +167,83 @@ func (b *Broker) commitRecorded(ctx context.Context, c Caller, act *mayfly.Lease
 	case err == nil:
 		err = st.p.Commit()()
 	}
+	if err == nil {
+		// Before release: a revocation through this broker, waiting for
+		// the commit, then takes the lease off.
+		b.recheckLater(act)
+	}
 	release()
 	if err != nil {
 		return nil, b.provisionFailed(ctx, c, act, err)
 	}
 	b.pokeAt(act.DueAt)
 	return &Activation{Lease: act, Credential: cred}, nil
+}
+
+// recheckDelay is how long after the target committed the account of an
+// activation recorded before it the broker reads the lease again.
+const recheckDelay = 500 * time.Millisecond
+
+// recheckLater reads l again recheckDelay from now, with the other leases
+// committed meanwhile (one store read for them all). The activation was
+// recorded before the target committed the account: a revocation through
+// this broker waits for the commit (holdRevocations), but one through
+// another replica sharing the store cannot, finds no account yet, and
+// records the lease ended; the account committed after it is removed
+// here.
+func (b *Broker) recheckLater(l *mayfly.Lease) {
+	b.recheckMu.Lock()
+	defer b.recheckMu.Unlock()
+	b.recheck = append(b.recheck, l)
+	if len(b.recheck) == 1 {
+		time.AfterFunc(recheckDelay, b.recheckCommitted)
+	}
+}
+
+// forgetRecheck drops lease id from what recheckLater holds.
+func (b *Broker) forgetRecheck(id string) {
+	b.recheckMu.Lock()
+	defer b.recheckMu.Unlock()
+	b.recheck = slices.DeleteFunc(b.recheck, func(l *mayfly.Lease) bool { return l.ID == id })
+}
+
+// recheckCommitted removes again the accounts of the leases recheckLater
+// holds that ended meanwhile. What it cannot read is left to the
+// reconciler, which removes the accounts of ended leases.
+func (b *Broker) recheckCommitted() {
+	b.recheckMu.Lock()
+	held := b.recheck
+	b.recheck = nil
+	b.recheckMu.Unlock()
+	if len(held) == 0 {
+		return
+	}
+	ids := make([]string, len(held))
+	for i, l := range held {
+		ids[i] = l.ID
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var ls []*mayfly.Lease
+	err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		ls, err = tx.ListLeases(mayfly.LeaseFilter{IDs: ids})
+		return err
+	})
+	if err != nil {
+		b.log.Warn("read again the leases whose accounts were just committed", "leases", len(ids), "err", err)
+		return
+	}
+	for _, l := range ls {
+		if l.State == mayfly.LeaseActive {
+			continue
+		}
+		b.log.Warn("lease ended through another replica while its account was being committed: removing the account again",
+			"lease", l.ID, "target", l.Target, "account", l.Username, "state", l.State)
+		if err := b.revokeOnTarget(ctx, l); err != nil {
+			b.log.Error("remove again the account of a lease ended while it was committed", "lease", l.ID, "err", err)
+		}
+	}
 }
 
 // activationData is the audit data of l's activation.

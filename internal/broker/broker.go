@@ -110,6 +110,10 @@ type Broker struct {
 	// committing holds a channel per lease whose account is being
 	// committed on its target; revocations of it wait for it to close.
 	committing sync.Map
+	// recheck holds the leases whose account was committed after their
+	// recorded activation, to be read again (see recheckLater).
+	recheckMu sync.Mutex
+	recheck   []*mayfly.Lease
 	// targetsDown holds, per target the scheduler found not answering,
 	// the error it last saw (see setTargetDown).
 	targetsDown sync.Map

@@ -171,6 +171,8 @@ func (b *Broker) revokeOnTarget(ctx context.Context, l *mayfly.Lease) error {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	b.awaitCommit(rctx, l.ID)
+	// Revoked through this broker after the commit: nothing to read again.
+	b.forgetRecheck(l.ID)
 	return conn.Revoke(rctx, mayfly.RevokeRequest{LeaseID: l.ID, Username: l.Username, ExpiresAt: l.ExpiresAt})
 }
 

@@ -31,6 +31,9 @@ type oneCommitWorld struct {
 	// afterCommit, when set, runs between the one commit and the target's
 	// commit of the account (the broker's AfterIntent hook).
 	afterCommit func(*mayfly.Lease)
+	// replica makes another broker on the same store and target, with a
+	// connector of its own: another replica.
+	replica func() *broker.Broker
 }
 
 func newOneCommitWorld(t *testing.T, roles ...string) *oneCommitWorld {
@@ -75,13 +78,24 @@ func newOneCommitWorld(t *testing.T, roles ...string) *oneCommitWorld {
 	w := &oneCommitWorld{st: st, store: sc, prefix: prefix,
 		alice: broker.Caller{User: "alice", Groups: []string{"eng"}},
 		admin: broker.Caller{User: "root", Groups: []string{"admin"}, Admin: true}}
-	w.b = broker.New(&broker.Config{Targets: map[string]mayfly.Target{"pg": tgt}, Policies: set, Users: users, UserOrder: []string{"alice", "root"}},
+	cfg := func() *broker.Config {
+		return &broker.Config{Targets: map[string]mayfly.Target{"pg": tgt}, Policies: set, Users: users, UserOrder: []string{"alice", "root"}}
+	}
+	w.b = broker.New(cfg(),
 		broker.Options{Store: st, Connectors: map[string]mayfly.Connector{"pg": conn}, HMACKey: []byte("k"),
 			AfterIntent: func(l *mayfly.Lease) {
 				if w.afterCommit != nil {
 					w.afterCommit(l)
 				}
 			}})
+	w.replica = func() *broker.Broker {
+		c2, err := postgres.New(tgt, func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c2.Close() })
+		return broker.New(cfg(), broker.Options{Store: st, Connectors: map[string]mayfly.Connector{"pg": c2}, HMACKey: []byte("k")})
+	}
 	return w
 }
 
@@ -304,5 +318,39 @@ func TestOneCommitRevokedBeforeTargetCommit(t *testing.T) {
 	}
 	if n := len(rolesUnder(t, w.prefix)); n != 0 {
 		t.Errorf("%d role(s) left after the revoke that raced the issue", n)
+	}
+}
+
+// TestOneCommitRevokedThroughAnotherReplica: as above, but the revocation
+// goes through another replica, which cannot know that the account is
+// being committed: it finds no role to remove and records the lease
+// revoked, and the role appears afterwards. The issuing replica looks at
+// its recent issues again and removes the role within a second or so.
+func TestOneCommitRevokedThroughAnotherReplica(t *testing.T) {
+	w := newOneCommitWorld(t)
+	other := w.replica()
+	ctx := ctxT(t)
+	w.afterCommit = func(l *mayfly.Lease) {
+		if _, err := other.EndLease(ctx, w.admin, l.ID, mayfly.EndRevoked, "race through another replica"); err != nil {
+			t.Errorf("revoke through the other replica: %v", err)
+		}
+		var state string
+		if err := w.store.QueryRow(ctx, "SELECT state FROM leases WHERE id = $1", l.ID).Scan(&state); err != nil || state != string(mayfly.LeaseRevoked) {
+			t.Errorf("after the other replica's revocation the lease is %q (%v); want revoked", state, err)
+		}
+	}
+	_, a, err := w.issue(t)
+	if err != nil {
+		t.Fatalf("issue: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rolesUnder(t, w.prefix)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the role of a lease revoked through another replica while it was committed is still there 5 s later: %v", rolesUnder(t, w.prefix))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := login(ctx, "pg", a.Credential); err == nil {
+		t.Error("the credential of the revoked lease logs in")
 	}
 }
