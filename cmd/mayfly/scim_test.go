@@ -16,21 +16,7 @@ import (
 func TestSCIMDeprovisioningRevokesAccess(t *testing.T) {
 	tok, sum := newToken()
 	w := startWorld(t, worldOpts{extraYAML: "scim: {token_sha256: \"" + sum + "\"}\n"})
-	do := func(method, path, body string) (int, map[string]any) {
-		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+w.addr+"/scim/v2"+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/scim+json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		var v map[string]any
-		json.Unmarshal(b, &v)
-		return resp.StatusCode, v
-	}
+	do := scimClient(t, w.addr, tok)
 	// Wrong token: SCIM error.
 	req, _ := http.NewRequest("GET", "http://"+w.addr+"/scim/v2/Users", nil)
 	req.Header.Set("Authorization", "Bearer "+w.tokens["carol"])
@@ -116,21 +102,7 @@ func TestSCIMDeprovisioningRevokesAccess(t *testing.T) {
 func TestSCIMGroupsReachEveryReplica(t *testing.T) {
 	tok, sum := newToken()
 	a, b, _ := twoReplicas(t, worldOpts{extraYAML: "scim: {token_sha256: \"" + sum + "\"}\n"})
-	do := func(method, path, body string) (int, map[string]any) {
-		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+a.addr+"/scim/v2"+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/scim+json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body2, _ := io.ReadAll(resp.Body)
-		var v map[string]any
-		json.Unmarshal(body2, &v)
-		return resp.StatusCode, v
-	}
+	do := scimClient(t, a.addr, tok)
 	groupsOnB := func() []string {
 		var who struct {
 			Groups []string `json:"groups"`
@@ -164,4 +136,24 @@ func TestSCIMGroupsReachEveryReplica(t *testing.T) {
 		t.Fatalf("remove member = %d %v", code, v)
 	}
 	waitGroups("alice removed from oncall", false)
+}
+
+// scimClient returns a SCIM call to the server at addr with token tok:
+// its status and its decoded JSON body.
+func scimClient(t *testing.T, addr, tok string) func(method, path, body string) (int, map[string]any) {
+	return func(method, path, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+addr+"/scim/v2"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/scim+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var v map[string]any
+		json.Unmarshal(b, &v)
+		return resp.StatusCode, v
+	}
 }
