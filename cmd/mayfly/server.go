@@ -362,11 +362,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	}
 	// A status changed through another replica is read again within a
 	// second (broker.CurrentUserStatus).
-	userStatus := func(name string) string {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		return b.CurrentUserStatus(ctx, name)
-	}
+	userStatus := func(name string) string { return b.CurrentUserStatus(ctx, name) }
 	auth := &authenticator{status: userStatus, tokens: b.ResolveToken, holder: b.TokenHolder}
 	auth.load(cfg)
 	login, err := oidcLogin(cfg, e.getenv, b, log)

@@ -109,13 +109,15 @@ func (b *Broker) UserStatus(name string) string { return b.users.get(name) }
 // CurrentUserStatus returns a user's status, read again from the store
 // when this broker read it more than statusRecheck ago, so that a change
 // made through another replica holds here too. When the store cannot be
-// read it returns the status last known.
+// read (within 5 s) it returns the status last known.
 func (b *Broker) CurrentUserStatus(ctx context.Context, name string) string {
 	now := b.clock.Now()
 	if s, ok := b.users.fresh(name, now.Add(-statusRecheck)); ok {
 		return s
 	}
 	gen := b.users.generation()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	var st string
 	err := b.store.View(ctx, func(tx mayfly.Tx) error {
 		var err error
