@@ -215,6 +215,16 @@ type DurableCommitter interface {
 	CommitsDurably() bool
 }
 
+// Locker is implemented by stores that several processes share
+// (PostgreSQL), for work that must not interleave across replicas and
+// spans more than one transaction. Lock returns once no other holder of
+// the lock named name, in any process sharing the store, holds it;
+// unlock releases it. A holder that dies or loses its connection to the
+// store releases it too.
+type Locker interface {
+	Lock(ctx context.Context, name string) (unlock func(), err error)
+}
+
 type skipIntentSyncKey struct{}
 
 // SkipIntentSync returns a context for Store.Update under which an intent

@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -136,6 +138,123 @@ func TestSCIMGroupsReachEveryReplica(t *testing.T) {
 		t.Fatalf("remove member = %d %v", code, v)
 	}
 	waitGroups("alice removed from oncall", false)
+}
+
+// TestSCIMChangesThroughTwoReplicasAtOnce sends membership changes to one
+// group through two replicas at once, as an identity provider pushing
+// several changes in parallel behind a load balancer does. Each PATCH
+// reads the group, changes it and writes it back; without a lock across
+// replicas, a change read before another's write and written after it
+// undoes it: a member added is lost, or one removed comes back (and keeps
+// the group's access).
+func TestSCIMChangesThroughTwoReplicasAtOnce(t *testing.T) {
+	tok, sum := newToken()
+	a, b, _ := twoReplicas(t, worldOpts{extraYAML: "scim: {token_sha256: \"" + sum + "\"}\n"})
+	do := scimClient(t, a.addr, tok)
+	const n = 16
+	ids := make([]string, n)
+	for i := range ids {
+		code, u := do("POST", "/Users", fmt.Sprintf(`{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"user%d@example.com","active":true}`, i))
+		if code != 201 {
+			t.Fatalf("create user %d = %d %v", i, code, u)
+		}
+		ids[i] = u["id"].(string)
+	}
+	code, group := do("POST", "/Groups", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"oncall"}`)
+	if code != 201 {
+		t.Fatalf("create group = %d %v", code, group)
+	}
+	gid := group["id"].(string)
+	// Each change goes through A or B in turn, all at once.
+	patchAll := func(op string, members []string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		errs := make(chan string, len(members))
+		for i, id := range members {
+			addr := a.addr
+			if i%2 == 1 {
+				addr = b.addr
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				path := "members"
+				value := `[{"value":"` + id + `"}]`
+				if op == "remove" {
+					path, value = `members[value eq \"`+id+`\"]`, "null"
+				}
+				body := `{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"` + op + `","path":"` + path + `","value":` + value + `}]}`
+				req, _ := http.NewRequest("PATCH", "http://"+addr+"/scim/v2/Groups/"+gid, strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+tok)
+				req.Header.Set("Content-Type", "application/scim+json")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				msg, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 && resp.StatusCode != 204 {
+					errs <- fmt.Sprintf("%s %s = %d %s", op, id, resp.StatusCode, msg)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+	}
+	members := func() []string {
+		t.Helper()
+		code, g := do("GET", "/Groups/"+gid, "")
+		if code != 200 {
+			t.Fatalf("get group = %d %v", code, g)
+		}
+		var out []string
+		ms, _ := g["members"].([]any)
+		for _, m := range ms {
+			out = append(out, m.(map[string]any)["value"].(string))
+		}
+		slices.Sort(out)
+		return out
+	}
+	patchAll("add", ids)
+	want := slices.Sorted(slices.Values(ids))
+	if got := members(); !slices.Equal(got, want) {
+		t.Fatalf("after %d additions at once through two replicas the group has %d members; lost: %v", n, len(got), missing(want, got))
+	}
+	patchAll("remove", ids[:n/2])
+	want = slices.Sorted(slices.Values(ids[n/2:]))
+	if got := members(); !slices.Equal(got, want) {
+		t.Fatalf("after %d removals at once through two replicas the group has %v; want %v", n/2, got, want)
+	}
+	// Each user's groups follow the group's members.
+	for i, id := range ids {
+		code, u := do("GET", "/Users/"+id, "")
+		if code != 200 {
+			t.Fatalf("get user %d = %d %v", i, code, u)
+		}
+		in := false
+		gs, _ := u["groups"].([]any)
+		for _, g := range gs {
+			in = in || g.(map[string]any)["value"] == gid
+		}
+		if in != (i >= n/2) {
+			t.Errorf("user %d in the group = %v, want %v (%v)", i, in, i >= n/2, u["groups"])
+		}
+	}
+}
+
+// missing returns what want has and got lacks.
+func missing(want, got []string) []string {
+	var out []string
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // scimClient returns a SCIM call to the server at addr with token tok:

@@ -109,6 +109,19 @@ func (d *scimDirectory) follow(ctx context.Context, every time.Duration, log *sl
 	}
 }
 
+// LockChanges serializes the directory's changes across replicas sharing
+// a store (see scim.ChangeLocker): a change through one, such as a group
+// PATCH, reads and writes without another's change in between, which
+// could otherwise be lost (a member removed through one replica put back
+// by a write through another that had read the group before).
+func (d *scimDirectory) LockChanges(ctx context.Context) (unlock func(), err error) {
+	l, ok := d.store.(mayfly.Locker)
+	if !ok {
+		return func() {}, nil // one process: the handler's mutex is enough
+	}
+	return l.Lock(ctx, "scim")
+}
+
 // Groups returns the SCIM groups of a Mayfly user.
 func (d *scimDirectory) Groups(name string) []string {
 	d.mu.RLock()

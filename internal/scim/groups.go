@@ -289,8 +289,11 @@ func (h *handler) createGroup(w http.ResponseWriter, r *http.Request) error {
 	if err := groupBody(g, body); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	unlock, err := h.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := h.checkGroup(ctx, g, nil); err != nil {
 		return err
 	}
@@ -337,8 +340,11 @@ func applyGroupOp(g *Group, op patchOp) error {
 
 func (h *handler) updateGroup(w http.ResponseWriter, r *http.Request, id string, change func(*Group) (*Group, error)) error {
 	ctx := r.Context()
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	unlock, err := h.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	old, err := h.dir.GetGroup(ctx, id)
 	if err != nil {
 		return err
@@ -369,8 +375,11 @@ func (h *handler) updateGroup(w http.ResponseWriter, r *http.Request, id string,
 
 func (h *handler) deleteGroup(w http.ResponseWriter, r *http.Request, id string) error {
 	ctx := r.Context()
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	unlock, err := h.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	old, err := h.dir.GetGroup(ctx, id)
 	if err != nil {
 		return err

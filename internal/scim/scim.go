@@ -124,6 +124,15 @@ type Directory interface {
 	DeleteGroup(ctx context.Context, id string) error
 }
 
+// ChangeLocker is implemented by a Directory that other processes change
+// too (several replicas sharing a store): LockChanges returns once no
+// other process is changing it, and unlock lets them go on. The handler
+// holds it through each change's read-modify-write, as it holds its own
+// mutex against changes in this process.
+type ChangeLocker interface {
+	LockChanges(ctx context.Context) (unlock func(), err error)
+}
+
 // handler serves SCIM requests.
 type handler struct {
 	dir    Directory
@@ -133,8 +142,27 @@ type handler struct {
 	newID  func() string
 
 	// mu serializes changes, so a read-modify-write (PATCH, membership
-	// checks, uniqueness checks) sees no interleaved change.
+	// checks, uniqueness checks) sees no interleaved change (see lock).
 	mu sync.Mutex
+}
+
+// lock serializes a change with the others: those of this process, and
+// where the directory is shared (ChangeLocker), those of other processes.
+func (h *handler) lock(ctx context.Context) (unlock func(), err error) {
+	h.mu.Lock()
+	cl, ok := h.dir.(ChangeLocker)
+	if !ok {
+		return h.mu.Unlock, nil
+	}
+	release, err := cl.LockChanges(ctx)
+	if err != nil {
+		h.mu.Unlock()
+		return nil, err
+	}
+	return func() {
+		release()
+		h.mu.Unlock()
+	}, nil
 }
 
 // NewHandler returns the SCIM service provider. Mount it at /scim/v2/; it

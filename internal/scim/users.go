@@ -623,8 +623,11 @@ func (h *handler) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err := userBody(u, body); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	unlock, err := h.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := h.userNameFree(ctx, u.UserName, ""); err != nil {
 		return err
 	}
@@ -698,8 +701,11 @@ func jsonString(s string) string {
 // differs.
 func (h *handler) updateUser(w http.ResponseWriter, r *http.Request, id string, change func(*User) (*User, error)) error {
 	ctx := r.Context()
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	unlock, err := h.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	old, err := h.dir.GetUser(ctx, id)
 	if err != nil {
 		return err
@@ -737,8 +743,11 @@ func (h *handler) updateUser(w http.ResponseWriter, r *http.Request, id string, 
 
 func (h *handler) deleteUser(w http.ResponseWriter, r *http.Request, id string) error {
 	ctx := r.Context()
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	unlock, err := h.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	old, err := h.dir.GetUser(ctx, id)
 	if err != nil {
 		return err

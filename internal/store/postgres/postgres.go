@@ -58,7 +58,10 @@ type DB struct {
 	stats  headStats
 }
 
-var _ mayfly.Store = (*DB)(nil)
+var (
+	_ mayfly.Store  = (*DB)(nil)
+	_ mayfly.Locker = (*DB)(nil)
+)
 
 // Open connects to the database dsn names (a postgres:// URL or a
 // key=value connection string) with a pool of at most maxConns
