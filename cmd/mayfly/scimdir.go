@@ -12,6 +12,7 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/broker"
+	"github.com/mayflyhq/mayfly/internal/cluster"
 	"github.com/mayflyhq/mayfly/internal/scim"
 )
 
@@ -92,21 +93,10 @@ func (d *scimDirectory) reload(ctx context.Context) (bool, error) {
 // provider makes through other replicas sharing the store: every interval
 // it reads the directory's version, and everything again when it moved.
 func (d *scimDirectory) follow(ctx context.Context, every time.Duration, log *slog.Logger) {
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	failing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	cluster.Follow(ctx, every, func(ctx context.Context) error {
 		_, err := d.reload(ctx)
-		if err != nil && ctx.Err() == nil && !failing {
-			log.Warn("scim: cannot read the directory's changes", "err", err)
-		}
-		failing = err != nil
-	}
+		return err
+	}, func(err error) { log.Warn("scim: cannot read the directory's changes", "err", err) })
 }
 
 // LockChanges serializes the directory's changes across replicas sharing

@@ -527,3 +527,25 @@ func WatchAudit(ctx context.Context, st mayfly.Store, demand *Demand, clk mayfly
 		}
 	}
 }
+
+// Follow runs refresh every interval until ctx ends: for what a replica
+// keeps outside the store (in memory, in a file) and other replicas change
+// through it. onErr hears of a failed refresh, and of nothing more until
+// one has succeeded again.
+func Follow(ctx context.Context, every time.Duration, refresh func(context.Context) error, onErr func(error)) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		err := refresh(ctx)
+		if err != nil && ctx.Err() == nil && !failing && onErr != nil {
+			onErr(err)
+		}
+		failing = err != nil
+	}
+}

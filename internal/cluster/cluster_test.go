@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -430,4 +431,33 @@ func TestWatchAuditDemand(t *testing.T) {
 	cancel()
 	wait(st.stopped, "stop when the watch ends")
 	<-done
+}
+
+// TestFollowReportsEachRunOfFailures: a refresh that keeps failing is
+// reported once, and again after one has succeeded in between.
+func TestFollowReportsEachRunOfFailures(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	results := []error{errors.New("a"), errors.New("b"), nil, errors.New("c"), errors.New("d"), nil}
+	var calls, reported []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Follow(ctx, time.Millisecond, func(context.Context) error {
+			i := len(calls)
+			calls = append(calls, "x")
+			if i == len(results)-1 {
+				cancel()
+			}
+			return results[min(i, len(results)-1)]
+		}, func(err error) { reported = append(reported, err.Error()) })
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Follow did not return when its context ended")
+	}
+	if want := []string{"a", "c"}; !slices.Equal(reported, want) {
+		t.Fatalf("reported %v, want %v", reported, want)
+	}
 }

@@ -28,6 +28,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/cluster"
 	"github.com/mayflyhq/mayfly/internal/connector/mark"
 )
 
@@ -605,30 +606,17 @@ func (c *Connector) refreshKRLLocked(ctx context.Context) error {
 // FollowRevocations keeps KRLFile current with the changes other replicas
 // (or processes sharing the state directory) make to this target's
 // records: every interval it reads them and rewrites the file when they
-// changed, until ctx ends. A change made through this connector rewrites
-// the file at once. onErr hears of a failed refresh, and of nothing more
-// until one has succeeded again. Without KRLFile it returns at once.
+// changed, until ctx ends (see cluster.Follow). A change made through this
+// connector rewrites the file at once. Without KRLFile it returns at once.
 func (c *Connector) FollowRevocations(ctx context.Context, every time.Duration, onErr func(error)) {
 	if c.krlFile == "" {
 		return
 	}
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	failing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	cluster.Follow(ctx, every, func(ctx context.Context) error {
 		c.mu.Lock()
-		err := c.refreshKRLLocked(ctx)
-		c.mu.Unlock()
-		if err != nil && ctx.Err() == nil && !failing && onErr != nil {
-			onErr(err)
-		}
-		failing = err != nil
-	}
+		defer c.mu.Unlock()
+		return c.refreshKRLLocked(ctx)
+	}, onErr)
 }
 
 // Accounts lists the accounts under prefix. Host users (with an admin) are
