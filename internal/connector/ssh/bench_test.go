@@ -148,3 +148,35 @@ func BenchmarkProvisionStore(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRevokedKeysStore reads the revocation list of a target kept in
+// a PostgreSQL store, unchanged since it was last made (a host polling
+// GET /v1/ssh/revoked-keys, the krl_file follower): one read of the
+// journal's head, no locking transaction.
+func BenchmarkRevokedKeysStore(b *testing.B) {
+	st, err := postgres.Open(context.Background(), pgtest.NewDatabase(b), 4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	ca, err := OpenSharedCA(st, "", []byte("bench"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	target := mayfly.Target{Name: "bench", Kind: mayfly.KindSSH, Address: "127.0.0.1:22"}
+	c, err := NewShared(target, ca, b.TempDir(), st, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	pub, _ := newKeyPair(b)
+	if _, err := c.Provision(b.Context(), mayfly.ProvisionRequest{LeaseID: "lse_1", Username: "mf_b_1", ExpiresAt: time.Now().Add(time.Hour),
+		Grant: mayfly.Grant{Name: "deploy", Principals: []string{"deploy"}}, PublicKey: authorizedLine(pub)}); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := c.RevokedKeys(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -591,6 +591,16 @@ func (c *Connector) RevokedKeys() ([]byte, error) {
 // (and KRLFile) when they changed since it was last made. Call it with
 // c.mu held.
 func (c *Connector) refreshKRLLocked(ctx context.Context) error {
+	if p, ok := c.reg.j.(peeker); ok && c.krlData != nil && c.krlGen == c.reg.gen {
+		// Nothing written since the file was: no locking transaction.
+		same, err := p.unchanged(ctx)
+		if err != nil {
+			return fmt.Errorf("revocation list: %w", err)
+		}
+		if same {
+			return nil
+		}
+	}
 	err := c.reg.locked(ctx, func() error {
 		if c.krlData != nil && c.krlGen == c.reg.gen {
 			return nil

@@ -50,6 +50,12 @@ type journal interface {
 	close() error
 }
 
+// peeker is a journal that can tell, cheaply and without its lock,
+// whether anything was written since this process last read it.
+type peeker interface {
+	unchanged(ctx context.Context) (bool, error)
+}
+
 // certRecord is one issued certificate.
 type certRecord struct {
 	Serial     uint64   `json:"serial"`

@@ -135,6 +135,33 @@ func (j *storeJournal) locked(ctx context.Context, fn func() error) error {
 	return err
 }
 
+// unchanged reports whether the journal's head is still what this
+// process last read, without locking it: one read-only statement, for a
+// follower to skip the locking transaction when nothing changed. A head
+// it cannot read or parse counts as changed, for locked to report.
+func (j *storeJournal) unchanged(ctx context.Context) (bool, error) {
+	if j.seenEpoch < 0 {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	var v string
+	err := j.st.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		v, err = tx.GetSetting(j.setting())
+		return err
+	})
+	if mayfly.ErrorCode(err) == mayfly.ENOTFOUND {
+		// Nothing written yet: unchanged if that is what was read.
+		return j.seenEpoch == 0 && j.seenSeq == 0, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	epoch, seq, err := parseHead(v)
+	return err == nil && epoch == j.seenEpoch && seq == j.seenSeq, nil
+}
+
 func parseHead(v string) (epoch, seq int64, err error) {
 	e, s, ok := strings.Cut(v, " ")
 	if !ok {

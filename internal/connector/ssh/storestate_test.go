@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -283,5 +284,63 @@ func TestStoreJournalRacingReplicas(t *testing.T) {
 	}
 	if got := revokedSerials(t, later); !slices.Equal(got, want) {
 		t.Errorf("revoked serials after the race = %d of them; want the %d revoked", len(got), len(want))
+	}
+}
+
+// updateCounting counts the write transactions run on a store.
+type updateCounting struct {
+	mayfly.Store
+	updates atomic.Int64
+}
+
+func (s *updateCounting) Update(ctx context.Context, fn func(tx mayfly.Tx) error) error {
+	s.updates.Add(1)
+	return s.Store.Update(ctx, fn)
+}
+
+// TestRevocationListReadWithoutLockWhenUnchanged: reading the revocation
+// list (a host's GET, the krl_file follower every 2 s) takes no locking
+// transaction while nothing was written since it was made, and still
+// sees at once a revocation made through another replica.
+func TestRevocationListReadWithoutLockWhenUnchanged(t *testing.T) {
+	st := testStore(t)
+	counted := &updateCounting{Store: st}
+	ca, err := OpenSharedCA(st, "", []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ca.Close() })
+	target := mayfly.Target{Name: "web", Kind: mayfly.KindSSH, Address: "127.0.0.1:22"}
+	a, err := NewShared(target, ca, t.TempDir(), counted, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, err := NewShared(target, ca, t.TempDir(), st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	exp := time.Now().Add(time.Hour)
+	cred := provisionT(t, b, mayfly.ProvisionRequest{LeaseID: "lse_1", Username: "mf_1", ExpiresAt: exp, Grant: mayfly.Grant{Principals: []string{"u"}}})
+
+	if got := revokedSerials(t, a); len(got) != 0 {
+		t.Fatalf("revoked before any revocation: %v", got)
+	}
+	before := counted.updates.Load()
+	for range 3 {
+		revokedSerials(t, a)
+	}
+	if n := counted.updates.Load() - before; n != 0 {
+		t.Errorf("3 reads of an unchanged list ran %d write transactions; want 0", n)
+	}
+	if err := b.Revoke(testCtx(t), mayfly.RevokeRequest{LeaseID: "lse_1", Username: "mf_1", ExpiresAt: exp}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := revokedSerials(t, a), []uint64{certOf(t, cred).Serial}; !slices.Equal(got, want) {
+		t.Errorf("revoked through A after B revoked = %v; want %v", got, want)
+	}
+	if n := counted.updates.Load() - before; n != 1 {
+		t.Errorf("reading the list after a change ran %d write transactions; want 1", n)
 	}
 }
