@@ -37,6 +37,14 @@ func apiProblem(format string, args ...any) {
 // TestMain validates every answer of every API server the tests start in
 // this process against the OpenAPI description (docs/openapi.json).
 func TestMain(m *testing.M) {
+	if dsns := os.Getenv("MAYFLY_GATEWAY_BENCH_CLIENT"); dsns != "" {
+		// The test binary run again as the gateway benchmark's client.
+		if err := gatewayBenchClient(dsns); err != nil {
+			fmt.Fprintln(os.Stderr, "gateway benchmark client:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	doc, err := httpapi.OpenAPI("test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "API description:", err)
