@@ -207,14 +207,30 @@ func (b *Broker) forgetRecheck(id string) {
 	b.recheck = slices.DeleteFunc(b.recheck, func(l *mayfly.Lease) bool { return l.ID == id })
 }
 
+// recheckRetries is how many more times a recheck that could not read
+// the leases, or remove an account, is tried: recheckRetryDelay later,
+// then twice as long each time (31 s in all). What still fails is left to
+// the reconciler, which removes the accounts of ended leases, and to the
+// account's own expiry (VALID UNTIL).
+const (
+	recheckRetries    = 5
+	recheckRetryDelay = time.Second
+)
+
 // recheckCommitted removes again the accounts of the leases recheckLater
-// holds that ended meanwhile. What it cannot read is left to the
-// reconciler, which removes the accounts of ended leases.
+// holds that ended meanwhile.
 func (b *Broker) recheckCommitted() {
 	b.recheckMu.Lock()
 	held := b.recheck
 	b.recheck = nil
 	b.recheckMu.Unlock()
+	b.recheckLeases(held, 0)
+}
+
+// recheckLeases reads held again, with one store read, and removes the
+// accounts of those that ended; what it could not read or remove is tried
+// again later (see recheckRetries). attempt counts the tries before.
+func (b *Broker) recheckLeases(held []*mayfly.Lease, attempt int) {
 	if len(held) == 0 {
 		return
 	}
@@ -231,9 +247,11 @@ func (b *Broker) recheckCommitted() {
 		return err
 	})
 	if err != nil {
-		b.log.Warn("read again the leases whose accounts were just committed", "leases", len(ids), "err", err)
+		b.log.Warn("read again the leases whose accounts were just committed", "leases", len(ids), "attempt", attempt+1, "err", err)
+		b.retryRecheck(held, attempt)
 		return
 	}
+	var failed []*mayfly.Lease
 	for _, l := range ls {
 		if l.State == mayfly.LeaseActive {
 			continue
@@ -241,9 +259,29 @@ func (b *Broker) recheckCommitted() {
 		b.log.Warn("lease ended through another replica while its account was being committed: removing the account again",
 			"lease", l.ID, "target", l.Target, "account", l.Username, "state", l.State)
 		if err := b.revokeOnTarget(ctx, l); err != nil {
-			b.log.Error("remove again the account of a lease ended while it was committed", "lease", l.ID, "err", err)
+			b.log.Error("remove again the account of a lease ended while it was committed", "lease", l.ID, "attempt", attempt+1, "err", err)
+			failed = append(failed, l)
 		}
 	}
+	b.retryRecheck(failed, attempt)
+}
+
+// retryRecheck runs recheckLeases on ls again after the delay of the
+// attempt that failed, unless it was the last.
+func (b *Broker) retryRecheck(ls []*mayfly.Lease, attempt int) {
+	if len(ls) == 0 {
+		return
+	}
+	if attempt >= recheckRetries {
+		ids := make([]string, len(ls))
+		for i, l := range ls {
+			ids[i] = l.ID
+		}
+		b.log.Error("gave up removing again the accounts of leases ended while they were committed: left to the reconciler and to their expiry",
+			"leases", ids, "attempts", attempt+1)
+		return
+	}
+	time.AfterFunc(recheckRetryDelay<<attempt, func() { b.recheckLeases(ls, attempt+1) })
 }
 
 // activationData is the audit data of l's activation.

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/audit"
 	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
+	"github.com/mayflyhq/mayfly/internal/freezeproxy"
 	"github.com/mayflyhq/mayfly/internal/policy"
 	pgstore "github.com/mayflyhq/mayfly/internal/store/postgres"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
@@ -38,6 +40,13 @@ type oneCommitWorld struct {
 
 func newOneCommitWorld(t *testing.T, roles ...string) *oneCommitWorld {
 	t.Helper()
+	return buildOneCommitWorld(t, "", roles)
+}
+
+// buildOneCommitWorld is newOneCommitWorld whose broker (not its other
+// replicas) reaches PostgreSQL through the TCP proxy at via, when set.
+func buildOneCommitWorld(t *testing.T, via string, roles []string) *oneCommitWorld {
+	t.Helper()
 	ctx := ctxT(t)
 	dsn := pgtest.NewDatabase(t)
 	st, err := pgstore.Open(ctx, dsn, 4)
@@ -56,7 +65,16 @@ func newOneCommitWorld(t *testing.T, roles ...string) *oneCommitWorld {
 	prefix := uniquePrefix()
 	tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: prefix, DSN: testenv.PostgresDSN(),
 		Grants: map[string]mayfly.Grant{"read": {Name: "read", Roles: roles}}}
-	conn, err := postgres.New(tgt, func(string) string { return "" })
+	own := tgt
+	if via != "" {
+		u, err := url.Parse(tgt.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Host = via
+		own.DSN = u.String()
+	}
+	conn, err := postgres.New(own, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,6 +336,52 @@ func TestOneCommitRevokedBeforeTargetCommit(t *testing.T) {
 	}
 	if n := len(rolesUnder(t, w.prefix)); n != 0 {
 		t.Errorf("%d role(s) left after the revoke that raced the issue", n)
+	}
+}
+
+// TestOneCommitRecheckRetried: the issuing replica's recheck of a lease
+// revoked through another replica while its role was committed cannot
+// reach the target at first (its connections cut); it tries again a
+// second later and removes the role then.
+func TestOneCommitRecheckRetried(t *testing.T) {
+	u, err := url.Parse(testenv.PostgresDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := freezeproxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	w := buildOneCommitWorld(t, p.Addr(), nil)
+	other := w.replica()
+	ctx := ctxT(t)
+	w.afterCommit = func(l *mayfly.Lease) {
+		if _, err := other.EndLease(ctx, w.admin, l.ID, mayfly.EndRevoked, "race through another replica"); err != nil {
+			t.Errorf("revoke through the other replica: %v", err)
+		}
+	}
+	_, a, err := w.issue(t)
+	if err != nil {
+		t.Fatalf("issue: %v", err)
+	}
+	// The recheck, half a second after the commit, finds the target cut
+	// off.
+	p.Cut()
+	time.Sleep(900 * time.Millisecond)
+	if len(rolesUnder(t, w.prefix)) != 1 {
+		t.Fatalf("the role went while its target was cut off from the broker: %v", rolesUnder(t, w.prefix))
+	}
+	p.Thaw()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rolesUnder(t, w.prefix)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the role of a lease revoked through another replica is still there 5 s after its target came back: %v", rolesUnder(t, w.prefix))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := login(ctx, "pg", a.Credential); err == nil {
+		t.Error("the credential of the revoked lease logs in")
 	}
 }
 
