@@ -256,7 +256,10 @@ func (b *Broker) recheckLeases(held []*mayfly.Lease, attempt int) {
 		if l.State == mayfly.LeaseActive {
 			continue
 		}
-		b.log.Warn("lease ended through another replica while its account was being committed: removing the account again",
+		// Ended since: perhaps through another replica before the account
+		// existed, which then found nothing to remove. Removing it again
+		// is harmless where it is already gone.
+		b.log.Info("lease ended within moments of its account's commit: removing the account again, in case it ended before the account existed",
 			"lease", l.ID, "target", l.Target, "account", l.Username, "state", l.State)
 		if err := b.revokeOnTarget(ctx, l); err != nil {
 			b.log.Error("remove again the account of a lease ended while it was committed", "lease", l.ID, "attempt", attempt+1, "err", err)
