@@ -2,7 +2,6 @@ package broker_test
 
 import (
 	"context"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/mayflyhq/mayfly/internal/audit"
 	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
-	"github.com/mayflyhq/mayfly/internal/freezeproxy"
 	"github.com/mayflyhq/mayfly/internal/policy"
 	pgstore "github.com/mayflyhq/mayfly/internal/store/postgres"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
@@ -44,8 +42,9 @@ func newOneCommitWorld(t *testing.T, roles ...string) *oneCommitWorld {
 }
 
 // buildOneCommitWorld is newOneCommitWorld whose broker (not its other
-// replicas) reaches PostgreSQL through the TCP proxy at via, when set.
-func buildOneCommitWorld(t *testing.T, via string, roles []string) *oneCommitWorld {
+// replicas) reaches PostgreSQL with the DSN ownDSN, when set (through a
+// proxy the test can cut).
+func buildOneCommitWorld(t *testing.T, ownDSN string, roles []string) *oneCommitWorld {
 	t.Helper()
 	ctx := ctxT(t)
 	dsn := pgtest.NewDatabase(t)
@@ -66,13 +65,8 @@ func buildOneCommitWorld(t *testing.T, via string, roles []string) *oneCommitWor
 	tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: prefix, DSN: testenv.PostgresDSN(),
 		Grants: map[string]mayfly.Grant{"read": {Name: "read", Roles: roles}}}
 	own := tgt
-	if via != "" {
-		u, err := url.Parse(tgt.DSN)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.Host = via
-		own.DSN = u.String()
+	if ownDSN != "" {
+		own.DSN = ownDSN
 	}
 	conn, err := postgres.New(own, func(string) string { return "" })
 	if err != nil {
@@ -344,16 +338,9 @@ func TestOneCommitRevokedBeforeTargetCommit(t *testing.T) {
 // reach the target at first (its connections cut); it tries again a
 // second later and removes the role then.
 func TestOneCommitRecheckRetried(t *testing.T) {
-	u, err := url.Parse(testenv.PostgresDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := freezeproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	w := buildOneCommitWorld(t, p.Addr(), nil)
+	p, u := testenv.ProxyTo(t, testenv.PostgresDSN())
+	u.Host = p.Addr()
+	w := buildOneCommitWorld(t, u.String(), nil)
 	other := w.replica()
 	ctx := ctxT(t)
 	w.afterCommit = func(l *mayfly.Lease) {

@@ -114,21 +114,7 @@ func BenchmarkRevoke(b *testing.B) {
 // files (one broker), in one run.
 func BenchmarkProvisionStore(b *testing.B) {
 	pub, _ := newKeyPair(b)
-	st, err := postgres.Open(context.Background(), pgtest.NewDatabase(b), 4)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
-	ca, err := OpenSharedCA(st, "", []byte("bench"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	target := mayfly.Target{Name: "bench", Kind: mayfly.KindSSH, Address: "127.0.0.1:22"}
-	shared, err := NewShared(target, ca, b.TempDir(), st, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { shared.Close() })
+	shared := benchStoreConnector(b)
 	files := benchConnector(b)
 	i := 0 // lease ids unique across runs: a lease provisioned again revokes its certificate
 	for _, name := range []string{"files", "store"} {
@@ -154,6 +140,23 @@ func BenchmarkProvisionStore(b *testing.B) {
 // GET /v1/ssh/revoked-keys, the krl_file follower): one read of the
 // journal's head, no locking transaction.
 func BenchmarkRevokedKeysStore(b *testing.B) {
+	c := benchStoreConnector(b)
+	pub, _ := newKeyPair(b)
+	if _, err := c.Provision(b.Context(), mayfly.ProvisionRequest{LeaseID: "lse_1", Username: "mf_b_1", ExpiresAt: time.Now().Add(time.Hour),
+		Grant: mayfly.Grant{Name: "deploy", Principals: []string{"deploy"}}, PublicKey: authorizedLine(pub)}); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := c.RevokedKeys(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchStoreConnector is a connector whose CA and records are kept in a
+// PostgreSQL store of its own, as replicas keep them.
+func benchStoreConnector(b *testing.B) *Connector {
+	b.Helper()
 	st, err := postgres.Open(context.Background(), pgtest.NewDatabase(b), 4)
 	if err != nil {
 		b.Fatal(err)
@@ -169,14 +172,5 @@ func BenchmarkRevokedKeysStore(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
-	pub, _ := newKeyPair(b)
-	if _, err := c.Provision(b.Context(), mayfly.ProvisionRequest{LeaseID: "lse_1", Username: "mf_b_1", ExpiresAt: time.Now().Add(time.Hour),
-		Grant: mayfly.Grant{Name: "deploy", Principals: []string{"deploy"}}, PublicKey: authorizedLine(pub)}); err != nil {
-		b.Fatal(err)
-	}
-	for b.Loop() {
-		if _, err := c.RevokedKeys(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	return c
 }
