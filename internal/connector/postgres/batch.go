@@ -68,6 +68,21 @@ func arrayLiteral(names []string) string {
 	return "{" + strings.Join(names, ",") + "}"
 }
 
+// lookupRoles and countRoles find the roles of a batch by name, each
+// with its own lookup in pg_authid's unique index on rolname. The plain
+// "rolname = ANY($1)" is planned with the array's values (an unnamed
+// statement's plan is made for its parameters), and for a few hundred
+// names PostgreSQL then scans the whole catalog: 21 ms a batch with
+// 10,000 roles and the dead rows a burst of revocations leaves, against
+// about 1 ms this way (BenchmarkRevokeBatch).
+const (
+	// One row per name; the oid is NULL for a name with no role.
+	lookupRoles = `SELECT n.name, (SELECT r.oid::text FROM pg_catalog.pg_roles r WHERE r.rolname = n.name)
+		FROM pg_catalog.unnest($1::text[]) AS n(name)`
+	countRoles = `SELECT count(*) FROM pg_catalog.unnest($1::text[]) AS n(name)
+		WHERE (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = n.name) IS NOT NULL`
+)
+
 func (c *Connector) revokeBatch(ctx context.Context, names []string) error {
 	conn, err := c.pool.Acquire(ctx)
 	if err != nil {
@@ -76,7 +91,7 @@ func (c *Connector) revokeBatch(ctx context.Context, names []string) error {
 	defer conn.Release()
 	pg := conn.Conn().PgConn()
 	arr := []string{arrayLiteral(names)}
-	res, err := pipeline(ctx, pg, segment{{sql: "SELECT rolname::text, oid::text FROM pg_catalog.pg_roles WHERE rolname = ANY($1::text[])", args: arr}})
+	res, err := pipeline(ctx, pg, segment{{sql: lookupRoles, args: arr}})
 	if err != nil {
 		return err
 	}
@@ -85,6 +100,9 @@ func (c *Connector) revokeBatch(ctx context.Context, names []string) error {
 	}
 	var present, oids []string
 	for _, row := range res[0].rows[0] {
+		if row[1] == nil {
+			continue // gone already
+		}
 		present = append(present, string(row[0]))
 		oids = append(oids, string(row[1]))
 	}
@@ -103,7 +121,7 @@ func (c *Connector) revokeBatch(ctx context.Context, names []string) error {
 		lock,
 		segment{{sql: terminate, args: oidArr}, {sql: "DROP ROLE IF EXISTS " + strings.Join(idents, ", ")}},
 		// Sessions that slipped in between NOLOGIN and the drop.
-		segment{{sql: terminate, args: oidArr}, {sql: "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = ANY($1::text[])", args: arr}},
+		segment{{sql: terminate, args: oidArr}, {sql: countRoles, args: arr}},
 	)
 	if err != nil {
 		return err

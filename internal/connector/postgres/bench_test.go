@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -288,4 +289,54 @@ func BenchmarkInterleaved(b *testing.B) {
 	b.ReportMetric(med["provision"]/med["create_verifier"], "provision/verifier")
 	b.ReportMetric(med["revoke"]/med["drop"], "revoke/drop")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkRevokeBatch revokes batches of 256 roles with RevokeBatch
+// (look up, lock out, end sessions, drop, verify), and, in the same run,
+// drops as many with a bare "DROP ROLE a, b, …" of 256 names, both while
+// 10,240 other roles sit in the catalog, as in a burst of expiries. Each
+// op is one batch.
+//
+//	go test -run '^$' -bench RevokeBatch -benchtime 20x -count 3 ./internal/connector/postgres/
+func BenchmarkRevokeBatch(b *testing.B) {
+	const batch = 256
+	conn := admin(b, "")
+	others := testPrefix()
+	// The catalog's statistics are taken before the roles are made, as
+	// when many leases were issued since autovacuum's last pass (or it is
+	// off): the planner then takes pg_authid for a small table.
+	if _, err := conn.Exec(context.Background(), "VACUUM pg_catalog.pg_authid"); err != nil {
+		b.Fatalf("vacuum: %v", err)
+	}
+	b.Cleanup(func() { dropRoles(b, conn, others) })
+	createRoles(b, conn, others, 40*batch)
+	b.Run("mayfly", func(b *testing.B) {
+		prefix := testPrefix()
+		c := newConnector(b, prefix)
+		b.Cleanup(func() { dropRoles(b, conn, prefix) })
+		names := createRoles(b, conn, prefix, b.N*batch)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			reqs := make([]mayfly.RevokeRequest, batch)
+			for j := range reqs {
+				reqs[j].Username = names[i*batch+j]
+			}
+			for j, err := range c.RevokeBatch(context.Background(), reqs) {
+				if err != nil {
+					b.Fatalf("revoke %s: %v", reqs[j].Username, err)
+				}
+			}
+		}
+	})
+	b.Run("bare-drop", func(b *testing.B) {
+		prefix := testPrefix()
+		b.Cleanup(func() { dropRoles(b, conn, prefix) })
+		names := createRoles(b, conn, prefix, b.N*batch)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := conn.Exec(context.Background(), "DROP ROLE "+strings.Join(names[i*batch:(i+1)*batch], ", ")); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
