@@ -75,20 +75,32 @@ func TestGatewayBenchmark(t *testing.T) {
 
 	// The same with the client in a process of its own, as psql or an
 	// application is: every hop to the gateway then crosses processes.
+	// Where socat is installed, a relay written in C, in a process of its
+	// own, is measured too: the floor of a proxy that is not Go's.
+	dsns := []string{gwDSN(direct, direct.Password), gwDSN(viaRelay, viaRelay.Password), gwDSN(gw, gw.Password)}
+	if port, ok := socatRelay(t, net.JoinHostPort(direct.Host, fmt.Sprint(direct.Port))); ok {
+		viaSocat := direct
+		viaSocat.Host, viaSocat.Port = "127.0.0.1", port
+		dsns = append(dsns, gwDSN(viaSocat, viaSocat.Password))
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "MAYFLY_GATEWAY_BENCH_CLIENT="+strings.Join([]string{
-		gwDSN(direct, direct.Password), gwDSN(viaRelay, viaRelay.Password), gwDSN(gw, gw.Password)}, " "))
+	cmd.Env = append(os.Environ(), "MAYFLY_GATEWAY_BENCH_CLIENT="+strings.Join(dsns, " "))
 	out, err := cmd.CombinedOutput()
-	m := regexp.MustCompile(`p50-ns (\d+) (\d+) (\d+)`).FindStringSubmatch(string(out))
-	if err != nil || m == nil {
+	m := regexp.MustCompile(`p50-ns((?: \d+)+)`).FindStringSubmatch(string(out))
+	if err != nil || m == nil || len(strings.Fields(m[1])) != len(dsns) {
 		t.Fatalf("the benchmark's client process: %v\n%s", err, out)
 	}
-	var dp, rp, gp float64
-	fmt.Sscan(m[1], &dp)
-	fmt.Sscan(m[2], &rp)
-	fmt.Sscan(m[3], &gp)
-	fmt.Printf("SELECT 1, %d each, client in another process: direct p50 %v; bare relay p50 %v (%.2f×); gateway p50 %v; p50 ratio %.2f (%.2f× the bare relay)\n",
-		n, time.Duration(dp), time.Duration(rp), rp/dp, time.Duration(gp), gp/dp, gp/rp)
+	p50 := make([]float64, len(dsns))
+	for i, f := range strings.Fields(m[1]) {
+		fmt.Sscan(f, &p50[i])
+	}
+	dp, rp, gp := p50[0], p50[1], p50[2]
+	socat := ""
+	if len(p50) > 3 {
+		socat = fmt.Sprintf("; socat relay p50 %v (%.2f×)", time.Duration(p50[3]), p50[3]/dp)
+	}
+	fmt.Printf("SELECT 1, %d each, client in another process: direct p50 %v; bare relay p50 %v (%.2f×); gateway p50 %v; p50 ratio %.2f (%.2f× the bare relay)%s\n",
+		n, time.Duration(dp), time.Duration(rp), rp/dp, time.Duration(gp), gp/dp, gp/rp, socat)
 
 	// pgbench -S -c 8.
 	tps := regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
@@ -345,6 +357,35 @@ func pinForBench(t *testing.T) func() {
 		runtime.GOMAXPROCS(procs)
 		run("-p", "-c", all, pm)
 		run("-a", "-p", "-c", all, fmt.Sprint(os.Getpid()))
+	}
+}
+
+// socatRelay starts socat relaying 127.0.0.1:PORT to target, stopped when
+// t ends, and returns PORT; ok is false when socat is not installed.
+func socatRelay(t *testing.T, target string) (port int, ok bool) {
+	t.Helper()
+	if _, err := exec.LookPath("socat"); err != nil {
+		return 0, false
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port = ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command("socat", fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,nodelay", port), "TCP:"+target+",nodelay")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return port, true
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("socat does not listen")
+		}
 	}
 }
 
