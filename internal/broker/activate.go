@@ -32,7 +32,15 @@ type ActivateOptions struct {
 
 // Activate creates the account for an approved request now and returns
 // the credential once. A second activation of the same request is refused.
+//
+// Where the target can create an account in an open transaction, the
+// creation is staged while the intent is recorded, as in CreateAndActivate
+// (see activateStaged); otherwise the intent is recorded, then the
+// account created, then the activation recorded.
 func (b *Broker) Activate(ctx context.Context, c Caller, requestID string, o ActivateOptions) (*Activation, error) {
+	if a, done, err := b.activateStaged(ctx, c, requestID, o); done {
+		return a, err
+	}
 	var l *mayfly.Lease
 	var grant mayfly.Grant
 	err := b.store.Update(ctx, func(tx mayfly.Tx) error {
@@ -47,6 +55,101 @@ func (b *Broker) Activate(ctx context.Context, c Caller, requestID string, o Act
 		return nil, err
 	}
 	return b.provision(ctx, c, l, grant, o, nil)
+}
+
+// errStageRaced ends the transaction of activateStaged when the request
+// changed since it was read: the activation starts over without staging.
+var errStageRaced = errors.New("request changed while its account was staged")
+
+// activateStaged is Activate for a request whose target can stage the
+// account's creation (mayfly.PreparedProvisioner): the request is read and
+// checked, the creation sent to the target in an open transaction, and the
+// intent recorded meanwhile, in a transaction that takes the request
+// again, locked, and goes on only if it is still approved and unused. On
+// a durable store, when the credential is known before the target answers
+// (recordedActivation), that transaction records the activation too, and
+// the target's commit follows it (commitRecorded): one store commit
+// instead of two, overlapped with the creation, with the lease durable
+// before the account can exist. done is false when Activate must take its
+// usual path: nothing to stage, the request unfit (the usual path gives the
+// precise error, from a locked read), or changed meanwhile; what was staged
+// is then rolled back.
+func (b *Broker) activateStaged(ctx context.Context, c Caller, requestID string, o ActivateOptions) (_ *Activation, done bool, _ error) {
+	if !b.canStage() {
+		return nil, false, nil
+	}
+	var r *mayfly.Request
+	if err := b.store.View(ctx, func(tx mayfly.Tx) error {
+		var err error
+		r, err = tx.GetRequest(requestID)
+		return err
+	}); err != nil || r.LeaseID != "" {
+		return nil, false, nil
+	}
+	if _, ok := b.connectors[r.Target].(mayfly.PreparedProvisioner); !ok {
+		return nil, false, nil
+	}
+	l, grant, err := b.newLease(c, r, true)
+	if err != nil {
+		return nil, false, nil
+	}
+	st := b.stage(ctx, l, grant, o)
+	if st == nil {
+		return nil, false, nil
+	}
+	act, cred, data := b.recordedActivation(l, o, st)
+	release := func() {}
+	if act != nil {
+		// Revocations of the lease, active once this commits, wait until
+		// the target has committed its account.
+		release = b.holdRevocations(l.ID)
+	}
+	err = b.store.Update(ctx, func(tx mayfly.Tx) error {
+		cur, err := tx.GetRequest(requestID)
+		if err != nil {
+			return err
+		}
+		if lapsed, _ := b.lapsed(cur, b.clock.Now()); lapsed || cur.State != mayfly.RequestApproved || cur.LeaseID != "" || cur.Requester != r.Requester {
+			return errStageRaced
+		}
+		cur.LeaseID = l.ID
+		if err := tx.UpdateRequest(cur); err != nil {
+			return err
+		}
+		if act == nil {
+			return b.recordIntent(tx, c, cur, l)
+		}
+		if err := b.recordIntent(tx, c, cur, act); err != nil {
+			return err
+		}
+		return b.audit(tx, c, "lease.activate", nil, act, "", data)
+	})
+	if err != nil {
+		st.abort()
+		release()
+		if errors.Is(err, errStageRaced) {
+			return nil, false, nil
+		}
+		return nil, true, err
+	}
+	if act != nil {
+		a, err := b.commitRecorded(ctx, c, act, cred, st, release)
+		return a, true, err
+	}
+	a, err := b.provision(ctx, c, l, grant, o, st)
+	return a, true, err
+}
+
+// canStage reports whether any target's connector can stage a creation
+// (mayfly.PreparedProvisioner): only then does Activate read the request
+// before its transaction.
+func (b *Broker) canStage() bool {
+	for _, cn := range b.connectors {
+		if _, ok := cn.(mayfly.PreparedProvisioner); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // CreateAndActivate records a request and, when policy approves it at once,

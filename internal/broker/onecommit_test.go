@@ -404,3 +404,152 @@ func (w *oneCommitWorld) expectRoleRemoved(t *testing.T, a *broker.Activation, w
 		t.Error("the credential of the revoked lease logs in")
 	}
 }
+
+// request records alice's request without activating it (approved by
+// policy at once).
+func (w *oneCommitWorld) request(t *testing.T) *mayfly.Request {
+	t.Helper()
+	r, _, err := w.b.CreateRequest(ctxT(t), w.alice, broker.RequestInput{Target: "pg", Grant: "read", Duration: 30 * time.Minute, Reason: "INC-8"})
+	if err != nil || r.State != mayfly.RequestApproved || r.LeaseID != "" {
+		t.Fatalf("request = %+v, %v; want approved, not yet activated", r, err)
+	}
+	return r
+}
+
+// TestOneCommitActivate: activating a request recorded earlier (the two-call
+// path: request, then credentials) stages the role while one transaction
+// takes the request, records the lease with its intent and its activation,
+// and commits before the role is; the credential logs in, a wrong password
+// does not, a second activation is refused, and after revocation the
+// credential is refused.
+func TestOneCommitActivate(t *testing.T) {
+	w := newOneCommitWorld(t)
+	ctx := ctxT(t)
+	r := w.request(t)
+	w.afterCommit = func(l *mayfly.Lease) {
+		if l.State != mayfly.LeaseActive {
+			t.Errorf("lease after the store's commit is %s; want active (recorded with its intent)", l.State)
+		}
+		if n := len(rolesUnder(t, w.prefix)); n != 0 {
+			t.Errorf("%d role(s) exist before the store's commit was followed by the target's", n)
+		}
+	}
+	a, err := w.b.Activate(ctx, w.alice, r.ID, broker.ActivateOptions{})
+	if err != nil {
+		t.Fatalf("activate: %v", err)
+	}
+	w.afterCommit = nil
+	if a.Lease.State != mayfly.LeaseActive || w.b.HashSecret(a.Credential.Password) != a.Lease.SecretHMAC {
+		t.Fatalf("activation = %+v; want an active lease with its secret's hash", a.Lease)
+	}
+
+	// The request's update, the lease and its two events: one transaction,
+	// not the request's.
+	var reqTx, createTx string
+	if err := w.store.QueryRow(ctx, `SELECT r.xmin::text, e.xmin::text FROM requests r JOIN audit_events e
+		ON e.request_id = r.id AND e.action = 'request.create' WHERE r.id = $1`, r.ID).Scan(&reqTx, &createTx); err != nil {
+		t.Fatal(err)
+	}
+	if reqTx == createTx {
+		t.Errorf("the request row was not written again by the activation")
+	}
+	rows, err := w.store.Query(ctx, `SELECT xmin::text || ' ' || action FROM audit_events WHERE lease_id = $1
+		UNION ALL SELECT xmin::text || ' lease' FROM leases WHERE id = $1 ORDER BY 1`, a.Lease.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{reqTx + " lease", reqTx + " lease.activate", reqTx + " lease.intent"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("the activation wrote %v; want %v (one transaction with the request's update)", got, want)
+	}
+
+	if err := login(ctx, "pg", a.Credential); err != nil {
+		t.Fatalf("login with the issued credential: %v", err)
+	}
+	wrong := a.Credential
+	wrong.Password += "x"
+	if err := login(ctx, "pg", wrong); err == nil {
+		t.Fatal("a wrong password logged in: the server does not check passwords")
+	}
+	if again, err := w.b.Activate(ctx, w.alice, r.ID, broker.ActivateOptions{}); mayfly.ErrorCode(err) != mayfly.ECONFLICT || !strings.Contains(err.Error(), "already issued") {
+		t.Fatalf("second activation = %+v, %v; want refused as already issued", again, err)
+	}
+	if n := len(rolesUnder(t, w.prefix)); n != 1 {
+		t.Fatalf("%d roles after a refused second activation; want 1", n)
+	}
+	ended, err := w.b.EndLease(ctx, w.admin, a.Lease.ID, mayfly.EndRevoked, "test")
+	if err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	w.b.RevokeNow(ctx, ended)
+	if err := login(ctx, "pg", a.Credential); err == nil {
+		t.Fatal("the credential still logs in after revocation")
+	}
+	if n := len(rolesUnder(t, w.prefix)); n != 0 {
+		t.Errorf("%d role(s) left after revocation", n)
+	}
+	if res, err := audit.Verify(ctx, w.st, 0, 0); err != nil || !res.OK {
+		t.Errorf("audit chain: %+v, %v", res, err)
+	}
+}
+
+// TestOneCommitActivateRace: two activations of one request at once, on
+// two replicas, each staging a role of its own: exactly one returns a
+// credential, the other is refused as already issued, and only the
+// winner's role is left on the target.
+func TestOneCommitActivateRace(t *testing.T) {
+	w := newOneCommitWorld(t)
+	other := w.replica()
+	ctx := ctxT(t)
+	for round := 0; round < 5; round++ {
+		r := w.request(t)
+		type result struct {
+			a   *broker.Activation
+			err error
+		}
+		res := make(chan result, 2)
+		start := make(chan struct{})
+		for _, b := range []*broker.Broker{w.b, other} {
+			go func() {
+				<-start
+				a, err := b.Activate(ctx, w.alice, r.ID, broker.ActivateOptions{})
+				res <- result{a, err}
+			}()
+		}
+		close(start)
+		var won *broker.Activation
+		for range 2 {
+			x := <-res
+			switch {
+			case x.err == nil && won == nil:
+				won = x.a
+			case x.err == nil:
+				t.Fatalf("round %d: both activations of one request returned a credential", round)
+			case mayfly.ErrorCode(x.err) != mayfly.ECONFLICT:
+				t.Fatalf("round %d: losing activation: %v; want a conflict", round, x.err)
+			}
+		}
+		if won == nil {
+			t.Fatalf("round %d: neither activation returned a credential", round)
+		}
+		roles := rolesUnder(t, w.prefix)
+		if len(roles) != 1 || roles[0] != won.Credential.Username {
+			t.Fatalf("round %d: roles %v; want only the winner's %s", round, roles, won.Credential.Username)
+		}
+		if err := login(ctx, "pg", won.Credential); err != nil {
+			t.Fatalf("round %d: the winner's credential: %v", round, err)
+		}
+		ended, err := w.b.EndLease(ctx, w.admin, won.Lease.ID, mayfly.EndRevoked, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.b.RevokeNow(ctx, ended)
+		if n := len(rolesUnder(t, w.prefix)); n != 0 {
+			t.Fatalf("round %d: %d role(s) left after revocation", round, n)
+		}
+	}
+}
