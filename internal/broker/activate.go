@@ -104,7 +104,11 @@ func (b *Broker) activateStaged(ctx context.Context, c Caller, requestID string,
 		// the target has committed its account.
 		release = b.holdRevocations(l.ID)
 	}
-	err = b.store.Update(ctx, func(tx mayfly.Tx) error {
+	uctx := ctx
+	if act == nil && b.intentSyncSkippable(r.Target) {
+		uctx = mayfly.SkipIntentSync(ctx)
+	}
+	err = b.store.Update(uctx, func(tx mayfly.Tx) error {
 		cur, err := tx.GetRequest(requestID)
 		if err != nil {
 			return err
@@ -133,11 +137,24 @@ func (b *Broker) activateStaged(ctx context.Context, c Caller, requestID string,
 		return nil, true, err
 	}
 	if act != nil {
+		b.committed()
 		a, err := b.commitRecorded(ctx, c, act, cred, st, release)
 		return a, true, err
 	}
 	a, err := b.provision(ctx, c, l, grant, o, st)
 	return a, true, err
+}
+
+// intentSyncSkippable reports whether the intent of a staged creation on
+// target need not wait for the sync of the store's log. A PostgreSQL role
+// carries this installation's mark in its comment, committed with the
+// role, and VALID UNTIL: an intent lost to an OS crash leaves a role the
+// reconciler recognises as its own and that expires by itself
+// (docs/benchmarks.md, Durability). Without an installation key the role
+// would only be reported, so the intent is synced.
+func (b *Broker) intentSyncSkippable(target string) bool {
+	t := b.cfg.Load().Targets[target]
+	return t.Kind == mayfly.KindPostgres && t.InstanceKeyEnv != ""
 }
 
 // canStage reports whether any target's connector can stage a creation
@@ -190,16 +207,7 @@ func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInpu
 				return b.audit(tx, c, "lease.activate", nil, act, "", data)
 			}, false, nil
 		}
-		// A PostgreSQL role carries this installation's mark in its
-		// comment, committed with the role, and VALID UNTIL: an intent lost
-		// to an OS crash leaves a role the reconciler recognises as its own
-		// and that expires by itself, so the intent need not wait for the
-		// log's sync (docs/benchmarks.md, Durability). Without an
-		// installation key the role would only be reported, so the intent
-		// is synced.
-		t := b.cfg.Load().Targets[r.Target]
-		skip := t.Kind == mayfly.KindPostgres && t.InstanceKeyEnv != ""
-		return func(tx mayfly.Tx) error { return b.recordIntent(tx, c, r, l) }, skip, nil
+		return func(tx mayfly.Tx) error { return b.recordIntent(tx, c, r, l) }, b.intentSyncSkippable(r.Target), nil
 	})
 	if err != nil {
 		st.abort()
