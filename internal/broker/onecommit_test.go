@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/policy"
 	pgstore "github.com/mayflyhq/mayfly/internal/store/postgres"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
@@ -46,29 +48,63 @@ func newOneCommitWorld(t *testing.T, roles ...string) *oneCommitWorld {
 // proxy the test can cut).
 func buildOneCommitWorld(t *testing.T, ownDSN string, roles []string) *oneCommitWorld {
 	t.Helper()
-	ctx := ctxT(t)
-	dsn := pgtest.NewDatabase(t)
-	st, err := pgstore.Open(ctx, dsn, 4)
+	return buildWorldOn(t, nil, false, ownDSN, roles)
+}
+
+// newSQLiteStagedWorld is the same world on a SQLite store (w.store is
+// nil), with an installation key: where a creation is staged while its
+// intent is recorded, the intent not waiting for the log's sync, and the
+// activation recorded after it.
+func newSQLiteStagedWorld(t *testing.T) *oneCommitWorld {
+	t.Helper()
+	st, err := sqlite.Open(ctxT(t), filepath.Join(t.TempDir(), "m.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	sc, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
+	return buildWorldOn(t, st, true, "", nil)
+}
+
+// buildWorldOn builds the world on store st, or on a PostgreSQL store of
+// its own when st is nil; keyed gives the target an installation key.
+func buildWorldOn(t *testing.T, st mayfly.Store, keyed bool, ownDSN string, roles []string) *oneCommitWorld {
+	t.Helper()
+	ctx := ctxT(t)
+	var sc *pgx.Conn
+	if st == nil {
+		dsn := pgtest.NewDatabase(t)
+		pst, err := pgstore.Open(ctx, dsn, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pst.Close() })
+		if sc, err = pgx.Connect(ctx, dsn); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sc.Close(context.Background()) })
+		st = pst
 	}
-	t.Cleanup(func() { sc.Close(context.Background()) })
 	if len(roles) == 0 {
 		roles = []string{"pg_read_all_data"}
 	}
 	prefix := uniquePrefix()
 	tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: prefix, DSN: testenv.PostgresDSN(),
 		Grants: map[string]mayfly.Grant{"read": {Name: "read", Roles: roles}}}
+	getenv := func(string) string { return "" }
+	if keyed {
+		tgt.InstanceKeyEnv = "MAYFLY_TEST_INSTANCE_KEY"
+		getenv = func(k string) string {
+			if k == tgt.InstanceKeyEnv {
+				return "test-installation-key-0123456789"
+			}
+			return ""
+		}
+	}
 	own := tgt
 	if ownDSN != "" {
 		own.DSN = ownDSN
 	}
-	conn, err := postgres.New(own, func(string) string { return "" })
+	conn, err := postgres.New(own, getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +137,7 @@ func buildOneCommitWorld(t *testing.T, ownDSN string, roles []string) *oneCommit
 				}
 			}})
 	w.replica = func() *broker.Broker {
-		c2, err := postgres.New(tgt, func(string) string { return "" })
+		c2, err := postgres.New(tgt, getenv)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -551,5 +587,100 @@ func TestOneCommitActivateRace(t *testing.T) {
 		if n := len(rolesUnder(t, w.prefix)); n != 0 {
 			t.Fatalf("round %d: %d role(s) left after revocation", round, n)
 		}
+	}
+}
+
+// TestStagedActivateSQLite: on the SQLite store, activating a request
+// recorded earlier stages the role while the intent is recorded (not yet
+// active, and no role visible, when the intent is committed), then commits
+// it and records the activation; the credential logs in, a wrong password
+// does not, a second activation is refused, and after revocation the
+// credential is refused. A suspension recorded between the intent and the
+// target's commit wins: no credential, no role.
+func TestStagedActivateSQLite(t *testing.T) {
+	w := newSQLiteStagedWorld(t)
+	ctx := ctxT(t)
+	r := w.request(t)
+	intents := 0
+	w.afterCommit = func(l *mayfly.Lease) {
+		intents++
+		if l.State != mayfly.LeaseProvisioning {
+			t.Errorf("lease after the intent's commit is %s; want provisioning", l.State)
+		}
+		if n := len(rolesUnder(t, w.prefix)); n != 0 {
+			t.Errorf("%d role(s) visible right after the intent's commit", n)
+		}
+		// Staged: the creation is in a transaction open on the target.
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			var n int
+			if err := pgAdmin(t).QueryRow(ctx, `SELECT count(*) FROM pg_catalog.pg_stat_activity
+				WHERE xact_start IS NOT NULL AND strpos(query, 'CREATE ROLE') > 0 AND strpos(query, $1) > 0`, l.Username).Scan(&n); err != nil {
+				t.Error(err)
+				return
+			}
+			if n == 1 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Error("no transaction open on the target creates the role while the intent is recorded: the creation was not staged")
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	a, err := w.b.Activate(ctx, w.alice, r.ID, broker.ActivateOptions{})
+	if err != nil {
+		t.Fatalf("activate: %v", err)
+	}
+	if intents != 1 {
+		t.Fatalf("the intent hook ran %d times; want 1", intents)
+	}
+	w.afterCommit = nil
+	if a.Lease.State != mayfly.LeaseActive || w.b.HashSecret(a.Credential.Password) != a.Lease.SecretHMAC {
+		t.Fatalf("activation = %+v; want an active lease with its secret's hash", a.Lease)
+	}
+	if err := login(ctx, "pg", a.Credential); err != nil {
+		t.Fatalf("login with the issued credential: %v", err)
+	}
+	wrong := a.Credential
+	wrong.Password += "x"
+	if err := login(ctx, "pg", wrong); err == nil {
+		t.Fatal("a wrong password logged in: the server does not check passwords")
+	}
+	if _, err := w.b.Activate(ctx, w.alice, r.ID, broker.ActivateOptions{}); mayfly.ErrorCode(err) != mayfly.ECONFLICT {
+		t.Fatalf("second activation: %v; want a conflict", err)
+	}
+	ended, err := w.b.EndLease(ctx, w.admin, a.Lease.ID, mayfly.EndRevoked, "test")
+	if err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	w.b.RevokeNow(ctx, ended)
+	if err := login(ctx, "pg", a.Credential); err == nil {
+		t.Fatal("the credential still logs in after revocation")
+	}
+	if n := len(rolesUnder(t, w.prefix)); n != 0 {
+		t.Fatalf("%d role(s) left after revocation", n)
+	}
+
+	// A suspension between the intent and the target's commit.
+	r = w.request(t)
+	w.afterCommit = func(l *mayfly.Lease) {
+		if _, _, err := w.b.SetUserStatus(ctx, w.admin, "alice", broker.UserSuspended, "left"); err != nil {
+			t.Errorf("suspend: %v", err)
+		}
+	}
+	if a, err := w.b.Activate(ctx, w.alice, r.ID, broker.ActivateOptions{}); err == nil {
+		t.Errorf("activation across a suspension returned %+v; want refused", a.Credential.Username)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rolesUnder(t, w.prefix)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the role of an activation overtaken by a suspension is still there: %v", rolesUnder(t, w.prefix))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if res, err := audit.Verify(ctx, w.st, 0, 0); err != nil || !res.OK {
+		t.Errorf("audit chain: %+v, %v", res, err)
 	}
 }
