@@ -140,51 +140,23 @@ func BenchmarkIssueVsBaselines(b *testing.B) {
 
 func benchIssueVsBaselines(b *testing.B, br *broker.Broker, conn mayfly.Connector) {
 	ctx := context.Background()
-	pg, err := pgx.Connect(ctx, testenv.PostgresDSN())
-	if err != nil {
-		testenv.Unavailable(b, "PostgreSQL", err)
-	}
-	defer pg.Close(ctx)
+	roles := newBenchRoles(b, conn, "base")
 	c := broker.Caller{User: "bench", Groups: []string{"eng"}}
-	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
-	prefix := fmt.Sprintf("mf_benchbase_%d_", time.Now().UnixNano())
-	var issued, bare []string
-	defer func() {
-		for _, n := range bare {
-			pg.Exec(ctx, "DROP ROLE "+n)
-		}
-		for _, n := range issued {
-			conn.Revoke(ctx, mayfly.RevokeRequest{Username: n})
-		}
-	}()
 	var plain, verifier, issue, rtIdle, rtHot []time.Duration
 	salt := make([]byte, 16)
 	for i := 0; b.Loop(); i++ {
-		name := fmt.Sprintf("%sp%d", prefix, i)
-		bare = append(bare, name)
-		t0 := time.Now()
-		if _, err := pg.Exec(ctx, "CREATE ROLE "+name+" LOGIN PASSWORD '"+postgres.GeneratePassword()+"' VALID UNTIL '"+until+"' IN ROLE pg_read_all_data"); err != nil {
-			b.Fatal(err)
-		}
-		plain = append(plain, time.Since(t0))
-
-		name = fmt.Sprintf("%sv%d", prefix, i)
-		bare = append(bare, name)
-		t0 = time.Now()
+		plain = append(plain, roles.create(b, fmt.Sprintf("p%d", i), postgres.GeneratePassword()))
 		rand.Read(salt)
 		v := postgres.SCRAMVerifier(postgres.GeneratePassword(), salt, 1)
-		if _, err := pg.Exec(ctx, "CREATE ROLE "+name+" LOGIN PASSWORD '"+v+"' VALID UNTIL '"+until+"' IN ROLE pg_read_all_data"); err != nil {
-			b.Fatal(err)
-		}
-		verifier = append(verifier, time.Since(t0))
+		verifier = append(verifier, roles.create(b, fmt.Sprintf("v%d", i), v))
 
-		t0 = time.Now()
+		t0 := time.Now()
 		_, _, a, err := br.CreateAndActivate(ctx, c, broker.RequestInput{Target: "pg", Grant: "readonly", Duration: time.Hour, Reason: "bench"}, broker.ActivateOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
 		issue = append(issue, time.Since(t0))
-		issued = append(issued, a.Lease.Username)
+		roles.issued = append(roles.issued, a.Lease.Username)
 
 		// What a loopback round trip costs on this machine after the
 		// processes have been idle for a millisecond, as between the
@@ -194,25 +166,71 @@ func benchIssueVsBaselines(b *testing.B, br *broker.Broker, conn mayfly.Connecto
 		time.Sleep(time.Millisecond)
 		for _, rt := range []*[]time.Duration{&rtIdle, &rtHot} {
 			t0 = time.Now()
-			if _, err := pg.Exec(ctx, "SELECT 1"); err != nil {
+			if _, err := roles.pg.Exec(ctx, "SELECT 1"); err != nil {
 				b.Fatal(err)
 			}
 			*rt = append(*rt, time.Since(t0))
 		}
 	}
 	b.StopTimer()
-	med := func(ds []time.Duration) float64 {
-		slices.Sort(ds)
-		return float64(ds[len(ds)/2].Microseconds())
-	}
-	mp, mv, mi := med(plain), med(verifier), med(issue)
+	mp, mv, mi := median(plain), median(verifier), median(issue)
 	b.ReportMetric(mp, "plain-p50-µs")
 	b.ReportMetric(mv, "verifier-p50-µs")
 	b.ReportMetric(mi, "issue-p50-µs")
 	b.ReportMetric(mi/mp, "issue/plain")
 	b.ReportMetric(mi/mv, "issue/verifier")
-	b.ReportMetric(med(rtIdle), "rt-idle-p50-µs")
-	b.ReportMetric(med(rtHot), "rt-hot-p50-µs")
+	b.ReportMetric(median(rtIdle), "rt-idle-p50-µs")
+	b.ReportMetric(median(rtHot), "rt-hot-p50-µs")
+}
+
+// benchRoles is the bare side of a benchmark on the local PostgreSQL:
+// the roles it creates as baselines, and the accounts the broker issued,
+// all removed when the benchmark ends.
+type benchRoles struct {
+	pg            *pgx.Conn
+	until, prefix string
+	bare, issued  []string
+}
+
+// newBenchRoles connects to the local PostgreSQL; the roles it creates are
+// named with tag, and those left at the end dropped (issued through conn).
+func newBenchRoles(b *testing.B, conn mayfly.Connector, tag string) *benchRoles {
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, testenv.PostgresDSN())
+	if err != nil {
+		testenv.Unavailable(b, "PostgreSQL", err)
+	}
+	r := &benchRoles{pg: pg, until: time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+		prefix: fmt.Sprintf("mf_bench%s_%d_", tag, time.Now().UnixNano())}
+	b.Cleanup(func() {
+		for _, n := range r.bare {
+			pg.Exec(ctx, "DROP ROLE "+n)
+		}
+		for _, n := range r.issued {
+			conn.Revoke(ctx, mayfly.RevokeRequest{Username: n})
+		}
+		pg.Close(ctx)
+	})
+	return r
+}
+
+// create runs the bare CREATE ROLE of a login role named with suffix,
+// with password (plaintext, which the server hashes, or a verifier), and
+// returns how long it took.
+func (r *benchRoles) create(b *testing.B, suffix, password string) time.Duration {
+	name := r.prefix + suffix
+	r.bare = append(r.bare, name)
+	t0 := time.Now()
+	if _, err := r.pg.Exec(context.Background(), "CREATE ROLE "+name+" LOGIN PASSWORD '"+password+"' VALID UNTIL '"+r.until+"' IN ROLE pg_read_all_data"); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(t0)
+}
+
+// median is the median of ds, in microseconds.
+func median(ds []time.Duration) float64 {
+	slices.Sort(ds)
+	return float64(ds[len(ds)/2].Microseconds())
 }
 
 // BenchmarkRevokeBurst measures the scheduler revoking b.N leases that

@@ -147,6 +147,38 @@ func buildWorldOn(t *testing.T, st mayfly.Store, keyed bool, ownDSN string, role
 	return w
 }
 
+// expectLogin checks that a's credential logs in at the target and that
+// a wrong password does not.
+func (w *oneCommitWorld) expectLogin(t *testing.T, a *broker.Activation) {
+	t.Helper()
+	if err := login(ctxT(t), "pg", a.Credential); err != nil {
+		t.Fatalf("login with the issued credential: %v", err)
+	}
+	wrong := a.Credential
+	wrong.Password += "x"
+	if err := login(ctxT(t), "pg", wrong); err == nil {
+		t.Fatal("a wrong password logged in: the server does not check passwords")
+	}
+}
+
+// revokeAndExpectGone revokes a's lease as an admin and checks that its
+// credential is refused and no role is left.
+func (w *oneCommitWorld) revokeAndExpectGone(t *testing.T, a *broker.Activation) {
+	t.Helper()
+	ctx := ctxT(t)
+	ended, err := w.b.EndLease(ctx, w.admin, a.Lease.ID, mayfly.EndRevoked, "test")
+	if err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	w.b.RevokeNow(ctx, ended)
+	if err := login(ctx, "pg", a.Credential); err == nil {
+		t.Fatal("the credential still logs in after revocation")
+	}
+	if n := len(rolesUnder(t, w.prefix)); n != 0 {
+		t.Fatalf("%d role(s) left after revocation", n)
+	}
+}
+
 // rolesUnder lists the roles named with prefix.
 func rolesUnder(t *testing.T, prefix string) []string {
 	t.Helper()
@@ -219,25 +251,8 @@ func TestOneCommitIssue(t *testing.T) {
 		t.Errorf("events = %v; want request.create, lease.intent, lease.activate", actions)
 	}
 
-	if err := login(ctx, "pg", a.Credential); err != nil {
-		t.Fatalf("login with the issued credential: %v", err)
-	}
-	wrong := a.Credential
-	wrong.Password += "x"
-	if err := login(ctx, "pg", wrong); err == nil {
-		t.Fatal("a wrong password logged in: the server does not check passwords")
-	}
-	ended, err := w.b.EndLease(ctx, w.admin, a.Lease.ID, mayfly.EndRevoked, "test")
-	if err != nil {
-		t.Fatalf("revoke: %v", err)
-	}
-	w.b.RevokeNow(ctx, ended)
-	if err := login(ctx, "pg", a.Credential); err == nil {
-		t.Fatal("the credential still logs in after revocation")
-	}
-	if n := len(rolesUnder(t, w.prefix)); n != 0 {
-		t.Errorf("%d role(s) left after revocation", n)
-	}
+	w.expectLogin(t, a)
+	w.revokeAndExpectGone(t, a)
 	if res, err := audit.Verify(ctx, w.st, 0, 0); err != nil || !res.OK {
 		t.Errorf("audit chain: %+v, %v", res, err)
 	}
@@ -503,31 +518,14 @@ func TestOneCommitActivate(t *testing.T) {
 		t.Errorf("the activation wrote %v; want %v (one transaction with the request's update)", got, want)
 	}
 
-	if err := login(ctx, "pg", a.Credential); err != nil {
-		t.Fatalf("login with the issued credential: %v", err)
-	}
-	wrong := a.Credential
-	wrong.Password += "x"
-	if err := login(ctx, "pg", wrong); err == nil {
-		t.Fatal("a wrong password logged in: the server does not check passwords")
-	}
+	w.expectLogin(t, a)
 	if again, err := w.b.Activate(ctx, w.alice, r.ID, broker.ActivateOptions{}); mayfly.ErrorCode(err) != mayfly.ECONFLICT || !strings.Contains(err.Error(), "already issued") {
 		t.Fatalf("second activation = %+v, %v; want refused as already issued", again, err)
 	}
 	if n := len(rolesUnder(t, w.prefix)); n != 1 {
 		t.Fatalf("%d roles after a refused second activation; want 1", n)
 	}
-	ended, err := w.b.EndLease(ctx, w.admin, a.Lease.ID, mayfly.EndRevoked, "test")
-	if err != nil {
-		t.Fatalf("revoke: %v", err)
-	}
-	w.b.RevokeNow(ctx, ended)
-	if err := login(ctx, "pg", a.Credential); err == nil {
-		t.Fatal("the credential still logs in after revocation")
-	}
-	if n := len(rolesUnder(t, w.prefix)); n != 0 {
-		t.Errorf("%d role(s) left after revocation", n)
-	}
+	w.revokeAndExpectGone(t, a)
 	if res, err := audit.Verify(ctx, w.st, 0, 0); err != nil || !res.OK {
 		t.Errorf("audit chain: %+v, %v", res, err)
 	}
@@ -576,17 +574,8 @@ func TestOneCommitActivateRace(t *testing.T) {
 		if len(roles) != 1 || roles[0] != won.Credential.Username {
 			t.Fatalf("round %d: roles %v; want only the winner's %s", round, roles, won.Credential.Username)
 		}
-		if err := login(ctx, "pg", won.Credential); err != nil {
-			t.Fatalf("round %d: the winner's credential: %v", round, err)
-		}
-		ended, err := w.b.EndLease(ctx, w.admin, won.Lease.ID, mayfly.EndRevoked, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.b.RevokeNow(ctx, ended)
-		if n := len(rolesUnder(t, w.prefix)); n != 0 {
-			t.Fatalf("round %d: %d role(s) left after revocation", round, n)
-		}
+		w.expectLogin(t, won)
+		w.revokeAndExpectGone(t, won)
 	}
 }
 
@@ -640,28 +629,11 @@ func TestStagedActivateSQLite(t *testing.T) {
 	if a.Lease.State != mayfly.LeaseActive || w.b.HashSecret(a.Credential.Password) != a.Lease.SecretHMAC {
 		t.Fatalf("activation = %+v; want an active lease with its secret's hash", a.Lease)
 	}
-	if err := login(ctx, "pg", a.Credential); err != nil {
-		t.Fatalf("login with the issued credential: %v", err)
-	}
-	wrong := a.Credential
-	wrong.Password += "x"
-	if err := login(ctx, "pg", wrong); err == nil {
-		t.Fatal("a wrong password logged in: the server does not check passwords")
-	}
+	w.expectLogin(t, a)
 	if _, err := w.b.Activate(ctx, w.alice, r.ID, broker.ActivateOptions{}); mayfly.ErrorCode(err) != mayfly.ECONFLICT {
 		t.Fatalf("second activation: %v; want a conflict", err)
 	}
-	ended, err := w.b.EndLease(ctx, w.admin, a.Lease.ID, mayfly.EndRevoked, "test")
-	if err != nil {
-		t.Fatalf("revoke: %v", err)
-	}
-	w.b.RevokeNow(ctx, ended)
-	if err := login(ctx, "pg", a.Credential); err == nil {
-		t.Fatal("the credential still logs in after revocation")
-	}
-	if n := len(rolesUnder(t, w.prefix)); n != 0 {
-		t.Fatalf("%d role(s) left after revocation", n)
-	}
+	w.revokeAndExpectGone(t, a)
 
 	// A suspension between the intent and the target's commit.
 	r = w.request(t)

@@ -4,19 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
 	pgstore "github.com/mayflyhq/mayfly/internal/store/postgres"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
-	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // BenchmarkIssueVsBaselinesPostgresStore is BenchmarkIssueVsBaselines with
@@ -82,52 +78,26 @@ func BenchmarkActivate(b *testing.B) {
 
 func benchActivate(b *testing.B, br *broker.Broker, conn mayfly.Connector) {
 	ctx := context.Background()
-	pg, err := pgx.Connect(ctx, testenv.PostgresDSN())
-	if err != nil {
-		testenv.Unavailable(b, "PostgreSQL", err)
-	}
-	defer pg.Close(ctx)
+	roles := newBenchRoles(b, conn, "act")
 	c := broker.Caller{User: "bench", Groups: []string{"eng"}}
-	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
-	prefix := fmt.Sprintf("mf_benchact_%d_", time.Now().UnixNano())
-	var issued, bare []string
-	defer func() {
-		for _, n := range bare {
-			pg.Exec(ctx, "DROP ROLE "+n)
-		}
-		for _, n := range issued {
-			conn.Revoke(ctx, mayfly.RevokeRequest{Username: n})
-		}
-	}()
 	var plain, activate []time.Duration
 	for i := 0; b.Loop(); i++ {
-		name := fmt.Sprintf("%sp%d", prefix, i)
-		bare = append(bare, name)
-		t0 := time.Now()
-		if _, err := pg.Exec(ctx, "CREATE ROLE "+name+" LOGIN PASSWORD '"+postgres.GeneratePassword()+"' VALID UNTIL '"+until+"' IN ROLE pg_read_all_data"); err != nil {
-			b.Fatal(err)
-		}
-		plain = append(plain, time.Since(t0))
-
+		plain = append(plain, roles.create(b, fmt.Sprintf("p%d", i), postgres.GeneratePassword()))
 		r, _, err := br.CreateRequest(ctx, c, broker.RequestInput{Target: "pg", Grant: "readonly", Duration: time.Hour, Reason: "bench"})
 		if err != nil {
 			b.Fatal(err)
 		}
 		time.Sleep(time.Millisecond) // as between a user's two calls
-		t0 = time.Now()
+		t0 := time.Now()
 		a, err := br.Activate(ctx, c, r.ID, broker.ActivateOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
 		activate = append(activate, time.Since(t0))
-		issued = append(issued, a.Lease.Username)
+		roles.issued = append(roles.issued, a.Lease.Username)
 	}
 	b.StopTimer()
-	med := func(ds []time.Duration) float64 {
-		slices.Sort(ds)
-		return float64(ds[len(ds)/2].Microseconds())
-	}
-	mp, ma := med(plain), med(activate)
+	mp, ma := median(plain), median(activate)
 	b.ReportMetric(mp, "plain-p50-µs")
 	b.ReportMetric(ma, "activate-p50-µs")
 	b.ReportMetric(ma/mp, "activate/plain")
