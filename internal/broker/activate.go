@@ -93,8 +93,8 @@ func (b *Broker) activateStaged(ctx context.Context, c Caller, requestID string,
 	if err != nil {
 		return nil, false, nil
 	}
-	st := b.stage(ctx, l, grant, o)
-	if st == nil {
+	st, serr := b.stage(ctx, l, grant, o)
+	if st == nil && serr == nil {
 		return nil, false, nil
 	}
 	act, cred, data := b.recordedActivation(l, o, st)
@@ -135,6 +135,9 @@ func (b *Broker) activateStaged(ctx context.Context, c Caller, requestID string,
 			return nil, false, nil
 		}
 		return nil, true, err
+	}
+	if serr != nil {
+		return nil, true, b.provisionFailed(ctx, c, l, serr)
 	}
 	if act != nil {
 		b.committed()
@@ -183,6 +186,7 @@ func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInpu
 	var l, act *mayfly.Lease
 	var grant mayfly.Grant
 	var st *staged
+	var serr error
 	var cred mayfly.Credential
 	release := func() {}
 	r, d, err := b.createRequest(ctx, c, in, func(r *mayfly.Request) (func(mayfly.Tx) error, bool, error) {
@@ -194,7 +198,7 @@ func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInpu
 			return nil, false, err
 		}
 		r.LeaseID = l.ID
-		st = b.stage(ctx, l, grant, o)
+		st, serr = b.stage(ctx, l, grant, o)
 		var data map[string]string
 		if act, cred, data = b.recordedActivation(l, o, st); act != nil {
 			// Revocations of the lease, active once this commits, wait
@@ -216,6 +220,9 @@ func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInpu
 	}
 	if l == nil {
 		return r, d, nil, nil
+	}
+	if serr != nil {
+		return r, d, nil, b.provisionFailed(ctx, c, l, serr)
 	}
 	if act != nil {
 		a, err := b.commitRecorded(ctx, c, act, cred, st, release)
@@ -425,20 +432,24 @@ type staged struct {
 }
 
 // stage sends the creation of l's account in an open transaction to its
-// target, when its connector can; nil otherwise, or when it could not be
-// sent (Provision then tries after the intent is recorded, as usual).
-func (b *Broker) stage(ctx context.Context, l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions) *staged {
+// target, when its connector can; nil, nil when it cannot (Provision then
+// makes the account after the intent is recorded, as usual). An error
+// says the creation could not be sent (the target unreachable or hung,
+// or the grant unusable): the caller records the intent and then the
+// provisioning failure, rather than a second attempt that would fail, or
+// hang for as long, the same way.
+func (b *Broker) stage(ctx context.Context, l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions) (*staged, error) {
 	pp, ok := b.connectors[l.Target].(mayfly.PreparedProvisioner)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, b.provisionTimeout())
 	p, err := pp.PrepareProvision(pctx, provisionRequest(l, grant, o))
 	if err != nil {
 		cancel()
-		return nil
+		return nil, err
 	}
-	return &staged{p: p, cancel: cancel}
+	return &staged{p: p, cancel: cancel}, nil
 }
 
 // abort rolls a staged creation back.
