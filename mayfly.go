@@ -374,6 +374,12 @@ type PreparedCredential interface {
 // not be staged and was rolled back (the account exists already).
 var ErrNotStaged = errors.New("creation not staged: the account exists; provision it normally")
 
+// ErrCannotStage is returned by PreparedProvisioner.PrepareProvision when
+// the connector cannot stage this creation after all (a wrapper whose
+// connector in force has no such method): the caller provisions the usual
+// way. Any other error says the creation could not be sent.
+var ErrCannotStage = errors.New("the connector cannot stage a creation")
+
 // BatchRevoker is implemented by connectors that revoke many accounts at
 // once more cheaply than one by one. The result has one error (or nil) per
 // request, in order; the same guarantees as Revoke hold for each.

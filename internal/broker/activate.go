@@ -433,11 +433,11 @@ type staged struct {
 
 // stage sends the creation of l's account in an open transaction to its
 // target, when its connector can; nil, nil when it cannot (Provision then
-// makes the account after the intent is recorded, as usual). An error
-// says the creation could not be sent (the target unreachable or hung,
-// or the grant unusable): the caller records the intent and then the
-// provisioning failure, rather than a second attempt that would fail, or
-// hang for as long, the same way.
+// makes the account after the intent is recorded, as usual; see
+// mayfly.ErrCannotStage). An error says the creation could not be sent
+// (the target unreachable or hung, or the grant unusable): the caller
+// records the intent and then the provisioning failure, rather than a
+// second attempt that would fail, or hang for as long, the same way.
 func (b *Broker) stage(ctx context.Context, l *mayfly.Lease, grant mayfly.Grant, o ActivateOptions) (*staged, error) {
 	pp, ok := b.connectors[l.Target].(mayfly.PreparedProvisioner)
 	if !ok {
@@ -447,6 +447,9 @@ func (b *Broker) stage(ctx context.Context, l *mayfly.Lease, grant mayfly.Grant,
 	p, err := pp.PrepareProvision(pctx, provisionRequest(l, grant, o))
 	if err != nil {
 		cancel()
+		if errors.Is(err, mayfly.ErrCannotStage) {
+			return nil, nil
+		}
 		return nil, err
 	}
 	return &staged{p: p, cancel: cancel}, nil

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
 	"github.com/mayflyhq/mayfly/internal/policy"
 	"github.com/mayflyhq/mayfly/internal/store/sqlite"
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // TestStageFailureIsNotRetried: a PostgreSQL target that accepts
@@ -78,4 +80,58 @@ func TestStageFailureIsNotRetried(t *testing.T) {
 		t.Fatal(gerr)
 	}
 	failed("activation", r.LeaseID, err, 2)
+}
+
+// unstageable is a PostgreSQL connector behind a wrapper that finds, at
+// the time of the creation, that it cannot stage it (as the sealed
+// credentials' wrapper does when the connector in force has no such
+// method).
+type unstageable struct {
+	mayfly.Connector
+	tries atomic.Int64
+}
+
+func (u *unstageable) PrepareProvision(context.Context, mayfly.ProvisionRequest) (mayfly.PreparedProvision, error) {
+	u.tries.Add(1)
+	return nil, mayfly.ErrCannotStage
+}
+
+// TestCannotStageProvisionsUsually: a connector that says it cannot stage
+// the creation is provisioned the usual way, on both paths, and the
+// credential logs in.
+func TestCannotStageProvisionsUsually(t *testing.T) {
+	w := newOneCommitWorld(t)
+	ctx := ctxT(t)
+	tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: w.prefix, DSN: testenv.PostgresDSN(),
+		Grants: map[string]mayfly.Grant{"read": {Name: "read", Roles: []string{"pg_read_all_data"}}}}
+	inner, err := postgres.New(tgt, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inner.Close() })
+	u := &unstageable{Connector: inner}
+	set, err := policy.Compile([]policy.Policy{{Name: "p", Groups: []string{"eng"}, Targets: []string{"pg"}, Grants: []string{"read"}, MaxDuration: time.Hour}},
+		[]policy.TargetInfo{{Name: "pg", Kind: "postgres", Grants: []string{"read"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := broker.New(&broker.Config{Targets: map[string]mayfly.Target{"pg": tgt}, Policies: set},
+		broker.Options{Store: w.st, Connectors: map[string]mayfly.Connector{"pg": u}, HMACKey: []byte("k")})
+	in := broker.RequestInput{Target: "pg", Grant: "read", Duration: 10 * time.Minute, Reason: "x"}
+	_, _, a, err := b.CreateAndActivate(ctx, w.alice, in, broker.ActivateOptions{})
+	if err != nil {
+		t.Fatalf("one-call issue through a connector that cannot stage: %v", err)
+	}
+	w.expectLogin(t, a)
+	r, _, err := b.CreateRequest(ctx, w.alice, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err = b.Activate(ctx, w.alice, r.ID, broker.ActivateOptions{}); err != nil {
+		t.Fatalf("activation through a connector that cannot stage: %v", err)
+	}
+	w.expectLogin(t, a)
+	if n := u.tries.Load(); n != 2 {
+		t.Errorf("staging tried %d times; want once per activation", n)
+	}
 }

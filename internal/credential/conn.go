@@ -99,15 +99,12 @@ func (w *Conn) Close() error {
 	return b.c.Close()
 }
 
-// errNotPrepared makes the broker provision the usual way.
-var errNotPrepared = mayfly.Errorf(mayfly.EINVALID, "the connector cannot stage a creation")
-
 func (w FullConn) PrepareProvision(ctx context.Context, req mayfly.ProvisionRequest) (mayfly.PreparedProvision, error) {
 	c, done := w.acquire()
 	defer done()
 	pp, ok := c.(mayfly.PreparedProvisioner)
 	if !ok {
-		return nil, errNotPrepared
+		return nil, mayfly.ErrCannotStage // the broker provisions the usual way
 	}
 	return pp.PrepareProvision(ctx, req)
 }
