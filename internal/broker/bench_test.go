@@ -58,14 +58,25 @@ func newBenchBrokerOn(b *testing.B, st mayfly.Store, keyed bool) (*broker.Broker
 		testenv.Unavailable(b, "PostgreSQL", err)
 	}
 	b.Cleanup(func() { conn.Close() })
-	set, err := policy.Compile([]policy.Policy{{Name: "p", Groups: []string{"eng"}, Targets: []string{"pg"}, Grants: []string{"readonly"}, MaxDuration: time.Hour}},
-		[]policy.TargetInfo{{Name: "pg", Kind: "postgres", Grants: []string{"readonly"}}})
-	if err != nil {
-		b.Fatal(err)
+	return oneTargetBroker(b, st, tgt, conn), conn
+}
+
+// oneTargetBroker is a broker on store st whose one target is tgt, reached
+// through conn, with a policy that approves every grant of it for group
+// eng at once (up to an hour).
+func oneTargetBroker(tb testing.TB, st mayfly.Store, tgt mayfly.Target, conn mayfly.Connector) *broker.Broker {
+	tb.Helper()
+	var grants []string
+	for g := range tgt.Grants {
+		grants = append(grants, g)
 	}
-	br := broker.New(&broker.Config{Targets: map[string]mayfly.Target{"pg": tgt}, Policies: set},
-		broker.Options{Store: st, Connectors: map[string]mayfly.Connector{"pg": conn}, HMACKey: []byte("k")})
-	return br, conn
+	set, err := policy.Compile([]policy.Policy{{Name: "p", Groups: []string{"eng"}, Targets: []string{tgt.Name}, Grants: grants, MaxDuration: time.Hour}},
+		[]policy.TargetInfo{{Name: tgt.Name, Kind: string(tgt.Kind), Grants: grants}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return broker.New(&broker.Config{Targets: map[string]mayfly.Target{tgt.Name: tgt}, Policies: set},
+		broker.Options{Store: st, Connectors: map[string]mayfly.Connector{tgt.Name: conn}, HMACKey: []byte("k")})
 }
 
 // BenchmarkBareCreateRole is the raw operation BenchmarkIssue wraps, on the

@@ -10,7 +10,6 @@ import (
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/broker"
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
-	"github.com/mayflyhq/mayfly/internal/policy"
 	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 	"github.com/mayflyhq/mayfly/internal/testenv"
 )
@@ -37,13 +36,7 @@ func TestStageFailureIsNotRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	set, err := policy.Compile([]policy.Policy{{Name: "p", Groups: []string{"eng"}, Targets: []string{"hung"}, Grants: []string{"ro"}, MaxDuration: time.Hour}},
-		[]policy.TargetInfo{{Name: "hung", Kind: "postgres", Grants: []string{"ro"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := broker.New(&broker.Config{Targets: map[string]mayfly.Target{"hung": tgt}, Policies: set},
-		broker.Options{Store: st, Connectors: map[string]mayfly.Connector{"hung": conn}, HMACKey: []byte("k")})
+	b := oneTargetBroker(t, st, tgt, conn)
 	alice := broker.Caller{User: "alice", Groups: []string{"eng"}}
 	in := broker.RequestInput{Target: "hung", Grant: "ro", Duration: 10 * time.Minute, Reason: "x"}
 
@@ -110,13 +103,7 @@ func TestCannotStageProvisionsUsually(t *testing.T) {
 	}
 	t.Cleanup(func() { inner.Close() })
 	u := &unstageable{Connector: inner}
-	set, err := policy.Compile([]policy.Policy{{Name: "p", Groups: []string{"eng"}, Targets: []string{"pg"}, Grants: []string{"read"}, MaxDuration: time.Hour}},
-		[]policy.TargetInfo{{Name: "pg", Kind: "postgres", Grants: []string{"read"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := broker.New(&broker.Config{Targets: map[string]mayfly.Target{"pg": tgt}, Policies: set},
-		broker.Options{Store: w.st, Connectors: map[string]mayfly.Connector{"pg": u}, HMACKey: []byte("k")})
+	b := oneTargetBroker(t, w.st, tgt, u)
 	in := broker.RequestInput{Target: "pg", Grant: "read", Duration: 10 * time.Minute, Reason: "x"}
 	_, _, a, err := b.CreateAndActivate(ctx, w.alice, in, broker.ActivateOptions{})
 	if err != nil {
