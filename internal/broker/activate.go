@@ -120,13 +120,7 @@ func (b *Broker) activateStaged(ctx context.Context, c Caller, requestID string,
 		if err := tx.UpdateRequest(cur); err != nil {
 			return err
 		}
-		if act == nil {
-			return b.recordIntent(tx, c, cur, l)
-		}
-		if err := b.recordIntent(tx, c, cur, act); err != nil {
-			return err
-		}
-		return b.audit(tx, c, "lease.activate", nil, act, "", data)
+		return b.recordStaged(tx, c, cur, l, act, data)
 	})
 	if err != nil {
 		st.abort()
@@ -146,6 +140,20 @@ func (b *Broker) activateStaged(ctx context.Context, c Caller, requestID string,
 	}
 	a, err := b.provision(ctx, c, l, grant, o, st)
 	return a, true, err
+}
+
+// recordStaged records in tx the intent of lease l of request r or, when
+// its activation is recorded with it (act and its audit data, from
+// recordedActivation), act with its lease.intent and lease.activate
+// events.
+func (b *Broker) recordStaged(tx mayfly.Tx, c Caller, r *mayfly.Request, l, act *mayfly.Lease, data map[string]string) error {
+	if act == nil {
+		return b.recordIntent(tx, c, r, l)
+	}
+	if err := b.recordIntent(tx, c, r, act); err != nil {
+		return err
+	}
+	return b.audit(tx, c, "lease.activate", nil, act, "", data)
 }
 
 // intentSyncSkippable reports whether the intent of a staged creation on
@@ -200,18 +208,14 @@ func (b *Broker) CreateAndActivate(ctx context.Context, c Caller, in RequestInpu
 		r.LeaseID = l.ID
 		st, serr = b.stage(ctx, l, grant, o)
 		var data map[string]string
-		if act, cred, data = b.recordedActivation(l, o, st); act != nil {
+		act, cred, data = b.recordedActivation(l, o, st)
+		if act != nil {
 			// Revocations of the lease, active once this commits, wait
 			// until the target has committed its account.
 			release = b.holdRevocations(l.ID)
-			return func(tx mayfly.Tx) error {
-				if err := b.recordIntent(tx, c, r, act); err != nil {
-					return err
-				}
-				return b.audit(tx, c, "lease.activate", nil, act, "", data)
-			}, false, nil
 		}
-		return func(tx mayfly.Tx) error { return b.recordIntent(tx, c, r, l) }, b.intentSyncSkippable(r.Target), nil
+		skip := act == nil && b.intentSyncSkippable(r.Target)
+		return func(tx mayfly.Tx) error { return b.recordStaged(tx, c, r, l, act, data) }, skip, nil
 	})
 	if err != nil {
 		st.abort()

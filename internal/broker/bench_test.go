@@ -40,16 +40,7 @@ func newBenchBrokerOn(b *testing.B, st mayfly.Store, keyed bool) (*broker.Broker
 	ctx := context.Background()
 	tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: "mf_", DSN: testenv.PostgresDSN(),
 		Grants: map[string]mayfly.Grant{"readonly": {Name: "readonly", Roles: []string{"pg_read_all_data"}}}}
-	getenv := func(string) string { return "" }
-	if keyed {
-		tgt.InstanceKeyEnv = "MAYFLY_BENCH_INSTANCE_KEY"
-		getenv = func(k string) string {
-			if k == tgt.InstanceKeyEnv {
-				return "bench-installation-key-0123456789"
-			}
-			return ""
-		}
-	}
+	getenv := installationKey(&tgt, keyed)
 	conn, err := postgres.New(tgt, getenv)
 	if err != nil {
 		b.Fatal(err)
@@ -59,6 +50,21 @@ func newBenchBrokerOn(b *testing.B, st mayfly.Store, keyed bool) (*broker.Broker
 	}
 	b.Cleanup(func() { conn.Close() })
 	return oneTargetBroker(b, st, tgt, conn), conn
+}
+
+// installationKey gives tgt an installation key when keyed, and returns
+// the environment its connector reads it from.
+func installationKey(tgt *mayfly.Target, keyed bool) func(string) string {
+	if !keyed {
+		return func(string) string { return "" }
+	}
+	tgt.InstanceKeyEnv = "MAYFLY_TEST_INSTANCE_KEY"
+	return func(k string) string {
+		if k == tgt.InstanceKeyEnv {
+			return "test-installation-key-0123456789"
+		}
+		return ""
+	}
 }
 
 // oneTargetBroker is a broker on store st whose one target is tgt, reached

@@ -90,16 +90,7 @@ func buildWorldOn(t *testing.T, st mayfly.Store, keyed bool, ownDSN string, role
 	prefix := uniquePrefix()
 	tgt := mayfly.Target{Name: "pg", Kind: mayfly.KindPostgres, Prefix: prefix, DSN: testenv.PostgresDSN(),
 		Grants: map[string]mayfly.Grant{"read": {Name: "read", Roles: roles}}}
-	getenv := func(string) string { return "" }
-	if keyed {
-		tgt.InstanceKeyEnv = "MAYFLY_TEST_INSTANCE_KEY"
-		getenv = func(k string) string {
-			if k == tgt.InstanceKeyEnv {
-				return "test-installation-key-0123456789"
-			}
-			return ""
-		}
-	}
+	getenv := installationKey(&tgt, keyed)
 	own := tgt
 	if ownDSN != "" {
 		own.DSN = ownDSN
