@@ -179,6 +179,78 @@ func BenchmarkIssueTransactions(b *testing.B) {
 	}
 }
 
+// BenchmarkCommitAfterIdle measures, with the processes idle for 3 ms
+// before each (as between a user's calls, where a virtual machine's idle
+// cores must be woken), a bare round trip, one insert committed durably
+// and without the log's flush, and the store's transaction of a one-call
+// issue on the PostgreSQL store: the request, the intent of the lease
+// already active, and three audit events, one durable commit. Interleaved;
+// it reports the median of each.
+//
+//	go test -run '^$' -bench CommitAfterIdle -benchtime 800x ./internal/store/postgres/
+func BenchmarkCommitAfterIdle(b *testing.B) {
+	db := open(b, pgtest.NewDatabase(b))
+	ctx := context.Background()
+	if _, err := db.pool.Exec(ctx, "CREATE TABLE idle_bench (a int, b text)"); err != nil {
+		b.Fatal(err)
+	}
+	batch := func(stmts ...string) error {
+		var bt pgx.Batch
+		for _, q := range stmts {
+			bt.Queue(q)
+		}
+		return db.pool.SendBatch(ctx, &bt).Close()
+	}
+	const insert = "INSERT INTO idle_bench VALUES (1, 'x')"
+	run := time.Now().UnixNano()
+	issue := func(i int) error {
+		now := time.Now().UTC()
+		id := fmt.Sprintf("%d-%d", run, i)
+		r := &mayfly.Request{ID: "r" + id, Requester: "alice", Target: "pg", Grant: "ro", Reason: "x", Duration: time.Hour,
+			CreatedAt: now, DecidedAt: now, State: mayfly.RequestApproved, LeaseID: "l" + id}
+		l := &mayfly.Lease{ID: "l" + id, RequestID: r.ID, Requester: "alice", Target: "pg", Grant: "ro", Username: "mf_" + id,
+			State: mayfly.LeaseActive, CreatedAt: now, ExpiresAt: now.Add(time.Hour), DueAt: now.Add(time.Hour), SecretHMAC: "hmac"}
+		return db.Update(ctx, func(tx mayfly.Tx) error {
+			mayfly.DeferNextWrite(tx)
+			if err := tx.CreateRequest(r); err != nil {
+				return err
+			}
+			if err := mayfly.WriteIntentUnless(tx, l, "suspended", "deprovisioned"); err != nil {
+				return err
+			}
+			for _, a := range []string{"request.create", "lease.intent", "lease.activate"} {
+				if err := tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: a, RequestID: r.ID, LeaseID: l.ID}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	parts := []struct {
+		metric string
+		run    func(i int) error
+	}{
+		{"select1", func(int) error { return batch("SELECT 1") }},
+		{"insert-durable", func(int) error { return batch("BEGIN", insert, "COMMIT") }},
+		{"insert-async", func(int) error { return batch("BEGIN", "SET LOCAL synchronous_commit TO off", insert, "COMMIT") }},
+		{"issue-tx", issue},
+	}
+	ds := make([][]time.Duration, len(parts))
+	for i := 0; b.Loop(); i++ {
+		for k, p := range parts {
+			time.Sleep(3 * time.Millisecond)
+			t0 := time.Now()
+			if err := p.run(i); err != nil {
+				b.Fatal(err)
+			}
+			ds[k] = append(ds[k], time.Since(t0))
+		}
+	}
+	for k, p := range parts {
+		b.ReportMetric(p50µs(ds[k]), p.metric+"-p50-µs")
+	}
+}
+
 // BenchmarkAuditChain measures the append of n audit events as the store
 // commits them (PostgreSQL locks the head and chains them: chainSQL)
 // against the raw operation, the events inserted with hashes the client
