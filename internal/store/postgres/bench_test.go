@@ -184,7 +184,9 @@ func BenchmarkIssueTransactions(b *testing.B) {
 // cores must be woken), a bare round trip, one insert committed durably
 // and without the log's flush, and the store's transaction of a one-call
 // issue on the PostgreSQL store: the request, the intent of the lease
-// already active, and three audit events, one durable commit. Interleaved;
+// already active, and three audit events, one durable commit; then parts
+// of it (the three events alone, with the request), and all of it without
+// the log's flush (mayfly.SkipIntentSync). Interleaved;
 // it reports the median of each.
 //
 //	go test -run '^$' -bench CommitAfterIdle -benchtime 800x ./internal/store/postgres/
@@ -203,24 +205,33 @@ func BenchmarkCommitAfterIdle(b *testing.B) {
 	}
 	const insert = "INSERT INTO idle_bench VALUES (1, 'x')"
 	run := time.Now().UnixNano()
-	issue := func(i int) error {
+	// issue writes, in one transaction under ctx, what the store's
+	// transaction of one-call issue number i writes, or the parts of it
+	// asked for; part names the rows apart.
+	issue := func(ctx context.Context, i int, part string, request, intent, events bool) error {
 		now := time.Now().UTC()
-		id := fmt.Sprintf("%d-%d", run, i)
+		id := fmt.Sprintf("%s%d-%d", part, run, i)
 		r := &mayfly.Request{ID: "r" + id, Requester: "alice", Target: "pg", Grant: "ro", Reason: "x", Duration: time.Hour,
 			CreatedAt: now, DecidedAt: now, State: mayfly.RequestApproved, LeaseID: "l" + id}
 		l := &mayfly.Lease{ID: "l" + id, RequestID: r.ID, Requester: "alice", Target: "pg", Grant: "ro", Username: "mf_" + id,
 			State: mayfly.LeaseActive, CreatedAt: now, ExpiresAt: now.Add(time.Hour), DueAt: now.Add(time.Hour), SecretHMAC: "hmac"}
 		return db.Update(ctx, func(tx mayfly.Tx) error {
 			mayfly.DeferNextWrite(tx)
-			if err := tx.CreateRequest(r); err != nil {
-				return err
-			}
-			if err := mayfly.WriteIntentUnless(tx, l, "suspended", "deprovisioned"); err != nil {
-				return err
-			}
-			for _, a := range []string{"request.create", "lease.intent", "lease.activate"} {
-				if err := tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: a, RequestID: r.ID, LeaseID: l.ID}); err != nil {
+			if request {
+				if err := tx.CreateRequest(r); err != nil {
 					return err
+				}
+			}
+			if intent {
+				if err := mayfly.WriteIntentUnless(tx, l, "suspended", "deprovisioned"); err != nil {
+					return err
+				}
+			}
+			if events {
+				for _, a := range []string{"request.create", "lease.intent", "lease.activate"} {
+					if err := tx.AppendAudit(&mayfly.AuditEvent{Time: now, Actor: "alice", Action: a, RequestID: r.ID, LeaseID: l.ID}); err != nil {
+						return err
+					}
 				}
 			}
 			return nil
@@ -233,7 +244,12 @@ func BenchmarkCommitAfterIdle(b *testing.B) {
 		{"select1", func(int) error { return batch("SELECT 1") }},
 		{"insert-durable", func(int) error { return batch("BEGIN", insert, "COMMIT") }},
 		{"insert-async", func(int) error { return batch("BEGIN", "SET LOCAL synchronous_commit TO off", insert, "COMMIT") }},
-		{"issue-tx", issue},
+		// The parts, each with the events, so that each commits in the one
+		// round trip of chained events (tx.commitChained).
+		{"events-tx", func(i int) error { return issue(ctx, i, "e", false, false, true) }},
+		{"request-events-tx", func(i int) error { return issue(ctx, i, "q", true, false, true) }},
+		{"issue-tx", func(i int) error { return issue(ctx, i, "", true, true, true) }},
+		{"issue-tx-async", func(i int) error { return issue(mayfly.SkipIntentSync(ctx), i, "a", true, true, true) }},
 	}
 	ds := make([][]time.Duration, len(parts))
 	for i := 0; b.Loop(); i++ {
