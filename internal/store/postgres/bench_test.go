@@ -260,24 +260,24 @@ func BenchmarkCommitAfterIdle(b *testing.B) {
 	const hotRuns = 5
 	idle := make([][]time.Duration, len(parts))
 	hot := make([][]time.Duration, len(parts))
-	n := 0 // runs of each part so far, for distinct rows
+	n := 0 // runs so far: each writes rows of its own
+	timed := func(run func(int) error) time.Duration {
+		t0 := time.Now()
+		if err := run(n); err != nil {
+			b.Fatal(err)
+		}
+		n++
+		return time.Since(t0)
+	}
 	for b.Loop() {
 		for k, p := range parts {
 			time.Sleep(3 * time.Millisecond)
-			t0 := time.Now()
-			if err := p.run(n); err != nil {
-				b.Fatal(err)
-			}
-			idle[k] = append(idle[k], time.Since(t0))
-			n++
+			idle[k] = append(idle[k], timed(p.run))
+			var d time.Duration
 			for range hotRuns {
-				t0 = time.Now()
-				if err := p.run(n); err != nil {
-					b.Fatal(err)
-				}
-				n++
+				d = timed(p.run)
 			}
-			hot[k] = append(hot[k], time.Since(t0))
+			hot[k] = append(hot[k], d)
 		}
 	}
 	for k, p := range parts {
