@@ -210,10 +210,10 @@ func BenchmarkCommitAfterIdle(b *testing.B) {
 	run := time.Now().UnixNano()
 	// issue writes, in one transaction under ctx, what the store's
 	// transaction of one-call issue number i writes, or the parts of it
-	// asked for; part names the rows apart.
-	issue := func(ctx context.Context, i int, part string, request, intent, events bool) error {
+	// asked for.
+	issue := func(ctx context.Context, i int, request, intent, events bool) error {
 		now := time.Now().UTC()
-		id := fmt.Sprintf("%s%d-%d", part, run, i)
+		id := fmt.Sprintf("%d-%d", run, i)
 		r := &mayfly.Request{ID: "r" + id, Requester: "alice", Target: "pg", Grant: "ro", Reason: "x", Duration: time.Hour,
 			CreatedAt: now, DecidedAt: now, State: mayfly.RequestApproved, LeaseID: "l" + id}
 		l := &mayfly.Lease{ID: "l" + id, RequestID: r.ID, Requester: "alice", Target: "pg", Grant: "ro", Username: "mf_" + id,
@@ -249,10 +249,10 @@ func BenchmarkCommitAfterIdle(b *testing.B) {
 		{"insert-async", func(int) error { return batch("BEGIN", "SET LOCAL synchronous_commit TO off", insert, "COMMIT") }},
 		// The parts, each with the events, so that each commits in the one
 		// round trip of chained events (tx.commitChained).
-		{"events-tx", func(i int) error { return issue(ctx, i, "e", false, false, true) }},
-		{"request-events-tx", func(i int) error { return issue(ctx, i, "q", true, false, true) }},
-		{"issue-tx", func(i int) error { return issue(ctx, i, "", true, true, true) }},
-		{"issue-tx-async", func(i int) error { return issue(mayfly.SkipIntentSync(ctx), i, "a", true, true, true) }},
+		{"events-tx", func(i int) error { return issue(ctx, i, false, false, true) }},
+		{"request-events-tx", func(i int) error { return issue(ctx, i, true, false, true) }},
+		{"issue-tx", func(i int) error { return issue(ctx, i, true, true, true) }},
+		{"issue-tx-async", func(i int) error { return issue(mayfly.SkipIntentSync(ctx), i, true, true, true) }},
 	}
 	// hotRuns: on a virtual machine a run right after the first is still
 	// slow; from about the fifth the time no longer falls (twelve give
