@@ -30,6 +30,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/notify"
 	"github.com/mayflyhq/mayfly/internal/policy"
 	"github.com/mayflyhq/mayfly/internal/scim"
+	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 	"github.com/mayflyhq/mayfly/internal/webapp"
 )
 
@@ -233,6 +234,14 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	log := newLogger(e, cfg)
 	start := time.Now()
 
+	if cfg.Store.SQLite != "" {
+		// One server per SQLite file, taken before its schema is touched.
+		owner, err := sqlite.Own(cfg.Store.SQLite)
+		if err != nil {
+			return err
+		}
+		defer owner.Close()
+	}
 	st, err := openStore(ctx, cfg.Store, e.getenv)
 	if err != nil {
 		return err

@@ -40,6 +40,12 @@ func cmdStoreMigrate(e *env, args []string) error {
 		}
 		return fmt.Errorf("store migrate: %w", err)
 	}
+	// The copy is whole only if no server writes meanwhile.
+	owner, err := sqlite.Own(path)
+	if err != nil {
+		return fmt.Errorf("store migrate: %w", err)
+	}
+	defer owner.Close()
 	src, err := sqlite.Open(e.ctx, path)
 	if err != nil {
 		return fmt.Errorf("store migrate: open %s: %w", path, err)

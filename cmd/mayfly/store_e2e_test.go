@@ -163,7 +163,6 @@ func TestStoreMigrateSQLiteToPostgres(t *testing.T) {
 	w.ok("carol", &leasesBefore, "leases", "-o", "json")
 	var auditBefore []eventOut
 	w.ok("carol", &auditBefore, "audit", "-o", "json")
-	w.stop()
 
 	dsn := pgtest.NewDatabase(t)
 	migrate := func(args ...string) (string, error) {
@@ -172,6 +171,11 @@ func TestStoreMigrateSQLiteToPostgres(t *testing.T) {
 		return out.String(), err
 	}
 	from := "sqlite:" + filepath.Join(w.dir, "mayfly.db")
+	// Not while its server runs: the copy would miss what it writes next.
+	if _, err := migrate("--from", from, "--to", "postgres:"+dsn); mayfly.ErrorCode(err) != mayfly.ECONFLICT || !strings.Contains(err.Error(), "in use by a mayfly server") {
+		t.Errorf("migrate from a store whose server runs = %v; want a conflict saying it is in use", err)
+	}
+	w.stop()
 	out, err := migrate("--from", from, "--to", "postgres:"+dsn, "-o", "json")
 	if err != nil {
 		t.Fatalf("store migrate: %v", err)

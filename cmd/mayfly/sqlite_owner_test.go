@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestOneServerPerSQLiteStore starts a second server on the SQLite file a
+// first one serves: it is refused with a clear error naming the first,
+// before it touches the store, and the first goes on serving; once the
+// first is SIGKILLed, a server starts on that file at once.
+func TestOneServerPerSQLiteStore(t *testing.T) {
+	w := newProcessWorld(t, worldOpts{})
+	first := w.startProcess()
+	t.Cleanup(func() { first.Process.Kill() })
+
+	body, err := os.ReadFile(w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr2 := freeAddr(t)
+	cfg2 := w.cfg + ".second.yaml"
+	if !strings.Contains(string(body), "listen: "+w.addr+"\n") {
+		t.Fatalf("the test configuration does not listen on %s", w.addr)
+	}
+	if err := os.WriteFile(cfg2, []byte(strings.Replace(string(body), "listen: "+w.addr, "listen: "+addr2, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, buildBinary(t), "server", "--config", cfg2).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 {
+		t.Fatalf("a second server on the same SQLite file: %v (want exit status 4, a conflict): %s", err, out)
+	}
+	for _, want := range []string{"in use by a mayfly server", fmt.Sprintf("process %d", first.Process.Pid), "store.postgres"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the refusal does not say %q: %s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "mayfly ready") {
+		t.Errorf("the second server got as far as serving: %s", out)
+	}
+
+	// The first one still serves, its audit chain intact.
+	var r struct {
+		Credentials *credsOut `json:"credentials"`
+	}
+	w.ok("alice", &r, "request", "local-pg/readonly", "--for", "1m", "--reason", "INC-7 one owner", "--creds", "-o", "json")
+	if r.Credentials == nil {
+		t.Fatal("request --creds returned no credential")
+	}
+	c := *r.Credentials
+	if !roleExists(t, c.Username) {
+		t.Fatalf("no role %s after a one-call issue", c.Username)
+	}
+	var v verifyOut
+	w.ok("carol", &v, "audit", "verify", "-o", "json")
+	if !v.OK {
+		t.Errorf("audit verify = %+v; want an intact chain", v)
+	}
+
+	// Killed, the first one holds nothing: the second starts and takes
+	// over the lease.
+	first.Process.Kill()
+	w.waitKilled()
+	w.cfg, w.addr = cfg2, addr2
+	second := w.startProcess()
+	t.Cleanup(func() { second.Process.Kill() })
+	w.ok("alice", nil, "done", c.LeaseID)
+	waitFor(t, "the lease's role to be dropped by the second server", 10*time.Second, func() bool { return !roleExists(t, c.Username) })
+	w.ok("carol", &v, "audit", "verify", "-o", "json")
+	if !v.OK {
+		t.Errorf("audit verify through the second server = %+v; want an intact chain", v)
+	}
+}

@@ -1,0 +1,64 @@
+package sqlite
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/mayflyhq/mayfly"
+)
+
+// Own makes the calling process the one server of the SQLite store at
+// path until the returned closer is closed or the process ends, however
+// it ends: it holds an exclusive flock on path+".lock", beside the store.
+//
+// The store serves one server process: that process keeps the head of
+// the audit chain in memory and, as it starts, undoes the leases a stop
+// left in provisioning, which a second server on the same file would take
+// from under the first. A second server is refused with an ECONFLICT
+// error naming the first one's process id; so is `mayfly store migrate`
+// from a store whose server runs. Other commands that open the store
+// (doctor, seal rotate-key) do not take the lock.
+func Own(path string) (io.Closer, error) {
+	if path == "" {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "sqlite: path of the database file is required")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create store directory: %w", err)
+	}
+	name := path + ".lock"
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock store %s: %w", path, err)
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		holder := "another process"
+		if b, rerr := io.ReadAll(io.LimitReader(f, 32)); rerr == nil {
+			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 {
+				holder = fmt.Sprintf("process %d", pid)
+			}
+		}
+		f.Close()
+		return nil, mayfly.Errorf(mayfly.ECONFLICT, "store %s is in use by a mayfly server (%s, holding %s); stop it first. A SQLite store serves one server: for several replicas, use a PostgreSQL store (store.postgres, docs/ha.md)", path, holder, name)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock store %s: %w", path, err)
+	}
+	// The holder's process id, for the message of a server refused.
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
