@@ -721,8 +721,9 @@ func (w *world) startProcess(extraEnv ...string) *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
 	}
-	w.done = make(chan error, 1)
-	go func() { w.done <- cmd.Wait() }()
+	done := make(chan error, 1) // this process's, should another start before it ends
+	w.done = done
+	go func() { done <- cmd.Wait() }()
 	w.waitHealthy()
 	return cmd
 }

@@ -228,6 +228,11 @@ func hmacKey(ctx context.Context, s mayfly.Store) ([]byte, error) {
 
 // serve runs the broker with cfg until the context ends. ready, when not
 // nil, is called with the listening address.
+// sqliteOwnerWait is how long a server waits for the one before it on the
+// same SQLite store to stop: longer than a stop takes (its HTTP drain is
+// bounded at 5 s, its connectors' close at 2 s).
+const sqliteOwnerWait = 10 * time.Second
+
 func serve(e *env, cfg *config.Config, path string, ready func(addr string)) error {
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
@@ -235,8 +240,11 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	start := time.Now()
 
 	if cfg.Store.SQLite != "" {
-		// One server per SQLite file, taken before its schema is touched.
-		owner, err := sqlite.Own(cfg.Store.SQLite)
+		// One server per SQLite file, taken before its schema is touched;
+		// a restart may find the server it replaces still stopping.
+		owner, err := sqlite.Own(cfg.Store.SQLite, sqliteOwnerWait, func(holder string) {
+			log.Warn("store: another server holds the SQLite store; waiting for it to stop", "store", cfg.Store.SQLite, "holder", holder, "for", sqliteOwnerWait.String())
+		})
 		if err != nil {
 			return err
 		}

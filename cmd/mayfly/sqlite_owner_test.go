@@ -7,14 +7,17 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
 
 // TestOneServerPerSQLiteStore starts a second server on the SQLite file a
-// first one serves: it is refused with a clear error naming the first,
-// before it touches the store, and the first goes on serving; once the
-// first is SIGKILLed, a server starts on that file at once.
+// first one serves: it waits for the first to stop, then gives up with a
+// clear error naming the first, never having touched the store, and the
+// first goes on serving. A server started while the first one stops (a
+// restart) waits for it and serves once it is gone. (A SIGKILLed server
+// holds nothing: every crash test restarts one on its file.)
 func TestOneServerPerSQLiteStore(t *testing.T) {
 	w := newProcessWorld(t, worldOpts{})
 	first := w.startProcess()
@@ -39,7 +42,7 @@ func TestOneServerPerSQLiteStore(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() != 4 {
 		t.Fatalf("a second server on the same SQLite file: %v (want exit status 4, a conflict): %s", err, out)
 	}
-	for _, want := range []string{"in use by a mayfly server", fmt.Sprintf("process %d", first.Process.Pid), "store.postgres"} {
+	for _, want := range []string{"waiting for it to stop", "in use by a mayfly server", fmt.Sprintf("process %d", first.Process.Pid), "store.postgres"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the refusal does not say %q: %s", want, out)
 		}
@@ -66,13 +69,18 @@ func TestOneServerPerSQLiteStore(t *testing.T) {
 		t.Errorf("audit verify = %+v; want an intact chain", v)
 	}
 
-	// Killed, the first one holds nothing: the second starts and takes
-	// over the lease.
-	first.Process.Kill()
-	w.waitKilled()
+	// A restart: the next server starts as the first is told to stop,
+	// waits for it, then serves and takes over the lease.
+	firstDone := w.done
+	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	w.cfg, w.addr = cfg2, addr2
 	second := w.startProcess()
 	t.Cleanup(func() { second.Process.Kill() })
+	if err := <-firstDone; err != nil {
+		t.Errorf("the first server's stop: %v", err)
+	}
 	w.ok("alice", nil, "done", c.LeaseID)
 	waitFor(t, "the lease's role to be dropped by the second server", 10*time.Second, func() bool { return !roleExists(t, c.Username) })
 	w.ok("carol", &v, "audit", "verify", "-o", "json")

@@ -41,7 +41,7 @@ func cmdStoreMigrate(e *env, args []string) error {
 		return fmt.Errorf("store migrate: %w", err)
 	}
 	// The copy is whole only if no server writes meanwhile.
-	owner, err := sqlite.Own(path)
+	owner, err := sqlite.Own(path, 0, nil)
 	if err != nil {
 		return fmt.Errorf("store migrate: %w", err)
 	}

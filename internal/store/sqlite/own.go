@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mayflyhq/mayfly"
 )
@@ -20,11 +21,13 @@ import (
 // The store serves one server process: that process keeps the head of
 // the audit chain in memory and, as it starts, undoes the leases a stop
 // left in provisioning, which a second server on the same file would take
-// from under the first. A second server is refused with an ECONFLICT
-// error naming the first one's process id; so is `mayfly store migrate`
-// from a store whose server runs. Other commands that open the store
-// (doctor, seal rotate-key) do not take the lock.
-func Own(path string) (io.Closer, error) {
+// from under the first. While another process holds the lock, Own tries
+// again for up to wait (a restart whose new process starts while the old
+// one still drains), calling waiting once with the holder; then it gives
+// up with an ECONFLICT error naming the holder's process id. Servers and
+// `mayfly store migrate` take the lock; other commands that open the store
+// (doctor, seal rotate-key) do not.
+func Own(path string, wait time.Duration, waiting func(holder string)) (io.Closer, error) {
 	if path == "" {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "sqlite: path of the database file is required")
 	}
@@ -36,19 +39,23 @@ func Own(path string) (io.Closer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock store %s: %w", path, err)
 	}
+	deadline := time.Now().Add(wait)
 	for {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if !errors.Is(err, syscall.EINTR) {
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || !time.Now().Before(deadline) {
 			break
 		}
+		if waiting != nil {
+			waiting(lockHolder(f))
+			waiting = nil
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if errors.Is(err, syscall.EWOULDBLOCK) {
-		holder := "another process"
-		if b, rerr := io.ReadAll(io.LimitReader(f, 32)); rerr == nil {
-			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 {
-				holder = fmt.Sprintf("process %d", pid)
-			}
-		}
+		holder := lockHolder(f)
 		f.Close()
 		return nil, mayfly.Errorf(mayfly.ECONFLICT, "store %s is in use by a mayfly server (%s, holding %s); stop it first. A SQLite store serves one server: for several replicas, use a PostgreSQL store (store.postgres, docs/ha.md)", path, holder, name)
 	}
@@ -61,4 +68,14 @@ func Own(path string) (io.Closer, error) {
 		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return f, nil
+}
+
+// lockHolder names the process whose id the lock file f holds.
+func lockHolder(f *os.File) string {
+	b := make([]byte, 32)
+	n, _ := f.ReadAt(b, 0)
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b[:n]))); err == nil && pid > 0 {
+		return fmt.Sprintf("process %d", pid)
+	}
+	return "another process"
 }

@@ -6,13 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mayflyhq/mayfly"
 )
 
 func TestOwnOneHolderAtATime(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state", "mayfly.db")
-	first, err := Own(path)
+	first, err := Own(path, 0, nil)
 	if err != nil {
 		t.Fatalf("Own of a free store: %v", err)
 	}
@@ -26,7 +27,15 @@ func TestOwnOneHolderAtATime(t *testing.T) {
 
 	// A second holder (another open of the file, as another process's
 	// would be) is refused, and told who holds it.
-	_, err = Own(path)
+	var waited []string
+	began := time.Now()
+	_, err = Own(path, 300*time.Millisecond, func(h string) { waited = append(waited, h) })
+	if took := time.Since(began); took < 300*time.Millisecond {
+		t.Errorf("second Own gave up after %s; want it to try for 300ms", took)
+	}
+	if want := fmt.Sprintf("process %d", os.Getpid()); len(waited) != 1 || waited[0] != want {
+		t.Errorf("waiting called with %q; want once with %q", waited, want)
+	}
 	if mayfly.ErrorCode(err) != mayfly.ECONFLICT {
 		t.Fatalf("second Own = %v; want a conflict", err)
 	}
@@ -40,13 +49,23 @@ func TestOwnOneHolderAtATime(t *testing.T) {
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
-	again, err := Own(path)
+	again, err := Own(path, 0, nil)
 	if err != nil {
 		t.Fatalf("Own after the holder closed: %v", err)
 	}
-	again.Close()
 
-	if _, err := Own(""); mayfly.ErrorCode(err) != mayfly.EINVALID {
+	// A holder that lets go while another waits hands the store over.
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		again.Close()
+	}()
+	next, err := Own(path, 5*time.Second, nil)
+	if err != nil {
+		t.Fatalf("Own while the holder lets go within the wait: %v", err)
+	}
+	next.Close()
+
+	if _, err := Own("", 0, nil); mayfly.ErrorCode(err) != mayfly.EINVALID {
 		t.Errorf("Own(\"\") = %v; want invalid", err)
 	}
 }
