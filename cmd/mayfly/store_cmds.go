@@ -40,8 +40,11 @@ func cmdStoreMigrate(e *env, args []string) error {
 		}
 		return fmt.Errorf("store migrate: %w", err)
 	}
-	// The copy is whole only if no server writes meanwhile.
-	owner, err := sqlite.Own(path, 0, nil)
+	// The copy is whole only if no server writes meanwhile; one told to
+	// stop just before is waited for.
+	owner, err := sqlite.Own(path, sqliteOwnerWait, func(holder string) {
+		fmt.Fprintf(e.stderr, "store migrate: a mayfly server (%s) holds %s; waiting up to %s for it to stop\n", holder, path, sqliteOwnerWait)
+	})
 	if err != nil {
 		return fmt.Errorf("store migrate: %w", err)
 	}

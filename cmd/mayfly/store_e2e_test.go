@@ -171,15 +171,24 @@ func TestStoreMigrateSQLiteToPostgres(t *testing.T) {
 		return out.String(), err
 	}
 	from := "sqlite:" + filepath.Join(w.dir, "mayfly.db")
-	// Not while its server runs: the copy would miss what it writes next.
-	if _, err := migrate("--from", from, "--to", "postgres:"+dsn); mayfly.ErrorCode(err) != mayfly.ECONFLICT || !strings.Contains(err.Error(), "in use by a mayfly server") {
-		t.Errorf("migrate from a store whose server runs = %v; want a conflict saying it is in use", err)
-	}
-	w.stop()
-	out, err := migrate("--from", from, "--to", "postgres:"+dsn, "-o", "json")
+	// Not while its server runs, which would go on writing after the
+	// copy: a server told to stop as the copy begins is waited for.
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		time.Sleep(300 * time.Millisecond)
+		w.stop()
+	}()
+	var outb, errb bytes.Buffer
+	err := run(context.Background(), []string{"store", "migrate", "--from", from, "--to", "postgres:" + dsn, "-o", "json"}, func(string) string { return "" }, strings.NewReader(""), &outb, &errb)
+	<-stopped
 	if err != nil {
 		t.Fatalf("store migrate: %v", err)
 	}
+	if !strings.Contains(errb.String(), "waiting up to 10s for it to stop") {
+		t.Errorf("store migrate did not wait for the server holding the store: %q", errb.String())
+	}
+	out := outb.String()
 	var n struct {
 		Requests, Leases, Tokens int
 		AuditEvents              int   `json:"audit_events"`
