@@ -255,6 +255,15 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		return err
 	}
 	defer st.Close()
+	if cfg.Store.SQLite != "" {
+		leaders, replicas, err := clearDeadProcesses(ctx, st)
+		if err != nil {
+			return err
+		}
+		if leaders+replicas > 0 {
+			log.Info("store: freed what the previous server left", "leader_leases", leaders, "replica_records", replicas)
+		}
+	}
 	key, err := hmacKey(ctx, st)
 	if err != nil {
 		return fmt.Errorf("load secret hashing key: %w", err)
@@ -356,7 +365,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	// which is right only when no other replica may be provisioning one
 	// now. With other replicas alive on a shared (PostgreSQL) store,
 	// leases interrupted by a stop are finished by the schedulers at their
-	// deadlines instead. (A SQLite store serves one process.)
+	// deadlines instead. (A SQLite store serves one process: sqlite.Own.)
 	var others []string
 	if cfg.Store.Postgres != nil {
 		if others, err = cluster.OthersAlive(ctx, st, time.Now(), rep.ID()); err != nil {

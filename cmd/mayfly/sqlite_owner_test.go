@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mayflyhq/mayfly/internal/cluster"
 )
 
 // TestOneServerPerSQLiteStore starts a second server on the SQLite file a
@@ -87,4 +90,42 @@ func TestOneServerPerSQLiteStore(t *testing.T) {
 	if !v.OK {
 		t.Errorf("audit verify through the second server = %+v; want an intact chain", v)
 	}
+}
+
+// TestRestartAfterCrashFreesTheDeadServersWork kills a server on a SQLite
+// store while it leads the work that runs once, and restarts it: the new
+// process, the store's only server by its lock, frees the dead one's
+// leader leases and replica record at once, so it leads every singleton
+// within a couple of seconds (not after the dead leases' 10 s) and
+// `mayfly cluster` lists it alone.
+func TestRestartAfterCrashFreesTheDeadServersWork(t *testing.T) {
+	w := newProcessWorld(t, worldOpts{})
+	first := w.startProcess()
+	t.Cleanup(func() { first.Process.Kill() })
+	before, _ := waitLeaders(t, w, 1)
+
+	first.Process.Kill()
+	w.waitKilled()
+	restarted := time.Now()
+	second := w.startProcess()
+	t.Cleanup(func() { second.Process.Kill() })
+	var st cluster.Status
+	for {
+		st = cluster.Status{}
+		w.ok("carol", &st, "cluster", "-o", "json")
+		if len(st.Replicas) == 1 && !slices.ContainsFunc(singletons, func(n string) bool { return !slices.Contains(st.Replicas[0].Leads, n) }) {
+			break
+		}
+		if time.Since(restarted) > 4*time.Second {
+			t.Fatalf("%s after the restart: cluster status %+v; want the new server alone, leading %v", time.Since(restarted).Round(time.Millisecond), st, singletons)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.Self == before.Self || st.Replicas[0].ID != st.Self {
+		t.Errorf("after the restart the one replica listed is %s (self %s, the dead one %s); want the new one", st.Replicas[0].ID, st.Self, before.Self)
+	}
+	if !strings.Contains(w.stderr.String(), "freed what the previous server left") {
+		t.Error("the restarted server did not log what it freed")
+	}
+	t.Logf("every singleton led by the restarted server %s after its start", time.Since(restarted).Round(10*time.Millisecond))
 }

@@ -41,3 +41,42 @@ func openStore(ctx context.Context, sc config.Store, getenv func(string) string)
 	}
 	return st, nil
 }
+
+// clearDeadProcesses frees what the servers before this one left in the
+// SQLite store st, which this process owns (sqlite.Own), so every holder
+// recorded in it is a process that has ended: their leader leases (the
+// work that runs once, and the locks of credential rotations) and their
+// replica records. Without it, after a crash that work and the resolution
+// of a rotation the crash cut short would wait for the leases to lapse
+// (cluster.leader_ttl, 30 s), and `mayfly cluster` would list the dead
+// server for an hour.
+func clearDeadProcesses(ctx context.Context, st mayfly.Store) (leaders, replicas int, err error) {
+	err = st.Update(ctx, func(tx mayfly.Tx) error {
+		leaders, replicas = 0, 0
+		ls, err := tx.ListLeaders()
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			if err := tx.ReleaseLeader(l.Name, l.Holder); err != nil {
+				return err
+			}
+			leaders++
+		}
+		rs, err := tx.ListReplicas()
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if err := tx.DeleteReplica(r.ID); err != nil {
+				return err
+			}
+			replicas++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("free what the previous server left in the store: %w", err)
+	}
+	return leaders, replicas, nil
+}
