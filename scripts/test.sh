@@ -12,7 +12,4 @@ bash scripts/services.sh
 
 # The shipped binary is static.
 CGO_ENABLED=0 go build -o /dev/null ./cmd/mayfly
-# -parallel: the only parallel tests, the five crash points of a credential
-# rotation, each wait about 30 s for the dead server's lock to lapse; all at
-# once rather than two at a time (the default on two cores) saves a minute.
-go test -race -count=1 -timeout 20m -parallel 8 "$@" ./...
+go test -race -count=1 -timeout 20m "$@" ./...
