@@ -226,13 +226,13 @@ func hmacKey(ctx context.Context, s mayfly.Store) ([]byte, error) {
 	return hex.DecodeString(key)
 }
 
-// serve runs the broker with cfg until the context ends. ready, when not
-// nil, is called with the listening address.
 // sqliteOwnerWait is how long a server waits for the one before it on the
 // same SQLite store to stop: longer than a stop takes (its HTTP drain is
 // bounded at 5 s, its connectors' close at 2 s).
 const sqliteOwnerWait = 10 * time.Second
 
+// serve runs the broker with cfg until the context ends. ready, when not
+// nil, is called with the listening address.
 func serve(e *env, cfg *config.Config, path string, ready func(addr string)) error {
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
@@ -242,7 +242,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 	if cfg.Store.SQLite != "" {
 		// One server per SQLite file, taken before its schema is touched;
 		// a restart may find the server it replaces still stopping.
-		owner, err := sqlite.Own(cfg.Store.SQLite, sqliteOwnerWait, func(holder string) {
+		owner, err := sqlite.Own(ctx, cfg.Store.SQLite, sqliteOwnerWait, func(holder string) {
 			log.Warn("store: another server holds the SQLite store; waiting for it to stop", "store", cfg.Store.SQLite, "holder", holder, "for", sqliteOwnerWait.String())
 		})
 		if err != nil {

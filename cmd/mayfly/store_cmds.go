@@ -42,7 +42,7 @@ func cmdStoreMigrate(e *env, args []string) error {
 	}
 	// The copy is whole only if no server writes meanwhile; one told to
 	// stop just before is waited for.
-	owner, err := sqlite.Own(path, sqliteOwnerWait, func(holder string) {
+	owner, err := sqlite.Own(e.ctx, path, sqliteOwnerWait, func(holder string) {
 		fmt.Fprintf(e.stderr, "store migrate: a mayfly server (%s) holds %s; waiting up to %s for it to stop\n", holder, path, sqliteOwnerWait)
 	})
 	if err != nil {

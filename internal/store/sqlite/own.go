@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,11 +24,12 @@ import (
 // left in provisioning, which a second server on the same file would take
 // from under the first. While another process holds the lock, Own tries
 // again for up to wait (a restart whose new process starts while the old
-// one still drains), calling waiting once with the holder; then it gives
-// up with an ECONFLICT error naming the holder's process id. Servers and
+// one still drains), calling waiting once with the holder, unless ctx ends
+// first; then it gives up with an ECONFLICT error naming the holder's
+// process id. Servers and
 // `mayfly store migrate` take the lock; other commands that open the store
 // (doctor, seal rotate-key) do not.
-func Own(path string, wait time.Duration, waiting func(holder string)) (io.Closer, error) {
+func Own(ctx context.Context, path string, wait time.Duration, waiting func(holder string)) (io.Closer, error) {
 	if path == "" {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "sqlite: path of the database file is required")
 	}
@@ -52,7 +54,12 @@ func Own(path string, wait time.Duration, waiting func(holder string)) (io.Close
 			waiting(lockHolder(f))
 			waiting = nil
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock store %s: %w", path, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	if errors.Is(err, syscall.EWOULDBLOCK) {
 		holder := lockHolder(f)

@@ -1,6 +1,8 @@
 package sqlite
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +15,7 @@ import (
 
 func TestOwnOneHolderAtATime(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state", "mayfly.db")
-	first, err := Own(path, 0, nil)
+	first, err := Own(context.Background(), path, 0, nil)
 	if err != nil {
 		t.Fatalf("Own of a free store: %v", err)
 	}
@@ -29,7 +31,7 @@ func TestOwnOneHolderAtATime(t *testing.T) {
 	// would be) is refused, and told who holds it.
 	var waited []string
 	began := time.Now()
-	_, err = Own(path, 300*time.Millisecond, func(h string) { waited = append(waited, h) })
+	_, err = Own(context.Background(), path, 300*time.Millisecond, func(h string) { waited = append(waited, h) })
 	if took := time.Since(began); took < 300*time.Millisecond {
 		t.Errorf("second Own gave up after %s; want it to try for 300ms", took)
 	}
@@ -45,11 +47,19 @@ func TestOwnOneHolderAtATime(t *testing.T) {
 		}
 	}
 
+	// A wait ends with its context (a server told to stop meanwhile).
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	began = time.Now()
+	if _, err := Own(ctx, path, 5*time.Second, nil); !errors.Is(err, context.DeadlineExceeded) || time.Since(began) > 2*time.Second {
+		t.Errorf("Own with its context ending after 100ms = %v after %s; want the context's error at once", err, time.Since(began))
+	}
+
 	// Released, the store can be owned again.
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
-	again, err := Own(path, 0, nil)
+	again, err := Own(context.Background(), path, 0, nil)
 	if err != nil {
 		t.Fatalf("Own after the holder closed: %v", err)
 	}
@@ -59,13 +69,13 @@ func TestOwnOneHolderAtATime(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		again.Close()
 	}()
-	next, err := Own(path, 5*time.Second, nil)
+	next, err := Own(context.Background(), path, 5*time.Second, nil)
 	if err != nil {
 		t.Fatalf("Own while the holder lets go within the wait: %v", err)
 	}
 	next.Close()
 
-	if _, err := Own("", 0, nil); mayfly.ErrorCode(err) != mayfly.EINVALID {
+	if _, err := Own(context.Background(), "", 0, nil); mayfly.ErrorCode(err) != mayfly.EINVALID {
 		t.Errorf("Own(\"\") = %v; want invalid", err)
 	}
 }
