@@ -48,8 +48,8 @@ func openStore(ctx context.Context, sc config.Store, getenv func(string) string)
 // work that runs once, and the locks of credential rotations) and their
 // replica records. Without it, after a crash that work and the resolution
 // of a rotation the crash cut short would wait for the leases to lapse
-// (cluster.leader_ttl, 30 s), and `mayfly cluster` would list the dead
-// server for an hour.
+// (cluster.leader_ttl, 10 s by default; a rotation's lock, 30 s), and
+// `mayfly cluster` would list the dead server for an hour.
 func clearDeadProcesses(ctx context.Context, st mayfly.Store) (leaders, replicas int, err error) {
 	err = st.Update(ctx, func(tx mayfly.Tx) error {
 		leaders, replicas = 0, 0

@@ -26,9 +26,8 @@ import (
 // again for up to wait (a restart whose new process starts while the old
 // one still drains), calling waiting once with the holder, unless ctx ends
 // first; then it gives up with an ECONFLICT error naming the holder's
-// process id. Servers and
-// `mayfly store migrate` take the lock; other commands that open the store
-// (doctor, seal rotate-key) do not.
+// process id. Servers and `mayfly store migrate` take the lock; other
+// commands that open the store (doctor, seal rotate-key) do not.
 func Own(ctx context.Context, path string, wait time.Duration, waiting func(holder string)) (io.Closer, error) {
 	if path == "" {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "sqlite: path of the database file is required")
