@@ -29,6 +29,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/connector/acctname"
 	"github.com/mayflyhq/mayfly/internal/connector/kindcheck"
 	"github.com/mayflyhq/mayfly/internal/connector/mark"
+	"github.com/mayflyhq/mayfly/internal/pgpool"
 )
 
 // MaxNameLen is the longest role name PostgreSQL keeps (NAMEDATALEN-1).
@@ -160,7 +161,7 @@ func New(t mayfly.Target, getenv func(string) string) (*Connector, error) {
 		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
 	}
 	// pgxpool.NewWithConfig does not connect.
-	c.pool, err = pgxpool.NewWithConfig(context.Background(), cfg)
+	c.pool, err = pgxpool.NewWithConfig(context.Background(), pgpool.Configure(cfg))
 	if err != nil {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "target %q: %s", t.Name, c.scrubText(err.Error()))
 	}
@@ -283,7 +284,7 @@ func (c *Connector) poolFor(db string) (*pgxpool.Pool, error) {
 	cfg.ConnConfig.Database = db
 	cfg.MaxConns = min(cfg.MaxConns, 4)
 	cfg.MinConns = 0
-	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	p, err := pgxpool.NewWithConfig(context.Background(), pgpool.Configure(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("pool for database %q: %w", db, err)
 	}

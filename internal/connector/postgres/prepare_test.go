@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // roleVisible reports whether the admin sees role name.
@@ -260,4 +262,50 @@ func TestPrepareProvisionStatements(t *testing.T) {
 			t.Errorf("statement %q committed the role before its intent", stmt)
 		}
 	}
+}
+
+// TestCreationAfterServerEndedConnections: the server ends the
+// connector's pooled connections (as its restart, or pg_terminate_backend,
+// does), and the creations that follow at once, staged and direct, run on
+// new connections instead of failing on the dead ones; the role logs in.
+func TestCreationAfterServerEndedConnections(t *testing.T) {
+	conn := admin(t, "")
+	prefix := testPrefix()
+	app := "mayfly_test_" + randHex(6)
+	u, err := url.Parse(testenv.PostgresDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("application_name", app)
+	u.RawQuery = q.Encode()
+	c, err := postgres.New(mayfly.Target{Name: "pgtest", Kind: mayfly.KindPostgres, Prefix: prefix, DSN: u.String(), Grants: map[string]mayfly.Grant{"read": readGrant}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	provisionT(t, c, prefix+"before", "lse_before", readGrant, time.Now().Add(time.Minute))
+
+	var ended int
+	if err := conn.QueryRow(ctxT(t), "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&ended); err != nil || ended == 0 {
+		t.Fatalf("terminate the connector's connections: %d ended, %v", ended, err)
+	}
+	time.Sleep(50 * time.Millisecond) // the server's FATAL on the wire
+
+	name := prefix + "staged"
+	p := prepare(t, c, name, "lse_staged", readGrant)
+	res, err := p.Wait()
+	if err != nil {
+		t.Fatalf("staged creation after the server ended the pool's connections: %v", err)
+	}
+	t.Cleanup(func() { c.Revoke(context.Background(), mayfly.RevokeRequest{LeaseID: "lse_staged", Username: name}) })
+	if err := p.Commit()(); err != nil {
+		t.Fatalf("Commit = %v", err)
+	}
+	s, err := connect(ctxT(t), res.Credential)
+	if err != nil {
+		t.Fatalf("login with the issued credential: %v", err)
+	}
+	s.Close(context.Background())
+	provisionT(t, c, prefix+"direct", "lse_direct", readGrant, time.Now().Add(time.Minute))
 }

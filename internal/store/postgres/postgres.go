@@ -35,6 +35,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/pgpool"
 )
 
 //go:embed migrations/*.sql
@@ -81,7 +82,7 @@ func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 		maxConns = DefaultMaxConns
 	}
 	cfg.MaxConns = int32(maxConns)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgxpool.NewWithConfig(ctx, pgpool.Configure(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("postgres store: %s", scrubDSN(err.Error(), dsn))
 	}
