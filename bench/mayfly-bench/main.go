@@ -47,13 +47,15 @@ var (
 	pgDSN         = flag.String("pg", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "admin DSN of the PostgreSQL to measure against")
 	latencyN      = flag.Int("latency-n", 300, "issues for the latency measurement")
 	latencyB      = flag.Int("latency-block", 1, "operations of one kind in a row in the latency measurement (1: strictly interleaved, each call after the others; more: warm back-to-back runs, still rotated between kinds)")
+	idleN         = flag.Int("idle-n", 20, "issues in the after-idle latency measurement, each after -idle-gap with nothing running, as between a person's calls (and as many bare statements, each after the same gap)")
+	idleGap       = flag.Duration("idle-gap", 1500*time.Millisecond, "idle time before each call of the after-idle latency measurement")
 	throughFor    = flag.Duration("throughput-for", 5*time.Second, "how long each throughput measurement runs")
 	throughRounds = flag.Int("throughput-rounds", 5, "alternating rounds the throughput measurements are split into")
 	clients       = flag.Int("clients", 8, "concurrent clients for throughput")
 	revokeN       = flag.Int("revoke-n", 10000, "leases expiring in the same second")
 	revokeConc    = flag.Int("revoke-conc", 16, "revocation concurrency (broker and bare loop)")
 	startupN      = flag.Int("startup-rows", 1000000, "lease rows in the store for the start-up measurement (0 skips)")
-	skip          = flag.String("skip", "", "comma-separated parts to skip: latency,throughput,revoke,startup,suspend,reconcile,isolation")
+	skip          = flag.String("skip", "", "comma-separated parts to skip: latency,idle,throughput,revoke,startup,suspend,reconcile,isolation")
 	isolationN    = flag.Int("isolation-n", 500, "due leases on the targets that stop answering, in the isolation measurement")
 	isolationOK   = flag.Int("isolation-healthy", 300, "leases on the healthy PostgreSQL, MariaDB and Redis expiring meanwhile, in the isolation measurement")
 	suspendN      = flag.Int("suspend-n", 100, "leases (spread over PostgreSQL, MariaDB and Redis) held by the suspended user")
@@ -405,6 +407,7 @@ func runAll(ctx context.Context) error {
 		run  func() error
 	}{
 		{"latency", func() error { return withHeadStats(b, func() error { return benchLatency(ctx, pool, b) }) }},
+		{"idle", func() error { return benchIdle(ctx, pool, b) }},
 		{"throughput", func() error { return withHeadStats(b, func() error { return benchThroughput(ctx, pool, b) }) }},
 		{"revoke", func() error { return withHeadStats(b, func() error { return benchRevoke(ctx, pool, b) }) }},
 		{"suspend", func() error { return benchSuspend(ctx, b) }},
@@ -524,6 +527,59 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 		fmt.Printf("| %s | %s | %s | %.2f× |\n", r.name, ms(pct(r.ds, 0.5)), ms(pct(r.ds, 0.99)), float64(pct(r.ds, 0.5))/float64(base))
 	}
 	fmt.Printf("\nMean time inside the server per `POST /v1/requests` (its own latency histogram, both kinds of call): %s\n\n", ms(time.Duration(serverMean*1e9)))
+	return nil
+}
+
+// benchIdle times the one-call issue and the bare server-hashed CREATE ROLE
+// each after idleGap with nothing running, as a person's calls come: the
+// processes, their connections and the idle cores all go cold in between,
+// which the interleaved latency measurement, a call every few
+// milliseconds, never lets happen.
+func benchIdle(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
+	if *idleN <= 0 {
+		return nil
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	var plain, one, rt []time.Duration
+	for range *idleN {
+		time.Sleep(*idleGap)
+		_, d, err := bareCreate(ctx, conn.Conn(), false)
+		if err != nil {
+			return err
+		}
+		plain = append(plain, d)
+		time.Sleep(*idleGap)
+		start := time.Now()
+		if _, err := b.issue(ctx, time.Hour); err != nil {
+			return err
+		}
+		one = append(one, time.Since(start))
+		time.Sleep(*idleGap)
+		start = time.Now()
+		if err := b.client.Do(ctx, "GET", "/v1/whoami", nil, nil, nil); err != nil {
+			return err
+		}
+		rt = append(rt, time.Since(start))
+	}
+	fmt.Printf("## Issue latency after idle (%d each, each call after %s idle, one client)\n\n", *idleN, *idleGap)
+	fmt.Println("| operation | p50 | p90 | p50 / bare plain |")
+	fmt.Println("|---|---|---|---|")
+	base := pct(plain, 0.5)
+	for _, r := range []struct {
+		name string
+		ds   []time.Duration
+	}{
+		{"bare `CREATE ROLE … PASSWORD 'plain'` (server hashes, 4096 iterations)", plain},
+		{"Mayfly issue, one API call", one},
+		{"for scale: one authenticated API round trip (`GET /v1/whoami`)", rt},
+	} {
+		fmt.Printf("| %s | %s | %s | %.2f× |\n", r.name, ms(pct(r.ds, 0.5)), ms(pct(r.ds, 0.9)), float64(pct(r.ds, 0.5))/float64(base))
+	}
+	fmt.Println()
 	return nil
 }
 
