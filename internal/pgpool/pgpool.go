@@ -35,8 +35,17 @@ func Configure(cfg *pgxpool.Config) *pgxpool.Config {
 // pinged before use (pgxpool.Config.ShouldPing): when its socket is not
 // quiet, or cannot be looked at (then, as pgxpool does by default, when it
 // was idle a second or more).
-func ShouldPing(_ context.Context, p pgxpool.ShouldPingParams) bool {
-	q, ok := quiet(p.Conn.PgConn().Conn())
+func ShouldPing(ctx context.Context, p pgxpool.ShouldPingParams) bool {
+	pg := p.Conn.PgConn()
+	// After a write that blocked, pgconn reads the socket in the
+	// background, and that read may still be waiting, for whatever the
+	// server sends next, while the connection sits in the pool. SyncConn
+	// has pgconn end it (with a ping, only then) and take in what it
+	// buffered, so the socket is looked at with no read in between.
+	if err := pg.SyncConn(ctx); err != nil {
+		return true
+	}
+	q, ok := quiet(pg.Conn())
 	if !ok {
 		return p.IdleDuration > idleBeforePing
 	}

@@ -186,3 +186,36 @@ func BenchmarkAcquireAfterIdle(b *testing.B) {
 		})
 	}
 }
+
+// TestCheckDoesNotWaitForARead: while another read is pending on the
+// connection's socket (as pgconn's background reader may leave one), the
+// check still answers at once.
+func TestCheckDoesNotWaitForARead(t *testing.T) {
+	p := newPool(t, testenv.PostgresDSN(), true)
+	c := idleConn(t, p)
+	defer func() {
+		// The stray read below may have taken bytes pgconn needed.
+		c.Conn().Close(context.Background())
+		c.Release()
+	}()
+	nc := c.Conn().PgConn().Conn()
+	nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	reading := make(chan struct{})
+	go func() {
+		close(reading)
+		var b [1]byte
+		nc.Read(b[:])
+	}()
+	<-reading
+	time.Sleep(50 * time.Millisecond) // the read is waiting
+	answered := make(chan bool, 1)
+	go func() { answered <- shouldPing(c, time.Hour) }()
+	select {
+	case got := <-answered:
+		if got {
+			t.Errorf("ShouldPing = true for a live idle connection; want false")
+		}
+	case <-time.After(time.Second):
+		t.Fatal("ShouldPing waited for a read in progress on the connection")
+	}
+}
