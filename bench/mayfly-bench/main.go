@@ -511,21 +511,13 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 		mode = fmt.Sprintf("in rotating blocks of %d", block)
 	}
 	fmt.Printf("## Issue latency (%d each, %s, one client)\n\n", *latencyN, mode)
-	fmt.Println("| operation | p50 | p99 | p50 / bare plain |")
-	fmt.Println("|---|---|---|---|")
-	base := pct(plain, 0.5)
-	for _, r := range []struct {
-		name string
-		ds   []time.Duration
-	}{
+	printLatencies(0.99, []timedRow{
 		{"bare `CREATE ROLE … PASSWORD 'plain'` (server hashes, 4096 iterations)", plain},
 		{"bare `CREATE ROLE … PASSWORD '<SCRAM verifier>'` (1 iteration)", verif},
 		{"Mayfly issue, one API call (request + auto-approval + account + credential)", one},
 		{"Mayfly issue, two API calls (`request` then `creds`)", two},
 		{"for scale: one authenticated API round trip (`GET /v1/whoami`)", rt},
-	} {
-		fmt.Printf("| %s | %s | %s | %.2f× |\n", r.name, ms(pct(r.ds, 0.5)), ms(pct(r.ds, 0.99)), float64(pct(r.ds, 0.5))/float64(base))
-	}
+	})
 	fmt.Printf("\nMean time inside the server per `POST /v1/requests` (its own latency histogram, both kinds of call): %s\n\n", ms(time.Duration(serverMean*1e9)))
 	return nil
 }
@@ -566,21 +558,31 @@ func benchIdle(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 		rt = append(rt, time.Since(start))
 	}
 	fmt.Printf("## Issue latency after idle (%d each, each call after %s idle, one client)\n\n", *idleN, *idleGap)
-	fmt.Println("| operation | p50 | p90 | p50 / bare plain |")
-	fmt.Println("|---|---|---|---|")
-	base := pct(plain, 0.5)
-	for _, r := range []struct {
-		name string
-		ds   []time.Duration
-	}{
+	printLatencies(0.9, []timedRow{
 		{"bare `CREATE ROLE … PASSWORD 'plain'` (server hashes, 4096 iterations)", plain},
 		{"Mayfly issue, one API call", one},
 		{"for scale: one authenticated API round trip (`GET /v1/whoami`)", rt},
-	} {
-		fmt.Printf("| %s | %s | %s | %.2f× |\n", r.name, ms(pct(r.ds, 0.5)), ms(pct(r.ds, 0.9)), float64(pct(r.ds, 0.5))/float64(base))
-	}
+	})
 	fmt.Println()
 	return nil
+}
+
+// timedRow is one operation of a latency table and its times.
+type timedRow struct {
+	name string
+	ds   []time.Duration
+}
+
+// printLatencies prints a latency table: each row's p50, its percentile
+// tail (0.99: p99) and its p50's ratio to the first row's, the bare
+// statement's.
+func printLatencies(tail float64, rows []timedRow) {
+	fmt.Printf("| operation | p50 | p%g | p50 / bare plain |\n", tail*100)
+	fmt.Println("|---|---|---|---|")
+	base := pct(rows[0].ds, 0.5)
+	for _, r := range rows {
+		fmt.Printf("| %s | %s | %s | %.2f× |\n", r.name, ms(pct(r.ds, 0.5)), ms(pct(r.ds, tail)), float64(pct(r.ds, 0.5))/float64(base))
+	}
 }
 
 // headStats sums mayfly_store_audit_head_total over every replica's
