@@ -23,7 +23,9 @@ const credentialSyncEvery = 2 * time.Second
 // openCredentials opens the sealed credentials of the store: with the
 // configured master key, which must match the store's key check, or
 // without one (then only the configuration's credentials are usable).
-func openCredentials(ctx context.Context, cfg *config.Config, st mayfly.Store, getenv func(string) string, log *slog.Logger, holder string, committed func()) (*credential.Manager, error) {
+// readOnly leaves the store as it is (a pending rotation unresolved), for a
+// diagnosis beside a running server.
+func openCredentials(ctx context.Context, cfg *config.Config, st mayfly.Store, getenv func(string) string, log *slog.Logger, holder string, committed func(), readOnly bool) (*credential.Manager, error) {
 	var keys *seal.Keyring
 	if cfg.Seal.Enabled() {
 		master, err := seal.LoadKey(cfg.Seal, getenv)
@@ -38,7 +40,7 @@ func openCredentials(ctx context.Context, cfg *config.Config, st mayfly.Store, g
 		}
 	}
 	o := credential.Options{Store: st, Keys: keys, Kinds: credentialKinds(), Getenv: getenv, Logger: log,
-		Holder: holder, Committed: committed}
+		Holder: holder, Committed: committed, ReadOnly: readOnly}
 	if fp, ok := strings.CutPrefix(getenv("MAYFLY_FAILPOINT"), "crash-after-rotation:"); ok {
 		// Fault injection for crash-safety tests: die the hard way right
 		// after rotation step fp.

@@ -78,7 +78,7 @@ func cmdDoctor(e *env, args []string) error {
 			}
 		}
 		if err == nil && cfg.Seal.Enabled() {
-			if creds, err = openCredentials(ctx, cfg, st, e.getenv, discardLogger(), "doctor", nil); err != nil {
+			if creds, err = openCredentials(ctx, cfg, st, e.getenv, discardLogger(), "doctor", nil, true); err != nil {
 				rep.Findings = append(rep.Findings, mayfly.Finding{Check: "sealed credentials", Status: mayfly.FindingFail,
 					Detail: mayfly.ErrorMessageOrText(err), Fix: "check seal.key_file / seal.key_env"})
 				creds = nil

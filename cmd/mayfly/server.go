@@ -275,7 +275,7 @@ func serve(e *env, cfg *config.Config, path string, ready func(addr string)) err
 		if onCommit != nil {
 			onCommit()
 		}
-	})
+	}, false)
 	if err != nil {
 		return err
 	}

@@ -83,6 +83,11 @@ type Options struct {
 	Holder string
 	// Committed is called after each commit of an audit event.
 	Committed func()
+	// ReadOnly makes the manager only read the store, as a diagnosis run
+	// beside the server does: Connector leaves a pending rotation for the
+	// server to resolve and uses the pending credential when it logs in,
+	// the current one otherwise.
+	ReadOnly bool
 	// AfterStep, when set, is called after each step of a rotation (one
 	// of Steps). It is there for fault injection: the server's
 	// MAYFLY_FAILPOINT=crash-after-rotation:STEP kills the process there.
@@ -358,7 +363,7 @@ func (m *Manager) Connector(ctx context.Context, t mayfly.Target) (mayfly.Connec
 		if k.InConfig(t) {
 			m.o.Logger.Warn("credential: the configuration's admin credential is ignored: a sealed one is stored; remove it from the configuration", "target", t.Name)
 		}
-		if rec.Pending != "" {
+		if rec.Pending != "" && !m.o.ReadOnly {
 			if r2, err := m.tryResolve(ctx, t, k); err != nil {
 				m.o.Logger.Warn("credential: a pending rotation is not resolved yet", "target", t.Name, "err", mayfly.ErrorMessageOrText(err))
 			} else {

@@ -381,3 +381,85 @@ func currentCred(fx fixture) (string, error) {
 	}
 	return fx.cred, nil
 }
+
+// TestReadOnlyLeavesAPendingRotation: a rotation cut off once the target
+// has the new password leaves it pending. A read-only manager (mayfly
+// doctor beside the server) works with the credential that logs in and
+// writes nothing; the next manager that may write resolves it.
+func TestReadOnlyLeavesAPendingRotation(t *testing.T) {
+	ctx := context.Background()
+	fx := pgFixture(t)
+	delete(fixtures, fx.target.Name)
+	e := newEnv(t)
+	m1 := e.manager("r1", nil)
+	c1, err := m1.Connector(ctx, fx.target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	start, err := currentCred(fx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m1.Set(ctx, "admin", "", fx.target.Name, start, true); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	m1.failpoint = func(s string) error {
+		if s == StepChangedRecorded {
+			return errCrash
+		}
+		return nil
+	}
+	if _, err := m1.Rotate(ctx, "admin", "", fx.target.Name); !errors.Is(err, errCrash) {
+		t.Fatalf("Rotate with a crash = %v; want the crash", err)
+	}
+	before, _ := current(t, ctx, m1, fx.target.Name)
+	if before.Pending == "" {
+		t.Fatal("the rotation cut off is not pending")
+	}
+	events := func() int {
+		var n int
+		if err := e.st.View(ctx, func(tx mayfly.Tx) error {
+			es, err := tx.ListAudit(mayfly.AuditFilter{})
+			n = len(es)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := events()
+
+	t2 := fx.target
+	t2.DSN, t2.AdminPassword = "", ""
+	ro := New(Options{Store: e.st, Keys: e.keys, Kinds: testKinds(), Holder: "doctor", Clock: offsetClock{LockTTL + time.Second}, ReadOnly: true})
+	c2, err := ro.Connector(ctx, t2)
+	if err != nil {
+		t.Fatalf("read-only Connector: %v", err)
+	}
+	defer c2.Close()
+	if err := c2.Check(ctx); err != nil {
+		t.Fatalf("read-only: no working credential: %v", err)
+	}
+	if after, _ := current(t, ctx, ro, fx.target.Name); after.Pending != before.Pending || after.Version != before.Version {
+		t.Errorf("a read-only manager changed the stored credential (pending %t, version %d → %d)", after.Pending != "", before.Version, after.Version)
+	}
+	if got := events(); got != n {
+		t.Errorf("a read-only manager appended %d audit events; want none", got-n)
+	}
+
+	m3 := e.manager("r3", offsetClock{LockTTL + time.Second})
+	c3, err := m3.Connector(ctx, t2)
+	if err != nil {
+		t.Fatalf("Connector: %v", err)
+	}
+	defer c3.Close()
+	rec, cur := current(t, ctx, m3, fx.target.Name)
+	if rec.Pending != "" {
+		t.Fatal("the rotation is still pending after a manager that may write started")
+	}
+	if err := fx.login(ctx, cur); err != nil {
+		t.Fatalf("the stored credential does not log in: %v", err)
+	}
+	fixtures[fx.target.Name] = cur
+}
