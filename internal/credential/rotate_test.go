@@ -271,6 +271,42 @@ func current(t *testing.T, ctx context.Context, m *Manager, target string) (rec 
 
 var errCrash = errors.New("crash (failpoint)")
 
+// rotateAndCrash is a first broker: it takes fx's credential from the
+// configuration, stores it sealed, and rotates it, stopping after step as
+// a crash would (its lock left held; "none": no crash). It returns the
+// credential stored before the rotation.
+func rotateAndCrash(t *testing.T, ctx context.Context, e env, fx fixture, step string) string {
+	t.Helper()
+	m1 := e.manager("r1", nil)
+	c1, err := m1.Connector(ctx, fx.target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c1.Close() })
+	start, err := currentCred(fx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m1.Set(ctx, "admin", "", fx.target.Name, start, true); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	m1.failpoint = func(s string) error {
+		if s == step {
+			return errCrash
+		}
+		return nil
+	}
+	_, err = m1.Rotate(ctx, "admin", "", fx.target.Name)
+	if step == "none" {
+		if err != nil {
+			t.Fatalf("Rotate: %v", err)
+		}
+	} else if !errors.Is(err, errCrash) {
+		t.Fatalf("Rotate with a crash at %s = %v; want the crash", step, err)
+	}
+	return start
+}
+
 // TestRotationCrashAtEachStep rotates the admin password of a dedicated
 // admin account on each real server, stopping the rotation after each
 // step as a crash would (its lock left held), then starts a new manager
@@ -289,35 +325,7 @@ func TestRotationCrashAtEachStep(t *testing.T) {
 				t.Run(step, func(t *testing.T) {
 					ctx := context.Background()
 					e := newEnv(t)
-					// The first broker: the credential comes from the
-					// configuration, then is stored sealed.
-					m1 := e.manager("r1", nil)
-					c1, err := m1.Connector(ctx, fx.target)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer c1.Close()
-					start, err := currentCred(fx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := m1.Set(ctx, "admin", "", fx.target.Name, start, true); err != nil {
-						t.Fatalf("Set: %v", err)
-					}
-					m1.failpoint = func(s string) error {
-						if s == step {
-							return errCrash
-						}
-						return nil
-					}
-					_, err = m1.Rotate(ctx, "admin", "", fx.target.Name)
-					if step == "none" {
-						if err != nil {
-							t.Fatalf("Rotate: %v", err)
-						}
-					} else if !errors.Is(err, errCrash) {
-						t.Fatalf("Rotate with a crash at %s = %v; want the crash", step, err)
-					}
+					start := rotateAndCrash(t, ctx, e, fx, step)
 
 					// The restarted broker: the configuration holds no
 					// secret; the lock of the dead one has lapsed.
@@ -391,29 +399,8 @@ func TestReadOnlyLeavesAPendingRotation(t *testing.T) {
 	fx := pgFixture(t)
 	delete(fixtures, fx.target.Name)
 	e := newEnv(t)
-	m1 := e.manager("r1", nil)
-	c1, err := m1.Connector(ctx, fx.target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c1.Close()
-	start, err := currentCred(fx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m1.Set(ctx, "admin", "", fx.target.Name, start, true); err != nil {
-		t.Fatalf("Set: %v", err)
-	}
-	m1.failpoint = func(s string) error {
-		if s == StepChangedRecorded {
-			return errCrash
-		}
-		return nil
-	}
-	if _, err := m1.Rotate(ctx, "admin", "", fx.target.Name); !errors.Is(err, errCrash) {
-		t.Fatalf("Rotate with a crash = %v; want the crash", err)
-	}
-	before, _ := current(t, ctx, m1, fx.target.Name)
+	rotateAndCrash(t, ctx, e, fx, StepChangedRecorded)
+	before, _ := current(t, ctx, e.manager("r0", nil), fx.target.Name)
 	if before.Pending == "" {
 		t.Fatal("the rotation cut off is not pending")
 	}
