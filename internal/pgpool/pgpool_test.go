@@ -2,9 +2,11 @@ package pgpool_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net/url"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,13 +43,16 @@ func newPool(t testing.TB, dsn string, checked bool) *pgxpool.Pool {
 }
 
 // idleConn returns p's connection, used once and then left idle, as the
-// pool would hand it out again (the caller releases it).
+// pool would hand it out again. The caller releases it; so does the
+// test's end, before the pool's close waits for it, when a failure came
+// first.
 func idleConn(t *testing.T, p *pgxpool.Pool) *pgxpool.Conn {
 	t.Helper()
 	c, err := p.Acquire(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(c.Release)
 	if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
@@ -85,22 +90,72 @@ func terminate(t *testing.T, c *pgxpool.Conn) {
 	}
 }
 
-func TestQuietConnectionIsNotPinged(t *testing.T) {
-	p := newPool(t, testenv.PostgresDSN(), true)
-	c := idleConn(t, p)
-	defer c.Release()
-	// However long it sat idle: nothing on its socket.
-	for _, idle := range []time.Duration{0, 2 * time.Second, time.Hour} {
-		if shouldPing(c, idle) {
-			t.Errorf("ShouldPing(idle %v) = true for a live idle connection; want false", idle)
+// dsns are the test server's DSN as given and over TLS (sslmode=require),
+// by name: the check looks at the socket beneath TLS. A server without TLS
+// skips the second.
+func dsns(t *testing.T) map[string]string {
+	t.Helper()
+	u, err := url.Parse(testenv.PostgresDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("sslmode", "require")
+	u.RawQuery = q.Encode()
+	return map[string]string{"plain": testenv.PostgresDSN(), "tls": u.String()}
+}
+
+// newPoolOver is newPool for one of dsns; it skips the TLS one when the
+// server does not speak TLS, and makes sure the connection uses it.
+func newPoolOver(t *testing.T, name, dsn string, checked bool) *pgxpool.Pool {
+	t.Helper()
+	if name == "tls" {
+		c, err := pgx.Connect(context.Background(), dsn)
+		if err != nil && strings.Contains(err.Error(), "server refused TLS") {
+			t.Skipf("the test server does not speak TLS: %v", err)
 		}
+		if err == nil {
+			c.Close(context.Background())
+		}
+	}
+	p := newPool(t, dsn, checked)
+	c, err := p.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	if _, isTLS := c.Conn().PgConn().Conn().(*tls.Conn); isTLS != (name == "tls") {
+		t.Fatalf("%s: the pool's connection uses TLS = %t", name, isTLS)
+	}
+	return p
+}
+
+func TestQuietConnectionIsNotPinged(t *testing.T) {
+	for name, dsn := range dsns(t) {
+		t.Run(name, func(t *testing.T) {
+			p := newPoolOver(t, name, dsn, true)
+			c := idleConn(t, p)
+			defer c.Release()
+			// However long it sat idle: nothing on its socket.
+			for _, idle := range []time.Duration{0, 2 * time.Second, time.Hour} {
+				if shouldPing(c, idle) {
+					t.Errorf("ShouldPing(idle %v) = true for a live idle connection; want false", idle)
+				}
+			}
+		})
 	}
 }
 
 func TestConnectionEndedByTheServer(t *testing.T) {
+	for name, dsn := range dsns(t) {
+		t.Run(name, func(t *testing.T) { testConnectionEndedByTheServer(t, name, dsn) })
+	}
+}
+
+func testConnectionEndedByTheServer(t *testing.T, name, dsn string) {
 	ctx := context.Background()
 	for _, checked := range []bool{true, false} {
-		p := newPool(t, testenv.PostgresDSN(), checked)
+		p := newPoolOver(t, name, dsn, checked)
 		c := idleConn(t, p)
 		pid := c.Conn().PgConn().PID()
 		terminate(t, c)
