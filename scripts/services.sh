@@ -68,6 +68,21 @@ if ! grep -q '^# mayfly-test-begin' "$hba"; then
 fi
 psql -h 127.0.0.1 -U postgres -Atc "select 1 from pg_database where datname='test'" | grep -q 1 \
   || psql -h 127.0.0.1 -U postgres -c 'create database test' >/dev/null
+# TLS, as Debian's package sets it up (the tests of the connection pools
+# run over it too): turned on with the system's snake-oil certificate
+# where a server was set up without it.
+if [ "$(psql -h 127.0.0.1 -U postgres -Atc 'show ssl')" != on ]; then
+  if [ ! -f /etc/ssl/private/ssl-cert-snakeoil.key ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q ssl-cert >/dev/null
+  fi
+  log "turning on TLS in PostgreSQL (the snake-oil certificate)"
+  psql -h 127.0.0.1 -U postgres -q \
+    -c "alter system set ssl_cert_file = '/etc/ssl/certs/ssl-cert-snakeoil.pem'" \
+    -c "alter system set ssl_key_file = '/etc/ssl/private/ssl-cert-snakeoil.key'" \
+    -c "alter system set ssl = on" -c "select pg_reload_conf()" >/dev/null
+  sleep 0.5
+  [ "$(psql -h 127.0.0.1 -U postgres -Atc 'show ssl')" = on ] || log "warning: PostgreSQL did not turn TLS on"
+fi
 fi
 
 # MariaDB
