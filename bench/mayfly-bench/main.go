@@ -45,6 +45,7 @@ import (
 
 var (
 	pgDSN         = flag.String("pg", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "admin DSN of the PostgreSQL to measure against")
+	storePG       = flag.String("store-pg", "", "with -store postgres: admin DSN of the PostgreSQL server that holds the store's database (default: the -pg server, beside the target)")
 	latencyN      = flag.Int("latency-n", 300, "issues for the latency measurement")
 	latencyB      = flag.Int("latency-block", 1, "operations of one kind in a row in the latency measurement (1: strictly interleaved, each call after the others; more: warm back-to-back runs, still rotated between kinds)")
 	idleN         = flag.Int("idle-n", 20, "issues in the after-idle latency measurement, each after -idle-gap with nothing running, as between a person's calls (and as many bare statements, each after the same gap)")
@@ -62,7 +63,7 @@ var (
 	reconcileN    = flag.Int("reconcile-n", 10000, "managed accounts on the target for the reconcile measurement")
 	mysqlDSN      = flag.String("mysql", "root@tcp(127.0.0.1:3306)/", "admin DSN of the MariaDB for the suspension measurement")
 	redisAddr     = flag.String("redis", "127.0.0.1:6379", "Redis address for the suspension measurement")
-	storeKind     = flag.String("store", "sqlite", "the broker's store: sqlite, or postgres (database "+storeDB+" on the -pg server, made afresh; the isolation and startup parts are skipped)")
+	storeKind     = flag.String("store", "sqlite", "the broker's store: sqlite, or postgres (database "+storeDB+" on the -store-pg server, by default the -pg one, made afresh; the isolation and startup parts are skipped)")
 	replicas      = flag.Int("replicas", 1, "with -store postgres: server processes sharing the store; API calls go to each in turn")
 	toFirst       = flag.Bool("to-first", false, "with -replicas > 1: send every API call to the first replica instead of each in turn (the others still share the store)")
 	failoverN     = flag.Int("failover-n", 1000, "with -replicas > 1: leases expiring together while one replica is killed, in the failover measurement")
@@ -106,20 +107,39 @@ func storeLine(dbPath string, conns int) string {
 	if *storeKind != "postgres" {
 		return fmt.Sprintf("store: {sqlite: %s}", dbPath)
 	}
-	u, err := url.Parse(*pgDSN)
+	return fmt.Sprintf("store: {postgres: {dsn: %q, max_conns: %d}}", storeDSN(), conns)
+}
+
+// storeServerDSN is the admin DSN of the server holding the PostgreSQL
+// store: -store-pg, or else the target's.
+func storeServerDSN() string {
+	if *storePG != "" {
+		return *storePG
+	}
+	return *pgDSN
+}
+
+// storeDSN is the DSN of the PostgreSQL store's database.
+func storeDSN() string {
+	u, err := url.Parse(storeServerDSN())
 	if err != nil {
 		panic(err)
 	}
 	u.Path = "/" + storeDB
-	return fmt.Sprintf("store: {postgres: {dsn: %q, max_conns: %d}}", u.String(), conns)
+	return u.String()
 }
 
 // freshStoreDB drops and creates the PostgreSQL store's database.
-func freshStoreDB(ctx context.Context, pool *pgxpool.Pool) error {
-	if _, err := pool.Exec(ctx, "DROP DATABASE IF EXISTS "+storeDB+" WITH (FORCE)"); err != nil {
+func freshStoreDB(ctx context.Context) error {
+	c, err := pgx.Connect(ctx, storeServerDSN())
+	if err != nil {
 		return err
 	}
-	_, err := pool.Exec(ctx, "CREATE DATABASE "+storeDB)
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+storeDB+" WITH (FORCE)"); err != nil {
+		return err
+	}
+	_, err = c.Exec(ctx, "CREATE DATABASE "+storeDB)
 	return err
 }
 
@@ -385,10 +405,14 @@ func runAll(ctx context.Context) error {
 
 	storeDesc := "SQLite store"
 	if *storeKind == "postgres" {
-		if err := freshStoreDB(ctx, pool); err != nil {
+		if err := freshStoreDB(ctx); err != nil {
 			return fmt.Errorf("make the store's database: %w", err)
 		}
-		storeDesc = fmt.Sprintf("PostgreSQL store (database %s on the same server), %d replica(s)", storeDB, max(*replicas, 1))
+		where := "on the same server as the target"
+		if *storePG != "" {
+			where = "on the -store-pg server"
+		}
+		storeDesc = fmt.Sprintf("PostgreSQL store (database %s %s), %d replica(s)", storeDB, where, max(*replicas, 1))
 		if *toFirst && *replicas > 1 {
 			storeDesc += ", every API call to the first"
 		}
@@ -1089,9 +1113,7 @@ func benchFailover(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	// The leases it had claimed and not finished: they wait for their
 	// claims to lapse.
 	var claimed int
-	u, _ := url.Parse(*pgDSN)
-	u.Path = "/" + storeDB
-	c, err := pgx.Connect(ctx, u.String())
+	c, err := pgx.Connect(ctx, storeDSN())
 	if err != nil {
 		return err
 	}
