@@ -9,7 +9,8 @@
 // audit_head table, which the same statement locks (see chainSQL), so the
 // appends of every replica chain to the true previous event, in one total
 // order. A transaction begins in the round trip of its first statement
-// and its audit events share the commit's. A transaction that fails on a
+// and its audit events share the commit's; a View's COMMIT is sent after
+// its caller has what it read. A transaction that fails on a
 // serialization failure or a deadlock is run again, a bounded number of
 // times.
 package postgres
@@ -263,8 +264,11 @@ func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) 
 	}
 	// The transaction begins with its first statement, in its round trip.
 	t := &tx{ctx: ctx, q: c, write: write, begin: begin, db: db}
-	done := false
+	done, handedOff := false, false
 	defer func() {
+		if handedOff {
+			return // endRead releases it
+		}
 		if !done && t.begun {
 			// Rolled back even when ctx ended, or fn panicked. A
 			// connection that cannot roll back is closed, not reused.
@@ -280,11 +284,34 @@ func (db *DB) run(ctx context.Context, write bool, fn func(tx mayfly.Tx) error) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if !write && t.begun {
+		// What a read-only transaction read stands whatever its COMMIT
+		// answers: the caller goes on at once and the COMMIT is sent
+		// after, so a read costs one round trip, not two.
+		handedOff = true
+		go endRead(ctx, c)
+		return nil
+	}
 	if err := t.commit(); err != nil {
 		return err
 	}
 	done = true
 	return nil
+}
+
+// endReadTimeout bounds the COMMIT of a read-only transaction, sent after
+// its caller went on (see run).
+const endReadTimeout = 30 * time.Second
+
+// endRead ends the read-only transaction open on c and gives c back to
+// the pool; a connection that cannot end it is closed, not reused.
+func endRead(ctx context.Context, c *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endReadTimeout)
+	defer cancel()
+	if _, err := c.Exec(ctx, "COMMIT"); err != nil {
+		c.Conn().Close(ctx)
+	}
+	c.Release()
 }
 
 // Ping checks that the database answers.
