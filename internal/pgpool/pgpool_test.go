@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/mayflyhq/mayfly/internal/freezeproxy"
 	"github.com/mayflyhq/mayfly/internal/pgpool"
 	"github.com/mayflyhq/mayfly/internal/testenv"
 )
@@ -190,15 +189,7 @@ func testConnectionEndedByTheServer(t *testing.T, name, dsn string) {
 
 func TestConnectionClosedWithoutAWord(t *testing.T) {
 	ctx := context.Background()
-	u, err := url.Parse(testenv.PostgresDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	px, err := freezeproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px, u := testenv.ProxyTo(t, testenv.PostgresDSN())
 	u.Host = px.Addr()
 	p := newPool(t, u.String(), true)
 	c := idleConn(t, p)

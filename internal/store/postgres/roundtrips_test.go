@@ -115,22 +115,30 @@ func TestIssueRoundTrips(t *testing.T) {
 		if _, err := tx.GetRequest("r1"); err != nil {
 			return err
 		}
-		es, err := tx.ListAudit(mayfly.AuditFilter{})
-		if err != nil {
-			return err
-		}
-		prev := ""
-		for i, e := range es {
-			if e.Seq != int64(i+1) || e.PrevHash != prev || e.Hash != e.ComputeHash() {
-				t.Errorf("audit event %d breaks the chain: %+v", i, e)
-			}
-			prev = e.Hash
-		}
-		if len(es) != 14 {
-			t.Errorf("%d audit events; want 14", len(es))
-		}
-		return nil
+		return checkChain(t, tx, 14)
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// checkChain reads the whole audit trail in tx and reports, as errors of
+// t, an event that does not chain to the one before it (from sequence
+// number 1) and a count other than want.
+func checkChain(t *testing.T, tx mayfly.Tx, want int) error {
+	t.Helper()
+	es, err := tx.ListAudit(mayfly.AuditFilter{})
+	if err != nil {
+		return err
+	}
+	prev := ""
+	for i, e := range es {
+		if e.Seq != int64(i+1) || e.PrevHash != prev || e.Hash != e.ComputeHash() {
+			t.Errorf("audit event %d breaks the chain: %+v", i, e)
+		}
+		prev = e.Hash
+	}
+	if len(es) != want {
+		t.Errorf("%d audit events; want %d", len(es), want)
+	}
+	return nil
 }

@@ -2,13 +2,12 @@ package postgres
 
 import (
 	"context"
-	"net/url"
 	"testing"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
-	"github.com/mayflyhq/mayfly/internal/freezeproxy"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // TestViewReturnsBeforeItsCommit checks that a read costs one round trip:
@@ -20,15 +19,7 @@ import (
 // closed, not given to the next caller, and the store goes on.
 func TestViewReturnsBeforeItsCommit(t *testing.T) {
 	ctx := context.Background()
-	u, err := url.Parse(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	px, err := freezeproxy.New(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px, u := testenv.ProxyTo(t, pgtest.NewDatabase(t))
 	u.Host = px.Addr()
 	db := open(t, u.String())
 	if err := db.Update(ctx, func(tx mayfly.Tx) error { return tx.PutSetting("k", "v") }); err != nil {
