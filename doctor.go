@@ -61,3 +61,15 @@ func (fs *Findings) Add(check, status, detail, fix string) {
 type Diagnoser interface {
 	Diagnose(ctx context.Context, t Target) []Finding
 }
+
+// Diagnose returns c's findings for target t: its own when c is a
+// Diagnoser, otherwise whether its Check passes.
+func Diagnose(ctx context.Context, c Connector, t Target) []Finding {
+	if d, ok := c.(Diagnoser); ok {
+		return d.Diagnose(ctx, t)
+	}
+	if err := c.Check(ctx); err != nil {
+		return []Finding{{Target: t.Name, Check: "health", Status: FindingFail, Detail: ErrorMessageOrText(err)}}
+	}
+	return []Finding{{Target: t.Name, Check: "health", Status: FindingOK, Detail: "the target's check passes"}}
+}

@@ -113,6 +113,15 @@ func openCA(cfg *config.Config, getenv func(string) string, shared mayfly.Store)
 	return ca, nil
 }
 
+// sshTarget is the SSH target t with its krl_file, when relative, made
+// relative to the configuration file's directory.
+func sshTarget(cfg *config.Config, t mayfly.Target) mayfly.Target {
+	if t.KRLFile != "" && !filepath.IsAbs(t.KRLFile) {
+		t.KRLFile = filepath.Join(filepath.Dir(cfg.Path), t.KRLFile)
+	}
+	return t
+}
+
 // buildConnectors creates one connector per configured target. This is
 // the registry of connector kinds.
 // Targets whose kind creds supports get their connector from it, with the
@@ -146,9 +155,7 @@ func buildConnectors(ctx context.Context, cfg *config.Config, getenv func(string
 					return fail(err)
 				}
 			}
-			if t.KRLFile != "" && !filepath.IsAbs(t.KRLFile) {
-				t.KRLFile = filepath.Join(base, t.KRLFile)
-			}
+			t = sshTarget(cfg, t)
 			var sc *ssh.Connector
 			if shared != nil {
 				sc, err = ssh.NewShared(t, out.ca, cfg.StateDir, shared, getenv)

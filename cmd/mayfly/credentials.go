@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -32,7 +33,15 @@ func openCredentials(ctx context.Context, cfg *config.Config, st mayfly.Store, g
 		if err != nil {
 			return nil, err
 		}
-		if keys, err = seal.Open(ctx, st, master); err != nil {
+		open := seal.Open
+		if readOnly {
+			// A diagnosis run makes no keys: with a wrong master key
+			// that would lock the server out. No keys, nothing sealed.
+			open = seal.OpenExisting
+		}
+		if keys, err = open(ctx, st, master); errors.Is(err, seal.ErrNoKeys) {
+			keys = nil
+		} else if err != nil {
 			if mayfly.ErrorCode(err) == mayfly.EINVALID {
 				return nil, mayfly.Errorf(mayfly.EINVALID, "%s: %s: %s", cfg.Path, cfg.Seal.Source(), mayfly.ErrorMessage(err))
 			}

@@ -238,6 +238,25 @@ seal: {key_file: %q}
 	if !pgCanLogin(ctx, dsn1) {
 		t.Fatal("the rotated credential does not log in")
 	}
+	// doctor checks the target with its sealed credential, as fully as
+	// one configured in the file, and shows none of it.
+	out, _ = w.try("", "doctor", "--config", w.cfg, "-o", "json")
+	var rep doctorReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("doctor -o json: %v\n%s", err, out)
+	}
+	checks := map[string]string{}
+	for _, f := range rep.Findings {
+		if f.Target == "sealed-pg" {
+			checks[f.Check] = f.Status
+		}
+	}
+	if checks["connect"] != mayfly.FindingOK || checks["create roles"] == "" {
+		t.Errorf("doctor's findings of the sealed target: %v; want connect ok and the privilege checks", checks)
+	}
+	if strings.Contains(out, pw1) {
+		t.Error("doctor's report shows the sealed admin password")
+	}
 	grepStoreFiles(t, db, "after stop", pw0, pw1)
 	for _, s := range []string{pw0, pw1} {
 		if strings.Contains(w.stderr.String(), s) || strings.Contains(auditOut, s) {

@@ -12,8 +12,11 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/config"
+	"github.com/mayflyhq/mayfly/internal/connector/ssh"
 	"github.com/mayflyhq/mayfly/internal/credential"
 	"github.com/mayflyhq/mayfly/internal/policy"
+	"github.com/mayflyhq/mayfly/internal/store/postgres"
+	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
 // defaultConfigPath is where the packages install the configuration.
@@ -28,7 +31,9 @@ type doctorReport struct {
 
 // cmdDoctor checks a configuration against its real targets and says, per
 // target, what is missing and how to fix it. It changes nothing on them
-// (an SSH host gets one login whose only command is `true`).
+// (an SSH host gets one login whose only command is `true`), nor here: it
+// makes no store, seal key, SSH CA or state file the server would make at
+// its first start, and migrates no store (see doctorOpenStore).
 func cmdDoctor(e *env, args []string) error {
 	f := newFlags(e, "doctor", true)
 	path := f.String("config", "", "configuration file (default "+defaultConfigPath+")")
@@ -58,44 +63,63 @@ func cmdDoctor(e *env, args []string) error {
 	ctx := e.ctx
 
 	// Sealed admin credentials live in the store, under the seal key; so do
-	// the SSH CA and certificate records on a PostgreSQL store.
+	// the SSH CA and certificate records on a PostgreSQL store. Doctor opens
+	// it as it is: it creates no store and migrates none.
 	var creds *credential.Manager
 	var shared mayfly.Store
+	absent := false // no store yet: nothing is kept in it
 	hasSSH := slices.ContainsFunc(cfg.Targets, func(t mayfly.Target) bool { return t.Kind == mayfly.KindSSH })
 	if cfg.Seal.Enabled() || (cfg.Store.Postgres != nil && hasSSH) {
-		st, err := openStore(ctx, cfg.Store, e.getenv)
-		if err != nil {
+		st, err := doctorOpenStore(ctx, cfg.Store, e.getenv)
+		switch {
+		case mayfly.ErrorCode(err) == mayfly.ENOTFOUND:
+			absent = true
+			rep.Findings = append(rep.Findings, mayfly.Finding{Check: "store", Status: mayfly.FindingOK,
+				Detail: mayfly.ErrorMessageOrText(err) + "; nothing is kept in it before then (sealed credentials, the SSH CA)"})
+		case err != nil:
 			what := "the sealed credentials"
 			if !cfg.Seal.Enabled() {
 				what = "the SSH CA"
 			}
 			rep.Findings = append(rep.Findings, mayfly.Finding{Check: "store", Status: mayfly.FindingFail,
 				Detail: "cannot open the store for " + what + ": " + mayfly.ErrorMessageOrText(err)})
-		} else {
+		default:
 			defer st.Close()
 			if cfg.Store.Postgres != nil {
 				shared = st
 			}
-		}
-		if err == nil && cfg.Seal.Enabled() {
-			if creds, err = openCredentials(ctx, cfg, st, e.getenv, discardLogger(), "doctor", nil, true); err != nil {
-				rep.Findings = append(rep.Findings, mayfly.Finding{Check: "sealed credentials", Status: mayfly.FindingFail,
-					Detail: mayfly.ErrorMessageOrText(err), Fix: "check seal.key_file / seal.key_env"})
-				creds = nil
+			if cfg.Seal.Enabled() {
+				if creds, err = openCredentials(ctx, cfg, st, e.getenv, discardLogger(), "doctor", nil, true); err != nil {
+					rep.Findings = append(rep.Findings, mayfly.Finding{Check: "sealed credentials", Status: mayfly.FindingFail,
+						Detail: mayfly.ErrorMessageOrText(err), Fix: "check seal.key_file / seal.key_env"})
+					creds = nil
+				}
 			}
 		}
 	}
 	kinds := credentialKinds()
+	sshCA := doctorSSHCA(cfg, e.getenv, shared)
+	defer sshCA.close()
 	for _, t := range cfg.Targets {
 		var c mayfly.Connector
 		var err error
 		closeConn := func() {}
-		if t.Kind == mayfly.KindSSH && cfg.Store.Postgres != nil && shared == nil {
+		if t.Kind == mayfly.KindSSH && cfg.Store.Postgres != nil && shared == nil && !absent {
 			rep.Findings = append(rep.Findings, mayfly.Finding{Target: t.Name, Check: "set up", Status: mayfly.FindingFail,
 				Detail: "the SSH CA is kept in the store, which could not be opened (see the store finding)"})
 			continue
 		}
-		if k, ok := kinds[t.Kind]; ok && creds == nil {
+		if t.Kind == mayfly.KindSSH {
+			// Built to change nothing: no CA made, no state written, no
+			// host key recorded on first contact.
+			var ca *ssh.CA
+			if ca, err = sshCA.get(); err == nil {
+				var sc *ssh.Connector
+				if sc, err = ssh.Inspect(sshTarget(cfg, t), ca, cfg.StateDir, shared, e.getenv); err == nil {
+					c, closeConn = sc, func() { sc.Close() }
+				}
+			}
+		} else if k, ok := kinds[t.Kind]; ok && creds == nil {
 			// Nothing sealed: the admin credential is in the configuration.
 			if c, err = k.New(t, e.getenv); err == nil {
 				closeConn = func() { c.Close() }
@@ -113,17 +137,74 @@ func cmdDoctor(e *env, args []string) error {
 			continue
 		}
 		tctx, cancel := context.WithTimeout(ctx, *timeout)
-		if d, ok := c.(mayfly.Diagnoser); ok {
-			rep.Findings = append(rep.Findings, d.Diagnose(tctx, t)...)
-		} else if err := c.Check(tctx); err != nil {
-			rep.Findings = append(rep.Findings, mayfly.Finding{Target: t.Name, Check: "health", Status: mayfly.FindingFail, Detail: mayfly.ErrorMessageOrText(err)})
-		} else {
-			rep.Findings = append(rep.Findings, mayfly.Finding{Target: t.Name, Check: "health", Status: mayfly.FindingOK, Detail: "the target's check passes"})
-		}
+		rep.Findings = append(rep.Findings, mayfly.Diagnose(tctx, c, t)...)
 		cancel()
 		closeConn()
 	}
 	return printDoctor(e, f.json(), rep)
+}
+
+// doctorCA opens the SSH CA for doctor once, as it is: none yet is no
+// error (the server makes it at its first start), which the SSH targets'
+// findings report.
+type doctorCA struct {
+	open func() (*ssh.CA, error)
+	ca   *ssh.CA
+	err  error
+	done bool
+}
+
+func doctorSSHCA(cfg *config.Config, getenv func(string) string, shared mayfly.Store) *doctorCA {
+	return &doctorCA{open: func() (*ssh.CA, error) {
+		pass := getenv(cfg.SSHCA.PassphraseEnv)
+		if pass == "" {
+			return nil, mayfly.Errorf(mayfly.EINVALID, "%s: SSH targets need the CA passphrase in $%s (ssh_ca.passphrase_env)", cfg.Path, cfg.SSHCA.PassphraseEnv)
+		}
+		var ca *ssh.CA
+		var err error
+		if shared != nil {
+			ca, err = ssh.OpenExistingSharedCA(shared, cfg.SSHCA.Dir, []byte(pass))
+		} else {
+			ca, err = ssh.OpenExistingCA(cfg.SSHCA.Dir, []byte(pass))
+		}
+		if mayfly.ErrorCode(err) == mayfly.ENOTFOUND {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, mayfly.Errorf(mayfly.EINVALID, "open the SSH CA: %s", mayfly.ErrorMessageOrText(err))
+		}
+		return ca, nil
+	}}
+}
+
+// get returns the CA, nil when there is none yet.
+func (d *doctorCA) get() (*ssh.CA, error) {
+	if !d.done {
+		d.ca, d.err = d.open()
+		d.done = true
+	}
+	return d.ca, d.err
+}
+
+func (d *doctorCA) close() {
+	if d.ca != nil {
+		d.ca.Close()
+	}
+}
+
+// doctorOpenStore opens the store the configuration names without
+// changing it: an ENOTFOUND error when there is none yet (no SQLite file,
+// no schema in the PostgreSQL database), an error when its schema is not
+// this build's (which a server would migrate).
+func doctorOpenStore(ctx context.Context, sc config.Store, getenv func(string) string) (store, error) {
+	if sc.Postgres != nil {
+		dsn, err := sc.Postgres.ResolveDSN(getenv)
+		if err != nil {
+			return nil, err
+		}
+		return postgres.OpenExisting(ctx, dsn, 2)
+	}
+	return sqlite.OpenExisting(ctx, sc.SQLite)
 }
 
 // doctorPolicies finds policies nobody can use: no configured user may

@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,6 +18,8 @@ import (
 
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/sshdtest"
+	"github.com/mayflyhq/mayfly/internal/store/postgres"
+	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
 	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
@@ -214,5 +218,121 @@ func TestDoctorSSH(t *testing.T) {
 	g.host.Trust(t, []string{sshdtest.Authorized(other)})
 	if f := find(doctor(), "trusts the CA"); f.Status != mayfly.FindingFail || !strings.Contains(f.Fix, "TrustedUserCAKeys") {
 		t.Errorf("trusts the CA with an untrusting host: %+v; want a failure naming TrustedUserCAKeys", f)
+	}
+}
+
+// TestDoctorChangesNothing: `mayfly doctor` run before the server's first
+// start (as the packages suggest, often as root) checks the targets and
+// creates nothing: no store, no state directory, no SSH CA, no recorded
+// host key, no revocation list, and on a PostgreSQL store no setting (no
+// seal keys made with whatever key doctor was given, no CA). What it
+// cannot check yet it says: the SSH host's trust in a CA that does not
+// exist yet is a warning.
+func TestDoctorChangesNothing(t *testing.T) {
+	requirePG(t)
+	sshdtest.Need(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	keyFile := filepath.Join(dir, "master.key")
+	var out strings.Builder
+	if err := run(context.Background(), []string{"seal", "new-key", "--out", keyFile}, os.Getenv, strings.NewReader(""), &out, &out); err != nil {
+		t.Fatalf("seal new-key: %v\n%s", err, out.String())
+	}
+	host := sshdtest.Start(t, nil, filepath.Join(dir, "host.krl"))
+	env := map[string]string{"MAYFLY_SSH_CA_PASSPHRASE": "correct horse battery staple"}
+	write := func(name, store string) string {
+		p := filepath.Join(dir, name)
+		cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+state_dir: %s
+store: %s
+seal: {key_file: %q}
+users:
+  - {name: alice, groups: [eng], token_sha256: "%064d"}
+targets:
+  - {name: pg, kind: postgres, dsn: %q, grants: {read: {roles: [pg_read_all_data]}}}
+  - {name: web, kind: ssh, address: %q, krl_file: %s, grants: {shell: {principals: [%s]}}}
+policies:
+  - {name: eng, groups: [eng], targets: [pg, web], grants: ["*"], max_duration: 1h}
+`, state, store, keyFile, 1, testenv.PostgresDSN(), host.Addr, filepath.Join(state, "revoked.krl"), sshdtest.Login)
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	w := &world{t: t}
+	doctor := func(cfg string) map[string]mayfly.Finding {
+		t.Helper()
+		out, err := w.tryEnv("", env, "doctor", "--config", cfg, "-o", "json")
+		var rep doctorReport
+		if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil {
+			t.Fatalf("doctor -o json: %v (%v)\n%s", jerr, err, out)
+		}
+		if exitCode(err) != 1 || rep.OK {
+			t.Errorf("doctor: exit %d, ok=%v; want 1 and not ok (the CA's trust is not checked yet)", exitCode(err), rep.OK)
+		}
+		got := map[string]mayfly.Finding{}
+		for _, f := range rep.Findings {
+			got[f.Target+"/"+f.Check] = f
+		}
+		for key, want := range map[string]string{"web/connect": mayfly.FindingOK, "web/trusts the CA": mayfly.FindingWarn, "pg/connect": mayfly.FindingOK, "pg/create roles": mayfly.FindingOK} {
+			if got[key].Status != want {
+				t.Errorf("%s: %+v; want %s", key, got[key], want)
+			}
+		}
+		if f := got["web/trusts the CA"]; !strings.Contains(f.Detail, "no SSH CA yet") {
+			t.Errorf("web/trusts the CA: %+v; want it to say there is no CA yet", f)
+		}
+		return got
+	}
+
+	// A SQLite store that does not exist yet.
+	got := doctor(write("sqlite.yaml", fmt.Sprintf("{sqlite: %s}", filepath.Join(state, "mayfly.db"))))
+	if f := got["/store"]; f.Status != mayfly.FindingOK || !strings.Contains(f.Detail, "no store yet") {
+		t.Errorf("store: %+v; want ok, saying there is no store yet", f)
+	}
+	if ents, err := os.ReadDir(state); err == nil || !os.IsNotExist(err) {
+		t.Errorf("doctor made the state directory %s (%d entries: %v); it must change nothing", state, len(ents), ents)
+	}
+
+	// A PostgreSQL database without the schema: doctor does not make it.
+	dsn := pgtest.NewDatabase(t)
+	pgCfg := write("pg.yaml", fmt.Sprintf("{postgres: {dsn: %q}}", dsn))
+	got = doctor(pgCfg)
+	if f := got["/store"]; f.Status != mayfly.FindingOK || !strings.Contains(f.Detail, "no Mayfly schema yet") {
+		t.Errorf("store: %+v; want ok, saying the database has no schema yet", f)
+	}
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(context.Background())
+	if tables != 0 {
+		t.Errorf("doctor created %d tables in the store's database; it must change nothing", tables)
+	}
+
+	// With the schema a server made: no setting written (seal keys made
+	// with the key doctor was given, the CA, the host key).
+	st, err := postgres.Open(context.Background(), dsn, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	doctor(pgCfg)
+	if err := st.View(context.Background(), func(tx mayfly.Tx) error {
+		s, err := tx.ListSettings("")
+		if err == nil && len(s) > 0 {
+			keys := slices.Sorted(maps.Keys(s))
+			t.Errorf("doctor wrote %d settings to the store (%v); it must change nothing", len(keys), keys)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Errorf("doctor made the state directory %s (stat: %v)", state, err)
 	}
 }

@@ -25,6 +25,7 @@ type box struct {
 
 var (
 	_ mayfly.Connector           = (*Conn)(nil)
+	_ mayfly.Diagnoser           = (*Conn)(nil)
 	_ mayfly.PreparedProvisioner = FullConn{}
 	_ mayfly.BatchRevoker        = FullConn{}
 	_ mayfly.Extender            = FullConn{}
@@ -88,6 +89,13 @@ func (w *Conn) Check(ctx context.Context) error {
 	c, done := w.acquire()
 	defer done()
 	return c.Check(ctx)
+}
+
+// Diagnose reports the findings of the connector in force (mayfly doctor).
+func (w *Conn) Diagnose(ctx context.Context, t mayfly.Target) []mayfly.Finding {
+	c, done := w.acquire()
+	defer done()
+	return mayfly.Diagnose(ctx, c, t)
 }
 
 // Close closes the connector in force.

@@ -190,12 +190,32 @@ type Keyring struct {
 // value and a first DEK. A master key that does not match fails with an
 // EINVALID error wrapping ErrWrongKey.
 func Open(ctx context.Context, st mayfly.Store, master []byte) (*Keyring, error) {
+	return open(ctx, st, master, true)
+}
+
+// ErrNoKeys is what OpenExisting returns for a store whose keys were
+// never made (no server has started on it with a seal key).
+var ErrNoKeys = mayfly.Errorf(mayfly.ENOTFOUND, "seal: the store holds no data key yet (the server makes the first at its first start with seal configured)")
+
+// OpenExisting is Open for a caller that must change nothing, such as a
+// diagnosis run: it only reads, and on a store that has no key-check value
+// yet it fails with ErrNoKeys instead of creating one, so that a wrong
+// master key cannot become the store's.
+func OpenExisting(ctx context.Context, st mayfly.Store, master []byte) (*Keyring, error) {
+	return open(ctx, st, master, false)
+}
+
+func open(ctx context.Context, st mayfly.Store, master []byte, create bool) (*Keyring, error) {
 	if len(master) != KeySize {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "seal: the master key must be %d bytes", KeySize)
 	}
 	mk := newAEAD(master)
 	kr := &Keyring{deks: map[string]cipher.AEAD{}}
-	err := st.Update(ctx, func(tx mayfly.Tx) error {
+	run := st.Update
+	if !create {
+		run = st.View
+	}
+	err := run(ctx, func(tx mayfly.Tx) error {
 		kr.active, kr.deks = "", map[string]cipher.AEAD{}
 		check, err := getSetting(tx, checkKey)
 		if err != nil {
@@ -208,6 +228,9 @@ func Open(ctx context.Context, st mayfly.Store, master []byte) (*Keyring, error)
 			}
 			if len(wrapped) > 0 {
 				return mayfly.Errorf(mayfly.EINTERNAL, "seal: the store holds data keys but no key-check value; it was altered")
+			}
+			if !create {
+				return ErrNoKeys
 			}
 			if err := tx.PutSetting(checkKey, box(mk, make([]byte, KeySize), checkAD)); err != nil {
 				return err

@@ -103,6 +103,35 @@ func TestWrongMasterKeyFails(t *testing.T) {
 	})
 }
 
+// TestOpenExistingChangesNothing: a diagnosis run's OpenExisting on a store
+// without keys fails with ErrNoKeys and writes nothing, so that a wrong
+// master key it was given cannot become the store's; once a server made
+// the keys, it opens them with the right key and refuses a wrong one.
+func TestOpenExistingChangesNothing(t *testing.T) {
+	stores(t, func(t *testing.T, st mayfly.Store) {
+		ctx := context.Background()
+		if _, err := OpenExisting(ctx, st, key(2)); !errors.Is(err, ErrNoKeys) || mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+			t.Fatalf("OpenExisting on a store without keys = %v; want ENOTFOUND ErrNoKeys", err)
+		}
+		// Nothing was written: the right key still makes the store's keys.
+		kr, err := Open(ctx, st, key(1))
+		if err != nil {
+			t.Fatalf("Open with the right key after OpenExisting with a wrong one: %v", err)
+		}
+		s := kr.Seal("target-credential/pg", []byte("secret"))
+		kr2, err := OpenExisting(ctx, st, key(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := kr2.Open("target-credential/pg", s); err != nil || string(got) != "secret" {
+			t.Fatalf("OpenExisting's keyring: Open = %q, %v", got, err)
+		}
+		if _, err := OpenExisting(ctx, st, key(2)); !errors.Is(err, ErrWrongKey) {
+			t.Fatalf("OpenExisting with a wrong key = %v; want ErrWrongKey", err)
+		}
+	})
+}
+
 func TestRotateMaster(t *testing.T) {
 	stores(t, func(t *testing.T, st mayfly.Store) {
 		ctx := context.Background()

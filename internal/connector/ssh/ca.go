@@ -11,6 +11,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -102,7 +105,7 @@ func OpenCA(dir string, passphrase []byte) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	return openCA(files, passphrase)
+	return openCA(files, passphrase, true)
 }
 
 // OpenSharedCA opens the certificate authority kept in st, a store that
@@ -110,10 +113,52 @@ func OpenCA(dir string, passphrase []byte) (*CA, error) {
 // found in legacyDir (its state directory before the store kept it) is
 // copied into the store first; legacyDir may be empty.
 func OpenSharedCA(st mayfly.Store, legacyDir string, passphrase []byte) (*CA, error) {
-	return openCA(&storeCA{st: st, legacy: legacyDir}, passphrase)
+	return openCA(&storeCA{st: st, legacy: legacyDir}, passphrase, true)
 }
 
-func openCA(files caFiles, passphrase []byte) (*CA, error) {
+// OpenExistingCA is OpenCA for a caller that must change nothing, such as
+// a diagnosis run: it creates neither the directory nor a key, and fails
+// with an ENOTFOUND error when dir holds no CA yet.
+func OpenExistingCA(dir string, passphrase []byte) (*CA, error) {
+	if dir == "" {
+		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh ca: directory is required")
+	}
+	if _, err := os.Stat(filepath.Join(dir, caStateFile)); errors.Is(err, fs.ErrNotExist) {
+		return nil, noCA(dir)
+	}
+	// The lock file is made with the CA; read access is enough to lock it.
+	lf, err := os.Open(filepath.Join(dir, caLockFile))
+	if err != nil {
+		return nil, fmt.Errorf("ssh ca: %w", err)
+	}
+	return openCA(&caDirFiles{dir: dir, lockFile: lf}, passphrase, false)
+}
+
+// OpenExistingSharedCA is OpenSharedCA for a caller that must change
+// nothing: it only reads the store, and fails with an ENOTFOUND error when
+// neither the store nor legacyDir holds a CA yet. A CA only in legacyDir
+// (which a server copies into the store as it starts) is opened there.
+func OpenExistingSharedCA(st mayfly.Store, legacyDir string, passphrase []byte) (*CA, error) {
+	ca, err := openCA(&storeCA{st: st}, passphrase, false)
+	if mayfly.ErrorCode(err) == mayfly.ENOTFOUND && legacyDir != "" {
+		if ca, err = OpenExistingCA(legacyDir, passphrase); mayfly.ErrorCode(err) == mayfly.ENOTFOUND {
+			err = noCA("")
+		}
+	}
+	return ca, err
+}
+
+// noCA is the error of OpenExistingCA and OpenExistingSharedCA when there
+// is no CA yet: in dir, or in the store when dir is empty.
+func noCA(dir string) error {
+	where := "in the store"
+	if dir != "" {
+		where = "in " + dir
+	}
+	return mayfly.Errorf(mayfly.ENOTFOUND, "ssh ca: there is no CA %s yet (the server makes it at its first start)", where)
+}
+
+func openCA(files caFiles, passphrase []byte, create bool) (*CA, error) {
 	if len(passphrase) == 0 {
 		files.close()
 		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh ca: passphrase is required")
@@ -123,6 +168,13 @@ func openCA(files caFiles, passphrase []byte) (*CA, error) {
 	// it at once decrypt its key side by side; the exclusive lock is for
 	// making (or importing) one.
 	err := ca.locked(false, func() error { return nil })
+	if err == nil && ca.state == nil && !create {
+		dir := ""
+		if d, ok := files.(*caDirFiles); ok {
+			dir = d.dir
+		}
+		err = noCA(dir)
+	}
 	if err == nil && ca.state == nil {
 		err = ca.locked(true, func() error {
 			if ca.state != nil {

@@ -43,6 +43,10 @@ func (c *Connector) Diagnose(ctx context.Context, t mayfly.Target) []mayfly.Find
 	if principal == "" {
 		return out
 	}
+	if c.ca == nil {
+		return append(out, f("trusts the CA", mayfly.FindingWarn, "not checked: there is no SSH CA yet; the server makes it at its first start",
+			"once the server runs, put the keys `mayfly ssh ca` prints in sshd's TrustedUserCAKeys and run `mayfly doctor` again"))
+	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return append(out, f("trusts the CA", mayfly.FindingFail, err.Error(), ""))

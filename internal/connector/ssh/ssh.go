@@ -94,7 +94,7 @@ type Connector struct {
 // to t.KRLFile when set. getenv resolves t.AdminPasswordEnv (nil means the
 // process environment).
 func New(t mayfly.Target, ca *CA, stateDir string, getenv func(string) string) (*Connector, error) {
-	return build(t, ca, stateDir, nil, getenv)
+	return build(t, ca, stateDir, nil, getenv, false)
 }
 
 // NewShared is New for replicas that share the store st: the records of
@@ -106,14 +106,23 @@ func NewShared(t mayfly.Target, ca *CA, stateDir string, st mayfly.Store, getenv
 	if st == nil {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh target %q: a store is required", t.Name)
 	}
-	return build(t, ca, stateDir, st, getenv)
+	return build(t, ca, stateDir, st, getenv, false)
 }
 
-func build(t mayfly.Target, ca *CA, stateDir string, st mayfly.Store, getenv func(string) string) (*Connector, error) {
+// Inspect returns a connector of target t for Diagnose only, built without
+// changing anything, as `mayfly doctor` must: it opens no records of
+// certificates, writes no revocation list, and records no host key seen on
+// first contact (in stateDir, or in st, the store replicas share, when it
+// is not nil). ca may be nil when there is no CA yet; Diagnose says so.
+func Inspect(t mayfly.Target, ca *CA, stateDir string, st mayfly.Store, getenv func(string) string) (*Connector, error) {
+	return build(t, ca, stateDir, st, getenv, true)
+}
+
+func build(t mayfly.Target, ca *CA, stateDir string, st mayfly.Store, getenv func(string) string, inspect bool) (*Connector, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	if ca == nil {
+	if ca == nil && !inspect {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "ssh target %q: a certificate authority is required", t.Name)
 	}
 	if err := validateTarget(t); err != nil {
@@ -148,7 +157,10 @@ func build(t mayfly.Target, ca *CA, stateDir string, st mayfly.Store, getenv fun
 		if err != nil {
 			return nil, err
 		}
-		c.admin.known = st
+		c.admin.known, c.admin.inspect = st, inspect
+	}
+	if inspect {
+		return c, nil
 	}
 	name := "ssh-" + t.Name
 	if st == nil {
@@ -705,7 +717,9 @@ func (c *Connector) Close() error {
 		errs = append(errs, c.admin.close())
 	}
 	c.mu.Lock()
-	errs = append(errs, c.reg.close())
+	if c.reg != nil { // nil when built by Inspect
+		errs = append(errs, c.reg.close())
+	}
 	c.mu.Unlock()
 	return errors.Join(errs...)
 }

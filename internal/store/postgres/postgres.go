@@ -70,6 +70,19 @@ var (
 // connections (DefaultMaxConns when 0) and applies the migrations it
 // lacks. Replicas may open the same database at once.
 func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
+	return openDB(ctx, dsn, maxConns, true)
+}
+
+// OpenExisting is Open for a caller that must change nothing, such as a
+// diagnosis run: it applies no migration, and fails with an ENOTFOUND
+// error when the database has no schema yet, an EINVALID one when the
+// schema is not this build's (older: the next server to start migrates
+// it; newer: a newer build migrated it).
+func OpenExisting(ctx context.Context, dsn string, maxConns int) (*DB, error) {
+	return openDB(ctx, dsn, maxConns, false)
+}
+
+func openDB(ctx context.Context, dsn string, maxConns int, migrate bool) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx quotes the connection string in some errors: keep a password
@@ -88,11 +101,33 @@ func Open(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 		return nil, fmt.Errorf("postgres store: %s", scrubDSN(err.Error(), dsn))
 	}
 	db := &DB{pool: pool}
-	if err := db.migrate(ctx); err != nil {
+	check := db.migrate
+	if !migrate {
+		check = db.checkVersion
+	}
+	if err := check(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
 	return db, nil
+}
+
+// checkVersion fails unless the database's schema is this build's.
+func (db *DB) checkVersion(ctx context.Context) error {
+	var have int
+	err := db.pool.QueryRow(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&have)
+	var pe *pgconn.PgError
+	switch latest := SchemaVersion(); {
+	case errors.As(err, &pe) && pe.Code == "42P01": // undefined_table
+		return mayfly.Errorf(mayfly.ENOTFOUND, "postgres store: the database has no Mayfly schema yet (the server creates it at its first start)")
+	case err != nil:
+		return unreachable(ctx, fmt.Errorf("postgres store: read schema_migrations: %w", err))
+	case have > latest:
+		return mayfly.Errorf(mayfly.EINVALID, "postgres store: the database has schema version %d, newer than this build's %d: run a newer mayfly", have, latest)
+	case have < latest:
+		return mayfly.Errorf(mayfly.EINVALID, "postgres store: the database has schema version %d, older than this build's %d (the next server of this build to start migrates it)", have, latest)
+	}
+	return nil
 }
 
 func scrubDSN(msg, dsn string) string {

@@ -168,6 +168,46 @@ func TestNewerSchema(t *testing.T) {
 	}
 }
 
+// TestOpenExisting: opening a store for a diagnosis run changes nothing:
+// no schema is made in an empty database (ENOTFOUND) nor migrated in one
+// of another version (EINVALID, saying which way); this build's opens.
+func TestOpenExisting(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	if _, err := OpenExisting(ctx, dsn, 1); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+		t.Fatalf("OpenExisting of an empty database = %v; want ENOTFOUND", err)
+	}
+	if _, err := OpenExisting(ctx, dsn, 1); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+		t.Fatalf("OpenExisting made the schema: the second call = %v; want ENOTFOUND", err)
+	}
+	db := open(t, dsn)
+	got, err := OpenExisting(ctx, dsn, 1)
+	if err != nil {
+		t.Fatalf("OpenExisting of this build's schema: %v", err)
+	}
+	if err := got.View(ctx, func(tx mayfly.Tx) error { _, err := tx.ListSettings(""); return err }); err != nil {
+		t.Errorf("a read through OpenExisting's store: %v", err)
+	}
+	got.Close()
+	latest := SchemaVersion()
+	if _, err := db.pool.Exec(ctx, "DELETE FROM schema_migrations WHERE version = $1", latest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenExisting(ctx, dsn, 1); mayfly.ErrorCode(err) != mayfly.EINVALID || !strings.Contains(mayfly.ErrorMessage(err), "older") {
+		t.Errorf("OpenExisting of an older schema = %v; want EINVALID saying it is older", err)
+	}
+	var n int
+	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM schema_migrations WHERE version = $1", latest).Scan(&n); err != nil || n != 0 {
+		t.Errorf("OpenExisting migrated the older schema (%d rows of version %d, %v)", n, latest, err)
+	}
+	if _, err := db.pool.Exec(ctx, "INSERT INTO schema_migrations (version, name) VALUES ($1, 'future')", latest+1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenExisting(ctx, dsn, 1); mayfly.ErrorCode(err) != mayfly.EINVALID || !strings.Contains(mayfly.ErrorMessage(err), "newer") {
+		t.Errorf("OpenExisting of a newer schema = %v; want EINVALID saying it is newer", err)
+	}
+}
+
 // TestClosed: a closed store refuses work.
 func TestClosed(t *testing.T) {
 	db := open(t, pgtest.NewDatabase(t))

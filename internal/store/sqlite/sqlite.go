@@ -165,6 +165,23 @@ func (c *conn) rollback() {
 // its schema up to date. It reads no rows beyond the schema version, so it
 // is fast whatever the size of the database.
 func Open(ctx context.Context, path string) (*DB, error) {
+	return openDB(ctx, path, true)
+}
+
+// OpenExisting is Open for a caller that must change nothing, such as a
+// diagnosis run: it fails with an ENOTFOUND error when there is no file at
+// path (Open would create it, owned by the caller), and with an EINVALID
+// one when its schema is not this build's, which Open would migrate.
+func OpenExisting(ctx context.Context, path string) (*DB, error) {
+	if path != "" {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, mayfly.Errorf(mayfly.ENOTFOUND, "no store yet at %s (the server creates it at its first start)", path)
+		}
+	}
+	return openDB(ctx, path, false)
+}
+
+func openDB(ctx context.Context, path string, migrate bool) (*DB, error) {
 	if path == "" {
 		return nil, mayfly.Errorf(mayfly.EINVALID, "sqlite: path of the database file is required")
 	}
@@ -206,9 +223,16 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.wdb.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if err := db.migrate(ctx); err != nil {
+	check := db.migrate
+	if !migrate {
+		check = db.checkVersion
+	}
+	if err := check(ctx); err != nil {
 		c.Close()
 		db.wdb.Close()
+		if !migrate {
+			return nil, err // names the file
+		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 
@@ -309,6 +333,26 @@ func (db *DB) migrate(ctx context.Context) error {
 		if err := db.applyMigration(ctx, m, ms[len(ms)-1].version); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkVersion fails unless the database's schema is this build's.
+func (db *DB) checkVersion(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	latest := ms[len(ms)-1].version
+	var have int
+	if err := db.w.c.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_version").Scan(&have); err != nil {
+		return mayfly.Errorf(mayfly.EINVALID, "sqlite: %s holds no Mayfly schema (%v)", db.path, err)
+	}
+	switch {
+	case have > latest:
+		return mayfly.Errorf(mayfly.EINVALID, "sqlite: %s has schema version %d, newer than this build's %d: run a newer mayfly", db.path, have, latest)
+	case have < latest:
+		return mayfly.Errorf(mayfly.EINVALID, "sqlite: %s has schema version %d, older than this build's %d (the server of this build migrates it at its start)", db.path, have, latest)
 	}
 	return nil
 }

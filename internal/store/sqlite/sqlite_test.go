@@ -2,14 +2,17 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/mayflyhq/mayfly/internal/audit"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mayflyhq/mayfly"
+	"github.com/mayflyhq/mayfly/internal/audit"
 	"github.com/mayflyhq/mayfly/internal/store/storetest"
 )
 
@@ -83,6 +86,45 @@ func TestNewerSchema(t *testing.T) {
 	if db, err := Open(ctx, path); err == nil {
 		db.Close()
 		t.Fatalf("Open of a database with a newer schema succeeded")
+	}
+}
+
+// TestOpenExisting: opening a store for a diagnosis run changes nothing: no
+// file is created where there is none (ENOTFOUND), no schema of another
+// version migrated (EINVALID, saying which way); this build's opens.
+func TestOpenExisting(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mayfly.db")
+	if _, err := OpenExisting(ctx, path); mayfly.ErrorCode(err) != mayfly.ENOTFOUND {
+		t.Fatalf("OpenExisting of no file = %v; want ENOTFOUND", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("OpenExisting created %s (stat: %v)", path, err)
+	}
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	got, err := OpenExisting(ctx, path)
+	if err != nil {
+		t.Fatalf("OpenExisting of this build's schema: %v", err)
+	}
+	if err := got.View(ctx, func(tx mayfly.Tx) error { _, err := tx.ListSettings(""); return err }); err != nil {
+		t.Errorf("a read through OpenExisting's store: %v", err)
+	}
+	got.Close()
+	if db, err = Open(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.ExecForTest(ctx, "DELETE FROM schema_version WHERE version = ?", schemaVersion()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for range 2 { // the first did not migrate it
+		if _, err := OpenExisting(ctx, path); mayfly.ErrorCode(err) != mayfly.EINVALID || !strings.Contains(mayfly.ErrorMessage(err), "older") {
+			t.Errorf("OpenExisting of an older schema = %v; want EINVALID saying it is older", err)
+		}
 	}
 }
 
