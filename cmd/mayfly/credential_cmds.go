@@ -121,7 +121,10 @@ func sealSub(e *env, sub string, args []string) error {
 	if err != nil {
 		return mayfly.Errorf(mayfly.EINVALID, "seal rotate-key: new key: %s", strings.TrimPrefix(mayfly.ErrorMessageOrText(err), "seal."))
 	}
-	st, err := openStore(e.ctx, cfg.Store, e.getenv)
+	st, err := openExistingStore(e.ctx, cfg.Store, e.getenv)
+	if mayfly.ErrorCode(err) == mayfly.ENOTFOUND {
+		return mayfly.Errorf(mayfly.EINVALID, "seal rotate-key: %s: nothing to rotate (start the server with the new key instead)", mayfly.ErrorMessage(err))
+	}
 	if err != nil {
 		return err
 	}

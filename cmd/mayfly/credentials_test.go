@@ -344,3 +344,36 @@ func TestCredentialCommandsNameAnUnknownTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestSealRotateKeyMakesNoStore: `seal rotate-key` before any server ran on
+// the store says there is nothing to rotate and leaves no store behind
+// (one made by the command, run as root, would be unreadable to the
+// service).
+func TestSealRotateKeyMakesNoStore(t *testing.T) {
+	dir := t.TempDir()
+	keys := []string{filepath.Join(dir, "old.key"), filepath.Join(dir, "new.key")}
+	for _, k := range keys {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"seal", "new-key", "--out", k}, os.Getenv, strings.NewReader(""), &out, &out); err != nil {
+			t.Fatalf("seal new-key: %v\n%s", err, out.String())
+		}
+	}
+	db := filepath.Join(dir, "state", "mayfly.db")
+	cfg := filepath.Join(dir, "mayfly.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
+store: {sqlite: %s}
+seal: {key_file: %q}
+users:
+  - {name: alice, groups: [eng], token_sha256: "%064d"}
+`, db, keys[0], 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"seal", "rotate-key", "--config", cfg, "--new-key-file", keys[1]}, os.Getenv, strings.NewReader(""), &out, &out)
+	if mayfly.ErrorCode(err) != mayfly.EINVALID || !strings.Contains(err.Error(), "nothing to rotate") || !strings.Contains(err.Error(), db) {
+		t.Errorf("seal rotate-key without a store = %v; want EINVALID naming %s and saying there is nothing to rotate", err, db)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state")); !os.IsNotExist(err) {
+		t.Errorf("seal rotate-key made the store's directory (stat: %v)", err)
+	}
+}

@@ -15,8 +15,6 @@ import (
 	"github.com/mayflyhq/mayfly/internal/connector/ssh"
 	"github.com/mayflyhq/mayfly/internal/credential"
 	"github.com/mayflyhq/mayfly/internal/policy"
-	"github.com/mayflyhq/mayfly/internal/store/postgres"
-	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
 // defaultConfigPath is where the packages install the configuration.
@@ -33,7 +31,7 @@ type doctorReport struct {
 // target, what is missing and how to fix it. It changes nothing on them
 // (an SSH host gets one login whose only command is `true`), nor here: it
 // makes no store, seal key, SSH CA or state file the server would make at
-// its first start, and migrates no store (see doctorOpenStore).
+// its first start, and migrates no store (see openExistingStore).
 func cmdDoctor(e *env, args []string) error {
 	f := newFlags(e, "doctor", true)
 	path := f.String("config", "", "configuration file (default "+defaultConfigPath+")")
@@ -70,7 +68,7 @@ func cmdDoctor(e *env, args []string) error {
 	absent := false // no store yet: nothing is kept in it
 	hasSSH := slices.ContainsFunc(cfg.Targets, func(t mayfly.Target) bool { return t.Kind == mayfly.KindSSH })
 	if cfg.Seal.Enabled() || (cfg.Store.Postgres != nil && hasSSH) {
-		st, err := doctorOpenStore(ctx, cfg.Store, e.getenv)
+		st, err := openExistingStore(ctx, cfg.Store, e.getenv)
 		switch {
 		case mayfly.ErrorCode(err) == mayfly.ENOTFOUND:
 			absent = true
@@ -190,21 +188,6 @@ func (d *doctorCA) close() {
 	if d.ca != nil {
 		d.ca.Close()
 	}
-}
-
-// doctorOpenStore opens the store the configuration names without
-// changing it: an ENOTFOUND error when there is none yet (no SQLite file,
-// no schema in the PostgreSQL database), an error when its schema is not
-// this build's (which a server would migrate).
-func doctorOpenStore(ctx context.Context, sc config.Store, getenv func(string) string) (store, error) {
-	if sc.Postgres != nil {
-		dsn, err := sc.Postgres.ResolveDSN(getenv)
-		if err != nil {
-			return nil, err
-		}
-		return postgres.OpenExisting(ctx, dsn, 2)
-	}
-	return sqlite.OpenExisting(ctx, sc.SQLite)
 }
 
 // doctorPolicies finds policies nobody can use: no configured user may

@@ -42,6 +42,23 @@ func openStore(ctx context.Context, sc config.Store, getenv func(string) string)
 	return st, nil
 }
 
+// openExistingStore opens the store the configuration names as it is,
+// for commands that must not make or migrate one (doctor, seal
+// rotate-key): an ENOTFOUND error when there is none yet (no SQLite file,
+// no schema in the PostgreSQL database), which a server would create,
+// owned by whoever runs the command; an EINVALID one when its schema is
+// not this build's, which a server would migrate.
+func openExistingStore(ctx context.Context, sc config.Store, getenv func(string) string) (store, error) {
+	if sc.Postgres != nil {
+		dsn, err := sc.Postgres.ResolveDSN(getenv)
+		if err != nil {
+			return nil, err
+		}
+		return postgres.OpenExisting(ctx, dsn, 2)
+	}
+	return sqlite.OpenExisting(ctx, sc.SQLite)
+}
+
 // clearDeadProcesses frees what the servers before this one left in the
 // SQLite store st, which this process owns (sqlite.Own), so every holder
 // recorded in it is a process that has ended: their leader leases (the
