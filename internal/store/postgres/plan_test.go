@@ -3,12 +3,17 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/store/postgres/pgtest"
+	"github.com/mayflyhq/mayfly/internal/testenv"
 )
 
 // appendEvents commits one Update that writes a lease and appends n audit
@@ -78,14 +83,16 @@ func BenchmarkUpdateNewConnection(b *testing.B) {
 	b.Cleanup(func() { db.Close() })
 	ctx := context.Background()
 	run := time.Now().UnixNano()
-	var first, next []time.Duration
+	var connect, first, next []time.Duration
 	i := 0
 	for b.Loop() {
 		b.StopTimer()
 		db.pool.Reset()
-		if err := db.Ping(ctx); err != nil { // connected, before the clock starts
+		start := time.Now()
+		if err := db.Ping(ctx); err != nil { // connected (and warmed), before the clock starts
 			b.Fatal(err)
 		}
+		connect = append(connect, time.Since(start))
 		b.StartTimer()
 		for k := range 5 {
 			i++
@@ -102,6 +109,73 @@ func BenchmarkUpdateNewConnection(b *testing.B) {
 		slices.Sort(ds)
 		return float64(ds[len(ds)/2].Microseconds())
 	}
+	b.ReportMetric(p50(connect), "connect-p50-µs")
 	b.ReportMetric(p50(first), "first-p50-µs")
 	b.ReportMetric(p50(next), "next4-p50-µs")
+}
+
+// TestPoolKeepsWarmConnections: without a single call, the store keeps
+// minConns connections open, made in the background, each of which has
+// run warmSQL; when their lifetime ends, they are made again in the
+// background, warm too, with no call waiting for it.
+func TestPoolKeepsWarmConnections(t *testing.T) {
+	defer func(l, j, c time.Duration) { connLifetime, connJitter, connCheck = l, j, c }(connLifetime, connJitter, connCheck)
+	connLifetime, connJitter, connCheck = 2*time.Second, 0, 200*time.Millisecond
+	dsn := pgtest.NewDatabase(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	db := open(t, dsn)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, testenv.PostgresDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	// backends lists the store's idle connections and how many of them
+	// last ran warmSQL.
+	backends := func() (pids []int32, warm int) {
+		t.Helper()
+		rows, err := admin.Query(ctx, "SELECT pid, query FROM pg_stat_activity WHERE datname = $1 AND state = 'idle'", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var pid int32
+			var q string
+			if err := rows.Scan(&pid, &q); err != nil {
+				t.Fatal(err)
+			}
+			pids = append(pids, pid)
+			if q == warmSQL {
+				warm++
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return pids, warm
+	}
+	waitWarm := func(what string, not []int32) []int32 {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			pids, warm := backends()
+			fresh := !slices.ContainsFunc(pids, func(p int32) bool { return slices.Contains(not, p) })
+			if warm >= minConns && len(pids) == warm && fresh {
+				return pids
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d idle connections (%v), %d of them warmed, all new: %v; want %d, all warmed and new", what, len(pids), pids, warm, fresh, minConns)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	pids := waitWarm("after Open", nil)
+	// Their lifetime ends: they are replaced with no call to notice.
+	time.Sleep(connLifetime)
+	waitWarm("after their lifetime", pids)
+	appendEvents(t, db, "after", 1)
 }
