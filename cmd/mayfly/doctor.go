@@ -15,6 +15,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/connector/ssh"
 	"github.com/mayflyhq/mayfly/internal/credential"
 	"github.com/mayflyhq/mayfly/internal/policy"
+	"github.com/mayflyhq/mayfly/internal/store/postgres"
 )
 
 // defaultConfigPath is where the packages install the configuration.
@@ -60,38 +61,24 @@ func cmdDoctor(e *env, args []string) error {
 	rep.Findings = append(rep.Findings, doctorPolicies(cfg)...)
 	ctx := e.ctx
 
-	// Sealed admin credentials live in the store, under the seal key; so do
-	// the SSH CA and certificate records on a PostgreSQL store. Doctor opens
-	// it as it is: it creates no store and migrates none.
+	// The store, opened as it is: doctor creates none and migrates none.
+	// Sealed admin credentials live in it, under the seal key; so do the
+	// SSH CA and certificate records on a PostgreSQL store.
 	var creds *credential.Manager
 	var shared mayfly.Store
-	absent := false // no store yet: nothing is kept in it
-	hasSSH := slices.ContainsFunc(cfg.Targets, func(t mayfly.Target) bool { return t.Kind == mayfly.KindSSH })
-	if cfg.Seal.Enabled() || (cfg.Store.Postgres != nil && hasSSH) {
-		st, err := openExistingStore(ctx, cfg.Store, e.getenv)
-		switch {
-		case mayfly.ErrorCode(err) == mayfly.ENOTFOUND:
-			absent = true
-			rep.Findings = append(rep.Findings, mayfly.Finding{Check: "store", Status: mayfly.FindingOK,
-				Detail: mayfly.ErrorMessageOrText(err) + "; nothing is kept in it before then (sealed credentials, the SSH CA)"})
-		case err != nil:
-			what := "the sealed credentials"
-			if !cfg.Seal.Enabled() {
-				what = "the SSH CA"
-			}
-			rep.Findings = append(rep.Findings, mayfly.Finding{Check: "store", Status: mayfly.FindingFail,
-				Detail: "cannot open the store for " + what + ": " + mayfly.ErrorMessageOrText(err)})
-		default:
-			defer st.Close()
-			if cfg.Store.Postgres != nil {
-				shared = st
-			}
-			if cfg.Seal.Enabled() {
-				if creds, err = openCredentials(ctx, cfg, st, e.getenv, discardLogger(), "doctor", nil, true); err != nil {
-					rep.Findings = append(rep.Findings, mayfly.Finding{Check: "sealed credentials", Status: mayfly.FindingFail,
-						Detail: mayfly.ErrorMessageOrText(err), Fix: "check seal.key_file / seal.key_env"})
-					creds = nil
-				}
+	st, absent, storeFinding := doctorStore(ctx, cfg, e.getenv) // absent: no store yet, nothing kept in it
+	rep.Findings = append(rep.Findings, storeFinding)
+	if st != nil {
+		defer st.Close()
+		if cfg.Store.Postgres != nil {
+			shared = st
+		}
+		if cfg.Seal.Enabled() {
+			var err error
+			if creds, err = openCredentials(ctx, cfg, st, e.getenv, discardLogger(), "doctor", nil, true); err != nil {
+				rep.Findings = append(rep.Findings, mayfly.Finding{Check: "sealed credentials", Status: mayfly.FindingFail,
+					Detail: mayfly.ErrorMessageOrText(err), Fix: "check seal.key_file / seal.key_env"})
+				creds = nil
 			}
 		}
 	}
@@ -140,6 +127,48 @@ func cmdDoctor(e *env, args []string) error {
 		closeConn()
 	}
 	return printDoctor(e, f.json(), rep)
+}
+
+// doctorStore opens the configuration's store as it is (see
+// openExistingStore) and says how it stands. st is nil when there is no
+// store yet (none; an ok finding when the server can create it) or it
+// cannot be opened (a failure).
+func doctorStore(ctx context.Context, cfg *config.Config, getenv func(string) string) (st store, none bool, f mayfly.Finding) {
+	f = mayfly.Finding{Check: "store", Status: mayfly.FindingOK}
+	where := "SQLite store " + cfg.Store.SQLite
+	if cfg.Store.Postgres != nil {
+		where = "PostgreSQL store"
+	}
+	st, err := openExistingStore(ctx, cfg.Store, getenv)
+	switch {
+	case err == nil:
+		f.Detail = where + ": reachable, with this build's schema"
+		return st, false, f
+	case mayfly.ErrorCode(err) != mayfly.ENOTFOUND:
+		f.Status, f.Detail = mayfly.FindingFail, "cannot open the "+where+": "+mayfly.ErrorMessageOrText(err)
+		return nil, false, f
+	}
+	f.Detail = mayfly.ErrorMessageOrText(err) + "; nothing is kept in it before then (sealed credentials, the SSH CA)"
+	if cfg.Store.Postgres == nil {
+		return nil, true, f
+	}
+	// The first server makes the schema: may it?
+	dsn, _ := cfg.Store.Postgres.ResolveDSN(getenv) // resolved above
+	role, schema, may, err := postgres.SchemaRights(ctx, dsn)
+	switch {
+	case err != nil:
+		f.Status, f.Detail = mayfly.FindingFail, "cannot check the PostgreSQL store's rights: "+mayfly.ErrorMessageOrText(err)
+	case schema == "":
+		f.Status, f.Detail = mayfly.FindingFail, "the PostgreSQL store's database has no Mayfly schema yet, and no schema of the role "+role+"'s search_path exists to make it in"
+		f.Fix = "set the role's search_path to a schema it may create tables in (ALTER ROLE " + role + " SET search_path = ...)"
+	case !may:
+		f.Status = mayfly.FindingFail
+		f.Detail = "the PostgreSQL store's database has no Mayfly schema yet, and its role " + role + " may not create tables in schema " + schema + ", as the server's first start must (PostgreSQL 15 no longer lets every role create in public)"
+		f.Fix = "GRANT CREATE ON SCHEMA " + schema + " TO " + role + "; or make " + role + " the owner of the database"
+	default:
+		f.Detail += "; its role " + role + " may create it in schema " + schema
+	}
+	return nil, true, f
 }
 
 // doctorCA opens the SSH CA for doctor once, as it is: none yet is no

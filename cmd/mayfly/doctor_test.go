@@ -336,3 +336,87 @@ policies:
 		t.Errorf("doctor made the state directory %s (stat: %v)", state, err)
 	}
 }
+
+// TestDoctorStoreRights: doctor checks the store itself. An empty
+// PostgreSQL database whose role may not create the schema there (as
+// PostgreSQL 15 has it for a role that does not own the database) fails,
+// naming the GRANT; once granted, it passes, saying the server will make
+// the schema, and the database stays empty; with the schema made, the
+// store is reported reachable. A wrong password is a failure.
+func TestDoctorStoreRights(t *testing.T) {
+	requirePG(t)
+	ctx := context.Background()
+	adminExec(t, `DROP ROLE IF EXISTS mf_doctor_store`)
+	adminExec(t, `CREATE ROLE mf_doctor_store LOGIN PASSWORD 'store-pw-1'`)
+	t.Cleanup(func() { adminExec(t, `DROP ROLE IF EXISTS mf_doctor_store`) }) // after the database's drop
+	dsn := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	write := func(name, password string) string {
+		u, _ := url.Parse(dsn)
+		u.User = url.UserPassword("mf_doctor_store", password)
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
+store: {postgres: {dsn: %q}}
+users:
+  - {name: alice, groups: [eng], token_sha256: "%064d"}
+`, u.String(), 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	w := &world{t: t}
+	store := func(cfg string, wantExit int) mayfly.Finding {
+		t.Helper()
+		out, err := w.try("", "doctor", "--config", cfg, "-o", "json")
+		var rep doctorReport
+		if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil {
+			t.Fatalf("doctor -o json: %v (%v)\n%s", jerr, err, out)
+		}
+		code := 0
+		if err != nil {
+			code = exitCode(err)
+		}
+		if code != wantExit {
+			t.Errorf("doctor: exit %d (%v); want %d\n%s", code, err, wantExit, out)
+		}
+		for _, f := range rep.Findings {
+			if f.Check == "store" {
+				return f
+			}
+		}
+		t.Fatalf("doctor reported nothing of the store:\n%s", out)
+		return mayfly.Finding{}
+	}
+	good := write("good.yaml", "store-pw-1")
+	if f := store(good, 1); f.Status != mayfly.FindingFail || !strings.Contains(f.Fix, "GRANT CREATE ON SCHEMA public TO mf_doctor_store") {
+		t.Errorf("store whose role may not make the schema: %+v; want a failure naming the GRANT", f)
+	}
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "GRANT CREATE ON SCHEMA public TO mf_doctor_store"); err != nil {
+		t.Fatal(err)
+	}
+	if f := store(good, 0); f.Status != mayfly.FindingOK || !strings.Contains(f.Detail, "may create it in schema public") {
+		t.Errorf("store whose role may make the schema: %+v; want ok, saying so", f)
+	}
+	var tables int
+	if err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").Scan(&tables); err != nil || tables != 0 {
+		t.Errorf("doctor left %d tables in the store's database (%v); want none", tables, err)
+	}
+	u, _ := url.Parse(dsn)
+	u.User = url.UserPassword("mf_doctor_store", "store-pw-1")
+	st, err := postgres.Open(ctx, u.String(), 2) // a server's first start
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if f := store(good, 0); f.Status != mayfly.FindingOK || !strings.Contains(f.Detail, "reachable, with this build's schema") {
+		t.Errorf("store with its schema: %+v; want ok, reachable", f)
+	}
+	if f := store(write("wrong.yaml", "not-the-password"), 1); f.Status != mayfly.FindingFail {
+		t.Errorf("store with a wrong password: %+v; want a failure", f)
+	}
+}

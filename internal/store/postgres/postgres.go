@@ -178,6 +178,27 @@ func warmConn(ctx context.Context, c *pgx.Conn) {
 	c.Exec(ctx, warmSQL, pgx.QueryExecModeSimpleProtocol)
 }
 
+// SchemaRights says who the role dsn logs in as is, where the store's
+// tables go (the first schema of its search_path), and whether it may
+// create them there, which the first server on an empty database needs
+// (PostgreSQL 15 no longer lets every role create in schema public).
+func SchemaRights(ctx context.Context, dsn string) (role, schema string, mayCreate bool, err error) {
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return "", "", false, unreachable(ctx, fmt.Errorf("postgres store: %s", scrubDSN(err.Error(), dsn)))
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	var sch *string
+	err = c.QueryRow(ctx, "SELECT current_user, current_schema(), COALESCE(has_schema_privilege(current_schema(), 'CREATE'), false)").Scan(&role, &sch, &mayCreate)
+	if err != nil {
+		return "", "", false, fmt.Errorf("postgres store: %w", err)
+	}
+	if sch != nil {
+		schema = *sch
+	}
+	return role, schema, mayCreate, nil
+}
+
 // checkVersion fails unless the database's schema is this build's.
 func (db *DB) checkVersion(ctx context.Context) error {
 	var have int
