@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/mayflyhq/mayfly/internal/credential"
 	"github.com/mayflyhq/mayfly/internal/policy"
 	"github.com/mayflyhq/mayfly/internal/store/postgres"
+	"github.com/mayflyhq/mayfly/internal/store/sqlite"
 )
 
 // defaultConfigPath is where the packages install the configuration.
@@ -144,6 +146,10 @@ func doctorStore(ctx context.Context, cfg *config.Config, getenv func(string) st
 	case err == nil:
 		f.Detail = where + ": reachable, with this build's schema"
 		return st, false, f
+	case errors.Is(err, postgres.ErrOlderSchema) || errors.Is(err, sqlite.ErrOlderSchema):
+		// An upgrade's new build before its server's restart.
+		f.Status, f.Detail = mayfly.FindingWarn, mayfly.ErrorMessageOrText(err)+"; what it keeps (sealed credentials, the SSH CA) is not checked until then"
+		return nil, false, f
 	case mayfly.ErrorCode(err) != mayfly.ENOTFOUND:
 		f.Status, f.Detail = mayfly.FindingFail, "cannot open the "+where+": "+mayfly.ErrorMessageOrText(err)
 		return nil, false, f

@@ -416,6 +416,13 @@ users:
 	if f := store(good, 0); f.Status != mayfly.FindingOK || !strings.Contains(f.Detail, "reachable, with this build's schema") {
 		t.Errorf("store with its schema: %+v; want ok, reachable", f)
 	}
+	// An upgrade's new build before the server's restart: a warning.
+	if _, err := admin.Exec(ctx, "DELETE FROM schema_migrations WHERE version = $1", postgres.SchemaVersion()); err != nil {
+		t.Fatal(err)
+	}
+	if f := store(good, 1); f.Status != mayfly.FindingWarn || !strings.Contains(f.Detail, "older than this build's") {
+		t.Errorf("store with an older schema: %+v; want a warning saying so", f)
+	}
 	if f := store(write("wrong.yaml", "not-the-password"), 1); f.Status != mayfly.FindingFail {
 		t.Errorf("store with a wrong password: %+v; want a failure", f)
 	}

@@ -212,10 +212,19 @@ func (db *DB) checkVersion(ctx context.Context) error {
 	case have > latest:
 		return mayfly.Errorf(mayfly.EINVALID, "postgres store: the database has schema version %d, newer than this build's %d: run a newer mayfly", have, latest)
 	case have < latest:
-		return mayfly.Errorf(mayfly.EINVALID, "postgres store: the database has schema version %d, older than this build's %d (the next server of this build to start migrates it)", have, latest)
+		return olderSchema{mayfly.Errorf(mayfly.EINVALID, "postgres store: the database has schema version %d, older than this build's %d (the next server of this build to start migrates it)", have, latest)}
 	}
 	return nil
 }
+
+// ErrOlderSchema is what OpenExisting's error wraps when the database's
+// schema is older than this build's, which a server would migrate.
+var ErrOlderSchema = errors.New("postgres store: older schema")
+
+type olderSchema struct{ e *mayfly.Error }
+
+func (e olderSchema) Error() string   { return e.e.Message }
+func (e olderSchema) Unwrap() []error { return []error{e.e, ErrOlderSchema} }
 
 func scrubDSN(msg, dsn string) string {
 	if dsn != "" {

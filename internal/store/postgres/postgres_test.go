@@ -193,7 +193,7 @@ func TestOpenExisting(t *testing.T) {
 	if _, err := db.pool.Exec(ctx, "DELETE FROM schema_migrations WHERE version = $1", latest); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenExisting(ctx, dsn, 1); mayfly.ErrorCode(err) != mayfly.EINVALID || !strings.Contains(mayfly.ErrorMessage(err), "older") {
+	if _, err := OpenExisting(ctx, dsn, 1); mayfly.ErrorCode(err) != mayfly.EINVALID || !strings.Contains(mayfly.ErrorMessage(err), "older") || !errors.Is(err, ErrOlderSchema) {
 		t.Errorf("OpenExisting of an older schema = %v; want EINVALID saying it is older", err)
 	}
 	var n int

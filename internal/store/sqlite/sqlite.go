@@ -352,10 +352,19 @@ func (db *DB) checkVersion(ctx context.Context) error {
 	case have > latest:
 		return mayfly.Errorf(mayfly.EINVALID, "sqlite: %s has schema version %d, newer than this build's %d: run a newer mayfly", db.path, have, latest)
 	case have < latest:
-		return mayfly.Errorf(mayfly.EINVALID, "sqlite: %s has schema version %d, older than this build's %d (the server of this build migrates it at its start)", db.path, have, latest)
+		return olderSchema{mayfly.Errorf(mayfly.EINVALID, "sqlite: %s has schema version %d, older than this build's %d (the server of this build migrates it at its start)", db.path, have, latest)}
 	}
 	return nil
 }
+
+// ErrOlderSchema is what OpenExisting's error wraps when the file's schema
+// is older than this build's, which a server would migrate.
+var ErrOlderSchema = errors.New("sqlite: older schema")
+
+type olderSchema struct{ e *mayfly.Error }
+
+func (e olderSchema) Error() string   { return e.e.Message }
+func (e olderSchema) Unwrap() []error { return []error{e.e, ErrOlderSchema} }
 
 func (db *DB) applyMigration(ctx context.Context, m migration, latest int) (err error) {
 	c := db.w.c

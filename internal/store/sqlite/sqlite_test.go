@@ -122,7 +122,7 @@ func TestOpenExisting(t *testing.T) {
 	}
 	db.Close()
 	for range 2 { // the first did not migrate it
-		if _, err := OpenExisting(ctx, path); mayfly.ErrorCode(err) != mayfly.EINVALID || !strings.Contains(mayfly.ErrorMessage(err), "older") {
+		if _, err := OpenExisting(ctx, path); mayfly.ErrorCode(err) != mayfly.EINVALID || !strings.Contains(mayfly.ErrorMessage(err), "older") || !errors.Is(err, ErrOlderSchema) {
 			t.Errorf("OpenExisting of an older schema = %v; want EINVALID saying it is older", err)
 		}
 	}
