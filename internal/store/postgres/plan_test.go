@@ -115,8 +115,8 @@ func BenchmarkUpdateNewConnection(b *testing.B) {
 }
 
 // TestPoolKeepsWarmConnections: without a single call, the store keeps
-// minConns connections open, made in the background, each of which has
-// run warmSQL; when their lifetime ends, they are made again in the
+// minConns connections open (named ApplicationName), made in the
+// background, each of which has run warmSQL; when their lifetime ends, they are made again in the
 // background, warm too, with no call waiting for it.
 func TestPoolKeepsWarmConnections(t *testing.T) {
 	defer func(l, j, c time.Duration) { connLifetime, connJitter, connCheck = l, j, c }(connLifetime, connJitter, connCheck)
@@ -138,7 +138,7 @@ func TestPoolKeepsWarmConnections(t *testing.T) {
 	// last ran warmSQL.
 	backends := func() (pids []int32, warm int) {
 		t.Helper()
-		rows, err := admin.Query(ctx, "SELECT pid, query FROM pg_stat_activity WHERE datname = $1 AND state = 'idle'", name)
+		rows, err := admin.Query(ctx, "SELECT pid, query FROM pg_stat_activity WHERE datname = $1 AND state = 'idle' AND application_name = $2", name, ApplicationName)
 		if err != nil {
 			t.Fatal(err)
 		}

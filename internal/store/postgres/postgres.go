@@ -46,6 +46,10 @@ var migrationFS embed.FS
 // applied, so replicas starting at once apply each migration once.
 const migrationLock = 0x6d617966_6c790001 // "mayfly" + 1
 
+// ApplicationName is the application_name of the store's connections
+// when the DSN gives none.
+const ApplicationName = "mayfly-store"
+
 // DefaultMaxConns is the size of the connection pool when Open is given 0.
 const DefaultMaxConns = 10
 
@@ -99,6 +103,11 @@ func openDB(ctx context.Context, dsn string, maxConns int, migrate bool) (*DB, e
 		maxConns = DefaultMaxConns
 	}
 	cfg.MaxConns = int32(maxConns)
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		// What pg_stat_activity and the server's log show of the store's
+		// connections, unless the DSN names one.
+		cfg.ConnConfig.RuntimeParams["application_name"] = ApplicationName
+	}
 	db := &DB{}
 	if migrate { // a server's store, not a diagnosis run's
 		keepWarm(cfg, &db.ready)
