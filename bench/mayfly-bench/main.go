@@ -5,8 +5,10 @@
 // removal lag on healthy targets while targets that stopped answering have
 // hundreds of leases due vs the same load with every target answering, and
 // start-up time and memory with a large store; with -store postgres
-// -replicas N, the same against N servers sharing a PostgreSQL store, and
-// a failover: a replica SIGKILLed while leases it claimed are due.
+// -replicas N, the same against N servers sharing a PostgreSQL store, the
+// floor of the one-call issue beside it (floor.go: what no broker keeping
+// intent before action can avoid), and a failover: a replica SIGKILLed
+// while leases it claimed are due.
 //
 // Usage: go run ./bench/mayfly-bench [-quick] (see -help). It builds and
 // starts the mayfly binary itself.
@@ -72,6 +74,13 @@ var (
 func main() {
 	flag.Parse()
 	ctx := context.Background()
+	if *floorServe != "" {
+		if err := serveFloor(ctx, *floorServe); err != nil {
+			fmt.Fprintln(os.Stderr, "mayfly-bench: floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := runAll(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "mayfly-bench:", err)
 		os.Exit(1)
@@ -472,7 +481,14 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	if err != nil {
 		return err
 	}
-	var plain, verif, one, two, rt []time.Duration
+	var plain, verif, one, two, rt, low []time.Duration
+	var fl *floor
+	if *storeKind == "postgres" {
+		if fl, err = startFloor(); err != nil {
+			return err
+		}
+		defer fl.stop()
+	}
 	block := max(*latencyB, 1)
 	// f returns the time it measured itself (the bare statements time the
 	// statement only), or 0 to be timed as a whole.
@@ -492,7 +508,7 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	}
 	for done := 0; done < *latencyN; done += block {
 		n := min(block, *latencyN-done)
-		for _, op := range []struct {
+		ops := []struct {
 			into *[]time.Duration
 			f    func() (time.Duration, error)
 		}{
@@ -501,7 +517,14 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 			{&one, func() (time.Duration, error) { _, err := b.issue(ctx, time.Hour); return 0, err }},
 			{&two, func() (time.Duration, error) { return 0, b.issueTwoCalls(ctx, time.Hour) }},
 			{&rt, func() (time.Duration, error) { return 0, b.client.Do(ctx, "GET", "/v1/whoami", nil, nil, nil) }},
-		} {
+		}
+		if fl != nil {
+			ops = append(ops, struct {
+				into *[]time.Duration
+				f    func() (time.Duration, error)
+			}{&low, func() (time.Duration, error) { _, err := fl.issue(ctx, time.Hour); return 0, err }})
+		}
+		for _, op := range ops {
 			if err := timed(n, op.into, op.f); err != nil {
 				return err
 			}
@@ -535,13 +558,20 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 		mode = fmt.Sprintf("in rotating blocks of %d", block)
 	}
 	fmt.Printf("## Issue latency (%d each, %s, one client)\n\n", *latencyN, mode)
-	printLatencies(0.99, []timedRow{
+	rows := []timedRow{
 		{"bare `CREATE ROLE … PASSWORD 'plain'` (server hashes, 4096 iterations)", plain},
 		{"bare `CREATE ROLE … PASSWORD '<SCRAM verifier>'` (1 iteration)", verif},
 		{"Mayfly issue, one API call (request + auto-approval + account + credential)", one},
 		{"Mayfly issue, two API calls (`request` then `creds`)", two},
 		{"for scale: one authenticated API round trip (`GET /v1/whoami`)", rt},
-	})
+	}
+	if fl != nil {
+		rows = append(rows, timedRow{"floor of the one-call issue: an HTTP call to a bare process that commits the intent to the store while the role is created, then commits the role (floor.go)", low})
+	}
+	printLatencies(0.99, rows)
+	if fl != nil {
+		fmt.Printf("\nMayfly's one-call issue / its floor, p50: %.2f×\n", float64(pct(one, 0.5))/float64(pct(low, 0.5)))
+	}
 	fmt.Printf("\nMean time inside the server per `POST /v1/requests` (its own latency histogram, both kinds of call): %s\n\n", ms(time.Duration(serverMean*1e9)))
 	return nil
 }
