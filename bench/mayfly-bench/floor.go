@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"time"
@@ -16,7 +17,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mayflyhq/mayfly"
 	"github.com/mayflyhq/mayfly/internal/connector/postgres"
+	pgstore "github.com/mayflyhq/mayfly/internal/store/postgres"
 )
 
 // The floor of the one-call issue: the least any broker must do for it
@@ -29,6 +32,14 @@ import (
 // response view: what is left is round trips and wake-ups, the part of
 // the issue latency no implementation can remove. The latency part times
 // it beside Mayfly's issue (-store postgres only).
+//
+// A second floor (POST /issue?records=1) writes, instead of the one
+// INSERT, the records the issue asks of any broker in the same durable
+// transaction, through Mayfly's own PostgreSQL store on a database of its
+// own: the request, the lease and three audit events chained on the head
+// (request.create, lease.intent, lease.activate), as the broker's
+// one-call transaction does. What Mayfly takes beyond it is its
+// authentication, policy, HTTP handling and the target's mark.
 
 var floorServe = flag.String("floor-serve", "", "internal: serve the floor of the one-call issue at this address (the latency part starts it)")
 
@@ -37,6 +48,9 @@ const floorTable = "mayfly_bench_floor"
 
 // floorRole prefixes the floor's roles (dropped with the bare ones).
 const floorRole = "mf_bench_floor_"
+
+// floorDB is the database of the second floor's store.
+const floorDB = "mayfly_bench_floor"
 
 // floorCredential is the floor's answer.
 type floorCredential struct {
@@ -57,6 +71,10 @@ func serveFloor(ctx context.Context, addr string) error {
 	if _, err := store.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+floorTable+" (id bigserial PRIMARY KEY, username text NOT NULL, expires_at timestamptz NOT NULL)"); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
+	records, err := floorStore(ctx)
+	if err != nil {
+		return fmt.Errorf("records: %w", err)
+	}
 	var n int
 	http.HandleFunc("POST /issue", func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
@@ -72,7 +90,15 @@ func serveFloor(ctx context.Context, addr string) error {
 			return
 		}
 		n++ // one client: calls never overlap
-		cred, err := floorIssue(r.Context(), target, store, fmt.Sprintf("%s%d_%d", floorRole, os.Getpid(), n), time.Now().Add(d))
+		name, until := fmt.Sprintf("%s%d_%d", floorRole, os.Getpid(), n), time.Now().Add(d)
+		intent := func(ctx context.Context) error {
+			_, err := store.Exec(ctx, "INSERT INTO "+floorTable+" (username, expires_at) VALUES ($1, $2)", name, until)
+			return err
+		}
+		if r.URL.Query().Get("records") == "1" {
+			intent = func(ctx context.Context) error { return floorRecords(ctx, records, n, name, until) }
+		}
+		cred, err := floorIssue(r.Context(), target, intent, name, until)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -92,9 +118,70 @@ func floorPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
+// floorStore opens Mayfly's PostgreSQL store on a database made afresh.
+func floorStore(ctx context.Context) (*pgstore.DB, error) {
+	c, err := pgx.Connect(ctx, storeServerDSN())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+floorDB+" WITH (FORCE)"); err != nil {
+		return nil, err
+	}
+	if _, err := c.Exec(ctx, "CREATE DATABASE "+floorDB); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(storeServerDSN())
+	if err != nil {
+		return nil, err
+	}
+	u.Path = "/" + floorDB
+	return pgstore.Open(ctx, u.String(), 4)
+}
+
+// dropFloorStore drops the second floor's database.
+func dropFloorStore(ctx context.Context) {
+	if c, err := pgx.Connect(ctx, storeServerDSN()); err == nil {
+		c.Exec(ctx, "DROP DATABASE IF EXISTS "+floorDB+" WITH (FORCE)")
+		c.Close(ctx)
+	}
+}
+
+// floorRecords commits, in one transaction of Mayfly's store, what the
+// broker's one-call transaction records: the request, the active lease
+// (its intent, unless the user is suspended) and three chained events.
+func floorRecords(ctx context.Context, db *pgstore.DB, n int, name string, until time.Time) error {
+	now := time.Now().UTC()
+	id := fmt.Sprintf("%d_%d", os.Getpid(), n)
+	r := &mayfly.Request{ID: "req_" + id, Requester: "bench", Target: "pg", Grant: "readonly", Reason: "bench", Duration: time.Hour,
+		Policy: "bench", CreatedAt: now, DecidedAt: now, State: mayfly.RequestApproved, LeaseID: "lse_" + id}
+	l := &mayfly.Lease{ID: r.LeaseID, RequestID: r.ID, Requester: "bench", Target: "pg", Grant: "readonly", Username: name,
+		State: mayfly.LeaseActive, CreatedAt: now, ExpiresAt: until, DueAt: until, SecretHMAC: "hmac"}
+	event := func(action string) *mayfly.AuditEvent {
+		return &mayfly.AuditEvent{Time: now, Actor: "bench", Action: action, Subject: "lease:" + l.ID, Target: "pg",
+			RequestID: r.ID, LeaseID: l.ID, Reason: "bench", Source: "api", Data: map[string]string{"username": name}}
+	}
+	return db.Update(ctx, func(tx mayfly.Tx) error {
+		mayfly.DeferNextWrite(tx)
+		if err := tx.CreateRequest(r); err != nil {
+			return err
+		}
+		if err := tx.AppendAudit(event("request.create")); err != nil {
+			return err
+		}
+		if err := mayfly.WriteIntentUnless(tx, l, "suspended", "deprovisioned"); err != nil {
+			return err
+		}
+		if err := tx.AppendAudit(event("lease.intent")); err != nil {
+			return err
+		}
+		return tx.AppendAudit(event("lease.activate"))
+	})
+}
+
 // floorIssue makes role name, valid until until, with the intent
-// committed to the store before the role is.
-func floorIssue(ctx context.Context, target, store *pgxpool.Pool, name string, until time.Time) (floorCredential, error) {
+// committed to the store (by intent) before the role is.
+func floorIssue(ctx context.Context, target *pgxpool.Pool, intent func(context.Context) error, name string, until time.Time) (floorCredential, error) {
 	pw := postgres.GeneratePassword()
 	salt := make([]byte, 16)
 	rand.Read(salt)
@@ -106,7 +193,7 @@ func floorIssue(ctx context.Context, target, store *pgxpool.Pool, name string, u
 	create := fmt.Sprintf("BEGIN; SET LOCAL synchronous_commit TO off; CREATE ROLE %s LOGIN PASSWORD '%s' VALID UNTIL '%s' CONNECTION LIMIT 10 IN ROLE pg_read_all_data",
 		pgx.Identifier{name}.Sanitize(), postgres.SCRAMVerifier(pw, salt, 1), until.UTC().Format(time.RFC3339))
 	staged := conn.Conn().PgConn().Exec(ctx, create)
-	_, serr := store.Exec(ctx, "INSERT INTO "+floorTable+" (username, expires_at) VALUES ($1, $2)", name, until)
+	serr := intent(ctx)
 	_, terr := staged.ReadAll()
 	if err := errors.Join(serr, terr); err != nil {
 		conn.Exec(ctx, "ROLLBACK")
@@ -125,6 +212,9 @@ type floor struct {
 	client *http.Client
 }
 
+// withRecords is the second floor's query.
+const withRecords = "?records=1"
+
 // startFloor starts the floor's server, a copy of this program.
 func startFloor() (*floor, error) {
 	self, err := os.Executable()
@@ -141,7 +231,7 @@ func startFloor() (*floor, error) {
 	f := &floor{cmd: cmd, url: "http://" + addr + "/issue", client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if cred, err := f.issue(context.Background(), time.Minute); err == nil {
+		if cred, err := f.issue(context.Background(), time.Minute, ""); err == nil {
 			if err := floorLogin(cred); err != nil {
 				f.stop()
 				return nil, err
@@ -155,11 +245,12 @@ func startFloor() (*floor, error) {
 	}
 }
 
-// issue makes one account through the floor.
-func (f *floor) issue(ctx context.Context, d time.Duration) (floorCredential, error) {
+// issue makes one account through the floor (with query withRecords, the
+// second floor).
+func (f *floor) issue(ctx context.Context, d time.Duration, query string) (floorCredential, error) {
 	var cred floorCredential
 	body, _ := json.Marshal(map[string]string{"duration": d.String()})
-	req, err := http.NewRequestWithContext(ctx, "POST", f.url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, "POST", f.url+query, bytes.NewReader(body))
 	if err != nil {
 		return cred, err
 	}
@@ -200,4 +291,5 @@ func floorLogin(cred floorCredential) error {
 func (f *floor) stop() {
 	f.cmd.Process.Kill()
 	f.cmd.Wait()
+	dropFloorStore(context.Background())
 }
