@@ -118,19 +118,23 @@ func floorPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
-// floorStore opens Mayfly's PostgreSQL store on a database made afresh.
-func floorStore(ctx context.Context) (*pgstore.DB, error) {
+// makeFloorStore makes the second floor's database afresh.
+func makeFloorStore(ctx context.Context) error {
 	c, err := pgx.Connect(ctx, storeServerDSN())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer c.Close(ctx)
 	if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+floorDB+" WITH (FORCE)"); err != nil {
-		return nil, err
+		return err
 	}
-	if _, err := c.Exec(ctx, "CREATE DATABASE "+floorDB); err != nil {
-		return nil, err
-	}
+	_, err = c.Exec(ctx, "CREATE DATABASE "+floorDB)
+	return err
+}
+
+// floorStore opens Mayfly's PostgreSQL store on the second floor's
+// database (made by makeFloorStore).
+func floorStore(ctx context.Context) (*pgstore.DB, error) {
 	u, err := url.Parse(storeServerDSN())
 	if err != nil {
 		return nil, err
@@ -205,44 +209,61 @@ func floorIssue(ctx context.Context, target *pgxpool.Pool, intent func(context.C
 	return floorCredential{Username: name, Password: pw}, nil
 }
 
-// floor is the floor's server, started by the latency part.
+// floor is the floor's servers, started by the latency part: as many
+// processes as the broker's replicas, sharing the store, each call sent
+// to the next in turn as the broker's are, so that the floor pays the
+// same wake-ups of processes idle between their calls.
 type floor struct {
-	cmd    *exec.Cmd
-	url    string
+	cmds   []*exec.Cmd
+	urls   []string
+	next   int
 	client *http.Client
 }
 
 // withRecords is the second floor's query.
 const withRecords = "?records=1"
 
-// startFloor starts the floor's server, a copy of this program.
-func startFloor() (*floor, error) {
+// startFloor starts the floor's servers, copies of this program, one
+// after the other (each makes the first floor's table if missing).
+func startFloor(ctx context.Context, n int) (*floor, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	addr := freePort()
-	args := append([]string{"-floor-serve", addr}, os.Args[1:]...)
-	cmd := exec.Command(self, args...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
+	if err := makeFloorStore(ctx); err != nil {
+		return nil, fmt.Errorf("the floor's store: %w", err)
 	}
-	f := &floor{cmd: cmd, url: "http://" + addr + "/issue", client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if cred, err := f.issue(context.Background(), time.Minute, ""); err == nil {
-			if err := floorLogin(cred); err != nil {
-				f.stop()
-				return nil, err
-			}
-			return f, nil
-		} else if time.Now().After(deadline) {
+	f := &floor{client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}
+	for range max(n, 1) {
+		addr := freePort()
+		cmd := exec.Command(self, append([]string{"-floor-serve", addr}, os.Args[1:]...)...)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
 			f.stop()
-			return nil, fmt.Errorf("the floor's server at %s: %w", addr, err)
+			return nil, err
 		}
-		time.Sleep(20 * time.Millisecond)
+		f.cmds, f.urls = append(f.cmds, cmd), append(f.urls, "http://"+addr+"/issue")
+		f.next = len(f.urls) - 1
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			cred, err := f.issue(ctx, time.Minute, "")
+			if err == nil {
+				err = floorLogin(cred)
+				if err != nil {
+					f.stop()
+					return nil, err
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				f.stop()
+				return nil, fmt.Errorf("the floor's server at %s: %w", addr, err)
+			}
+			f.next = len(f.urls) - 1
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
+	return f, nil
 }
 
 // issue makes one account through the floor (with query withRecords, the
@@ -250,7 +271,9 @@ func startFloor() (*floor, error) {
 func (f *floor) issue(ctx context.Context, d time.Duration, query string) (floorCredential, error) {
 	var cred floorCredential
 	body, _ := json.Marshal(map[string]string{"duration": d.String()})
-	req, err := http.NewRequestWithContext(ctx, "POST", f.url+query, bytes.NewReader(body))
+	u := f.urls[f.next]
+	f.next = (f.next + 1) % len(f.urls)
+	req, err := http.NewRequestWithContext(ctx, "POST", u+query, bytes.NewReader(body))
 	if err != nil {
 		return cred, err
 	}
@@ -289,7 +312,9 @@ func floorLogin(cred floorCredential) error {
 }
 
 func (f *floor) stop() {
-	f.cmd.Process.Kill()
-	f.cmd.Wait()
+	for _, c := range f.cmds {
+		c.Process.Kill()
+		c.Wait()
+	}
 	dropFloorStore(context.Background())
 }

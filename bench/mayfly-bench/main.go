@@ -484,7 +484,7 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	var plain, verif, one, two, rt, low, lowRec []time.Duration
 	var fl *floor
 	if *storeKind == "postgres" {
-		if fl, err = startFloor(); err != nil {
+		if fl, err = startFloor(ctx, *replicas); err != nil {
 			return err
 		}
 		defer fl.stop()
@@ -571,7 +571,7 @@ func benchLatency(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 	}
 	if fl != nil {
 		rows = append(rows,
-			timedRow{"floor of the one-call issue: an HTTP call to a bare process that commits the intent to the store while the role is created, then commits the role (floor.go)", low},
+			timedRow{"floor of the one-call issue: an HTTP call to a bare process (one a replica, each in turn) that commits the intent to the store while the role is created, then commits the role (floor.go)", low},
 			timedRow{"the floor with the records asked of a broker: the request, the lease and three chained audit events in the intent's transaction (Mayfly's store)", lowRec})
 	}
 	printLatencies(0.99, rows)
