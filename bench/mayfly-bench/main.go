@@ -597,7 +597,14 @@ func benchIdle(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 		return err
 	}
 	defer conn.Release()
-	var plain, one, rt []time.Duration
+	var fl *floor
+	if *storeKind == "postgres" {
+		if fl, err = startFloor(ctx, *replicas); err != nil {
+			return err
+		}
+		defer fl.stop()
+	}
+	var plain, one, rt, low, lowRec []time.Duration
 	for range *idleN {
 		time.Sleep(*idleGap)
 		_, d, err := bareCreate(ctx, conn.Conn(), false)
@@ -617,13 +624,32 @@ func benchIdle(ctx context.Context, pool *pgxpool.Pool, b *broker) error {
 			return err
 		}
 		rt = append(rt, time.Since(start))
+		if fl == nil {
+			continue
+		}
+		for _, f := range []struct {
+			into  *[]time.Duration
+			query string
+		}{{&low, ""}, {&lowRec, withRecords}} {
+			time.Sleep(*idleGap)
+			start = time.Now()
+			if _, err := fl.issue(ctx, time.Hour, f.query); err != nil {
+				return err
+			}
+			*f.into = append(*f.into, time.Since(start))
+		}
 	}
 	fmt.Printf("## Issue latency after idle (%d each, each call after %s idle, one client)\n\n", *idleN, *idleGap)
-	printLatencies(0.9, []timedRow{
+	rows := []timedRow{
 		{"bare `CREATE ROLE … PASSWORD 'plain'` (server hashes, 4096 iterations)", plain},
 		{"Mayfly issue, one API call", one},
 		{"for scale: one authenticated API round trip (`GET /v1/whoami`)", rt},
-	})
+	}
+	if fl != nil {
+		rows = append(rows, timedRow{"floor of the one-call issue (as in the latency part)", low},
+			timedRow{"the floor with the records asked of a broker (as in the latency part)", lowRec})
+	}
+	printLatencies(0.9, rows)
 	fmt.Println()
 	return nil
 }
