@@ -108,13 +108,16 @@ func serveFloor(ctx context.Context, addr string) error {
 	return http.ListenAndServe(addr, nil)
 }
 
-// floorPool is a pool that keeps a connection open, as Mayfly's do.
+// floorPool is a pool that keeps a connection open, as Mayfly's do, and
+// never pings one before use (pgxpool's default after a second idle: a
+// round trip Mayfly's pools do not make either).
 func floorPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
 	}
 	cfg.MinConns = 2
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
