@@ -121,22 +121,8 @@ func floorPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
-// makeFloorStore makes the second floor's database afresh.
-func makeFloorStore(ctx context.Context) error {
-	c, err := pgx.Connect(ctx, storeServerDSN())
-	if err != nil {
-		return err
-	}
-	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+floorDB+" WITH (FORCE)"); err != nil {
-		return err
-	}
-	_, err = c.Exec(ctx, "CREATE DATABASE "+floorDB)
-	return err
-}
-
 // floorStore opens Mayfly's PostgreSQL store on the second floor's
-// database (made by makeFloorStore).
+// database (made by freshDatabase).
 func floorStore(ctx context.Context) (*pgstore.DB, error) {
 	u, err := url.Parse(storeServerDSN())
 	if err != nil {
@@ -233,7 +219,7 @@ func startFloor(ctx context.Context, n int) (*floor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := makeFloorStore(ctx); err != nil {
+	if err := freshDatabase(ctx, floorDB); err != nil {
 		return nil, fmt.Errorf("the floor's store: %w", err)
 	}
 	f := &floor{client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}

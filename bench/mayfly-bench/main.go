@@ -138,17 +138,18 @@ func storeDSN() string {
 	return u.String()
 }
 
-// freshStoreDB drops and creates the PostgreSQL store's database.
-func freshStoreDB(ctx context.Context) error {
+// freshDatabase drops and creates database name on the server of the
+// PostgreSQL store.
+func freshDatabase(ctx context.Context, name string) error {
 	c, err := pgx.Connect(ctx, storeServerDSN())
 	if err != nil {
 		return err
 	}
 	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+storeDB+" WITH (FORCE)"); err != nil {
+	if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 		return err
 	}
-	_, err = c.Exec(ctx, "CREATE DATABASE "+storeDB)
+	_, err = c.Exec(ctx, "CREATE DATABASE "+name)
 	return err
 }
 
@@ -414,7 +415,7 @@ func runAll(ctx context.Context) error {
 
 	storeDesc := "SQLite store"
 	if *storeKind == "postgres" {
-		if err := freshStoreDB(ctx); err != nil {
+		if err := freshDatabase(ctx, storeDB); err != nil {
 			return fmt.Errorf("make the store's database: %w", err)
 		}
 		where := "on the same server as the target"
