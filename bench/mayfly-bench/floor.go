@@ -23,12 +23,12 @@ import (
 )
 
 // The floor of the one-call issue: the least any broker must do for it
-// while keeping intent before action, served by a process of its own so
-// that it pays the same process hops as Mayfly: one HTTP call in; a new
-// password and its SCRAM verifier; the CREATE ROLE sent in a transaction
-// left open on the target; meanwhile the intent committed, durably, to
-// the store's database (one INSERT); then the role's COMMIT; the
-// credential out. No authentication, policy, audit, lease record or
+// while keeping intent before action, served by processes of its own (one
+// a replica) so that it pays the same process hops as Mayfly: one HTTP
+// call in; a new password and its SCRAM verifier; the CREATE ROLE sent in
+// a transaction left open on the target; meanwhile the intent committed,
+// durably, to the store's database (one INSERT); then the role's COMMIT;
+// the credential out. No authentication, policy, audit, lease record or
 // response view: what is left is round trips and wake-ups, the part of
 // the issue latency no implementation can remove. The latency part times
 // it beside Mayfly's issue (-store postgres only).
