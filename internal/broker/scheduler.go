@@ -390,12 +390,15 @@ const busyPoll = 250 * time.Millisecond
 
 // untilNextFutureDue returns how long until the earliest deadline after
 // read, the time due leases were last read, or busyPoll when there is none
-// that soon (or the store fails).
+// within busyPoll of now (or the store fails). The window ends busyPoll
+// after now, not after read: a pass over many due leases may take a good
+// part of busyPoll, and a deadline just past read+busyPoll would then be
+// slept through by up to busyPoll.
 func (b *Broker) untilNextFutureDue(ctx context.Context, read time.Time) time.Duration {
 	var next []*mayfly.Lease
 	err := b.store.View(ctx, func(tx mayfly.Tx) error {
 		var err error
-		next, err = tx.DueLeases(read.Add(busyPoll), dueStates, mayfly.DueCursor{DueAt: read.Add(time.Nanosecond)}, 1)
+		next, err = tx.DueLeases(b.clock.Now().Add(busyPoll), dueStates, mayfly.DueCursor{DueAt: read.Add(time.Nanosecond)}, 1)
 		return err
 	})
 	if err != nil || len(next) == 0 {
